@@ -1,0 +1,583 @@
+// Package alloc is a memory allocator whose memory the Go garbage collector
+// never sees, built the way glibc's malloc is taught and measured against it.
+//
+// A request goes one of three ways, chosen by its size and the Policy:
+//
+//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (a table
+//     lookup) and served from a slab of that class — package slab — under
+//     the class's lock. Slabs are page runs of the region.
+//  2. Mid-size (above 32 KiB, below the mmap threshold): one page run of
+//     the region by itself — package arena. The region is a brk-like range
+//     of address space reserved once; its break moves up (mprotect) when no
+//     free run fits, and down (madvise + PROT_NONE) when at least
+//     TrimThreshold bytes at its top are free.
+//  3. Large (at or above the mmap threshold, 128 KiB by default): its own
+//     anonymous mapping, unmapped the moment it is freed — package
+//     largealloc.
+//
+// PolicyBrk sends everything to the region (steps 1 and 2), PolicyMmap
+// everything to its own mapping (step 3), and DynamicThreshold lets the
+// threshold slide up as glibc's does. Package stats measures what each
+// choice costs: resident memory (measured with mincore, not guessed),
+// system calls, fragmentation.
+//
+// Free finds a block's owner from its address alone: inside the region,
+// the arena's page map (arithmetic on the region's base) gives the run and
+// the run its slab; outside, the registry of live mappings. Anything that
+// is not the start of a live block — a Go slice, a block of another
+// Allocator, an interior pointer, a second free — is refused with an error
+// and changes nothing.
+//
+// Memory from an Allocator must not hold Go pointers: the garbage collector
+// does not scan it, so what they point to could be collected. The typed
+// helpers (NewObject, MakeSlice) refuse such types.
+package alloc
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/largealloc"
+	"github.com/brkmap/alloc/slab"
+	"github.com/brkmap/alloc/stats"
+)
+
+// Errors. Compare with errors.Is: returned errors wrap these with context.
+var (
+	// ErrInvalidSize: a negative size, or an alignment that is not a
+	// power of two.
+	ErrInvalidSize = errors.New("alloc: invalid size")
+	// ErrOutOfMemory: past Config.Limit, past the reservation, or the
+	// kernel refused (ENOMEM from mmap or mprotect, vm.max_map_count).
+	ErrOutOfMemory error = sys.ErrNoMemory
+	// ErrDoubleFree: the block is already free.
+	ErrDoubleFree error = sys.ErrDoubleFree
+	// ErrInvalidFree: not from this allocator, not the start of a block,
+	// already unmapped, or resliced from the front.
+	ErrInvalidFree error = sys.ErrInvalidFree
+	// ErrClosed: the allocator has been closed.
+	ErrClosed error = sys.ErrClosed
+	// ErrPointerType: a typed helper was given a type holding Go pointers.
+	ErrPointerType = errors.New("alloc: type contains Go pointers")
+)
+
+// Policy chooses where requests are served from.
+type Policy int
+
+const (
+	// PolicyThreshold serves requests below MmapThreshold from the region
+	// and larger ones from their own mappings: glibc's policy.
+	PolicyThreshold Policy = iota
+	// PolicyBrk serves everything from the region.
+	PolicyBrk
+	// PolicyMmap gives every block its own mapping.
+	PolicyMmap
+)
+
+func (p Policy) String() string {
+	switch p {
+	case PolicyThreshold:
+		return "threshold"
+	case PolicyBrk:
+		return "brk"
+	case PolicyMmap:
+		return "mmap"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// Glibc's defaults, and the cap of its sliding threshold.
+const (
+	DefaultMmapThreshold = 128 << 10
+	DefaultTrimThreshold = 128 << 10
+	DefaultTopPad        = 128 << 10
+	DefaultReserve       = 64 << 30
+	MaxDynamicThreshold  = 32 << 20 // DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+)
+
+// Config sets up an Allocator. The zero Config is glibc's defaults (with
+// the sliding threshold off; see DynamicThreshold).
+type Config struct {
+	// Policy: PolicyThreshold (default), PolicyBrk or PolicyMmap.
+	Policy Policy
+	// MmapThreshold: requests of at least this many bytes get their own
+	// mapping under PolicyThreshold. 0 means 128 KiB.
+	MmapThreshold int
+	// DynamicThreshold turns on glibc's sliding threshold: freeing a mapped
+	// block larger than the threshold (and at most 32 MiB) raises the
+	// threshold to that block's size and the trim threshold to twice it,
+	// so repeated large temporary buffers come from the region instead of
+	// paying mmap, page faults and munmap every time. As in glibc, setting
+	// MmapThreshold, TrimThreshold or TopPad explicitly turns it off.
+	DynamicThreshold bool
+	// TrimThreshold: when the free space at the top of the region reaches
+	// this many bytes, the break moves down. 0 means 128 KiB; negative
+	// means never (glibc's M_TRIM_THRESHOLD = -1).
+	TrimThreshold int
+	// TopPad: extra bytes each time the break moves up, and kept when it
+	// moves down. 0 means 128 KiB; negative means none.
+	TopPad int
+	// Reserve: bytes of address space reserved for the region (not
+	// memory: nothing is committed until used). 0 means 64 GiB.
+	Reserve int
+	// Limit caps the bytes committed: the region up to its break plus
+	// every live mapping. Past it allocation fails with ErrOutOfMemory.
+	// 0 means no cap.
+	Limit int
+	// Debug is for guard pages, poisoning and use-after-free checks.
+	// The core allocator does not act on it yet.
+	Debug bool
+}
+
+// Allocator hands out off-heap memory. All methods are safe for
+// concurrent use. Close must not run while other calls are in flight on
+// blocks the caller still uses.
+type Allocator struct {
+	policy Policy
+	os     *sys.OS
+	budget *sys.Budget
+	region *arena.Region
+	slabs  *slab.Heap
+	large  *largealloc.Allocator
+	page   uintptr
+
+	// mmapFrom is where mappings start (requests >= mmapFrom get one);
+	// threshold and trim are what Stats reports. Under the dynamic
+	// threshold, requests up to the freed block's own size stay in the
+	// region, as glibc's chunk header makes them, so mmapFrom is one more.
+	mmapFrom  atomic.Uintptr
+	threshold atomic.Uintptr
+	trim      atomic.Int64
+	dynamic   bool
+
+	closed atomic.Bool
+
+	statsMu sync.Mutex
+	vec     []byte // mincore scratch, under statsMu
+}
+
+// New makes an Allocator. It reserves the region's address space at once.
+func New(cfg Config) (*Allocator, error) {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"MmapThreshold", cfg.MmapThreshold}, {"Reserve", cfg.Reserve}, {"Limit", cfg.Limit}} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("%w: Config.%s = %d", ErrInvalidSize, f.name, f.v)
+		}
+	}
+	if cfg.Policy < PolicyThreshold || cfg.Policy > PolicyMmap {
+		return nil, fmt.Errorf("alloc: unknown policy %d", int(cfg.Policy))
+	}
+	a := &Allocator{
+		policy:  cfg.Policy,
+		os:      &sys.OS{},
+		budget:  sys.NewBudget(uint64(cfg.Limit)),
+		page:    sys.PageSize,
+		dynamic: cfg.DynamicThreshold && cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
+	}
+	threshold := uintptr(orDefault(cfg.MmapThreshold, DefaultMmapThreshold))
+	a.threshold.Store(threshold)
+	a.mmapFrom.Store(threshold)
+	trim := int64(orDefault(cfg.TrimThreshold, DefaultTrimThreshold))
+	a.trim.Store(trim)
+	topPad := orDefault(cfg.TopPad, DefaultTopPad)
+	if topPad < 0 {
+		topPad = 0
+	}
+	trimBytes := uintptr(trim)
+	if trim < 0 {
+		trimBytes = ^uintptr(0)
+	}
+	var err error
+	a.region, err = arena.New(arena.Config{
+		Reserve:       uintptr(orDefault(cfg.Reserve, DefaultReserve)),
+		TopPad:        uintptr(topPad),
+		TrimThreshold: trimBytes,
+		OS:            a.os,
+		Budget:        a.budget,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.slabs = slab.NewHeap(a.region)
+	a.large = largealloc.New(a.os, a.budget)
+	return a, nil
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+var (
+	defaultOnce sync.Once
+	defaultA    *Allocator
+)
+
+// Default returns a process-wide Allocator with the zero Config, made on
+// first use. Closing it closes it for everyone.
+func Default() *Allocator {
+	defaultOnce.Do(func() {
+		a, err := New(Config{})
+		if err != nil {
+			panic(fmt.Sprintf("alloc: cannot make the default allocator: %v", err))
+		}
+		defaultA = a
+	})
+	return defaultA
+}
+
+// route says which layer serves a request of n bytes.
+type route int
+
+const (
+	toSlab route = iota
+	toRun
+	toMapping
+)
+
+func (a *Allocator) route(n uintptr) route {
+	switch {
+	case a.policy == PolicyMmap, a.policy == PolicyThreshold && n >= a.mmapFrom.Load():
+		return toMapping
+	case n <= slab.MaxSize:
+		return toSlab
+	}
+	return toRun
+}
+
+// alloc returns a block of n bytes aligned to align (a power of two, at
+// least 16), and whether its memory is known to be zero.
+func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error) {
+	if size < 0 {
+		return nil, false, fmt.Errorf("%w: %d", ErrInvalidSize, size)
+	}
+	if a.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	n := uintptr(size)
+	r := a.route(n)
+	if r == toSlab {
+		c := slab.SizeClass(n)
+		if align > 16 {
+			if c = -1; align <= a.page {
+				c = slab.AlignedClass(n, align)
+			}
+			if c < 0 {
+				r = toRun
+			}
+		}
+		if r == toSlab {
+			return a.slabs.Alloc(c, n)
+		}
+	}
+	if r == toRun {
+		pages := max((n+a.page-1)/a.page, 1) // n < 2^63: no overflow
+		run, zero, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
+		if err != nil {
+			return nil, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
+		}
+		return a.region.Ptr(run.Start()), zero, nil
+	}
+	p, err := a.large.Alloc(n, align)
+	if err != nil {
+		return nil, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
+	}
+	return p, true, nil
+}
+
+func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
+
+// Malloc returns n bytes, len == cap == n, 16-byte aligned, contents
+// unspecified. Malloc(0) returns a non-nil empty slice that must be freed
+// like any other.
+func (a *Allocator) Malloc(n int) ([]byte, error) {
+	p, _, err := a.alloc(n, 16)
+	if err != nil {
+		return nil, err
+	}
+	return bytesAt(p, n), nil
+}
+
+// Calloc is Malloc with the memory zeroed. Memory known to be fresh from
+// the kernel (a new mapping, pages never used since the break moved up or
+// since they were released) is not cleared again.
+func (a *Allocator) Calloc(n int) ([]byte, error) {
+	p, zero, err := a.alloc(n, 16)
+	if err != nil {
+		return nil, err
+	}
+	b := bytesAt(p, n)
+	if !zero {
+		clear(b)
+	}
+	return b, nil
+}
+
+// AlignedAlloc returns n bytes starting at a multiple of align, which must
+// be a power of two (any size the reservation or the kernel allows).
+func (a *Allocator) AlignedAlloc(align, n int) ([]byte, error) {
+	if align <= 0 || align&(align-1) != 0 {
+		return nil, fmt.Errorf("%w: alignment %d is not a power of two", ErrInvalidSize, align)
+	}
+	p, _, err := a.alloc(n, max(uintptr(align), 16))
+	if err != nil {
+		return nil, err
+	}
+	return bytesAt(p, n), nil
+}
+
+func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// Free gives b back. b must be a slice returned by this Allocator (its
+// length may have been cut, not its start). Free(nil) does nothing. A bad
+// free returns ErrDoubleFree or ErrInvalidFree and changes nothing.
+func (a *Allocator) Free(b []byte) error {
+	if b == nil {
+		return nil
+	}
+	if a.closed.Load() {
+		return ErrClosed
+	}
+	p := addrOf(b)
+	if a.region.Contains(p) {
+		return a.freeRegion(p)
+	}
+	m, err := a.large.Free(p)
+	if err != nil {
+		return err
+	}
+	a.slide(m.Len)
+	return nil
+}
+
+func (a *Allocator) freeRegion(p uintptr) error {
+	run := a.region.Lookup(p)
+	if run == nil {
+		return fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	}
+	switch run.Kind() {
+	case arena.KindSlab:
+		_, err := a.slabs.Free(run, p)
+		return err
+	case arena.KindBlock:
+		if p != run.Start() {
+			return fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
+		}
+		if err := a.region.Free(run); err != nil {
+			if errors.Is(err, arena.ErrNotLive) {
+				return fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
+			}
+			return ErrClosed
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+}
+
+// slide is glibc's dynamic threshold: freeing a mapped block larger than
+// the threshold (and at most 32 MiB) raises the threshold to its size and
+// the trim threshold to twice that.
+func (a *Allocator) slide(size uintptr) {
+	if !a.dynamic || size <= a.threshold.Load() || size > MaxDynamicThreshold {
+		return
+	}
+	a.threshold.Store(size)
+	a.mmapFrom.Store(size + 1)
+	a.trim.Store(int64(2 * size))
+	a.region.SetTrimThreshold(2 * size)
+}
+
+// block describes a live block found from its address.
+type block struct {
+	run       *arena.Run          // in the region
+	mapping   *largealloc.Mapping // or its own mapping
+	size      uintptr             // usable
+	requested uintptr
+}
+
+// find validates p as the start of a live block and describes it.
+func (a *Allocator) find(p uintptr) (block, error) {
+	if a.region.Contains(p) {
+		run := a.region.Lookup(p)
+		if run == nil {
+			return block{}, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+		}
+		switch run.Kind() {
+		case arena.KindSlab:
+			size, req, err := a.slabs.Usable(run, p)
+			return block{run: run, size: size, requested: req}, err
+		case arena.KindBlock:
+			if p != run.Start() {
+				return block{}, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
+			}
+			used, size, live := a.region.Used(run)
+			if !live {
+				return block{}, fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
+			}
+			return block{run: run, size: size, requested: used}, nil
+		}
+		return block{}, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	}
+	m := a.large.Lookup(p)
+	if m == nil {
+		return block{}, fmt.Errorf("%w: %#x is not a live block of this allocator", ErrInvalidFree, p)
+	}
+	return block{mapping: m, size: m.Len, requested: m.Requested}, nil
+}
+
+// UsableSize returns how many bytes the block b starts could hold (at
+// least len(b)), or 0 if b is not a live block of this allocator.
+func (a *Allocator) UsableSize(b []byte) int {
+	if b == nil || a.closed.Load() {
+		return 0
+	}
+	blk, err := a.find(addrOf(b))
+	if err != nil {
+		return 0
+	}
+	return int(blk.size)
+}
+
+// Realloc resizes b to n bytes, keeping its first min(len(b), n) bytes. It
+// works in place when the block's class, run or mapping has room (a run
+// can grow into free pages after it, a mapping with mremap); otherwise it
+// moves the block. Realloc(nil, n) is Malloc(n). On error b is unchanged
+// and still live.
+func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
+	if b == nil {
+		return a.Malloc(n)
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
+	}
+	if a.closed.Load() {
+		return nil, ErrClosed
+	}
+	p := addrOf(b)
+	un := uintptr(n)
+	r := a.route(un)
+	blk, err := a.find(p)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case blk.run != nil && blk.run.Kind() == arena.KindSlab && r == toSlab:
+		ok, _, err := a.slabs.Resize(blk.run, p, un)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
+		}
+	case blk.run != nil && blk.run.Kind() == arena.KindBlock && r == toRun:
+		pages := (un + a.page - 1) / a.page
+		if ok, _ := a.region.Resize(blk.run, pages); ok {
+			a.region.SetUsed(blk.run, un)
+			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
+		}
+	case blk.mapping != nil && r == toMapping:
+		q, err := a.large.Resize(p, un)
+		if err != nil {
+			return nil, err
+		}
+		return bytesAt(q, n), nil
+	}
+	nb, err := a.Malloc(n)
+	if err != nil {
+		return nil, err
+	}
+	copy(nb, b[:min(len(b), n)])
+	if err := a.Free(b); err != nil {
+		_ = a.Free(nb)
+		return nil, err
+	}
+	return nb, nil
+}
+
+// Trim gives free memory back to the kernel, like malloc_trim(0): cached
+// empty slabs go back to the region first, then every free page run is
+// released with madvise and the break moves down to the last block in
+// use. It returns the bytes given back.
+func (a *Allocator) Trim() int {
+	if a.closed.Load() {
+		return 0
+	}
+	a.slabs.Trim()
+	return int(a.region.Trim())
+}
+
+// Stats returns the allocator's counters and its measured resident memory.
+func (a *Allocator) Stats() stats.Snapshot {
+	if a.closed.Load() {
+		return stats.Snapshot{}
+	}
+	var s stats.Snapshot
+	classes := a.slabs.Stats()
+	s.Classes = make([]stats.Class, len(classes))
+	for i, c := range classes {
+		s.Classes[i] = stats.Class{Size: uint64(c.Size), LiveBlocks: c.LiveBlocks, LiveBytes: c.LiveBytes,
+			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
+		s.LiveBlocks += c.LiveBlocks
+		s.LiveBytes += c.LiveBytes
+	}
+	rc := a.region.Counters()
+	s.LiveBlocks += uint64(rc.BlockRuns)
+	s.LiveBytes += uint64(rc.BlockUsed)
+	s.ArenaBytes = uint64(rc.ArenaBytes)
+	s.SlabBytes = uint64(rc.SlabBytes)
+	s.RunBytes = uint64(rc.BlockBytes)
+	s.FreeBytes = uint64(rc.FreeBytes)
+	s.DirtyBytes = uint64(rc.DirtyBytes)
+	s.TopFreeBytes = uint64(rc.TopFreeBytes)
+	s.FreeRuns = uint64(rc.FreeRuns)
+	count, mapped, requested := a.large.Counters()
+	s.MmapCount = count
+	s.MmapBytes = mapped
+	s.LiveBlocks += count
+	s.LiveBytes += requested
+
+	a.statsMu.Lock()
+	s.ArenaResident = uint64(a.region.Resident(&a.vec))
+	s.MmapResident = uint64(a.large.Resident(&a.vec))
+	a.statsMu.Unlock()
+	s.Resident = s.ArenaResident + s.MmapResident
+
+	s.Mmap = a.os.Calls(sys.OpMmap)
+	s.Munmap = a.os.Calls(sys.OpMunmap)
+	s.Madvise = a.os.Calls(sys.OpMadvise)
+	s.Mprotect = a.os.Calls(sys.OpMprotect)
+	s.Mremap = a.os.Calls(sys.OpMremap)
+	s.Mincore = a.os.Calls(sys.OpMincore)
+	s.MmapThreshold = uint64(a.threshold.Load())
+	if t := a.trim.Load(); t >= 0 {
+		s.TrimThreshold = uint64(t)
+	} else {
+		s.TrimThreshold = ^uint64(0)
+	}
+	s.Committed = a.budget.Used()
+	s.Limit = a.budget.Limit()
+	s.MinorFaults = sys.MinorFaults()
+	return s
+}
+
+// Close gives every mapping and the whole region back to the kernel. Every
+// block becomes invalid, and every later call returns ErrClosed (or does
+// nothing). Closing twice is not an error.
+func (a *Allocator) Close() error {
+	if a.closed.Swap(true) {
+		return nil
+	}
+	a.slabs.Close()
+	err1 := a.large.Close()
+	err2 := a.region.Close()
+	return errors.Join(err1, err2)
+}

@@ -1,0 +1,656 @@
+package arena
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/brkmap/alloc/internal/sys"
+	"golang.org/x/sys/unix"
+)
+
+// Kind says what a run is used for. It is fixed when the run is made.
+type Kind uint8
+
+const (
+	// KindFree marks a free run (or one that has been merged away).
+	KindFree Kind = iota
+	// KindSlab marks a run carved into blocks of one size class.
+	KindSlab
+	// KindBlock marks a run that is one block by itself (mid-size requests).
+	KindBlock
+	numKinds
+)
+
+// ErrNotLive is returned when a run handed back is not in use.
+var ErrNotLive = errors.New("arena: run is not in use")
+
+// Run is a range of whole pages of the region.
+//
+// Kind and Owner never change after the run is published in the page map,
+// and neither does Start while the run is in use, so they may be read
+// without the region's lock. Everything else is guarded by Region.mu.
+type Run struct {
+	kind  Kind
+	owner unsafe.Pointer // the layer that asked for the run (a *slab.Slab)
+
+	start uintptr // address of the first byte
+	pages uintptr
+	used  uintptr // bytes the owner uses of it (KindBlock: the request)
+
+	live bool // in use: not free, not merged away
+	zero bool // free run: every page is known zero (fresh or released)
+
+	bucket     int
+	prev, next *Run
+}
+
+// Kind returns what the run is used for.
+func (r *Run) Kind() Kind { return r.kind }
+
+// Owner returns what the caller of Alloc attached to the run.
+func (r *Run) Owner() unsafe.Pointer { return r.owner }
+
+// Start returns the run's first address; stable while the run is in use.
+func (r *Run) Start() uintptr { return r.start }
+
+// Pages returns the run's length in pages (under the region's lock, or
+// while the caller owns the run).
+func (r *Run) Pages() uintptr { return r.pages }
+
+// Config sets up a region.
+type Config struct {
+	Reserve       uintptr // bytes of address space to reserve
+	TopPad        uintptr // extra bytes each time the break moves up
+	TrimThreshold uintptr // free top of at least this moves the break down
+	OS            *sys.OS
+	Budget        *sys.Budget
+}
+
+// Region is the brk-like region. All methods are safe for concurrent use.
+type Region struct {
+	os     *sys.OS
+	budget *sys.Budget
+	base   unsafe.Pointer
+	lo, hi uintptr // [lo, hi) is the reservation
+	page   uintptr
+	shift  uint
+
+	topPad        uintptr
+	trimThreshold atomic.Uintptr
+
+	pagemap []atomic.Pointer[chunk]
+
+	mu      sync.Mutex
+	brk     uintptr // address of the break: [lo, brk) is usable
+	closed  bool
+	buckets [numBuckets]*Run
+	nonzero [2]uint64 // bit b set: buckets[b] is not empty
+
+	// counters, under mu
+	inUsePages [numKinds]uintptr
+	inUseRuns  [numKinds]uintptr
+	blockUsed  uintptr // sum of used over KindBlock runs
+	freePages  uintptr
+	dirtyPages uintptr // free pages not known to be released
+	freeRuns   uintptr
+}
+
+const (
+	numBuckets  = 128 // buckets[i] holds free runs of i+1 pages; the last, 128 and more
+	chunkShift  = 16  // pages per page-map chunk: 2^16 (256 MiB of 4 KiB pages)
+	chunkLength = 1 << chunkShift
+)
+
+type chunk [chunkLength]atomic.Pointer[Run]
+
+// New reserves the region. Nothing is committed until Alloc.
+func New(c Config) (*Region, error) {
+	page := sys.PageSize
+	reserve := alignUp(c.Reserve, page)
+	if reserve == 0 {
+		return nil, fmt.Errorf("arena: reserve must be positive")
+	}
+	p, err := c.OS.Mmap(reserve, unix.PROT_NONE, unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve, sys.ErrNoMemory, err)
+	}
+	r := &Region{
+		os:     c.OS,
+		budget: c.Budget,
+		base:   p,
+		lo:     uintptr(p),
+		hi:     uintptr(p) + reserve,
+		page:   page,
+		shift:  uint(bits.TrailingZeros64(uint64(page))),
+		topPad: alignUp(c.TopPad, page),
+	}
+	r.brk = r.lo
+	r.trimThreshold.Store(c.TrimThreshold)
+	npages := reserve >> r.shift
+	r.pagemap = make([]atomic.Pointer[chunk], (npages+chunkLength-1)>>chunkShift)
+	return r, nil
+}
+
+// Contains reports whether addr lies in the reservation.
+func (r *Region) Contains(addr uintptr) bool { return addr-r.lo < r.hi-r.lo }
+
+// Base returns the first address of the region.
+func (r *Region) Base() uintptr { return r.lo }
+
+// Ptr turns an address of the region into a pointer.
+func (r *Region) Ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(r.base, addr-r.lo) }
+
+// PageSize returns the region's page size.
+func (r *Region) PageSize() uintptr { return r.page }
+
+// SetTrimThreshold changes the trim threshold (the dynamic threshold does).
+func (r *Region) SetTrimThreshold(n uintptr) { r.trimThreshold.Store(n) }
+
+// Lookup returns the run recorded for the page holding addr, or nil. addr
+// must be in the region. For a page of a run in use it is that run; for a
+// page of free memory it is a free run, a run that is no longer live, or
+// nil. Lock-free.
+func (r *Region) Lookup(addr uintptr) *Run {
+	pg := (addr - r.lo) >> r.shift
+	c := r.pagemap[pg>>chunkShift].Load()
+	if c == nil {
+		return nil
+	}
+	return c[pg&(chunkLength-1)].Load()
+}
+
+// set records run as the owner of pages [from, to) (page indexes).
+func (r *Region) set(run *Run, from, to uintptr) {
+	for pg := from; pg < to; {
+		ci := pg >> chunkShift
+		c := r.pagemap[ci].Load()
+		if c == nil {
+			c = new(chunk)
+			r.pagemap[ci].Store(c)
+		}
+		end := min(to, (ci+1)<<chunkShift)
+		for ; pg < end; pg++ {
+			c[pg&(chunkLength-1)].Store(run)
+		}
+	}
+}
+
+func (r *Region) pageOf(addr uintptr) uintptr { return (addr - r.lo) >> r.shift }
+
+// at returns the run recorded for page pg, which must be below the break.
+func (r *Region) at(pg uintptr) *Run {
+	c := r.pagemap[pg>>chunkShift].Load()
+	if c == nil {
+		return nil
+	}
+	return c[pg&(chunkLength-1)].Load()
+}
+
+func alignUp(n, a uintptr) uintptr { return (n + a - 1) &^ (a - 1) }
+
+// --- free runs ---
+
+func bucketOf(pages uintptr) int {
+	if pages >= numBuckets {
+		return numBuckets - 1
+	}
+	return int(pages) - 1
+}
+
+func (r *Region) insertFree(f *Run) {
+	b := bucketOf(f.pages)
+	f.bucket = b
+	f.prev = nil
+	f.next = r.buckets[b]
+	if f.next != nil {
+		f.next.prev = f
+	}
+	r.buckets[b] = f
+	r.nonzero[b>>6] |= 1 << (b & 63)
+	r.freePages += f.pages
+	if !f.zero {
+		r.dirtyPages += f.pages
+	}
+	r.freeRuns++
+	// boundary pages
+	first := r.pageOf(f.start)
+	r.set(f, first, first+1)
+	if f.pages > 1 {
+		r.set(f, first+f.pages-1, first+f.pages)
+	}
+}
+
+func (r *Region) removeFree(f *Run) {
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		r.buckets[f.bucket] = f.next
+		if f.next == nil {
+			r.nonzero[f.bucket>>6] &^= 1 << (f.bucket & 63)
+		}
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	}
+	f.prev, f.next = nil, nil
+	r.freePages -= f.pages
+	if !f.zero {
+		r.dirtyPages -= f.pages
+	}
+	r.freeRuns--
+}
+
+// findFree returns the best-fitting free run of at least n pages, or nil.
+func (r *Region) findFree(n uintptr) *Run {
+	b := bucketOf(n)
+	for w := b >> 6; w < 2; w++ {
+		m := r.nonzero[w]
+		if w == b>>6 {
+			m &^= (1 << (b & 63)) - 1
+		}
+		if m == 0 {
+			continue
+		}
+		i := w<<6 + bits.TrailingZeros64(m)
+		if i < numBuckets-1 {
+			return r.buckets[i]
+		}
+		// the big bucket: best fit, lowest address on ties
+		var best *Run
+		for f := r.buckets[i]; f != nil; f = f.next {
+			if f.pages >= n && (best == nil || f.pages < best.pages ||
+				f.pages == best.pages && f.start < best.start) {
+				best = f
+			}
+		}
+		return best
+	}
+	return nil
+}
+
+// topFree returns the free run that ends at the break, or nil.
+func (r *Region) topFree() *Run {
+	if r.brk == r.lo {
+		return nil
+	}
+	f := r.at(r.pageOf(r.brk) - 1)
+	if f != nil && f.kind == KindFree {
+		return f
+	}
+	return nil
+}
+
+// grow moves the break up so that a free run of at least n pages ends at
+// it, and returns that run (already in its bucket).
+func (r *Region) grow(n uintptr) (*Run, error) {
+	top := r.topFree()
+	need := n
+	if top != nil {
+		need -= top.pages
+	}
+	bytes := need << r.shift
+	want := bytes + r.topPad
+	if want > r.hi-r.brk || !r.budget.Take(want) {
+		want = bytes // without the pad
+		if want > r.hi-r.brk {
+			return nil, fmt.Errorf("arena: grow by %d bytes: reservation of %d bytes is full: %w",
+				bytes, r.hi-r.lo, sys.ErrNoMemory)
+		}
+		if !r.budget.Take(want) {
+			return nil, fmt.Errorf("arena: grow by %d bytes: limit of %d bytes reached: %w",
+				bytes, r.budget.Limit(), sys.ErrNoMemory)
+		}
+	}
+	if err := r.os.Mprotect(unsafe.Add(r.base, r.brk-r.lo), want, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		r.budget.Give(want)
+		return nil, fmt.Errorf("arena: grow by %d bytes: %w: %w", want, sys.ErrNoMemory, err)
+	}
+	start := r.brk
+	r.brk += want
+	pages := want >> r.shift
+	if top != nil {
+		r.removeFree(top)
+		top.pages += pages
+		r.insertFree(top)
+		return top, nil
+	}
+	f := &Run{kind: KindFree, start: start, pages: pages, zero: true}
+	r.insertFree(f)
+	return f, nil
+}
+
+// carve takes pages [f.start+head, +n) out of free run f (already removed
+// from its bucket) as a new live run; the rest goes back as free runs.
+func (r *Region) carve(f *Run, head, n uintptr, kind Kind, owner unsafe.Pointer) *Run {
+	run := &Run{kind: kind, owner: owner, start: f.start + head<<r.shift, pages: n, live: true}
+	tail := f.pages - head - n
+	zero := f.zero
+	if tail > 0 {
+		t := &Run{kind: KindFree, start: run.start + n<<r.shift, pages: tail, zero: zero}
+		r.insertFree(t)
+	}
+	if head > 0 {
+		f.pages = head
+		r.insertFree(f)
+	}
+	first := r.pageOf(run.start)
+	r.set(run, first, first+n)
+	r.inUsePages[kind] += n
+	r.inUseRuns[kind]++
+	run.zero = zero
+	return run
+}
+
+// Alloc returns a run of n pages whose start is aligned to align bytes (a
+// power of two; 0 or anything up to the page size means page-aligned),
+// with owner attached and used bytes recorded, and whether its memory is
+// known to be zero.
+func (r *Region) Alloc(n, align uintptr, kind Kind, owner unsafe.Pointer, used uintptr) (*Run, bool, error) {
+	if n == 0 || n > (r.hi-r.lo)>>r.shift {
+		return nil, false, fmt.Errorf("arena: %d pages do not fit a reservation of %d bytes: %w",
+			n, r.hi-r.lo, sys.ErrNoMemory)
+	}
+	extra := uintptr(0)
+	if align > r.page {
+		extra = align>>r.shift - 1
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, false, errClosed
+	}
+	f := r.findFree(n + extra)
+	if f == nil {
+		var err error
+		if f, err = r.grow(n + extra); err != nil {
+			return nil, false, err
+		}
+	}
+	r.removeFree(f)
+	head := uintptr(0)
+	if extra > 0 {
+		head = (alignUp(f.start, align) - f.start) >> r.shift
+	}
+	run := r.carve(f, head, n, kind, owner)
+	if kind == KindBlock {
+		run.used = used
+		r.blockUsed += used
+	}
+	return run, run.zero, nil
+}
+
+var errClosed = errors.New("arena: region is closed")
+
+// SetUsed records how many bytes of a KindBlock run the caller uses.
+func (r *Region) SetUsed(run *Run, n uintptr) {
+	r.mu.Lock()
+	r.blockUsed += n - run.used
+	run.used = n
+	r.mu.Unlock()
+}
+
+// Used returns the bytes recorded with SetUsed and the run's size in bytes,
+// and whether the run is still live.
+func (r *Region) Used(run *Run) (used, size uintptr, live bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return run.used, run.pages << r.shift, run.live
+}
+
+// Free gives a live run back. It fails with ErrNotLive if the run was
+// already given back, and never touches anything else then.
+func (r *Region) Free(run *Run) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errClosed
+	}
+	if !run.live {
+		return ErrNotLive
+	}
+	run.live = false
+	r.inUsePages[run.kind] -= run.pages
+	r.inUseRuns[run.kind]--
+	if run.kind == KindBlock {
+		r.blockUsed -= run.used
+	}
+	r.release(run.start, run.pages, false)
+	return nil
+}
+
+// release makes [start, start+pages) a free run, coalesced with its
+// neighbours, and trims the top if it has grown past the threshold.
+func (r *Region) release(start, pages uintptr, zero bool) {
+	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
+	first := r.pageOf(start)
+	if first > 0 {
+		if left := r.at(first - 1); left != nil && left.kind == KindFree && left.start+left.pages<<r.shift == start {
+			r.removeFree(left)
+			f.start = left.start
+			f.pages += left.pages
+			f.zero = f.zero && left.zero
+		}
+	}
+	if end := start + pages<<r.shift; end < r.brk {
+		if right := r.at(r.pageOf(end)); right != nil && right.kind == KindFree && right.start == end {
+			r.removeFree(right)
+			f.pages += right.pages
+			f.zero = f.zero && right.zero
+		}
+	}
+	r.insertFree(f)
+	if f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
+		r.shrink(f, r.topPad)
+	}
+}
+
+// shrink moves the break down to f.start+keep, f being the top free run,
+// giving the pages above back to the kernel. Returns the bytes released.
+func (r *Region) shrink(f *Run, keep uintptr) uintptr {
+	keep = alignUp(keep, r.page)
+	size := f.pages << r.shift
+	if size <= keep {
+		return 0
+	}
+	cut := f.start + keep
+	n := r.brk - cut
+	p := unsafe.Add(r.base, cut-r.lo)
+	if !f.zero {
+		if err := r.os.Madvise(p, n, unix.MADV_DONTNEED); err != nil {
+			return 0 // the pages stay as they are; nothing is lost
+		}
+	}
+	if err := r.os.Mprotect(p, n, unix.PROT_NONE); err != nil {
+		return 0
+	}
+	r.removeFree(f)
+	r.brk = cut
+	r.budget.Give(n)
+	if keep > 0 {
+		f.pages = keep >> r.shift
+		r.insertFree(f)
+	}
+	return n
+}
+
+// Trim releases every free page of the region: one madvise(MADV_DONTNEED)
+// per free run not yet released, then the break moves down to the last run
+// in use. It returns the bytes given back.
+func (r *Region) Trim() uintptr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0
+	}
+	var released uintptr
+	if top := r.topFree(); top != nil {
+		wasDirty := !top.zero
+		if n := r.shrink(top, 0); n > 0 && wasDirty {
+			released += n
+		}
+	}
+	for b := range r.buckets {
+		for f := r.buckets[b]; f != nil; f = f.next {
+			if f.zero {
+				continue
+			}
+			n := f.pages << r.shift
+			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {
+				continue
+			}
+			f.zero = true
+			r.dirtyPages -= f.pages
+			released += n
+		}
+	}
+	return released
+}
+
+// Close gives the whole reservation back. Every run becomes invalid.
+func (r *Region) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.budget.Give(r.brk - r.lo)
+	r.brk = r.lo
+	for i := range r.pagemap {
+		r.pagemap[i].Store(nil)
+	}
+	return r.os.Munmap(r.base, r.hi-r.lo)
+}
+
+// Resize grows a live KindBlock run in place to n pages, taking the free
+// run that follows it or moving the break, and reports whether it could.
+// With n smaller than the run, it shrinks the run and frees the tail.
+func (r *Region) Resize(run *Run, n uintptr) (ok bool, zeroTail bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || !run.live || n == 0 {
+		return false, false
+	}
+	switch {
+	case n == run.pages:
+		return true, false
+	case n < run.pages:
+		cut := run.pages - n
+		run.pages = n
+		r.inUsePages[run.kind] -= cut
+		r.release(run.start+n<<r.shift, cut, false)
+		return true, false
+	}
+	more := n - run.pages
+	end := run.start + run.pages<<r.shift
+	var next *Run
+	if end < r.brk {
+		next = r.at(r.pageOf(end))
+		if next == nil || next.kind != KindFree || next.start != end {
+			return false, false
+		}
+	}
+	if next == nil || next.pages < more {
+		// only the top can grow: the run, or the free run after it, must end at the break
+		if (next == nil && end != r.brk) || (next != nil && next.start+next.pages<<r.shift != r.brk) {
+			return false, false
+		}
+		var err error
+		if next, err = r.grow(more); err != nil {
+			return false, false
+		}
+		if next.start != end { // grow made a new top run not adjacent: cannot happen, but be safe
+			return false, false
+		}
+	}
+	r.removeFree(next)
+	zero := next.zero
+	if rest := next.pages - more; rest > 0 {
+		next.start += more << r.shift
+		next.pages = rest
+		r.insertFree(next)
+	}
+	first := r.pageOf(end)
+	r.set(run, first, first+more)
+	run.pages = n
+	r.inUsePages[run.kind] += more
+	return true, zero
+}
+
+// Counters is a snapshot of the region's bookkeeping.
+type Counters struct {
+	Base, Break  uintptr
+	ArenaBytes   uintptr // base to break
+	SlabBytes    uintptr // pages carved into slabs
+	BlockBytes   uintptr // pages given to mid-size blocks
+	BlockRuns    uintptr // mid-size blocks live
+	BlockUsed    uintptr // bytes requested by them
+	FreeBytes    uintptr // free pages below the break
+	DirtyBytes   uintptr // of those, not yet released (resident if touched)
+	FreeRuns     uintptr
+	TopFreeBytes uintptr // the free run at the break: what trimming the top releases (keepcost)
+}
+
+// Counters returns the region's bookkeeping.
+func (r *Region) Counters() Counters {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := Counters{
+		Base:       r.lo,
+		Break:      r.brk,
+		ArenaBytes: r.brk - r.lo,
+		SlabBytes:  r.inUsePages[KindSlab] << r.shift,
+		BlockBytes: r.inUsePages[KindBlock] << r.shift,
+		BlockRuns:  r.inUseRuns[KindBlock],
+		BlockUsed:  r.blockUsed,
+		FreeBytes:  r.freePages << r.shift,
+		DirtyBytes: r.dirtyPages << r.shift,
+		FreeRuns:   r.freeRuns,
+	}
+	if !r.closed {
+		if top := r.topFree(); top != nil {
+			c.TopFreeBytes = top.pages << r.shift
+		}
+	}
+	return c
+}
+
+// Span is a range of the region, for maps and measurements.
+type Span struct {
+	Start, Len uintptr
+	Kind       Kind
+	Released   bool // free and known released
+}
+
+// Spans calls fn for every run below the break, in address order.
+func (r *Region) Spans(fn func(Span)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	for addr := r.lo; addr < r.brk; {
+		run := r.at(r.pageOf(addr))
+		n := run.pages << r.shift
+		fn(Span{Start: addr, Len: n, Kind: run.kind, Released: run.kind == KindFree && run.zero})
+		addr += n
+	}
+}
+
+// Resident measures with mincore how many bytes below the break are
+// resident in RAM.
+func (r *Region) Resident(vec *[]byte) uintptr {
+	r.mu.Lock()
+	n := r.brk - r.lo
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return 0
+	}
+	res, _ := r.os.Resident(r.base, n, vec)
+	return res
+}

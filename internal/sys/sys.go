@@ -1,0 +1,192 @@
+// Package sys is the allocator's one door to the kernel.
+//
+// Every system call the allocator makes — mmap, munmap, mprotect, madvise,
+// mremap and mincore — goes through an *OS value, which counts it (so
+// stats.Snapshot can report exactly how many calls a policy cost) and can be
+// told by a test to fail at a chosen call (the seam through which kernel
+// failures are injected). Each Allocator owns one OS value; the arena and
+// largealloc packages receive it and never call golang.org/x/sys/unix
+// themselves.
+//
+// Concurrency: the counters are atomics, and the failure hook is set once
+// before the OS value is shared (tests only).
+package sys
+
+import (
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Op names a system call, for counters and for failure injection.
+type Op int
+
+const (
+	OpMmap Op = iota
+	OpMunmap
+	OpMprotect
+	OpMadvise
+	OpMremap
+	OpMincore
+	numOps
+)
+
+var opNames = [numOps]string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore"}
+
+func (o Op) String() string { return opNames[o] }
+
+// PageSize is the kernel's page size, the unit of every mapping.
+var PageSize = uintptr(unix.Getpagesize())
+
+// OS counts and performs system calls for one allocator.
+type OS struct {
+	calls [numOps]atomic.Uint64
+
+	// Fail, when set, is asked before every call; a non-nil error is
+	// returned as if the kernel had refused, and the call is not made.
+	// The count passed is the 1-based number of this op so far.
+	Fail func(op Op, n uint64) error
+}
+
+// Calls returns how many calls of op have been made (including refused ones).
+func (s *OS) Calls(op Op) uint64 { return s.calls[op].Load() }
+
+func (s *OS) enter(op Op) error {
+	n := s.calls[op].Add(1)
+	if s.Fail != nil {
+		return s.Fail(op, n)
+	}
+	return nil
+}
+
+// Mmap maps n bytes of anonymous private memory with the given protection
+// and extra flags (for example unix.MAP_NORESERVE).
+func (s *OS) Mmap(n uintptr, prot, flags int) (unsafe.Pointer, error) {
+	if err := s.enter(OpMmap); err != nil {
+		return nil, err
+	}
+	return unix.MmapPtr(-1, 0, nil, n, prot, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|flags)
+}
+
+// Munmap unmaps [p, p+n).
+func (s *OS) Munmap(p unsafe.Pointer, n uintptr) error {
+	if err := s.enter(OpMunmap); err != nil {
+		return err
+	}
+	return unix.MunmapPtr(p, n)
+}
+
+// Mprotect changes the protection of [p, p+n).
+func (s *OS) Mprotect(p unsafe.Pointer, n uintptr, prot int) error {
+	if err := s.enter(OpMprotect); err != nil {
+		return err
+	}
+	return unix.Mprotect(unsafe.Slice((*byte)(p), n), prot)
+}
+
+// Madvise gives advice about [p, p+n), for example unix.MADV_DONTNEED.
+func (s *OS) Madvise(p unsafe.Pointer, n uintptr, advice int) error {
+	if err := s.enter(OpMadvise); err != nil {
+		return err
+	}
+	return unix.Madvise(unsafe.Slice((*byte)(p), n), advice)
+}
+
+// Mremap resizes the mapping [p, p+old) to n bytes, moving it if it must.
+func (s *OS) Mremap(p unsafe.Pointer, old, n uintptr) (unsafe.Pointer, error) {
+	if err := s.enter(OpMremap); err != nil {
+		return nil, err
+	}
+	return unix.MremapPtr(p, old, nil, n, unix.MREMAP_MAYMOVE)
+}
+
+// Resident returns how many bytes of [p, p+n) are resident in RAM, asking
+// the kernel with mincore. vec is scratch space, grown as needed.
+func (s *OS) Resident(p unsafe.Pointer, n uintptr, vec *[]byte) (uintptr, error) {
+	if n == 0 {
+		return 0, nil
+	}
+	pages := (n + PageSize - 1) / PageSize
+	if uintptr(cap(*vec)) < pages {
+		*vec = make([]byte, pages)
+	}
+	v := (*vec)[:pages]
+	if err := s.enter(OpMincore); err != nil {
+		return 0, err
+	}
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(p), n, uintptr(unsafe.Pointer(&v[0])))
+	if e != 0 {
+		return 0, syscall.Errno(e)
+	}
+	var r uintptr
+	for _, b := range v {
+		r += uintptr(b & 1)
+	}
+	return r * PageSize, nil
+}
+
+// MinorFaults returns the process's minor page faults so far (getrusage).
+func MinorFaults() uint64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return uint64(ru.Minflt)
+}
+
+// ErrNoMemory is what every layer wraps when memory cannot be had: the
+// kernel refused, the reservation is full, or the budget (Config.Limit) is
+// spent. The root package exports it as alloc.ErrOutOfMemory.
+var ErrNoMemory = errorString("alloc: out of memory")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// Budget caps the bytes an allocator has committed: the region up to its
+// break plus every live mapping. A zero limit means no cap. Shared by the
+// arena and largealloc; lock-free.
+type Budget struct {
+	limit uint64
+	used  atomic.Uint64
+}
+
+// NewBudget returns a budget of limit bytes (0: unlimited).
+func NewBudget(limit uint64) *Budget { return &Budget{limit: limit} }
+
+// Take reserves n bytes of the budget, reporting false if that would pass
+// the limit.
+func (b *Budget) Take(n uintptr) bool {
+	if b.limit == 0 {
+		b.used.Add(uint64(n))
+		return true
+	}
+	for {
+		u := b.used.Load()
+		if u+uint64(n) > b.limit || u+uint64(n) < u {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+uint64(n)) {
+			return true
+		}
+	}
+}
+
+// Give returns n bytes to the budget.
+func (b *Budget) Give(n uintptr) { b.used.Add(^uint64(n - 1)) }
+
+// Used returns the bytes currently committed.
+func (b *Budget) Used() uint64 { return b.used.Load() }
+
+// Limit returns the cap (0: none).
+func (b *Budget) Limit() uint64 { return b.limit }
+
+// The errors of a bad free, shared by every layer; the root package exports
+// them as alloc.ErrDoubleFree and alloc.ErrInvalidFree.
+var (
+	ErrDoubleFree  = errorString("alloc: double free")
+	ErrInvalidFree = errorString("alloc: invalid free")
+	ErrClosed      = errorString("alloc: allocator is closed")
+)

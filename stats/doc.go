@@ -1,0 +1,20 @@
+// Package stats is the measuring side of the allocator: what each policy
+// costs in memory, system calls and time, so that the brk-like region, one
+// mapping per block, and the threshold between them can be compared on the
+// same workload.
+//
+// A Snapshot is taken by Allocator.Stats. Its counters are kept as
+// operations happen, by the layer that does the work (live blocks and
+// bytes by the slab classes, the region and the mapping registry; system
+// calls by the one wrapper every call goes through), so a snapshot is exact
+// when no operation is in flight. Resident is never derived from those
+// counters: it is measured, by asking the kernel with mincore which pages of
+// this allocator's own mappings (the region up to its break, and every live
+// large mapping) are in RAM. MinorFaults comes from getrusage and is for
+// the whole process.
+//
+// The vocabulary follows glibc's mallinfo2 where it has a word for the
+// thing: ArenaBytes is its arena, MmapCount/MmapBytes its hblks/hblkhd,
+// LiveBytes its uordblks, FreeBytes its fordblks and TopFreeBytes its
+// keepcost.
+package stats

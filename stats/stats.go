@@ -1,0 +1,131 @@
+package stats
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// Snapshot is one allocator's state at a moment. Bytes are bytes; calls
+// are counted since the allocator was made.
+type Snapshot struct {
+	// Blocks handed out and not freed, and the bytes their callers asked for.
+	LiveBlocks uint64
+	LiveBytes  uint64
+
+	// ArenaBytes is the region from its base to its break.
+	ArenaBytes uint64
+	// MmapBytes and MmapCount are the live large mappings.
+	MmapBytes uint64
+	MmapCount uint64
+	// Resident is the bytes of this allocator's memory in RAM, measured
+	// with mincore over the region (base to break) and every live mapping.
+	Resident uint64
+
+	// System calls made.
+	Mmap     uint64
+	Munmap   uint64
+	Madvise  uint64
+	Mprotect uint64
+	Mremap   uint64
+	Mincore  uint64
+
+	// Inside the region.
+	SlabBytes    uint64 // pages carved into slabs
+	RunBytes     uint64 // pages given to mid-size blocks (one run each)
+	FreeBytes    uint64 // free pages below the break
+	DirtyBytes   uint64 // free pages not yet released: resident if they were touched ("trapped")
+	TopFreeBytes uint64 // the free run at the break: what moving the break down can release
+	FreeRuns     uint64
+
+	// ArenaResident and MmapResident split Resident.
+	ArenaResident uint64
+	MmapResident  uint64
+
+	// The policy as it stands (the dynamic threshold moves them).
+	MmapThreshold uint64
+	TrimThreshold uint64
+
+	// Committed is ArenaBytes + MmapBytes, what Limit caps (0: no limit).
+	Committed uint64
+	Limit     uint64
+
+	// MinorFaults is the process's minor page faults (getrusage).
+	MinorFaults uint64
+
+	// Classes holds each size class's counters.
+	Classes []Class
+}
+
+// Class is one size class's counters.
+type Class struct {
+	Size       uint64 // block size
+	LiveBlocks uint64
+	LiveBytes  uint64 // requested
+	Slabs      uint64
+	SlabBytes  uint64
+}
+
+// Syscalls returns the number of memory-management system calls made
+// (mincore, which only measures, is left out).
+func (s Snapshot) Syscalls() uint64 { return s.Mmap + s.Munmap + s.Madvise + s.Mprotect + s.Mremap }
+
+// Fragmentation returns Resident / LiveBytes: 1 is perfect, more is memory
+// held for nothing. It is 0 when nothing is live.
+func (s Snapshot) Fragmentation() float64 {
+	if s.LiveBytes == 0 {
+		return 0
+	}
+	return float64(s.Resident) / float64(s.LiveBytes)
+}
+
+// InternalWaste returns the bytes of slab blocks handed out but not asked
+// for: block size times live blocks minus live bytes, summed over classes.
+func (s Snapshot) InternalWaste() uint64 {
+	var w uint64
+	for _, c := range s.Classes {
+		w += c.Size*c.LiveBlocks - c.LiveBytes
+	}
+	return w
+}
+
+// Sub returns the counters of s minus those of prev: the calls made
+// between two snapshots (gauges such as Resident are kept from s).
+func (s Snapshot) Sub(prev Snapshot) Snapshot {
+	d := s
+	d.Mmap -= prev.Mmap
+	d.Munmap -= prev.Munmap
+	d.Madvise -= prev.Madvise
+	d.Mprotect -= prev.Mprotect
+	d.Mremap -= prev.Mremap
+	d.Mincore -= prev.Mincore
+	d.MinorFaults -= prev.MinorFaults
+	return d
+}
+
+// WriteTo prints the snapshot as a table, like malloc_stats.
+func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	rows := []struct {
+		name string
+		v    uint64
+	}{
+		{"live blocks", s.LiveBlocks}, {"live bytes", s.LiveBytes},
+		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  runs", s.RunBytes},
+		{"  free", s.FreeBytes}, {"  free, not released", s.DirtyBytes}, {"  free at top", s.TopFreeBytes},
+		{"mmap bytes", s.MmapBytes}, {"mmap count", s.MmapCount},
+		{"resident", s.Resident}, {"  arena", s.ArenaResident}, {"  mappings", s.MmapResident},
+		{"mmap calls", s.Mmap}, {"munmap calls", s.Munmap}, {"madvise calls", s.Madvise},
+		{"mprotect calls", s.Mprotect}, {"mremap calls", s.Mremap},
+		{"mmap threshold", s.MmapThreshold}, {"trim threshold", s.TrimThreshold},
+	}
+	var n int64
+	for _, r := range rows {
+		k, err := fmt.Fprintf(tw, "%s\t%d\t\n", r.name, r.v)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, tw.Flush()
+}
