@@ -86,8 +86,21 @@ var policies = []policy{
 	{"mmap", alloc.Config{Policy: alloc.PolicyMmap}},
 }
 
+// commands holds the subcommands (`go run ./bench NAME args…`). Each file
+// that adds one registers it in an init function, so the subcommands stay
+// independent of each other.
+var commands = map[string]func(args []string) error{}
+
 func main() {
-	if err := run(); err != nil {
+	var err error
+	if len(os.Args) > 1 && commands[os.Args[1]] != nil {
+		err = commands[os.Args[1]](os.Args[2:])
+	} else if len(os.Args) > 1 {
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	} else {
+		err = run()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
