@@ -141,6 +141,7 @@ type Allocator struct {
 	policy Policy
 	os     *sys.OS
 	budget *sys.Budget
+	pages  arena.PageMap // the region's page map, kept here: one hop less on Free
 	region *arena.Region
 	slabs  *slab.Heap
 	large  *largealloc.Allocator
@@ -154,6 +155,9 @@ type Allocator struct {
 	threshold atomic.Uintptr
 	trim      atomic.Int64
 	dynamic   bool
+
+	// smallLimit: requests below it go to the slabs (0 under PolicyMmap).
+	smallLimit uint
 
 	closed atomic.Bool
 
@@ -206,6 +210,15 @@ func New(cfg Config) (*Allocator, error) {
 		return nil, err
 	}
 	a.slabs = slab.NewHeap(a.region)
+	a.pages = a.region.PageMap()
+	switch {
+	case a.policy == PolicyMmap:
+		a.smallLimit = 0
+	case a.policy == PolicyThreshold:
+		a.smallLimit = min(slab.MaxSize+1, uint(threshold))
+	default:
+		a.smallLimit = slab.MaxSize + 1
+	}
 	a.large = largealloc.New(a.os, a.budget)
 	return a, nil
 }
@@ -300,6 +313,11 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
+	if uint(n) < a.smallLimit {
+		if p := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+			return bytesAt(p, n), nil
+		}
+	}
 	p, _, err := a.alloc(n, 16)
 	if err != nil {
 		return nil, err
@@ -344,6 +362,15 @@ func (a *Allocator) Free(b []byte) error {
 	if b == nil {
 		return nil
 	}
+	// the fast path: a small block, and this P's cache has room
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
+		return nil
+	}
+	return a.free(b)
+}
+
+func (a *Allocator) free(b []byte) error {
 	if a.closed.Load() {
 		return ErrClosed
 	}

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.50.0
+	modernc.org/memory v1.12.1
 	pgregory.net/rapid v1.3.0
 )
 

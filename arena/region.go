@@ -150,6 +150,35 @@ func (r *Region) PageSize() uintptr { return r.page }
 // SetTrimThreshold changes the trim threshold (the dynamic threshold does).
 func (r *Region) SetTrimThreshold(n uintptr) { r.trimThreshold.Store(n) }
 
+// PageMap is a copy of the region's page map handle, for callers that want
+// the lookup without a hop through the Region: it never changes after New.
+type PageMap struct {
+	lo, n  uintptr // base, and bytes of the reservation
+	shift  uint
+	chunks []atomic.Pointer[chunk]
+}
+
+// PageMap returns the region's page map handle.
+func (r *Region) PageMap() PageMap {
+	return PageMap{lo: r.lo, n: r.hi - r.lo, shift: r.shift, chunks: r.pagemap}
+}
+
+// Lookup returns the run recorded for the page holding addr, or nil if
+// there is none or addr is outside the region. Lock-free; see
+// Region.Lookup.
+func (m *PageMap) Lookup(addr uintptr) *Run {
+	off := addr - m.lo
+	if off >= m.n {
+		return nil
+	}
+	pg := off >> m.shift
+	c := m.chunks[pg>>chunkShift].Load()
+	if c == nil {
+		return nil
+	}
+	return c[pg&(chunkLength-1)].Load()
+}
+
 // Lookup returns the run recorded for the page holding addr, or nil. addr
 // must be in the region. For a page of a run in use it is that run; for a
 // page of free memory it is a free run, a run that is no longer live, or
@@ -325,8 +354,9 @@ func (r *Region) grow(n uintptr) (*Run, error) {
 
 // carve takes pages [f.start+head, +n) out of free run f (already removed
 // from its bucket) as a new live run; the rest goes back as free runs.
-func (r *Region) carve(f *Run, head, n uintptr, kind Kind, owner unsafe.Pointer) *Run {
-	run := &Run{kind: kind, owner: owner, start: f.start + head<<r.shift, pages: n, live: true}
+func (r *Region) carve(f *Run, head, n uintptr, run *Run) *Run {
+	kind := run.kind
+	run.start, run.pages, run.live = f.start+head<<r.shift, n, true
 	tail := f.pages - head - n
 	zero := f.zero
 	if tail > 0 {
@@ -350,6 +380,18 @@ func (r *Region) carve(f *Run, head, n uintptr, kind Kind, owner unsafe.Pointer)
 // with owner attached and used bytes recorded, and whether its memory is
 // known to be zero.
 func (r *Region) Alloc(n, align uintptr, kind Kind, owner unsafe.Pointer, used uintptr) (*Run, bool, error) {
+	return r.AllocRun(&Run{kind: kind, owner: owner}, n, align, used)
+}
+
+// NewRun returns a Run of the given kind for AllocRun, to embed as the
+// first field of the caller's own metadata: the page map then points
+// straight at that metadata, and a lookup needs no further hop.
+func NewRun(kind Kind, owner unsafe.Pointer) Run { return Run{kind: kind, owner: owner} }
+
+// AllocRun is Alloc with the Run supplied by the caller (made by NewRun,
+// never used before).
+func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool, error) {
+	kind := run.kind
 	if n == 0 || n > (r.hi-r.lo)>>r.shift {
 		return nil, false, fmt.Errorf("arena: %d pages do not fit a reservation of %d bytes: %w",
 			n, r.hi-r.lo, sys.ErrNoMemory)
@@ -375,7 +417,7 @@ func (r *Region) Alloc(n, align uintptr, kind Kind, owner unsafe.Pointer, used u
 	if extra > 0 {
 		head = (alignUp(f.start, align) - f.start) >> r.shift
 	}
-	run := r.carve(f, head, n, kind, owner)
+	r.carve(f, head, n, run)
 	if kind == KindBlock {
 		run.used = used
 		r.blockUsed += used

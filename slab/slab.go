@@ -3,7 +3,9 @@ package slab
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -36,46 +38,68 @@ func AlignedClass(n, align uintptr) int {
 	return -1
 }
 
-// Slab is one run of the arena carved into blocks of one class. All its
-// fields are guarded by its class's lock.
+// Block states, a uint16 per block in its slab.
+const (
+	stateFree = 0      // in a slab's free list, never handed out, or in a P's cache
+	stateZero = 0xFFFF // in a P's cache and known to be zero
+	maxLive   = MaxSize + 1
+	// A live block's state is its requested size plus one: 1..maxLive.
+)
+
+// Slab is one run of the arena carved into blocks of one class. Its fields
+// are guarded by its class's lock, except req: a block's entry is touched
+// only by whoever owns the block (see the package comment).
 type Slab struct {
-	start  uintptr
-	run    *arena.Run
+	// The slab's run, first so that the arena's page map, which points at
+	// the run, points at the slab: one hop from an address to its slab.
+	arena.Run
+	start  uintptr // the run's first address, copied here next to size and magic
+	size   uint64  // block size
+	magic  uint64  // classDivMagic of the class
 	class  uint8
-	dead   bool // given back to the arena: every block in it is free
+	dead   bool // given back to the arena
 	zero   bool // blocks at index >= bump are still zero
 	listed bool // on the class's partial list
 	nelems uint32
-	nfree  uint32
+	nfree  uint32 // blocks in the slab's free list or never handed out
 	bump   uint32 // blocks [bump, nelems) were never handed out
-	free   uint32 // first free block of the free list, index+1 (0: none)
+	free   uint32 // first block of the free list, index+1 (0: none)
 	key    uint32 // XORed into the free-list links stored in blocks
 	req    []uint16
 	prev   *Slab
 	next   *Slab
 }
 
-// Class is one size class: its slabs and counters, under mu.
+// slabOf returns the slab whose run is run (a KindSlab run).
+func slabOf(run *arena.Run) *Slab { return (*Slab)(unsafe.Pointer(run)) }
+
+// Class is one size class: its slabs, under mu.
 type Class struct {
 	mu        sync.Mutex
 	size      uintptr
-	magic     uint64
-	nelems    uint32
 	slabPages uintptr
+	nelems    uint32
+	batch     int
 	class     uint8
-	partial   *Slab // slabs with at least one free block
+	partial   *Slab // slabs with at least one block to hand out
 	empty     *Slab // one slab with every block free, kept for reuse
+	slabs     uint64
 
-	liveBlocks uint64
-	liveBytes  uint64
-	slabs      uint64
+	// blocks and bytes handed out, net, by goroutines without a P cache
+	// and by caches that drain has retired
+	blocks int64
+	bytes  int64
 }
 
-// Heap is the set of classes over one region.
+// Heap is the set of classes over one region, with a cache per P in front.
 type Heap struct {
-	region  *arena.Region
+	region *arena.Region
+	caches []atomic.Pointer[pcache] // one slot per P, indexed by procPin's id
+	closed atomic.Bool
+	// drainMu serializes drain (Trim, Close); it is never taken on the
+	// allocation paths.
+	drainMu sync.Mutex
 	classes [NumClasses]Class
-	closed  bool // under every class lock
 
 	// OnCorruption is called (with the class lock held) when a free-list
 	// link is found damaged; the default panics. Set before use.
@@ -84,65 +108,230 @@ type Heap struct {
 
 // NewHeap makes the classes over region r.
 func NewHeap(r *arena.Region) *Heap {
-	h := &Heap{region: r}
+	h := &Heap{region: r, caches: make([]atomic.Pointer[pcache], runtime.GOMAXPROCS(0))}
 	page := r.PageSize()
 	for i := range h.classes {
 		c := &h.classes[i]
 		c.class = uint8(i)
 		c.size = uintptr(classSize[i])
-		c.magic = classDivMagic[i]
 		slab := (uintptr(classSlab[i]) + page - 1) &^ (page - 1)
 		c.slabPages = slab / page
 		c.nelems = uint32(slab / c.size)
+		c.batch = batchOf(c.size)
 	}
 	return h
 }
 
 // Alloc returns a block of class c holding n bytes, and whether it is
-// known to be zero.
+// known to be zero. The fast path pops the block from this P's cache: no
+// lock, no atomic instruction; the state store is the only write outside
+// the cache itself.
 func (h *Heap) Alloc(c int, n uintptr) (unsafe.Pointer, bool, error) {
+	pid := procPin()
+	if pid < len(h.caches) {
+		if pc := h.caches[pid].Load(); pc != nil {
+			pc.lock()
+			b := &pc.bins[c]
+			if b.n > 0 {
+				b.n--
+				e := b.e[b.n]
+				zero := loadState(e.st) == stateZero
+				setState(e.st, uint16(n+1))
+				b.blocks++
+				b.bytes += int64(n)
+				pc.unlock()
+				procUnpin()
+				return e.p, zero, nil
+			}
+			pc.unlock()
+		}
+	}
+	procUnpin()
+	return h.allocSlow(c, n)
+}
+
+// AllocFast pops a block of class c for a request of n bytes from this P's
+// cache, or returns nil when the cache has none: then the caller calls
+// Alloc, which refills it. This is the whole small Malloc: pin, pop, mark
+// the block live, count, unpin — no lock, no atomic instruction.
+func (h *Heap) AllocFast(c uint8, n uintptr) unsafe.Pointer {
+	pid := procPin()
+	if uint(pid) < uint(len(h.caches)) {
+		if pc := h.caches[pid].Load(); pc != nil {
+			pc.lock()
+			b := &pc.bins[c%NumClasses]
+			if b.n > 0 {
+				b.n--
+				e := b.e[b.n]
+				setState(e.st, uint16(n+1))
+				b.blocks++
+				b.bytes += int64(n)
+				pc.unlock()
+				procUnpin()
+				return e.p
+			}
+			pc.unlock()
+		}
+	}
+	procUnpin()
+	return nil
+}
+
+// FreeFast frees the small block p if it can do so without a lock: p is
+// the start of a live block of run's slab, and this P's cache has room.
+// Otherwise it changes nothing and returns false, and the caller calls
+// Free, which sorts out errors and full caches.
+func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
+	s := slabOf(run)
+	off := uint64(uintptr(p) - s.start)
+	idx := off * s.magic >> divShift
+	if idx*s.size != off || idx >= uint64(len(s.req)) {
+		return false
+	}
+	c := s.class
+	st := &s.req[idx]
+	pid := procPin()
+	if uint(pid) < uint(len(h.caches)) {
+		if pc := h.caches[pid].Load(); pc != nil {
+			pc.lock()
+			b := &pc.bins[c%NumClasses]
+			if b.n < b.cap {
+				if v, ok := takeLive(st); ok {
+					b.e[b.n] = entry{p: p, st: st}
+					b.n++
+					b.blocks--
+					b.bytes -= int64(v - 1)
+					pc.unlock()
+					procUnpin()
+					return true
+				}
+			}
+			pc.unlock()
+		}
+	}
+	procUnpin()
+	return false
+}
+
+// allocSlow refills this P's cache with a batch of blocks taken under the
+// class lock (one lock per batch), and returns one of them.
+func (h *Heap) allocSlow(c int, n uintptr) (unsafe.Pointer, bool, error) {
 	cl := &h.classes[c]
+	var buf [maxBatch]entry
 	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if h.closed {
-		return nil, false, sys.ErrClosed
+	k, err := h.take(cl, buf[:cl.batch])
+	cl.mu.Unlock()
+	if k == 0 {
+		return nil, false, err
 	}
-	s := cl.partial
-	if s == nil {
-		var err error
-		if s, err = h.refill(cl); err != nil {
-			return nil, false, err
+	first := buf[0]
+	zero := loadState(first.st) == stateZero
+	setState(first.st, uint16(n+1))
+
+	pc, pid := h.pinCache()
+	if pc == nil {
+		procUnpin()
+		cl.mu.Lock()
+		cl.blocks++
+		cl.bytes += int64(n)
+		h.giveBack(cl, buf[1:k])
+		cl.mu.Unlock()
+		return first.p, zero, nil
+	}
+	_ = pid
+	pc.lock()
+	b := &pc.bins[c]
+	put := min(int(b.cap-b.n), k-1)
+	copy(b.e[b.n:], buf[1:1+put])
+	b.n += int32(put)
+	b.blocks++
+	b.bytes += int64(n)
+	pc.unlock()
+	procUnpin()
+	if rest := buf[1+put : k]; len(rest) > 0 {
+		cl.mu.Lock()
+		h.giveBack(cl, rest)
+		cl.mu.Unlock()
+	}
+	return first.p, zero, nil
+}
+
+// pinCache pins the goroutine and returns its P's cache, making one if
+// the slot is empty. It returns nil (still pinned) when the P has no slot
+// (GOMAXPROCS grew after the heap was made) or the heap is closed.
+func (h *Heap) pinCache() (*pcache, int) {
+	pid := procPin()
+	if pid >= len(h.caches) || h.closed.Load() {
+		return nil, pid
+	}
+	if pc := h.caches[pid].Load(); pc != nil {
+		return pc, pid
+	}
+	procUnpin() // making a cache allocates: never while pinned
+	fresh := newPcache(h)
+	pid = procPin()
+	if pid >= len(h.caches) {
+		return nil, pid
+	}
+	h.caches[pid].CompareAndSwap(nil, fresh)
+	return h.caches[pid].Load(), pid
+}
+
+// take pops up to len(out) blocks from the class's slabs into out (class
+// lock held) and returns how many. It fails only if no block can be had.
+func (h *Heap) take(cl *Class, out []entry) (int, error) {
+	if h.closed.Load() {
+		return 0, sys.ErrClosed
+	}
+	k := 0
+	for k < len(out) {
+		s := cl.partial
+		if s == nil {
+			var err error
+			if s, err = h.newSlab(cl); err != nil {
+				if k > 0 {
+					return k, nil
+				}
+				return 0, err
+			}
+		}
+		for k < len(out) && s.nfree > 0 {
+			var idx uint32
+			state := uint16(stateFree)
+			if s.free != 0 {
+				idx = s.free - 1
+				next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
+				if next != 0 && (next > s.nelems || loadState(&s.req[next-1]) != stateFree) {
+					h.corrupt(s, idx, next)
+					next = 0 // drop the rest of the list: never follow a bad link
+				}
+				s.free = next
+			} else if s.bump < s.nelems {
+				idx = s.bump
+				s.bump++
+				if s.zero {
+					state = stateZero
+				}
+			} else {
+				break // only after a damaged list was dropped
+			}
+			setState(&s.req[idx], state)
+			s.nfree--
+			out[k] = entry{p: h.region.Ptr(s.start + uintptr(idx)*cl.size), st: &s.req[idx]}
+			k++
+		}
+		if s.nfree == 0 || s.free == 0 && s.bump == s.nelems {
+			cl.unlist(s)
 		}
 	}
-	var idx uint32
-	zero := false
-	if s.free != 0 {
-		idx = s.free - 1
-		next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
-		if next != 0 && (next > s.nelems || s.req[next-1] != 0) {
-			h.corrupt(s, idx, next)
-			next = 0 // drop the rest of the list: never follow a bad link
-		}
-		s.free = next
-	} else {
-		idx = s.bump
-		s.bump++
-		zero = s.zero
-	}
-	s.req[idx] = uint16(n + 1)
-	s.nfree--
-	if s.nfree == 0 || (s.free == 0 && s.bump == s.nelems) {
-		cl.unlist(s)
-	}
-	cl.liveBlocks++
-	cl.liveBytes += uint64(n)
-	return h.region.Ptr(s.start + uintptr(idx)*cl.size), zero, nil
+	return k, nil
 }
 
 func (h *Heap) corrupt(s *Slab, idx, next uint32) {
+	size := h.classes[s.class].size
 	msg := fmt.Sprintf("slab: free list of class %d (%d-byte blocks) damaged: block %#x links to %d, "+
 		"not a free block of its slab (a write after free or past the end of a block?)",
-		s.class, h.classes[s.class].size, s.start+uintptr(idx)*h.classes[s.class].size, int64(next)-1)
+		s.class, size, s.start+uintptr(idx)*size, int64(next)-1)
 	if h.OnCorruption != nil {
 		h.OnCorruption(msg)
 		return
@@ -150,20 +339,21 @@ func (h *Heap) corrupt(s *Slab, idx, next uint32) {
 	panic(msg)
 }
 
-// refill finds or makes a slab with room for class cl (lock held).
-func (h *Heap) refill(cl *Class) (*Slab, error) {
+// newSlab finds or makes a slab with room for class cl (lock held).
+func (h *Heap) newSlab(cl *Class) (*Slab, error) {
 	if s := cl.empty; s != nil {
 		cl.empty = nil
 		cl.list(s)
 		return s, nil
 	}
-	s := &Slab{class: cl.class, nelems: cl.nelems, nfree: cl.nelems, key: rand.Uint32() | 1}
+	s := &Slab{Run: arena.NewRun(arena.KindSlab, nil), class: cl.class, nelems: cl.nelems, nfree: cl.nelems,
+		size: uint64(cl.size), magic: classDivMagic[cl.class], key: rand.Uint32() | 1}
 	s.req = make([]uint16, cl.nelems)
-	run, zero, err := h.region.Alloc(cl.slabPages, 0, arena.KindSlab, unsafe.Pointer(s), 0)
+	run, zero, err := h.region.AllocRun(&s.Run, cl.slabPages, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	s.run, s.start, s.zero = run, run.Start(), zero
+	s.start, s.zero = run.Start(), zero
 	cl.slabs++
 	cl.list(s)
 	return s, nil
@@ -195,109 +385,196 @@ func (cl *Class) unlist(s *Slab) {
 	s.prev, s.next = nil, nil
 }
 
-// block validates that addr is the start of a live block of run's slab
-// (class lock held) and returns its index.
-func (h *Heap) block(cl *Class, s *Slab, addr uintptr) (uint32, error) {
-	if h.closed {
-		return 0, sys.ErrClosed
-	}
-	if s.dead {
-		return 0, fmt.Errorf("%w: %#x is in a slab that has been given back", sys.ErrDoubleFree, addr)
-	}
+// state validates that addr is the start of a block of run's slab and
+// returns the block's state, its slab and class. Lock-free: a slab's start,
+// class and length never change.
+func (h *Heap) state(run *arena.Run, addr uintptr) (*uint16, *Slab, int, error) {
+	s := slabOf(run)
+	c := int(s.class)
 	off := uint64(addr - s.start)
-	idx := off * cl.magic >> divShift
-	if idx*uint64(cl.size) != off || idx >= uint64(s.nelems) {
-		return 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", sys.ErrInvalidFree, addr, cl.size)
+	idx := off * classDivMagic[c] >> divShift
+	if idx*uint64(classSize[c]) != off || idx >= uint64(len(s.req)) {
+		return nil, nil, 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", sys.ErrInvalidFree, addr, classSize[c])
 	}
-	if s.req[idx] == 0 {
-		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, cl.size, addr)
-	}
-	return uint32(idx), nil
-}
-
-// owner returns the slab and class of a KindSlab run.
-func (h *Heap) owner(run *arena.Run) (*Slab, *Class) {
-	s := (*Slab)(run.Owner())
-	return s, &h.classes[s.class]
+	return &s.req[idx], s, c, nil
 }
 
 // Free frees the block at addr, which lies in run (a KindSlab run), and
 // returns the size that had been requested for it. A bad free changes
-// nothing and returns ErrInvalidFree or ErrDoubleFree.
+// nothing and returns ErrInvalidFree or ErrDoubleFree. The fast path pushes
+// the block on this P's cache; a full cache sends its older half back to
+// the slabs under the class lock.
 func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
-	s, cl := h.owner(run)
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	idx, err := h.block(cl, s, addr)
+	st, _, c, err := h.state(run, addr)
 	if err != nil {
 		return 0, err
 	}
-	n := uintptr(s.req[idx] - 1)
-	s.req[idx] = 0
-	*(*uint32)(h.region.Ptr(addr)) = s.free ^ s.key
-	s.free = idx + 1
-	s.nfree++
-	cl.liveBlocks--
-	cl.liveBytes -= uint64(n)
-	if s.nfree == s.nelems {
-		cl.unlist(s)
-		if cl.empty == nil {
-			cl.empty = s
-		} else {
-			h.release(cl, s)
-		}
-	} else if !s.listed {
-		cl.list(s)
+	v, ok := takeLive(st)
+	if !ok {
+		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
 	}
+	n := uintptr(v - 1)
+	e := entry{p: h.region.Ptr(addr), st: st}
+	pid := procPin()
+	if pid < len(h.caches) {
+		if pc := h.caches[pid].Load(); pc != nil {
+			pc.lock()
+			b := &pc.bins[c]
+			b.blocks--
+			b.bytes -= int64(n)
+			if b.n < b.cap {
+				b.e[b.n] = e
+				b.n++
+				pc.unlock()
+				procUnpin()
+				return n, nil
+			}
+			var buf [maxBatch]entry
+			k := copy(buf[:], b.e[:b.n/2])
+			copy(b.e[:], b.e[k:b.n])
+			b.n -= int32(k)
+			b.e[b.n] = e
+			b.n++
+			pc.unlock()
+			procUnpin()
+			cl := &h.classes[c]
+			cl.mu.Lock()
+			h.giveBack(cl, buf[:k])
+			cl.mu.Unlock()
+			return n, nil
+		}
+	}
+	procUnpin()
+	cl := &h.classes[c]
+	cl.mu.Lock()
+	cl.blocks--
+	cl.bytes -= int64(n)
+	h.giveBack(cl, []entry{e})
+	cl.mu.Unlock()
 	return n, nil
+}
+
+// giveBack returns blocks (free, out of any cache) to their slabs' free
+// lists (class lock held). A slab whose blocks are all back goes to the
+// arena, but one per class is kept for the next refill.
+func (h *Heap) giveBack(cl *Class, es []entry) {
+	for _, e := range es {
+		addr := uintptr(e.p)
+		run := h.region.Lookup(addr)
+		if run == nil || run.Kind() != arena.KindSlab {
+			continue // the region was closed under us
+		}
+		s := slabOf(run)
+		idx := uint32(uint64(addr-s.start) * classDivMagic[s.class] >> divShift)
+		setState(e.st, stateFree)
+		*(*uint32)(e.p) = s.free ^ s.key
+		s.free = idx + 1
+		s.nfree++
+		if s.nfree == s.nelems {
+			cl.unlist(s)
+			if cl.empty == nil {
+				cl.empty = s
+			} else {
+				h.release(cl, s)
+			}
+		} else if !s.listed {
+			cl.list(s)
+		}
+	}
 }
 
 // release gives an empty slab back to the arena (class lock held).
 func (h *Heap) release(cl *Class, s *Slab) {
 	s.dead = true
 	cl.slabs--
-	_ = h.region.Free(s.run) // the run is live: it cannot fail but for Close
+	_ = h.region.Free(&s.Run) // the run is live: it cannot fail but for Close
 }
 
 // Usable returns the block size and requested size of the live block at
-// addr in run, or an error if it is not one.
+// addr in run, or an error if it is not one. The caller must own the block.
 func (h *Heap) Usable(run *arena.Run, addr uintptr) (size, requested uintptr, err error) {
-	s, cl := h.owner(run)
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	idx, err := h.block(cl, s, addr)
+	st, _, c, err := h.state(run, addr)
 	if err != nil {
 		return 0, 0, err
 	}
-	return cl.size, uintptr(s.req[idx] - 1), nil
+	v := loadState(st)
+	if v-1 >= maxLive {
+		return 0, 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
+	}
+	return uintptr(classSize[c]), uintptr(v - 1), nil
 }
 
 // Resize changes the requested size of the live block at addr to n in
 // place if the block holds n and is not more than twice too big for it.
 // It returns whether it did, and the size that was requested.
 func (h *Heap) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
-	s, cl := h.owner(run)
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	idx, err := h.block(cl, s, addr)
+	size, old, err := h.Usable(run, addr)
 	if err != nil {
 		return false, 0, err
 	}
-	old := uintptr(s.req[idx] - 1)
-	if n > cl.size || n <= cl.size/2 && cl.size > 16 {
+	if n > size || n <= size/2 && size > 16 {
 		return false, old, nil
 	}
-	s.req[idx] = uint16(n + 1)
-	cl.liveBytes += uint64(n) - uint64(old)
+	st, _, c, _ := h.state(run, addr)
+	setState(st, uint16(n+1))
+	delta := int64(n) - int64(old)
+	pc, _ := h.pinCache()
+	if pc != nil {
+		pc.lock()
+		pc.bins[c].bytes += delta
+		pc.unlock()
+		procUnpin()
+		return true, old, nil
+	}
+	procUnpin()
+	cl := &h.classes[c]
+	cl.mu.Lock()
+	cl.bytes += delta
+	cl.mu.Unlock()
 	return true, old, nil
 }
 
-// Trim gives every class's cached empty slab back to the arena.
+// drain takes every P's cache out of its slot, waits until no goroutine
+// uses them, and returns their blocks to the slabs and their counters to
+// the classes.
+func (h *Heap) drain() {
+	h.drainMu.Lock()
+	defer h.drainMu.Unlock()
+	var old []*pcache
+	for i := range h.caches {
+		if pc := h.caches[i].Swap(nil); pc != nil {
+			old = append(old, pc)
+		}
+	}
+	quiesce(old)
+	for _, pc := range old {
+		for c := range pc.bins {
+			b := &pc.bins[c]
+			if b.n == 0 && b.blocks == 0 && b.bytes == 0 {
+				continue
+			}
+			cl := &h.classes[c]
+			cl.mu.Lock()
+			cl.blocks += b.blocks
+			cl.bytes += b.bytes
+			h.giveBack(cl, b.e[:b.n])
+			cl.mu.Unlock()
+			b.n, b.blocks, b.bytes = 0, 0, 0
+		}
+	}
+}
+
+// Trim empties every P's cache into the slabs, then gives every class's
+// cached empty slab back to the arena.
 func (h *Heap) Trim() {
+	if h.closed.Load() {
+		return
+	}
+	h.drain()
 	for i := range h.classes {
 		cl := &h.classes[i]
 		cl.mu.Lock()
-		if s := cl.empty; s != nil && !h.closed {
+		if s := cl.empty; s != nil {
 			cl.empty = nil
 			h.release(cl, s)
 		}
@@ -305,15 +582,10 @@ func (h *Heap) Trim() {
 	}
 }
 
-// Close refuses every later call.
+// Close refuses every later call and retires the caches.
 func (h *Heap) Close() {
-	for i := range h.classes {
-		h.classes[i].mu.Lock()
-	}
-	h.closed = true
-	for i := range h.classes {
-		h.classes[i].mu.Unlock()
-	}
+	h.closed.Store(true)
+	h.drain()
 }
 
 // ClassStats is one class's counters.
@@ -321,20 +593,43 @@ type ClassStats struct {
 	Size       uintptr
 	LiveBlocks uint64
 	LiveBytes  uint64 // requested
+	Cached     uint64 // free blocks held by P caches
 	Slabs      uint64
 	SlabBytes  uint64
 }
 
-// Stats returns every class's counters.
+// Stats returns every class's counters: the classes' own plus every P
+// cache's. In the normal build the caches' counters are read without
+// synchronization (word-sized reads, which the Go memory model lets
+// observe only values actually written); the sum is exact when no
+// operation is in flight.
 func (h *Heap) Stats() [NumClasses]ClassStats {
 	var out [NumClasses]ClassStats
 	page := h.region.PageSize()
+	var blocks, bytes [NumClasses]int64
 	for i := range h.classes {
 		cl := &h.classes[i]
 		cl.mu.Lock()
-		out[i] = ClassStats{Size: cl.size, LiveBlocks: cl.liveBlocks, LiveBytes: cl.liveBytes,
-			Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
+		blocks[i], bytes[i] = cl.blocks, cl.bytes
+		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
 		cl.mu.Unlock()
+	}
+	for i := range h.caches {
+		pc := h.caches[i].Load()
+		if pc == nil {
+			continue
+		}
+		pc.lock()
+		for c := range pc.bins {
+			b := &pc.bins[c]
+			blocks[c] += b.blocks
+			bytes[c] += b.bytes
+			out[c].Cached += uint64(b.n)
+		}
+		pc.unlock()
+	}
+	for i := range out {
+		out[i].LiveBlocks, out[i].LiveBytes = uint64(max(blocks[i], 0)), uint64(max(bytes[i], 0))
 	}
 	return out
 }
