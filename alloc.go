@@ -129,9 +129,17 @@ type Config struct {
 	// every live mapping. Past it allocation fails with ErrOutOfMemory.
 	// 0 means no cap.
 	Limit int
-	// Debug is for guard pages, poisoning and use-after-free checks.
-	// The core allocator does not act on it yet.
+	// Debug turns on the checks that cost: a canary after every block
+	// (checked by Free and Realloc), freed small blocks poisoned (checked
+	// when handed out again), a guard page after every large block, freed
+	// large mappings kept PROT_NONE in a quarantine before munmap, and the
+	// allocating and freeing call stacks recorded for reports. It bypasses
+	// the per-P caches. UsableSize returns the requested size.
 	Debug bool
+	// OnCorruption receives every report of memory damage the allocator
+	// finds (Debug's canaries and poison; the free-list checks that are
+	// always on). nil means panic with the report.
+	OnCorruption func(*Corruption)
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
@@ -160,6 +168,10 @@ type Allocator struct {
 	smallLimit uint
 
 	closed atomic.Bool
+
+	debug        bool
+	debugState   *debugState
+	onCorruption func(*Corruption)
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
@@ -211,6 +223,10 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	a.slabs = slab.NewHeap(a.region)
 	a.pages = a.region.PageMap()
+	a.onCorruption = cfg.OnCorruption
+	a.slabs.OnCorruption = func(addr, size uintptr, detail string) {
+		a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
+	}
 	switch {
 	case a.policy == PolicyMmap:
 		a.smallLimit = 0
@@ -220,6 +236,12 @@ func New(cfg Config) (*Allocator, error) {
 		a.smallLimit = slab.MaxSize + 1
 	}
 	a.large = largealloc.New(a.os, a.budget)
+	if cfg.Debug {
+		// the fast paths are off: Malloc and Free take the debug paths
+		a.debug, a.debugState = true, newDebugState()
+		a.large.EnableDebug()
+		a.smallLimit, a.pages = 0, arena.PageMap{}
+	}
 	return a, nil
 }
 
@@ -278,19 +300,14 @@ func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error)
 	}
 	n := uintptr(size)
 	r := a.route(n)
+	if a.debug {
+		return a.debugAlloc(r, n, align)
+	}
 	if r == toSlab {
-		c := slab.SizeClass(n)
-		if align > 16 {
-			if c = -1; align <= a.page {
-				c = slab.AlignedClass(n, align)
-			}
-			if c < 0 {
-				r = toRun
-			}
-		}
-		if r == toSlab {
+		if c := a.smallClass(n, align); c >= 0 {
 			return a.slabs.Alloc(c, n)
 		}
+		r = toRun
 	}
 	if r == toRun {
 		pages := max((n+a.page-1)/a.page, 1) // n < 2^63: no overflow
@@ -305,6 +322,17 @@ func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error)
 		return nil, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
 	}
 	return p, true, nil
+}
+
+// smallClass returns the size class for n bytes aligned to align, or -1.
+func (a *Allocator) smallClass(n, align uintptr) int {
+	switch {
+	case align <= 16:
+		return slab.SizeClass(n)
+	case align <= a.page:
+		return slab.AlignedClass(n, align)
+	}
+	return -1
 }
 
 func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
@@ -375,6 +403,9 @@ func (a *Allocator) free(b []byte) error {
 		return ErrClosed
 	}
 	p := addrOf(b)
+	if a.debug {
+		return a.debugFree(p)
+	}
 	if a.region.Contains(p) {
 		return a.freeRegion(p)
 	}
@@ -456,6 +487,9 @@ func (a *Allocator) find(p uintptr) (block, error) {
 	}
 	m := a.large.Lookup(p)
 	if m == nil {
+		if a.large.Quarantined(p) {
+			return block{}, fmt.Errorf("%w: mapping at %#x (freed, still in quarantine)", ErrDoubleFree, p)
+		}
 		return block{}, fmt.Errorf("%w: %#x is not a live block of this allocator", ErrInvalidFree, p)
 	}
 	return block{mapping: m, size: m.Len, requested: m.Requested}, nil
@@ -470,6 +504,9 @@ func (a *Allocator) UsableSize(b []byte) int {
 	blk, err := a.find(addrOf(b))
 	if err != nil {
 		return 0
+	}
+	if a.debug {
+		return int(blk.requested) // the rest is the canary
 	}
 	return int(blk.size)
 }
@@ -497,6 +534,8 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 		return nil, err
 	}
 	switch {
+	case a.debug:
+		// always move: the old block's canary is checked as it is freed
 	case blk.run != nil && blk.run.Kind() == arena.KindSlab && r == toSlab:
 		ok, _, err := a.slabs.Resize(blk.run, p, un)
 		if err != nil {

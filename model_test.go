@@ -51,6 +51,8 @@ var configs = map[string]alloc.Config{
 	"mmap":          {Policy: alloc.PolicyMmap},
 	"dynamic":       {DynamicThreshold: true},
 	"low-threshold": {MmapThreshold: 8 << 10, TrimThreshold: 16 << 10, TopPad: -1},
+	"debug":         {Debug: true},
+	"debug-mmap":    {Debug: true, Policy: alloc.PolicyMmap},
 }
 
 func genSize(t *rapid.T) int {

@@ -15,9 +15,10 @@ const numShards = 64
 // Mapping is one live large block.
 type Mapping struct {
 	Addr      uintptr
-	Len       uintptr // bytes mapped (a multiple of the page size)
+	Len       uintptr // bytes mapped for the block (a multiple of the page size)
 	Requested uintptr // bytes asked for
 	ptr       unsafe.Pointer
+	guard     uintptr // Debug: bytes of PROT_NONE guard after the block
 }
 
 type shard struct {
@@ -37,6 +38,24 @@ type Allocator struct {
 	count     atomic.Int64
 	bytes     atomic.Int64 // mapped
 	requested atomic.Int64
+
+	// Debug mode: a guard page after every block, and freed mappings kept
+	// PROT_NONE (their pages released) for a while before munmap, so a
+	// late access faults at a clear address and a late free is known.
+	debug       bool
+	quarMu      sync.Mutex
+	quarantine  []*Mapping // oldest first
+	quarantined map[uintptr]*Mapping
+}
+
+// QuarantineLen is how many freed mappings Debug mode keeps PROT_NONE
+// before it unmaps the oldest.
+const QuarantineLen = 64
+
+// EnableDebug turns on guard pages and the quarantine. Call before use.
+func (a *Allocator) EnableDebug() {
+	a.debug = true
+	a.quarantined = make(map[uintptr]*Mapping)
 }
 
 // New returns an allocator that makes its calls through os and charges its
@@ -64,16 +83,27 @@ func (a *Allocator) roundUp(n uintptr) (uintptr, bool) {
 // of two; anything up to the page size means page-aligned). Its memory is
 // zero, fresh from the kernel.
 func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
+	return a.AllocRoom(n, 0, align)
+}
+
+// AllocRoom is Alloc with at least room bytes mapped past the n requested
+// (Debug's canary).
+func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 	if a.closed.Load() {
 		return nil, sys.ErrClosed
 	}
-	size, ok := a.roundUp(max(n, 1))
+	size, ok := a.roundUp(max(n+room, 1))
 	if !ok {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
 	}
 	extra := uintptr(0)
 	if align > a.page {
 		extra = align - a.page
+	}
+	guard := uintptr(0)
+	if a.debug {
+		guard = a.page
+		extra += guard
 	}
 	if size+extra < size {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
@@ -97,20 +127,27 @@ func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
 			}
 			p = unsafe.Add(p, head)
 		}
-		if tail := extra - head; tail > 0 {
-			if err := a.os.Munmap(unsafe.Add(p, size), tail); err != nil {
-				_ = a.os.Munmap(p, size+tail)
+		if tail := extra - guard - head; tail > 0 {
+			if err := a.os.Munmap(unsafe.Add(p, size+guard), tail); err != nil {
+				_ = a.os.Munmap(p, size+guard+tail)
 				a.budget.Give(size)
 				return nil, fmt.Errorf("largealloc: trim aligned mapping: %w: %w", sys.ErrNoMemory, err)
 			}
 		}
 	}
-	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, ptr: p}
+	if guard > 0 {
+		if err := a.os.Mprotect(unsafe.Add(p, size), guard, unix.PROT_NONE); err != nil {
+			_ = a.os.Munmap(p, size+guard)
+			a.budget.Give(size)
+			return nil, fmt.Errorf("largealloc: guard page: %w: %w", sys.ErrNoMemory, err)
+		}
+	}
+	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, ptr: p, guard: guard}
 	sh := a.shard(m.Addr)
 	sh.mu.Lock()
 	if a.closed.Load() {
 		sh.mu.Unlock()
-		_ = a.os.Munmap(p, size)
+		_ = a.os.Munmap(p, size+guard)
 		a.budget.Give(size)
 		return nil, sys.ErrClosed
 	}
@@ -149,6 +186,14 @@ func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 	}
 	sh.mu.Unlock()
 	if m == nil {
+		if a.debug {
+			a.quarMu.Lock()
+			q := a.quarantined[addr]
+			a.quarMu.Unlock()
+			if q != nil {
+				return nil, fmt.Errorf("%w: %d-byte mapping at %#x (freed, still in quarantine)", sys.ErrDoubleFree, q.Len, addr)
+			}
+		}
 		return nil, fmt.Errorf("%w: %#x is not a live block of this allocator (foreign, interior, or already unmapped)",
 			sys.ErrInvalidFree, addr)
 	}
@@ -169,16 +214,81 @@ func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.os.Munmap(m.ptr, m.Len); err != nil {
+	if a.debug {
+		if err := a.quarantineAdd(m); err != nil {
+			a.put(m)
+			return nil, err
+		}
+	} else if err := a.os.Munmap(m.ptr, m.Len); err != nil {
 		// The mapping is still there: keep it live, the caller may retry.
 		a.put(m)
-		return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, err)
+		return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, errnoErr(err))
+	} else {
+		a.budget.Give(m.Len)
 	}
 	a.count.Add(-1)
 	a.bytes.Add(-int64(m.Len))
 	a.requested.Add(-int64(m.Requested))
-	a.budget.Give(m.Len)
 	return m, nil
+}
+
+// errnoErr wraps ENOMEM (munmap splitting a mapping past vm.max_map_count)
+// as out of memory.
+func errnoErr(err error) error {
+	if err == unix.ENOMEM {
+		return fmt.Errorf("%w: %w", sys.ErrNoMemory, err)
+	}
+	return err
+}
+
+// quarantineAdd releases a freed mapping's pages and makes it PROT_NONE
+// (guard included), keeping it mapped; past QuarantineLen the oldest is
+// unmapped.
+func (a *Allocator) quarantineAdd(m *Mapping) error {
+	total := m.Len + m.guard
+	if err := a.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("largealloc: quarantine %d bytes: %w", m.Len, err)
+	}
+	if err := a.os.Mprotect(m.ptr, total, unix.PROT_NONE); err != nil {
+		return fmt.Errorf("largealloc: quarantine %d bytes: %w", m.Len, errnoErr(err))
+	}
+	a.quarMu.Lock()
+	defer a.quarMu.Unlock()
+	a.quarantine = append(a.quarantine, m)
+	a.quarantined[m.Addr] = m
+	for len(a.quarantine) > QuarantineLen {
+		old := a.quarantine[0]
+		if a.os.Munmap(old.ptr, old.Len+old.guard) != nil {
+			break // keep it; try again next time
+		}
+		a.budget.Give(old.Len)
+		a.quarantine = a.quarantine[1:]
+		delete(a.quarantined, old.Addr)
+	}
+	return nil
+}
+
+// Quarantined reports whether addr is a freed block Debug mode still keeps
+// in quarantine.
+func (a *Allocator) Quarantined(addr uintptr) bool {
+	if !a.debug {
+		return false
+	}
+	a.quarMu.Lock()
+	defer a.quarMu.Unlock()
+	return a.quarantined[addr] != nil
+}
+
+// Pointer returns the block's first byte.
+func (m *Mapping) Pointer() unsafe.Pointer { return m.ptr }
+
+// Guard returns the address of the guard page after a live block in Debug
+// mode (0 otherwise).
+func (m *Mapping) Guard() uintptr {
+	if m.guard == 0 {
+		return 0
+	}
+	return m.Addr + m.Len
 }
 
 // Resize changes the block at addr to n bytes: in place if its mapping
@@ -260,7 +370,7 @@ func (a *Allocator) Close() error {
 		sh := &a.shards[i]
 		sh.mu.Lock()
 		for addr, m := range sh.live {
-			if err := a.os.Munmap(m.ptr, m.Len); err != nil && first == nil {
+			if err := a.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
 				first = err
 			}
 			a.budget.Give(m.Len)
@@ -268,6 +378,15 @@ func (a *Allocator) Close() error {
 		}
 		sh.mu.Unlock()
 	}
+	a.quarMu.Lock()
+	for _, m := range a.quarantine {
+		if err := a.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
+			first = err
+		}
+		a.budget.Give(m.Len)
+	}
+	a.quarantine, a.quarantined = nil, nil
+	a.quarMu.Unlock()
 	a.count.Store(0)
 	a.bytes.Store(0)
 	a.requested.Store(0)

@@ -38,6 +38,6 @@ func takeLive(st *uint16) (uint16, bool) {
 	if v-1 >= maxLive {
 		return v, false
 	}
-	*st = stateFree
+	*st = stateCached
 	return v, true
 }

@@ -50,7 +50,7 @@ func setState(st *uint16, v uint16) {
 	}
 }
 
-// takeLive sets a live state to free and returns it; a state that is not
+// takeLive sets a live state to stateCached and returns it; a state that is not
 // live is returned unchanged with false.
 func takeLive(st *uint16) (uint16, bool) {
 	w, shift := stateWord(st)
@@ -60,7 +60,7 @@ func takeLive(st *uint16) (uint16, bool) {
 		if v-1 >= maxLive {
 			return v, false
 		}
-		if atomic.CompareAndSwapUint32(w, old, old&^(0xFFFF<<shift)) {
+		if atomic.CompareAndSwapUint32(w, old, old&^(0xFFFF<<shift)|stateCached<<shift) {
 			return v, true
 		}
 	}

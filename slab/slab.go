@@ -40,9 +40,10 @@ func AlignedClass(n, align uintptr) int {
 
 // Block states, a uint16 per block in its slab.
 const (
-	stateFree = 0      // in a slab's free list, never handed out, or in a P's cache
-	stateZero = 0xFFFF // in a P's cache and known to be zero
-	maxLive   = MaxSize + 1
+	stateFree   = 0      // in the slab: on its free list, or never handed out
+	stateCached = 0xFFFE // out of the slab but free: in a P's cache or a batch on its way
+	stateZero   = 0xFFFF // like stateCached, and known to be zero
+	maxLive     = MaxSize + 1
 	// A live block's state is its requested size plus one: 1..maxLive.
 )
 
@@ -84,6 +85,9 @@ type Class struct {
 	partial   *Slab // slabs with at least one block to hand out
 	empty     *Slab // one slab with every block free, kept for reuse
 	slabs     uint64
+	// lastReused: the last block take handed out came from a free list
+	// (read by AllocDirect only)
+	lastReused bool
 
 	// blocks and bytes handed out, net, by goroutines without a P cache
 	// and by caches that drain has retired
@@ -102,8 +106,9 @@ type Heap struct {
 	classes [NumClasses]Class
 
 	// OnCorruption is called (with the class lock held) when a free-list
-	// link is found damaged; the default panics. Set before use.
-	OnCorruption func(msg string)
+	// link is found damaged: addr is the block holding the link, size its
+	// class's block size. The default panics. Set before use.
+	OnCorruption func(addr, size uintptr, detail string)
 }
 
 // NewHeap makes the classes over region r.
@@ -256,6 +261,48 @@ func (h *Heap) allocSlow(c int, n uintptr) (unsafe.Pointer, bool, error) {
 	return first.p, zero, nil
 }
 
+// AllocDirect is Alloc without the P caches, for Debug mode: one block
+// straight from the class's slabs under its lock. It also says whether the
+// block was on a slab's free list (freed before) rather than never used.
+func (h *Heap) AllocDirect(c int, n uintptr) (p unsafe.Pointer, zero, reused bool, err error) {
+	cl := &h.classes[c]
+	var one [1]entry
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	k, err := h.take(cl, one[:])
+	if k == 0 {
+		return nil, false, false, err
+	}
+	e := one[0]
+	zero = loadState(e.st) == stateZero
+	setState(e.st, uint16(n+1))
+	cl.blocks++
+	cl.bytes += int64(n)
+	return e.p, zero, cl.lastReused, nil
+}
+
+// FreeDirect is Free without the P caches, for Debug mode: the block goes
+// straight back on its slab's free list (its first 4 bytes become the
+// link). It returns the size that had been requested.
+func (h *Heap) FreeDirect(run *arena.Run, addr uintptr) (uintptr, error) {
+	st, _, c, err := h.state(run, addr)
+	if err != nil {
+		return 0, err
+	}
+	cl := &h.classes[c]
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	v, ok := takeLive(st)
+	if !ok {
+		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
+	}
+	n := uintptr(v - 1)
+	cl.blocks--
+	cl.bytes -= int64(n)
+	h.giveBack(cl, []entry{{p: h.region.Ptr(addr), st: st}})
+	return n, nil
+}
+
 // pinCache pins the goroutine and returns its P's cache, making one if
 // the slot is empty. It returns nil (still pinned) when the P has no slot
 // (GOMAXPROCS grew after the heap was made) or the heap is closed.
@@ -297,11 +344,16 @@ func (h *Heap) take(cl *Class, out []entry) (int, error) {
 		}
 		for k < len(out) && s.nfree > 0 {
 			var idx uint32
-			state := uint16(stateFree)
+			state := uint16(stateCached)
+			cl.lastReused = s.free != 0
 			if s.free != 0 {
 				idx = s.free - 1
+				// The link lives in the free block itself, where a write
+				// after free or past the end of the block next to it can
+				// reach it: it must decode to a block of this slab that was
+				// handed out before and is on the free list now.
 				next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
-				if next != 0 && (next > s.nelems || loadState(&s.req[next-1]) != stateFree) {
+				if next != 0 && (next > s.bump || loadState(&s.req[next-1]) != stateFree) {
 					h.corrupt(s, idx, next)
 					next = 0 // drop the rest of the list: never follow a bad link
 				}
@@ -329,14 +381,14 @@ func (h *Heap) take(cl *Class, out []entry) (int, error) {
 
 func (h *Heap) corrupt(s *Slab, idx, next uint32) {
 	size := h.classes[s.class].size
-	msg := fmt.Sprintf("slab: free list of class %d (%d-byte blocks) damaged: block %#x links to %d, "+
-		"not a free block of its slab (a write after free or past the end of a block?)",
-		s.class, size, s.start+uintptr(idx)*size, int64(next)-1)
+	addr := s.start + uintptr(idx)*size
+	msg := fmt.Sprintf("free-list link of a free %d-byte block decodes to %d, not a free block of its slab "+
+		"(a write after free, or past the end of the block before it); the rest of the list is dropped", size, int64(next)-1)
 	if h.OnCorruption != nil {
-		h.OnCorruption(msg)
+		h.OnCorruption(addr, size, msg)
 		return
 	}
-	panic(msg)
+	panic(fmt.Sprintf("slab: block %#x: %s", addr, msg))
 }
 
 // newSlab finds or makes a slab with room for class cl (lock held).
