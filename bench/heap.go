@@ -114,9 +114,10 @@ type instance struct {
 
 	// peakMap is the region map at the sample of highest Resident, lastMap
 	// the latest one (taken by the probe).
-	peakMap, lastMap stats.RegionMap
-	peakResident     uint64
-	maps             bool // take region maps with every sample
+	peakMap      stats.RegionMap
+	moments      []moment // region maps at the named moments
+	peakResident uint64
+	maps         bool // take region maps with every sample
 }
 
 // newInstance sets p up. threshold > 0 overrides the mmap threshold (for
@@ -196,12 +197,20 @@ func (in *instance) probe(s *stats.Sample) {
 		m := in.a.RegionMap()
 		s.Trapped = m.Trapped()
 		if in.maps {
-			in.lastMap = m
+			if s.Label != "" && s.Label != "start" {
+				in.moments = append(in.moments, moment{Label: s.Label, Map: m})
+			}
 			if s.Resident > in.peakResident || len(in.peakMap.Extents) == 0 {
 				in.peakResident, in.peakMap = s.Resident, m
 			}
 		}
 	}
+}
+
+// moment is the region map at a named moment of a run.
+type moment struct {
+	Label string          `json:"label"`
+	Map   stats.RegionMap `json:"map"`
 }
 
 // sat returns a-b, or 0 if b > a.

@@ -47,7 +47,7 @@ type result struct {
 	// For the report only; left out of `replay -json`.
 	Series  []stats.Sample   `json:"series,omitempty"`
 	PeakMap *stats.RegionMap `json:"peak_map,omitempty"`
-	EndMap  *stats.RegionMap `json:"end_map,omitempty"`
+	Moments []moment         `json:"moments,omitempty"`
 }
 
 // syscalls returns the memory-management calls counted, and whether they
@@ -110,7 +110,7 @@ func replayCommand(args []string) error {
 // contract returns r without the report-only fields.
 func (r *result) contract() *result {
 	c := *r
-	c.Series, c.PeakMap, c.EndMap = nil, nil, nil
+	c.Series, c.PeakMap, c.Moments = nil, nil, nil
 	return &c
 }
 

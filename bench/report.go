@@ -262,19 +262,22 @@ var stateColor = [...]color.RGBA{
 func residentPlot(title string, results []*result) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = title + ": resident memory over time"
-	p.X.Label.Text = "time (ms, sampling excluded)"
+	p.X.Label.Text = "progress: % of each policy's own run time (sampling excluded; the legend gives the time)"
 	p.Y.Label.Text = "resident (MiB)"
 	p.Legend.Top = true
 	p.Legend.Left = false
 	p.Add(plotter.NewGrid())
+	top := 0.0
 	for _, r := range results {
 		if len(r.Series) == 0 {
 			continue
 		}
 		pts := make(plotter.XYs, len(r.Series))
+		total := float64(r.Series[len(r.Series)-1].At)
 		for i, s := range r.Series {
-			pts[i].X = float64(s.At) / float64(time.Millisecond)
+			pts[i].X = 100 * float64(s.At) / max(total, 1)
 			pts[i].Y = float64(s.Resident) / (1 << 20)
+			top = max(top, pts[i].Y)
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {
@@ -283,12 +286,15 @@ func residentPlot(title string, results []*result) (*plot.Plot, error) {
 		l.Color = policyColor[r.Policy]
 		l.Width = vg.Points(1.5)
 		p.Add(l)
-		name := r.Policy
+		name := r.Policy + " (" + dur(r.Seconds)
 		if r.ResidentFrom == "rss" {
-			name += " (RSS growth)"
+			name += ", RSS growth"
 		}
+		name += ")"
 		p.Legend.Add(name, l)
 	}
+	p.X.Min, p.X.Max = 0, 100
+	p.Y.Min, p.Y.Max = 0, max(top*1.6, 0.01) // room for the legend above the lines
 	return p, nil
 }
 
@@ -312,7 +318,20 @@ func (m mapRows) DataRange() (xmin, xmax, ymin, ymax float64) {
 	for _, rm := range m {
 		xmax = max(xmax, float64(rm.Break)/(1<<20))
 	}
-	return 0, max(xmax, 1e-3), -0.5, float64(len(m)) - 0.5
+	return 0, max(xmax, 1e-3), -0.5, float64(len(m)) + 1.5 // room for the legend
+}
+
+// usesRegion reports whether r has region maps with anything in them.
+func usesRegion(r *result) bool {
+	if r.PeakMap == nil {
+		return false
+	}
+	for _, m := range r.Moments {
+		if m.Map.Break > 0 {
+			return true
+		}
+	}
+	return r.PeakMap.Break > 0
 }
 
 // swatch is a legend entry: a filled square.
@@ -328,21 +347,26 @@ func (s swatch) Thumbnail(c *draw.Canvas) {
 func regionPlot(title string, results []*result) *plot.Plot {
 	var rows mapRows
 	var names []string
-	for _, r := range results {
-		if r.PeakMap == nil || r.PeakMap.Break == 0 && r.EndMap.Break == 0 {
+	for i := len(results) - 1; i >= 0; i-- { // the first policy on top
+		r := results[i]
+		if !usesRegion(r) {
 			continue
 		}
-		rows = append(rows, *r.EndMap, *r.PeakMap)
-		names = append(names, r.Policy+" at the end", r.Policy+" at the peak")
+		for j := len(r.Moments) - 1; j >= 0; j-- {
+			rows = append(rows, r.Moments[j].Map)
+			names = append(names, r.Policy+": "+r.Moments[j].Label)
+		}
+		rows = append(rows, *r.PeakMap)
+		names = append(names, r.Policy+": peak")
 	}
 	if len(rows) == 0 {
 		return nil
 	}
 	p := plot.New()
-	p.Title.Text = title + ": the region, base to break"
+	p.Title.Text = title + ": the region, base to break, at the peak and at each named moment"
 	p.X.Label.Text = "offset from the region's base (MiB)"
 	p.Add(rows)
-	p.NominalY(names...)
+	p.NominalY(append(names, "", "")...)
 	p.Legend.Top = true
 	for st := stats.PageLive; st <= stats.PageReleased; st++ {
 		label := map[stats.PageState]string{stats.PageLive: "live", stats.PageTrapped: "free, resident (trapped)",
@@ -427,6 +451,13 @@ func (rep *report) write(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	// Plots of an earlier run would look like part of this one.
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg"} {
+		old, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
 	data, err := json.Marshal(rep.Results)
 	if err != nil {
 		return "", err
@@ -493,11 +524,11 @@ func (rep *report) section(dir, name, title, lesson string, results []*result, w
 	if rp := regionPlot(name, results); rp != nil {
 		rows := 0
 		for _, r := range results {
-			if r.PeakMap != nil && (r.PeakMap.Break > 0 || r.EndMap.Break > 0) {
-				rows += 2
+			if usesRegion(r) {
+				rows += 1 + len(r.Moments)
 			}
 		}
-		f, err := render(rp, dir, name+"-region.svg", w, vg.Length(1.2+0.28*float64(rows))*vg.Inch)
+		f, err := render(rp, dir, name+"-region.svg", w, vg.Length(1.5+0.22*float64(rows))*vg.Inch)
 		if err != nil {
 			return s, err
 		}

@@ -40,7 +40,7 @@ var workloads = []workload{
 		title: "20 MiB of 512-byte blocks and one block after them that stays live; free the rest, then Trim",
 		lesson: "The pinned top. The break can only move down while the top of the region is free, so one " +
 			"small block allocated last keeps everything below it resident after it is freed: the region map " +
-			"at the end shows those pages as trapped (free, resident) until Trim releases them with madvise — " +
+			"at the moment \"freed\" shows those pages as trapped (free, resident) until Trim releases them with madvise — " +
 			"exactly glibc's behaviour until malloc_trim. One mapping per block (mmap) has no such trap, and " +
 			"pays for it in system calls."},
 	{name: "large-temp", run: largeTemp,
@@ -131,7 +131,7 @@ func childWorkload(name string, p policy, scale float64) *result {
 	res.PeakLiveBytes = counted.peak
 	finish(res, in, s)
 	if in.a != nil {
-		res.PeakMap, res.EndMap = &in.peakMap, &in.lastMap
+		res.PeakMap, res.Moments = &in.peakMap, in.moments
 	}
 	res.Note = strings.Join(pr.notes, " ")
 	res.OK = err == nil
