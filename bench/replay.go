@@ -82,7 +82,9 @@ func replayCommand(args []string) error {
 	if err != nil {
 		return err
 	}
-	ps = dropLibcIfMissing(ps)
+	if ps = dropLibcIfMissing(ps); len(ps) == 0 {
+		return nil
+	}
 	// Parse every trace here first, so a bad file fails before any run.
 	for _, f := range fs.Args() {
 		if _, err := parseTraceFile(f); err != nil {
