@@ -1,0 +1,198 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/brkmap/alloc/bench/libc"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseTrace(t *testing.T) {
+	four := "20000\n3\n5\n1\na 0 100\na 1 0\nr 0 300\nf 1\na 2 200000\n"
+	tr, err := parseTrace(strings.NewReader(four))
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{20000, 3, 5, 1}, tr.header)
+	assert.Equal(t, 3, tr.ids)
+	assert.Equal(t, []op{{100, 0, 'a'}, {0, 1, 'a'}, {300, 0, 'r'}, {0, 1, 'f'}, {200000, 2, 'a'}}, tr.ops)
+
+	two := "3\n5\n\na 0 100\na 1 0\nr 0 300\nf 1\na 2 200000\n"
+	tr2, err := parseTrace(strings.NewReader(two))
+	require.NoError(t, err, "a two-line header (and a blank line) is accepted")
+	assert.Equal(t, []uint64{3, 5}, tr2.header)
+	assert.Equal(t, tr.ops, tr2.ops)
+
+	for name, bad := range map[string]string{
+		"free of a dead id":  "1\n1\na 0 1\nf 0\nf 0\n",
+		"double allocation":  "1\n1\na 0 1\na 0 2\n",
+		"unknown operation":  "1\n1\nx 0 1\n",
+		"missing size":       "1\n1\na 0\n",
+		"negative size":      "1\n1\na 0 -5\n",
+		"three header lines": "1\n1\n1\na 0 1\n",
+		"no operations":      "1\n1\n",
+		"number after ops":   "1\n1\na 0 1\n7\n",
+	} {
+		_, err := parseTrace(strings.NewReader(bad))
+		assert.Error(t, err, name)
+	}
+}
+
+// writeTrace writes a random trace that exercises every path: small,
+// mid-size and large blocks, zero sizes, reallocs that grow, shrink and
+// cross the threshold, and blocks left live at the end.
+func writeTrace(t *testing.T, dir, name string, header int) (path string, peakLive uint64) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const ids = 400
+	sizes := make([]int, ids)
+	live := make([]bool, ids)
+	var lines []string
+	var cur uint64
+	size := func() int {
+		switch r.IntN(20) {
+		case 0:
+			return 0
+		case 1:
+			return 100<<10 + r.IntN(200<<10) // around the threshold
+		case 2:
+			return 33<<10 + r.IntN(60<<10) // mid-size
+		}
+		return 1 + r.IntN(3000)
+	}
+	for range 3000 {
+		id := r.IntN(ids)
+		switch {
+		case !live[id]:
+			n := size()
+			lines = append(lines, fmt.Sprintf("a %d %d", id, n))
+			live[id], sizes[id] = true, n
+			cur += uint64(n)
+		case r.IntN(3) == 0:
+			n := size()
+			lines = append(lines, fmt.Sprintf("r %d %d", id, n))
+			cur += uint64(n) - uint64(sizes[id])
+			sizes[id] = n
+		default:
+			lines = append(lines, fmt.Sprintf("f %d", id))
+			live[id] = false
+			cur -= uint64(sizes[id])
+		}
+		peakLive = max(peakLive, cur)
+	}
+	head := fmt.Sprintf("%d\n%d\n", ids, len(lines))
+	if header == 4 {
+		head = fmt.Sprintf("0\n%d\n%d\n1\n", ids, len(lines))
+	}
+	path = filepath.Join(dir, name+".rep")
+	require.NoError(t, os.WriteFile(path, []byte(head+strings.Join(lines, "\n")+"\n"), 0o644))
+	return path, peakLive
+}
+
+// A generated trace replays under every policy, each in its own child
+// process, with every content check passing.
+func TestReplayEveryPolicy(t *testing.T) {
+	path, peakLive := writeTrace(t, t.TempDir(), "mixed", 4)
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			if p.libc && !libc.Available {
+				t.Skip(errLibcMissing)
+			}
+			r := runChild(job{kind: "replay", target: path, policy: p.name})
+			require.Empty(t, r.Error)
+			assert.True(t, r.OK)
+			assert.Equal(t, "mixed", r.Trace)
+			assert.Equal(t, 3000, r.Ops)
+			assert.Equal(t, peakLive, r.PeakLiveBytes, "peak live is the trace's own")
+			assert.Positive(t, r.Seconds)
+			assert.Positive(t, r.PeakResidentBytes)
+			assert.InDelta(t, float64(r.PeakResidentBytes)/float64(r.PeakLiveBytes), r.Fragmentation, 1e-9)
+			if p.libc {
+				assert.Nil(t, r.MmapCalls, "glibc's calls are not counted")
+				assert.Equal(t, "rss", r.ResidentFrom)
+			} else {
+				require.NotNil(t, r.MmapCalls)
+				assert.Equal(t, "mincore", r.ResidentFrom)
+				assert.GreaterOrEqual(t, r.PeakResidentBytes, r.PeakLiveBytes/2, "the blocks were written, so they are resident")
+			}
+			if p.name == "mmap" {
+				assert.GreaterOrEqual(t, *r.MmapCalls, uint64(1000), "a mapping per block")
+			}
+		})
+	}
+}
+
+// A corrupted block fails its content check: ok is false, and the
+// command exits non-zero.
+func TestReplayCatchesCorruption(t *testing.T) {
+	path, _ := writeTrace(t, t.TempDir(), "corrupt", 2)
+	t.Setenv(corruptEnv, "100")
+	r := runChild(job{kind: "replay", target: path, policy: "threshold"})
+	assert.False(t, r.OK)
+	assert.Contains(t, r.Error, "changed")
+	assert.Error(t, failures([]*result{r}))
+
+	// The child's own exit status says so too.
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, job{kind: "replay", target: path, policy: "brk"}.args()...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	require.True(t, errors.As(err, &exit), "want a non-zero exit, got %v", err)
+	assert.Equal(t, 3, exit.ExitCode())
+	assert.Contains(t, string(out), `"ok":false`)
+}
+
+// The JSON lines carry the contract's field names, exactly.
+func TestReplayJSONFields(t *testing.T) {
+	path, _ := writeTrace(t, t.TempDir(), "fields", 4)
+	r := runChild(job{kind: "replay", target: path, policy: "threshold"})
+	require.True(t, r.OK, r.Error)
+	line, err := json.Marshal(r.contract())
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(line, &m))
+	for _, k := range []string{"trace", "policy", "threshold", "ops", "seconds", "peak_live_bytes",
+		"peak_resident_bytes", "final_resident_bytes", "fragmentation", "mmap_calls", "munmap_calls",
+		"madvise_calls", "ok"} {
+		assert.Contains(t, m, k)
+	}
+	assert.Equal(t, float64(128<<10), m["threshold"])
+	assert.Equal(t, true, m["ok"])
+	for _, k := range []string{"series", "peak_map", "moments"} {
+		assert.NotContains(t, m, k, "report-only fields stay out of replay -json")
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t.Log(keys)
+}
+
+func TestFillCheck(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 8, 63, 64, 65, 200, 4096, 100003} {
+		b := make([]byte, n)
+		fill(b, tag(3), 0)
+		assert.True(t, check(b, tag(3)), n)
+		if n > 0 {
+			assert.False(t, check(b, tag(4)), "another id's pattern: %d", n)
+			b[n-1] ^= 1
+			assert.False(t, check(b, tag(3)), "last byte flipped: %d", n)
+			b[n-1] ^= 1
+		}
+		// A grown tail continues the pattern as if filled from the start.
+		c := make([]byte, n+77)
+		copy(c, b)
+		fill(c, tag(3), n)
+		assert.True(t, check(c, tag(3)), n)
+	}
+}

@@ -1,0 +1,112 @@
+package stats
+
+import "time"
+
+// Sample is one point of a time series: an allocator (or, for the glibc
+// baseline, the process) measured at one moment of a run.
+type Sample struct {
+	// At is the run's own time at this sample: wall time since Start minus
+	// the time spent taking earlier samples.
+	At    time.Duration `json:"at_ns"`
+	Label string        `json:"label,omitempty"` // the moment's name, for marked samples
+
+	Resident    uint64 `json:"resident"`      // this allocator's memory in RAM (mincore), or RSS growth for glibc
+	RSS         uint64 `json:"rss"`           // the process's VmRSS
+	PeakRSS     uint64 `json:"peak_rss"`      // the process's VmHWM
+	LiveBytes   uint64 `json:"live_bytes"`    // requested by live blocks
+	ArenaBytes  uint64 `json:"arena_bytes"`   // region, base to break
+	MmapBytes   uint64 `json:"mmap_bytes"`    // live large mappings
+	Trapped     uint64 `json:"trapped_bytes"` // free pages below the break still resident
+	Syscalls    uint64 `json:"syscalls"`      // memory-management calls so far
+	MinorFaults uint64 `json:"minor_faults"`  // the process's minor faults so far
+}
+
+// Probe fills in the allocator's side of a sample (everything but At,
+// Label, RSS and PeakRSS, which the Sampler fills in first).
+type Probe func(s *Sample)
+
+// Sampler records a time series during a run. The run calls Tick often
+// (every few dozen operations); Tick takes a sample only when one is due,
+// so it costs a clock read otherwise. Mark takes one at once, with a
+// name. The time spent sampling is kept out of the run's clock (Elapsed),
+// so a run measured with a sampler reports its own time, not the
+// sampler's.
+//
+// A Sampler belongs to one goroutine: it has no lock.
+type Sampler struct {
+	// Samples holds the series, in order.
+	Samples []Sample
+
+	probe Probe
+	every time.Duration
+	start time.Time
+	next  time.Time
+	spent time.Duration
+}
+
+// NewSampler returns a sampler that samples at most about once per every
+// (and less often when a sample itself is slow: never more than a fifth
+// of the run's wall time goes to sampling).
+func NewSampler(every time.Duration, probe Probe) *Sampler {
+	return &Sampler{probe: probe, every: every}
+}
+
+// Start starts the clock and takes the first sample, named "start".
+func (s *Sampler) Start() {
+	s.Samples = s.Samples[:0]
+	s.spent = 0
+	s.start = time.Now()
+	s.take(s.start, "start")
+}
+
+// Tick takes a sample if one is due.
+func (s *Sampler) Tick() {
+	if now := time.Now(); !now.Before(s.next) {
+		s.take(now, "")
+	}
+}
+
+// Mark takes a sample now, named label.
+func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
+
+func (s *Sampler) take(now time.Time, label string) {
+	p := Sample{At: now.Sub(s.start) - s.spent, Label: label}
+	if m, err := ReadProcMemory(); err == nil {
+		p.RSS, p.PeakRSS = m.RSS, m.PeakRSS
+	}
+	if s.probe != nil {
+		s.probe(&p)
+	}
+	s.Samples = append(s.Samples, p)
+	end := time.Now()
+	d := end.Sub(now)
+	s.spent += d
+	s.next = end.Add(max(s.every, 4*d))
+}
+
+// Elapsed returns the wall time since Start minus the time spent sampling.
+func (s *Sampler) Elapsed() time.Duration { return time.Since(s.start) - s.spent }
+
+// Spent returns the time spent sampling since Start.
+func (s *Sampler) Spent() time.Duration { return s.spent }
+
+// Peak returns the sample with the highest Resident (the first of equals),
+// or a zero Sample if there are none.
+func (s *Sampler) Peak() Sample {
+	var best Sample
+	for i, p := range s.Samples {
+		if i == 0 || p.Resident > best.Resident {
+			best = p
+		}
+	}
+	return best
+}
+
+// Max returns the highest value of field over the series.
+func (s *Sampler) Max(field func(Sample) uint64) uint64 {
+	var m uint64
+	for _, p := range s.Samples {
+		m = max(m, field(p))
+	}
+	return m
+}
