@@ -132,6 +132,9 @@ type Config struct {
 	// Debug is for guard pages, poisoning and use-after-free checks.
 	// The core allocator does not act on it yet.
 	Debug bool
+	// HugePages: transparent huge pages for large blocks, for everything,
+	// or (the default) off. See HugePages.
+	HugePages HugePages
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
@@ -159,6 +162,9 @@ type Allocator struct {
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
+	smaps   []byte // /proc/self/smaps scratch, under statsMu
+
+	huge hugeState // fixed after New
 }
 
 // New makes an Allocator. It reserves the region's address space at once.
@@ -195,18 +201,23 @@ func New(cfg Config) (*Allocator, error) {
 		trimBytes = ^uintptr(0)
 	}
 	var err error
+	if a.huge, err = resolveHugePages(cfg.HugePages); err != nil {
+		return nil, err
+	}
 	a.region, err = arena.New(arena.Config{
 		Reserve:       uintptr(orDefault(cfg.Reserve, DefaultReserve)),
 		TopPad:        uintptr(topPad),
 		TrimThreshold: trimBytes,
 		OS:            a.os,
 		Budget:        a.budget,
+		HugePageSize:  a.huge.regionSize(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.slabs = slab.NewHeap(a.region)
 	a.large = largealloc.New(a.os, a.budget)
+	a.large.SetHugePages(a.huge.largeSize())
 	return a, nil
 }
 
@@ -548,6 +559,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 	a.statsMu.Lock()
 	s.ArenaResident = uint64(a.region.Resident(&a.vec))
 	s.MmapResident = uint64(a.large.Resident(&a.vec))
+	a.hugeStats(&s)
 	a.statsMu.Unlock()
 	s.Resident = s.ArenaResident + s.MmapResident
 

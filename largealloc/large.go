@@ -17,6 +17,7 @@ type Mapping struct {
 	Addr      uintptr
 	Len       uintptr // bytes mapped (a multiple of the page size)
 	Requested uintptr // bytes asked for
+	Huge      bool    // advised MADV_HUGEPAGE (see SetHugePages)
 	ptr       unsafe.Pointer
 }
 
@@ -31,6 +32,7 @@ type Allocator struct {
 	os     *sys.OS
 	budget *sys.Budget
 	page   uintptr
+	huge   uintptr // huge page size if large mappings use huge pages, else 0; set before use
 	closed atomic.Bool
 	shards [numShards]shard
 
@@ -71,41 +73,28 @@ func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
 	if !ok {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
 	}
-	extra := uintptr(0)
-	if align > a.page {
-		extra = align - a.page
-	}
-	if size+extra < size {
-		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
+	huge := a.hugeBlock(size)
+	if huge {
+		align = max(align, a.huge)
 	}
 	if !a.budget.Take(size) {
 		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
 	}
-	p, err := a.os.Mmap(size+extra, unix.PROT_READ|unix.PROT_WRITE, 0)
+	var p unsafe.Pointer
+	var err error
+	if align > a.page {
+		p, err = a.os.MmapAligned(size, align, unix.PROT_READ|unix.PROT_WRITE, 0)
+	} else {
+		p, err = a.os.Mmap(size, unix.PROT_READ|unix.PROT_WRITE, 0)
+	}
 	if err != nil {
 		a.budget.Give(size)
-		return nil, fmt.Errorf("largealloc: map %d bytes: %w: %w", size+extra, sys.ErrNoMemory, err)
+		return nil, fmt.Errorf("largealloc: map %d bytes aligned to %d: %w: %w", size, align, sys.ErrNoMemory, err)
 	}
-	if extra > 0 {
-		start := uintptr(p)
-		head := (start+align-1)&^(align-1) - start
-		if head > 0 {
-			if err := a.os.Munmap(p, head); err != nil {
-				_ = a.os.Munmap(p, size+extra)
-				a.budget.Give(size)
-				return nil, fmt.Errorf("largealloc: trim aligned mapping: %w: %w", sys.ErrNoMemory, err)
-			}
-			p = unsafe.Add(p, head)
-		}
-		if tail := extra - head; tail > 0 {
-			if err := a.os.Munmap(unsafe.Add(p, size), tail); err != nil {
-				_ = a.os.Munmap(p, size+tail)
-				a.budget.Give(size)
-				return nil, fmt.Errorf("largealloc: trim aligned mapping: %w: %w", sys.ErrNoMemory, err)
-			}
-		}
+	if huge {
+		huge = a.adviseHuge(p, size)
 	}
-	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, ptr: p}
+	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, Huge: huge, ptr: p}
 	sh := a.shard(m.Addr)
 	sh.mu.Lock()
 	if a.closed.Load() {
@@ -199,7 +188,13 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 			a.put(m)
 			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
 		}
-		p, err := a.os.Mremap(m.ptr, m.Len, size)
+		var p unsafe.Pointer
+		var err error
+		if a.hugeBlock(size) && size > m.Len {
+			p, err = a.growHuge(m, size)
+		} else {
+			p, err = a.os.Mremap(m.ptr, m.Len, size)
+		}
 		if err != nil {
 			if size > m.Len {
 				a.budget.Give(size - m.Len)
@@ -211,7 +206,11 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 			a.budget.Give(m.Len - size)
 		}
 		a.bytes.Add(int64(size) - int64(m.Len))
-		m = &Mapping{Addr: uintptr(p), Len: size, Requested: m.Requested, ptr: p}
+		huge := m.Huge
+		if !huge && a.hugeBlock(size) {
+			huge = a.adviseHuge(p, size)
+		}
+		m = &Mapping{Addr: uintptr(p), Len: size, Requested: m.Requested, Huge: huge, ptr: p}
 	}
 	a.requested.Add(int64(n) - int64(m.Requested))
 	m.Requested = n
