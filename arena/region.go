@@ -482,7 +482,9 @@ func (r *Region) shrink(f *Run, keep uintptr) uintptr {
 
 // Trim releases every free page of the region: one madvise(MADV_DONTNEED)
 // per free run not yet released, then the break moves down to the last run
-// in use. It returns the bytes given back.
+// in use. It returns the bytes given back. With huge pages every free run
+// is released, even one never used: a huge page faulted in by a neighbour
+// made it resident as well.
 func (r *Region) Trim() uintptr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -498,8 +500,8 @@ func (r *Region) Trim() uintptr {
 	}
 	for b := range r.buckets {
 		for f := r.buckets[b]; f != nil; f = f.next {
-			if f.zero {
-				continue
+			if f.zero && r.huge == 0 {
+				continue // known released, or never touched
 			}
 			n := f.pages << r.shift
 			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {
