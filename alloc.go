@@ -140,6 +140,9 @@ type Config struct {
 	// finds (Debug's canaries and poison; the free-list checks that are
 	// always on). nil means panic with the report.
 	OnCorruption func(*Corruption)
+	// HugePages: transparent huge pages for large blocks, for everything,
+	// or (the default) off. See HugePages.
+	HugePages HugePages
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
@@ -175,6 +178,9 @@ type Allocator struct {
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
+	smaps   []byte // /proc/self/smaps scratch, under statsMu
+
+	huge hugeState // fixed after New
 }
 
 // New makes an Allocator. It reserves the region's address space at once.
@@ -211,12 +217,16 @@ func New(cfg Config) (*Allocator, error) {
 		trimBytes = ^uintptr(0)
 	}
 	var err error
+	if a.huge, err = resolveHugePages(cfg.HugePages); err != nil {
+		return nil, err
+	}
 	a.region, err = arena.New(arena.Config{
 		Reserve:       uintptr(orDefault(cfg.Reserve, DefaultReserve)),
 		TopPad:        uintptr(topPad),
 		TrimThreshold: trimBytes,
 		OS:            a.os,
 		Budget:        a.budget,
+		HugePageSize:  a.huge.regionSize(),
 	})
 	if err != nil {
 		return nil, err
@@ -236,6 +246,7 @@ func New(cfg Config) (*Allocator, error) {
 		a.smallLimit = slab.MaxSize + 1
 	}
 	a.large = largealloc.New(a.os, a.budget)
+	a.large.SetHugePages(a.huge.largeSize())
 	if cfg.Debug {
 		// the fast paths are off: Malloc and Free take the debug paths
 		a.debug, a.debugState = true, newDebugState()
@@ -614,6 +625,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 	a.statsMu.Lock()
 	s.ArenaResident = uint64(a.region.Resident(&a.vec))
 	s.MmapResident = uint64(a.large.Resident(&a.vec))
+	a.hugeStats(&s)
 	a.statsMu.Unlock()
 	s.Resident = s.ArenaResident + s.MmapResident
 

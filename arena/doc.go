@@ -34,6 +34,9 @@
 // fields it exposes without a lock (Kind, Owner, Start of a live run) are
 // fixed before the run is published.
 //
+// With Config.HugePageSize set, the reservation is huge-page aligned and
+// advised MADV_HUGEPAGE, and the break moves in whole huge pages (huge.go).
+//
 // Concurrency: one mutex per Region guards the break, the free runs and the
 // counters. Lookup is lock-free.
 package arena

@@ -68,6 +68,7 @@ type Config struct {
 	TrimThreshold uintptr // free top of at least this moves the break down
 	OS            *sys.OS
 	Budget        *sys.Budget
+	HugePageSize  uintptr // non-zero: huge pages for the region (see huge.go)
 }
 
 // Region is the brk-like region. All methods are safe for concurrent use.
@@ -78,6 +79,7 @@ type Region struct {
 	lo, hi uintptr // [lo, hi) is the reservation
 	page   uintptr
 	shift  uint
+	huge   uintptr // huge page size, or 0: see huge.go
 
 	topPad        uintptr
 	trimThreshold atomic.Uintptr
@@ -110,11 +112,11 @@ type chunk [chunkLength]atomic.Pointer[Run]
 // New reserves the region. Nothing is committed until Alloc.
 func New(c Config) (*Region, error) {
 	page := sys.PageSize
-	reserve := alignUp(c.Reserve, page)
+	reserve := alignUp(c.Reserve, max(page, c.HugePageSize))
 	if reserve == 0 {
 		return nil, fmt.Errorf("arena: reserve must be positive")
 	}
-	p, err := c.OS.Mmap(reserve, unix.PROT_NONE, unix.MAP_NORESERVE)
+	p, err := reserveRange(c.OS, reserve, c.HugePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve, sys.ErrNoMemory, err)
 	}
@@ -127,6 +129,7 @@ func New(c Config) (*Region, error) {
 		page:   page,
 		shift:  uint(bits.TrailingZeros64(uint64(page))),
 		topPad: alignUp(c.TopPad, page),
+		huge:   c.HugePageSize,
 	}
 	r.brk = r.lo
 	r.trimThreshold.Store(c.TrimThreshold)
@@ -322,7 +325,7 @@ func (r *Region) grow(n uintptr) (*Run, error) {
 		need -= top.pages
 	}
 	bytes := need << r.shift
-	want := bytes + r.topPad
+	want := r.hugeUp(r.brk, bytes+r.topPad)
 	if want > r.hi-r.brk || !r.budget.Take(want) {
 		want = bytes // without the pad
 		if want > r.hi-r.brk {
@@ -493,7 +496,7 @@ func (r *Region) release(start, pages uintptr, zero bool) {
 // shrink moves the break down to f.start+keep, f being the top free run,
 // giving the pages above back to the kernel. Returns the bytes released.
 func (r *Region) shrink(f *Run, keep uintptr) uintptr {
-	keep = alignUp(keep, r.page)
+	keep = r.hugeUp(f.start, alignUp(keep, r.page))
 	size := f.pages << r.shift
 	if size <= keep {
 		return 0
@@ -521,7 +524,9 @@ func (r *Region) shrink(f *Run, keep uintptr) uintptr {
 
 // Trim releases every free page of the region: one madvise(MADV_DONTNEED)
 // per free run not yet released, then the break moves down to the last run
-// in use. It returns the bytes given back.
+// in use. It returns the bytes given back. With huge pages every free run
+// is released, even one never used: a huge page faulted in by a neighbour
+// made it resident as well.
 func (r *Region) Trim() uintptr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -537,8 +542,8 @@ func (r *Region) Trim() uintptr {
 	}
 	for b := range r.buckets {
 		for f := r.buckets[b]; f != nil; f = f.next {
-			if f.zero {
-				continue
+			if f.zero && r.huge == 0 {
+				continue // known released, or never touched
 			}
 			n := f.pages << r.shift
 			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {

@@ -15,5 +15,7 @@
 // other; system calls are made outside the shard locks.
 //
 // Blocks with an alignment above the page size are mapped with room to
-// spare and the head and tail unmapped, so the block starts aligned.
+// spare and the head and tail unmapped, so the block starts aligned. With
+// huge pages on (SetHugePages), every block of at least a huge page is so
+// aligned to a huge page and advised MADV_HUGEPAGE (huge.go).
 package largealloc

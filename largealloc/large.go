@@ -17,6 +17,7 @@ type Mapping struct {
 	Addr      uintptr
 	Len       uintptr // bytes mapped for the block (a multiple of the page size)
 	Requested uintptr // bytes asked for
+	Huge      bool    // advised MADV_HUGEPAGE (see SetHugePages)
 	ptr       unsafe.Pointer
 	guard     uintptr // Debug: bytes of PROT_NONE guard after the block
 }
@@ -32,6 +33,7 @@ type Allocator struct {
 	os     *sys.OS
 	budget *sys.Budget
 	page   uintptr
+	huge   uintptr // huge page size if large mappings use huge pages, else 0; set before use
 	closed atomic.Bool
 	shards [numShards]shard
 
@@ -96,44 +98,30 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 	if !ok {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
 	}
-	extra := uintptr(0)
-	if align > a.page {
-		extra = align - a.page
+	huge := a.hugeBlock(size)
+	if huge {
+		align = max(align, a.huge)
 	}
 	guard := uintptr(0)
 	if a.debug {
 		guard = a.page
-		extra += guard
 	}
-	if size+extra < size {
+	if size+guard < size {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
 	}
 	if !a.budget.Take(size) {
 		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
 	}
-	p, err := a.os.Mmap(size+extra, unix.PROT_READ|unix.PROT_WRITE, 0)
+	var p unsafe.Pointer
+	var err error
+	if align > a.page {
+		p, err = a.os.MmapAligned(size+guard, align, unix.PROT_READ|unix.PROT_WRITE, 0)
+	} else {
+		p, err = a.os.Mmap(size+guard, unix.PROT_READ|unix.PROT_WRITE, 0)
+	}
 	if err != nil {
 		a.budget.Give(size)
-		return nil, fmt.Errorf("largealloc: map %d bytes: %w: %w", size+extra, sys.ErrNoMemory, err)
-	}
-	if extra > 0 {
-		start := uintptr(p)
-		head := (start+align-1)&^(align-1) - start
-		if head > 0 {
-			if err := a.os.Munmap(p, head); err != nil {
-				_ = a.os.Munmap(p, size+extra)
-				a.budget.Give(size)
-				return nil, fmt.Errorf("largealloc: trim aligned mapping: %w: %w", sys.ErrNoMemory, err)
-			}
-			p = unsafe.Add(p, head)
-		}
-		if tail := extra - guard - head; tail > 0 {
-			if err := a.os.Munmap(unsafe.Add(p, size+guard), tail); err != nil {
-				_ = a.os.Munmap(p, size+guard+tail)
-				a.budget.Give(size)
-				return nil, fmt.Errorf("largealloc: trim aligned mapping: %w: %w", sys.ErrNoMemory, err)
-			}
-		}
+		return nil, fmt.Errorf("largealloc: map %d bytes aligned to %d: %w: %w", size, align, sys.ErrNoMemory, err)
 	}
 	if guard > 0 {
 		if err := a.os.Mprotect(unsafe.Add(p, size), guard, unix.PROT_NONE); err != nil {
@@ -142,7 +130,10 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 			return nil, fmt.Errorf("largealloc: guard page: %w: %w", sys.ErrNoMemory, err)
 		}
 	}
-	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, ptr: p, guard: guard}
+	if huge {
+		huge = a.adviseHuge(p, size)
+	}
+	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, Huge: huge, ptr: p, guard: guard}
 	sh := a.shard(m.Addr)
 	sh.mu.Lock()
 	if a.closed.Load() {
@@ -309,7 +300,13 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 			a.put(m)
 			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
 		}
-		p, err := a.os.Mremap(m.ptr, m.Len, size)
+		var p unsafe.Pointer
+		var err error
+		if a.hugeBlock(size) && size > m.Len {
+			p, err = a.growHuge(m, size)
+		} else {
+			p, err = a.os.Mremap(m.ptr, m.Len, size)
+		}
 		if err != nil {
 			if size > m.Len {
 				a.budget.Give(size - m.Len)
@@ -321,7 +318,11 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 			a.budget.Give(m.Len - size)
 		}
 		a.bytes.Add(int64(size) - int64(m.Len))
-		m = &Mapping{Addr: uintptr(p), Len: size, Requested: m.Requested, ptr: p}
+		huge := m.Huge
+		if !huge && a.hugeBlock(size) {
+			huge = a.adviseHuge(p, size)
+		}
+		m = &Mapping{Addr: uintptr(p), Len: size, Requested: m.Requested, Huge: huge, ptr: p}
 	}
 	a.requested.Add(int64(n) - int64(m.Requested))
 	m.Requested = n

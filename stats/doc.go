@@ -11,7 +11,8 @@
 // counters: it is measured, by asking the kernel with mincore which pages of
 // this allocator's own mappings (the region up to its break, and every live
 // large mapping) are in RAM. MinorFaults comes from getrusage and is for
-// the whole process.
+// the whole process. HugeResident, the part of Resident in transparent huge
+// pages, is read from /proc/self/smaps for this allocator's own mappings.
 //
 // The vocabulary follows glibc's mallinfo2 where it has a word for the
 // thing: ArenaBytes is its arena, MmapCount/MmapBytes its hblks/hblkhd,

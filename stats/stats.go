@@ -55,6 +55,22 @@ type Snapshot struct {
 
 	// Classes holds each size class's counters.
 	Classes []Class
+
+	// Huge pages. HugePages is the setting asked for ("off", "large",
+	// "all"), THPMode the kernel's transparent huge page mode read when the
+	// allocator was made ("always", "madvise", "never"), and
+	// HugePagesInEffect whether the allocator is aligning and advising
+	// memory for huge pages (asked for, and the kernel allows it). A
+	// setting asked for on a kernel in "never" mode is not in effect.
+	HugePages         string
+	THPMode           string
+	HugePagesInEffect bool
+	HugePageSize      uint64 // bytes, when in effect
+	// HugeResident is the part of Resident backed by huge pages: the
+	// AnonHugePages of this allocator's own mappings in /proc/self/smaps.
+	// Measured only when some of its memory can get huge pages (in effect,
+	// or THP "always"); 0 otherwise.
+	HugeResident uint64
 }
 
 // Class is one size class's counters.

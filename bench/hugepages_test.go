@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/stats"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// runMarks runs w on a fresh allocator made with cfg and returns the
+// snapshot (relative to the start) at each of its marks, and their times.
+func runMarks(t *testing.T, w workload, cfg alloc.Config) (map[string]stats.Snapshot, map[string]time.Duration) {
+	a, err := alloc.New(cfg)
+	require.NoError(t, err)
+	defer a.Close()
+	snaps := map[string]stats.Snapshot{}
+	times := map[string]time.Duration{}
+	start := time.Now()
+	s0 := a.Stats()
+	s := stats.NewSampler(time.Hour, func(s *stats.Sample) {
+		if s.Label != "" {
+			times[s.Label] = time.Since(start)
+			snaps[s.Label] = a.Stats().Sub(s0)
+		}
+	})
+	s.Start()
+	require.NoError(t, w.run(a, &probe{Sampler: s, scale: 1}))
+	require.Zero(t, a.Stats().LiveBlocks, "the workload frees what it allocates")
+	return snaps, times
+}
+
+// The lesson's claims hold, and its figures are printed (-v).
+func TestHugePagesLesson(t *testing.T) {
+	mode, _ := sys.ReadTHP()
+	res := map[string]map[string]stats.Snapshot{}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	t.Logf("%s: %s (THP %s)", hugePagesWorkload.name, hugePagesWorkload.lesson, mode)
+	fmt.Fprintln(tw, "policy\tmoment\tresident\tin huge pages\tarena\tsyscalls\tfaults\ttime\t")
+	for _, p := range hugePagesPolicies {
+		snaps, times := runMarks(t, hugePagesWorkload, p.cfg)
+		res[p.name] = snaps
+		for _, m := range []string{"8 MiB x16", "sparse", "freed", "trimmed"} {
+			s := snaps[m]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\t\n", p.name, m, size(s.Resident), size(s.HugeResident),
+				size(s.ArenaBytes), s.Syscalls(), s.MinorFaults, times[m].Round(time.Microsecond))
+		}
+	}
+	tw.Flush()
+
+	for _, p := range hugePagesPolicies {
+		assert.Less(t, res[p.name]["trimmed"].Resident, uint64(1<<20), "%s: Trim gives everything back", p.name)
+	}
+	off, large, all := res["huge-off"], res["huge-large"], res["huge-all"]
+	assert.GreaterOrEqual(t, off["8 MiB x16"].MinorFaults, uint64(16*2048), "off: a fault per 4 KiB")
+	assert.Equal(t, off["sparse"].Resident, large["sparse"].Resident, "large blocks only: the region is untouched")
+	if !mode.Enabled() {
+		t.Skipf("THP is %q here: huge pages are not in effect", mode)
+	}
+	assert.Less(t, large["8 MiB x16"].MinorFaults, uint64(16*2048/8), "large: a fault per 2 MiB")
+	assert.GreaterOrEqual(t, all["sparse"].Resident, 4*off["sparse"].Resident, "all: sparse touches cost whole huge pages")
+}
+
+// Huge pages for large blocks only cost no resident memory on the
+// built-in workloads: peak resident within 1.1x of huge pages off.
+func TestHugePagesPeakResident(t *testing.T) {
+	for _, w := range workloads {
+		for _, p := range policies {
+			if p.libc || w.configure != nil {
+				continue
+			}
+			peak := func(cfg alloc.Config) uint64 {
+				snaps, _ := runMarks(t, w, cfg)
+				var m uint64
+				for _, s := range snaps {
+					m = max(m, s.Resident)
+				}
+				return m
+			}
+			off := peak(p.cfg)
+			cfg := p.cfg
+			cfg.HugePages = alloc.HugePagesLarge
+			large := peak(cfg)
+			t.Logf("%s/%s: peak resident off %s, large %s", w.name, p.name, size(off), size(large))
+			assert.LessOrEqual(t, float64(large), 1.1*float64(off), "%s/%s", w.name, p.name)
+		}
+	}
+}
