@@ -368,6 +368,13 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // the kernel (a new mapping, pages never used since the break moved up or
 // since they were released) is not cleared again.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
+	if uint(n) < a.smallLimit {
+		if p := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+			b := bytesAt(p, n)
+			clear(b) // a cached block was used before
+			return b, nil
+		}
+	}
 	p, zero, err := a.alloc(n, 16)
 	if err != nil {
 		return nil, err

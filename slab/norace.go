@@ -35,7 +35,7 @@ func setState(st *uint16, v uint16) { *st = v }
 
 func takeLive(st *uint16) (uint16, bool) {
 	v := *st
-	if v-1 >= maxLive {
+	if checks && v-1 >= maxLive {
 		return v, false
 	}
 	*st = stateCached

@@ -190,7 +190,7 @@ func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 	s := slabOf(run)
 	off := uint64(uintptr(p) - s.start)
 	idx := off * s.magic >> divShift
-	if idx*s.size != off || idx >= uint64(len(s.req)) {
+	if checks && (idx*s.size != off || idx >= uint64(len(s.req))) {
 		return false
 	}
 	c := s.class
@@ -353,7 +353,7 @@ func (h *Heap) take(cl *Class, out []entry) (int, error) {
 				// reach it: it must decode to a block of this slab that was
 				// handed out before and is on the free list now.
 				next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
-				if next != 0 && (next > s.bump || loadState(&s.req[next-1]) != stateFree) {
+				if checks && next != 0 && (next > s.bump || loadState(&s.req[next-1]) != stateFree) {
 					h.corrupt(s, idx, next)
 					next = 0 // drop the rest of the list: never follow a bad link
 				}
