@@ -8,4 +8,7 @@ require (
 	pgregory.net/rapid v1.3.0
 )
 
-require go.yaml.in/yaml/v3 v3.0.5 // indirect
+require (
+	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)
