@@ -2,17 +2,22 @@ package alloc_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"unsafe"
 
+	"github.com/google/pprof/profile"
 	"golang.org/x/sys/unix"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/stats"
 )
 
 // An off-heap buffer for one request: allocated when the request starts,
@@ -106,4 +111,57 @@ func Example_directIO() {
 	// Output:
 	// buffer aligned: true
 	// read 1048576 bytes, intact: true
+}
+
+// allocateImages is what a service's heap profile should point at.
+//
+//go:noinline
+func allocateImages(a *alloc.Allocator) ([]byte, error) { return a.Malloc(4 << 20) }
+
+// Serving the allocator's state on a debug port: the heap profile at
+// /debug/offheap/heap (`go tool pprof http://host/debug/offheap/heap`),
+// the Snapshot as JSON at /debug/offheap/stats, and the Snapshot in expvar
+// (stats.Publish("offheap", a), served at /debug/vars).
+func Example_serveProfile() {
+	old := alloc.ProfileRate
+	alloc.ProfileRate = 1 // record every allocation, so the output is exact
+	a, err := alloc.New(alloc.Config{})
+	alloc.ProfileRate = old
+	if err != nil {
+		panic(err)
+	}
+	defer a.Close()
+	img, _ := allocateImages(a)
+	defer a.Free(img)
+
+	mux := http.NewServeMux()
+	mux.Handle("/debug/offheap/", stats.Handler(a))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/debug/offheap/heap")
+	if err != nil {
+		panic(err)
+	}
+	p, err := profile.Parse(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		panic(err)
+	}
+	for _, s := range p.Sample {
+		lines := s.Location[0].Line
+		fmt.Printf("%s: %d bytes in use\n", lines[len(lines)-1].Function.Name, s.Value[3])
+	}
+
+	resp, err = http.Get(srv.URL + "/debug/offheap/stats")
+	if err != nil {
+		panic(err)
+	}
+	var snap stats.Snapshot
+	err = json.NewDecoder(resp.Body).Decode(&snap)
+	resp.Body.Close()
+	fmt.Println(snap.LiveBlocks, snap.MmapBytes>>20, "MiB mapped", err)
+	// Output:
+	// github.com/brkmap/alloc_test.allocateImages: 4194304 bytes in use
+	// 1 4 MiB mapped <nil>
 }

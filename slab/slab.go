@@ -47,10 +47,10 @@ type Slab struct {
 	listed bool // on the class's partial list
 	nelems uint32
 	nfree  uint32
-	bump   uint32 // blocks [bump, nelems) were never handed out
-	free   uint32 // first free block of the free list, index+1 (0: none)
-	key    uint32 // XORed into the free-list links stored in blocks
-	req    []uint16
+	bump   uint32   // blocks [bump, nelems) were never handed out
+	free   uint32   // first free block of the free list, index+1 (0: none)
+	key    uint32   // XORed into the free-list links stored in blocks
+	req    []uint16 // per block: 0 free, else sampledBit | (block size - requested + 1)
 	prev   *Slab
 	next   *Slab
 }
@@ -69,6 +69,10 @@ type Class struct {
 	liveBlocks uint64
 	liveBytes  uint64
 	slabs      uint64
+
+	// nextSample is the bytes this class may still allocate before the
+	// next sampled block (see Heap.SampleRate).
+	nextSample int64
 }
 
 // Heap is the set of classes over one region.
@@ -80,7 +84,35 @@ type Heap struct {
 	// OnCorruption is called (with the class lock held) when a free-list
 	// link is found damaged; the default panics. Set before use.
 	OnCorruption func(msg string)
+
+	// SampleRate, when positive, samples allocations for a heap profile:
+	// each class counts down the bytes it allocates from an exponentially
+	// distributed start of mean SampleRate, and the allocation that
+	// crosses zero is sampled — so a block of n bytes is sampled with
+	// probability 1-exp(-n/SampleRate), as the Go runtime samples its heap.
+	// A sampled block carries sampledBit until it is freed, and freeing it
+	// calls OnSampledFree (with the class lock held, so that the caller's
+	// record of it goes before the block can be handed out again). Zero
+	// costs one predictable branch. Set both before use.
+	SampleRate    int64
+	OnSampledFree func(addr uintptr)
 }
+
+// sampledBit marks a sampled block in Slab.req. The rest of the entry is
+// the block size minus the requested size plus one: at most 4097 (a
+// request of 0 bytes aligned to a page takes a 4096-byte block), so it
+// never reaches the bit.
+const sampledBit = 1 << 15
+
+// reqEntry encodes a live block of class size cs holding n bytes.
+func reqEntry(cs, n uintptr) uint16 { return uint16(cs - n + 1) }
+
+// requested decodes a live block's entry.
+func requestedSize(cs uintptr, e uint16) uintptr { return cs - uintptr(e&^sampledBit-1) }
+
+// nextSample draws the bytes until the next sample: exponential with mean
+// rate, as runtime.MemProfileRate's countdown.
+func nextSample(rate int64) int64 { return int64(rand.ExpFloat64()*float64(rate)) + 1 }
 
 // NewHeap makes the classes over region r.
 func NewHeap(r *arena.Region) *Heap {
@@ -98,24 +130,22 @@ func NewHeap(r *arena.Region) *Heap {
 	return h
 }
 
-// Alloc returns a block of class c holding n bytes, and whether it is
-// known to be zero.
-func (h *Heap) Alloc(c int, n uintptr) (unsafe.Pointer, bool, error) {
+// Alloc returns a block of class c holding n bytes, whether it is known
+// to be zero, and whether it was sampled (see SampleRate).
+func (h *Heap) Alloc(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	cl := &h.classes[c]
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if h.closed {
-		return nil, false, sys.ErrClosed
+		return nil, false, false, sys.ErrClosed
 	}
 	s := cl.partial
 	if s == nil {
-		var err error
 		if s, err = h.refill(cl); err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 	}
 	var idx uint32
-	zero := false
 	if s.free != 0 {
 		idx = s.free - 1
 		next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
@@ -129,14 +159,21 @@ func (h *Heap) Alloc(c int, n uintptr) (unsafe.Pointer, bool, error) {
 		s.bump++
 		zero = s.zero
 	}
-	s.req[idx] = uint16(n + 1)
+	s.req[idx] = reqEntry(cl.size, n)
+	if h.SampleRate > 0 {
+		if cl.nextSample -= int64(n); cl.nextSample < 0 {
+			cl.nextSample = nextSample(h.SampleRate)
+			s.req[idx] |= sampledBit
+			sampled = true
+		}
+	}
 	s.nfree--
 	if s.nfree == 0 || (s.free == 0 && s.bump == s.nelems) {
 		cl.unlist(s)
 	}
 	cl.liveBlocks++
 	cl.liveBytes += uint64(n)
-	return h.region.Ptr(s.start + uintptr(idx)*cl.size), zero, nil
+	return h.region.Ptr(s.start + uintptr(idx)*cl.size), zero, sampled, nil
 }
 
 func (h *Heap) corrupt(s *Slab, idx, next uint32) {
@@ -232,7 +269,11 @@ func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := uintptr(s.req[idx] - 1)
+	e := s.req[idx]
+	n := requestedSize(cl.size, e)
+	if e&sampledBit != 0 {
+		h.OnSampledFree(addr)
+	}
 	s.req[idx] = 0
 	*(*uint32)(h.region.Ptr(addr)) = s.free ^ s.key
 	s.free = idx + 1
@@ -269,7 +310,7 @@ func (h *Heap) Usable(run *arena.Run, addr uintptr) (size, requested uintptr, er
 	if err != nil {
 		return 0, 0, err
 	}
-	return cl.size, uintptr(s.req[idx] - 1), nil
+	return cl.size, requestedSize(cl.size, s.req[idx]), nil
 }
 
 // Resize changes the requested size of the live block at addr to n in
@@ -283,11 +324,11 @@ func (h *Heap) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	old := uintptr(s.req[idx] - 1)
+	old := requestedSize(cl.size, s.req[idx])
 	if n > cl.size || n <= cl.size/2 && cl.size > 16 {
 		return false, old, nil
 	}
-	s.req[idx] = uint16(n + 1)
+	s.req[idx] = reqEntry(cl.size, n) | s.req[idx]&sampledBit
 	cl.liveBytes += uint64(n) - uint64(old)
 	return true, old, nil
 }
