@@ -380,7 +380,7 @@ func (a *Allocator) freeRegion(p uintptr) error {
 	}
 	switch run.Kind() {
 	case arena.KindSlab:
-		_, err := a.slabs.Free(run, p) // a sampled block's record goes in OnSampledFree
+		_, err := a.slabs.Free(run, p) // a sampled block's record goes in the slab's onFree hook
 		return err
 	case arena.KindBlock:
 		if p != run.Start() {

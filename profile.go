@@ -26,10 +26,10 @@ const maxStack = 32
 // sampler keeps the heap profile's records. The hot path never touches it
 // unless a block is sampled:
 //
-//   - Small blocks are sampled by their slab class (slab.Heap.SampleRate):
+//   - Small blocks are sampled by their slab class (slab.Heap.SetSampling):
 //     a countdown kept under the class lock the allocation already holds,
 //     and a bit in the block's slab entry. Free sees that bit where it
-//     already reads the entry, and only then comes here (OnSampledFree).
+//     already reads the entry, and only then comes here (s.freed).
 //   - Page runs and mappings, whose allocation takes the region's lock or
 //     a system call anyway, share one atomic countdown; their Free looks
 //     the block up here only while some sampled one is live.
@@ -63,15 +63,14 @@ func (a *Allocator) startProfile() {
 	s := &sampler{rate: int64(ProfileRate), buckets: map[bucketKey]*bucket{}, live: map[uintptr]*bucket{}}
 	s.large.Store(s.next())
 	a.prof = s
-	a.slabs.SampleRate = s.rate
-	a.slabs.OnSampledFree = s.freed
+	a.slabs.SetSampling(s.rate, s.freed)
 }
 
 func (s *sampler) next() int64 {
 	if s.rate == 1 {
 		return 0 // every allocation
 	}
-	return int64(rand.ExpFloat64()*float64(s.rate)) + 1
+	return int64(rand.ExpFloat64() * float64(s.rate))
 }
 
 // sampleLarge counts n bytes down and reports whether the run or mapping

@@ -71,7 +71,7 @@ type Class struct {
 	slabs      uint64
 
 	// nextSample is the bytes this class may still allocate before the
-	// next sampled block (see Heap.SampleRate).
+	// next sampled block (see Heap.SetSampling).
 	nextSample int64
 }
 
@@ -85,17 +85,25 @@ type Heap struct {
 	// link is found damaged; the default panics. Set before use.
 	OnCorruption func(msg string)
 
-	// SampleRate, when positive, samples allocations for a heap profile:
-	// each class counts down the bytes it allocates from an exponentially
-	// distributed start of mean SampleRate, and the allocation that
-	// crosses zero is sampled — so a block of n bytes is sampled with
-	// probability 1-exp(-n/SampleRate), as the Go runtime samples its heap.
-	// A sampled block carries sampledBit until it is freed, and freeing it
-	// calls OnSampledFree (with the class lock held, so that the caller's
-	// record of it goes before the block can be handed out again). Zero
-	// costs one predictable branch. Set both before use.
-	SampleRate    int64
-	OnSampledFree func(addr uintptr)
+	// sampleRate and onSampledFree are set by SetSampling before use.
+	sampleRate    int64
+	onSampledFree func(addr uintptr)
+}
+
+// SetSampling turns on sampling for a heap profile, before the heap is
+// used: each class counts down the bytes it allocates from an
+// exponentially distributed start of mean rate, and the allocation that
+// crosses zero is sampled — so a block of n bytes is sampled with
+// probability 1-exp(-n/rate), as the Go runtime samples its heap (rate 1
+// samples every block). A sampled block carries sampledBit until it is
+// freed, and freeing it calls onFree (with the class lock held, so the
+// caller's record of it is gone before the block can be handed out
+// again). Without sampling, Alloc pays one predictable branch.
+func (h *Heap) SetSampling(rate int64, onFree func(addr uintptr)) {
+	h.sampleRate, h.onSampledFree = rate, onFree
+	for i := range h.classes {
+		h.classes[i].nextSample = nextSample(rate)
+	}
 }
 
 // sampledBit marks a sampled block in Slab.req. The rest of the entry is
@@ -111,8 +119,13 @@ func reqEntry(cs, n uintptr) uint16 { return uint16(cs - n + 1) }
 func requestedSize(cs uintptr, e uint16) uintptr { return cs - uintptr(e&^sampledBit-1) }
 
 // nextSample draws the bytes until the next sample: exponential with mean
-// rate, as runtime.MemProfileRate's countdown.
-func nextSample(rate int64) int64 { return int64(rand.ExpFloat64()*float64(rate)) + 1 }
+// rate, as runtime.MemProfileRate's countdown; with rate 1, every block.
+func nextSample(rate int64) int64 {
+	if rate <= 1 {
+		return 0
+	}
+	return int64(rand.ExpFloat64() * float64(rate))
+}
 
 // NewHeap makes the classes over region r.
 func NewHeap(r *arena.Region) *Heap {
@@ -131,7 +144,7 @@ func NewHeap(r *arena.Region) *Heap {
 }
 
 // Alloc returns a block of class c holding n bytes, whether it is known
-// to be zero, and whether it was sampled (see SampleRate).
+// to be zero, and whether it was sampled (see SetSampling).
 func (h *Heap) Alloc(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	cl := &h.classes[c]
 	cl.mu.Lock()
@@ -160,9 +173,9 @@ func (h *Heap) Alloc(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, er
 		zero = s.zero
 	}
 	s.req[idx] = reqEntry(cl.size, n)
-	if h.SampleRate > 0 {
+	if h.sampleRate > 0 {
 		if cl.nextSample -= int64(n); cl.nextSample < 0 {
-			cl.nextSample = nextSample(h.SampleRate)
+			cl.nextSample = nextSample(h.sampleRate)
 			s.req[idx] |= sampledBit
 			sampled = true
 		}
@@ -272,7 +285,7 @@ func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	e := s.req[idx]
 	n := requestedSize(cl.size, e)
 	if e&sampledBit != 0 {
-		h.OnSampledFree(addr)
+		h.onSampledFree(addr)
 	}
 	s.req[idx] = 0
 	*(*uint32)(h.region.Ptr(addr)) = s.free ^ s.key

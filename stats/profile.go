@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"text/tabwriter"
@@ -119,6 +120,12 @@ func (h *HeapProfile) Profile() *profile.Profile {
 		Period:            h.Rate,
 		TimeNanos:         t.UnixNano(),
 	}
+	// One mapping stands for the program: the locations come symbolized
+	// (HasFunctions), so pprof needs no binary to read them.
+	exe, _ := os.Executable()
+	m := &profile.Mapping{ID: 1, Start: 0, Limit: math.MaxUint64, File: exe,
+		HasFunctions: true, HasFilenames: true, HasLineNumbers: true}
+	p.Mapping = []*profile.Mapping{m}
 	funcs := map[string]*profile.Function{}
 	type locKey struct {
 		pc  uintptr
@@ -142,7 +149,7 @@ func (h *HeapProfile) Profile() *profile.Profile {
 			}
 			loc := locs[key]
 			if loc == nil {
-				loc = &profile.Location{ID: uint64(len(p.Location) + 1), Address: uint64(fs[j].pc)}
+				loc = &profile.Location{ID: uint64(len(p.Location) + 1), Mapping: m, Address: uint64(fs[j].pc)}
 				for _, f := range fs[j:k] {
 					fn := funcs[f.function]
 					if fn == nil {

@@ -122,7 +122,8 @@ func listOf(n int) uint8 {
 // held, and makes it the most recently used. When the budget is reached it
 // evicts least recently used entries until the allocation succeeds; it
 // fails with an error wrapping alloc.ErrOutOfMemory only if the pair does
-// not fit even in an empty cache.
+// not fit even in an empty cache. After a failed Set the key is not
+// cached.
 func (c *Cache) Set(key, value []byte) error {
 	n := len(key) + len(value)
 	h := maphash.Bytes(c.seed, key)
