@@ -24,6 +24,10 @@
 //     that class holds nothing does it evict the oldest entry of any class,
 //     as memcached's per-slab-class LRUs do. Every value dropped (evicted,
 //     deleted, replaced, or at Close) is freed.
+//   - Recency is kept the CLOCK way ("second chance"): a Get only marks
+//     its entry, in the slot it has just read, instead of relinking the
+//     list (three more cache misses on every hit); eviction moves a marked
+//     tail back to the front, unmarked, and looks at the next.
 //   - Get copies the value out under the lock (appending to a buffer the
 //     caller passes and may reuse). No slice into off-heap memory ever
 //     leaves the cache, so a caller can never hold one past its Free.
@@ -72,6 +76,7 @@ type entry struct {
 	prev, next uint32 // slots in the same list, 0 = none
 	used       uint32 // clock at the last Set or Get
 	list       uint8
+	ref        bool // read since it was last put at the front of its list
 }
 
 type list struct{ head, tail uint32 }
@@ -160,7 +165,7 @@ func (c *Cache) Set(key, value []byte) error {
 }
 
 // Get appends the value stored under key to dst and returns it, and
-// whether the key was found; a hit makes the entry the most recently used.
+// whether the key was found; a hit marks the entry as recently used.
 // Pass a reused buffer as dst (dst[:0]) to read without allocating.
 func (c *Cache) Get(key, dst []byte) ([]byte, bool) {
 	h := maphash.Bytes(c.seed, key)
@@ -179,9 +184,7 @@ func (c *Cache) Get(key, dst []byte) ([]byte, bool) {
 	}
 	c.st.Hits++
 	c.clock++
-	e.used = c.clock
-	c.unlink(s)
-	c.pushFront(s)
+	e.used, e.ref = c.clock, true
 	return append(dst, b[e.klen:]...), true
 }
 
@@ -243,11 +246,11 @@ func (c *Cache) Close() error {
 // evictFor frees the least recently used entry of list l, or if it is
 // empty the oldest entry of any list. It reports whether it freed one.
 func (c *Cache) evictFor(l uint8) bool {
-	s := c.lists[l].tail
+	s := c.secondChance(l)
 	if s == 0 {
 		var oldest uint32
 		for i := range c.lists {
-			t := c.lists[i].tail
+			t := c.secondChance(uint8(i))
 			// Ages compare by distance from now, so the clock may wrap.
 			if t != 0 && (s == 0 || c.clock-c.entries[t].used > c.clock-oldest) {
 				s, oldest = t, c.entries[t].used
@@ -260,6 +263,20 @@ func (c *Cache) evictFor(l uint8) bool {
 	c.drop(s)
 	c.st.Evictions++
 	return true
+}
+
+// secondChance returns the tail of list l after moving every marked
+// entry at the tail back to the front, unmarked (0 if l is empty).
+func (c *Cache) secondChance(l uint8) uint32 {
+	for {
+		s := c.lists[l].tail
+		if s == 0 || !c.entries[s].ref {
+			return s
+		}
+		c.entries[s].ref = false
+		c.unlink(s)
+		c.pushFront(s)
+	}
 }
 
 // drop unlinks slot s, frees its block and its slot.
