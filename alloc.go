@@ -175,6 +175,7 @@ type Allocator struct {
 	debug        bool
 	debugState   *debugState
 	onCorruption func(*Corruption)
+	prof *sampler // the heap profile's records; nil when ProfileRate was 0 (profile.go)
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
@@ -253,6 +254,7 @@ func New(cfg Config) (*Allocator, error) {
 		a.large.EnableDebug()
 		a.smallLimit, a.pages = 0, arena.PageMap{}
 	}
+	a.startProfile()
 	return a, nil
 }
 
@@ -301,13 +303,23 @@ func (a *Allocator) route(n uintptr) route {
 }
 
 // alloc returns a block of n bytes aligned to align (a power of two, at
-// least 16), and whether its memory is known to be zero.
+// least 16), and whether its memory is known to be zero. A sampled block
+// is recorded for the heap profile (profile.go) before it is handed out.
 func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error) {
+	p, zero, sampled, err := a.place(size, align)
+	if sampled {
+		a.prof.record(p, size)
+	}
+	return p, zero, err
+}
+
+// place finds room for a block and says whether it is to be sampled.
+func (a *Allocator) place(size int, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if size < 0 {
-		return nil, false, fmt.Errorf("%w: %d", ErrInvalidSize, size)
+		return nil, false, false, fmt.Errorf("%w: %d", ErrInvalidSize, size)
 	}
 	if a.closed.Load() {
-		return nil, false, ErrClosed
+		return nil, false, false, ErrClosed
 	}
 	n := uintptr(size)
 	r := a.route(n)
@@ -324,15 +336,15 @@ func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error)
 		pages := max((n+a.page-1)/a.page, 1) // n < 2^63: no overflow
 		run, zero, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
 		if err != nil {
-			return nil, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
+			return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
 		}
-		return a.region.Ptr(run.Start()), zero, nil
+		return a.region.Ptr(run.Start()), zero, a.prof.sampleLarge(n), nil
 	}
-	p, err := a.large.Alloc(n, align)
+	p, err = a.large.Alloc(n, align)
 	if err != nil {
-		return nil, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
+		return nil, false, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
 	}
-	return p, true, nil
+	return p, true, a.prof.sampleLarge(n), nil
 }
 
 // smallClass returns the size class for n bytes aligned to align, or -1.
@@ -353,7 +365,10 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if p := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+		if p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+			if sampled {
+				a.prof.record(p, n)
+			}
 			return bytesAt(p, n), nil
 		}
 	}
@@ -369,7 +384,10 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // since they were released) is not cleared again.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if p := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+		if p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
+			if sampled {
+				a.prof.record(p, n)
+			}
 			b := bytesAt(p, n)
 			clear(b) // a cached block was used before
 			return b, nil
@@ -427,6 +445,7 @@ func (a *Allocator) free(b []byte) error {
 	if a.region.Contains(p) {
 		return a.freeRegion(p)
 	}
+	a.prof.freeingLarge(p)
 	m, err := a.large.Free(p)
 	if err != nil {
 		return err
@@ -442,12 +461,13 @@ func (a *Allocator) freeRegion(p uintptr) error {
 	}
 	switch run.Kind() {
 	case arena.KindSlab:
-		_, err := a.slabs.Free(run, p)
+		_, err := a.slabs.Free(run, p) // a sampled block's record goes in the slab's onFree hook
 		return err
 	case arena.KindBlock:
 		if p != run.Start() {
 			return fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
 		}
+		a.prof.freeingLarge(p)
 		if err := a.region.Free(run); err != nil {
 			if errors.Is(err, arena.ErrNotLive) {
 				return fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
@@ -573,6 +593,7 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		a.prof.moved(p, uintptr(q)) // mremap may move the mapping
 		return bytesAt(q, n), nil
 	}
 	nb, err := a.Malloc(n)
@@ -662,6 +683,7 @@ func (a *Allocator) Close() error {
 		return nil
 	}
 	a.slabs.Close()
+	a.prof.closed()
 	err1 := a.large.Close()
 	err2 := a.region.Close()
 	return errors.Join(err1, err2)

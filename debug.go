@@ -174,12 +174,9 @@ func firstNot(b []byte, v byte) int {
 // debugAlloc serves a request in Debug mode: no P caches; a canary after
 // the requested bytes; a reused small block checked for its poison; the
 // allocating stack recorded.
-func (a *Allocator) debugAlloc(r route, n, align uintptr) (unsafe.Pointer, bool, error) {
+func (a *Allocator) debugAlloc(r route, n, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	var (
-		p     unsafe.Pointer
 		size  uintptr
-		zero  bool
-		err   error
 		class = -1
 	)
 	if r == toSlab && n+debugCanaryMin <= slab.MaxSize {
@@ -188,9 +185,9 @@ func (a *Allocator) debugAlloc(r route, n, align uintptr) (unsafe.Pointer, bool,
 	switch {
 	case class >= 0:
 		var reused bool
-		p, zero, reused, err = a.slabs.AllocDirect(class, n)
+		p, zero, reused, sampled, err = a.slabs.AllocDirect(class, n)
 		if err != nil {
-			return nil, false, fmt.Errorf("alloc: %d bytes from the slabs: %w", n, err)
+			return nil, false, false, fmt.Errorf("alloc: %d bytes from the slabs: %w", n, err)
 		}
 		size = slab.ClassSize(class)
 		if reused {
@@ -202,23 +199,25 @@ func (a *Allocator) debugAlloc(r route, n, align uintptr) (unsafe.Pointer, bool,
 		}
 	case r == toMapping:
 		if p, err = a.large.AllocRoom(n, debugCanaryMin, align); err != nil {
-			return nil, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
+			return nil, false, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
 		}
 		zero, size = true, (n+debugCanaryMin+a.page-1)&^(a.page-1)
+		sampled = a.prof.sampleLarge(n)
 	default:
 		pages := (n + debugCanaryMin + a.page - 1) / a.page
 		run, z, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
 		if err != nil {
-			return nil, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
+			return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
 		}
 		p, zero, size = a.region.Ptr(run.Start()), z, pages*a.page
+		sampled = a.prof.sampleLarge(n)
 	}
 	tail := bytesAt(unsafe.Add(p, n), int(size-n))
 	for i := range tail {
 		tail[i] = debugCanary
 	}
 	a.debugState.allocated(uintptr(p))
-	return p, zero, nil
+	return p, zero, sampled, nil
 }
 
 // debugFree frees a block in Debug mode: its canary checked, a small
@@ -247,6 +246,7 @@ func (a *Allocator) debugFree(p uintptr) error {
 			return err
 		}
 	default:
+		a.prof.freeingLarge(p)
 		m, err := a.large.Free(p)
 		if err != nil {
 			return err

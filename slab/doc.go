@@ -22,8 +22,9 @@
 //     changes. A slab whose blocks are all free goes back to the arena as a
 //     free run, except one per class kept for the next allocation.
 //
-// Every slab keeps, a uint16 per block, the size requested plus one (0 for
-// a free block). That one array gives double-free detection, exact
+// Every slab keeps, a uint16 per block, the block size minus the size
+// requested plus one (0 for a free block), and a bit saying the block was
+// sampled for the heap profile. That one array gives double-free detection, exact
 // LiveBytes, and free-list validation: a free block's first 4 bytes hold
 // the index of the next free block, XORed with a per-slab key, and a link
 // that does not decode to a free block of the same slab is reported as

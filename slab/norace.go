@@ -35,7 +35,17 @@ func setState(st *uint16, v uint16) { *st = v }
 
 func takeLive(st *uint16) (uint16, bool) {
 	v := *st
-	if checks && v-1 >= maxLive {
+	if checks && v-1 >= maxEntry { // not live, or sampled (Free's job)
+		return v, false
+	}
+	*st = stateCached
+	return v, true
+}
+
+// takeAny is takeLive for any live block, sampled or not.
+func takeAny(st *uint16) (uint16, bool) {
+	v := *st
+	if !live(v) {
 		return v, false
 	}
 	*st = stateCached

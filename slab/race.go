@@ -57,7 +57,22 @@ func takeLive(st *uint16) (uint16, bool) {
 	for {
 		old := atomic.LoadUint32(w)
 		v := uint16(old >> shift)
-		if v-1 >= maxLive {
+		if v-1 >= maxEntry { // not live, or sampled (Free's job)
+			return v, false
+		}
+		if atomic.CompareAndSwapUint32(w, old, old&^(0xFFFF<<shift)|stateCached<<shift) {
+			return v, true
+		}
+	}
+}
+
+// takeAny is takeLive for any live block, sampled or not.
+func takeAny(st *uint16) (uint16, bool) {
+	w, shift := stateWord(st)
+	for {
+		old := atomic.LoadUint32(w)
+		v := uint16(old >> shift)
+		if !live(v) {
 			return v, false
 		}
 		if atomic.CompareAndSwapUint32(w, old, old&^(0xFFFF<<shift)|stateCached<<shift) {

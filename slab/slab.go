@@ -2,6 +2,7 @@ package slab
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -38,14 +39,26 @@ func AlignedClass(n, align uintptr) int {
 	return -1
 }
 
-// Block states, a uint16 per block in its slab.
+// Block states, a uint16 per block in its slab. A live block's state is
+// its block size minus its requested size plus one (1..maxEntry: a block
+// never holds more than 4096 bytes it was not asked for), with sampledBit
+// set when the heap profile sampled it.
 const (
 	stateFree   = 0      // in the slab: on its free list, or never handed out
-	stateCached = 0xFFFE // out of the slab but free: in a P's cache or a batch on its way
-	stateZero   = 0xFFFF // like stateCached, and known to be zero
-	maxLive     = MaxSize + 1
-	// A live block's state is its requested size plus one: 1..maxLive.
+	stateCached = 0x7FFE // out of the slab but free: in a P's cache or a batch on its way
+	stateZero   = 0x7FFF // like stateCached, and known to be zero
+	sampledBit  = 0x8000
+	maxEntry    = 4097 // a 0-byte request aligned to a page takes a 4096-byte block
 )
+
+// liveState encodes a live block of size bytes holding n.
+func liveState(size, n uintptr) uint16 { return uint16(size - n + 1) }
+
+// requested decodes the requested size of a live block of size bytes.
+func requested(size uintptr, v uint16) uintptr { return size + 1 - uintptr(v&^sampledBit) }
+
+// live reports whether a state is a live block's, sampled or not.
+func live(v uint16) bool { return (v&^sampledBit)-1 < maxEntry }
 
 // Slab is one run of the arena carved into blocks of one class. Its fields
 // are guarded by its class's lock, except req: a block's entry is touched
@@ -71,6 +84,34 @@ type Slab struct {
 	next   *Slab
 }
 
+// SetSampling turns on sampling for a heap profile, before the heap is
+// used. Each P's cache (and each class, for blocks handed out under its
+// lock) counts down the bytes it hands out from an exponentially
+// distributed start of mean rate, and the allocation that crosses zero is
+// sampled — so a block of n bytes is sampled with probability about
+// 1-exp(-n/rate), as the Go runtime samples its own heap (rate 1: every
+// block). A sampled block carries sampledBit in its state; freeing it calls
+// onFree before the block can be handed out again. FreeFast leaves sampled
+// blocks to Free, so the fast path never looks at the bit.
+func (h *Heap) SetSampling(rate int64, onFree func(addr uintptr)) {
+	h.sampleRate, h.onSampledFree = rate, onFree
+	for i := range h.classes {
+		h.classes[i].nextSample = h.nextSample()
+	}
+}
+
+// nextSample draws the bytes until the next sample: exponential with mean
+// sampleRate; never, with sampling off.
+func (h *Heap) nextSample() int64 {
+	switch {
+	case h.sampleRate <= 0:
+		return math.MaxInt64
+	case h.sampleRate == 1:
+		return 0
+	}
+	return int64(rand.ExpFloat64() * float64(h.sampleRate))
+}
+
 // slabOf returns the slab whose run is run (a KindSlab run).
 func slabOf(run *arena.Run) *Slab { return (*Slab)(unsafe.Pointer(run)) }
 
@@ -85,6 +126,9 @@ type Class struct {
 	partial   *Slab // slabs with at least one block to hand out
 	empty     *Slab // one slab with every block free, kept for reuse
 	slabs     uint64
+	// nextSample: bytes until the next heap-profile sample, for blocks
+	// handed out under the lock (no P cache, Debug)
+	nextSample int64
 	// lastReused: the last block take handed out came from a free list
 	// (read by AllocDirect only)
 	lastReused bool
@@ -104,6 +148,10 @@ type Heap struct {
 	// allocation paths.
 	drainMu sync.Mutex
 	classes [NumClasses]Class
+
+	// sampleRate and onSampledFree are set by SetSampling before use.
+	sampleRate    int64
+	onSampledFree func(addr uintptr)
 
 	// OnCorruption is called (with the class lock held) when a free-list
 	// link is found damaged: addr is the block holding the link, size its
@@ -127,39 +175,24 @@ func NewHeap(r *arena.Region) *Heap {
 	return h
 }
 
-// Alloc returns a block of class c holding n bytes, and whether it is
-// known to be zero. The fast path pops the block from this P's cache: no
-// lock, no atomic instruction; the state store is the only write outside
-// the cache itself.
-func (h *Heap) Alloc(c int, n uintptr) (unsafe.Pointer, bool, error) {
-	pid := procPin()
-	if pid < len(h.caches) {
-		if pc := h.caches[pid].Load(); pc != nil {
-			pc.lock()
-			b := &pc.bins[c]
-			if b.n > 0 {
-				b.n--
-				e := b.e[b.n]
-				zero := loadState(e.st) == stateZero
-				setState(e.st, uint16(n+1))
-				b.blocks++
-				b.bytes += int64(n)
-				pc.unlock()
-				procUnpin()
-				return e.p, zero, nil
-			}
-			pc.unlock()
-		}
+// Alloc returns a block of class c holding n bytes, whether it is known
+// to be zero, and whether it was sampled for the heap profile. It tries
+// the P's cache first (AllocFast), then refills it.
+func (h *Heap) Alloc(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	if p, sampled := h.AllocFast(uint8(c), n); p != nil {
+		return p, false, sampled, nil
 	}
-	procUnpin()
 	return h.allocSlow(c, n)
 }
 
 // AllocFast pops a block of class c for a request of n bytes from this P's
 // cache, or returns nil when the cache has none: then the caller calls
 // Alloc, which refills it. This is the whole small Malloc: pin, pop, mark
-// the block live, count, unpin — no lock, no atomic instruction.
-func (h *Heap) AllocFast(c uint8, n uintptr) unsafe.Pointer {
+// the block live, count, unpin — no lock, no atomic instruction. It also
+// counts the bytes down to the next heap-profile sample (a subtraction and
+// a branch never taken while profiling is off) and says whether this block
+// is the one.
+func (h *Heap) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 	pid := procPin()
 	if uint(pid) < uint(len(h.caches)) {
 		if pc := h.caches[pid].Load(); pc != nil {
@@ -168,24 +201,31 @@ func (h *Heap) AllocFast(c uint8, n uintptr) unsafe.Pointer {
 			if b.n > 0 {
 				b.n--
 				e := b.e[b.n]
-				setState(e.st, uint16(n+1))
+				v := liveState(uintptr(classSize[c%NumClasses]), n)
+				pc.nextSample -= int64(n)
+				sampled := pc.nextSample < 0
+				if sampled {
+					pc.nextSample = h.nextSample()
+					v |= sampledBit
+				}
+				setState(e.st, v)
 				b.blocks++
 				b.bytes += int64(n)
 				pc.unlock()
 				procUnpin()
-				return e.p
+				return e.p, sampled
 			}
 			pc.unlock()
 		}
 	}
 	procUnpin()
-	return nil
+	return nil, false
 }
 
 // FreeFast frees the small block p if it can do so without a lock: p is
-// the start of a live block of run's slab, and this P's cache has room.
-// Otherwise it changes nothing and returns false, and the caller calls
-// Free, which sorts out errors and full caches.
+// the start of a live block of run's slab, not sampled, and this P's cache
+// has room. Otherwise it changes nothing and returns false, and the caller
+// calls Free, which sorts out errors, sampled blocks and full caches.
 func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 	s := slabOf(run)
 	off := uint64(uintptr(p) - s.start)
@@ -205,7 +245,7 @@ func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 					b.e[b.n] = entry{p: p, st: st}
 					b.n++
 					b.blocks--
-					b.bytes -= int64(v - 1)
+					b.bytes -= int64(requested(uintptr(s.size), v))
 					pc.unlock()
 					procUnpin()
 					return true
@@ -220,31 +260,40 @@ func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 
 // allocSlow refills this P's cache with a batch of blocks taken under the
 // class lock (one lock per batch), and returns one of them.
-func (h *Heap) allocSlow(c int, n uintptr) (unsafe.Pointer, bool, error) {
+func (h *Heap) allocSlow(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	cl := &h.classes[c]
 	var buf [maxBatch]entry
 	cl.mu.Lock()
 	k, err := h.take(cl, buf[:cl.batch])
 	cl.mu.Unlock()
 	if k == 0 {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	first := buf[0]
-	zero := loadState(first.st) == stateZero
-	setState(first.st, uint16(n+1))
+	zero = loadState(first.st) == stateZero
+	v := liveState(cl.size, n)
 
-	pc, pid := h.pinCache()
+	pc, _ := h.pinCache()
 	if pc == nil {
 		procUnpin()
 		cl.mu.Lock()
+		if sampled = cl.countDown(h, n); sampled {
+			v |= sampledBit
+		}
+		setState(first.st, v)
 		cl.blocks++
 		cl.bytes += int64(n)
 		h.giveBack(cl, buf[1:k])
 		cl.mu.Unlock()
-		return first.p, zero, nil
+		return first.p, zero, sampled, nil
 	}
-	_ = pid
 	pc.lock()
+	pc.nextSample -= int64(n)
+	if sampled = pc.nextSample < 0; sampled {
+		pc.nextSample = h.nextSample()
+		v |= sampledBit
+	}
+	setState(first.st, v)
 	b := &pc.bins[c]
 	put := min(int(b.cap-b.n), k-1)
 	copy(b.e[b.n:], buf[1:1+put])
@@ -258,27 +307,42 @@ func (h *Heap) allocSlow(c int, n uintptr) (unsafe.Pointer, bool, error) {
 		h.giveBack(cl, rest)
 		cl.mu.Unlock()
 	}
-	return first.p, zero, nil
+	return first.p, zero, sampled, nil
+}
+
+// countDown is the heap-profile countdown of a class, for allocations made
+// under its lock (no P cache): it reports whether this one is sampled.
+func (cl *Class) countDown(h *Heap, n uintptr) bool {
+	cl.nextSample -= int64(n)
+	if cl.nextSample >= 0 {
+		return false
+	}
+	cl.nextSample = h.nextSample()
+	return true
 }
 
 // AllocDirect is Alloc without the P caches, for Debug mode: one block
 // straight from the class's slabs under its lock. It also says whether the
 // block was on a slab's free list (freed before) rather than never used.
-func (h *Heap) AllocDirect(c int, n uintptr) (p unsafe.Pointer, zero, reused bool, err error) {
+func (h *Heap) AllocDirect(c int, n uintptr) (p unsafe.Pointer, zero, reused, sampled bool, err error) {
 	cl := &h.classes[c]
 	var one [1]entry
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	k, err := h.take(cl, one[:])
 	if k == 0 {
-		return nil, false, false, err
+		return nil, false, false, false, err
 	}
 	e := one[0]
 	zero = loadState(e.st) == stateZero
-	setState(e.st, uint16(n+1))
+	v := liveState(cl.size, n)
+	if sampled = cl.countDown(h, n); sampled {
+		v |= sampledBit
+	}
+	setState(e.st, v)
 	cl.blocks++
 	cl.bytes += int64(n)
-	return e.p, zero, cl.lastReused, nil
+	return e.p, zero, cl.lastReused, sampled, nil
 }
 
 // FreeDirect is Free without the P caches, for Debug mode: the block goes
@@ -292,11 +356,14 @@ func (h *Heap) FreeDirect(run *arena.Run, addr uintptr) (uintptr, error) {
 	cl := &h.classes[c]
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	v, ok := takeLive(st)
+	v, ok := takeAny(st)
 	if !ok {
 		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
 	}
-	n := uintptr(v - 1)
+	if v&sampledBit != 0 {
+		h.onSampledFree(addr)
+	}
+	n := requested(cl.size, v)
 	cl.blocks--
 	cl.bytes -= int64(n)
 	h.giveBack(cl, []entry{{p: h.region.Ptr(addr), st: st}})
@@ -353,7 +420,7 @@ func (h *Heap) take(cl *Class, out []entry) (int, error) {
 				// reach it: it must decode to a block of this slab that was
 				// handed out before and is on the free list now.
 				next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
-				if checks && next != 0 && (next > s.bump || loadState(&s.req[next-1]) != stateFree) {
+				if checks && next != 0 && (next > s.bump || next == idx+1 || loadState(&s.req[next-1]) != stateFree) {
 					h.corrupt(s, idx, next)
 					next = 0 // drop the rest of the list: never follow a bad link
 				}
@@ -461,11 +528,14 @@ func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	v, ok := takeLive(st)
+	v, ok := takeAny(st)
 	if !ok {
 		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
 	}
-	n := uintptr(v - 1)
+	if v&sampledBit != 0 {
+		h.onSampledFree(addr) // before the block can be handed out again
+	}
+	n := requested(uintptr(classSize[c]), v)
 	e := entry{p: h.region.Ptr(addr), st: st}
 	pid := procPin()
 	if pid < len(h.caches) {
@@ -544,16 +614,16 @@ func (h *Heap) release(cl *Class, s *Slab) {
 
 // Usable returns the block size and requested size of the live block at
 // addr in run, or an error if it is not one. The caller must own the block.
-func (h *Heap) Usable(run *arena.Run, addr uintptr) (size, requested uintptr, err error) {
+func (h *Heap) Usable(run *arena.Run, addr uintptr) (size, req uintptr, err error) {
 	st, _, c, err := h.state(run, addr)
 	if err != nil {
 		return 0, 0, err
 	}
 	v := loadState(st)
-	if v-1 >= maxLive {
+	if !live(v) {
 		return 0, 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
 	}
-	return uintptr(classSize[c]), uintptr(v - 1), nil
+	return uintptr(classSize[c]), requested(uintptr(classSize[c]), v), nil
 }
 
 // Resize changes the requested size of the live block at addr to n in
@@ -564,11 +634,11 @@ func (h *Heap) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	if n > size || n <= size/2 && size > 16 {
+	if n > size || n <= size/2 && size > 16 || size-n+1 > maxEntry {
 		return false, old, nil
 	}
 	st, _, c, _ := h.state(run, addr)
-	setState(st, uint16(n+1))
+	setState(st, liveState(size, n)|loadState(st)&sampledBit)
 	delta := int64(n) - int64(old)
 	pc, _ := h.pinCache()
 	if pc != nil {

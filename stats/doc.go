@@ -18,4 +18,12 @@
 // thing: ArenaBytes is its arena, MmapCount/MmapBytes its hblks/hblkhd,
 // LiveBytes its uordblks, FreeBytes its fordblks and TopFreeBytes its
 // keepcost.
+//
+// Off-heap memory is invisible to the Go runtime's own tools, so stats
+// gives it theirs: HeapProfile is a heap profile of live off-heap
+// allocations in pprof's format, sampled by bytes and scaled as Go's heap
+// profile is (profile.go); Handler serves it and the Snapshot to a
+// service's debug port, and Publish puts the Snapshot in expvar
+// (http.go). Both take a Source — an allocator — so stats never imports
+// the allocator.
 package stats

@@ -1,0 +1,139 @@
+package stats
+
+import (
+	"encoding/json"
+	"expvar"
+	"fmt"
+	"html"
+	"net/http"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// Source is what the handler and expvar serve: an allocator's counters and
+// its heap profile. *alloc.Allocator is one; stats does not import it (the
+// arrows point from the allocator to its stats, never back).
+type Source interface {
+	Stats() Snapshot
+	HeapProfile() *HeapProfile
+}
+
+// Handler serves an allocator's state over HTTP, for a service's debug
+// port. Mount it under a prefix of your choice, for example
+//
+//	mux.Handle("/debug/offheap/", stats.Handler(a))
+//
+// It answers by the last element of the path:
+//
+//   - heap: the heap profile of live off-heap allocations, in pprof's
+//     format, for `go tool pprof http://host/debug/offheap/heap`. The query
+//     parameters are net/http/pprof's where they apply: debug=1 (or more)
+//     gives the legacy text format instead; seconds=N gives the difference
+//     between profiles taken N seconds apart (what was allocated and freed
+//     meanwhile). gc= does not apply — nothing here is garbage collected
+//     — and is ignored.
+//   - stats: the current Snapshot as JSON.
+//   - anything else: a small index of the two.
+func Handler(src Source) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch path.Base(r.URL.Path) {
+		case "heap":
+			serveHeap(w, r, src)
+		case "stats":
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(src.Stats())
+		default:
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			base := html.EscapeString(path.Clean(r.URL.Path + "/x/.."))
+			if base == "/" {
+				base = ""
+			}
+			fmt.Fprintf(w, `<html><body><p>Off-heap allocator</p><ul>
+<li><a href="%[1]s/heap?debug=1">heap</a>: live off-heap allocations, sampled (pprof: go tool pprof URL)</li>
+<li><a href="%[1]s/stats">stats</a>: the allocator's Snapshot as JSON</li>
+</ul></body></html>
+`, base)
+		}
+	})
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Go-Pprof", "1")
+	w.Header().Del("Content-Disposition")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+func serveHeap(w http.ResponseWriter, r *http.Request, src Source) {
+	debug, _ := strconv.Atoi(r.FormValue("debug"))
+	sec, err := strconv.ParseInt(r.FormValue("seconds"), 10, 64)
+	if r.FormValue("seconds") == "" {
+		sec, err = 0, nil
+	}
+	switch {
+	case err != nil || sec < 0:
+		httpError(w, http.StatusBadRequest, "bad seconds")
+		return
+	case sec > 0 && debug != 0:
+		httpError(w, http.StatusBadRequest, "seconds and debug cannot be used together")
+		return
+	}
+	if sec > 0 {
+		p0 := src.HeapProfile().Profile()
+		t := time.NewTimer(time.Duration(sec) * time.Second)
+		defer t.Stop()
+		select {
+		case <-r.Context().Done():
+			httpError(w, http.StatusRequestTimeout, "the request ended before the profile did")
+			return
+		case <-t.C:
+		}
+		p1 := src.HeapProfile().Profile()
+		p, err := delta(p0, p1)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="heap-delta"`)
+		_ = p.Write(w)
+		return
+	}
+	h := src.HeapProfile()
+	if debug > 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_ = h.WriteText(w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="heap"`)
+	if err := h.Write(w); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// delta returns p1 - p0, timed as the interval between them, as
+// net/http/pprof's delta profiles.
+func delta(p0, p1 *profile.Profile) (*profile.Profile, error) {
+	ts, dur := p1.TimeNanos, p1.TimeNanos-p0.TimeNanos
+	p0.Scale(-1)
+	p, err := profile.Merge([]*profile.Profile{p0, p1})
+	if err != nil {
+		return nil, fmt.Errorf("stats: delta heap profile: %w", err)
+	}
+	p.TimeNanos, p.DurationNanos = ts, dur
+	return p, nil
+}
+
+// Publish publishes src's Snapshot through expvar under name (served as
+// JSON at /debug/vars with the rest), taken afresh each time it is read.
+// Like expvar.Publish, it panics if the name is already in use.
+func Publish(name string, src interface{ Stats() Snapshot }) {
+	expvar.Publish(name, expvar.Func(func() any { return src.Stats() }))
+}
