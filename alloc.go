@@ -175,7 +175,7 @@ type Allocator struct {
 	debug        bool
 	debugState   *debugState
 	onCorruption func(*Corruption)
-	prof *sampler // the heap profile's records; nil when ProfileRate was 0 (profile.go)
+	prof         *sampler // the heap profile's records; nil when ProfileRate was 0 (profile.go)
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
