@@ -119,7 +119,7 @@ func (h *Heap) Alloc(c int, n uintptr) (unsafe.Pointer, bool, error) {
 	if s.free != 0 {
 		idx = s.free - 1
 		next := *(*uint32)(h.region.Ptr(s.start + uintptr(idx)*cl.size)) ^ s.key
-		if next != 0 && (next > s.nelems || s.req[next-1] != 0) {
+		if next != 0 && (next > s.bump || next == idx+1 || s.req[next-1] != 0) {
 			h.corrupt(s, idx, next)
 			next = 0 // drop the rest of the list: never follow a bad link
 		}
