@@ -1,6 +1,7 @@
 package largealloc
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,9 @@ func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
 	if err := a.os.Munmap(m.ptr, m.Len); err != nil {
 		// The mapping is still there: keep it live, the caller may retry.
 		a.put(m)
+		if errors.Is(err, unix.ENOMEM) { // splitting a mapping past vm.max_map_count
+			return nil, fmt.Errorf("largealloc: unmap %d bytes: %w: %w", m.Len, sys.ErrNoMemory, err)
+		}
 		return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, err)
 	}
 	a.count.Add(-1)
