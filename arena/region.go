@@ -589,6 +589,8 @@ func (r *Region) Resize(run *Run, n uintptr) (ok bool, zeroTail bool) {
 		cut := run.pages - n
 		run.pages = n
 		r.inUsePages[run.kind] -= cut
+		tail := r.pageOf(run.start) + n
+		r.set(nil, tail, tail+cut) // the tail is no longer the run's
 		r.release(run.start+n<<r.shift, cut, false)
 		return true, false
 	}

@@ -1,6 +1,7 @@
 package largealloc
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -226,7 +227,7 @@ func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
 // errnoErr wraps ENOMEM (munmap splitting a mapping past vm.max_map_count)
 // as out of memory.
 func errnoErr(err error) error {
-	if err == unix.ENOMEM {
+	if errors.Is(err, unix.ENOMEM) {
 		return fmt.Errorf("%w: %w", sys.ErrNoMemory, err)
 	}
 	return err

@@ -171,6 +171,7 @@ func NewHeap(r *arena.Region) *Heap {
 		c.slabPages = slab / page
 		c.nelems = uint32(slab / c.size)
 		c.batch = batchOf(c.size)
+		c.nextSample = h.nextSample() // never, until SetSampling
 	}
 	return h
 }
@@ -508,6 +509,9 @@ func (cl *Class) unlist(s *Slab) {
 // returns the block's state, its slab and class. Lock-free: a slab's start,
 // class and length never change.
 func (h *Heap) state(run *arena.Run, addr uintptr) (*uint16, *Slab, int, error) {
+	if h.closed.Load() {
+		return nil, nil, 0, sys.ErrClosed
+	}
 	s := slabOf(run)
 	c := int(s.class)
 	off := uint64(addr - s.start)

@@ -121,7 +121,8 @@ func (s Snapshot) Sub(prev Snapshot) Snapshot {
 
 // WriteTo prints the snapshot as a table, like malloc_stats.
 func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	cw := &countingWriter{w: w}
+	tw := tabwriter.NewWriter(cw, 0, 0, 2, ' ', tabwriter.AlignRight)
 	rows := []struct {
 		name string
 		v    uint64
@@ -135,13 +136,23 @@ func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
 		{"mprotect calls", s.Mprotect}, {"mremap calls", s.Mremap},
 		{"mmap threshold", s.MmapThreshold}, {"trim threshold", s.TrimThreshold},
 	}
-	var n int64
 	for _, r := range rows {
-		k, err := fmt.Fprintf(tw, "%s\t%d\t\n", r.name, r.v)
-		n += int64(k)
-		if err != nil {
-			return n, err
+		if _, err := fmt.Fprintf(tw, "%s\t%d\t\n", r.name, r.v); err != nil {
+			return cw.n, err
 		}
 	}
-	return n, tw.Flush()
+	err := tw.Flush()
+	return cw.n, err
+}
+
+// countingWriter counts the bytes that reach w, for WriteTo's result.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n += int64(k)
+	return k, err
 }

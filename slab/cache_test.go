@@ -1,0 +1,194 @@
+package slab
+
+import (
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/sys"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// freeFast frees p the way the root package does: FreeFast, else Free.
+func (h *Heap) freeFast(t *testing.T, p unsafe.Pointer) {
+	t.Helper()
+	run := h.region.Lookup(uintptr(p))
+	require.NotNil(t, run)
+	require.Equal(t, arena.KindSlab, run.Kind())
+	if !h.FreeFast(run, p) {
+		_, err := h.Free(run, uintptr(p))
+		require.NoError(t, err)
+	}
+}
+
+func TestCacheRoundTrip(t *testing.T) {
+	h, r := newHeap(t)
+	c := SizeClass(64)
+	p, _ := h.AllocFast(uint8(c), 64)
+	assert.Nil(t, p, "a new heap's caches are empty")
+	p, zero, sampled, err := h.Alloc(c, 64)
+	require.NoError(t, err)
+	assert.True(t, zero, "the first block of a fresh slab")
+	assert.False(t, sampled, "no sampling unless asked for")
+	st := h.Stats()[c]
+	assert.EqualValues(t, 1, st.LiveBlocks)
+	assert.EqualValues(t, 64, st.LiveBytes)
+	assert.EqualValues(t, h.classes[c].batch-1, st.Cached, "the rest of the batch waits in this P's cache")
+
+	q, _ := h.AllocFast(uint8(c), 50)
+	require.NotNil(t, q, "served from the cache")
+	assert.NotEqual(t, p, q)
+	assert.EqualValues(t, 114, h.Stats()[c].LiveBytes)
+
+	run := r.Lookup(uintptr(q))
+	assert.True(t, h.FreeFast(run, q))
+	assert.False(t, h.FreeFast(run, q), "a second free is not for the fast path")
+	_, err = h.Free(run, uintptr(q))
+	assert.ErrorIs(t, err, sys.ErrDoubleFree)
+	_, _, err = h.Usable(run, uintptr(q))
+	assert.ErrorIs(t, err, sys.ErrDoubleFree, "a cached block is not live")
+	again, _ := h.AllocFast(uint8(c), 64)
+	assert.Equal(t, q, again, "the cache is a stack: the last freed comes back first")
+
+	h.freeFast(t, again)
+	h.freeFast(t, p)
+	assert.Zero(t, h.Stats()[c].LiveBlocks)
+	assert.NotZero(t, r.Counters().SlabBytes, "cached blocks keep their slab")
+	h.Trim()
+	assert.Zero(t, r.Counters().SlabBytes, "Trim empties the caches, and the slab goes back")
+	assert.Zero(t, h.Stats()[c].Cached)
+}
+
+func TestCacheFlushesWhenFull(t *testing.T) {
+	h, r := newHeap(t)
+	c := SizeClass(1000)
+	cl := &h.classes[c]
+	var ps []unsafe.Pointer
+	for range 3 * cl.batch {
+		p, _, _, err := h.Alloc(c, 1000)
+		require.NoError(t, err)
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		h.freeFast(t, p)
+	}
+	st := h.Stats()[c]
+	assert.Zero(t, st.LiveBlocks)
+	assert.LessOrEqual(t, st.Cached, uint64(2*cl.batch), "a bin never holds more than its capacity")
+	// the rest went back to the slabs, on their free lists
+	var onLists uint32
+	for s := cl.partial; s != nil; s = s.next {
+		onLists += s.nfree
+	}
+	if cl.empty != nil {
+		onLists += cl.empty.nfree
+	}
+	assert.NotZero(t, onLists)
+	h.Trim()
+	assert.Zero(t, r.Counters().SlabBytes)
+}
+
+func TestSamplingMarksAndReports(t *testing.T) {
+	h, r := newHeap(t)
+	var freed []uintptr
+	var mu sync.Mutex
+	h.SetSampling(1, func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() })
+	c := SizeClass(100)
+	p, _, sampled, err := h.Alloc(c, 100)
+	require.NoError(t, err)
+	assert.True(t, sampled, "rate 1 samples every block")
+	q, s2 := h.AllocFast(uint8(c), 90)
+	require.NotNil(t, q)
+	assert.True(t, s2)
+	_, req, err := h.Usable(r.Lookup(uintptr(q)), uintptr(q))
+	require.NoError(t, err)
+	assert.EqualValues(t, 90, req, "the sampled bit does not change the requested size")
+
+	run := r.Lookup(uintptr(p))
+	assert.False(t, h.FreeFast(run, p), "sampled blocks are left to Free")
+	n, err := h.Free(run, uintptr(p))
+	require.NoError(t, err)
+	assert.EqualValues(t, 100, n)
+	h.freeFast(t, q)
+	assert.ElementsMatch(t, []uintptr{uintptr(p), uintptr(q)}, freed)
+	assert.Zero(t, h.Stats()[c].LiveBytes)
+}
+
+func TestSamplingOffNeverSamples(t *testing.T) {
+	h, _ := newHeap(t)
+	for range 10000 {
+		p, _, sampled, err := h.Alloc(0, 16)
+		require.NoError(t, err)
+		require.False(t, sampled)
+		h.freeFast(t, p)
+	}
+}
+
+// Many goroutines through the caches, blocks handed from one to another:
+// every block intact, none handed out twice, the counters back to zero.
+func TestCacheConcurrent(t *testing.T) {
+	h, r := newHeap(t)
+	var wg sync.WaitGroup
+	handoff := make(chan []byte, 128)
+	var mu sync.Mutex
+	live := map[uintptr]bool{}
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3000 {
+				n := uintptr(16 + (i*131+g*17)%2000)
+				c := SizeClass(n)
+				p, _ := h.AllocFast(uint8(c), n)
+				if p == nil {
+					var err error
+					if p, _, _, err = h.Alloc(c, n); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				mu.Lock()
+				if live[uintptr(p)] {
+					t.Errorf("%#x handed out twice", p)
+				}
+				live[uintptr(p)] = true
+				mu.Unlock()
+				b := block(p, n)
+				fillBlock(b, uintptr(p))
+				select {
+				case handoff <- b:
+				default:
+				}
+				var victim []byte
+				select {
+				case victim = <-handoff:
+				default:
+					victim = b
+				}
+				if !intact(victim, uintptr(unsafe.Pointer(&victim[0]))) {
+					t.Errorf("block %p damaged", &victim[0])
+				}
+				mu.Lock()
+				delete(live, uintptr(unsafe.Pointer(&victim[0])))
+				mu.Unlock()
+				h.freeFast(t, unsafe.Pointer(&victim[0]))
+			}
+		}()
+	}
+	wg.Wait()
+	close(handoff)
+	for b := range handoff {
+		h.freeFast(t, unsafe.Pointer(&b[0]))
+	}
+	var blocks, bytes uint64
+	for _, st := range h.Stats() {
+		blocks += st.LiveBlocks
+		bytes += st.LiveBytes
+	}
+	assert.Zero(t, blocks)
+	assert.Zero(t, bytes)
+	h.Trim()
+	assert.Zero(t, r.Counters().SlabBytes)
+}
