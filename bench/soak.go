@@ -24,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 	"unsafe"
 
@@ -58,15 +57,17 @@ func soakCmd(args []string) error {
 	if len(run) == 0 {
 		return fmt.Errorf("soak: unknown policy %q", *pol)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tops\tmalloc\tcalloc\taligned\trealloc\tfree\tcross-free\tbad-free\ttrim\tchecks\tcorrupt\tmaps before\tmaps after\tmmap calls\tseconds\t")
+	// Fixed widths: a row is printed as soon as its policy is done.
+	const row = "%13s %9s %8s %7s %7s %7s %8s %10s %8s %6s %6s %7s %11s %10s %10s %7s\n"
+	fmt.Printf(row, "policy", "ops", "malloc", "calloc", "aligned", "realloc", "free", "cross-free", "bad-free",
+		"trim", "checks", "corrupt", "maps before", "maps after", "mmap calls", "seconds")
 	var failed error
 	for _, p := range run {
 		r, err := soak(p, soakParams{ops: *ops, goroutines: *gs, check: *check, seed: *seed})
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t\n", p.name, r.total(),
-			r.n[sMalloc], r.n[sCalloc], r.n[sAligned], r.n[sRealloc], r.n[sFree], r.n[sCross], r.n[sBadFree], r.n[sTrim],
-			r.checks, r.corrupt, r.mapsBefore, r.mapsAfter, r.mmapCalls, r.seconds)
-		tw.Flush()
+		d := func(n int64) string { return fmt.Sprint(n) }
+		fmt.Printf(row, p.name, d(r.total()), d(r.n[sMalloc]), d(r.n[sCalloc]), d(r.n[sAligned]), d(r.n[sRealloc]),
+			d(r.n[sFree]), d(r.n[sCross]), d(r.n[sBadFree]), d(r.n[sTrim]), d(int64(r.checks)), d(int64(r.corrupt)),
+			d(int64(r.mapsBefore)), d(int64(r.mapsAfter)), fmt.Sprint(r.mmapCalls), fmt.Sprintf("%.1f", r.seconds))
 		if err != nil {
 			failed = errors.Join(failed, fmt.Errorf("soak under %s: %w", p.name, err))
 		}
