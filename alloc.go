@@ -670,6 +670,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 		s.TrimThreshold = ^uint64(0)
 	}
 	s.Committed = a.budget.Used()
+	s.QuarantineBytes = a.large.QuarantineBytes()
 	s.Limit = a.budget.Limit()
 	s.MinorFaults = sys.MinorFaults()
 	return s

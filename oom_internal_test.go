@@ -94,7 +94,7 @@ func (r *oomRun) check(what string) {
 	s := r.a.Stats()
 	require.Equal(t, uint64(len(r.live)), s.LiveBlocks, "%s: LiveBlocks", what)
 	require.Equal(t, liveBytes, s.LiveBytes, "%s: LiveBytes", what)
-	require.Equal(t, s.ArenaBytes+s.MmapBytes, s.Committed, "%s: the budget drifted from the memory held", what)
+	require.Equal(t, s.ArenaBytes+s.MmapBytes+s.QuarantineBytes, s.Committed, "%s: the budget drifted from the memory held", what)
 }
 
 // refused checks that err, if any, is the injected failure seen as

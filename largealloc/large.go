@@ -238,12 +238,14 @@ func errnoErr(err error) error {
 // unmapped.
 func (a *Allocator) quarantineAdd(m *Mapping) error {
 	total := m.Len + m.guard
-	if err := a.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED); err != nil {
-		return fmt.Errorf("largealloc: quarantine %d bytes: %w", m.Len, err)
-	}
+	// PROT_NONE first: if it is refused, nothing has changed and the block
+	// is still the caller's, contents and all.
 	if err := a.os.Mprotect(m.ptr, total, unix.PROT_NONE); err != nil {
 		return fmt.Errorf("largealloc: quarantine %d bytes: %w", m.Len, errnoErr(err))
 	}
+	// Releasing the pages is only thrift: if it is refused they stay
+	// resident until the mapping leaves the quarantine.
+	_ = a.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED)
 	a.quarMu.Lock()
 	defer a.quarMu.Unlock()
 	a.quarantine = append(a.quarantine, m)
@@ -273,6 +275,17 @@ func (a *Allocator) Quarantined(addr uintptr) bool {
 
 // Pointer returns the block's first byte.
 func (m *Mapping) Pointer() unsafe.Pointer { return m.ptr }
+
+// QuarantineBytes returns the bytes of freed mappings Debug mode still holds.
+func (a *Allocator) QuarantineBytes() uint64 {
+	a.quarMu.Lock()
+	defer a.quarMu.Unlock()
+	var n uint64
+	for _, m := range a.quarantine {
+		n += uint64(m.Len)
+	}
+	return n
+}
 
 // Guard returns the address of the guard page after a live block in Debug
 // mode (0 otherwise).

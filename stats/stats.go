@@ -46,9 +46,13 @@ type Snapshot struct {
 	MmapThreshold uint64
 	TrimThreshold uint64
 
-	// Committed is ArenaBytes + MmapBytes, what Limit caps (0: no limit).
+	// Committed is ArenaBytes + MmapBytes + QuarantineBytes, what Limit
+	// caps (0: no limit).
 	Committed uint64
 	Limit     uint64
+	// QuarantineBytes is freed large mappings Debug mode keeps PROT_NONE
+	// (their pages released, their address space still held).
+	QuarantineBytes uint64
 
 	// MinorFaults is the process's minor page faults (getrusage).
 	MinorFaults uint64
