@@ -107,7 +107,9 @@ const (
 	chunkLength = 1 << chunkShift
 )
 
-type chunk [chunkLength]atomic.Pointer[Run]
+// chunk is one piece of the page map: an entry per page, read lock-free
+// (loadEntry) and written under the region's lock (storeEntry).
+type chunk [chunkLength]unsafe.Pointer // *Run
 
 // New reserves the region. Nothing is committed until Alloc.
 func New(c Config) (*Region, error) {
@@ -179,7 +181,7 @@ func (m *PageMap) Lookup(addr uintptr) *Run {
 	if c == nil {
 		return nil
 	}
-	return c[pg&(chunkLength-1)].Load()
+	return (*Run)(loadEntry(&c[pg&(chunkLength-1)]))
 }
 
 // Lookup returns the run recorded for the page holding addr, or nil. addr
@@ -192,7 +194,7 @@ func (r *Region) Lookup(addr uintptr) *Run {
 	if c == nil {
 		return nil
 	}
-	return c[pg&(chunkLength-1)].Load()
+	return (*Run)(loadEntry(&c[pg&(chunkLength-1)]))
 }
 
 // set records run as the owner of pages [from, to) (page indexes).
@@ -206,7 +208,7 @@ func (r *Region) set(run *Run, from, to uintptr) {
 		}
 		end := min(to, (ci+1)<<chunkShift)
 		for ; pg < end; pg++ {
-			c[pg&(chunkLength-1)].Store(run)
+			storeEntry(&c[pg&(chunkLength-1)], unsafe.Pointer(run))
 		}
 	}
 }
@@ -219,7 +221,7 @@ func (r *Region) at(pg uintptr) *Run {
 	if c == nil {
 		return nil
 	}
-	return c[pg&(chunkLength-1)].Load()
+	return (*Run)(loadEntry(&c[pg&(chunkLength-1)]))
 }
 
 func alignUp(n, a uintptr) uintptr { return (n + a - 1) &^ (a - 1) }

@@ -15,6 +15,8 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -298,3 +300,13 @@ func BenchmarkProducerConsumer(b *testing.B) {
 
 // largePeers are added to BenchmarkLarge's own list (glibc, with cgo).
 var largePeers []peer
+
+// BRKMAP_PROFILE_RATE overrides alloc.ProfileRate for a run (0: heap
+// profiling off), to separate the allocator's own cost from sampling's.
+func init() {
+	if v, ok := os.LookupEnv("BRKMAP_PROFILE_RATE"); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			alloc.ProfileRate = n
+		}
+	}
+}
