@@ -19,7 +19,11 @@ var hugePagesPolicies = []policy{
 	{name: "huge-all", cfg: alloc.Config{HugePages: alloc.HugePagesAll}},
 }
 
-func init() {
+// hugePagesRegistered appends the lesson to workloads. It is a variable's
+// initializer, not an init function, so that it has run before child.go's
+// init starts a child run (init functions run in file order, and package
+// variables are all initialized before any of them).
+var hugePagesRegistered = func() bool {
 	large, all := hugePagesWorkload, hugePagesWorkload
 	large.name, large.title = "huge-pages-large", hugePagesTitle+" (huge pages for large blocks)"
 	large.lesson = "The same run with Config.HugePages = HugePagesLarge."
@@ -28,7 +32,8 @@ func init() {
 	all.lesson = "The same run with Config.HugePages = HugePagesAll."
 	all.configure = func(c *alloc.Config) { c.HugePages = alloc.HugePagesAll }
 	workloads = append(workloads, hugePagesWorkload, large, all)
-}
+	return true
+}()
 
 const hugePagesText = `The price of a page fault, and huge pages. Memory fresh from the kernel
 costs a page fault at its first touch — on this machine about 1.8 µs per

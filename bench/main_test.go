@@ -37,3 +37,14 @@ func TestWorkloads(t *testing.T) {
 		}
 	}
 }
+
+// Every workload runs in a child process too, the way `go run ./bench`
+// runs it: its name must resolve there (registration order matters).
+func TestWorkloadsInChild(t *testing.T) {
+	for _, w := range workloads {
+		t.Run(w.name, func(t *testing.T) {
+			r := runChild(job{kind: "workload", target: w.name, policy: "threshold", scale: 0.02})
+			require.True(t, r.OK, "%s: %s", w.name, r.Error)
+		})
+	}
+}
