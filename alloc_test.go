@@ -549,3 +549,44 @@ func TestDefault(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a.Free(b))
 }
+
+// TestPinnedTopPolicies is the lesson under each policy, with its figures
+// (go test -run TestPinnedTopPolicies -v): resident after allocating 20 MB
+// of small blocks and one more after them, after freeing the small ones,
+// and after Trim.
+func TestPinnedTopPolicies(t *testing.T) {
+	for _, p := range policies {
+		t.Run(p.String(), func(t *testing.T) {
+			a := newAlloc(t, alloc.Config{Policy: p})
+			var small [][]byte
+			for n := 0; n < 20<<20; n += 512 {
+				b, err := a.Malloc(512)
+				require.NoError(t, err)
+				fill(b, 1)
+				small = append(small, b)
+			}
+			pin, err := a.Malloc(512)
+			require.NoError(t, err)
+			fill(pin, 2)
+			allocated := a.Stats()
+			for _, b := range small {
+				require.NoError(t, a.Free(b))
+			}
+			freed := a.Stats()
+			a.Trim()
+			trimmed := a.Stats()
+			t.Logf("%-9s resident: allocated %6.2f MiB, small blocks freed %6.2f MiB, after Trim %6.2f MiB; system calls %d",
+				p, mb(allocated.Resident), mb(freed.Resident), mb(trimmed.Resident), trimmed.Syscalls())
+			if p == alloc.PolicyMmap {
+				assert.Less(t, freed.Resident, uint64(1<<20), "every free gives its page back at once")
+				assert.Greater(t, allocated.Resident, uint64(100<<20), "a page per 512-byte block")
+			} else {
+				assert.GreaterOrEqual(t, freed.Resident, uint64(19<<20), "pinned below the live block")
+				assert.Less(t, trimmed.Resident, uint64(1<<20), "Trim releases it")
+			}
+			assert.Equal(t, -1, intact(pin, 2))
+		})
+	}
+}
+
+func mb(n uint64) float64 { return float64(n) / (1 << 20) }
