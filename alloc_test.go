@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -274,13 +275,13 @@ func TestLimit(t *testing.T) {
 	require.NoError(t, a.Free(b))
 }
 
-// TestPinnedTop is the lesson of glibc's heap: free pages below a live
-// block stay resident until Trim; a large mapping leaves at once.
-func TestPinnedTop(t *testing.T) {
-	a := newAlloc(t, alloc.Config{})
-	const total = 20 << 20
+// pinnedTop allocates 20 MB of 512-byte blocks and one block after them,
+// frees the small ones, then trims. It returns the snapshots after each
+// step, what Trim said, and the live block (intact, still live).
+func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stats.Snapshot, released int, pin []byte) {
+	t.Helper()
 	var small [][]byte
-	for n := 0; n < total; n += 512 {
+	for n := 0; n < 20<<20; n += 512 {
 		b, err := a.Malloc(512)
 		require.NoError(t, err)
 		fill(b, 1)
@@ -289,19 +290,25 @@ func TestPinnedTop(t *testing.T) {
 	pin, err := a.Malloc(512)
 	require.NoError(t, err)
 	fill(pin, 2)
-	allocated := a.Stats().Resident
+	allocated = a.Stats()
 	for _, b := range small {
 		require.NoError(t, a.Free(b))
 	}
-	afterFree := a.Stats()
-	trimmed := a.Trim()
-	afterTrim := a.Stats()
-	t.Logf("resident: allocated %d, after free %d, after Trim %d (Trim says %d bytes)",
-		allocated, afterFree.Resident, afterTrim.Resident, trimmed)
-	assert.GreaterOrEqual(t, afterFree.Resident, uint64(total), "pinned below a live block")
+	freed = a.Stats()
+	released = a.Trim()
+	trimmed = a.Stats()
+	require.Equal(t, -1, intact(pin, 2))
+	return allocated, freed, trimmed, released, pin
+}
+
+// TestPinnedTop is the lesson of glibc's heap: free pages below a live
+// block stay resident until Trim; a large mapping leaves at once.
+func TestPinnedTop(t *testing.T) {
+	a := newAlloc(t, alloc.Config{})
+	_, afterFree, afterTrim, trimmed, _ := pinnedTop(t, a)
+	assert.GreaterOrEqual(t, afterFree.Resident, uint64(20<<20), "pinned below a live block")
 	assert.GreaterOrEqual(t, afterFree.Resident-afterTrim.Resident, uint64(15<<20), "Trim releases it")
 	assert.GreaterOrEqual(t, trimmed, 15<<20)
-	assert.Equal(t, -1, intact(pin, 2))
 
 	big, err := a.Malloc(8 << 20)
 	require.NoError(t, err)
@@ -557,24 +564,7 @@ func TestDefault(t *testing.T) {
 func TestPinnedTopPolicies(t *testing.T) {
 	for _, p := range policies {
 		t.Run(p.String(), func(t *testing.T) {
-			a := newAlloc(t, alloc.Config{Policy: p})
-			var small [][]byte
-			for n := 0; n < 20<<20; n += 512 {
-				b, err := a.Malloc(512)
-				require.NoError(t, err)
-				fill(b, 1)
-				small = append(small, b)
-			}
-			pin, err := a.Malloc(512)
-			require.NoError(t, err)
-			fill(pin, 2)
-			allocated := a.Stats()
-			for _, b := range small {
-				require.NoError(t, a.Free(b))
-			}
-			freed := a.Stats()
-			a.Trim()
-			trimmed := a.Stats()
+			allocated, freed, trimmed, _, _ := pinnedTop(t, newAlloc(t, alloc.Config{Policy: p}))
 			t.Logf("%-9s resident: allocated %6.2f MiB, small blocks freed %6.2f MiB, after Trim %6.2f MiB; system calls %d",
 				p, mb(allocated.Resident), mb(freed.Resident), mb(trimmed.Resident), trimmed.Syscalls())
 			if p == alloc.PolicyMmap {
@@ -584,7 +574,6 @@ func TestPinnedTopPolicies(t *testing.T) {
 				assert.GreaterOrEqual(t, freed.Resident, uint64(19<<20), "pinned below the live block")
 				assert.Less(t, trimmed.Resident, uint64(1<<20), "Trim releases it")
 			}
-			assert.Equal(t, -1, intact(pin, 2))
 		})
 	}
 }
