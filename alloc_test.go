@@ -3,6 +3,7 @@ package alloc_test
 import (
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"unsafe"
@@ -579,3 +580,40 @@ func TestPinnedTopPolicies(t *testing.T) {
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }
+
+// More Ps than when the allocator was made: the new Ps have no cache slot
+// and take the locked path; everything still adds up.
+func TestGOMAXPROCSGrows(t *testing.T) {
+	a := newAlloc(t, alloc.Config{})
+	old := runtime.GOMAXPROCS(8)
+	defer runtime.GOMAXPROCS(old)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine [][]byte
+			for i := range 2000 {
+				b, err := a.Malloc(16 + (i*g)%3000)
+				if !assert.NoError(t, err) {
+					return
+				}
+				fill(b, uint32(g<<16|i))
+				mine = append(mine, b)
+				if len(mine) > 50 {
+					assert.NoError(t, a.Free(mine[0]))
+					mine = mine[1:]
+				}
+			}
+			for _, b := range mine {
+				assert.NoError(t, a.Free(b))
+			}
+		}()
+	}
+	wg.Wait()
+	s := a.Stats()
+	assert.Zero(t, s.LiveBlocks)
+	assert.Zero(t, s.LiveBytes)
+	a.Trim()
+	assert.Zero(t, a.Stats().SlabBytes, "every cached block went back and every slab with it")
+}
