@@ -40,15 +40,17 @@ func AlignedClass(n, align uintptr) int {
 }
 
 // Block states, a uint16 per block in its slab. A live block's state is
-// its block size minus its requested size plus one (1..maxEntry: a block
-// never holds more than 4096 bytes it was not asked for), with sampledBit
-// set when the heap profile sampled it.
+// its block size minus its requested size plus one (1..maxEntry), with
+// sampledBit set when the heap profile sampled it. A block never holds much
+// more than 4096 bytes it was not asked for: classes are at most 4096 apart,
+// an aligned request takes the next multiple of its alignment (at most the
+// page size), and Debug's canary adds 8; maxEntry leaves room to spare.
 const (
 	stateFree   = 0      // in the slab: on its free list, or never handed out
 	stateCached = 0x7FFE // out of the slab but free: in a P's cache or a batch on its way
 	stateZero   = 0x7FFF // like stateCached, and known to be zero
 	sampledBit  = 0x8000
-	maxEntry    = 4097 // a 0-byte request aligned to a page takes a 4096-byte block
+	maxEntry    = 1 << 14
 )
 
 // liveState encodes a live block of size bytes holding n.

@@ -450,8 +450,8 @@ func TestResizeInPlace(t *testing.T) {
 		{SizeClass(16), 16, 0, true},   // the smallest class never moves down
 		{SizeClass(16), 1, 16, true},
 		{SizeClass(16), 16, 17, false},
-		{SizeClass(MaxSize), MaxSize, MaxSize - 4096, true},
-		{SizeClass(MaxSize), MaxSize, MaxSize - 4097, false}, // a block's state holds at most 4096 unused bytes
+		{SizeClass(MaxSize), MaxSize, MaxSize/2 + 1, true},
+		{SizeClass(MaxSize), MaxSize, MaxSize / 2, false},
 	}
 	for _, tt := range tests {
 		p, _, err := h.allocD(tt.class, tt.from)
