@@ -4,8 +4,10 @@
 // A request goes one of three ways, chosen by its size and the Policy:
 //
 //  1. Small (up to 32 KiB): rounded up to one of 72 size classes (a table
-//     lookup) and served from a slab of that class — package slab — under
-//     the class's lock. Slabs are page runs of the region.
+//     lookup) and popped from this P's cache for that class, with no lock
+//     and no atomic instruction; an empty cache is refilled with a batch
+//     from the class's slabs under the class lock — package slab. Slabs
+//     are page runs of the region.
 //  2. Mid-size (above 32 KiB, below the mmap threshold): one page run of
 //     the region by itself — package arena. The region is a brk-like range
 //     of address space reserved once; its break moves up (mprotect) when no
