@@ -198,8 +198,7 @@ func (h *Heap) Alloc(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool, er
 func (h *Heap) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 	pid := procPin()
 	if uint(pid) < uint(len(h.caches)) {
-		if pc := h.caches[pid].Load(); pc != nil {
-			pc.lock()
+		if pc := h.caches[pid].Load(); pc != nil && pc.lock() {
 			b := &pc.bins[c%NumClasses]
 			if b.n > 0 {
 				b.n--
@@ -240,8 +239,7 @@ func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 	st := &s.req[idx]
 	pid := procPin()
 	if uint(pid) < uint(len(h.caches)) {
-		if pc := h.caches[pid].Load(); pc != nil {
-			pc.lock()
+		if pc := h.caches[pid].Load(); pc != nil && pc.lock() {
 			b := &pc.bins[c%NumClasses]
 			if b.n < b.cap {
 				if v, ok := takeLive(st); ok {
@@ -290,7 +288,6 @@ func (h *Heap) allocSlow(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool
 		cl.mu.Unlock()
 		return first.p, zero, sampled, nil
 	}
-	pc.lock()
 	pc.nextSample -= int64(n)
 	if sampled = pc.nextSample < 0; sampled {
 		pc.nextSample = h.nextSample()
@@ -373,25 +370,32 @@ func (h *Heap) FreeDirect(run *arena.Run, addr uintptr) (uintptr, error) {
 	return n, nil
 }
 
-// pinCache pins the goroutine and returns its P's cache, making one if
-// the slot is empty. It returns nil (still pinned) when the P has no slot
-// (GOMAXPROCS grew after the heap was made) or the heap is closed.
+// pinCache pins the goroutine and returns its P's cache, locked (a no-op
+// but in race builds), making one if the slot is empty. It returns nil
+// (still pinned) when the P has no slot (GOMAXPROCS grew after the heap was
+// made), the heap is closed, or the cache was just retired by drain.
 func (h *Heap) pinCache() (*pcache, int) {
 	pid := procPin()
 	if pid >= len(h.caches) || h.closed.Load() {
 		return nil, pid
 	}
-	if pc := h.caches[pid].Load(); pc != nil {
-		return pc, pid
+	pc := h.caches[pid].Load()
+	if pc == nil {
+		procUnpin() // making a cache allocates: never while pinned
+		fresh := newPcache(h)
+		pid = procPin()
+		if pid >= len(h.caches) {
+			return nil, pid
+		}
+		h.caches[pid].CompareAndSwap(nil, fresh)
+		if pc = h.caches[pid].Load(); pc == nil {
+			return nil, pid // drained meanwhile
+		}
 	}
-	procUnpin() // making a cache allocates: never while pinned
-	fresh := newPcache(h)
-	pid = procPin()
-	if pid >= len(h.caches) {
+	if !pc.lock() {
 		return nil, pid
 	}
-	h.caches[pid].CompareAndSwap(nil, fresh)
-	return h.caches[pid].Load(), pid
+	return pc, pid
 }
 
 // take pops up to len(out) blocks from the class's slabs into out (class
@@ -545,8 +549,7 @@ func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	e := entry{p: h.region.Ptr(addr), st: st}
 	pid := procPin()
 	if pid < len(h.caches) {
-		if pc := h.caches[pid].Load(); pc != nil {
-			pc.lock()
+		if pc := h.caches[pid].Load(); pc != nil && pc.lock() {
 			b := &pc.bins[c]
 			b.blocks--
 			b.bytes -= int64(n)
@@ -648,7 +651,6 @@ func (h *Heap) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	delta := int64(n) - int64(old)
 	pc, _ := h.pinCache()
 	if pc != nil {
-		pc.lock()
 		pc.bins[c].bytes += delta
 		pc.unlock()
 		procUnpin()
@@ -744,10 +746,9 @@ func (h *Heap) Stats() [NumClasses]ClassStats {
 	}
 	for i := range h.caches {
 		pc := h.caches[i].Load()
-		if pc == nil {
+		if pc == nil || !pc.lock() {
 			continue
 		}
-		pc.lock()
 		for c := range pc.bins {
 			b := &pc.bins[c]
 			blocks[c] += b.blocks
