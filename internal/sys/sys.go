@@ -14,7 +14,6 @@ package sys
 
 import (
 	"sync/atomic"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -103,22 +102,12 @@ func (s *OS) Mremap(p unsafe.Pointer, old, n uintptr) (unsafe.Pointer, error) {
 }
 
 // Resident returns how many bytes of [p, p+n) are resident in RAM, asking
-// the kernel with mincore. vec is scratch space, grown as needed.
+// the kernel with mincore (ResidentPages). vec is scratch space, grown as
+// needed.
 func (s *OS) Resident(p unsafe.Pointer, n uintptr, vec *[]byte) (uintptr, error) {
-	if n == 0 {
-		return 0, nil
-	}
-	pages := (n + PageSize - 1) / PageSize
-	if uintptr(cap(*vec)) < pages {
-		*vec = make([]byte, pages)
-	}
-	v := (*vec)[:pages]
-	if err := s.enter(OpMincore); err != nil {
+	v, err := s.ResidentPages(p, n, vec)
+	if err != nil {
 		return 0, err
-	}
-	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(p), n, uintptr(unsafe.Pointer(&v[0])))
-	if e != 0 {
-		return 0, syscall.Errno(e)
 	}
 	var r uintptr
 	for _, b := range v {
