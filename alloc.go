@@ -360,19 +360,27 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 	return -1
 }
 
+// smallFast is the small Malloc's fast path: a block popped from this P's
+// cache, or nil (not small, not served from slabs, or the cache is empty).
+func (a *Allocator) smallFast(n int) unsafe.Pointer {
+	if uint(n) >= a.smallLimit {
+		return nil
+	}
+	p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n))
+	if sampled {
+		a.prof.record(p, n)
+	}
+	return p
+}
+
 func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
 
 // Malloc returns n bytes, len == cap == n, 16-byte aligned, contents
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit {
-		if p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
-			if sampled {
-				a.prof.record(p, n)
-			}
-			return bytesAt(p, n), nil
-		}
+	if p := a.smallFast(n); p != nil {
+		return bytesAt(p, n), nil
 	}
 	p, _, err := a.alloc(n, 16)
 	if err != nil {
@@ -385,15 +393,10 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // the kernel (a new mapping, pages never used since the break moved up or
 // since they were released) is not cleared again.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit {
-		if p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n)); p != nil {
-			if sampled {
-				a.prof.record(p, n)
-			}
-			b := bytesAt(p, n)
-			clear(b) // a cached block was used before
-			return b, nil
-		}
+	if p := a.smallFast(n); p != nil {
+		b := bytesAt(p, n)
+		clear(b) // a cached block was used before
+		return b, nil
 	}
 	p, zero, err := a.alloc(n, 16)
 	if err != nil {
@@ -456,29 +459,37 @@ func (a *Allocator) free(b []byte) error {
 	return nil
 }
 
-func (a *Allocator) freeRegion(p uintptr) error {
+// regionRun returns the run in use that p, an address of the region,
+// starts: a slab (p still to be checked by the slab layer) or a mid-size
+// block. Free memory is ErrDoubleFree; the inside of a block, ErrInvalidFree.
+func (a *Allocator) regionRun(p uintptr) (*arena.Run, error) {
 	run := a.region.Lookup(p)
-	if run == nil {
-		return fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	switch {
+	case run == nil || run.Kind() == arena.KindFree:
+		return nil, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	case run.Kind() == arena.KindBlock && p != run.Start():
+		return nil, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
 	}
-	switch run.Kind() {
-	case arena.KindSlab:
+	return run, nil
+}
+
+func (a *Allocator) freeRegion(p uintptr) error {
+	run, err := a.regionRun(p)
+	if err != nil {
+		return err
+	}
+	if run.Kind() == arena.KindSlab {
 		_, err := a.slabs.Free(run, p) // a sampled block's record goes in the slab's onFree hook
 		return err
-	case arena.KindBlock:
-		if p != run.Start() {
-			return fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
-		}
-		a.prof.freeingLarge(p)
-		if err := a.region.Free(run); err != nil {
-			if errors.Is(err, arena.ErrNotLive) {
-				return fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
-			}
-			return ErrClosed
-		}
-		return nil
 	}
-	return fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	a.prof.freeingLarge(p)
+	if err := a.region.Free(run); err != nil {
+		if errors.Is(err, arena.ErrNotLive) {
+			return fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
+		}
+		return ErrClosed
+	}
+	return nil
 }
 
 // slide is glibc's dynamic threshold: freeing a mapped block larger than
@@ -505,25 +516,19 @@ type block struct {
 // find validates p as the start of a live block and describes it.
 func (a *Allocator) find(p uintptr) (block, error) {
 	if a.region.Contains(p) {
-		run := a.region.Lookup(p)
-		if run == nil {
-			return block{}, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+		run, err := a.regionRun(p)
+		if err != nil {
+			return block{}, err
 		}
-		switch run.Kind() {
-		case arena.KindSlab:
+		if run.Kind() == arena.KindSlab {
 			size, req, err := a.slabs.Usable(run, p)
 			return block{run: run, size: size, requested: req}, err
-		case arena.KindBlock:
-			if p != run.Start() {
-				return block{}, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
-			}
-			used, size, live := a.region.Used(run)
-			if !live {
-				return block{}, fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
-			}
-			return block{run: run, size: size, requested: used}, nil
 		}
-		return block{}, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+		used, size, live := a.region.Used(run)
+		if !live {
+			return block{}, fmt.Errorf("%w: block at %#x", ErrDoubleFree, p)
+		}
+		return block{run: run, size: size, requested: used}, nil
 	}
 	m := a.large.Lookup(p)
 	if m == nil {
