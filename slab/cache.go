@@ -37,13 +37,13 @@ type bin struct {
 // pinning, so the race detector can check the same code.
 type pcache struct {
 	cacheLock
-	nextSample int64 // bytes until the next heap-profile sample
+	nextSample countdown // bytes until the next heap-profile sample
 	bins       [NumClasses]bin
 }
 
 func newPcache(h *Heap) *pcache {
 	pc := new(pcache)
-	pc.nextSample = h.nextSample()
+	pc.nextSample = countdown(h.nextSample())
 	for c := range pc.bins {
 		pc.bins[c].cap = int32(2 * h.classes[c].batch)
 	}

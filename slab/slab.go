@@ -98,7 +98,7 @@ type Slab struct {
 func (h *Heap) SetSampling(rate int64, onFree func(addr uintptr)) {
 	h.sampleRate, h.onSampledFree = rate, onFree
 	for i := range h.classes {
-		h.classes[i].nextSample = h.nextSample()
+		h.classes[i].nextSample = countdown(h.nextSample())
 	}
 }
 
@@ -112,6 +112,29 @@ func (h *Heap) nextSample() int64 {
 		return 0
 	}
 	return int64(rand.ExpFloat64() * float64(h.sampleRate))
+}
+
+// countdown is the bytes still to hand out before the next heap-profile
+// sample: one per P's cache, one per class for blocks handed out under
+// its lock.
+type countdown int64
+
+// due counts n bytes down and reports whether this block is the sample;
+// with sampling off it never is (the countdown starts at MaxInt64).
+func (d *countdown) due(h *Heap, n uintptr) bool {
+	if *d -= countdown(n); *d >= 0 {
+		return false
+	}
+	*d = countdown(h.nextSample())
+	return true
+}
+
+// index returns the index of the block that starts at addr, and whether
+// addr is the start of a block of s at all.
+func (s *Slab) index(addr uintptr) (uint64, bool) {
+	off := uint64(addr - s.start)
+	idx := off * s.magic >> divShift
+	return idx, idx*s.size == off && idx < uint64(len(s.req))
 }
 
 // slabOf returns the slab whose run is run (a KindSlab run).
@@ -128,9 +151,9 @@ type Class struct {
 	partial   *Slab // slabs with at least one block to hand out
 	empty     *Slab // one slab with every block free, kept for reuse
 	slabs     uint64
-	// nextSample: bytes until the next heap-profile sample, for blocks
-	// handed out under the lock (no P cache, Debug)
-	nextSample int64
+	// nextSample: the heap-profile countdown for blocks handed out under
+	// the lock (no P cache, Debug)
+	nextSample countdown
 	// lastReused: the last block take handed out came from a free list
 	// (read by AllocDirect only)
 	lastReused bool
@@ -173,7 +196,7 @@ func NewHeap(r *arena.Region) *Heap {
 		c.slabPages = slab / page
 		c.nelems = uint32(slab / c.size)
 		c.batch = batchOf(c.size)
-		c.nextSample = h.nextSample() // never, until SetSampling
+		c.nextSample = countdown(h.nextSample()) // never, until SetSampling
 	}
 	return h
 }
@@ -204,10 +227,8 @@ func (h *Heap) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 				b.n--
 				e := b.e[b.n]
 				v := liveState(uintptr(classSize[c%NumClasses]), n)
-				pc.nextSample -= int64(n)
-				sampled := pc.nextSample < 0
+				sampled := pc.nextSample.due(h, n)
 				if sampled {
-					pc.nextSample = h.nextSample()
 					v |= sampledBit
 				}
 				setState(e.st, v)
@@ -230,9 +251,8 @@ func (h *Heap) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 // calls Free, which sorts out errors, sampled blocks and full caches.
 func (h *Heap) FreeFast(run *arena.Run, p unsafe.Pointer) bool {
 	s := slabOf(run)
-	off := uint64(uintptr(p) - s.start)
-	idx := off * s.magic >> divShift
-	if checks && (idx*s.size != off || idx >= uint64(len(s.req))) {
+	idx, ok := s.index(uintptr(p))
+	if checks && !ok {
 		return false
 	}
 	c := s.class
@@ -278,7 +298,7 @@ func (h *Heap) allocSlow(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool
 	if pc == nil {
 		procUnpin()
 		cl.mu.Lock()
-		if sampled = cl.countDown(h, n); sampled {
+		if sampled = cl.nextSample.due(h, n); sampled {
 			v |= sampledBit
 		}
 		setState(first.st, v)
@@ -288,9 +308,7 @@ func (h *Heap) allocSlow(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool
 		cl.mu.Unlock()
 		return first.p, zero, sampled, nil
 	}
-	pc.nextSample -= int64(n)
-	if sampled = pc.nextSample < 0; sampled {
-		pc.nextSample = h.nextSample()
+	if sampled = pc.nextSample.due(h, n); sampled {
 		v |= sampledBit
 	}
 	setState(first.st, v)
@@ -310,17 +328,6 @@ func (h *Heap) allocSlow(c int, n uintptr) (p unsafe.Pointer, zero, sampled bool
 	return first.p, zero, sampled, nil
 }
 
-// countDown is the heap-profile countdown of a class, for allocations made
-// under its lock (no P cache): it reports whether this one is sampled.
-func (cl *Class) countDown(h *Heap, n uintptr) bool {
-	cl.nextSample -= int64(n)
-	if cl.nextSample >= 0 {
-		return false
-	}
-	cl.nextSample = h.nextSample()
-	return true
-}
-
 // AllocDirect is Alloc without the P caches, for Debug mode: one block
 // straight from the class's slabs under its lock. It also says whether the
 // block was on a slab's free list (freed before) rather than never used.
@@ -336,7 +343,7 @@ func (h *Heap) AllocDirect(c int, n uintptr) (p unsafe.Pointer, zero, reused, sa
 	e := one[0]
 	zero = loadState(e.st) == stateZero
 	v := liveState(cl.size, n)
-	if sampled = cl.countDown(h, n); sampled {
+	if sampled = cl.nextSample.due(h, n); sampled {
 		v |= sampledBit
 	}
 	setState(e.st, v)
@@ -520,9 +527,8 @@ func (h *Heap) state(run *arena.Run, addr uintptr) (*uint16, *Slab, int, error) 
 	}
 	s := slabOf(run)
 	c := int(s.class)
-	off := uint64(addr - s.start)
-	idx := off * classDivMagic[c] >> divShift
-	if idx*uint64(classSize[c]) != off || idx >= uint64(len(s.req)) {
+	idx, ok := s.index(addr)
+	if !ok {
 		return nil, nil, 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", sys.ErrInvalidFree, addr, classSize[c])
 	}
 	return &s.req[idx], s, c, nil
@@ -596,10 +602,10 @@ func (h *Heap) giveBack(cl *Class, es []entry) {
 			continue // the region was closed under us
 		}
 		s := slabOf(run)
-		idx := uint32(uint64(addr-s.start) * classDivMagic[s.class] >> divShift)
+		idx, _ := s.index(addr)
 		setState(e.st, stateFree)
 		*(*uint32)(e.p) = s.free ^ s.key
-		s.free = idx + 1
+		s.free = uint32(idx) + 1
 		s.nfree++
 		if s.nfree == s.nelems {
 			cl.unlist(s)
