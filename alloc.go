@@ -335,15 +335,25 @@ func (a *Allocator) place(size int, align uintptr) (p unsafe.Pointer, zero, samp
 		r = toRun
 	}
 	if r == toRun {
-		pages := max((n+a.page-1)/a.page, 1) // n < 2^63: no overflow
-		run, zero, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
-		if err != nil {
-			return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
-		}
-		return a.region.Ptr(run.Start()), zero, a.prof.sampleLarge(n), nil
+		return a.runBlock(n, 0, align)
 	}
-	p, err = a.large.Alloc(n, align)
+	return a.mappedBlock(n, 0, align)
+}
+
+// runBlock serves n bytes (and room more, for Debug's canary) with a page
+// run of the region.
+func (a *Allocator) runBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	pages := max((n+room+a.page-1)/a.page, 1) // n < 2^63: no overflow
+	run, zero, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
 	if err != nil {
+		return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
+	}
+	return a.region.Ptr(run.Start()), zero, a.prof.sampleLarge(n), nil
+}
+
+// mappedBlock serves n bytes (and room more) with a mapping of their own.
+func (a *Allocator) mappedBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	if p, err = a.large.AllocRoom(n, room, align); err != nil {
 		return nil, false, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
 	}
 	return p, true, a.prof.sampleLarge(n), nil

@@ -197,20 +197,15 @@ func (a *Allocator) debugAlloc(r route, n, align uintptr) (p unsafe.Pointer, zer
 					Detail: "the block was written after it was freed; found when it was handed out again"})
 			}
 		}
-	case r == toMapping:
-		if p, err = a.large.AllocRoom(n, debugCanaryMin, align); err != nil {
-			return nil, false, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
-		}
-		zero, size = true, (n+debugCanaryMin+a.page-1)&^(a.page-1)
-		sampled = a.prof.sampleLarge(n)
 	default:
-		pages := (n + debugCanaryMin + a.page - 1) / a.page
-		run, z, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
-		if err != nil {
-			return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
+		serve := a.runBlock
+		if r == toMapping {
+			serve = a.mappedBlock
 		}
-		p, zero, size = a.region.Ptr(run.Start()), z, pages*a.page
-		sampled = a.prof.sampleLarge(n)
+		if p, zero, sampled, err = serve(n, debugCanaryMin, align); err != nil {
+			return nil, false, false, err
+		}
+		size = (n + debugCanaryMin + a.page - 1) &^ (a.page - 1) // what both map: whole pages
 	}
 	tail := bytesAt(unsafe.Add(p, n), int(size-n))
 	for i := range tail {

@@ -505,7 +505,7 @@ const (
 	pathTrimRuns     = "arena.(*Region).Trim<alloc.(*Allocator).Trim"
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
-	pathMap          = "largealloc.(*Allocator).AllocRoom<largealloc.(*Allocator).Alloc"
+	pathMap          = "largealloc.(*Allocator).AllocRoom<alloc.(*Allocator).mappedBlock"
 	pathUnmap        = "largealloc.(*Allocator).Free<alloc.(*Allocator).free"
 	pathRemap        = "largealloc.(*Allocator).Resize<alloc.(*Allocator).Realloc"
 	pathMappingsRes  = "largealloc.(*Allocator).Resident<alloc.(*Allocator).Stats"
