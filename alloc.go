@@ -460,6 +460,12 @@ func (a *Allocator) free(b []byte) error {
 	if a.region.Contains(p) {
 		return a.freeRegion(p)
 	}
+	return a.freeMapped(p)
+}
+
+// freeMapped unmaps a large block (Debug: quarantines it) and lets the
+// dynamic threshold slide.
+func (a *Allocator) freeMapped(p uintptr) error {
 	a.prof.freeingLarge(p)
 	m, err := a.large.Free(p)
 	if err != nil {

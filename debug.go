@@ -241,12 +241,9 @@ func (a *Allocator) debugFree(p uintptr) error {
 			return err
 		}
 	default:
-		a.prof.freeingLarge(p)
-		m, err := a.large.Free(p)
-		if err != nil {
+		if err := a.freeMapped(p); err != nil {
 			return err
 		}
-		a.slide(m.Len)
 	}
 	a.debugState.freed(p)
 	return nil

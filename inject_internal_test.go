@@ -506,7 +506,7 @@ const (
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
 	pathMap          = "largealloc.(*Allocator).AllocRoom<alloc.(*Allocator).mappedBlock"
-	pathUnmap        = "largealloc.(*Allocator).Free<alloc.(*Allocator).free"
+	pathUnmap        = "largealloc.(*Allocator).Free<alloc.(*Allocator).freeMapped"
 	pathRemap        = "largealloc.(*Allocator).Resize<alloc.(*Allocator).Realloc"
 	pathMappingsRes  = "largealloc.(*Allocator).Resident<alloc.(*Allocator).Stats"
 	pathMappingClose = "largealloc.(*Allocator).Close<alloc.(*Allocator).Close"
