@@ -176,26 +176,14 @@ func (m *PageMap) Lookup(addr uintptr) *Run {
 	if off >= m.n {
 		return nil
 	}
-	pg := off >> m.shift
-	c := m.chunks[pg>>chunkShift].Load()
-	if c == nil {
-		return nil
-	}
-	return (*Run)(loadEntry(&c[pg&(chunkLength-1)]))
+	return entryAt(m.chunks, off>>m.shift)
 }
 
 // Lookup returns the run recorded for the page holding addr, or nil. addr
 // must be in the region. For a page of a run in use it is that run; for a
 // page of free memory it is a free run, a run that is no longer live, or
 // nil. Lock-free.
-func (r *Region) Lookup(addr uintptr) *Run {
-	pg := (addr - r.lo) >> r.shift
-	c := r.pagemap[pg>>chunkShift].Load()
-	if c == nil {
-		return nil
-	}
-	return (*Run)(loadEntry(&c[pg&(chunkLength-1)]))
-}
+func (r *Region) Lookup(addr uintptr) *Run { return r.at(r.pageOf(addr)) }
 
 // set records run as the owner of pages [from, to) (page indexes).
 func (r *Region) set(run *Run, from, to uintptr) {
@@ -215,9 +203,13 @@ func (r *Region) set(run *Run, from, to uintptr) {
 
 func (r *Region) pageOf(addr uintptr) uintptr { return (addr - r.lo) >> r.shift }
 
-// at returns the run recorded for page pg, which must be below the break.
-func (r *Region) at(pg uintptr) *Run {
-	c := r.pagemap[pg>>chunkShift].Load()
+// at returns the run recorded for page pg of the reservation, or nil.
+func (r *Region) at(pg uintptr) *Run { return entryAt(r.pagemap, pg) }
+
+// entryAt is the one read of the page map: the entry of page pg, or nil
+// where no chunk was ever made.
+func entryAt(chunks []atomic.Pointer[chunk], pg uintptr) *Run {
+	c := chunks[pg>>chunkShift].Load()
 	if c == nil {
 		return nil
 	}
