@@ -301,3 +301,19 @@ func (c *countingHeap) Trim() int {
 	c.before()
 	return c.heap.Trim()
 }
+
+// instance makes the heap for a child run and notes in res what it is: the
+// threshold, and where resident memory comes from (mincore, or the
+// process's RSS for glibc). A failure is recorded in res too.
+func (res *result) instance(p policy, threshold int, configure func(*alloc.Config)) (*instance, error) {
+	in, err := newInstance(p, threshold, configure)
+	if err != nil {
+		res.Error = err.Error()
+		return nil, err
+	}
+	res.Threshold = in.threshold
+	if in.a == nil {
+		res.ResidentFrom = "rss"
+	}
+	return in, nil
+}

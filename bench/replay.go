@@ -145,16 +145,11 @@ func childReplay(path string, p policy, threshold int) *result {
 		return res
 	}
 	res.Trace, res.Ops = t.name, len(t.ops)
-	in, err := newInstance(p, threshold, nil)
+	in, err := res.instance(p, threshold, nil)
 	if err != nil {
-		res.Error = err.Error()
 		return res
 	}
 	defer in.close()
-	res.Threshold = in.threshold
-	if in.a == nil {
-		res.ResidentFrom = "rss"
-	}
 	corruptAt := -1
 	if v := os.Getenv(corruptEnv); v != "" {
 		if corruptAt, err = strconv.Atoi(v); err != nil {

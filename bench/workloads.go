@@ -105,16 +105,11 @@ func childWorkload(name string, p policy, scale float64) *result {
 		res.Error = "unknown workload " + name
 		return res
 	}
-	in, err := newInstance(p, 0, w.configure)
+	in, err := res.instance(p, 0, w.configure)
 	if err != nil {
-		res.Error = err.Error()
 		return res
 	}
 	defer in.close()
-	res.Threshold = in.threshold
-	if in.a == nil {
-		res.ResidentFrom = "rss"
-	}
 	in.maps = true
 	s := stats.NewSampler(2*time.Millisecond, in.probe)
 	pr := &probe{Sampler: s, scale: scale}
