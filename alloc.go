@@ -173,6 +173,7 @@ type Allocator struct {
 	smallLimit uint
 
 	closed atomic.Bool
+	shared bool // Default's: Close refuses
 
 	debug        bool
 	debugState   *debugState
@@ -188,16 +189,8 @@ type Allocator struct {
 
 // New makes an Allocator. It reserves the region's address space at once.
 func New(cfg Config) (*Allocator, error) {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"MmapThreshold", cfg.MmapThreshold}, {"Reserve", cfg.Reserve}, {"Limit", cfg.Limit}} {
-		if f.v < 0 {
-			return nil, fmt.Errorf("%w: Config.%s = %d", ErrInvalidSize, f.name, f.v)
-		}
-	}
-	if cfg.Policy < PolicyThreshold || cfg.Policy > PolicyMmap {
-		return nil, fmt.Errorf("alloc: unknown policy %d", int(cfg.Policy))
+	if err := cfg.validate(); err != nil { // guard.go
+		return nil, err
 	}
 	a := &Allocator{
 		policy:  cfg.Policy,
@@ -273,13 +266,15 @@ var (
 )
 
 // Default returns a process-wide Allocator with the zero Config, made on
-// first use. Closing it closes it for everyone.
+// first use. Every package that calls it shares it, so its Close refuses
+// (ErrDefaultClose): make your own with New to have one you can close.
 func Default() *Allocator {
 	defaultOnce.Do(func() {
 		a, err := New(Config{})
 		if err != nil {
 			panic(fmt.Sprintf("alloc: cannot make the default allocator: %v", err))
 		}
+		a.shared = true
 		defaultA = a
 	})
 	return defaultA
@@ -320,8 +315,8 @@ func (a *Allocator) place(size int, align uintptr) (p unsafe.Pointer, zero, samp
 	if size < 0 {
 		return nil, false, false, fmt.Errorf("%w: %d", ErrInvalidSize, size)
 	}
-	if a.closed.Load() {
-		return nil, false, false, ErrClosed
+	if err := a.usable(); err != nil {
+		return nil, false, false, err
 	}
 	n := uintptr(size)
 	r := a.route(n)
@@ -450,8 +445,8 @@ func (a *Allocator) Free(b []byte) error {
 }
 
 func (a *Allocator) free(b []byte) error {
-	if a.closed.Load() {
-		return ErrClosed
+	if err := a.usable(); err != nil {
+		return err
 	}
 	p := addrOf(b)
 	if a.debug {
@@ -559,7 +554,7 @@ func (a *Allocator) find(p uintptr) (block, error) {
 // UsableSize returns how many bytes the block b starts could hold (at
 // least len(b)), or 0 if b is not a live block of this allocator.
 func (a *Allocator) UsableSize(b []byte) int {
-	if b == nil || a.closed.Load() {
+	if b == nil || a.usable() != nil {
 		return 0
 	}
 	blk, err := a.find(addrOf(b))
@@ -584,8 +579,8 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
-	if a.closed.Load() {
-		return nil, ErrClosed
+	if err := a.usable(); err != nil {
+		return nil, err
 	}
 	p := addrOf(b)
 	un := uintptr(n)
@@ -636,73 +631,45 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 // released with madvise and the break moves down to the last block in
 // use. It returns the bytes given back.
 func (a *Allocator) Trim() int {
-	if a.closed.Load() {
+	if a.usable() != nil {
 		return 0
 	}
 	a.slabs.Trim()
 	return int(a.region.Trim())
 }
 
-// Stats returns the allocator's counters and its measured resident memory.
+// Stats returns the allocator's counters (Counters) and its resident
+// memory, measured: one mincore over the region up to its break and one
+// per live mapping, and /proc/self/smaps when huge pages may be in play.
+// For a figure to take often (a metrics scrape), Counters costs none of that.
 func (a *Allocator) Stats() stats.Snapshot {
-	if a.closed.Load() {
-		return stats.Snapshot{}
+	s := a.Counters()
+	if a.usable() != nil {
+		return s
 	}
-	var s stats.Snapshot
-	classes := a.slabs.Stats()
-	s.Classes = make([]stats.Class, len(classes))
-	for i, c := range classes {
-		s.Classes[i] = stats.Class{Size: uint64(c.Size), LiveBlocks: c.LiveBlocks, LiveBytes: c.LiveBytes,
-			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
-		s.LiveBlocks += c.LiveBlocks
-		s.LiveBytes += c.LiveBytes
-	}
-	rc := a.region.Counters()
-	s.LiveBlocks += uint64(rc.BlockRuns)
-	s.LiveBytes += uint64(rc.BlockUsed)
-	s.ArenaBytes = uint64(rc.ArenaBytes)
-	s.SlabBytes = uint64(rc.SlabBytes)
-	s.RunBytes = uint64(rc.BlockBytes)
-	s.FreeBytes = uint64(rc.FreeBytes)
-	s.DirtyBytes = uint64(rc.DirtyBytes)
-	s.TopFreeBytes = uint64(rc.TopFreeBytes)
-	s.FreeRuns = uint64(rc.FreeRuns)
-	count, mapped, requested := a.large.Counters()
-	s.MmapCount = count
-	s.MmapBytes = mapped
-	s.LiveBlocks += count
-	s.LiveBytes += requested
-
 	a.statsMu.Lock()
 	s.ArenaResident = uint64(a.region.Resident(&a.vec))
 	s.MmapResident = uint64(a.large.Resident(&a.vec))
 	a.hugeStats(&s)
 	a.statsMu.Unlock()
 	s.Resident = s.ArenaResident + s.MmapResident
-
-	s.Mmap = a.os.Calls(sys.OpMmap)
-	s.Munmap = a.os.Calls(sys.OpMunmap)
-	s.Madvise = a.os.Calls(sys.OpMadvise)
-	s.Mprotect = a.os.Calls(sys.OpMprotect)
-	s.Mremap = a.os.Calls(sys.OpMremap)
-	s.Mincore = a.os.Calls(sys.OpMincore)
-	s.MmapThreshold = uint64(a.threshold.Load())
-	if t := a.trim.Load(); t >= 0 {
-		s.TrimThreshold = uint64(t)
-	} else {
-		s.TrimThreshold = ^uint64(0)
-	}
-	s.Committed = a.budget.Used()
-	s.QuarantineBytes = a.large.QuarantineBytes()
-	s.Limit = a.budget.Limit()
-	s.MinorFaults = sys.MinorFaults()
+	s.ResidentMeasured = true
+	s.Mincore = a.os.Calls(sys.OpMincore) // this call's own measuring included
 	return s
 }
 
 // Close gives every mapping and the whole region back to the kernel. Every
 // block becomes invalid, and every later call returns ErrClosed (or does
-// nothing). Closing twice is not an error.
+// nothing). Closing twice is not an error. The Allocator of Default
+// refuses (ErrDefaultClose), and a zero Allocator has nothing to close
+// (ErrNotInitialized).
 func (a *Allocator) Close() error {
+	if a.shared {
+		return ErrDefaultClose
+	}
+	if a.region == nil {
+		return ErrNotInitialized
+	}
 	if a.closed.Swap(true) {
 		return nil
 	}

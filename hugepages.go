@@ -87,19 +87,13 @@ func (h hugeState) largeSize() uintptr {
 	return 0
 }
 
-// hugeStats fills the huge page fields of s. Measuring reads
+// hugeStats measures HugeResident (Counters filled the settings). Measuring reads
 // /proc/self/smaps (a millisecond or so with a few hundred mappings), so
 // it is done only when some of this allocator's memory can be backed by
 // huge pages: when they are in effect, or when the kernel's mode is
 // "always". The caller holds statsMu (a.smaps is scratch space).
 func (a *Allocator) hugeStats(s *stats.Snapshot) {
 	h := a.huge
-	s.HugePages = h.setting.String()
-	s.THPMode = string(h.mode)
-	s.HugePagesInEffect = h.inEffect()
-	if h.inEffect() {
-		s.HugePageSize = uint64(h.size)
-	}
 	if !h.inEffect() && h.mode != sys.THPAlways {
 		return // in madvise mode only advised memory gets huge pages; none is
 	}

@@ -17,7 +17,7 @@ import (
 // allocate, it may mix states from slightly different moments.
 func (a *Allocator) RegionMap() stats.RegionMap {
 	m := stats.RegionMap{PageSize: uint64(a.page)}
-	if a.closed.Load() {
+	if a.usable() != nil {
 		return m
 	}
 	var spans []arena.Span

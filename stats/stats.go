@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -10,55 +11,59 @@ import (
 // are counted since the allocator was made.
 type Snapshot struct {
 	// Blocks handed out and not freed, and the bytes their callers asked for.
-	LiveBlocks uint64
-	LiveBytes  uint64
+	LiveBlocks uint64 `json:"live_blocks"`
+	LiveBytes  uint64 `json:"live_bytes"`
 
 	// ArenaBytes is the region from its base to its break.
-	ArenaBytes uint64
+	ArenaBytes uint64 `json:"arena_bytes"`
 	// MmapBytes and MmapCount are the live large mappings.
-	MmapBytes uint64
-	MmapCount uint64
+	MmapBytes uint64 `json:"mmap_bytes"`
+	MmapCount uint64 `json:"mmap_count"`
 	// Resident is the bytes of this allocator's memory in RAM, measured
 	// with mincore over the region (base to break) and every live mapping.
-	Resident uint64
+	Resident uint64 `json:"resident_bytes"`
+	// ResidentMeasured says Resident (and its parts) were measured: true
+	// from Allocator.Stats, false from Allocator.Counters, which measures
+	// nothing and leaves them 0.
+	ResidentMeasured bool `json:"resident_measured"`
 
 	// System calls made.
-	Mmap     uint64
-	Munmap   uint64
-	Madvise  uint64
-	Mprotect uint64
-	Mremap   uint64
-	Mincore  uint64
+	Mmap     uint64 `json:"mmap_calls"`
+	Munmap   uint64 `json:"munmap_calls"`
+	Madvise  uint64 `json:"madvise_calls"`
+	Mprotect uint64 `json:"mprotect_calls"`
+	Mremap   uint64 `json:"mremap_calls"`
+	Mincore  uint64 `json:"mincore_calls"`
 
 	// Inside the region.
-	SlabBytes    uint64 // pages carved into slabs
-	RunBytes     uint64 // pages given to mid-size blocks (one run each)
-	FreeBytes    uint64 // free pages below the break
-	DirtyBytes   uint64 // free pages not yet released: resident if they were touched ("trapped")
-	TopFreeBytes uint64 // the free run at the break: what moving the break down can release
-	FreeRuns     uint64
+	SlabBytes    uint64 `json:"slab_bytes"`     // pages carved into slabs
+	RunBytes     uint64 `json:"run_bytes"`      // pages given to mid-size blocks (one run each)
+	FreeBytes    uint64 `json:"free_bytes"`     // free pages below the break
+	DirtyBytes   uint64 `json:"dirty_bytes"`    // free pages not yet released: resident if they were touched ("trapped")
+	TopFreeBytes uint64 `json:"top_free_bytes"` // the free run at the break: what moving the break down can release
+	FreeRuns     uint64 `json:"free_runs"`
 
 	// ArenaResident and MmapResident split Resident.
-	ArenaResident uint64
-	MmapResident  uint64
+	ArenaResident uint64 `json:"arena_resident_bytes"`
+	MmapResident  uint64 `json:"mmap_resident_bytes"`
 
 	// The policy as it stands (the dynamic threshold moves them).
-	MmapThreshold uint64
-	TrimThreshold uint64
+	MmapThreshold uint64 `json:"mmap_threshold_bytes"`
+	TrimThreshold uint64 `json:"trim_threshold_bytes"`
 
 	// Committed is ArenaBytes + MmapBytes + QuarantineBytes, what Limit
 	// caps (0: no limit).
-	Committed uint64
-	Limit     uint64
+	Committed uint64 `json:"committed_bytes"`
+	Limit     uint64 `json:"limit_bytes"`
 	// QuarantineBytes is freed large mappings Debug mode keeps PROT_NONE
 	// (their pages released, their address space still held).
-	QuarantineBytes uint64
+	QuarantineBytes uint64 `json:"quarantine_bytes"`
 
 	// MinorFaults is the process's minor page faults (getrusage).
-	MinorFaults uint64
+	MinorFaults uint64 `json:"minor_faults"`
 
 	// Classes holds each size class's counters.
-	Classes []Class
+	Classes []Class `json:"classes,omitempty"`
 
 	// Huge pages. HugePages is the setting asked for ("off", "large",
 	// "all"), THPMode the kernel's transparent huge page mode read when the
@@ -66,24 +71,43 @@ type Snapshot struct {
 	// HugePagesInEffect whether the allocator is aligning and advising
 	// memory for huge pages (asked for, and the kernel allows it). A
 	// setting asked for on a kernel in "never" mode is not in effect.
-	HugePages         string
-	THPMode           string
-	HugePagesInEffect bool
-	HugePageSize      uint64 // bytes, when in effect
+	HugePages         string `json:"huge_pages"`
+	THPMode           string `json:"thp_mode"`
+	HugePagesInEffect bool   `json:"huge_pages_in_effect"`
+	HugePageSize      uint64 `json:"huge_page_size_bytes"` // bytes, when in effect
 	// HugeResident is the part of Resident backed by huge pages: the
 	// AnonHugePages of this allocator's own mappings in /proc/self/smaps.
 	// Measured only when some of its memory can get huge pages (in effect,
 	// or THP "always"); 0 otherwise.
-	HugeResident uint64
+	HugeResident uint64 `json:"huge_resident_bytes"`
 }
 
 // Class is one size class's counters.
 type Class struct {
-	Size       uint64 // block size
-	LiveBlocks uint64
-	LiveBytes  uint64 // requested
-	Slabs      uint64
-	SlabBytes  uint64
+	Size       uint64 `json:"size_bytes"` // block size
+	LiveBlocks uint64 `json:"live_blocks"`
+	LiveBytes  uint64 `json:"live_bytes"` // requested
+	Slabs      uint64 `json:"slabs"`
+	SlabBytes  uint64 `json:"slab_bytes"`
+}
+
+// Empty reports whether the class holds nothing: no live block and no slab.
+func (c Class) Empty() bool { return c.LiveBlocks == 0 && c.Slabs == 0 }
+
+// MarshalJSON encodes the snapshot with the field names of its json tags,
+// leaving out the size classes that hold nothing (Class.Empty): most of the
+// 72 are empty in most programs. Decoding gives back the classes that were
+// written.
+func (s Snapshot) MarshalJSON() ([]byte, error) {
+	type plain Snapshot // the same fields, without this method
+	p := plain(s)
+	p.Classes = nil
+	for _, c := range s.Classes {
+		if !c.Empty() {
+			p.Classes = append(p.Classes, c)
+		}
+	}
+	return json.Marshal(p)
 }
 
 // Syscalls returns the number of memory-management system calls made

@@ -1,0 +1,77 @@
+package alloc
+
+import (
+	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/stats"
+)
+
+// Counters returns everything Stats does except what has to be measured:
+// Resident, ArenaResident, MmapResident and HugeResident stay 0, and
+// Snapshot.ResidentMeasured is false. Every figure here is a counter the
+// allocator keeps as it works (the slab classes, the region, the mapping
+// registry, the system-call wrapper), so Counters makes no mincore call and
+// reads no /proc file: cheap enough for every scrape of a metrics
+// endpoint (package metrics uses it). MinorFaults, the process's, costs
+// one getrusage.
+//
+// A zero Allocator, or a closed one, returns an empty Snapshot.
+func (a *Allocator) Counters() stats.Snapshot {
+	var s stats.Snapshot
+	if a.usable() != nil {
+		return s
+	}
+	classes := a.slabs.Stats()
+	s.Classes = make([]stats.Class, len(classes))
+	for i, c := range classes {
+		s.Classes[i] = stats.Class{Size: uint64(c.Size), LiveBlocks: c.LiveBlocks, LiveBytes: c.LiveBytes,
+			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
+		s.LiveBlocks += c.LiveBlocks
+		s.LiveBytes += c.LiveBytes
+	}
+	rc := a.region.Counters()
+	s.LiveBlocks += uint64(rc.BlockRuns)
+	s.LiveBytes += uint64(rc.BlockUsed)
+	s.ArenaBytes = uint64(rc.ArenaBytes)
+	s.SlabBytes = uint64(rc.SlabBytes)
+	s.RunBytes = uint64(rc.BlockBytes)
+	s.FreeBytes = uint64(rc.FreeBytes)
+	s.DirtyBytes = uint64(rc.DirtyBytes)
+	s.TopFreeBytes = uint64(rc.TopFreeBytes)
+	s.FreeRuns = uint64(rc.FreeRuns)
+	count, mapped, requested := a.large.Counters()
+	s.MmapCount = count
+	s.MmapBytes = mapped
+	s.LiveBlocks += count
+	s.LiveBytes += requested
+
+	s.Mmap = a.os.Calls(sys.OpMmap)
+	s.Munmap = a.os.Calls(sys.OpMunmap)
+	s.Madvise = a.os.Calls(sys.OpMadvise)
+	s.Mprotect = a.os.Calls(sys.OpMprotect)
+	s.Mremap = a.os.Calls(sys.OpMremap)
+	s.Mincore = a.os.Calls(sys.OpMincore)
+	s.MmapThreshold = uint64(a.threshold.Load())
+	if t := a.trim.Load(); t >= 0 {
+		s.TrimThreshold = uint64(t)
+	} else {
+		s.TrimThreshold = ^uint64(0)
+	}
+	s.Committed = a.budget.Used()
+	s.QuarantineBytes = a.large.QuarantineBytes()
+	s.Limit = a.budget.Limit()
+	s.MinorFaults = sys.MinorFaults()
+	a.hugeSettings(&s)
+	return s
+}
+
+// hugeSettings fills the huge page fields of s that need no measuring:
+// what was asked for, the kernel's mode, and whether it is in effect.
+func (a *Allocator) hugeSettings(s *stats.Snapshot) {
+	h := a.huge
+	s.HugePages = h.setting.String()
+	s.THPMode = string(h.mode)
+	s.HugePagesInEffect = h.inEffect()
+	if h.inEffect() {
+		s.HugePageSize = uint64(h.size)
+	}
+}
