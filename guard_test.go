@@ -52,13 +52,13 @@ func TestDefaultRefusesClose(t *testing.T) {
 
 func TestInvalidConfig(t *testing.T) {
 	for name, cfg := range map[string]alloc.Config{
-		"policy":            {Policy: alloc.Policy(7)},
-		"negative policy":   {Policy: -1},
-		"huge pages":        {HugePages: alloc.HugePages(3)},
-		"negative huge":     {HugePages: -1},
-		"threshold":         {MmapThreshold: -1},
-		"reserve":           {Reserve: -4096},
-		"limit":             {Limit: -1},
+		"policy":          {Policy: alloc.Policy(7)},
+		"negative policy": {Policy: -1},
+		"huge pages":      {HugePages: alloc.HugePages(3)},
+		"negative huge":   {HugePages: -1},
+		"threshold":       {MmapThreshold: -1},
+		"reserve":         {Reserve: -4096},
+		"limit":           {Limit: -1},
 	} {
 		a, err := alloc.New(cfg)
 		assert.Nil(t, a, name)
