@@ -18,6 +18,7 @@ import (
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/stats"
+	"github.com/brkmap/alloc/stats/statshttp"
 )
 
 // An off-heap buffer for one request: allocated when the request starts,
@@ -121,7 +122,7 @@ func allocateImages(a *alloc.Allocator) ([]byte, error) { return a.Malloc(4 << 2
 // Serving the allocator's state on a debug port: the heap profile at
 // /debug/offheap/heap (`go tool pprof http://host/debug/offheap/heap`),
 // the Snapshot as JSON at /debug/offheap/stats, and the Snapshot in expvar
-// (stats.Publish("offheap", a), served at /debug/vars).
+// (expvar.Publish("offheap", statshttp.Var(a)), served at /debug/vars).
 func Example_serveProfile() {
 	old := alloc.ProfileRate
 	alloc.ProfileRate = 1 // record every allocation, so the output is exact
@@ -135,7 +136,7 @@ func Example_serveProfile() {
 	defer a.Free(img)
 
 	mux := http.NewServeMux()
-	mux.Handle("/debug/offheap/", stats.Handler(a))
+	mux.Handle("/debug/offheap/", statshttp.Handler(a))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -22,8 +22,8 @@
 // Off-heap memory is invisible to the Go runtime's own tools, so stats
 // gives it theirs: HeapProfile is a heap profile of live off-heap
 // allocations in pprof's format, sampled by bytes and scaled as Go's heap
-// profile is (profile.go); Handler serves it and the Snapshot to a
-// service's debug port, and Publish puts the Snapshot in expvar
-// (http.go). Both take a Source — an allocator — so stats never imports
-// the allocator.
+// profile is (profile.go). Package statshttp serves it and the Snapshot to
+// a service's debug port and to expvar, and package metrics to Prometheus;
+// both take an allocator through an interface, so stats never imports the
+// allocator, and stats itself links no net/http and registers nothing.
 package stats

@@ -1,4 +1,4 @@
-package stats
+package statshttp_test
 
 import (
 	"encoding/json"
@@ -6,24 +6,57 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/brkmap/alloc/stats"
+	"github.com/brkmap/alloc/stats/statshttp"
 	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
+// fakeMalloc stands for the allocator's entry point, which Hide cuts.
+//
+//go:noinline
+func fakeMalloc() []uintptr {
+	pcs := make([]uintptr, 32)
+	return pcs[:runtime.Callers(1, pcs)]
+}
+
+//go:noinline
+func allocatingFunction() []uintptr { return fakeMalloc() }
+
+//go:noinline
+func otherAllocatingFunction() []uintptr { return fakeMalloc() }
+
+func testProfile() *stats.HeapProfile {
+	return &stats.HeapProfile{
+		Rate: stats.DefaultProfileRate,
+		Records: []stats.HeapRecord{
+			{AllocObjects: 10, AllocBytes: 10 * 4096, FreeObjects: 4, FreeBytes: 4 * 4096, Stack: allocatingFunction()},
+			{AllocObjects: 3, AllocBytes: 3 << 20, Stack: otherAllocatingFunction()},
+		},
+		Hide: func(fn string) bool { return strings.HasSuffix(fn, ".fakeMalloc") },
+	}
+}
+
 // fakeSource serves a fixed snapshot and a profile whose allocations grow
 // each time it is taken (as a running service's would).
 type fakeSource struct{ taken atomic.Int64 }
 
-func (f *fakeSource) Stats() Snapshot { return Snapshot{LiveBlocks: 7, LiveBytes: 700, Resident: 4096} }
+func (f *fakeSource) Stats() stats.Snapshot {
+	return stats.Snapshot{LiveBlocks: 7, LiveBytes: 700, Resident: 4096}
+}
 
-func (f *fakeSource) HeapProfile() *HeapProfile {
+func (f *fakeSource) HeapProfile() *stats.HeapProfile { return f.profile(f.taken.Add(1)) }
+
+// profile is the profile as taken the n-th time.
+func (f *fakeSource) profile(n int64) *stats.HeapProfile {
 	h := testProfile()
-	h.Records[0].AllocObjects += 100 * f.taken.Add(1)
+	h.Records[0].AllocObjects += 100 * n
 	h.Records[0].AllocBytes = h.Records[0].AllocObjects * 4096
 	return h
 }
@@ -40,7 +73,8 @@ func get(t *testing.T, srv *httptest.Server, path string) (*http.Response, []byt
 
 func TestHandler(t *testing.T) {
 	mux := http.NewServeMux()
-	mux.Handle("/debug/offheap/", Handler(&fakeSource{}))
+	src := &fakeSource{}
+	mux.Handle("/debug/offheap/", statshttp.Handler(src))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -70,9 +104,16 @@ func TestHandler(t *testing.T) {
 			alloc += s.Value[0]
 		}
 		// Two profiles taken a second apart differ by the 100 sampled
-		// allocations made between them, scaled: nothing else changed.
-		sc, _ := scale(100, 100*4096, DefaultProfileRate)
-		assert.InDelta(t, sc, alloc, 2)
+		// allocations made between them, scaled: nothing else changed. The
+		// handler took the profile as the source's third and fourth.
+		sum := func(n int64) (v int64) {
+			for _, s := range src.profile(n).Profile().Sample {
+				v += s.Value[0]
+			}
+			return v
+		}
+		assert.InDelta(t, sum(4)-sum(3), alloc, 2)
+		assert.Positive(t, alloc)
 	})
 	t.Run("bad", func(t *testing.T) {
 		resp, _ := get(t, srv, "/debug/offheap/heap?seconds=x")
@@ -83,9 +124,9 @@ func TestHandler(t *testing.T) {
 	t.Run("stats", func(t *testing.T) {
 		resp, b := get(t, srv, "/debug/offheap/stats")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		var s Snapshot
+		var s stats.Snapshot
 		require.NoError(t, json.Unmarshal(b, &s))
-		assert.Equal(t, Snapshot{LiveBlocks: 7, LiveBytes: 700, Resident: 4096}, s)
+		assert.Equal(t, stats.Snapshot{LiveBlocks: 7, LiveBytes: 700, Resident: 4096}, s)
 	})
 	t.Run("index", func(t *testing.T) {
 		resp, b := get(t, srv, "/debug/offheap/")
@@ -95,11 +136,11 @@ func TestHandler(t *testing.T) {
 	})
 }
 
-func TestPublish(t *testing.T) {
-	Publish("offheap_test", &fakeSource{})
+func TestVar(t *testing.T) {
+	expvar.Publish("offheap_test", statshttp.Var(&fakeSource{}))
 	v := expvar.Get("offheap_test")
 	require.NotNil(t, v)
-	var s Snapshot
+	var s stats.Snapshot
 	require.NoError(t, json.Unmarshal([]byte(v.String()), &s))
 	assert.Equal(t, uint64(4096), s.Resident)
 }

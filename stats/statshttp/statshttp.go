@@ -1,8 +1,13 @@
-package stats
+// Package statshttp serves an allocator's state to a service's debug port:
+// its heap profile for `go tool pprof`, its stats.Snapshot as JSON, and a
+// value for expvar. It is kept out of the allocator and of package stats so
+// that importing them links no net/http and registers nothing on any mux;
+// this package registers nothing either, until the program mounts Handler
+// or publishes Var where it chooses.
+package statshttp
 
 import (
 	"encoding/json"
-	"expvar"
 	"fmt"
 	"html"
 	"net/http"
@@ -10,21 +15,22 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/brkmap/alloc/stats"
 	"github.com/google/pprof/profile"
 )
 
-// Source is what the handler and expvar serve: an allocator's counters and
-// its heap profile. *alloc.Allocator is one; stats does not import it (the
+// Source is what the handler serves: an allocator's counters and its heap
+// profile. *alloc.Allocator is one; this package does not import it (the
 // arrows point from the allocator to its stats, never back).
 type Source interface {
-	Stats() Snapshot
-	HeapProfile() *HeapProfile
+	Stats() stats.Snapshot
+	HeapProfile() *stats.HeapProfile
 }
 
 // Handler serves an allocator's state over HTTP, for a service's debug
 // port. Mount it under a prefix of your choice, for example
 //
-//	mux.Handle("/debug/offheap/", stats.Handler(a))
+//	mux.Handle("/debug/offheap/", statshttp.Handler(a))
 //
 // It answers by the last element of the path:
 //
@@ -131,9 +137,27 @@ func delta(p0, p1 *profile.Profile) (*profile.Profile, error) {
 	return p, nil
 }
 
-// Publish publishes src's Snapshot through expvar under name (served as
-// JSON at /debug/vars with the rest), taken afresh each time it is read.
-// Like expvar.Publish, it panics if the name is already in use.
-func Publish(name string, src interface{ Stats() Snapshot }) {
-	expvar.Publish(name, expvar.Func(func() any { return src.Stats() }))
+// Var returns src's Snapshot as an expvar.Var: its String is the Snapshot
+// as JSON, taken afresh (with Stats, so measured) each time /debug/vars is
+// read. Publish it yourself, which is where expvar (and its /debug/vars on
+// http.DefaultServeMux) comes into the program:
+//
+//	expvar.Publish("offheap", statshttp.Var(a))
+//
+// This package does not import expvar, so that importing it registers
+// nothing.
+func Var(src interface{ Stats() stats.Snapshot }) JSONVar { return JSONVar{src} }
+
+// JSONVar is an expvar.Var (see Var).
+type JSONVar struct {
+	src interface{ Stats() stats.Snapshot }
+}
+
+// String returns the Snapshot as JSON, as expvar.Var asks.
+func (v JSONVar) String() string {
+	b, err := json.Marshal(v.src.Stats())
+	if err != nil {
+		return strconv.Quote(err.Error()) // still valid JSON, as expvar needs
+	}
+	return string(b)
 }
