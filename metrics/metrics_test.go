@@ -212,3 +212,29 @@ func (o onlyOne) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// Registering an allocator's collector next to the Go runtime's.
+func ExampleNewCollector() {
+	a, err := alloc.New(alloc.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer a.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewCollector(a, metrics.Options{ConstLabels: prometheus.Labels{"allocator": "main"}}))
+	// serve reg with promhttp.HandlerFor(reg, promhttp.HandlerOpts{}) on the metrics port
+
+	b, _ := a.Malloc(1 << 20)
+	defer a.Free(b)
+	families, err := reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "brkmap_alloc_mapped_bytes" {
+			fmt.Println(f.GetName(), f.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	// Output:
+	// brkmap_alloc_mapped_bytes 1.048576e+06
+}
