@@ -7,7 +7,9 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/bench/internal/sampler"
 	"github.com/brkmap/alloc/bench/libc"
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/stats"
 )
@@ -166,12 +168,12 @@ func cmpOr(v, def int) int {
 
 // start records the process's RSS before the run, for the libc figures.
 func (in *instance) start() error {
-	m, err := stats.ReadProcMemory()
+	m, err := procfs.ReadProcMemory()
 	if err != nil {
 		return fmt.Errorf("reading /proc/self/status: %w", err)
 	}
 	in.baseRSS = m.RSS
-	if err := stats.ResetPeakRSS(); err != nil {
+	if err := procfs.ResetPeakRSS(); err != nil {
 		return fmt.Errorf("resetting the peak RSS: %w", err)
 	}
 	return nil
@@ -179,7 +181,7 @@ func (in *instance) start() error {
 
 // probe fills in a sample: from the allocator's own measurements, or, for
 // glibc, from the process's accounting (RSS growth over the start).
-func (in *instance) probe(s *stats.Sample) {
+func (in *instance) probe(s *sampler.Sample) {
 	if in.a == nil {
 		s.Resident = sat(s.RSS, in.baseRSS)
 		s.LiveBytes = in.counter.live
@@ -248,7 +250,7 @@ func warn(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+
 type countingHeap struct {
 	heap
 	live, peak, nextMark uint64
-	s                    *stats.Sampler
+	s                    *sampler.Sampler
 	pending              bool
 }
 

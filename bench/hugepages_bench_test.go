@@ -14,7 +14,7 @@ import (
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/libc"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -148,7 +148,7 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 	}
 	var scratch []byte
 	start := uintptr(p)
-	hugeBytes, err := sys.HugeResident([]sys.Range{{Start: start, End: start + uintptr(n)}}, &scratch)
+	hugeBytes, err := procfs.HugeResident([]procfs.Range{{Start: start, End: start + uintptr(n)}}, &scratch)
 	free(p, n)
 	if err == nil {
 		b.ReportMetric(100*float64(hugeBytes)/float64(n), "huge-%")

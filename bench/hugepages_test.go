@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/bench/internal/sampler"
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,7 +25,7 @@ func runMarks(t *testing.T, w workload, cfg alloc.Config) (map[string]stats.Snap
 	times := map[string]time.Duration{}
 	start := time.Now()
 	s0 := a.Stats()
-	s := stats.NewSampler(time.Hour, func(s *stats.Sample) {
+	s := sampler.New(time.Hour, func(s *sampler.Sample) {
 		if s.Label != "" {
 			times[s.Label] = time.Since(start)
 			snaps[s.Label] = a.Stats().Sub(s0)
@@ -38,7 +39,7 @@ func runMarks(t *testing.T, w workload, cfg alloc.Config) (map[string]stats.Snap
 
 // The lesson's claims hold, and its figures are printed (-v).
 func TestHugePagesLesson(t *testing.T) {
-	mode, _ := sys.ReadTHP()
+	mode, _ := procfs.ReadTHP()
 	res := map[string]map[string]stats.Snapshot{}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	t.Logf("%s: %s (THP %s)", hugePagesWorkload.name, hugePagesWorkload.lesson, mode)

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/stats"
+	"github.com/brkmap/alloc/bench/internal/sampler"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -22,7 +22,7 @@ func TestWorkloads(t *testing.T) {
 				a, err := alloc.New(p.cfg)
 				require.NoError(t, err)
 				defer a.Close()
-				s := stats.NewSampler(time.Millisecond, nil)
+				s := sampler.New(time.Millisecond, nil)
 				s.Start()
 				require.NoError(t, w.run(a, &probe{Sampler: s, scale: 0.02}))
 				marks := 0

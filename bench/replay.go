@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/brkmap/alloc/bench/internal/sampler"
 	"github.com/brkmap/alloc/stats"
 )
 
@@ -45,7 +46,7 @@ type result struct {
 	Note               string  `json:"note,omitempty"`
 
 	// For the report only; left out of `replay -json`.
-	Series  []stats.Sample   `json:"series,omitempty"`
+	Series  []sampler.Sample `json:"series,omitempty"`
 	PeakMap *stats.RegionMap `json:"peak_map,omitempty"`
 	Moments []moment         `json:"moments,omitempty"`
 }
@@ -159,7 +160,7 @@ func childReplay(path string, p policy, threshold int) *result {
 	}
 
 	blocks := make([][]byte, t.ids)
-	s := stats.NewSampler(time.Millisecond, in.probe)
+	s := sampler.New(time.Millisecond, in.probe)
 	if err := in.start(); err != nil {
 		res.Error = err.Error()
 		return res
@@ -195,7 +196,7 @@ func childReplay(path string, p policy, threshold int) *result {
 // sampler is ticked every 64 operations and made to sample each time the
 // live bytes pass their previous peak by 1/32 (at least 16 KiB), so the
 // peak of resident memory is seen.
-func replayLoop(t *trace, h heap, blocks [][]byte, s *stats.Sampler, corruptAt int) (peakLive uint64, checkErr, allocErr error) {
+func replayLoop(t *trace, h heap, blocks [][]byte, s *sampler.Sampler, corruptAt int) (peakLive uint64, checkErr, allocErr error) {
 	var live, nextMark uint64
 	for i, o := range t.ops {
 		b := blocks[o.id]
@@ -298,7 +299,7 @@ func check(b []byte, tg uint64) bool {
 
 // finish fills in the figures measured at the end of a run from the
 // instance and the sampler's series.
-func finish(res *result, in *instance, s *stats.Sampler) {
+func finish(res *result, in *instance, s *sampler.Sampler) {
 	end := s.Samples[len(s.Samples)-1]
 	if in.a != nil {
 		res.PeakResidentBytes = s.Peak().Resident

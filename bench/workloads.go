@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/stats"
+	"github.com/brkmap/alloc/bench/internal/sampler"
 )
 
 // workload is one lesson: a program that allocates from a heap, the same
@@ -85,7 +85,7 @@ func findWorkload(name string) (workload, bool) {
 // (every few dozen operations) and Mark (at its named moments), a scale
 // (1 for the real run; tests shrink workloads), and notes for the report.
 type probe struct {
-	*stats.Sampler
+	*sampler.Sampler
 	scale float64
 	notes []string
 }
@@ -111,7 +111,7 @@ func childWorkload(name string, p policy, scale float64) *result {
 	}
 	defer in.close()
 	in.maps = true
-	s := stats.NewSampler(2*time.Millisecond, in.probe)
+	s := sampler.New(2*time.Millisecond, in.probe)
 	pr := &probe{Sampler: s, scale: scale}
 	if err := in.start(); err != nil {
 		res.Error = err.Error()
