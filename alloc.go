@@ -43,6 +43,8 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/brkmap/alloc/slab"
@@ -56,14 +58,14 @@ var (
 	ErrInvalidSize = errors.New("alloc: invalid size")
 	// ErrOutOfMemory: past Config.Limit, past the reservation, or the
 	// kernel refused (ENOMEM from mmap or mprotect, vm.max_map_count).
-	ErrOutOfMemory error = sys.ErrNoMemory
+	ErrOutOfMemory error = errs.ErrNoMemory
 	// ErrDoubleFree: the block is already free.
-	ErrDoubleFree error = sys.ErrDoubleFree
+	ErrDoubleFree error = errs.ErrDoubleFree
 	// ErrInvalidFree: not from this allocator, not the start of a block,
 	// already unmapped, or resliced from the front.
-	ErrInvalidFree error = sys.ErrInvalidFree
+	ErrInvalidFree error = errs.ErrInvalidFree
 	// ErrClosed: the allocator has been closed.
-	ErrClosed error = sys.ErrClosed
+	ErrClosed error = errs.ErrClosed
 	// ErrPointerType: a typed helper was given a type holding Go pointers.
 	ErrPointerType = errors.New("alloc: type contains Go pointers")
 )
@@ -153,7 +155,7 @@ type Config struct {
 type Allocator struct {
 	policy Policy
 	os     *sys.OS
-	budget *sys.Budget
+	budget *budget.Budget
 	pages  arena.PageMap // the region's page map, kept here: one hop less on Free
 	region *arena.Region
 	slabs  *slab.Heap
@@ -195,7 +197,7 @@ func New(cfg Config) (*Allocator, error) {
 	a := &Allocator{
 		policy:  cfg.Policy,
 		os:      &sys.OS{},
-		budget:  sys.NewBudget(uint64(cfg.Limit)),
+		budget:  budget.New(uint64(cfg.Limit)),
 		page:    sys.PageSize,
 		dynamic: cfg.DynamicThreshold && cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/stats"
+	"github.com/brkmap/alloc/internal/procfs"
 )
 
 // BenchmarkBuffer builds a response body of 4 KiB, 1 MiB and 64 MiB in
@@ -77,9 +77,9 @@ func measureBuild(b *testing.B, size int, op func()) {
 	b.ReportAllocs()
 	runtime.GC()
 	debug.FreeOSMemory()
-	start, rssErr := stats.ReadProcMemory()
+	start, rssErr := procfs.ReadProcMemory()
 	if rssErr == nil {
-		rssErr = stats.ResetPeakRSS()
+		rssErr = procfs.ResetPeakRSS()
 	}
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
@@ -93,7 +93,7 @@ func measureBuild(b *testing.B, size int, op func()) {
 	if rssErr != nil {
 		return // no /proc (not Linux): no peak to report
 	}
-	if end, err := stats.ReadProcMemory(); err == nil && end.PeakRSS >= start.RSS {
+	if end, err := procfs.ReadProcMemory(); err == nil && end.PeakRSS >= start.RSS {
 		b.ReportMetric(float64(end.PeakRSS-start.RSS)/(1<<20), "peak-RSS-MiB")
 	}
 }

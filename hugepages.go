@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/brkmap/alloc/stats"
 )
@@ -55,7 +55,7 @@ func (h HugePages) String() string {
 // what the kernel allows, and the huge page size. Fixed after New.
 type hugeState struct {
 	setting HugePages
-	mode    sys.THPMode
+	mode    procfs.THPMode
 	size    uintptr
 }
 
@@ -64,7 +64,7 @@ func resolveHugePages(h HugePages) (hugeState, error) {
 	if h < HugePagesOff || h > HugePagesAll {
 		return hugeState{}, fmt.Errorf("alloc: unknown HugePages setting %d", int(h))
 	}
-	mode, size := sys.ReadTHP()
+	mode, size := procfs.ReadTHP()
 	return hugeState{setting: h, mode: mode, size: size}, nil
 }
 
@@ -94,15 +94,15 @@ func (h hugeState) largeSize() uintptr {
 // "always". The caller holds statsMu (a.smaps is scratch space).
 func (a *Allocator) hugeStats(s *stats.Snapshot) {
 	h := a.huge
-	if !h.inEffect() && h.mode != sys.THPAlways {
+	if !h.inEffect() && h.mode != procfs.THPAlways {
 		return // in madvise mode only advised memory gets huge pages; none is
 	}
 	lo, hi := a.region.Reservation()
-	ranges := []sys.Range{{Start: lo, End: hi}}
+	ranges := []procfs.Range{{Start: lo, End: hi}}
 	a.large.Each(func(m largealloc.Mapping) {
-		ranges = append(ranges, sys.Range{Start: m.Addr, End: m.Addr + m.Len})
+		ranges = append(ranges, procfs.Range{Start: m.Addr, End: m.Addr + m.Len})
 	})
-	slices.SortFunc(ranges, func(x, y sys.Range) int {
+	slices.SortFunc(ranges, func(x, y procfs.Range) int {
 		if x.Start < y.Start {
 			return -1
 		}
@@ -111,7 +111,7 @@ func (a *Allocator) hugeStats(s *stats.Snapshot) {
 		}
 		return 0
 	})
-	if n, err := sys.HugeResident(ranges, &a.smaps); err == nil {
+	if n, err := procfs.HugeResident(ranges, &a.smaps); err == nil {
 		s.HugeResident = uint64(n)
 	}
 }

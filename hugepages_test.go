@@ -7,7 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -26,9 +26,9 @@ const huge = 2 << 20
 // requireTHP skips the test on a kernel that gives no huge pages.
 func requireTHP(t *testing.T) {
 	t.Helper()
-	mode, size := sys.ReadTHP()
+	mode, size := procfs.ReadTHP()
 	if !mode.Enabled() {
-		t.Skipf("the kernel's transparent huge pages are %q (%s): nothing to test", mode, sys.THPEnabledPath)
+		t.Skipf("the kernel's transparent huge pages are %q (%s): nothing to test", mode, procfs.THPEnabledPath)
 	}
 	if size != huge {
 		t.Skipf("the kernel's huge page size is %d, the test assumes 2 MiB", size)
@@ -41,18 +41,18 @@ func fakeTHP(t *testing.T, content string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "enabled")
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
-	old := sys.THPEnabledPath
-	sys.THPEnabledPath = path
-	t.Cleanup(func() { sys.THPEnabledPath = old })
+	old := procfs.THPEnabledPath
+	procfs.THPEnabledPath = path
+	t.Cleanup(func() { procfs.THPEnabledPath = old })
 }
 
 // smapsOf returns the /proc/self/smaps entry of the mapping holding p.
-func smapsOf(t *testing.T, p uintptr) sys.SmapsEntry {
+func smapsOf(t *testing.T, p uintptr) procfs.SmapsEntry {
 	t.Helper()
-	var found sys.SmapsEntry
+	var found procfs.SmapsEntry
 	ok := false
 	var buf []byte
-	require.NoError(t, sys.ReadSmaps(&buf, func(e sys.SmapsEntry) {
+	require.NoError(t, procfs.ReadSmaps(&buf, func(e procfs.SmapsEntry) {
 		if e.Start <= p && p < e.End {
 			found, ok = e, true
 		}
@@ -80,7 +80,7 @@ func TestHugePagesSetting(t *testing.T) {
 	assert.Equal(t, "large", alloc.HugePagesLarge.String())
 	assert.Equal(t, "all", alloc.HugePagesAll.String())
 
-	mode, _ := sys.ReadTHP()
+	mode, _ := procfs.ReadTHP()
 	for _, h := range []alloc.HugePages{alloc.HugePagesOff, alloc.HugePagesLarge, alloc.HugePagesAll} {
 		s := newAlloc(t, alloc.Config{HugePages: h}).Stats()
 		assert.Equal(t, h.String(), s.HugePages)
@@ -162,9 +162,9 @@ func TestHugePagesNever(t *testing.T) {
 	for name, content := range map[string]string{"never": "always madvise [never]\n", "absent": ""} {
 		t.Run(name, func(t *testing.T) {
 			if name == "absent" {
-				old := sys.THPEnabledPath
-				sys.THPEnabledPath = filepath.Join(t.TempDir(), "no-such-file")
-				t.Cleanup(func() { sys.THPEnabledPath = old })
+				old := procfs.THPEnabledPath
+				procfs.THPEnabledPath = filepath.Join(t.TempDir(), "no-such-file")
+				t.Cleanup(func() { procfs.THPEnabledPath = old })
 			} else {
 				fakeTHP(t, content)
 			}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -67,14 +69,14 @@ type Config struct {
 	TopPad        uintptr // extra bytes each time the break moves up
 	TrimThreshold uintptr // free top of at least this moves the break down
 	OS            *sys.OS
-	Budget        *sys.Budget
+	Budget        *budget.Budget
 	HugePageSize  uintptr // non-zero: huge pages for the region (see huge.go)
 }
 
 // Region is the brk-like region. All methods are safe for concurrent use.
 type Region struct {
 	os     *sys.OS
-	budget *sys.Budget
+	budget *budget.Budget
 	base   unsafe.Pointer
 	lo, hi uintptr // [lo, hi) is the reservation
 	page   uintptr
@@ -120,7 +122,7 @@ func New(c Config) (*Region, error) {
 	}
 	p, err := reserveRange(c.OS, reserve, c.HugePageSize)
 	if err != nil {
-		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve, sys.ErrNoMemory, err)
+		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve, errs.ErrNoMemory, err)
 	}
 	r := &Region{
 		os:     c.OS,
@@ -324,16 +326,16 @@ func (r *Region) grow(n uintptr) (*Run, error) {
 		want = bytes // without the pad
 		if want > r.hi-r.brk {
 			return nil, fmt.Errorf("arena: grow by %d bytes: reservation of %d bytes is full: %w",
-				bytes, r.hi-r.lo, sys.ErrNoMemory)
+				bytes, r.hi-r.lo, errs.ErrNoMemory)
 		}
 		if !r.budget.Take(want) {
 			return nil, fmt.Errorf("arena: grow by %d bytes: limit of %d bytes reached: %w",
-				bytes, r.budget.Limit(), sys.ErrNoMemory)
+				bytes, r.budget.Limit(), errs.ErrNoMemory)
 		}
 	}
 	if err := r.os.Mprotect(unsafe.Add(r.base, r.brk-r.lo), want, unix.PROT_READ|unix.PROT_WRITE); err != nil {
 		r.budget.Give(want)
-		return nil, fmt.Errorf("arena: grow by %d bytes: %w: %w", want, sys.ErrNoMemory, err)
+		return nil, fmt.Errorf("arena: grow by %d bytes: %w: %w", want, errs.ErrNoMemory, err)
 	}
 	start := r.brk
 	r.brk += want
@@ -391,7 +393,7 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 	kind := run.kind
 	if n == 0 || n > (r.hi-r.lo)>>r.shift {
 		return nil, false, fmt.Errorf("arena: %d pages do not fit a reservation of %d bytes: %w",
-			n, r.hi-r.lo, sys.ErrNoMemory)
+			n, r.hi-r.lo, errs.ErrNoMemory)
 	}
 	extra := uintptr(0)
 	if align > r.page {

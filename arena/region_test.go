@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,7 +20,7 @@ var page = sys.PageSize
 type env struct {
 	r  *arena.Region
 	os *sys.OS
-	b  *sys.Budget
+	b  *budget.Budget
 }
 
 type cfg struct {
@@ -34,7 +36,7 @@ func newRegion(t *testing.T, c cfg) env {
 	if c.trim == 0 {
 		c.trim = 128 << 10
 	}
-	e := env{os: &sys.OS{}, b: sys.NewBudget(c.limit)}
+	e := env{os: &sys.OS{}, b: budget.New(c.limit)}
 	r, err := arena.New(arena.Config{Reserve: c.reserve, TopPad: c.topPad, TrimThreshold: c.trim, OS: e.os, Budget: e.b})
 	require.NoError(t, err)
 	e.r = r
@@ -147,7 +149,7 @@ func TestNewReservesOnly(t *testing.T) {
 	assert.False(t, e.r.Contains(c.Base+1<<30))
 	assert.False(t, e.r.Contains(c.Base-1))
 
-	_, err := arena.New(arena.Config{Reserve: 0, OS: &sys.OS{}, Budget: sys.NewBudget(0)})
+	_, err := arena.New(arena.Config{Reserve: 0, OS: &sys.OS{}, Budget: budget.New(0)})
 	assert.Error(t, err)
 }
 
@@ -587,7 +589,7 @@ func TestBudgetAndReservation(t *testing.T) {
 
 		_, _, err := e.r.Alloc(1, 0, arena.KindBlock, nil, 1)
 		require.Error(t, err)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Equal(t, before, e.r.Counters())
 		assert.Equal(t, mprot, e.os.Calls(sys.OpMprotect), "no call is made past the limit")
 		assert.Equal(t, uint64(256<<10), e.b.Used())
@@ -597,7 +599,7 @@ func TestBudgetAndReservation(t *testing.T) {
 		e := newRegion(t, cfg{topPad: 0, limit: 64 << 10})
 		require.True(t, e.b.Take(60<<10)) // another layer's mapping
 		_, _, err := e.r.Alloc(2, 0, arena.KindBlock, nil, 1)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		e.b.Give(60 << 10)
 		e.alloc(t, 2)
 	})
@@ -605,12 +607,12 @@ func TestBudgetAndReservation(t *testing.T) {
 		e := newRegion(t, cfg{reserve: 1 << 20, topPad: 16 * page})
 		n := (1 << 20) / page
 		_, _, err := e.r.Alloc(n+1, 0, arena.KindBlock, nil, 1)
-		assert.ErrorIs(t, err, sys.ErrNoMemory, "more pages than the reservation")
+		assert.ErrorIs(t, err, errs.ErrNoMemory, "more pages than the reservation")
 
 		e.alloc(t, n-40) // the pad is cut to what is left
 		before := e.r.Counters()
 		_, _, err = e.r.Alloc(50, 0, arena.KindBlock, nil, 1)
-		assert.ErrorIs(t, err, sys.ErrNoMemory, "growth past the reservation")
+		assert.ErrorIs(t, err, errs.ErrNoMemory, "growth past the reservation")
 		assert.Equal(t, before, e.r.Counters())
 		e.alloc(t, 40) // what is left still fits exactly
 		assert.Equal(t, uintptr(1<<20), e.r.Counters().ArenaBytes)
@@ -628,7 +630,7 @@ func TestBudgetAndReservation(t *testing.T) {
 		before := e.r.Counters()
 		used := e.b.Used()
 		_, _, err := e.r.Alloc(5, 0, arena.KindBlock, nil, 1)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Equal(t, before, e.r.Counters())
 		assert.Equal(t, used, e.b.Used(), "the budget is given back")
 		e.os.Fail = nil

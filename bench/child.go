@@ -1,107 +1,61 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 
-	"github.com/brkmap/alloc/bench/libc"
+	"github.com/brkmap/alloc/bench/internal/child"
+	"github.com/brkmap/alloc/bench/internal/gcbench"
+	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/bench/internal/replay"
+	"github.com/brkmap/alloc/bench/internal/workloads"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
-// childEnv marks a child process: each (trace or workload, policy) pair
-// runs in a fresh process — this same binary, started again with
-// childEnv=1 — so that the peak of one run (the process's VmHWM, glibc's
-// heap, the Go runtime's own growth) never bleeds into the next.
-const childEnv = "BRKMAP_BENCH_CHILD"
+// The kinds of child job, besides gcbench.ChildKind.
+const (
+	kindReplay   = "replay"   // Target: a trace file
+	kindWorkload = "workload" // Target: a workload's name
+)
 
-func init() {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(childMain(os.Args[1:]))
-	}
+// handlers are the child's side of every kind of job.
+var handlers = map[string]child.Handler{
+	kindReplay:        measured(func(j child.Job, p harness.Policy) *harness.Result { return replay.Measure(j.Target, p, j.Threshold) }),
+	kindWorkload:      measured(func(j child.Job, p harness.Policy) *harness.Result { return workloads.Measure(j.Target, p, j.Scale) }),
+	gcbench.ChildKind: gcbench.ServeChild,
 }
 
-// job is one run to make in a child.
-type job struct {
-	kind      string // "replay" or "workload"
-	target    string // trace file or workload name
-	policy    string
-	threshold int
-	scale     float64
-}
+// serveChild runs this process's job (the error is Lookup's) and returns
+// the exit status.
+func serveChild(j child.Job, err error) int { return child.Serve(j, err, handlers) }
 
-func (j job) args() []string {
-	return []string{j.kind, j.target, j.policy, strconv.Itoa(j.threshold), strconv.FormatFloat(j.scale, 'g', -1, 64)}
-}
-
-// childMain runs one job in this process and prints its result as one
-// JSON line. The exit status is 0 when the run is ok, 3 when not.
-func childMain(args []string) int {
-	res := childRun(args)
-	line, err := json.Marshal(res)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench child:", err)
-		return 2
+// measured makes a handler of a run under one policy: the result is
+// printed whether or not it is ok.
+func measured(f func(j child.Job, p harness.Policy) *harness.Result) child.Handler {
+	return func(j child.Job) (any, bool, error) {
+		ps, err := harness.SelectPolicies(j.Policy)
+		if err != nil || len(ps) != 1 {
+			r := &harness.Result{Trace: j.Target, Policy: j.Policy, Error: fmt.Sprintf("child: bad policy %q", j.Policy)}
+			return r, false, nil
+		}
+		r := f(j, ps[0])
+		return r, r.OK, nil
 	}
-	os.Stdout.Write(append(line, '\n'))
-	if !res.OK {
-		return 3
-	}
-	return 0
-}
-
-func childRun(args []string) *result {
-	if len(args) != 5 {
-		return &result{Error: fmt.Sprintf("child: want 5 arguments, got %q", args)}
-	}
-	kind, target := args[0], args[1]
-	ps, err := selectPolicies(args[2])
-	threshold, err2 := strconv.Atoi(args[3])
-	scale, err3 := strconv.ParseFloat(args[4], 64)
-	if err != nil || err2 != nil || err3 != nil || len(ps) != 1 {
-		return &result{Trace: target, Policy: args[2], Error: fmt.Sprintf("child: bad arguments %q", args)}
-	}
-	switch kind {
-	case "replay":
-		return childReplay(target, ps[0], threshold)
-	case "workload":
-		return childWorkload(target, ps[0], scale)
-	}
-	return &result{Trace: target, Policy: args[2], Error: "child: unknown kind " + kind}
 }
 
 // runChild runs j in a fresh child process and returns its result. A child
 // that dies without printing one (a crash, a signal) gives a failed result
 // carrying the end of its stderr.
-func runChild(j job) *result {
-	exe, err := os.Executable()
-	fail := func(msg string) *result {
-		return &result{Trace: j.target, Policy: j.policy, Threshold: j.threshold, Error: msg}
+func runChild(j child.Job) *harness.Result {
+	var res harness.Result
+	err := child.Run(j, &res)
+	if err == nil && res.Policy == "" && res.Error == "" {
+		err = fmt.Errorf("%w: the line names no policy", child.ErrNoResult)
 	}
 	if err != nil {
-		return fail("cannot find this executable to start a child: " + err.Error())
-	}
-	cmd := exec.Command(exe, j.args()...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	out := bytes.TrimSpace(stdout.Bytes())
-	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[i+1:]
-	}
-	var res result
-	if err := json.Unmarshal(out, &res); err != nil || (res.Policy == "" && res.Error == "") {
-		tail := stderr.String()
-		if len(tail) > 2000 {
-			tail = "…" + tail[len(tail)-2000:]
-		}
-		return fail(fmt.Sprintf("child process failed (%v) without a result: %s", runErr, strings.TrimSpace(tail)))
+		return &harness.Result{Trace: j.Target, Policy: j.Policy, Threshold: j.Threshold, Error: err.Error()}
 	}
 	return &res
 }
@@ -109,11 +63,11 @@ func runChild(j job) *result {
 // runJobs runs the jobs one after the other, each in its own child, calling
 // done with each result as it comes. A progress bar shows on stderr while
 // they run when stdout is a terminal.
-func runJobs(jobs []job, done func(*result)) []*result {
+func runJobs(jobs []child.Job, done func(*harness.Result)) []*harness.Result {
 	bar := newBar(len(jobs))
-	var results []*result
+	var results []*harness.Result
 	for _, j := range jobs {
-		bar.Describe(fmt.Sprintf("%s / %s", shortName(j.target), j.policy))
+		bar.Describe(fmt.Sprintf("%s / %s", shortName(j.Target), j.Policy))
 		r := runChild(j)
 		results = append(results, r)
 		bar.Clear()
@@ -147,19 +101,17 @@ func shortName(s string) string {
 	return strings.TrimSuffix(s, ".rep")
 }
 
-// dropLibcIfMissing removes the libc policy when this binary has no cgo,
-// saying so.
-func dropLibcIfMissing(ps []policy) []policy {
-	if libc.Available {
-		return ps
-	}
-	var kept []policy
-	for _, p := range ps {
-		if p.libc {
-			warn("%v", errLibcMissing)
-			continue
+// failures returns an error naming the runs that failed, or nil.
+func failures(results []*harness.Result) error {
+	bad := 0
+	for _, r := range results {
+		if !r.OK {
+			bad++
+			harness.Warn("%s under %s failed: %s", r.Trace, r.Policy, r.Error)
 		}
-		kept = append(kept, p)
 	}
-	return kept
+	if bad > 0 {
+		return fmt.Errorf("%d of %d runs failed", bad, len(results))
+	}
+	return nil
 }

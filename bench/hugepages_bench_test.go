@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
+	"encoding/json"
+	"flag"
 	"fmt"
-	"os"
-	"os/exec"
-	"regexp"
-	"strconv"
-	"strings"
+	"runtime"
+	"slices"
 	"testing"
 	"unsafe"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/bench/libc"
+	"github.com/brkmap/alloc/bench/internal/child"
+	"github.com/brkmap/alloc/bench/internal/libc"
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -35,9 +34,10 @@ import (
 //   - and both glibc variants with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.
 //
 // glibc reads its tunables at process start, so every glibc variant runs in
-// a child process — the test binary itself, re-executed with the
-// environment set and -test.bench narrowed to that one benchmark — whose
-// figures the parent reports as its own. Besides ns/op each reports
+// a child process — this test binary, through bench's one child protocol
+// (package child), with GLIBC_TUNABLES set — which runs the same loop with
+// testing.Benchmark and hands back its figures for the parent to report
+// as its own. Besides ns/op each reports
 // faults/op (minor page faults, getrusage) and huge-% (the share of one
 // block, touched, that /proc/self/smaps shows in AnonHugePages).
 //
@@ -51,8 +51,8 @@ func BenchmarkLargeTouch(b *testing.B) {
 		b.Run("size="+size.name, func(b *testing.B) {
 			for _, impl := range largeImpls {
 				b.Run("impl="+impl.name, func(b *testing.B) {
-					if impl.tunables != nil && os.Getenv(hugeChildEnv) == "" {
-						runBenchChild(b, *impl.tunables)
+					if impl.tunables != nil {
+						runBenchChild(b, touchJob{Impl: impl.name, Size: size.n}, *impl.tunables)
 						return
 					}
 					malloc, free, done := impl.make(b)
@@ -126,7 +126,7 @@ func glibcImpl(b *testing.B) (func(int) unsafe.Pointer, func(unsafe.Pointer, int
 // benchTouch is the measured loop: allocate n bytes, write a byte per 4
 // KiB page, free.
 func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(unsafe.Pointer, int)) {
-	f0 := minorFaults()
+	f0 := sys.MinorFaults()
 	ops := 0
 	for b.Loop() {
 		p := malloc(n)
@@ -137,7 +137,7 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 		free(p, n)
 		ops++
 	}
-	faults := minorFaults() - f0
+	faults := sys.MinorFaults() - f0
 	b.ReportMetric(float64(faults)/float64(ops), "faults/op")
 
 	// Once more, outside the timing: how much of a touched block is in huge pages.
@@ -148,76 +148,84 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 	}
 	var scratch []byte
 	start := uintptr(p)
-	hugeBytes, err := sys.HugeResident([]sys.Range{{Start: start, End: start + uintptr(n)}}, &scratch)
+	hugeBytes, err := procfs.HugeResident([]procfs.Range{{Start: start, End: start + uintptr(n)}}, &scratch)
 	free(p, n)
 	if err == nil {
 		b.ReportMetric(100*float64(hugeBytes)/float64(n), "huge-%")
 	}
 }
 
-func minorFaults() uint64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return uint64(ru.Minflt)
+// kindTouch is the child.Job kind of one BenchmarkLargeTouch variant.
+const kindTouch = "touch"
+
+// touchJob is the Config of a kindTouch job: which variant, which block
+// size, and the parent's -test.benchtime and GOMAXPROCS.
+type touchJob struct {
+	Impl      string `json:"impl"`
+	Size      int    `json:"size"`
+	Benchtime string `json:"benchtime"`
+	Procs     int    `json:"procs"`
 }
 
-// hugeChildEnv marks a child process started by runBenchChild.
-const hugeChildEnv = "BRKMAP_HUGE_BENCH_CHILD"
-
-// runBenchChild runs the benchmark b in a child process (this test binary) with
+// runBenchChild runs the benchmark b in a child process with
 // GLIBC_TUNABLES set, and reports the child's figures as b's. Only the
 // first call for a run (b.N == 1) starts the child; if the framework calls
 // again with a larger b.N, the figures of that child stand.
 var childFigures = map[string]map[string]float64{}
 
-func runBenchChild(b *testing.B, glibcTunables string) {
+func runBenchChild(b *testing.B, tj touchJob, glibcTunables string) {
+	if !libc.Available {
+		b.Skip("built without cgo: no glibc baseline")
+	}
 	if b.N == 1 {
-		figures, err := childBench(b.Name(), glibcTunables)
+		tj.Benchtime, tj.Procs = flagValue("test.benchtime"), runtime.GOMAXPROCS(0)
+		spec, err := json.Marshal(tj)
 		if err != nil {
+			b.Fatal(err)
+		}
+		figures := map[string]float64{}
+		j := child.Job{Kind: kindTouch, Config: spec, Environ: []string{"GLIBC_TUNABLES=" + glibcTunables}}
+		if err := child.Run(j, &figures); err != nil {
 			b.Fatal(err)
 		}
 		childFigures[b.Name()] = figures
 	}
-	figures := childFigures[b.Name()]
-	for unit, v := range figures {
+	for unit, v := range childFigures[b.Name()] {
 		b.ReportMetric(v, unit)
 	}
 }
 
-func childBench(name, glibcTunables string) (map[string]float64, error) {
-	levels := strings.Split(name, "/")
-	for i, l := range levels {
-		levels[i] = "^" + regexp.QuoteMeta(l) + "$"
+// serveTouch is the child's side of runBenchChild: the variant's loop
+// under testing.Benchmark, and its figures by unit (ns/op, faults/op,
+// huge-%).
+func serveTouch(j child.Job) (any, bool, error) {
+	var tj touchJob
+	if err := json.Unmarshal(j.Config, &tj); err != nil {
+		return nil, false, err
 	}
-	args := []string{"-test.run=^$", "-test.bench=" + strings.Join(levels, "/"), "-test.count=1"}
-	for _, f := range []string{"test.benchtime", "test.cpu"} {
-		if v := flagValue(f); v != "" {
-			args = append(args, "-"+f+"="+v)
+	i := slices.IndexFunc(largeImpls, func(l largeImpl) bool { return l.name == tj.Impl })
+	if i < 0 {
+		return nil, false, fmt.Errorf("touch: unknown variant %q", tj.Impl)
+	}
+	if tj.Benchtime != "" {
+		if err := flag.Set("test.benchtime", tj.Benchtime); err != nil {
+			return nil, false, err
 		}
 	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "GLIBC_TUNABLES="+glibcTunables, hugeChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("child %v: %w\n%s", args, err, out)
+	if tj.Procs > 0 {
+		runtime.GOMAXPROCS(tj.Procs)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasPrefix(f[0], name) {
-			continue
-		}
-		figures := map[string]float64{}
-		for i := 2; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
-				return nil, fmt.Errorf("child output %q: %w", sc.Text(), err)
-			}
-			figures[f[i+1]] = v
-		}
-		return figures, nil
+	r := testing.Benchmark(func(b *testing.B) {
+		malloc, free, done := largeImpls[i].make(b)
+		defer done()
+		benchTouch(b, tj.Size, malloc, free)
+	})
+	if r.N == 0 {
+		return nil, false, fmt.Errorf("touch: %s did not run", tj.Impl)
 	}
-	return nil, fmt.Errorf("child %v printed no result:\n%s", args, out)
+	figures := map[string]float64{"ns/op": float64(r.T.Nanoseconds()) / float64(r.N)}
+	for unit, v := range r.Extra {
+		figures[unit] = v
+	}
+	return figures, true, nil
 }

@@ -16,21 +16,41 @@
 //
 // replays malloc-lab traces, checking every byte of every block, and
 // prints a table or, with -json, one JSON object a line (the fields are a
-// contract: see result).
+// contract: see harness.Result).
+//
+//	go run ./bench gc [-entries N] [-ops N] [-garbage BYTES] [-runs N] [-json]
+//	go run ./bench soak [-ops N] [-goroutines G] [-policy P]
+//
+// measure what an off-heap cache saves the garbage collector (package
+// gcbench), and soak the allocator under every policy against a model
+// (package soak).
+//
+// The command is this file's dispatch and one file per subcommand (run.go,
+// replay.go, gc.go, soak.go); the work is in the packages under internal/.
+// Every measured run is a child process of this same binary (package
+// child): main looks for a child's job before anything else.
 package main
 
 import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
-// commands holds the subcommands (`go run ./bench NAME args…`). Each file
-// that adds one registers it in an init function, so the subcommands stay
-// independent of each other.
-var commands = map[string]func(args []string) error{}
+// commands are the subcommands (`go run ./bench NAME args…`); with no
+// name, or flags first, the command is run.
+var commands = map[string]func(args []string) error{
+	"replay": replayCommand,
+	"gc":     gcCommand,
+	"soak":   soakCommand,
+}
 
 func main() {
+	if j, ok, err := child.Lookup(); ok {
+		os.Exit(serveChild(j, err))
+	}
 	var err error
 	switch {
 	case len(os.Args) > 1 && commands[os.Args[1]] != nil:

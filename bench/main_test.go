@@ -1,50 +1,41 @@
 package main
 
 import (
+	"os"
+	"strconv"
 	"testing"
-	"time"
 
 	"github.com/brkmap/alloc"
-	"github.com/brkmap/alloc/stats"
-	"github.com/stretchr/testify/assert"
+	"github.com/brkmap/alloc/bench/internal/child"
+	"github.com/brkmap/alloc/bench/internal/workloads"
 	"github.com/stretchr/testify/require"
 )
 
-// Every built-in workload runs to the end under every policy of this
-// allocator (shrunk), marks its moments, and frees what it allocates.
-func TestWorkloads(t *testing.T) {
-	for _, w := range workloads {
-		for _, p := range policies {
-			if p.libc {
-				continue // glibc is run in children, by TestMainJobReport
-			}
-			t.Run(w.name+"/"+p.name, func(t *testing.T) {
-				a, err := alloc.New(p.cfg)
-				require.NoError(t, err)
-				defer a.Close()
-				s := stats.NewSampler(time.Millisecond, nil)
-				s.Start()
-				require.NoError(t, w.run(a, &probe{Sampler: s, scale: 0.02}))
-				marks := 0
-				for _, x := range s.Samples {
-					if x.Label != "" {
-						marks++
-					}
-				}
-				assert.Greater(t, marks, 1, "a workload marks its moments")
-				assert.Zero(t, a.Stats().LiveBlocks, "a workload frees what it allocates")
-			})
+// TestMain serves a child's job first, as main does: the tests run
+// replays, workloads and glibc benchmarks in child processes of this test
+// binary. BRKMAP_PROFILE_RATE overrides alloc.ProfileRate for a run (0:
+// heap profiling off), to separate the allocator's own cost from
+// sampling's.
+func TestMain(m *testing.M) {
+	if v, ok := os.LookupEnv("BRKMAP_PROFILE_RATE"); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			alloc.ProfileRate = n
 		}
 	}
+	if j, ok, err := child.Lookup(); ok {
+		handlers[kindTouch] = serveTouch
+		os.Exit(serveChild(j, err))
+	}
+	os.Exit(m.Run())
 }
 
 // Every workload runs in a child process too, the way `go run ./bench`
-// runs it: its name must resolve there (registration order matters).
+// runs it: its name must resolve there.
 func TestWorkloadsInChild(t *testing.T) {
-	for _, w := range workloads {
-		t.Run(w.name, func(t *testing.T) {
-			r := runChild(job{kind: "workload", target: w.name, policy: "threshold", scale: 0.02})
-			require.True(t, r.OK, "%s: %s", w.name, r.Error)
+	for _, w := range workloads.List {
+		t.Run(w.Name, func(t *testing.T) {
+			r := runChild(child.Job{Kind: kindWorkload, Target: w.Name, Policy: "threshold", Scale: 0.02})
+			require.True(t, r.OK, "%s: %s", w.Name, r.Error)
 		})
 	}
 }

@@ -15,14 +15,13 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/bench/internal/libc"
+	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 	"modernc.org/memory"
 )
@@ -40,8 +39,8 @@ type peer struct {
 	serial bool
 }
 
-// peers is the list every benchmark runs over; peers_cgo_test.go adds glibc.
-var peers = []peer{
+// peers is the list every benchmark runs over (glibc when cgo is on).
+var peers = withGlibc([]peer{
 	{name: "brkmap", make: func(tb testing.TB) allocator { return newBrkmap(tb, alloc.Config{}) }},
 	{name: "gomake", make: func(testing.TB) allocator { return goMake{} }},
 	{name: "modernc", make: func(tb testing.TB) allocator {
@@ -49,6 +48,18 @@ var peers = []peer{
 		tb.Cleanup(func() { _ = m.Close() })
 		return m
 	}, serial: true},
+})
+
+// glibc is the system malloc through cgo (libc.Heap), a peer only when
+// this binary has cgo.
+var glibc = peer{name: "glibc", make: func(testing.TB) allocator { return libc.Heap{} }}
+
+// withGlibc returns ps with glibc added when cgo is on.
+func withGlibc(ps []peer) []peer {
+	if libc.Available {
+		return append(ps, glibc)
+	}
+	return ps
 }
 
 func newBrkmap(tb testing.TB, cfg alloc.Config) *alloc.Allocator {
@@ -102,16 +113,10 @@ func (l *locked) Free(b []byte) error {
 	return l.a.Free(b)
 }
 
-func minflt() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Minflt
-}
-
 // faults reports minor page faults per op when the returned func runs.
 func faults(b *testing.B) func() {
-	start := minflt()
-	return func() { b.ReportMetric(float64(minflt()-start)/float64(b.N), "faults/op") }
+	start := sys.MinorFaults()
+	return func() { b.ReportMetric(float64(sys.MinorFaults()-start)/float64(b.N), "faults/op") }
 }
 
 func must(tb testing.TB, err error) {
@@ -204,7 +209,7 @@ func BenchmarkLarge(b *testing.B) {
 		}},
 		{name: "mmap", make: func(testing.TB) allocator { return rawMmap{} }},
 	}
-	large = append(large, largePeers...)
+	large = withGlibc(large)
 	for _, size := range []int{256 << 10, 1 << 20, 8 << 20} {
 		for _, p := range large {
 			b.Run(fmt.Sprintf("size=%d/peer=%s", size, p.name), func(b *testing.B) {
@@ -295,18 +300,5 @@ func BenchmarkProducerConsumer(b *testing.B) {
 			wg.Wait()
 			done()
 		})
-	}
-}
-
-// largePeers are added to BenchmarkLarge's own list (glibc, with cgo).
-var largePeers []peer
-
-// BRKMAP_PROFILE_RATE overrides alloc.ProfileRate for a run (0: heap
-// profiling off), to separate the allocator's own cost from sampling's.
-func init() {
-	if v, ok := os.LookupEnv("BRKMAP_PROFILE_RATE"); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			alloc.ProfileRate = n
-		}
 	}
 }

@@ -12,39 +12,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/brkmap/alloc/bench/libc"
+	"github.com/brkmap/alloc/bench/internal/child"
+	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/bench/internal/libc"
+	"github.com/brkmap/alloc/bench/internal/replay"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-func TestParseTrace(t *testing.T) {
-	four := "20000\n3\n5\n1\na 0 100\na 1 0\nr 0 300\nf 1\na 2 200000\n"
-	tr, err := parseTrace(strings.NewReader(four))
-	require.NoError(t, err)
-	assert.Equal(t, []uint64{20000, 3, 5, 1}, tr.header)
-	assert.Equal(t, 3, tr.ids)
-	assert.Equal(t, []op{{100, 0, 'a'}, {0, 1, 'a'}, {300, 0, 'r'}, {0, 1, 'f'}, {200000, 2, 'a'}}, tr.ops)
-
-	two := "3\n5\n\na 0 100\na 1 0\nr 0 300\nf 1\na 2 200000\n"
-	tr2, err := parseTrace(strings.NewReader(two))
-	require.NoError(t, err, "a two-line header (and a blank line) is accepted")
-	assert.Equal(t, []uint64{3, 5}, tr2.header)
-	assert.Equal(t, tr.ops, tr2.ops)
-
-	for name, bad := range map[string]string{
-		"free of a dead id":  "1\n1\na 0 1\nf 0\nf 0\n",
-		"double allocation":  "1\n1\na 0 1\na 0 2\n",
-		"unknown operation":  "1\n1\nx 0 1\n",
-		"missing size":       "1\n1\na 0\n",
-		"negative size":      "1\n1\na 0 -5\n",
-		"three header lines": "1\n1\n1\na 0 1\n",
-		"no operations":      "1\n1\n",
-		"number after ops":   "1\n1\na 0 1\n7\n",
-	} {
-		_, err := parseTrace(strings.NewReader(bad))
-		assert.Error(t, err, name)
-	}
-}
 
 // writeTrace writes a random trace that exercises every path: small,
 // mid-size and large blocks, zero sizes, reallocs that grow, shrink and
@@ -100,12 +74,12 @@ func writeTrace(t *testing.T, dir, name string, header int) (path string, peakLi
 // process, with every content check passing.
 func TestReplayEveryPolicy(t *testing.T) {
 	path, peakLive := writeTrace(t, t.TempDir(), "mixed", 4)
-	for _, p := range policies {
-		t.Run(p.name, func(t *testing.T) {
-			if p.libc && !libc.Available {
-				t.Skip(errLibcMissing)
+	for _, p := range harness.Policies {
+		t.Run(p.Name, func(t *testing.T) {
+			if p.Libc && !libc.Available {
+				t.Skip(harness.ErrLibcMissing)
 			}
-			r := runChild(job{kind: "replay", target: path, policy: p.name})
+			r := runChild(child.Job{Kind: kindReplay, Target: path, Policy: p.Name})
 			require.Empty(t, r.Error)
 			assert.True(t, r.OK)
 			assert.Equal(t, "mixed", r.Trace)
@@ -114,7 +88,7 @@ func TestReplayEveryPolicy(t *testing.T) {
 			assert.Positive(t, r.Seconds)
 			assert.Positive(t, r.PeakResidentBytes)
 			assert.InDelta(t, float64(r.PeakResidentBytes)/float64(r.PeakLiveBytes), r.Fragmentation, 1e-9)
-			if p.libc {
+			if p.Libc {
 				assert.Nil(t, r.MmapCalls, "glibc's calls are not counted")
 				assert.Equal(t, "rss", r.ResidentFrom)
 			} else {
@@ -122,7 +96,7 @@ func TestReplayEveryPolicy(t *testing.T) {
 				assert.Equal(t, "mincore", r.ResidentFrom)
 				assert.GreaterOrEqual(t, r.PeakResidentBytes, r.PeakLiveBytes/2, "the blocks were written, so they are resident")
 			}
-			if p.name == "mmap" {
+			if p.Name == "mmap" {
 				assert.GreaterOrEqual(t, *r.MmapCalls, uint64(1000), "a mapping per block")
 			}
 		})
@@ -133,17 +107,15 @@ func TestReplayEveryPolicy(t *testing.T) {
 // command exits non-zero.
 func TestReplayCatchesCorruption(t *testing.T) {
 	path, _ := writeTrace(t, t.TempDir(), "corrupt", 2)
-	t.Setenv(corruptEnv, "100")
-	r := runChild(job{kind: "replay", target: path, policy: "threshold"})
+	t.Setenv(replay.CorruptEnv, "100")
+	r := runChild(child.Job{Kind: kindReplay, Target: path, Policy: "threshold"})
 	assert.False(t, r.OK)
 	assert.Contains(t, r.Error, "changed")
-	assert.Error(t, failures([]*result{r}))
+	assert.Error(t, failures([]*harness.Result{r}))
 
 	// The child's own exit status says so too.
-	exe, err := os.Executable()
+	cmd, err := child.Command(child.Job{Kind: kindReplay, Target: path, Policy: "brk"})
 	require.NoError(t, err)
-	cmd := exec.Command(exe, job{kind: "replay", target: path, policy: "brk"}.args()...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
 	out, err := cmd.Output()
 	var exit *exec.ExitError
 	require.True(t, errors.As(err, &exit), "want a non-zero exit, got %v", err)
@@ -154,9 +126,9 @@ func TestReplayCatchesCorruption(t *testing.T) {
 // The JSON lines carry the contract's field names, exactly.
 func TestReplayJSONFields(t *testing.T) {
 	path, _ := writeTrace(t, t.TempDir(), "fields", 4)
-	r := runChild(job{kind: "replay", target: path, policy: "threshold"})
+	r := runChild(child.Job{Kind: kindReplay, Target: path, Policy: "threshold"})
 	require.True(t, r.OK, r.Error)
-	line, err := json.Marshal(r.contract())
+	line, err := json.Marshal(r.Contract())
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(line, &m))
@@ -176,23 +148,4 @@ func TestReplayJSONFields(t *testing.T) {
 	}
 	sort.Strings(keys)
 	t.Log(keys)
-}
-
-func TestFillCheck(t *testing.T) {
-	for _, n := range []int{0, 1, 7, 8, 63, 64, 65, 200, 4096, 100003} {
-		b := make([]byte, n)
-		fill(b, tag(3), 0)
-		assert.True(t, check(b, tag(3)), n)
-		if n > 0 {
-			assert.False(t, check(b, tag(4)), "another id's pattern: %d", n)
-			b[n-1] ^= 1
-			assert.False(t, check(b, tag(3)), "last byte flipped: %d", n)
-			b[n-1] ^= 1
-		}
-		// A grown tail continues the pattern as if filled from the start.
-		c := make([]byte, n+77)
-		copy(c, b)
-		fill(c, tag(3), n)
-		assert.True(t, check(c, tag(3)), n)
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -32,7 +34,7 @@ type shard struct {
 // Allocator hands out and takes back mappings. Safe for concurrent use.
 type Allocator struct {
 	os     *sys.OS
-	budget *sys.Budget
+	budget *budget.Budget
 	page   uintptr
 	huge   uintptr // huge page size if large mappings use huge pages, else 0; set before use
 	closed atomic.Bool
@@ -63,7 +65,7 @@ func (a *Allocator) EnableDebug() {
 
 // New returns an allocator that makes its calls through os and charges its
 // mappings to budget.
-func New(os *sys.OS, budget *sys.Budget) *Allocator {
+func New(os *sys.OS, budget *budget.Budget) *Allocator {
 	a := &Allocator{os: os, budget: budget, page: sys.PageSize}
 	for i := range a.shards {
 		a.shards[i].live = make(map[uintptr]*Mapping)
@@ -93,11 +95,11 @@ func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
 // (Debug's canary).
 func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 	if a.closed.Load() {
-		return nil, sys.ErrClosed
+		return nil, errs.ErrClosed
 	}
 	size, ok := a.roundUp(max(n+room, 1))
 	if !ok {
-		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
+		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
 	huge := a.hugeBlock(size)
 	if huge {
@@ -108,10 +110,10 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 		guard = a.page
 	}
 	if size+guard < size {
-		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
+		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
 	if !a.budget.Take(size) {
-		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
+		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), errs.ErrNoMemory)
 	}
 	var p unsafe.Pointer
 	var err error
@@ -122,13 +124,13 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 	}
 	if err != nil {
 		a.budget.Give(size)
-		return nil, fmt.Errorf("largealloc: map %d bytes aligned to %d: %w: %w", size, align, sys.ErrNoMemory, err)
+		return nil, fmt.Errorf("largealloc: map %d bytes aligned to %d: %w: %w", size, align, errs.ErrNoMemory, err)
 	}
 	if guard > 0 {
 		if err := a.os.Mprotect(unsafe.Add(p, size), guard, unix.PROT_NONE); err != nil {
 			_ = a.os.Munmap(p, size+guard)
 			a.budget.Give(size)
-			return nil, fmt.Errorf("largealloc: guard page: %w: %w", sys.ErrNoMemory, err)
+			return nil, fmt.Errorf("largealloc: guard page: %w: %w", errs.ErrNoMemory, err)
 		}
 	}
 	if huge {
@@ -141,7 +143,7 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 		sh.mu.Unlock()
 		_ = a.os.Munmap(p, size+guard)
 		a.budget.Give(size)
-		return nil, sys.ErrClosed
+		return nil, errs.ErrClosed
 	}
 	sh.live[m.Addr] = m
 	sh.mu.Unlock()
@@ -168,7 +170,7 @@ func (a *Allocator) Lookup(addr uintptr) *Mapping {
 // take removes the live mapping at addr from the registry.
 func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 	if a.closed.Load() {
-		return nil, sys.ErrClosed
+		return nil, errs.ErrClosed
 	}
 	sh := a.shard(addr)
 	sh.mu.Lock()
@@ -183,11 +185,11 @@ func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 			q := a.quarantined[addr]
 			a.quarMu.Unlock()
 			if q != nil {
-				return nil, fmt.Errorf("%w: %d-byte mapping at %#x (freed, still in quarantine)", sys.ErrDoubleFree, q.Len, addr)
+				return nil, fmt.Errorf("%w: %d-byte mapping at %#x (freed, still in quarantine)", errs.ErrDoubleFree, q.Len, addr)
 			}
 		}
 		return nil, fmt.Errorf("%w: %#x is not a live block of this allocator (foreign, interior, or already unmapped)",
-			sys.ErrInvalidFree, addr)
+			errs.ErrInvalidFree, addr)
 	}
 	return m, nil
 }
@@ -228,7 +230,7 @@ func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
 // as out of memory.
 func errnoErr(err error) error {
 	if errors.Is(err, unix.ENOMEM) {
-		return fmt.Errorf("%w: %w", sys.ErrNoMemory, err)
+		return fmt.Errorf("%w: %w", errs.ErrNoMemory, err)
 	}
 	return err
 }
@@ -307,12 +309,12 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 	size, ok := a.roundUp(max(n, 1))
 	if !ok {
 		a.put(m)
-		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, sys.ErrNoMemory)
+		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
 	if size != m.Len {
 		if size > m.Len && !a.budget.Take(size-m.Len) {
 			a.put(m)
-			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), sys.ErrNoMemory)
+			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), errs.ErrNoMemory)
 		}
 		var p unsafe.Pointer
 		var err error
@@ -326,7 +328,7 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 				a.budget.Give(size - m.Len)
 			}
 			a.put(m)
-			return nil, fmt.Errorf("largealloc: remap %d to %d bytes: %w: %w", m.Len, size, sys.ErrNoMemory, err)
+			return nil, fmt.Errorf("largealloc: remap %d to %d bytes: %w: %w", m.Len, size, errs.ErrNoMemory, err)
 		}
 		if size < m.Len {
 			a.budget.Give(m.Len - size)

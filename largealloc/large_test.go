@@ -7,6 +7,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/stretchr/testify/assert"
@@ -16,9 +18,9 @@ import (
 
 var page = sys.PageSize
 
-func newLarge(t *testing.T, limit uint64) (*largealloc.Allocator, *sys.OS, *sys.Budget) {
+func newLarge(t *testing.T, limit uint64) (*largealloc.Allocator, *sys.OS, *budget.Budget) {
 	t.Helper()
-	o, b := &sys.OS{}, sys.NewBudget(limit)
+	o, b := &sys.OS{}, budget.New(limit)
 	a := largealloc.New(o, b)
 	t.Cleanup(func() { _ = a.Close() })
 	return a, o, b
@@ -164,9 +166,9 @@ func TestBadFree(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			munmaps := o.Calls(sys.OpMunmap)
 			_, err := a.Free(tt.addr)
-			assert.ErrorIs(t, err, sys.ErrInvalidFree)
+			assert.ErrorIs(t, err, errs.ErrInvalidFree)
 			_, err = a.Resize(tt.addr, 10*page)
-			assert.ErrorIs(t, err, sys.ErrInvalidFree)
+			assert.ErrorIs(t, err, errs.ErrInvalidFree)
 			assert.Equal(t, munmaps, o.Calls(sys.OpMunmap), "no call is made")
 			c2, m2, r2 := a.Counters()
 			assert.Equal(t, [3]uint64{count, mapped, requested}, [3]uint64{c2, m2, r2})
@@ -238,11 +240,11 @@ func TestBudget(t *testing.T) {
 	fill(bytesAt(p, 768<<10), 1)
 
 	_, err = a.Alloc(512<<10, 0)
-	assert.ErrorIs(t, err, sys.ErrNoMemory)
+	assert.ErrorIs(t, err, errs.ErrNoMemory)
 	assert.Equal(t, uint64(1), o.Calls(sys.OpMmap), "no mmap past the limit")
 
 	_, err = a.Resize(uintptr(p), 2<<20)
-	assert.ErrorIs(t, err, sys.ErrNoMemory)
+	assert.ErrorIs(t, err, errs.ErrNoMemory)
 	assert.Zero(t, o.Calls(sys.OpMremap))
 	assert.True(t, intact(bytesAt(p, 768<<10), 1), "the block is untouched")
 	assert.NotNil(t, a.Lookup(uintptr(p)), "and still live")
@@ -270,7 +272,7 @@ func TestKernelRefuses(t *testing.T) {
 		a, o, b := newLarge(t, 0)
 		o.Fail = enomem(sys.OpMmap)
 		_, err := a.Alloc(page, 0)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Zero(t, b.Used())
 		count, _, _ := a.Counters()
 		assert.Zero(t, count)
@@ -279,7 +281,7 @@ func TestKernelRefuses(t *testing.T) {
 		a, o, b := newLarge(t, 0)
 		o.Fail = enomem(sys.OpMunmap)
 		_, err := a.Alloc(page, 1<<20)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Zero(t, b.Used())
 		count, _, _ := a.Counters()
 		assert.Zero(t, count)
@@ -291,7 +293,7 @@ func TestKernelRefuses(t *testing.T) {
 		fill(bytesAt(p, page), 4)
 		o.Fail = enomem(sys.OpMremap)
 		_, err = a.Resize(uintptr(p), 10*page)
-		assert.ErrorIs(t, err, sys.ErrNoMemory)
+		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Equal(t, uint64(page), b.Used(), "the budget taken for the growth is given back")
 		assert.NotNil(t, a.Lookup(uintptr(p)))
 		assert.True(t, intact(bytesAt(p, page), 4))
@@ -308,7 +310,7 @@ func TestKernelRefuses(t *testing.T) {
 		o.Fail = enomem(sys.OpMunmap)
 		_, err = a.Free(uintptr(p))
 		require.Error(t, err)
-		assert.ErrorIs(t, err, sys.ErrNoMemory, "ENOMEM from munmap (the map count limit) is out of memory")
+		assert.ErrorIs(t, err, errs.ErrNoMemory, "ENOMEM from munmap (the map count limit) is out of memory")
 		assert.ErrorIs(t, err, unix.ENOMEM)
 		assert.NotNil(t, a.Lookup(uintptr(p)), "the block stays live")
 		assert.True(t, intact(bytesAt(p, page), 5))
@@ -333,7 +335,7 @@ func TestKernelRefuses(t *testing.T) {
 		}
 		_, err = a.Free(uintptr(p))
 		assert.ErrorIs(t, err, boom)
-		assert.NotErrorIs(t, err, sys.ErrNoMemory)
+		assert.NotErrorIs(t, err, errs.ErrNoMemory)
 		o.Fail = nil
 	})
 }
@@ -387,11 +389,11 @@ func TestClose(t *testing.T) {
 	assert.ErrorIs(t, err, unix.ENOMEM, "the mapping is gone")
 
 	_, err = a.Alloc(page, 0)
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	_, err = a.Free(uintptr(ps[0]))
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	_, err = a.Resize(uintptr(ps[0]), page)
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	n := 0
 	a.Each(func(largealloc.Mapping) { n++ })
 	assert.Zero(t, n)

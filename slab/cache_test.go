@@ -6,7 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -46,9 +46,9 @@ func TestCacheRoundTrip(t *testing.T) {
 	assert.True(t, h.FreeFast(run, q))
 	assert.False(t, h.FreeFast(run, q), "a second free is not for the fast path")
 	_, err = h.Free(run, uintptr(q))
-	assert.ErrorIs(t, err, sys.ErrDoubleFree)
+	assert.ErrorIs(t, err, errs.ErrDoubleFree)
 	_, _, err = h.Usable(run, uintptr(q))
-	assert.ErrorIs(t, err, sys.ErrDoubleFree, "a cached block is not live")
+	assert.ErrorIs(t, err, errs.ErrDoubleFree, "a cached block is not live")
 	again, _ := h.AllocFast(uint8(c), 64)
 	assert.Equal(t, q, again, "the cache is a stack: the last freed comes back first")
 

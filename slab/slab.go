@@ -10,7 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/errs"
 )
 
 // SizeClass returns the class of a request of n bytes, 0 <= n <= MaxSize.
@@ -365,7 +365,7 @@ func (h *Heap) FreeDirect(run *arena.Run, addr uintptr) (uintptr, error) {
 	defer cl.mu.Unlock()
 	v, ok := takeAny(st)
 	if !ok {
-		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
+		return 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
 	}
 	if v&sampledBit != 0 {
 		h.onSampledFree(addr)
@@ -409,7 +409,7 @@ func (h *Heap) pinCache() (*pcache, int) {
 // lock held) and returns how many. It fails only if no block can be had.
 func (h *Heap) take(cl *Class, out []entry) (int, error) {
 	if h.closed.Load() {
-		return 0, sys.ErrClosed
+		return 0, errs.ErrClosed
 	}
 	k := 0
 	for k < len(out) {
@@ -523,13 +523,13 @@ func (cl *Class) unlist(s *Slab) {
 // class and length never change.
 func (h *Heap) state(run *arena.Run, addr uintptr) (*uint16, *Slab, int, error) {
 	if h.closed.Load() {
-		return nil, nil, 0, sys.ErrClosed
+		return nil, nil, 0, errs.ErrClosed
 	}
 	s := slabOf(run)
 	c := int(s.class)
 	idx, ok := s.index(addr)
 	if !ok {
-		return nil, nil, 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", sys.ErrInvalidFree, addr, classSize[c])
+		return nil, nil, 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", errs.ErrInvalidFree, addr, classSize[c])
 	}
 	return &s.req[idx], s, c, nil
 }
@@ -546,7 +546,7 @@ func (h *Heap) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	}
 	v, ok := takeAny(st)
 	if !ok {
-		return 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
+		return 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
 	}
 	if v&sampledBit != 0 {
 		h.onSampledFree(addr) // before the block can be handed out again
@@ -636,7 +636,7 @@ func (h *Heap) Usable(run *arena.Run, addr uintptr) (size, req uintptr, err erro
 	}
 	v := loadState(st)
 	if !live(v) {
-		return 0, 0, fmt.Errorf("%w: %d-byte block at %#x", sys.ErrDoubleFree, classSize[c], addr)
+		return 0, 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
 	}
 	return uintptr(classSize[c]), requested(uintptr(classSize[c]), v), nil
 }

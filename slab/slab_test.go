@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -134,7 +136,7 @@ var page = sys.PageSize
 func newHeap(t *testing.T) (*Heap, *arena.Region) {
 	t.Helper()
 	r, err := arena.New(arena.Config{Reserve: 4 << 30, TopPad: 128 << 10, TrimThreshold: 128 << 10,
-		OS: &sys.OS{}, Budget: sys.NewBudget(0)})
+		OS: &sys.OS{}, Budget: budget.New(0)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Close() })
 	return NewHeap(r), r
@@ -259,10 +261,10 @@ func TestBadFreeChangesNothing(t *testing.T) {
 		addr uintptr
 		want error
 	}{
-		{"double free", uintptr(ps[1]), sys.ErrDoubleFree},
-		{"interior pointer", uintptr(ps[2]) + 16, sys.ErrInvalidFree},
-		{"one byte in", uintptr(ps[2]) + 1, sys.ErrInvalidFree},
-		{"past the last block", run.Start() + uintptr(h.classes[c].nelems)*size, sys.ErrInvalidFree},
+		{"double free", uintptr(ps[1]), errs.ErrDoubleFree},
+		{"interior pointer", uintptr(ps[2]) + 16, errs.ErrInvalidFree},
+		{"one byte in", uintptr(ps[2]) + 1, errs.ErrInvalidFree},
+		{"past the last block", run.Start() + uintptr(h.classes[c].nelems)*size, errs.ErrInvalidFree},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -300,7 +302,7 @@ func TestFreeInAReleasedSlab(t *testing.T) {
 	h.Trim() // the cached empty slab goes back to the arena
 	require.Zero(t, h.Stats()[c].Slabs)
 	_, err = h.FreeDirect(run, uintptr(p))
-	assert.ErrorIs(t, err, sys.ErrDoubleFree)
+	assert.ErrorIs(t, err, errs.ErrDoubleFree)
 	_, _, live := r.Used(run)
 	assert.False(t, live, "the slab's run went back to the arena")
 	assert.Equal(t, uint64(0), h.Stats()[c].LiveBlocks)
@@ -509,11 +511,11 @@ func TestClosedHeap(t *testing.T) {
 	run := r.Lookup(uintptr(p))
 	h.Close()
 	_, _, err = h.allocD(0, 16)
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	_, err = h.FreeDirect(run, uintptr(p))
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	_, _, err = h.Usable(run, uintptr(p))
-	assert.ErrorIs(t, err, sys.ErrClosed)
+	assert.ErrorIs(t, err, errs.ErrClosed)
 	h.Trim() // does nothing, does not panic
 	assert.Equal(t, uint64(1), h.Stats()[0].LiveBlocks)
 }

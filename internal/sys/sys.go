@@ -1,4 +1,7 @@
-// Package sys is the allocator's one door to the kernel.
+// Package sys is the allocator's one door to the kernel: the counted
+// system-call wrapper, and nothing else (the error identities live in
+// internal/errs, the commit budget in internal/budget, what the kernel
+// publishes in /proc and /sys in internal/procfs).
 //
 // Every system call the allocator makes — mmap, munmap, mprotect, madvise,
 // mremap and mincore — goes through an *OS value, which counts it (so
@@ -124,58 +127,3 @@ func MinorFaults() uint64 {
 	}
 	return uint64(ru.Minflt)
 }
-
-// ErrNoMemory is what every layer wraps when memory cannot be had: the
-// kernel refused, the reservation is full, or the budget (Config.Limit) is
-// spent. The root package exports it as alloc.ErrOutOfMemory.
-var ErrNoMemory = errorString("alloc: out of memory")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
-
-// Budget caps the bytes an allocator has committed: the region up to its
-// break plus every live mapping. A zero limit means no cap. Shared by the
-// arena and largealloc; lock-free.
-type Budget struct {
-	limit uint64
-	used  atomic.Uint64
-}
-
-// NewBudget returns a budget of limit bytes (0: unlimited).
-func NewBudget(limit uint64) *Budget { return &Budget{limit: limit} }
-
-// Take reserves n bytes of the budget, reporting false if that would pass
-// the limit.
-func (b *Budget) Take(n uintptr) bool {
-	if b.limit == 0 {
-		b.used.Add(uint64(n))
-		return true
-	}
-	for {
-		u := b.used.Load()
-		if u+uint64(n) > b.limit || u+uint64(n) < u {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+uint64(n)) {
-			return true
-		}
-	}
-}
-
-// Give returns n bytes to the budget.
-func (b *Budget) Give(n uintptr) { b.used.Add(^uint64(n - 1)) }
-
-// Used returns the bytes currently committed.
-func (b *Budget) Used() uint64 { return b.used.Load() }
-
-// Limit returns the cap (0: none).
-func (b *Budget) Limit() uint64 { return b.limit }
-
-// The errors of a bad free, shared by every layer; the root package exports
-// them as alloc.ErrDoubleFree and alloc.ErrInvalidFree.
-var (
-	ErrDoubleFree  = errorString("alloc: double free")
-	ErrInvalidFree = errorString("alloc: invalid free")
-	ErrClosed      = errorString("alloc: allocator is closed")
-)

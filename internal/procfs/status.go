@@ -1,4 +1,4 @@
-package stats
+package procfs
 
 import (
 	"bufio"
@@ -7,6 +7,9 @@ import (
 	"os"
 	"strconv"
 )
+
+// StatusPath is the file ReadProcMemory reads.
+var StatusPath = "/proc/self/status"
 
 // ProcMemory is the process's own accounting of its memory, from
 // /proc/self/status: what the kernel charges the whole process (Go
@@ -19,7 +22,7 @@ type ProcMemory struct {
 
 // ReadProcMemory reads VmRSS and VmHWM from /proc/self/status.
 func ReadProcMemory() (ProcMemory, error) {
-	b, err := os.ReadFile("/proc/self/status")
+	b, err := os.ReadFile(StatusPath)
 	if err != nil {
 		return ProcMemory{}, err
 	}
@@ -40,7 +43,7 @@ func ReadProcMemory() (ProcMemory, error) {
 		// "VmRSS:	    1234 kB"
 		f := bytes.Fields(line[6:])
 		if len(f) != 2 || string(f[1]) != "kB" {
-			return ProcMemory{}, errors.New("stats: unexpected line in /proc/self/status: " + string(line))
+			return ProcMemory{}, errors.New("procfs: unexpected line in /proc/self/status: " + string(line))
 		}
 		kb, err := strconv.ParseUint(string(f[0]), 10, 64)
 		if err != nil {
@@ -50,7 +53,7 @@ func ReadProcMemory() (ProcMemory, error) {
 		found++
 	}
 	if found != 2 {
-		return ProcMemory{}, errors.New("stats: VmRSS or VmHWM missing from /proc/self/status")
+		return ProcMemory{}, errors.New("procfs: VmRSS or VmHWM missing from /proc/self/status")
 	}
 	return m, nil
 }

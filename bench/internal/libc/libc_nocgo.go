@@ -7,20 +7,14 @@ import "unsafe"
 // Available reports whether glibc can be called (cgo is on).
 const Available = false
 
-// Mallopt parameters (meaningless without cgo).
-const (
-	MmapThreshold = -3
-	TrimThreshold = -1
-	TopPad        = -2
-	MmapMax       = -4
-)
+// MmapThreshold is mallopt's M_MMAP_THRESHOLD parameter (meaningless
+// without cgo).
+const MmapThreshold = -3
 
 const msg = "libc: built without cgo: the glibc baseline is not available"
 
 func Malloc(n int) unsafe.Pointer                    { panic(msg) }
-func Calloc(n int) unsafe.Pointer                    { panic(msg) }
 func Realloc(p unsafe.Pointer, n int) unsafe.Pointer { panic(msg) }
 func Free(p unsafe.Pointer)                          { panic(msg) }
 func Trim() int                                      { panic(msg) }
 func Mallopt(param, value int) int                   { panic(msg) }
-func Pair(n, count int)                              { panic(msg) }

@@ -1,39 +1,39 @@
-package main
+package workloads
 
-import "github.com/brkmap/alloc"
+import (
+	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/bench/internal/harness"
+)
 
 // The lesson "the price of a page fault, and huge pages", for the report:
 // the same run three times, with huge pages off, for large blocks, and for
 // everything (hugePagesPolicies), each under every policy. hugePagesText
-// is its paragraph. Its figures: go test ./bench -run TestHugePagesLesson -v.
+// is its paragraph. Its figures: go test ./bench/internal/workloads -run TestHugePagesLesson -v.
 
 const hugePagesTitle = "an 8 MiB buffer allocated, written a byte per 4 KiB and freed 16 times; " +
 	"then 32 MiB of 64 KiB blocks written one byte each, all freed but the last, then Trim"
 
-var hugePagesWorkload = workload{name: "huge-pages", title: hugePagesTitle + " (huge pages off)",
-	lesson: hugePagesText, run: hugePages}
-
-var hugePagesPolicies = []policy{
-	{name: "huge-off", cfg: alloc.Config{}},
-	{name: "huge-large", cfg: alloc.Config{HugePages: alloc.HugePagesLarge}},
-	{name: "huge-all", cfg: alloc.Config{HugePages: alloc.HugePagesAll}},
+// hugePagesPolicies are the three settings the lesson's test compares.
+var hugePagesPolicies = []harness.Policy{
+	{Name: "huge-off", Cfg: alloc.Config{}},
+	{Name: "huge-large", Cfg: alloc.Config{HugePages: alloc.HugePagesLarge}},
+	{Name: "huge-all", Cfg: alloc.Config{HugePages: alloc.HugePagesAll}},
 }
 
-// hugePagesRegistered appends the lesson to workloads. It is a variable's
-// initializer, not an init function, so that it has run before child.go's
-// init starts a child run (init functions run in file order, and package
-// variables are all initialized before any of them).
-var hugePagesRegistered = func() bool {
-	large, all := hugePagesWorkload, hugePagesWorkload
-	large.name, large.title = "huge-pages-large", hugePagesTitle+" (huge pages for large blocks)"
-	large.lesson = "The same run with Config.HugePages = HugePagesLarge."
-	large.configure = func(c *alloc.Config) { c.HugePages = alloc.HugePagesLarge }
-	all.name, all.title = "huge-pages-all", hugePagesTitle+" (huge pages for everything)"
-	all.lesson = "The same run with Config.HugePages = HugePagesAll."
-	all.configure = func(c *alloc.Config) { c.HugePages = alloc.HugePagesAll }
-	workloads = append(workloads, hugePagesWorkload, large, all)
-	return true
-}()
+// hugePagesLessons returns the lesson three times: huge pages off, for
+// large blocks (HugePagesLarge) and for everything (HugePagesAll).
+func hugePagesLessons() []Workload {
+	off := Workload{Name: "huge-pages", Title: hugePagesTitle + " (huge pages off)",
+		Lesson: hugePagesText, Run: hugePages}
+	large, all := off, off
+	large.Name, large.Title = "huge-pages-large", hugePagesTitle+" (huge pages for large blocks)"
+	large.Lesson = "The same run with Config.HugePages = HugePagesLarge."
+	large.Configure = func(c *alloc.Config) { c.HugePages = alloc.HugePagesLarge }
+	all.Name, all.Title = "huge-pages-all", hugePagesTitle+" (huge pages for everything)"
+	all.Lesson = "The same run with Config.HugePages = HugePagesAll."
+	all.Configure = func(c *alloc.Config) { c.HugePages = alloc.HugePagesAll }
+	return []Workload{off, large, all}
+}
 
 const hugePagesText = `The price of a page fault, and huge pages. Memory fresh from the kernel
 costs a page fault at its first touch — on this machine about 1.8 µs per
@@ -50,8 +50,8 @@ Trim still gives it all back (releasing part of a huge page splits it), and
 huge pages for large blocks only leave the region alone, so its resident
 memory is the same as with huge pages off.`
 
-func hugePages(a heap, p *probe) error {
-	mark := p.Mark
+func hugePages(a harness.Heap, m *Meter) error {
+	mark := m.Mark
 	for range 16 {
 		b, err := a.Malloc(8 << 20)
 		if err != nil {

@@ -1,4 +1,4 @@
-package main
+package soak
 
 import (
 	"testing"
@@ -11,9 +11,9 @@ import (
 // exact at every barrier, nothing left mapped, and blocks really freed by
 // goroutines other than the one that allocated them.
 func TestSoak(t *testing.T) {
-	for _, p := range soakPolicies {
-		t.Run(p.name, func(t *testing.T) {
-			r, err := soak(p, soakParams{ops: 20_000, goroutines: 8, check: 5_000, seed: 7})
+	for _, p := range Policies {
+		t.Run(p.Name, func(t *testing.T) {
+			r, err := Run(p, Params{Ops: 20_000, Goroutines: 8, Check: 5_000, Seed: 7})
 			require.NoError(t, err)
 			assert.EqualValues(t, 20_000, r.total(), "operations counted")
 			assert.Equal(t, 4, r.checks, "a full check at every barrier")

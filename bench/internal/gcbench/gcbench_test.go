@@ -1,4 +1,4 @@
-package main
+package gcbench
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -14,10 +15,10 @@ import (
 // Both stores run the workload to the end, small, and report what they
 // measured; the off-heap one keeps its values off the Go heap.
 func TestGCStores(t *testing.T) {
-	cfg := gcConfig{Entries: 20000, Ops: 50000, Garbage: 64, Get: 0.8, Set: 0.15, Seed: 1}
-	var rs []gcResult
-	for _, store := range gcStores {
-		r, err := runGCStore(store, cfg)
+	cfg := Config{Entries: 20000, Ops: 50000, Garbage: 64, Get: 0.8, Set: 0.15, Seed: 1}
+	var rs []Result
+	for _, store := range Stores {
+		r, err := RunStore(store, cfg)
 		require.NoError(t, err, store)
 		assert.Equal(t, store, r.Store)
 		assert.Positive(t, r.GetNs, store)
@@ -35,7 +36,7 @@ func TestGCStores(t *testing.T) {
 	assert.Greater(t, rs[1].OffHeap, uint64(20000*32))
 
 	var out bytes.Buffer
-	require.NoError(t, printGCTable(&out, cfg, 1, rs))
+	require.NoError(t, PrintTable(&out, cfg, 1, rs))
 	for _, row := range []string{"get ns/op", "set ns/op", "gc cpu fraction", "gc cycles", "pause p99 µs", "process RSS MiB"} {
 		assert.Contains(t, out.String(), row)
 	}
@@ -85,7 +86,7 @@ func TestReadGCMetrics(t *testing.T) {
 	assert.Greater(t, m1.cycles, m0.cycles)
 	assert.Greater(t, histDelta(m1.pauses, m0.pauses).total(), uint64(0))
 	assert.Greater(t, m1.totalCPU, m0.totalCPU)
-	_, _, err := processRSS()
+	_, err := procfs.ReadProcMemory()
 	require.NoError(t, err)
 }
 

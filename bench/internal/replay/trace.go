@@ -1,4 +1,4 @@
-package main
+package replay
 
 import (
 	"bufio"
@@ -21,16 +21,16 @@ type op struct {
 	kind byte // 'a', 'f' or 'r'
 }
 
-// trace is a parsed malloc-lab trace.
-type trace struct {
+// Trace is a parsed malloc-lab trace.
+type Trace struct {
 	name   string   // file name without directory and .rep
 	header []uint64 // the numbers before the first operation (two or four lines)
 	ops    []op
 	ids    int // highest id + 1
 }
 
-// parseTraceFile reads and parses a trace file.
-func parseTraceFile(path string) (*trace, error) {
+// ParseTraceFile reads and parses a trace file.
+func ParseTraceFile(path string) (*Trace, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -51,10 +51,10 @@ func parseTraceFile(path string) (*trace, error) {
 // block is allocated only when its id is not live, freed only when live;
 // `r` on an id that is not live allocates, as realloc(NULL, n) — so the
 // replay never has to.
-func parseTrace(r io.Reader) (*trace, error) {
+func parseTrace(r io.Reader) (*Trace, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	t := &trace{}
+	t := &Trace{}
 	var live []bool
 	line := 0
 	for sc.Scan() {

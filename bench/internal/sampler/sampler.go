@@ -1,6 +1,13 @@
-package stats
+// Package sampler records a time series of memory figures during one
+// benchmark run: the process's RSS and peak (from /proc) and whatever the
+// run's Probe fills in (the allocator's Stats, or glibc's counted bytes).
+package sampler
 
-import "time"
+import (
+	"time"
+
+	"github.com/brkmap/alloc/internal/procfs"
+)
 
 // Sample is one point of a time series: an allocator (or, for the glibc
 // baseline, the process) measured at one moment of a run.
@@ -44,10 +51,10 @@ type Sampler struct {
 	spent time.Duration
 }
 
-// NewSampler returns a sampler that samples at most about once per every
+// New returns a sampler that samples at most about once per every
 // (and less often when a sample itself is slow: never more than a fifth
 // of the run's wall time goes to sampling).
-func NewSampler(every time.Duration, probe Probe) *Sampler {
+func New(every time.Duration, probe Probe) *Sampler {
 	return &Sampler{probe: probe, every: every}
 }
 
@@ -71,7 +78,7 @@ func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
 
 func (s *Sampler) take(now time.Time, label string) {
 	p := Sample{At: now.Sub(s.start) - s.spent, Label: label}
-	if m, err := ReadProcMemory(); err == nil {
+	if m, err := procfs.ReadProcMemory(); err == nil {
 		p.RSS, p.PeakRSS = m.RSS, m.PeakRSS
 	}
 	if s.probe != nil {

@@ -1,0 +1,176 @@
+package harness
+
+import (
+	"cmp"
+	"fmt"
+
+	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/bench/internal/libc"
+	"github.com/brkmap/alloc/bench/internal/sampler"
+	"github.com/brkmap/alloc/internal/procfs"
+	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/stats"
+)
+
+// Instance is one policy set up for one run: the heap, what measures it,
+// and how to read its system calls at the end. It belongs to the run's
+// one goroutine.
+type Instance struct {
+	Heap      Heap
+	A         *alloc.Allocator // nil for libc
+	counter   *CountingHeap    // libc: glibc does not tell its live bytes
+	threshold int              // the configured mmap threshold (0: none)
+	baseRSS   uint64           // the process's RSS before the run (libc)
+
+	// Maps: take region maps with the samples (PeakMap, Moments).
+	Maps bool
+	// PeakMap is the region map at the sample of highest Resident,
+	// Moments the region maps at the named moments (taken by Probe).
+	PeakMap      stats.RegionMap
+	Moments      []Moment
+	peakResident uint64
+}
+
+// newInstance sets p up. threshold > 0 overrides the mmap threshold (for
+// threshold and libc; the others have no fixed threshold to set).
+func newInstance(p Policy, threshold int, configure func(*alloc.Config)) (*Instance, error) {
+	in := &Instance{}
+	if p.Libc {
+		if !libc.Available {
+			return nil, ErrLibcMissing
+		}
+		in.threshold = alloc.DefaultMmapThreshold
+		if threshold > 0 {
+			if libc.Mallopt(libc.MmapThreshold, threshold) != 1 {
+				return nil, fmt.Errorf("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
+			}
+			in.threshold = threshold
+		}
+		in.counter = &CountingHeap{Heap: libc.Heap{}}
+		in.Heap = in.counter
+		return in, nil
+	}
+	cfg := p.Cfg
+	if threshold > 0 && p.Name == "threshold" {
+		cfg.MmapThreshold = threshold
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	a, err := alloc.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	in.A, in.Heap = a, a
+	if cfg.Policy == alloc.PolicyThreshold {
+		in.threshold = cmp.Or(cfg.MmapThreshold, alloc.DefaultMmapThreshold)
+	}
+	return in, nil
+}
+
+// Instance makes the heap for a run and notes in res what it is: the
+// threshold, and where resident memory comes from (mincore, or the
+// process's RSS for glibc). A failure is recorded in res too.
+func (res *Result) Instance(p Policy, threshold int, configure func(*alloc.Config)) (*Instance, error) {
+	in, err := newInstance(p, threshold, configure)
+	if err != nil {
+		res.Error = err.Error()
+		return nil, err
+	}
+	res.Threshold = in.threshold
+	if in.A == nil {
+		res.ResidentFrom = "rss"
+	}
+	return in, nil
+}
+
+// Start records the process's RSS before the run, for the libc figures,
+// and resets its peak.
+func (in *Instance) Start() error {
+	m, err := procfs.ReadProcMemory()
+	if err != nil {
+		return fmt.Errorf("reading /proc/self/status: %w", err)
+	}
+	in.baseRSS = m.RSS
+	if err := procfs.ResetPeakRSS(); err != nil {
+		return fmt.Errorf("resetting the peak RSS: %w", err)
+	}
+	return nil
+}
+
+// Probe fills in a sample: from the allocator's own measurements, or, for
+// glibc, from the process's accounting (RSS growth over the start).
+func (in *Instance) Probe(s *sampler.Sample) {
+	if in.A == nil {
+		s.Resident = sat(s.RSS, in.baseRSS)
+		s.LiveBytes = in.counter.Live
+		s.MinorFaults = sys.MinorFaults()
+		return
+	}
+	st := in.A.Stats()
+	s.Resident = st.Resident
+	s.LiveBytes = st.LiveBytes
+	s.ArenaBytes = st.ArenaBytes
+	s.MmapBytes = st.MmapBytes
+	s.Syscalls = st.Syscalls()
+	s.MinorFaults = st.MinorFaults
+	if in.Maps || st.DirtyBytes > 0 {
+		m := in.A.RegionMap()
+		s.Trapped = m.Trapped()
+		if in.Maps {
+			if s.Label != "" && s.Label != "start" {
+				in.Moments = append(in.Moments, Moment{Label: s.Label, Map: m})
+			}
+			if s.Resident > in.peakResident || len(in.PeakMap.Extents) == 0 {
+				in.peakResident, in.PeakMap = s.Resident, m
+			}
+		}
+	}
+}
+
+// Close closes the allocator, if any.
+func (in *Instance) Close() {
+	if in.A != nil {
+		in.A.Close()
+	}
+}
+
+// Finish fills in the figures of res measured at the end of a run, from
+// the instance and the sampler's series.
+func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
+	end := s.Samples[len(s.Samples)-1]
+	if in.A != nil {
+		res.PeakResidentBytes = s.Peak().Resident
+	} else {
+		res.PeakResidentBytes = sat(end.PeakRSS, in.baseRSS)
+	}
+	res.FinalResidentBytes = end.Resident
+	if in.A != nil {
+		res.TrappedBytes = end.Trapped
+	}
+	res.MinorFaults = end.MinorFaults - s.Samples[0].MinorFaults
+	res.PeakRSSGrowthBytes = sat(end.PeakRSS, in.baseRSS)
+	if res.PeakLiveBytes > 0 {
+		res.Fragmentation = float64(res.PeakResidentBytes) / float64(res.PeakLiveBytes)
+	}
+	res.MmapCalls, res.MunmapCalls, res.MadviseCalls, res.MprotectCalls = in.callCounts()
+	res.Series = s.Samples
+}
+
+// callCounts returns the allocator's system-call counters, or nils for
+// glibc, whose calls this process cannot count.
+func (in *Instance) callCounts() (mmap, munmap, madvise, mprotect *uint64) {
+	if in.A == nil {
+		return nil, nil, nil, nil
+	}
+	s := in.A.Stats()
+	return &s.Mmap, &s.Munmap, &s.Madvise, &s.Mprotect
+}
+
+// sat returns a-b, or 0 if b > a.
+func sat(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}

@@ -1,0 +1,63 @@
+package harness
+
+import (
+	"github.com/brkmap/alloc/bench/internal/sampler"
+	"github.com/brkmap/alloc/stats"
+)
+
+// Result is what one (trace or workload, policy) run measured. The first
+// fields, down to OK, are the contract of `bench replay -json` (the bench
+// command line section of the project's design notes): programs outside
+// this repository parse them, so their names never change. The rest is
+// extra.
+type Result struct {
+	Trace              string  `json:"trace"`
+	Policy             string  `json:"policy"`
+	Threshold          int     `json:"threshold"` // configured mmap threshold in bytes; 0 for brk and mmap, which have none
+	Ops                int     `json:"ops"`
+	Seconds            float64 `json:"seconds"` // the replay loop only: not parsing, not sampling
+	PeakLiveBytes      uint64  `json:"peak_live_bytes"`
+	PeakResidentBytes  uint64  `json:"peak_resident_bytes"`
+	FinalResidentBytes uint64  `json:"final_resident_bytes"`
+	Fragmentation      float64 `json:"fragmentation"` // peak_resident_bytes / peak_live_bytes
+	MmapCalls          *uint64 `json:"mmap_calls"`    // null for libc: glibc's calls are not counted
+	MunmapCalls        *uint64 `json:"munmap_calls"`
+	MadviseCalls       *uint64 `json:"madvise_calls"`
+	OK                 bool    `json:"ok"` // every content check passed and no allocation failed
+
+	OpsPerSec          float64 `json:"ops_per_sec"`
+	MprotectCalls      *uint64 `json:"mprotect_calls"`
+	MinorFaults        uint64  `json:"minor_faults"`          // the process's, during the run
+	PeakRSSGrowthBytes uint64  `json:"peak_rss_growth_bytes"` // VmHWM during the run minus RSS before it (every policy)
+	TrappedBytes       uint64  `json:"trapped_bytes"`         // at the end: free pages below the break still resident
+	ResidentFrom       string  `json:"resident_from"`         // "mincore" (this allocator's mappings) or "rss" (process growth)
+	Error              string  `json:"error,omitempty"`
+	Note               string  `json:"note,omitempty"`
+
+	// For the report only; left out of `replay -json`.
+	Series  []sampler.Sample `json:"series,omitempty"`
+	PeakMap *stats.RegionMap `json:"peak_map,omitempty"`
+	Moments []Moment         `json:"moments,omitempty"`
+}
+
+// Moment is the region map at a named moment of a run.
+type Moment struct {
+	Label string          `json:"label"`
+	Map   stats.RegionMap `json:"map"`
+}
+
+// Syscalls returns the memory-management calls counted, and whether they
+// were (not for libc).
+func (r *Result) Syscalls() (uint64, bool) {
+	if r.MmapCalls == nil {
+		return 0, false
+	}
+	return *r.MmapCalls + *r.MunmapCalls + *r.MadviseCalls + *r.MprotectCalls, true
+}
+
+// Contract returns r without the report-only fields.
+func (r *Result) Contract() *Result {
+	c := *r
+	c.Series, c.PeakMap, c.Moments = nil, nil, nil
+	return &c
+}

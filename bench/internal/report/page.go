@@ -1,0 +1,204 @@
+// Package report presents bench's results: the table on the terminal
+// (table.go), and a report folder — an SVG per plot (plot.go),
+// results.json, and index.html (template.go) putting them together with a
+// paragraph per lesson (page.go).
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/internal/procfs"
+	"gonum.org/v1/plot/vg"
+)
+
+// Lesson is a workload as the report shows it.
+type Lesson struct {
+	Name   string
+	Title  string // one line, for the terminal
+	Lesson string // a paragraph, for the page
+}
+
+// Report is what the HTML page and the plots are made from.
+type Report struct {
+	Lessons  []Lesson
+	Results  []*harness.Result
+	TraceDir string
+	Traces   bool
+	Scale    float64
+	When     time.Time
+}
+
+// Group returns the results of one workload (or trace), in policy order.
+func (rep *Report) Group(name string) []*harness.Result {
+	var g []*harness.Result
+	for _, r := range rep.Results {
+		if r.Trace == name {
+			g = append(g, r)
+		}
+	}
+	return g
+}
+
+// TraceResults returns the results of trace replays.
+func (rep *Report) TraceResults() []*harness.Result {
+	names := map[string]bool{}
+	for _, w := range rep.Lessons {
+		names[w.Name] = true
+	}
+	var g []*harness.Result
+	for _, r := range rep.Results {
+		if !names[r.Trace] {
+			g = append(g, r)
+		}
+	}
+	return g
+}
+
+// section is one lesson (or trace) of the page.
+type section struct {
+	Name, Title, Lesson string
+	Rows                []row
+	Notes               []string
+	Resident, Region    *figure
+}
+
+// row is one line of a section's table.
+type row struct {
+	Policy, Time, Syscalls, Faults, PeakLive, PeakResident, FinalResident, Frag, Trapped, Score, OpsPerSec string
+	OK                                                                                                     bool
+	Error                                                                                                  string
+}
+
+func rowsOf(results []*harness.Result) []row {
+	scores := scoreAll(results)
+	var rows []row
+	for _, r := range results {
+		sc, counted := r.Syscalls()
+		x := row{Policy: r.Policy, Time: FormatSeconds(r.Seconds), Syscalls: "n/a", Faults: fmt.Sprint(r.MinorFaults),
+			PeakLive: FormatBytes(r.PeakLiveBytes), PeakResident: FormatBytes(r.PeakResidentBytes),
+			FinalResident: FormatBytes(r.FinalResidentBytes), Frag: fmt.Sprintf("%.2f", r.Fragmentation),
+			Trapped: FormatBytes(r.TrappedBytes), Score: "—", OK: r.OK, Error: r.Error,
+			OpsPerSec: fmt.Sprintf("%.3g", r.OpsPerSec)}
+		if counted {
+			x.Syscalls = fmt.Sprint(sc)
+		}
+		if s, ok := scores[r]; ok {
+			x.Score = fmt.Sprintf("%.2f", s)
+		}
+		if r.ResidentFrom == "rss" {
+			x.Trapped = "n/a"
+		}
+		rows = append(rows, x)
+	}
+	return rows
+}
+
+// Write writes the report folder — an SVG file per plot, results.json with
+// every figure and time series, and index.html, a page that holds it all
+// (the plots inline, so the page needs nothing beside it) — and returns
+// the page's path.
+func (rep *Report) Write(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	// Plots of an earlier run would look like part of this one.
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg"} {
+		old, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
+	data, err := json.Marshal(rep.Results)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
+		return "", err
+	}
+	var sections []section
+	for _, w := range rep.Lessons {
+		s, err := rep.section(dir, w.Name, w.Title, w.Lesson, rep.Group(w.Name), 7*vg.Inch, 3.2*vg.Inch)
+		if err != nil {
+			return "", err
+		}
+		sections = append(sections, s)
+	}
+	var traces []section
+	if rep.Traces {
+		byTrace := map[string][]*harness.Result{}
+		var order []string
+		for _, r := range rep.TraceResults() {
+			if byTrace[r.Trace] == nil {
+				order = append(order, r.Trace)
+			}
+			byTrace[r.Trace] = append(byTrace[r.Trace], r)
+		}
+		for _, name := range order {
+			s, err := rep.section(dir, name, "", "", byTrace[name], 5.5*vg.Inch, 2.6*vg.Inch)
+			if err != nil {
+				return "", err
+			}
+			s.Region = nil // the traces' maps add little; their series are in results.json
+			traces = append(traces, s)
+		}
+	}
+	var page bytes.Buffer
+	err = pageTemplate.Execute(&page, map[string]any{
+		"Sections": sections, "Traces": traces, "TraceDir": rep.TraceDir, "Scale": rep.Scale,
+		"When": rep.When.Format(time.RFC1123), "Go": runtime.Version(), "OS": runtime.GOOS + "/" + runtime.GOARCH,
+		"CPUs": runtime.NumCPU(), "MaxMapCount": procfs.MaxMapCount(), "Policies": policyDocs(),
+	})
+	if err != nil {
+		return "", err
+	}
+	index := filepath.Join(dir, "index.html")
+	return index, os.WriteFile(index, page.Bytes(), 0o644)
+}
+
+func (rep *Report) section(dir, name, title, lesson string, results []*harness.Result, w, h vg.Length) (section, error) {
+	s := section{Name: name, Title: title, Lesson: lesson, Rows: rowsOf(results)}
+	for _, r := range results {
+		if r.Note != "" {
+			s.Notes = append(s.Notes, r.Policy+": "+r.Note)
+		}
+	}
+	p, err := residentPlot(name, results)
+	if err != nil {
+		return s, err
+	}
+	f, err := render(p, dir, name+"-resident.svg", w, h)
+	if err != nil {
+		return s, err
+	}
+	s.Resident = &f
+	if rp := regionPlot(name, results); rp != nil {
+		rows := 0
+		for _, r := range results {
+			if usesRegion(r) {
+				rows += 1 + len(r.Moments)
+			}
+		}
+		f, err := render(rp, dir, name+"-region.svg", w, vg.Length(1.5+0.22*float64(rows))*vg.Inch)
+		if err != nil {
+			return s, err
+		}
+		s.Region = &f
+	}
+	return s, nil
+}
+
+// policyDocs returns each policy's name and description, for the page.
+func policyDocs() []struct{ Name, About string } {
+	var d []struct{ Name, About string }
+	for _, p := range harness.Policies {
+		d = append(d, struct{ Name, About string }{p.Name, p.About})
+	}
+	return d
+}

@@ -1,0 +1,120 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+
+	"github.com/brkmap/alloc/bench/internal/harness"
+)
+
+// PrintTable prints results as a table. With a group name (a workload)
+// the first column is the policy; otherwise trace and policy.
+func PrintTable(w io.Writer, group string, results []*harness.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "policy\ttime\tsyscalls\tfaults\tpeak live\tpeak resident\tfinal resident\tfrag\ttrapped\tscore\t"
+	if group == "" {
+		head = "trace\t" + head + "ops/s\t"
+	}
+	fmt.Fprintln(tw, head)
+	scores := scoreAll(results)
+	var notes []string
+	for _, r := range results {
+		if group == "" {
+			fmt.Fprintf(tw, "%s\t", r.Trace)
+		}
+		if r.Error != "" && r.Seconds == 0 {
+			fmt.Fprintf(tw, "%s\tfailed: %s\t\n", r.Policy, r.Error)
+			continue
+		}
+		sc, counted := r.Syscalls()
+		sys := "n/a"
+		if counted {
+			sys = fmt.Sprint(sc)
+		}
+		score := "—"
+		if s, ok := scores[r]; ok {
+			score = fmt.Sprintf("%.2f", s)
+		}
+		ok := ""
+		if !r.OK {
+			ok = " FAILED"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.2f\t%s\t%s\t", r.Policy, ok, FormatSeconds(r.Seconds), sys, r.MinorFaults,
+			FormatBytes(r.PeakLiveBytes), FormatBytes(r.PeakResidentBytes), FormatBytes(r.FinalResidentBytes), r.Fragmentation,
+			FormatBytes(r.TrappedBytes), score)
+		if group == "" {
+			fmt.Fprintf(tw, "%.3g\t", r.OpsPerSec)
+		}
+		fmt.Fprintln(tw)
+		if r.Note != "" {
+			notes = append(notes, r.Policy+": "+r.Note)
+		}
+		if r.Error != "" {
+			notes = append(notes, r.Policy+" error: "+r.Error)
+		}
+	}
+	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, "  "+n)
+	}
+}
+
+// scoreAll gives each result of this allocator a combined score within its
+// group (same trace or workload): the geometric mean of its peak resident,
+// time and system calls, each divided by the best of the group. 1 is best
+// on all three. glibc is left out: its system calls cannot be counted here.
+func scoreAll(results []*harness.Result) map[*harness.Result]float64 {
+	type best struct{ res, t, sys float64 }
+	bests := map[string]*best{}
+	for _, r := range results {
+		sc, ok := r.Syscalls()
+		if !ok || !r.OK {
+			continue
+		}
+		b := bests[r.Trace]
+		if b == nil {
+			b = &best{math.Inf(1), math.Inf(1), math.Inf(1)}
+			bests[r.Trace] = b
+		}
+		b.res = min(b.res, float64(r.PeakResidentBytes))
+		b.t = min(b.t, r.Seconds)
+		b.sys = min(b.sys, float64(sc))
+	}
+	scores := map[*harness.Result]float64{}
+	for _, r := range results {
+		sc, ok := r.Syscalls()
+		b := bests[r.Trace]
+		if !ok || !r.OK || b == nil {
+			continue
+		}
+		// Small floors (a page, a microsecond, one call) keep a zero from
+		// making every other figure infinitely worse.
+		x := (float64(r.PeakResidentBytes) + 4096) / (b.res + 4096)
+		y := (r.Seconds + 1e-6) / (b.t + 1e-6)
+		z := (float64(sc) + 1) / (b.sys + 1)
+		scores[r] = math.Cbrt(x * y * z)
+	}
+	return scores
+}
+
+func FormatBytes(n uint64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func FormatSeconds(s float64) string {
+	switch {
+	case s >= 1:
+		return fmt.Sprintf("%.2f s", s)
+	case s >= 1e-3:
+		return fmt.Sprintf("%.2f ms", s*1e3)
+	}
+	return fmt.Sprintf("%.0f µs", s*1e6)
+}

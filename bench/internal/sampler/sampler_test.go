@@ -1,0 +1,49 @@
+package sampler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The sampler takes a sample when one is due, names marked samples, keeps
+// its own time out of Elapsed, and finds the peak.
+func TestSampler(t *testing.T) {
+	live := uint64(0)
+	calls := 0
+	s := New(time.Millisecond, func(p *Sample) {
+		calls++
+		p.LiveBytes = live
+		p.Resident = live * 2
+		time.Sleep(2 * time.Millisecond) // a slow probe: its time must not count
+	})
+	wall := time.Now()
+	s.Start()
+	require.Len(t, s.Samples, 1)
+	assert.Equal(t, "start", s.Samples[0].Label)
+
+	s.Tick() // not due yet: the last sample just ended
+	assert.Len(t, s.Samples, 1)
+
+	for i := 1; i <= 3; i++ {
+		live = uint64(i) << 20
+		time.Sleep(40 * time.Millisecond) // well past max(every, 4×probe time)
+		s.Tick()
+	}
+	live = 1 << 20
+	s.Mark("end")
+	require.Len(t, s.Samples, 5)
+	assert.Equal(t, calls, len(s.Samples))
+	assert.Equal(t, "end", s.Samples[4].Label)
+
+	for i := 1; i < len(s.Samples); i++ {
+		assert.Greater(t, s.Samples[i].At, s.Samples[i-1].At, "time moves forward")
+	}
+	assert.GreaterOrEqual(t, s.Spent(), 10*time.Millisecond, "five probes of 2 ms")
+	assert.LessOrEqual(t, s.Elapsed(), time.Since(wall)-s.Spent(), "Elapsed leaves the probes out")
+	assert.Equal(t, uint64(6<<20), s.Peak().Resident)
+	assert.Equal(t, uint64(3<<20), s.Max(func(p Sample) uint64 { return p.LiveBytes }))
+	assert.Positive(t, s.Samples[0].RSS, "the sampler reads the process's RSS")
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/brkmap/alloc/bench/internal/child"
+	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/bench/internal/report"
+	"github.com/brkmap/alloc/bench/internal/workloads"
+)
+
+// run is the main job (`go run ./bench`): every built-in workload, and
+// every trace of -traces when the folder exists, under every policy; a
+// table on the terminal and a report folder.
+func run(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	out := fs.String("out", "bench-report", "folder to write the report to (plots, index.html, results.json)")
+	traces := fs.String("traces", "../shared/traces", "folder of malloc-lab traces (*.rep) to replay too; skipped when it does not exist")
+	pol := fs.String("policy", "all", fmt.Sprintf("policy: one of %v", harness.PolicyNames()))
+	only := fs.String("workloads", "", "comma-separated workloads to run (default: all)")
+	scale := fs.Float64("scale", 1, "shrink (or grow) every workload by this factor")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (replay traces with `bench replay FILE.rep…`)", fs.Args())
+	}
+	if *scale <= 0 {
+		return fmt.Errorf("-scale %v: must be positive", *scale)
+	}
+	ps, err := harness.SelectPolicies(*pol)
+	if err != nil {
+		return err
+	}
+	ps = harness.DropLibcIfMissing(ps)
+	ws := workloads.List
+	if *only != "" {
+		ws = nil
+		for _, name := range strings.Split(*only, ",") {
+			w, ok := workloads.Find(strings.TrimSpace(name))
+			if !ok {
+				return fmt.Errorf("unknown workload %q", name)
+			}
+			ws = append(ws, w)
+		}
+	}
+	var files []string
+	if *traces != "" {
+		files, _ = filepath.Glob(filepath.Join(*traces, "*.rep"))
+	}
+
+	var jobs []child.Job
+	for _, w := range ws {
+		for _, p := range ps {
+			jobs = append(jobs, child.Job{Kind: kindWorkload, Target: w.Name, Policy: p.Name, Scale: *scale})
+		}
+	}
+	for _, f := range files {
+		for _, p := range ps {
+			jobs = append(jobs, child.Job{Kind: kindReplay, Target: f, Policy: p.Name})
+		}
+	}
+	results := runJobs(jobs, func(*harness.Result) {})
+	rep := &report.Report{Lessons: lessonsOf(ws), Results: results, TraceDir: *traces, Traces: len(files) > 0,
+		Scale: *scale, When: time.Now()}
+
+	w := os.Stdout
+	for _, wl := range ws {
+		fmt.Fprintf(w, "\n%s: %s\n", wl.Name, wl.Title)
+		report.PrintTable(w, wl.Name, rep.Group(wl.Name))
+	}
+	if len(files) > 0 {
+		fmt.Fprintf(w, "\ntraces from %s (replayed with every byte checked):\n", *traces)
+		report.PrintTable(w, "", rep.TraceResults())
+	}
+	index, err := rep.Write(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nreport: %s\n", index)
+	return failures(results)
+}
+
+// lessonsOf returns the workloads as the report shows them.
+func lessonsOf(ws []workloads.Workload) []report.Lesson {
+	ls := make([]report.Lesson, len(ws))
+	for i, w := range ws {
+		ls[i] = report.Lesson{Name: w.Name, Title: w.Title, Lesson: w.Lesson}
+	}
+	return ls
+}
