@@ -4,34 +4,38 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/internal/errs"
-	"golang.org/x/sys/unix"
 )
 
 // MadviseHuge advises [p, p+n) MADV_HUGEPAGE: let the kernel back it with
 // huge pages (in THP madvise mode, only advised ranges get them). Counted
-// as a madvise call.
+// as a madvise call. Only where HasHugePages; elsewhere ErrUnsupported.
 func (s *OS) MadviseHuge(p unsafe.Pointer, n uintptr) error {
-	return s.Madvise(p, n, unix.MADV_HUGEPAGE)
+	if err := s.enter(OpMadvise); err != nil {
+		return err
+	}
+	return madviseHuge(p, n)
 }
 
 // MremapInPlace resizes the mapping [p, p+old) to n bytes without moving
-// it; it fails (ENOMEM) if the pages after it are taken.
+// it; it fails (ENOMEM) if the pages after it are taken. Only where
+// HasMremap.
 func (s *OS) MremapInPlace(p unsafe.Pointer, old, n uintptr) error {
 	if err := s.enter(OpMremap); err != nil {
 		return err
 	}
-	_, err := unix.MremapPtr(p, old, nil, n, 0)
+	_, err := mremap(p, old, n, nil, 0)
 	return err
 }
 
 // MremapTo moves the mapping [p, p+old) to dst, resized to n bytes,
 // replacing whatever was mapped at [dst, dst+n). Page tables move with it:
-// huge pages stay huge when p and dst are both huge-page aligned.
+// huge pages stay huge when p and dst are both huge-page aligned. Only
+// where HasMremap.
 func (s *OS) MremapTo(p unsafe.Pointer, old, n uintptr, dst unsafe.Pointer) (unsafe.Pointer, error) {
 	if err := s.enter(OpMremap); err != nil {
 		return nil, err
 	}
-	return unix.MremapPtr(p, old, dst, n, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED)
+	return mremap(p, old, n, dst, mremapMayMove|mremapFixed)
 }
 
 // MmapAligned maps n bytes (a multiple of the page size) starting at a

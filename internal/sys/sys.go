@@ -16,6 +16,9 @@
 package sys
 
 import (
+	"errors"
+	"fmt"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -64,7 +67,7 @@ func (s *OS) enter(op Op) error {
 }
 
 // Mmap maps n bytes of anonymous private memory with the given protection
-// and extra flags (for example unix.MAP_NORESERVE).
+// and extra flags (for example MapNoReserve).
 func (s *OS) Mmap(n uintptr, prot, flags int) (unsafe.Pointer, error) {
 	if err := s.enter(OpMmap); err != nil {
 		return nil, err
@@ -89,20 +92,39 @@ func (s *OS) Mprotect(p unsafe.Pointer, n uintptr, prot int) error {
 }
 
 // Madvise gives advice about [p, p+n), for example unix.MADV_DONTNEED.
+// MADV_DONTNEED means what it means on Linux everywhere: the pages are
+// given back and read as zero when next touched (sys_other.go keeps that
+// promise where the kernel's madvise does not).
 func (s *OS) Madvise(p unsafe.Pointer, n uintptr, advice int) error {
 	if err := s.enter(OpMadvise); err != nil {
 		return err
 	}
-	return unix.Madvise(unsafe.Slice((*byte)(p), n), advice)
+	return madvise(p, n, advice)
 }
 
 // Mremap resizes the mapping [p, p+old) to n bytes, moving it if it must.
+// Only where HasMremap (Linux); elsewhere it returns ErrUnsupported.
 func (s *OS) Mremap(p unsafe.Pointer, old, n uintptr) (unsafe.Pointer, error) {
 	if err := s.enter(OpMremap); err != nil {
 		return nil, err
 	}
-	return unix.MremapPtr(p, old, nil, n, unix.MREMAP_MAYMOVE)
+	return mremap(p, old, n, nil, mremapMayMove)
 }
+
+// remapZero replaces the pages of [p, p+n) with fresh anonymous ones,
+// readable and writable: the old pages go back to the kernel at once, and
+// the range reads as zero. It is MADV_DONTNEED where madvise keeps the
+// contents (sys_other.go); written once here so that Linux tests it too.
+func remapZero(p unsafe.Pointer, n uintptr) error {
+	_, err := unix.MmapPtr(-1, 0, p, n, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
+	return err
+}
+
+// ErrUnsupported is what the wrappers of calls this system lacks (mremap,
+// MADV_HUGEPAGE outside Linux) return. Callers look at HasMremap and
+// HasHugePages first and take their fallback instead.
+var ErrUnsupported = fmt.Errorf("sys: not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 
 // Resident returns how many bytes of [p, p+n) are resident in RAM, asking
 // the kernel with mincore (ResidentPages). vec is scratch space, grown as

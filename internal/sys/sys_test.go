@@ -34,6 +34,9 @@ func TestFailHook(t *testing.T) {
 	}
 	for _, tt := range ops {
 		t.Run(tt.op.String(), func(t *testing.T) {
+			if tt.op == OpMremap && !HasMremap {
+				t.Skip("no mremap here (TestUnsupported)")
+			}
 			s := &OS{}
 			p, err := unix.MmapPtr(-1, 0, nil, 2*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 			require.NoError(t, err)
@@ -127,5 +130,68 @@ func TestOpNames(t *testing.T) {
 	want := []string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore"}
 	for op := range numOps {
 		assert.Equal(t, want[op], op.String())
+	}
+}
+
+// MADV_DONTNEED gives the pages back and they read as zero afterwards, on
+// every system (sys_other.go remaps where madvise keeps the contents), and
+// the range stays mapped and writable.
+func TestDontNeedZeroes(t *testing.T) {
+	t.Run("Madvise", func(t *testing.T) {
+		testReleaseZeroes(t, func(s *OS, p unsafe.Pointer, n uintptr) error { return s.Madvise(p, n, unix.MADV_DONTNEED) })
+	})
+	t.Run("remapZero", func(t *testing.T) { // what Madvise does where madvise keeps the contents
+		testReleaseZeroes(t, func(s *OS, p unsafe.Pointer, n uintptr) error {
+			_ = s.enter(OpMadvise)
+			return remapZero(p, n)
+		})
+	})
+}
+
+func testReleaseZeroes(t *testing.T, release func(s *OS, p unsafe.Pointer, n uintptr) error) {
+	page := PageSize
+	s := &OS{}
+	p, err := s.Mmap(4*page, unix.PROT_READ|unix.PROT_WRITE, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Munmap(p, 4*page) })
+	b := unsafe.Slice((*byte)(p), 4*page)
+	for i := range b {
+		b[i] = 0xAB
+	}
+	require.NoError(t, release(s, unsafe.Add(p, page), 2*page))
+	assert.Equal(t, uint64(1), s.Calls(OpMadvise))
+	var vec []byte
+	n, err := s.Resident(p, 4*page, &vec)
+	require.NoError(t, err)
+	assert.Equal(t, 2*page, n, "the released pages left RAM")
+	for i, c := range b {
+		want := byte(0xAB)
+		if uintptr(i) >= page && uintptr(i) < 3*page {
+			want = 0
+		}
+		require.Equal(t, want, c, "byte %d", i)
+	}
+	b[page] = 1 // still writable
+	assert.Equal(t, byte(1), b[page])
+}
+
+// Where the system lacks a call, its wrapper says so with ErrUnsupported
+// (and the allocator takes its fallback before ever calling it).
+func TestUnsupported(t *testing.T) {
+	if HasMremap && HasHugePages {
+		t.Skip("this system has mremap and MADV_HUGEPAGE")
+	}
+	page := PageSize
+	s := &OS{}
+	p, err := s.Mmap(2*page, unix.PROT_READ|unix.PROT_WRITE, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Munmap(p, 2*page) })
+	if !HasMremap {
+		_, err := s.Mremap(p, page, 2*page)
+		assert.ErrorIs(t, err, errors.ErrUnsupported)
+		assert.ErrorIs(t, s.MremapInPlace(p, page, 2*page), errors.ErrUnsupported)
+	}
+	if !HasHugePages {
+		assert.ErrorIs(t, s.MadviseHuge(p, 2*page), errors.ErrUnsupported)
 	}
 }
