@@ -572,7 +572,8 @@ func (a *Allocator) UsableSize(b []byte) int {
 // Realloc resizes b to n bytes, keeping its first min(len(b), n) bytes. It
 // works in place when the block's class, run or mapping has room (a run
 // can grow into free pages after it, a mapping with mremap); otherwise it
-// moves the block. Realloc(nil, n) is Malloc(n). On error b is unchanged
+// moves the block. Without mremap (not Linux: Stats().Platform.Mremap), a
+// mapped block that changes size always moves: map, copy, unmap. Realloc(nil, n) is Malloc(n). On error b is unchanged
 // and still live.
 func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 	if b == nil {
@@ -608,7 +609,7 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 			a.region.SetUsed(blk.run, un)
 			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
 		}
-	case blk.mapping != nil && r == toMapping:
+	case blk.mapping != nil && r == toMapping && sys.HasMremap: // else map, copy, unmap below
 		q, err := a.large.Resize(p, un)
 		if err != nil {
 			return nil, err

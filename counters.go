@@ -1,6 +1,11 @@
 package alloc
 
 import (
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/stats"
 )
@@ -61,7 +66,19 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.Limit = a.budget.Limit()
 	s.MinorFaults = sys.MinorFaults()
 	a.hugeSettings(&s)
+	s.Platform = platform()
 	return s
+}
+
+// haveSmaps says whether /proc/self/smaps can be read here, found once.
+var haveSmaps = sync.OnceValue(func() bool {
+	_, err := os.Stat(procfs.SmapsPath)
+	return err == nil
+})
+
+// platform is what this system offers the allocator.
+func platform() stats.Platform {
+	return stats.Platform{OS: runtime.GOOS, Mremap: sys.HasMremap, HugePages: sys.HasHugePages, Smaps: haveSmaps()}
 }
 
 // hugeSettings fills the huge page fields of s that need no measuring:

@@ -80,6 +80,28 @@ type Snapshot struct {
 	// Measured only when some of its memory can get huge pages (in effect,
 	// or THP "always"); 0 otherwise.
 	HugeResident uint64 `json:"huge_resident_bytes"`
+
+	// Platform says what the system offers and which fallbacks are in use.
+	Platform Platform `json:"platform"`
+}
+
+// Platform is what the allocator found on the system it runs on. On Linux
+// every feature is there; on macOS and FreeBSD it falls back, and says so
+// here.
+type Platform struct {
+	// OS is runtime.GOOS.
+	OS string `json:"os"`
+	// Mremap: Realloc resizes or moves a large block's mapping with mremap
+	// (page tables move, bytes are not copied). Without it, a large block
+	// that changes size is moved: a new mapping, a copy, an unmap.
+	Mremap bool `json:"mremap"`
+	// HugePages: transparent huge pages and MADV_HUGEPAGE exist. Without
+	// them, Config.HugePages is never in effect (HugePagesInEffect false).
+	HugePages bool `json:"huge_pages"`
+	// Smaps: /proc/self/smaps can be read, so HugeResident can be measured
+	// when huge pages are in play. Without it, Resident comes from mincore
+	// alone and HugeResident stays 0.
+	Smaps bool `json:"smaps"`
 }
 
 // Class is one size class's counters.
