@@ -1,3 +1,8 @@
+//go:build linux
+
+// Transparent huge pages are Linux's: elsewhere HugePages is never in
+// effect (TestPlatform), and these tests have nothing to try.
+
 package alloc_test
 
 import (

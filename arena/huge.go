@@ -32,9 +32,9 @@ import (
 // huge is non-zero.
 func reserveRange(os *sys.OS, reserve, huge uintptr) (unsafe.Pointer, error) {
 	if huge == 0 {
-		return os.Mmap(reserve, unix.PROT_NONE, unix.MAP_NORESERVE)
+		return os.Mmap(reserve, unix.PROT_NONE, sys.MapNoReserve)
 	}
-	p, err := os.MmapAligned(reserve, huge, unix.PROT_NONE, unix.MAP_NORESERVE)
+	p, err := os.MmapAligned(reserve, huge, unix.PROT_NONE, sys.MapNoReserve)
 	if err != nil {
 		return nil, err
 	}
