@@ -25,22 +25,22 @@ import (
 // SetHugePages turns huge pages on for mappings of at least size bytes (a
 // power of two, the kernel's huge page size), or off with 0. It must be
 // called before the allocator is used.
-func (a *Allocator) SetHugePages(size uintptr) { a.huge = size }
+func (a *Mappings) SetHugePages(size uintptr) { a.huge = size }
 
 // hugeBlock reports whether a mapping of size bytes gets huge pages.
-func (a *Allocator) hugeBlock(size uintptr) bool { return a.huge != 0 && size >= a.huge }
+func (a *Mappings) hugeBlock(size uintptr) bool { return a.huge != 0 && size >= a.huge }
 
 // adviseHuge advises [p, p+n) MADV_HUGEPAGE and reports whether the kernel
 // took the advice. Refused advice is not an error: the block works the same
 // with small pages.
-func (a *Allocator) adviseHuge(p unsafe.Pointer, n uintptr) bool {
+func (a *Mappings) adviseHuge(p unsafe.Pointer, n uintptr) bool {
 	return a.os.MadviseHuge(p, n) == nil
 }
 
 // growHuge grows m to size bytes, keeping its start huge-page aligned: in
 // place if m is aligned and the address space after it is free, else moved
 // to a fresh aligned range.
-func (a *Allocator) growHuge(m *Mapping, size uintptr) (unsafe.Pointer, error) {
+func (a *Mappings) growHuge(m *Mapping, size uintptr) (unsafe.Pointer, error) {
 	if m.Addr&(a.huge-1) == 0 {
 		if err := a.os.MremapInPlace(m.ptr, m.Len, size); err == nil {
 			return m.ptr, nil

@@ -29,8 +29,8 @@ type shard struct {
 	_    [40]byte // keep shards on separate cache lines
 }
 
-// Allocator hands out and takes back mappings. Safe for concurrent use.
-type Allocator struct {
+// Mappings hands out and takes back mappings. Safe for concurrent use.
+type Mappings struct {
 	os     *sys.OS
 	budget *sys.Budget
 	page   uintptr
@@ -56,42 +56,37 @@ type Allocator struct {
 const QuarantineLen = 64
 
 // EnableDebug turns on guard pages and the quarantine. Call before use.
-func (a *Allocator) EnableDebug() {
+func (a *Mappings) EnableDebug() {
 	a.debug = true
 	a.quarantined = make(map[uintptr]*Mapping)
 }
 
 // New returns an allocator that makes its calls through os and charges its
 // mappings to budget.
-func New(os *sys.OS, budget *sys.Budget) *Allocator {
-	a := &Allocator{os: os, budget: budget, page: sys.PageSize}
+func New(os *sys.OS, budget *sys.Budget) *Mappings {
+	a := &Mappings{os: os, budget: budget, page: sys.PageSize}
 	for i := range a.shards {
 		a.shards[i].live = make(map[uintptr]*Mapping)
 	}
 	return a
 }
 
-func (a *Allocator) shard(addr uintptr) *shard {
+func (a *Mappings) shard(addr uintptr) *shard {
 	x := uint64(addr >> 12)
 	x *= 0x9e3779b97f4a7c15
 	return &a.shards[x>>(64-6)]
 }
 
-func (a *Allocator) roundUp(n uintptr) (uintptr, bool) {
+func (a *Mappings) roundUp(n uintptr) (uintptr, bool) {
 	r := (n + a.page - 1) &^ (a.page - 1)
 	return r, r >= n
 }
 
-// Alloc maps a block of n bytes whose start is a multiple of align (a power
-// of two; anything up to the page size means page-aligned). Its memory is
+// Alloc maps a block of n bytes, with at least room bytes more mapped past
+// them (Debug's canary), whose start is a multiple of align (a power of
+// two; anything up to the page size means page-aligned). Its memory is
 // zero, fresh from the kernel.
-func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
-	return a.AllocRoom(n, 0, align)
-}
-
-// AllocRoom is Alloc with at least room bytes mapped past the n requested
-// (Debug's canary).
-func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
+func (a *Mappings) Alloc(n, room, align uintptr) (unsafe.Pointer, error) {
 	if a.closed.Load() {
 		return nil, sys.ErrClosed
 	}
@@ -152,7 +147,7 @@ func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
 }
 
 // Lookup returns the live mapping starting at addr, or nil.
-func (a *Allocator) Lookup(addr uintptr) *Mapping {
+func (a *Mappings) Lookup(addr uintptr) *Mapping {
 	sh := a.shard(addr)
 	sh.mu.Lock()
 	m := sh.live[addr]
@@ -166,7 +161,7 @@ func (a *Allocator) Lookup(addr uintptr) *Mapping {
 }
 
 // take removes the live mapping at addr from the registry.
-func (a *Allocator) take(addr uintptr) (*Mapping, error) {
+func (a *Mappings) take(addr uintptr) (*Mapping, error) {
 	if a.closed.Load() {
 		return nil, sys.ErrClosed
 	}
@@ -192,7 +187,7 @@ func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 	return m, nil
 }
 
-func (a *Allocator) put(m *Mapping) {
+func (a *Mappings) put(m *Mapping) {
 	sh := a.shard(m.Addr)
 	sh.mu.Lock()
 	sh.live[m.Addr] = m
@@ -201,7 +196,7 @@ func (a *Allocator) put(m *Mapping) {
 
 // Free unmaps the block at addr and returns its mapped length. Anything
 // that is not a live mapping's start is refused with ErrInvalidFree.
-func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
+func (a *Mappings) Free(addr uintptr) (*Mapping, error) {
 	m, err := a.take(addr)
 	if err != nil {
 		return nil, err
@@ -236,7 +231,7 @@ func errnoErr(err error) error {
 // quarantineAdd releases a freed mapping's pages and makes it PROT_NONE
 // (guard included), keeping it mapped; past QuarantineLen the oldest is
 // unmapped.
-func (a *Allocator) quarantineAdd(m *Mapping) error {
+func (a *Mappings) quarantineAdd(m *Mapping) error {
 	total := m.Len + m.guard
 	// PROT_NONE first: if it is refused, nothing has changed and the block
 	// is still the caller's, contents and all.
@@ -264,7 +259,7 @@ func (a *Allocator) quarantineAdd(m *Mapping) error {
 
 // Quarantined reports whether addr is a freed block Debug mode still keeps
 // in quarantine.
-func (a *Allocator) Quarantined(addr uintptr) bool {
+func (a *Mappings) Quarantined(addr uintptr) bool {
 	if !a.debug {
 		return false
 	}
@@ -277,7 +272,7 @@ func (a *Allocator) Quarantined(addr uintptr) bool {
 func (m *Mapping) Pointer() unsafe.Pointer { return m.ptr }
 
 // QuarantineBytes returns the bytes of freed mappings Debug mode still holds.
-func (a *Allocator) QuarantineBytes() uint64 {
+func (a *Mappings) QuarantineBytes() uint64 {
 	a.quarMu.Lock()
 	defer a.quarMu.Unlock()
 	var n uint64
@@ -287,19 +282,10 @@ func (a *Allocator) QuarantineBytes() uint64 {
 	return n
 }
 
-// Guard returns the address of the guard page after a live block in Debug
-// mode (0 otherwise).
-func (m *Mapping) Guard() uintptr {
-	if m.guard == 0 {
-		return 0
-	}
-	return m.Addr + m.Len
-}
-
 // Resize changes the block at addr to n bytes: in place if its mapping
 // already holds n, else with mremap, which may move it (the contents
 // move with it). It returns the block's new address.
-func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
+func (a *Mappings) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 	m, err := a.take(addr)
 	if err != nil {
 		return nil, err
@@ -345,13 +331,13 @@ func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
 }
 
 // Counters returns live mappings, bytes mapped and bytes requested.
-func (a *Allocator) Counters() (count, bytes, requested uint64) {
+func (a *Mappings) Counters() (count, bytes, requested uint64) {
 	return uint64(a.count.Load()), uint64(a.bytes.Load()), uint64(a.requested.Load())
 }
 
 // Each calls fn for every live mapping (under its shard's lock: fn must not
 // call back into the allocator).
-func (a *Allocator) Each(fn func(m Mapping)) {
+func (a *Mappings) Each(fn func(m Mapping)) {
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
@@ -364,7 +350,7 @@ func (a *Allocator) Each(fn func(m Mapping)) {
 
 // Resident measures with mincore how many bytes of live mappings are
 // resident in RAM.
-func (a *Allocator) Resident(vec *[]byte) uintptr {
+func (a *Mappings) Resident(vec *[]byte) uintptr {
 	var spans []Mapping
 	a.Each(func(m Mapping) { spans = append(spans, m) })
 	var total uintptr
@@ -378,7 +364,7 @@ func (a *Allocator) Resident(vec *[]byte) uintptr {
 }
 
 // Close unmaps every live mapping and refuses every later call.
-func (a *Allocator) Close() error {
+func (a *Mappings) Close() error {
 	a.closed.Store(true)
 	var first error
 	for i := range a.shards {

@@ -1,6 +1,6 @@
 // Package slab serves small requests (up to MaxSize, 32 KiB) from size
 // classes: each class carves page runs of the arena ("slabs") into blocks of
-// one size, and a cache per P sits in front of the classes.
+// one size, and a cache per P sits in front of the classes; a Pool is the whole.
 //
 // Its part of the allocation path:
 //
@@ -42,8 +42,48 @@
 // stop-the-world, which cannot complete while a goroutine is pinned). One
 // mutex per class guards its slabs and their lists; a block's state is
 // touched only by whoever owns the block. The lock order is class, then
-// region. Race builds (race.go) use a mutex per cache and compare-and-swap
-// on block states, so the race detector checks the same code.
+// region.
+//
+// Files, in the order of the path: sizeclass.go (the size-class API over
+// the generated sizeclasses.go), cache.go (the per-P cache: pin, AllocFast
+// and FreeFast, Refill and Free, drain), central.go (one class: take, give
+// back, new slab, release — the …Locked helpers need the class lock),
+// block.go (the block states, Slab, the block index), sample.go (the
+// heap-profile countdown, and handOut: mark live, sample, count), direct.go
+// (Debug's paths without the caches), pool.go (Pool, its options, Usable,
+// Resize, Trim, Close, Stats).
+//
+// # Build variants
+//
+// Every build tag the module knows, and what it changes; nothing else
+// differs between builds:
+//
+//   - race (go test -race): a P's cache also takes a mutex in each pinned
+//     section, and drain retires caches under it instead of waiting for a
+//     stop-the-world (cache_race.go, beside cache_norace.go); block states
+//     are read and changed with atomic operations on their 32-bit word
+//     instead of plain loads and stores (state_race.go, beside
+//     state_norace.go). The protocol — pin, hand out or claim a block with
+//     one compare-and-set of its state, unpin — is the same code in both.
+//     Locks that …Locked helpers need are asserted held (internal/lock;
+//     also in package arena). The root package's tests read the flag too.
+//
+//   - brkmap_nochecks: the always-on checks (a freed address must be the
+//     start of a live block; a free-list link must decode to a free block
+//     of its slab) are compiled out (mode_nochecks.go, beside
+//     mode_checks.go), only to measure what they cost — never for anything
+//     else, since bad frees then corrupt the pool:
+//
+//     go test ./bench -run '^$' -bench 'Pair/size=64/peer=brkmap$' -count 10 > on.txt
+//     go test ./bench -run '^$' -bench 'Pair/size=64/peer=brkmap$' -count 10 -tags brkmap_nochecks > off.txt
+//     benchstat off.txt on.txt
+//
+//   - cgo: only the bench command and its tests use it, for the glibc
+//     baseline (bench/libc); with CGO_ENABLED=0 the library is unchanged
+//     and bench builds without the glibc peer.
+//
+// File names say which variant they belong to: name_race.go and
+// name_norace.go, name_checks.go and name_nochecks.go.
 package slab
 
 //go:generate go run mksizeclasses.go -o sizeclasses.go
