@@ -84,19 +84,25 @@ func newPcache(p *Pool) *pcache {
 	return pc
 }
 
-// pin pins the goroutine to its P and returns the P's cache, locked (a
-// no-op but in race builds), and the P's id. It returns nil, still pinned,
-// when the P has no cache: no slot (GOMAXPROCS grew after New), none made
-// yet, or drain retired it. Every pinned section ends with unpin, and
-// nothing between the two may block, allocate or take a contended lock.
-func (p *Pool) pin() (*pcache, int) {
-	pid := procPin()
+// cacheOf returns the cache of P pid, locked (a no-op but in race
+// builds), or nil when the P has none: no slot (GOMAXPROCS grew after
+// New), none made yet, or drain retired it. The caller is pinned: every
+// pinned section reads
+//
+//	pc := p.cacheOf(procPin())
+//	...
+//	unpin(pc)
+//
+// and nothing between the two may block, allocate or take a contended
+// lock. (procPin stays at the call site: a call in cacheOf would stop it
+// from inlining.)
+func (p *Pool) cacheOf(pid int) *pcache {
 	if uint(pid) < uint(len(p.caches)) {
 		if pc := p.caches[pid].Load(); pc != nil && pc.lock() {
-			return pc, pid
+			return pc
 		}
 	}
-	return nil, pid
+	return nil
 }
 
 // unpin ends a section begun by pin (pc is what pin returned).
@@ -107,10 +113,11 @@ func unpin(pc *pcache) {
 	procUnpin()
 }
 
-// pinOrMake is pin that first makes the P's cache if its slot is empty and
+// pinOrMake is procPin and cacheOf, that first makes the P's cache if its slot is empty and
 // the pool is open: the refill path's.
 func (p *Pool) pinOrMake() *pcache {
-	pc, pid := p.pin()
+	pid := procPin()
+	pc := p.cacheOf(pid)
 	if pc != nil || pid >= len(p.caches) || p.closed.Load() {
 		return pc
 	}
@@ -119,9 +126,7 @@ func (p *Pool) pinOrMake() *pcache {
 	if pid = procPin(); pid < len(p.caches) {
 		p.caches[pid].CompareAndSwap(nil, fresh) // or another goroutine's won
 	}
-	procUnpin()
-	pc, _ = p.pin()
-	return pc
+	return p.cacheOf(pid)
 }
 
 // AllocFast pops a block of class c for a request of n bytes from this P's
@@ -130,13 +135,14 @@ func (p *Pool) pinOrMake() *pcache {
 // sample, count), unpin — no lock, no atomic instruction. It says whether
 // the block is the heap-profile sample.
 func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
-	pc, _ := p.pin()
+	pc := p.cacheOf(procPin())
 	if pc != nil {
 		b := &pc.bins[c%NumClasses]
 		if b.n > 0 {
 			b.n--
 			e := b.e[b.n]
-			sampled := p.handOut(e.st, uintptr(classSize[c%NumClasses]), n, &pc.nextSample, &b.counts)
+			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
+			handOut(e.st, uintptr(classSize[c%NumClasses]), n, sampled, &b.counts)
 			unpin(pc)
 			return e.p, sampled
 		}
@@ -157,7 +163,7 @@ func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 		return false
 	}
 	st := &s.states[idx]
-	pc, _ := p.pin()
+	pc := p.cacheOf(procPin())
 	if pc != nil {
 		b := &pc.bins[s.class%NumClasses]
 		if b.n < b.cap {
@@ -201,13 +207,15 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	pc := p.pinOrMake()
 	if pc != nil {
 		b := &pc.bins[c]
-		sampled = p.handOut(first.st, cl.size, n, &pc.nextSample, &b.counts)
+		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
+		handOut(first.st, cl.size, n, sampled, &b.counts)
 		rest = rest[b.fill(rest):]
 	}
 	unpin(pc)
 	if pc == nil {
 		cl.mu.Lock()
-		sampled = p.handOut(first.st, cl.size, n, &cl.nextSample, &cl.counts)
+		sampled = cl.nextSample.due(&p.opts.ProfileRate, n)
+		handOut(first.st, cl.size, n, sampled, &cl.counts)
 		p.giveBackLocked(cl, rest)
 		cl.mu.Unlock()
 		return first.p, zero, sampled, nil
@@ -235,7 +243,7 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	n := requested(uintptr(classSize[c]), v)
 	e := entry{p: p.region.Ptr(addr), st: st}
 	cl := &p.classes[c]
-	pc, _ := p.pin()
+	pc := p.cacheOf(procPin())
 	if pc == nil {
 		unpin(nil)
 		cl.mu.Lock()

@@ -24,7 +24,8 @@ func (p *Pool) AllocDirect(c int, n uintptr) (ptr unsafe.Pointer, zero, reused, 
 	}
 	e := one[0]
 	v := loadState(e.st)
-	sampled = p.handOut(e.st, cl.size, n, &cl.nextSample, &cl.counts)
+	sampled = cl.nextSample.due(&p.opts.ProfileRate, n)
+	handOut(e.st, cl.size, n, sampled, &cl.counts)
 	return e.p, v == stateZero, v == stateCached, sampled, nil
 }
 

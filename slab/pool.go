@@ -121,7 +121,7 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	}
 	storeState(st, liveState(size, n)|v&sampledBit)
 	delta := int64(n) - int64(old)
-	pc, _ := p.pin()
+	pc := p.cacheOf(procPin())
 	if pc != nil {
 		pc.bins[c].bytes += delta
 		unpin(pc)

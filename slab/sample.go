@@ -36,14 +36,19 @@ type countdown int64
 
 // due counts n bytes down and reports whether this block is the sample;
 // with sampling off it never is (the countdown starts at MaxInt64). The
-// branch is never taken while profiling is off.
-func (d *countdown) due(rate int64, n uintptr) bool {
+// branch is never taken while profiling is off. Small enough to inline
+// into the fast path: the draw is a call only when it is due.
+// rate points at the Pool's rate, read only when a draw is due.
+func (d *countdown) due(rate *int64, n uintptr) bool {
 	if *d -= countdown(n); *d >= 0 {
 		return false
 	}
-	*d = countdown(NextSample(rate))
+	d.redraw(*rate)
 	return true
 }
+
+//go:noinline
+func (d *countdown) redraw(rate int64) { *d = countdown(NextSample(rate)) }
 
 // counts is what a P's cache or a class handed out, net: blocks and the
 // bytes requested for them (negative in a cache that frees more than it
@@ -55,18 +60,20 @@ type counts struct {
 
 // handOut is the one place a block becomes live: it marks the block whose
 // state is st live for a request of n bytes (size is its class's block
-// size), counts n bytes down on d to decide whether it is the heap-profile
-// sample, and counts it in k. It reports whether the block was sampled.
-func (p *Pool) handOut(st *uint16, size, n uintptr, d *countdown, k *counts) bool {
+// size), with sampledBit if sampled (what the countdown's due said), and
+// counts it in k. Every path that hands out a block reads
+//
+//	handOut(st, size, n, d.due(&rate, n), k)
+//
+// "mark live, sample, count"; both halves inline into the fast path.
+func handOut(st *uint16, size, n uintptr, sampled bool, k *counts) {
 	v := liveState(size, n)
-	sampled := d.due(p.opts.ProfileRate, n)
 	if sampled {
 		v |= sampledBit
 	}
 	storeState(st, v)
 	k.blocks++
 	k.bytes += int64(n)
-	return sampled
 }
 
 // takeBack is the one place a live block stops being counted: it uncounts
