@@ -1,6 +1,8 @@
 // Package slab serves small requests (up to MaxSize, 32 KiB) from size
 // classes: each class carves page runs of the arena ("slabs") into blocks of
-// one size, and a cache per P sits in front of the classes; a Pool is the whole.
+// one size, and a cache per P sits in front of the classes. A Pool is the
+// whole (Go's mcentral and mcache together; the page heap, in Go's words,
+// is the arena's Region).
 //
 // Its part of the allocation path:
 //
@@ -12,7 +14,7 @@
 //  2. AllocFast: pin the goroutine to its P (procPin, as sync.Pool does)
 //     and pop a block from that P's cache for the class. No lock, no atomic
 //     instruction: only the goroutine pinned to a P touches its cache.
-//  3. If the cache is empty, Alloc takes a batch (about 8 KiB worth, 2 to
+//  3. If the cache is empty, Refill takes a batch (about 8 KiB worth, 2 to
 //     32 blocks) from the class's partial slabs under the class lock — from
 //     a slab's free list, or the blocks never handed out (the "bump" index;
 //     those are still zero when the slab came from fresh pages, so Calloc
@@ -23,7 +25,8 @@
 //     first field of its Slab, and the block index is (addr-start)*magic>>40
 //     — a multiply, not a division. The address must be the start of a
 //     live block, or the free is refused (by Free, with the error) and
-//     nothing changes. The block goes on this P's cache; a full cache sends
+//     nothing changes. The block goes on this P's cache (Free, the slow
+//     path, ends in the same push); a full cache sends
 //     its older half back to the slabs under the class lock (blocks freed
 //     on another goroutine thus travel in batches). A slab whose blocks are
 //     all back goes to the arena as a free run, except one per class.
