@@ -353,8 +353,8 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	return a.mappedBlock(n, 0, align)
 }
 
-// midBlock serves a mid-size block of n bytes (and room more, for Debug's canary) with a page
-// run of the region.
+// midBlock serves a mid-size block of n bytes (and room more, for Debug's
+// canary) with a page run of the region.
 func (a *Allocator) midBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	pages := max((n+room+a.page-1)/a.page, 1) // n < 2^63: no overflow
 	run, zero, err := a.region.Alloc(pages, align, arena.KindMid, n)
