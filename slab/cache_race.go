@@ -15,10 +15,14 @@ type cacheLock struct {
 }
 
 // lock locks the cache and reports whether it may be used: false (and
-// unlocked) once drain has retired it. A goroutine can load a cache from
-// its slot, lose the processor, and lock it only after drain took it out.
+// unlocked) once drain has retired it (a goroutine may have loaded the
+// cache from its slot just before drain took it out). Every holder of the
+// mutex is pinned — the pinned sections, and Stats and quiesce, which pin
+// to hold it — so a holder is running on another P and lets go soon: lock
+// spins instead of parking, since parking while pinned is not allowed.
 func (l *cacheLock) lock() bool {
-	l.mu.Lock()
+	for !l.mu.TryLock() {
+	}
 	if l.retired {
 		l.mu.Unlock()
 		return false
@@ -32,8 +36,11 @@ func (l *cacheLock) unlock() { l.mu.Unlock() }
 // their slots, and retires them: every later lock of them fails.
 func quiesce(old []*pcache) {
 	for _, pc := range old {
-		pc.mu.Lock()
-		pc.retired = true
-		pc.mu.Unlock()
+		procPin()
+		if pc.lock() {
+			pc.retired = true
+			pc.unlock()
+		}
+		procUnpin()
 	}
 }

@@ -15,14 +15,14 @@ import (
 func cached(h *Pool) [NumClasses]uint64 {
 	var out [NumClasses]uint64
 	for i := range h.caches {
-		pc := h.caches[i].Load()
-		if pc == nil || !pc.lock() {
-			continue
+		procPin() // as every holder of a cache's lock
+		if pc := h.caches[i].Load(); pc != nil && pc.lock() {
+			for c := range pc.bins {
+				out[c] += uint64(pc.bins[c].n)
+			}
+			pc.unlock()
 		}
-		for c := range pc.bins {
-			out[c] += uint64(pc.bins[c].n)
-		}
-		pc.unlock()
+		procUnpin()
 	}
 	return out
 }

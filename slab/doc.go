@@ -62,8 +62,9 @@
 // differs between builds:
 //
 //   - race (go test -race): a P's cache also takes a mutex in each pinned
-//     section, and drain retires caches under it instead of waiting for a
-//     stop-the-world (cache_race.go, beside cache_norace.go); block states
+//     section (always pinned: it spins, never parks), and drain retires
+//     caches under it instead of waiting for a stop-the-world
+//     (cache_race.go, beside cache_norace.go); block states
 //     are read and changed with atomic operations on their 32-bit word
 //     instead of plain loads and stores (state_race.go, beside
 //     state_norace.go). The protocol — pin, hand out or claim a block with

@@ -185,15 +185,15 @@ func (p *Pool) Stats() [NumClasses]ClassStats {
 		cl.mu.Unlock()
 	}
 	for i := range p.caches {
-		pc := p.caches[i].Load()
-		if pc == nil || !pc.lock() {
-			continue
+		procPin() // as every holder of a cache's lock (cache_race.go)
+		if pc := p.caches[i].Load(); pc != nil && pc.lock() {
+			for c := range pc.bins {
+				sum[c].blocks += pc.bins[c].blocks
+				sum[c].bytes += pc.bins[c].bytes
+			}
+			pc.unlock()
 		}
-		for c := range pc.bins {
-			sum[c].blocks += pc.bins[c].blocks
-			sum[c].bytes += pc.bins[c].bytes
-		}
-		pc.unlock()
+		procUnpin()
 	}
 	for i := range out {
 		out[i].LiveBlocks, out[i].LiveBytes = uint64(max(sum[i].blocks, 0)), uint64(max(sum[i].bytes, 0))
