@@ -69,8 +69,10 @@
 //     instead of plain loads and stores (state_race.go, beside
 //     state_norace.go). The protocol — pin, hand out or claim a block with
 //     one compare-and-set of its state, unpin — is the same code in both.
-//     Locks that …Locked helpers need are asserted held (internal/lock;
-//     also in package arena). The root package's tests read the flag too.
+//     Package arena stores page-map entries atomically instead of with a
+//     plain store (arena's entry_race.go). Locks that …Locked helpers
+//     need, here and in arena, are asserted held (internal/lock). The
+//     root package's tests read the flag too (race_race_test.go).
 //
 //   - brkmap_nochecks: the always-on checks (a freed address must be the
 //     start of a live block; a free-list link must decode to a free block
