@@ -144,6 +144,12 @@ type Config struct {
 	// finds (Debug's canaries and poison; the free-list checks that are
 	// always on). nil means panic with the report.
 	OnCorruption func(*Corruption)
+	// ProfileRate: the mean bytes allocated between two allocations
+	// recorded in the heap profile (see HeapProfile), as
+	// runtime.MemProfileRate is for the Go heap. 0 means the package's
+	// ProfileRate (512 KiB unless changed); negative turns profiling off;
+	// 1 records every allocation.
+	ProfileRate int
 	// HugePages: transparent huge pages for large blocks, for everything,
 	// or (the default) off. See HugePages.
 	HugePages HugePages
@@ -158,8 +164,8 @@ type Allocator struct {
 	budget *budget.Budget
 	pages  arena.PageMap // the region's page map, kept here: one hop less on Free
 	region *arena.Region
-	slabs  *slab.Heap
-	large  *largealloc.Allocator
+	slabs  *slab.Pool
+	large  *largealloc.Mappings
 	page   uintptr
 
 	// mmapFrom is where mappings start (requests >= mmapFrom get one);
@@ -180,7 +186,7 @@ type Allocator struct {
 	debug        bool
 	debugState   *debugState
 	onCorruption func(*Corruption)
-	prof         *sampler // the heap profile's records; nil when ProfileRate was 0 (profile.go)
+	prof         *profileSampler // the heap profile's records; nil with profiling off (profile.go)
 
 	statsMu sync.Mutex
 	vec     []byte // mincore scratch, under statsMu
@@ -229,12 +235,16 @@ func New(cfg Config) (*Allocator, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.slabs = slab.NewHeap(a.region)
-	a.pages = a.region.PageMap()
 	a.onCorruption = cfg.OnCorruption
-	a.slabs.OnCorruption = func(addr, size uintptr, detail string) {
-		a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
-	}
+	a.prof = newProfileSampler(cfg.ProfileRate)
+	a.slabs = slab.New(a.region, slab.Options{
+		ProfileRate:   a.prof.rateOrZero(),
+		OnSampledFree: a.prof.freedSmall,
+		OnCorruption: func(addr, size uintptr, detail string) {
+			a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
+		},
+	})
+	a.pages = a.region.PageMap()
 	switch {
 	case a.policy == PolicyMmap:
 		a.smallLimit = 0
@@ -251,7 +261,6 @@ func New(cfg Config) (*Allocator, error) {
 		a.large.EnableDebug()
 		a.smallLimit, a.pages = 0, arena.PageMap{}
 	}
-	a.startProfile()
 	return a, nil
 }
 
@@ -287,7 +296,7 @@ type route int
 
 const (
 	toSlab route = iota
-	toRun
+	toMid
 	toMapping
 )
 
@@ -298,14 +307,15 @@ func (a *Allocator) route(n uintptr) route {
 	case n <= slab.MaxSize:
 		return toSlab
 	}
-	return toRun
+	return toMid
 }
 
 // alloc returns a block of n bytes aligned to align (a power of two, at
-// least 16), and whether its memory is known to be zero. A sampled block
-// is recorded for the heap profile (profile.go) before it is handed out.
-func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error) {
-	p, zero, sampled, err := a.place(size, align)
+// least 16), and whether its memory is known to be zero; cacheTried says
+// the caller tried this P's cache already (smallFast). A sampled block is
+// recorded for the heap profile (profile.go) before it is handed out.
+func (a *Allocator) alloc(size int, align uintptr, cacheTried bool) (unsafe.Pointer, bool, error) {
+	p, zero, sampled, err := a.place(size, align, cacheTried)
 	if sampled {
 		a.prof.record(p, size)
 	}
@@ -313,7 +323,7 @@ func (a *Allocator) alloc(size int, align uintptr) (unsafe.Pointer, bool, error)
 }
 
 // place finds room for a block and says whether it is to be sampled.
-func (a *Allocator) place(size int, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if size < 0 {
 		return nil, false, false, fmt.Errorf("%w: %d", ErrInvalidSize, size)
 	}
@@ -327,21 +337,24 @@ func (a *Allocator) place(size int, align uintptr) (p unsafe.Pointer, zero, samp
 	}
 	if r == toSlab {
 		if c := a.smallClass(n, align); c >= 0 {
+			if cacheTried {
+				return a.slabs.Refill(c, n)
+			}
 			return a.slabs.Alloc(c, n)
 		}
-		r = toRun
+		r = toMid
 	}
-	if r == toRun {
-		return a.runBlock(n, 0, align)
+	if r == toMid {
+		return a.midBlock(n, 0, align)
 	}
 	return a.mappedBlock(n, 0, align)
 }
 
-// runBlock serves n bytes (and room more, for Debug's canary) with a page
-// run of the region.
-func (a *Allocator) runBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+// midBlock serves a mid-size block of n bytes (and room more, for Debug's
+// canary) with a page run of the region.
+func (a *Allocator) midBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	pages := max((n+room+a.page-1)/a.page, 1) // n < 2^63: no overflow
-	run, zero, err := a.region.Alloc(pages, align, arena.KindBlock, nil, n)
+	run, zero, err := a.region.Alloc(pages, align, arena.KindMid, n)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("alloc: %d bytes from the region: %w", n, err)
 	}
@@ -350,7 +363,7 @@ func (a *Allocator) runBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sa
 
 // mappedBlock serves n bytes (and room more) with a mapping of their own.
 func (a *Allocator) mappedBlock(n, room, align uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, err = a.large.AllocRoom(n, room, align); err != nil {
+	if p, err = a.large.Alloc(n, room, align); err != nil {
 		return nil, false, false, fmt.Errorf("alloc: %d bytes in a mapping: %w", n, err)
 	}
 	return p, true, a.prof.sampleLarge(n), nil
@@ -369,15 +382,16 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 
 // smallFast is the small Malloc's fast path: a block popped from this P's
 // cache, or nil (not small, not served from slabs, or the cache is empty).
-func (a *Allocator) smallFast(n int) unsafe.Pointer {
+// tried says it looked in the cache, so the slow path need not look again.
+func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
 	if uint(n) >= a.smallLimit {
-		return nil
+		return nil, false
 	}
 	p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n))
 	if sampled {
 		a.prof.record(p, n)
 	}
-	return p
+	return p, true
 }
 
 func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
@@ -386,10 +400,11 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if p := a.smallFast(n); p != nil {
+	p, tried := a.smallFast(n)
+	if p != nil {
 		return bytesAt(p, n), nil
 	}
-	p, _, err := a.alloc(n, 16)
+	p, _, err := a.alloc(n, 16, tried)
 	if err != nil {
 		return nil, err
 	}
@@ -400,12 +415,13 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // the kernel (a new mapping, pages never used since the break moved up or
 // since they were released) is not cleared again.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
-	if p := a.smallFast(n); p != nil {
+	p, tried := a.smallFast(n)
+	if p != nil {
 		b := bytesAt(p, n)
 		clear(b) // a cached block was used before
 		return b, nil
 	}
-	p, zero, err := a.alloc(n, 16)
+	p, zero, err := a.alloc(n, 16, tried)
 	if err != nil {
 		return nil, err
 	}
@@ -422,7 +438,7 @@ func (a *Allocator) AlignedAlloc(align, n int) ([]byte, error) {
 	if align <= 0 || align&(align-1) != 0 {
 		return nil, fmt.Errorf("%w: alignment %d is not a power of two", ErrInvalidSize, align)
 	}
-	p, _, err := a.alloc(n, max(uintptr(align), 16))
+	p, _, err := a.alloc(n, max(uintptr(align), 16), false)
 	if err != nil {
 		return nil, err
 	}
@@ -480,7 +496,7 @@ func (a *Allocator) regionRun(p uintptr) (*arena.Run, error) {
 	switch {
 	case run == nil || run.Kind() == arena.KindFree:
 		return nil, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
-	case run.Kind() == arena.KindBlock && p != run.Start():
+	case run.Kind() == arena.KindMid && p != run.Start():
 		return nil, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
 	}
 	return run, nil
@@ -603,9 +619,9 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 		if ok {
 			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
 		}
-	case blk.run != nil && blk.run.Kind() == arena.KindBlock && r == toRun:
+	case blk.run != nil && blk.run.Kind() == arena.KindMid && r == toMid:
 		pages := (un + a.page - 1) / a.page
-		if ok, _ := a.region.Resize(blk.run, pages); ok {
+		if a.region.Resize(blk.run, pages) {
 			a.region.SetUsed(blk.run, un)
 			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
 		}

@@ -34,11 +34,11 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.LiveBytes += c.LiveBytes
 	}
 	rc := a.region.Counters()
-	s.LiveBlocks += uint64(rc.BlockRuns)
-	s.LiveBytes += uint64(rc.BlockUsed)
+	s.LiveBlocks += uint64(rc.MidRuns)
+	s.LiveBytes += uint64(rc.MidUsed)
 	s.ArenaBytes = uint64(rc.ArenaBytes)
 	s.SlabBytes = uint64(rc.SlabBytes)
-	s.RunBytes = uint64(rc.BlockBytes)
+	s.RunBytes = uint64(rc.MidBytes)
 	s.FreeBytes = uint64(rc.FreeBytes)
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)

@@ -198,7 +198,7 @@ func (a *Allocator) debugAlloc(r route, n, align uintptr) (p unsafe.Pointer, zer
 			}
 		}
 	default:
-		serve := a.runBlock
+		serve := a.midBlock
 		if r == toMapping {
 			serve = a.mappedBlock
 		}

@@ -80,7 +80,7 @@ func configOf(name string) Config {
 
 // callPath names the code that made a system call — the function that
 // called the sys.OS method and its caller, as in
-// "arena.(*Region).grow<arena.(*Region).AllocRun" — and the line of the
+// "arena.(*Region).growLocked<arena.(*Region).AllocRun" — and the line of the
 // call.
 func callPath() (string, int) {
 	var pcs [32]uintptr
@@ -316,9 +316,9 @@ func (h *harness) background() {
 	require.NoError(h.t, err)
 }
 
-// runBlock allocates a block that gets a page run of the region to itself
+// midBlock allocates a block that gets a page run of the region to itself
 // under this configuration.
-func (h *harness) runBlock() []byte {
+func (h *harness) midBlock() []byte {
 	h.t.Helper()
 	var b []byte
 	var err error
@@ -332,7 +332,7 @@ func (h *harness) runBlock() []byte {
 	}
 	require.NoError(h.t, err)
 	run := h.a.region.Lookup(addrOf(b))
-	require.True(h.t, run != nil && run.Kind() == arena.KindBlock, "a run of its own")
+	require.True(h.t, run != nil && run.Kind() == arena.KindMid, "a run of its own")
 	return b
 }
 
@@ -350,7 +350,7 @@ func (h *harness) topRuns() [][]byte {
 	pad := max(orDefault(configOf(h.cfg).TopPad, DefaultTopPad), 0)
 	want := 2 * (uintptr(h.a.trim.Load()) + uintptr(pad))
 	for sum := uintptr(0); sum < want; {
-		b := h.runBlock() // those that fill holes below stay live
+		b := h.midBlock() // those that fill holes below stay live
 		if addrOf(b) > top {
 			bs = append(bs, b)
 			sum += uintptr(h.a.UsableSize(b))
@@ -498,18 +498,18 @@ type injectCase struct {
 // The paths of every system call the allocator makes.
 const (
 	pathReserve      = "arena.New<alloc.New"
-	pathGrow         = "arena.(*Region).grow<arena.(*Region).AllocRun"
-	pathGrowResize   = "arena.(*Region).grow<arena.(*Region).Resize"
-	pathShrinkFree   = "arena.(*Region).shrink<arena.(*Region).release"
-	pathShrinkTrim   = "arena.(*Region).shrink<arena.(*Region).Trim"
+	pathGrow         = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
+	pathGrowResize   = "arena.(*Region).growLocked<arena.(*Region).Resize"
+	pathShrinkFree   = "arena.(*Region).shrinkLocked<arena.(*Region).releaseLocked"
+	pathShrinkTrim   = "arena.(*Region).shrinkLocked<arena.(*Region).Trim"
 	pathTrimRuns     = "arena.(*Region).Trim<alloc.(*Allocator).Trim"
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
-	pathMap          = "largealloc.(*Allocator).AllocRoom<alloc.(*Allocator).mappedBlock"
-	pathUnmap        = "largealloc.(*Allocator).Free<alloc.(*Allocator).freeMapped"
-	pathRemap        = "largealloc.(*Allocator).Resize<alloc.(*Allocator).Realloc"
-	pathMappingsRes  = "largealloc.(*Allocator).Resident<alloc.(*Allocator).Stats"
-	pathMappingClose = "largealloc.(*Allocator).Close<alloc.(*Allocator).Close"
+	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
+	pathUnmap        = "largealloc.(*Mappings).Free<alloc.(*Allocator).freeMapped"
+	pathRemap        = "largealloc.(*Mappings).Resize<alloc.(*Allocator).Realloc"
+	pathMappingsRes  = "largealloc.(*Mappings).Resident<alloc.(*Allocator).Stats"
+	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).Close"
 )
 
 // injectCases: one row per injection point — a system call on one path,
@@ -586,7 +586,7 @@ var injectCases = []injectCase{
 	},
 	{
 		name: "every mprotect refused while a Realloc grows a run at the top",
-		op:   sys.OpMprotect, path: "arena.(*Region).grow<", configs: runConfigs, want: wantOOM,
+		op:   sys.OpMprotect, path: "arena.(*Region).growLocked<", configs: runConfigs, want: wantOOM,
 		prepare: func(h *harness) any {
 			b := h.mustMalloc(40 << 10)
 			h.a.Trim()
@@ -631,8 +631,8 @@ var injectCases = []injectCase{
 		op:   sys.OpMadvise, path: pathTrimRuns, configs: regionConfigs, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
 			h.a.region.SetTrimThreshold(^uintptr(0))
-			b := h.runBlock()
-			h.runBlock() // stays live above b
+			b := h.midBlock()
+			h.midBlock() // stays live above b
 			require.NoError(h.t, h.free(b))
 			return nil
 		},

@@ -1,7 +1,6 @@
 package alloc
 
 import (
-	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
@@ -9,33 +8,38 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/brkmap/alloc/slab"
 	"github.com/brkmap/alloc/stats"
 )
 
-// ProfileRate is the mean number of bytes allocated between two
-// allocations recorded in the heap profile, as runtime.MemProfileRate is
-// for the Go heap: 512 KiB by default. New reads it, so set it before
-// making an Allocator (for example at the start of main). 0 turns
-// profiling off for allocators made afterwards, and then it costs nothing
-// but one predictable branch; 1 records every allocation.
+// ProfileRate is the default of Config.ProfileRate: the mean number of
+// bytes allocated between two allocations recorded in the heap profile,
+// as runtime.MemProfileRate is for the Go heap, 512 KiB unless changed.
+// New reads it when Config.ProfileRate is 0, so set it before making an
+// Allocator (for example at the start of main). 0 turns profiling off for
+// such allocators, and then it costs nothing but one predictable branch;
+// 1 records every allocation.
 var ProfileRate = stats.DefaultProfileRate
 
 // maxStack is the deepest call stack recorded, as the Go runtime's.
 const maxStack = 32
 
-// sampler keeps the heap profile's records. The hot path never touches it
-// unless a block is sampled:
+// profileSampler keeps the heap profile's records: the root's part of the
+// one sampling unit, whose countdowns and random draw are slab's
+// (slab.NextSample). The hot path never touches it unless a block is
+// sampled:
 //
-//   - Small blocks are sampled by their slab class (slab.Heap.SetSampling):
-//     a countdown kept under the class lock the allocation already holds,
-//     and a bit in the block's slab entry. Free sees that bit where it
-//     already reads the entry, and only then comes here (s.freed).
+//   - Small blocks are sampled by the slab pool (slab.Options.ProfileRate):
+//     a countdown per P's cache and per class, and a bit in the block's
+//     state. Free sees that bit where it already reads the state, and only
+//     then comes here (freedSmall, the pool's OnSampledFree).
 //   - Page runs and mappings, whose allocation takes the region's lock or
 //     a system call anyway, share one atomic countdown; their Free looks
 //     the block up here only while some sampled one is live.
 //
 // Recording a sample costs a runtime.Callers and a map update under mu.
-type sampler struct {
+// A nil *profileSampler is profiling off: every method is then a no-op.
+type profileSampler struct {
 	rate    int64
 	large   atomic.Int64 // bytes until the next sampled run or mapping
 	nonSlab atomic.Int64 // sampled runs and mappings still live
@@ -56,33 +60,39 @@ type bucket struct {
 	size int64
 }
 
-func (a *Allocator) startProfile() {
-	if ProfileRate <= 0 {
-		return
+// newProfileSampler returns the sampler for Config.ProfileRate rate (0:
+// the package's ProfileRate), or nil with profiling off.
+func newProfileSampler(rate int) *profileSampler {
+	if rate == 0 {
+		rate = ProfileRate
 	}
-	s := &sampler{rate: int64(ProfileRate), buckets: map[bucketKey]*bucket{}, live: map[uintptr]*bucket{}}
-	s.large.Store(s.next())
-	a.prof = s
-	a.slabs.SetSampling(s.rate, s.freed)
+	if rate <= 0 {
+		return nil
+	}
+	s := &profileSampler{rate: int64(rate), buckets: map[bucketKey]*bucket{}, live: map[uintptr]*bucket{}}
+	s.large.Store(slab.NextSample(s.rate))
+	return s
 }
 
-func (s *sampler) next() int64 {
-	if s.rate == 1 {
-		return 0 // every allocation
+// rateOrZero returns the sampling rate, 0 with profiling off: the slab
+// pool's ProfileRate.
+func (s *profileSampler) rateOrZero() int64 {
+	if s == nil {
+		return 0
 	}
-	return int64(rand.ExpFloat64() * float64(s.rate))
+	return s.rate
 }
 
 // sampleLarge counts n bytes down and reports whether the run or mapping
 // just allocated is to be sampled.
-func (s *sampler) sampleLarge(n uintptr) bool {
+func (s *profileSampler) sampleLarge(n uintptr) bool {
 	if s == nil {
 		return false
 	}
 	if s.large.Add(-int64(n)) >= 0 {
 		return false
 	}
-	s.large.Store(s.next())
+	s.large.Store(slab.NextSample(s.rate))
 	s.nonSlab.Add(1) // recorded by alloc before anyone can free it
 	return true
 }
@@ -92,7 +102,7 @@ func (s *sampler) sampleLarge(n uintptr) bool {
 // meanwhile.
 //
 //go:noinline
-func (s *sampler) record(p unsafe.Pointer, n int) {
+func (s *profileSampler) record(p unsafe.Pointer, n int) {
 	var k bucketKey
 	depth := runtime.Callers(2, k.stack[:]) // from alloc up: Hide cuts the allocator's frames
 	k.size = n
@@ -109,9 +119,9 @@ func (s *sampler) record(p unsafe.Pointer, n int) {
 	s.live[uintptr(p)] = b
 }
 
-// freed notes that the sampled block at addr is freed. For a slab block it
-// runs under the class lock, before the block can be handed out again.
-func (s *sampler) freed(addr uintptr) {
+// freedSmall notes that the sampled small block at addr is freed: the slab
+// pool's OnSampledFree, called before the block can be handed out again.
+func (s *profileSampler) freedSmall(addr uintptr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drop(addr)
@@ -119,7 +129,7 @@ func (s *sampler) freed(addr uintptr) {
 
 // drop moves a live sampled block to the freed counts of its bucket (mu
 // held) and reports whether addr was one.
-func (s *sampler) drop(addr uintptr) bool {
+func (s *profileSampler) drop(addr uintptr) bool {
 	b := s.live[addr]
 	if b == nil {
 		return false
@@ -133,7 +143,7 @@ func (s *sampler) drop(addr uintptr) bool {
 // freeingLarge is called for a run or a mapping about to be freed (still
 // owned by the caller, so no one can be recording a new block there):
 // while no sampled one is live, it costs an atomic load.
-func (s *sampler) freeingLarge(addr uintptr) {
+func (s *profileSampler) freeingLarge(addr uintptr) {
 	if s == nil || s.nonSlab.Load() == 0 {
 		return
 	}
@@ -145,7 +155,7 @@ func (s *sampler) freeingLarge(addr uintptr) {
 }
 
 // moved follows a mapping that mremap moved.
-func (s *sampler) moved(from, to uintptr) {
+func (s *profileSampler) moved(from, to uintptr) {
 	if s == nil || from == to || s.nonSlab.Load() == 0 {
 		return
 	}
@@ -158,7 +168,7 @@ func (s *sampler) moved(from, to uintptr) {
 }
 
 // closed counts every block still live as freed: Close frees them all.
-func (s *sampler) closed() {
+func (s *profileSampler) closed() {
 	if s == nil {
 		return
 	}
@@ -178,7 +188,7 @@ func hideAllocator(fn string) bool {
 	if !ok {
 		return false
 	}
-	return strings.HasPrefix(rest, "(*Allocator).") || strings.HasPrefix(rest, "(*sampler).") ||
+	return strings.HasPrefix(rest, "(*Allocator).") || strings.HasPrefix(rest, "(*profileSampler).") ||
 		strings.HasPrefix(rest, "NewObject[") || strings.HasPrefix(rest, "MakeSlice[")
 }
 

@@ -31,7 +31,7 @@
 // The page map holds, for every page below the break, the run that owns it:
 // every page of a run in use, and the first and last page of a free run.
 // It is a two-level table of atomic pointers, so Lookup takes no lock: the
-// fields it exposes without a lock (Kind, Owner, Start of a live run) are
+// fields it exposes without a lock (Kind, Start of a live run) are
 // fixed before the run is published.
 //
 // With Config.HugePageSize set, the reservation is huge-page aligned and

@@ -57,6 +57,3 @@ func (r *Region) hugeUp(from, n uintptr) uintptr {
 
 // Reservation returns the region's whole reserved range [lo, hi).
 func (r *Region) Reservation() (lo, hi uintptr) { return r.lo, r.hi }
-
-// HugePageSize returns the huge page size the region uses, or 0.
-func (r *Region) HugePageSize() uintptr { return r.huge }

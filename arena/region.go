@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/brkmap/alloc/internal/budget"
 	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/lock"
 	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -22,8 +22,8 @@ const (
 	KindFree Kind = iota
 	// KindSlab marks a run carved into blocks of one size class.
 	KindSlab
-	// KindBlock marks a run that is one block by itself (mid-size requests).
-	KindBlock
+	// KindMid marks a run that is one block by itself (mid-size requests).
+	KindMid
 	numKinds
 )
 
@@ -32,16 +32,15 @@ var ErrNotLive = errors.New("arena: run is not in use")
 
 // Run is a range of whole pages of the region.
 //
-// Kind and Owner never change after the run is published in the page map,
+// Kind never changes after the run is published in the page map,
 // and neither does Start while the run is in use, so they may be read
 // without the region's lock. Everything else is guarded by Region.mu.
 type Run struct {
-	kind  Kind
-	owner unsafe.Pointer // the layer that asked for the run (a *slab.Slab)
+	kind Kind
 
 	start uintptr // address of the first byte
 	pages uintptr
-	used  uintptr // bytes the owner uses of it (KindBlock: the request)
+	used  uintptr // bytes the owner uses of it (KindMid: the request)
 
 	live bool // in use: not free, not merged away
 	zero bool // free run: every page is known zero (fresh or released)
@@ -52,9 +51,6 @@ type Run struct {
 
 // Kind returns what the run is used for.
 func (r *Run) Kind() Kind { return r.kind }
-
-// Owner returns what the caller of Alloc attached to the run.
-func (r *Run) Owner() unsafe.Pointer { return r.owner }
 
 // Start returns the run's first address; stable while the run is in use.
 func (r *Run) Start() uintptr { return r.start }
@@ -74,6 +70,9 @@ type Config struct {
 }
 
 // Region is the brk-like region. All methods are safe for concurrent use.
+// mu guards the break, the free-run buckets, the counters and the writes
+// to the page map; the helpers named …Locked must be called with it held
+// (asserted in race builds).
 type Region struct {
 	os     *sys.OS
 	budget *budget.Budget
@@ -88,7 +87,7 @@ type Region struct {
 
 	pagemap []atomic.Pointer[chunk]
 
-	mu      sync.Mutex
+	mu      lock.Mutex
 	brk     uintptr // address of the break: [lo, brk) is usable
 	closed  bool
 	buckets [numBuckets]*Run
@@ -97,7 +96,7 @@ type Region struct {
 	// counters, under mu
 	inUsePages [numKinds]uintptr
 	inUseRuns  [numKinds]uintptr
-	blockUsed  uintptr // sum of used over KindBlock runs
+	midUsed    uintptr // sum of used over KindMid runs
 	freePages  uintptr
 	dirtyPages uintptr // free pages not known to be released
 	freeRuns   uintptr
@@ -187,8 +186,9 @@ func (m *PageMap) Lookup(addr uintptr) *Run {
 // nil. Lock-free.
 func (r *Region) Lookup(addr uintptr) *Run { return r.at(r.pageOf(addr)) }
 
-// set records run as the owner of pages [from, to) (page indexes).
-func (r *Region) set(run *Run, from, to uintptr) {
+// setLocked records run as the owner of pages [from, to) (page indexes).
+func (r *Region) setLocked(run *Run, from, to uintptr) {
+	r.mu.AssertHeld()
 	for pg := from; pg < to; {
 		ci := pg >> chunkShift
 		c := r.pagemap[ci].Load()
@@ -229,7 +229,8 @@ func bucketOf(pages uintptr) int {
 	return int(pages) - 1
 }
 
-func (r *Region) insertFree(f *Run) {
+func (r *Region) insertFreeLocked(f *Run) {
+	r.mu.AssertHeld()
 	b := bucketOf(f.pages)
 	f.bucket = b
 	f.prev = nil
@@ -246,13 +247,14 @@ func (r *Region) insertFree(f *Run) {
 	r.freeRuns++
 	// boundary pages
 	first := r.pageOf(f.start)
-	r.set(f, first, first+1)
+	r.setLocked(f, first, first+1)
 	if f.pages > 1 {
-		r.set(f, first+f.pages-1, first+f.pages)
+		r.setLocked(f, first+f.pages-1, first+f.pages)
 	}
 }
 
-func (r *Region) removeFree(f *Run) {
+func (r *Region) removeFreeLocked(f *Run) {
+	r.mu.AssertHeld()
 	if f.prev != nil {
 		f.prev.next = f.next
 	} else {
@@ -272,8 +274,9 @@ func (r *Region) removeFree(f *Run) {
 	r.freeRuns--
 }
 
-// findFree returns the best-fitting free run of at least n pages, or nil.
-func (r *Region) findFree(n uintptr) *Run {
+// findFreeLocked returns the best-fitting free run of at least n pages, or nil.
+func (r *Region) findFreeLocked(n uintptr) *Run {
+	r.mu.AssertHeld()
 	b := bucketOf(n)
 	for w := b >> 6; w < 2; w++ {
 		m := r.nonzero[w]
@@ -300,8 +303,9 @@ func (r *Region) findFree(n uintptr) *Run {
 	return nil
 }
 
-// topFree returns the free run that ends at the break, or nil.
-func (r *Region) topFree() *Run {
+// topFreeLocked returns the free run that ends at the break, or nil.
+func (r *Region) topFreeLocked() *Run {
+	r.mu.AssertHeld()
 	if r.brk == r.lo {
 		return nil
 	}
@@ -312,10 +316,11 @@ func (r *Region) topFree() *Run {
 	return nil
 }
 
-// grow moves the break up so that a free run of at least n pages ends at
+// growLocked moves the break up so that a free run of at least n pages ends at
 // it, and returns that run (already in its bucket).
-func (r *Region) grow(n uintptr) (*Run, error) {
-	top := r.topFree()
+func (r *Region) growLocked(n uintptr) (*Run, error) {
+	r.mu.AssertHeld()
+	top := r.topFreeLocked()
 	need := n
 	if top != nil {
 		need -= top.pages
@@ -341,33 +346,34 @@ func (r *Region) grow(n uintptr) (*Run, error) {
 	r.brk += want
 	pages := want >> r.shift
 	if top != nil {
-		r.removeFree(top)
+		r.removeFreeLocked(top)
 		top.pages += pages
-		r.insertFree(top)
+		r.insertFreeLocked(top)
 		return top, nil
 	}
 	f := &Run{kind: KindFree, start: start, pages: pages, zero: true}
-	r.insertFree(f)
+	r.insertFreeLocked(f)
 	return f, nil
 }
 
-// carve takes pages [f.start+head, +n) out of free run f (already removed
+// carveLocked takes pages [f.start+head, +n) out of free run f (already removed
 // from its bucket) as a new live run; the rest goes back as free runs.
-func (r *Region) carve(f *Run, head, n uintptr, run *Run) *Run {
+func (r *Region) carveLocked(f *Run, head, n uintptr, run *Run) *Run {
+	r.mu.AssertHeld()
 	kind := run.kind
 	run.start, run.pages, run.live = f.start+head<<r.shift, n, true
 	tail := f.pages - head - n
 	zero := f.zero
 	if tail > 0 {
 		t := &Run{kind: KindFree, start: run.start + n<<r.shift, pages: tail, zero: zero}
-		r.insertFree(t)
+		r.insertFreeLocked(t)
 	}
 	if head > 0 {
 		f.pages = head
-		r.insertFree(f)
+		r.insertFreeLocked(f)
 	}
 	first := r.pageOf(run.start)
-	r.set(run, first, first+n)
+	r.setLocked(run, first, first+n)
 	r.inUsePages[kind] += n
 	r.inUseRuns[kind]++
 	run.zero = zero
@@ -376,16 +382,15 @@ func (r *Region) carve(f *Run, head, n uintptr, run *Run) *Run {
 
 // Alloc returns a run of n pages whose start is aligned to align bytes (a
 // power of two; 0 or anything up to the page size means page-aligned),
-// with owner attached and used bytes recorded, and whether its memory is
-// known to be zero.
-func (r *Region) Alloc(n, align uintptr, kind Kind, owner unsafe.Pointer, used uintptr) (*Run, bool, error) {
-	return r.AllocRun(&Run{kind: kind, owner: owner}, n, align, used)
+// with used bytes recorded, and whether its memory is known to be zero.
+func (r *Region) Alloc(n, align uintptr, kind Kind, used uintptr) (*Run, bool, error) {
+	return r.AllocRun(&Run{kind: kind}, n, align, used)
 }
 
 // NewRun returns a Run of the given kind for AllocRun, to embed as the
 // first field of the caller's own metadata: the page map then points
 // straight at that metadata, and a lookup needs no further hop.
-func NewRun(kind Kind, owner unsafe.Pointer) Run { return Run{kind: kind, owner: owner} }
+func NewRun(kind Kind) Run { return Run{kind: kind} }
 
 // AllocRun is Alloc with the Run supplied by the caller (made by NewRun,
 // never used before).
@@ -404,32 +409,32 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 	if r.closed {
 		return nil, false, errClosed
 	}
-	f := r.findFree(n + extra)
+	f := r.findFreeLocked(n + extra)
 	if f == nil {
 		var err error
-		if f, err = r.grow(n + extra); err != nil {
+		if f, err = r.growLocked(n + extra); err != nil {
 			return nil, false, err
 		}
 	}
-	r.removeFree(f)
+	r.removeFreeLocked(f)
 	head := uintptr(0)
 	if extra > 0 {
 		head = (alignUp(f.start, align) - f.start) >> r.shift
 	}
-	r.carve(f, head, n, run)
-	if kind == KindBlock {
+	r.carveLocked(f, head, n, run)
+	if kind == KindMid {
 		run.used = used
-		r.blockUsed += used
+		r.midUsed += used
 	}
 	return run, run.zero, nil
 }
 
 var errClosed = errors.New("arena: region is closed")
 
-// SetUsed records how many bytes of a KindBlock run the caller uses.
+// SetUsed records how many bytes of a KindMid run the caller uses.
 func (r *Region) SetUsed(run *Run, n uintptr) {
 	r.mu.Lock()
-	r.blockUsed += n - run.used
+	r.midUsed += n - run.used
 	run.used = n
 	r.mu.Unlock()
 }
@@ -456,21 +461,22 @@ func (r *Region) Free(run *Run) error {
 	run.live = false
 	r.inUsePages[run.kind] -= run.pages
 	r.inUseRuns[run.kind]--
-	if run.kind == KindBlock {
-		r.blockUsed -= run.used
+	if run.kind == KindMid {
+		r.midUsed -= run.used
 	}
-	r.release(run.start, run.pages, false)
+	r.releaseLocked(run.start, run.pages, false)
 	return nil
 }
 
-// release makes [start, start+pages) a free run, coalesced with its
+// releaseLocked makes [start, start+pages) a free run, coalesced with its
 // neighbours, and trims the top if it has grown past the threshold.
-func (r *Region) release(start, pages uintptr, zero bool) {
+func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
+	r.mu.AssertHeld()
 	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
 	first := r.pageOf(start)
 	if first > 0 {
 		if left := r.at(first - 1); left != nil && left.kind == KindFree && left.start+left.pages<<r.shift == start {
-			r.removeFree(left)
+			r.removeFreeLocked(left)
 			f.start = left.start
 			f.pages += left.pages
 			f.zero = f.zero && left.zero
@@ -478,20 +484,21 @@ func (r *Region) release(start, pages uintptr, zero bool) {
 	}
 	if end := start + pages<<r.shift; end < r.brk {
 		if right := r.at(r.pageOf(end)); right != nil && right.kind == KindFree && right.start == end {
-			r.removeFree(right)
+			r.removeFreeLocked(right)
 			f.pages += right.pages
 			f.zero = f.zero && right.zero
 		}
 	}
-	r.insertFree(f)
+	r.insertFreeLocked(f)
 	if f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
-		r.shrink(f, r.topPad)
+		r.shrinkLocked(f, r.topPad)
 	}
 }
 
-// shrink moves the break down to f.start+keep, f being the top free run,
+// shrinkLocked moves the break down to f.start+keep, f being the top free run,
 // giving the pages above back to the kernel. Returns the bytes released.
-func (r *Region) shrink(f *Run, keep uintptr) uintptr {
+func (r *Region) shrinkLocked(f *Run, keep uintptr) uintptr {
+	r.mu.AssertHeld()
 	keep = r.hugeUp(f.start, alignUp(keep, r.page))
 	size := f.pages << r.shift
 	if size <= keep {
@@ -508,12 +515,12 @@ func (r *Region) shrink(f *Run, keep uintptr) uintptr {
 	if err := r.os.Mprotect(p, n, unix.PROT_NONE); err != nil {
 		return 0
 	}
-	r.removeFree(f)
+	r.removeFreeLocked(f)
 	r.brk = cut
 	r.budget.Give(n)
 	if keep > 0 {
 		f.pages = keep >> r.shift
-		r.insertFree(f)
+		r.insertFreeLocked(f)
 	}
 	return n
 }
@@ -530,9 +537,9 @@ func (r *Region) Trim() uintptr {
 		return 0
 	}
 	var released uintptr
-	if top := r.topFree(); top != nil {
+	if top := r.topFreeLocked(); top != nil {
 		wasDirty := !top.zero
-		if n := r.shrink(top, 0); n > 0 && wasDirty {
+		if n := r.shrinkLocked(top, 0); n > 0 && wasDirty {
 			released += n
 		}
 	}
@@ -569,26 +576,26 @@ func (r *Region) Close() error {
 	return r.os.Munmap(r.base, r.hi-r.lo)
 }
 
-// Resize grows a live KindBlock run in place to n pages, taking the free
+// Resize grows a live KindMid run in place to n pages, taking the free
 // run that follows it or moving the break, and reports whether it could.
 // With n smaller than the run, it shrinks the run and frees the tail.
-func (r *Region) Resize(run *Run, n uintptr) (ok bool, zeroTail bool) {
+func (r *Region) Resize(run *Run, n uintptr) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed || !run.live || n == 0 {
-		return false, false
+		return false
 	}
 	switch {
 	case n == run.pages:
-		return true, false
+		return true
 	case n < run.pages:
 		cut := run.pages - n
 		run.pages = n
 		r.inUsePages[run.kind] -= cut
 		tail := r.pageOf(run.start) + n
-		r.set(nil, tail, tail+cut) // the tail is no longer the run's
-		r.release(run.start+n<<r.shift, cut, false)
-		return true, false
+		r.setLocked(nil, tail, tail+cut) // the tail is no longer the run's
+		r.releaseLocked(run.start+n<<r.shift, cut, false)
+		return true
 	}
 	more := n - run.pages
 	end := run.start + run.pages<<r.shift
@@ -596,34 +603,33 @@ func (r *Region) Resize(run *Run, n uintptr) (ok bool, zeroTail bool) {
 	if end < r.brk {
 		next = r.at(r.pageOf(end))
 		if next == nil || next.kind != KindFree || next.start != end {
-			return false, false
+			return false
 		}
 	}
 	if next == nil || next.pages < more {
 		// only the top can grow: the run, or the free run after it, must end at the break
 		if (next == nil && end != r.brk) || (next != nil && next.start+next.pages<<r.shift != r.brk) {
-			return false, false
+			return false
 		}
 		var err error
-		if next, err = r.grow(more); err != nil {
-			return false, false
+		if next, err = r.growLocked(more); err != nil {
+			return false
 		}
-		if next.start != end { // grow made a new top run not adjacent: cannot happen, but be safe
-			return false, false
+		if next.start != end { // growLocked made a new top run not adjacent: cannot happen, but be safe
+			return false
 		}
 	}
-	r.removeFree(next)
-	zero := next.zero
+	r.removeFreeLocked(next)
 	if rest := next.pages - more; rest > 0 {
 		next.start += more << r.shift
 		next.pages = rest
-		r.insertFree(next)
+		r.insertFreeLocked(next)
 	}
 	first := r.pageOf(end)
-	r.set(run, first, first+more)
+	r.setLocked(run, first, first+more)
 	run.pages = n
 	r.inUsePages[run.kind] += more
-	return true, zero
+	return true
 }
 
 // Counters is a snapshot of the region's bookkeeping.
@@ -631,9 +637,9 @@ type Counters struct {
 	Base, Break  uintptr
 	ArenaBytes   uintptr // base to break
 	SlabBytes    uintptr // pages carved into slabs
-	BlockBytes   uintptr // pages given to mid-size blocks
-	BlockRuns    uintptr // mid-size blocks live
-	BlockUsed    uintptr // bytes requested by them
+	MidBytes     uintptr // pages given to mid-size blocks
+	MidRuns      uintptr // mid-size blocks live
+	MidUsed      uintptr // bytes requested by them
 	FreeBytes    uintptr // free pages below the break
 	DirtyBytes   uintptr // of those, not yet released (resident if touched)
 	FreeRuns     uintptr
@@ -649,15 +655,15 @@ func (r *Region) Counters() Counters {
 		Break:      r.brk,
 		ArenaBytes: r.brk - r.lo,
 		SlabBytes:  r.inUsePages[KindSlab] << r.shift,
-		BlockBytes: r.inUsePages[KindBlock] << r.shift,
-		BlockRuns:  r.inUseRuns[KindBlock],
-		BlockUsed:  r.blockUsed,
+		MidBytes:   r.inUsePages[KindMid] << r.shift,
+		MidRuns:    r.inUseRuns[KindMid],
+		MidUsed:    r.midUsed,
 		FreeBytes:  r.freePages << r.shift,
 		DirtyBytes: r.dirtyPages << r.shift,
 		FreeRuns:   r.freeRuns,
 	}
 	if !r.closed {
-		if top := r.topFree(); top != nil {
+		if top := r.topFreeLocked(); top != nil {
 			c.TopFreeBytes = top.pages << r.shift
 		}
 	}

@@ -3,6 +3,7 @@ package arena_test
 import (
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -47,7 +48,7 @@ func newRegion(t *testing.T, c cfg) env {
 // alloc takes n pages (page-aligned, a mid-size block) or fails the test.
 func (e env) alloc(t *testing.T, n uintptr) *arena.Run {
 	t.Helper()
-	run, _, err := e.r.Alloc(n, 0, arena.KindBlock, nil, n*page)
+	run, _, err := e.r.Alloc(n, 0, arena.KindMid, n*page)
 	require.NoError(t, err)
 	return run
 }
@@ -111,7 +112,7 @@ func checkConsistent(t *testing.T, r *arena.Region) {
 					assert.False(t, live(r, got), "Lookup(%#x), a free page, returned a live run at %#x", a, got.Start())
 				}
 			}
-		case arena.KindSlab, arena.KindBlock:
+		case arena.KindSlab, arena.KindMid:
 			if s.Kind == arena.KindSlab {
 				slab += s.Len
 			} else {
@@ -131,7 +132,7 @@ func checkConsistent(t *testing.T, r *arena.Region) {
 	assert.Equal(t, c.DirtyBytes, dirty, "DirtyBytes")
 	assert.Equal(t, c.FreeRuns, runs, "FreeRuns")
 	assert.Equal(t, c.SlabBytes, slab, "SlabBytes")
-	assert.Equal(t, c.BlockBytes, block, "BlockBytes")
+	assert.Equal(t, c.MidBytes, block, "MidBytes")
 	assert.Equal(t, c.TopFreeBytes, top, "TopFreeBytes")
 	assert.Equal(t, c.ArenaBytes, c.Break-c.Base)
 }
@@ -196,7 +197,7 @@ func TestGrowMovesTheBreakByWhatIsMissingPlusTopPad(t *testing.T) {
 
 func TestFreshRunsAreZero(t *testing.T) {
 	e := newRegion(t, cfg{topPad: 4 * page})
-	run, zero, err := e.r.Alloc(4, 0, arena.KindBlock, nil, 4*page)
+	run, zero, err := e.r.Alloc(4, 0, arena.KindMid, 4*page)
 	require.NoError(t, err)
 	assert.True(t, zero, "pages fresh from the kernel are zero")
 	for i, b := range e.bytes(run) {
@@ -206,7 +207,7 @@ func TestFreshRunsAreZero(t *testing.T) {
 	guard := e.alloc(t, 1)
 	_ = guard
 	e.free(t, run)
-	again, zero, err := e.r.Alloc(4, 0, arena.KindBlock, nil, 4*page)
+	again, zero, err := e.r.Alloc(4, 0, arena.KindMid, 4*page)
 	require.NoError(t, err)
 	assert.Equal(t, run.Start(), again.Start())
 	assert.False(t, zero, "a reused run that was written is not known to be zero")
@@ -379,7 +380,7 @@ func TestTrimReleasesEveryDirtyFreeRun(t *testing.T) {
 	assert.Equal(t, madv, e.os.Calls(sys.OpMadvise))
 
 	// Released runs are handed out again as zero.
-	run, zero, err := e.r.Alloc(1, 0, arena.KindBlock, nil, 1)
+	run, zero, err := e.r.Alloc(1, 0, arena.KindMid, 1)
 	require.NoError(t, err)
 	assert.True(t, zero)
 	assert.Equal(t, runs[0].Start(), run.Start())
@@ -394,7 +395,7 @@ func TestAlignedAlloc(t *testing.T) {
 		for _, n := range []uintptr{1, 3, 300} {
 			e := newRegion(t, cfg{topPad: 8 * page})
 			e.alloc(t, 1) // make the base unaligned for the next run
-			run, _, err := e.r.Alloc(n, align, arena.KindBlock, nil, n*page)
+			run, _, err := e.r.Alloc(n, align, arena.KindMid, n*page)
 			require.NoError(t, err, "align %d, %d pages", align, n)
 			a := max(align, page)
 			assert.Zero(t, run.Start()%a, "align %d: run at %#x", align, run.Start())
@@ -420,7 +421,7 @@ func TestResize(t *testing.T) {
 		e.free(t, b)
 		brk := e.r.Counters().Break
 
-		ok, _ := e.r.Resize(a, 4)
+		ok := e.r.Resize(a, 4)
 		require.True(t, ok)
 		assert.Equal(t, uintptr(4), a.Pages())
 		c := e.r.Counters()
@@ -428,12 +429,12 @@ func TestResize(t *testing.T) {
 		assert.Equal(t, brk, c.Break)
 		checkConsistent(t, e.r)
 
-		ok, _ = e.r.Resize(a, 5) // takes the rest
+		ok = e.r.Resize(a, 5) // takes the rest
 		require.True(t, ok)
 		assert.Zero(t, e.r.Counters().FreeRuns)
 		checkConsistent(t, e.r)
 
-		ok, _ = e.r.Resize(a, 6) // the next run is live
+		ok = e.r.Resize(a, 6) // the next run is live
 		assert.False(t, ok)
 		assert.Equal(t, uintptr(5), a.Pages())
 		assert.Equal(t, guard.Start(), a.Start()+5*page)
@@ -444,7 +445,7 @@ func TestResize(t *testing.T) {
 		a := e.alloc(t, 2)
 		e.alloc(t, 1)
 		before := e.r.Counters()
-		ok, _ := e.r.Resize(a, 3)
+		ok := e.r.Resize(a, 3)
 		assert.False(t, ok)
 		assert.Equal(t, before, e.r.Counters())
 	})
@@ -455,7 +456,7 @@ func TestResize(t *testing.T) {
 		e.alloc(t, 1)
 		e.free(t, b)
 		before := e.r.Counters()
-		ok, _ := e.r.Resize(a, 4)
+		ok := e.r.Resize(a, 4)
 		assert.False(t, ok)
 		assert.Equal(t, before, e.r.Counters())
 	})
@@ -466,9 +467,10 @@ func TestResize(t *testing.T) {
 		brk := e.r.Counters().Break
 		require.Equal(t, a.Start()+2*page, brk)
 		mprot := e.os.Calls(sys.OpMprotect)
-		ok, zero := e.r.Resize(a, 10)
+		ok := e.r.Resize(a, 10)
 		require.True(t, ok)
-		assert.True(t, zero, "the new tail is fresh from the kernel")
+		assert.Equal(t, -1, slices.IndexFunc(e.bytes(a)[2*page:], func(b byte) bool { return b != 0 }),
+			"the new tail is fresh from the kernel")
 		assert.Equal(t, brk+8*page, e.r.Counters().Break)
 		assert.Equal(t, mprot+1, e.os.Calls(sys.OpMprotect))
 		p := e.bytes(a)
@@ -478,7 +480,7 @@ func TestResize(t *testing.T) {
 	t.Run("grow through a free top run and past it", func(t *testing.T) {
 		e := newRegion(t, cfg{topPad: 4 * page})
 		a := e.alloc(t, 2) // 4 free pages above it, up to the break
-		ok, _ := e.r.Resize(a, 20)
+		ok := e.r.Resize(a, 20)
 		require.True(t, ok)
 		c := e.r.Counters()
 		assert.Equal(t, a.Start()+20*page+4*page, c.Break, "missing pages plus the pad")
@@ -488,12 +490,12 @@ func TestResize(t *testing.T) {
 		e := newRegion(t, cfg{topPad: 0})
 		a := e.alloc(t, 8)
 		e.alloc(t, 1)
-		ok, _ := e.r.Resize(a, 3)
+		ok := e.r.Resize(a, 3)
 		require.True(t, ok)
 		assert.Equal(t, uintptr(3), a.Pages())
 		c := e.r.Counters()
 		assert.Equal(t, 5*page, c.FreeBytes)
-		assert.Equal(t, (3+1)*page, c.BlockBytes, "a and the guard")
+		assert.Equal(t, (3+1)*page, c.MidBytes, "a and the guard")
 		for addr := a.Start() + 3*page; addr < a.Start()+8*page; addr += page {
 			got := e.r.Lookup(addr)
 			assert.False(t, got != nil && got.Kind() != arena.KindFree && live(e.r, got),
@@ -509,12 +511,12 @@ func TestResize(t *testing.T) {
 		e := newRegion(t, cfg{topPad: 0})
 		a := e.alloc(t, 2)
 		e.alloc(t, 1)
-		ok, _ := e.r.Resize(a, 2)
+		ok := e.r.Resize(a, 2)
 		assert.True(t, ok)
-		ok, _ = e.r.Resize(a, 0)
+		ok = e.r.Resize(a, 0)
 		assert.False(t, ok)
 		e.free(t, a)
-		ok, _ = e.r.Resize(a, 1)
+		ok = e.r.Resize(a, 1)
 		assert.False(t, ok, "a freed run cannot be resized")
 	})
 }
@@ -523,15 +525,15 @@ func TestLookup(t *testing.T) {
 	e := newRegion(t, cfg{topPad: 8 * page})
 	var runs []*arena.Run
 	for i := range 20 {
-		run, _, err := e.r.Alloc(uintptr(1+i%7), 0, arena.Kind(1+i%2), unsafe.Pointer(&runs), 0)
+		run, _, err := e.r.Alloc(uintptr(1+i%7), 0, arena.Kind(1+i%2), 0)
 		require.NoError(t, err)
 		runs = append(runs, run)
 	}
-	for _, run := range runs {
+	for i, run := range runs {
 		for addr := run.Start(); addr < run.Start()+run.Pages()*page; addr += 512 {
 			got := e.r.Lookup(addr)
 			require.Same(t, run, got, "address %#x", addr)
-			assert.Equal(t, unsafe.Pointer(&runs), got.Owner())
+			assert.Equal(t, arena.Kind(1+i%2), got.Kind())
 		}
 	}
 	for i, run := range runs {
@@ -587,7 +589,7 @@ func TestBudgetAndReservation(t *testing.T) {
 		before := e.r.Counters()
 		mprot := e.os.Calls(sys.OpMprotect)
 
-		_, _, err := e.r.Alloc(1, 0, arena.KindBlock, nil, 1)
+		_, _, err := e.r.Alloc(1, 0, arena.KindMid, 1)
 		require.Error(t, err)
 		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Equal(t, before, e.r.Counters())
@@ -598,7 +600,7 @@ func TestBudgetAndReservation(t *testing.T) {
 	t.Run("budget shared with someone else", func(t *testing.T) {
 		e := newRegion(t, cfg{topPad: 0, limit: 64 << 10})
 		require.True(t, e.b.Take(60<<10)) // another layer's mapping
-		_, _, err := e.r.Alloc(2, 0, arena.KindBlock, nil, 1)
+		_, _, err := e.r.Alloc(2, 0, arena.KindMid, 1)
 		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		e.b.Give(60 << 10)
 		e.alloc(t, 2)
@@ -606,12 +608,12 @@ func TestBudgetAndReservation(t *testing.T) {
 	t.Run("reservation", func(t *testing.T) {
 		e := newRegion(t, cfg{reserve: 1 << 20, topPad: 16 * page})
 		n := (1 << 20) / page
-		_, _, err := e.r.Alloc(n+1, 0, arena.KindBlock, nil, 1)
+		_, _, err := e.r.Alloc(n+1, 0, arena.KindMid, 1)
 		assert.ErrorIs(t, err, errs.ErrNoMemory, "more pages than the reservation")
 
 		e.alloc(t, n-40) // the pad is cut to what is left
 		before := e.r.Counters()
-		_, _, err = e.r.Alloc(50, 0, arena.KindBlock, nil, 1)
+		_, _, err = e.r.Alloc(50, 0, arena.KindMid, 1)
 		assert.ErrorIs(t, err, errs.ErrNoMemory, "growth past the reservation")
 		assert.Equal(t, before, e.r.Counters())
 		e.alloc(t, 40) // what is left still fits exactly
@@ -629,7 +631,7 @@ func TestBudgetAndReservation(t *testing.T) {
 		}
 		before := e.r.Counters()
 		used := e.b.Used()
-		_, _, err := e.r.Alloc(5, 0, arena.KindBlock, nil, 1)
+		_, _, err := e.r.Alloc(5, 0, arena.KindMid, 1)
 		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Equal(t, before, e.r.Counters())
 		assert.Equal(t, used, e.b.Used(), "the budget is given back")
@@ -670,10 +672,10 @@ func TestClose(t *testing.T) {
 	assert.Equal(t, munmap+1, e.os.Calls(sys.OpMunmap))
 	assert.Zero(t, e.b.Used())
 
-	_, _, err := e.r.Alloc(1, 0, arena.KindBlock, nil, 1)
+	_, _, err := e.r.Alloc(1, 0, arena.KindMid, 1)
 	assert.Error(t, err)
 	assert.Error(t, e.r.Free(a))
-	ok, _ := e.r.Resize(a, 3)
+	ok := e.r.Resize(a, 3)
 	assert.False(t, ok)
 	assert.Zero(t, e.r.Trim())
 	var vec []byte
@@ -705,7 +707,7 @@ func TestRandomOperations(t *testing.T) {
 				if rng.IntN(8) == 0 {
 					align = page << rng.IntN(6)
 				}
-				run, _, err := e.r.Alloc(n, align, arena.KindBlock, nil, n)
+				run, _, err := e.r.Alloc(n, align, arena.KindMid, n)
 				require.NoError(t, err)
 				lives = append(lives, run)
 			case op < 8:
@@ -714,7 +716,7 @@ func TestRandomOperations(t *testing.T) {
 				lives = append(lives[:k], lives[k+1:]...)
 			case op < 9:
 				k := rng.IntN(len(lives))
-				_, _ = e.r.Resize(lives[k], uintptr(1+rng.IntN(16)))
+				_ = e.r.Resize(lives[k], uintptr(1+rng.IntN(16)))
 			default:
 				e.r.Trim()
 			}
@@ -739,7 +741,7 @@ func TestConcurrentLookup(t *testing.T) {
 			var mine []*arena.Run
 			for range 500 {
 				if len(mine) < 8 || rng.IntN(2) == 0 {
-					run, _, err := e.r.Alloc(uintptr(1+rng.IntN(6)), 0, arena.KindBlock, nil, 1)
+					run, _, err := e.r.Alloc(uintptr(1+rng.IntN(6)), 0, arena.KindMid, 1)
 					if !assert.NoError(t, err) {
 						return
 					}
@@ -763,5 +765,5 @@ func TestConcurrentLookup(t *testing.T) {
 	}
 	wg.Wait()
 	checkConsistent(t, e.r)
-	assert.Zero(t, e.r.Counters().BlockBytes)
+	assert.Zero(t, e.r.Counters().MidBytes)
 }

@@ -25,34 +25,34 @@ import (
 // SetHugePages turns huge pages on for mappings of at least size bytes (a
 // power of two, the kernel's huge page size), or off with 0. It must be
 // called before the allocator is used.
-func (a *Allocator) SetHugePages(size uintptr) { a.huge = size }
+func (ms *Mappings) SetHugePages(size uintptr) { ms.huge = size }
 
 // hugeBlock reports whether a mapping of size bytes gets huge pages.
-func (a *Allocator) hugeBlock(size uintptr) bool { return a.huge != 0 && size >= a.huge }
+func (ms *Mappings) hugeBlock(size uintptr) bool { return ms.huge != 0 && size >= ms.huge }
 
 // adviseHuge advises [p, p+n) MADV_HUGEPAGE and reports whether the kernel
 // took the advice. Refused advice is not an error: the block works the same
 // with small pages.
-func (a *Allocator) adviseHuge(p unsafe.Pointer, n uintptr) bool {
-	return a.os.MadviseHuge(p, n) == nil
+func (ms *Mappings) adviseHuge(p unsafe.Pointer, n uintptr) bool {
+	return ms.os.MadviseHuge(p, n) == nil
 }
 
 // growHuge grows m to size bytes, keeping its start huge-page aligned: in
 // place if m is aligned and the address space after it is free, else moved
 // to a fresh aligned range.
-func (a *Allocator) growHuge(m *Mapping, size uintptr) (unsafe.Pointer, error) {
-	if m.Addr&(a.huge-1) == 0 {
-		if err := a.os.MremapInPlace(m.ptr, m.Len, size); err == nil {
+func (ms *Mappings) growHuge(m *Mapping, size uintptr) (unsafe.Pointer, error) {
+	if m.Addr&(ms.huge-1) == 0 {
+		if err := ms.os.MremapInPlace(m.ptr, m.Len, size); err == nil {
 			return m.ptr, nil
 		}
 	}
-	dst, err := a.os.MmapAligned(size, a.huge, unix.PROT_NONE, unix.MAP_NORESERVE)
+	dst, err := ms.os.MmapAligned(size, ms.huge, unix.PROT_NONE, unix.MAP_NORESERVE)
 	if err != nil {
 		return nil, err
 	}
-	p, err := a.os.MremapTo(m.ptr, m.Len, size, dst)
+	p, err := ms.os.MremapTo(m.ptr, m.Len, size, dst)
 	if err != nil {
-		_ = a.os.Munmap(dst, size)
+		_ = ms.os.Munmap(dst, size)
 		return nil, err
 	}
 	return p, nil

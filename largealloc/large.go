@@ -31,8 +31,8 @@ type shard struct {
 	_    [40]byte // keep shards on separate cache lines
 }
 
-// Allocator hands out and takes back mappings. Safe for concurrent use.
-type Allocator struct {
+// Mappings hands out and takes back mappings. Safe for concurrent use.
+type Mappings struct {
 	os     *sys.OS
 	budget *budget.Budget
 	page   uintptr
@@ -58,104 +58,99 @@ type Allocator struct {
 const QuarantineLen = 64
 
 // EnableDebug turns on guard pages and the quarantine. Call before use.
-func (a *Allocator) EnableDebug() {
-	a.debug = true
-	a.quarantined = make(map[uintptr]*Mapping)
+func (ms *Mappings) EnableDebug() {
+	ms.debug = true
+	ms.quarantined = make(map[uintptr]*Mapping)
 }
 
 // New returns an allocator that makes its calls through os and charges its
 // mappings to budget.
-func New(os *sys.OS, budget *budget.Budget) *Allocator {
-	a := &Allocator{os: os, budget: budget, page: sys.PageSize}
-	for i := range a.shards {
-		a.shards[i].live = make(map[uintptr]*Mapping)
+func New(os *sys.OS, budget *budget.Budget) *Mappings {
+	ms := &Mappings{os: os, budget: budget, page: sys.PageSize}
+	for i := range ms.shards {
+		ms.shards[i].live = make(map[uintptr]*Mapping)
 	}
-	return a
+	return ms
 }
 
-func (a *Allocator) shard(addr uintptr) *shard {
+func (ms *Mappings) shard(addr uintptr) *shard {
 	x := uint64(addr >> 12)
 	x *= 0x9e3779b97f4a7c15
-	return &a.shards[x>>(64-6)]
+	return &ms.shards[x>>(64-6)]
 }
 
-func (a *Allocator) roundUp(n uintptr) (uintptr, bool) {
-	r := (n + a.page - 1) &^ (a.page - 1)
+func (ms *Mappings) roundUp(n uintptr) (uintptr, bool) {
+	r := (n + ms.page - 1) &^ (ms.page - 1)
 	return r, r >= n
 }
 
-// Alloc maps a block of n bytes whose start is a multiple of align (a power
-// of two; anything up to the page size means page-aligned). Its memory is
+// Alloc maps a block of n bytes, with at least room bytes more mapped past
+// them (Debug's canary), whose start is a multiple of align (a power of
+// two; anything up to the page size means page-aligned). Its memory is
 // zero, fresh from the kernel.
-func (a *Allocator) Alloc(n, align uintptr) (unsafe.Pointer, error) {
-	return a.AllocRoom(n, 0, align)
-}
-
-// AllocRoom is Alloc with at least room bytes mapped past the n requested
-// (Debug's canary).
-func (a *Allocator) AllocRoom(n, room, align uintptr) (unsafe.Pointer, error) {
-	if a.closed.Load() {
+func (ms *Mappings) Alloc(n, room, align uintptr) (unsafe.Pointer, error) {
+	if ms.closed.Load() {
 		return nil, errs.ErrClosed
 	}
-	size, ok := a.roundUp(max(n+room, 1))
+	size, ok := ms.roundUp(max(n+room, 1))
 	if !ok {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
-	huge := a.hugeBlock(size)
+	huge := ms.hugeBlock(size)
 	if huge {
-		align = max(align, a.huge)
+		align = max(align, ms.huge)
 	}
 	guard := uintptr(0)
-	if a.debug {
-		guard = a.page
+	if ms.debug {
+		guard = ms.page
 	}
 	if size+guard < size {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
-	if !a.budget.Take(size) {
-		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), errs.ErrNoMemory)
+	if !ms.budget.Take(size) {
+		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, ms.budget.Limit(), errs.ErrNoMemory)
 	}
 	var p unsafe.Pointer
 	var err error
-	if align > a.page {
-		p, err = a.os.MmapAligned(size+guard, align, unix.PROT_READ|unix.PROT_WRITE, 0)
+	if align > ms.page {
+		p, err = ms.os.MmapAligned(size+guard, align, unix.PROT_READ|unix.PROT_WRITE, 0)
 	} else {
-		p, err = a.os.Mmap(size+guard, unix.PROT_READ|unix.PROT_WRITE, 0)
+		p, err = ms.os.Mmap(size+guard, unix.PROT_READ|unix.PROT_WRITE, 0)
 	}
 	if err != nil {
-		a.budget.Give(size)
+		ms.budget.Give(size)
 		return nil, fmt.Errorf("largealloc: map %d bytes aligned to %d: %w: %w", size, align, errs.ErrNoMemory, err)
 	}
 	if guard > 0 {
-		if err := a.os.Mprotect(unsafe.Add(p, size), guard, unix.PROT_NONE); err != nil {
-			_ = a.os.Munmap(p, size+guard)
-			a.budget.Give(size)
+		if err := ms.os.Mprotect(unsafe.Add(p, size), guard, unix.PROT_NONE); err != nil {
+			_ = ms.os.Munmap(p, size+guard)
+			ms.budget.Give(size)
 			return nil, fmt.Errorf("largealloc: guard page: %w: %w", errs.ErrNoMemory, err)
 		}
 	}
 	if huge {
-		huge = a.adviseHuge(p, size)
+		huge = ms.adviseHuge(p, size)
 	}
 	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, Huge: huge, ptr: p, guard: guard}
-	sh := a.shard(m.Addr)
+	sh := ms.shard(m.Addr)
 	sh.mu.Lock()
-	if a.closed.Load() {
+	if ms.closed.Load() {
 		sh.mu.Unlock()
-		_ = a.os.Munmap(p, size+guard)
-		a.budget.Give(size)
+		_ = ms.os.Munmap(p, size+guard)
+		ms.budget.Give(size)
 		return nil, errs.ErrClosed
 	}
 	sh.live[m.Addr] = m
 	sh.mu.Unlock()
-	a.count.Add(1)
-	a.bytes.Add(int64(size))
-	a.requested.Add(int64(n))
+	ms.count.Add(1)
+	ms.bytes.Add(int64(size))
+	ms.requested.Add(int64(n))
 	return p, nil
 }
 
 // Lookup returns the live mapping starting at addr, or nil.
-func (a *Allocator) Lookup(addr uintptr) *Mapping {
-	sh := a.shard(addr)
+func (ms *Mappings) Lookup(addr uintptr) *Mapping {
+	sh := ms.shard(addr)
 	sh.mu.Lock()
 	m := sh.live[addr]
 	var c *Mapping
@@ -168,11 +163,11 @@ func (a *Allocator) Lookup(addr uintptr) *Mapping {
 }
 
 // take removes the live mapping at addr from the registry.
-func (a *Allocator) take(addr uintptr) (*Mapping, error) {
-	if a.closed.Load() {
+func (ms *Mappings) take(addr uintptr) (*Mapping, error) {
+	if ms.closed.Load() {
 		return nil, errs.ErrClosed
 	}
-	sh := a.shard(addr)
+	sh := ms.shard(addr)
 	sh.mu.Lock()
 	m := sh.live[addr]
 	if m != nil {
@@ -180,10 +175,10 @@ func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 	}
 	sh.mu.Unlock()
 	if m == nil {
-		if a.debug {
-			a.quarMu.Lock()
-			q := a.quarantined[addr]
-			a.quarMu.Unlock()
+		if ms.debug {
+			ms.quarMu.Lock()
+			q := ms.quarantined[addr]
+			ms.quarMu.Unlock()
 			if q != nil {
 				return nil, fmt.Errorf("%w: %d-byte mapping at %#x (freed, still in quarantine)", errs.ErrDoubleFree, q.Len, addr)
 			}
@@ -194,8 +189,8 @@ func (a *Allocator) take(addr uintptr) (*Mapping, error) {
 	return m, nil
 }
 
-func (a *Allocator) put(m *Mapping) {
-	sh := a.shard(m.Addr)
+func (ms *Mappings) put(m *Mapping) {
+	sh := ms.shard(m.Addr)
 	sh.mu.Lock()
 	sh.live[m.Addr] = m
 	sh.mu.Unlock()
@@ -203,26 +198,26 @@ func (a *Allocator) put(m *Mapping) {
 
 // Free unmaps the block at addr and returns its mapped length. Anything
 // that is not a live mapping's start is refused with ErrInvalidFree.
-func (a *Allocator) Free(addr uintptr) (*Mapping, error) {
-	m, err := a.take(addr)
+func (ms *Mappings) Free(addr uintptr) (*Mapping, error) {
+	m, err := ms.take(addr)
 	if err != nil {
 		return nil, err
 	}
-	if a.debug {
-		if err := a.quarantineAdd(m); err != nil {
-			a.put(m)
+	if ms.debug {
+		if err := ms.quarantineAdd(m); err != nil {
+			ms.put(m)
 			return nil, err
 		}
-	} else if err := a.os.Munmap(m.ptr, m.Len); err != nil {
+	} else if err := ms.os.Munmap(m.ptr, m.Len); err != nil {
 		// The mapping is still there: keep it live, the caller may retry.
-		a.put(m)
+		ms.put(m)
 		return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, errnoErr(err))
 	} else {
-		a.budget.Give(m.Len)
+		ms.budget.Give(m.Len)
 	}
-	a.count.Add(-1)
-	a.bytes.Add(-int64(m.Len))
-	a.requested.Add(-int64(m.Requested))
+	ms.count.Add(-1)
+	ms.bytes.Add(-int64(m.Len))
+	ms.requested.Add(-int64(m.Requested))
 	return m, nil
 }
 
@@ -238,124 +233,115 @@ func errnoErr(err error) error {
 // quarantineAdd releases a freed mapping's pages and makes it PROT_NONE
 // (guard included), keeping it mapped; past QuarantineLen the oldest is
 // unmapped.
-func (a *Allocator) quarantineAdd(m *Mapping) error {
+func (ms *Mappings) quarantineAdd(m *Mapping) error {
 	total := m.Len + m.guard
 	// PROT_NONE first: if it is refused, nothing has changed and the block
 	// is still the caller's, contents and all.
-	if err := a.os.Mprotect(m.ptr, total, unix.PROT_NONE); err != nil {
+	if err := ms.os.Mprotect(m.ptr, total, unix.PROT_NONE); err != nil {
 		return fmt.Errorf("largealloc: quarantine %d bytes: %w", m.Len, errnoErr(err))
 	}
 	// Releasing the pages is only thrift: if it is refused they stay
 	// resident until the mapping leaves the quarantine.
-	_ = a.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED)
-	a.quarMu.Lock()
-	defer a.quarMu.Unlock()
-	a.quarantine = append(a.quarantine, m)
-	a.quarantined[m.Addr] = m
-	for len(a.quarantine) > QuarantineLen {
-		old := a.quarantine[0]
-		if a.os.Munmap(old.ptr, old.Len+old.guard) != nil {
+	_ = ms.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED)
+	ms.quarMu.Lock()
+	defer ms.quarMu.Unlock()
+	ms.quarantine = append(ms.quarantine, m)
+	ms.quarantined[m.Addr] = m
+	for len(ms.quarantine) > QuarantineLen {
+		old := ms.quarantine[0]
+		if ms.os.Munmap(old.ptr, old.Len+old.guard) != nil {
 			break // keep it; try again next time
 		}
-		a.budget.Give(old.Len)
-		a.quarantine = a.quarantine[1:]
-		delete(a.quarantined, old.Addr)
+		ms.budget.Give(old.Len)
+		ms.quarantine = ms.quarantine[1:]
+		delete(ms.quarantined, old.Addr)
 	}
 	return nil
 }
 
 // Quarantined reports whether addr is a freed block Debug mode still keeps
 // in quarantine.
-func (a *Allocator) Quarantined(addr uintptr) bool {
-	if !a.debug {
+func (ms *Mappings) Quarantined(addr uintptr) bool {
+	if !ms.debug {
 		return false
 	}
-	a.quarMu.Lock()
-	defer a.quarMu.Unlock()
-	return a.quarantined[addr] != nil
+	ms.quarMu.Lock()
+	defer ms.quarMu.Unlock()
+	return ms.quarantined[addr] != nil
 }
 
 // Pointer returns the block's first byte.
 func (m *Mapping) Pointer() unsafe.Pointer { return m.ptr }
 
 // QuarantineBytes returns the bytes of freed mappings Debug mode still holds.
-func (a *Allocator) QuarantineBytes() uint64 {
-	a.quarMu.Lock()
-	defer a.quarMu.Unlock()
+func (ms *Mappings) QuarantineBytes() uint64 {
+	ms.quarMu.Lock()
+	defer ms.quarMu.Unlock()
 	var n uint64
-	for _, m := range a.quarantine {
+	for _, m := range ms.quarantine {
 		n += uint64(m.Len)
 	}
 	return n
 }
 
-// Guard returns the address of the guard page after a live block in Debug
-// mode (0 otherwise).
-func (m *Mapping) Guard() uintptr {
-	if m.guard == 0 {
-		return 0
-	}
-	return m.Addr + m.Len
-}
-
 // Resize changes the block at addr to n bytes: in place if its mapping
 // already holds n, else with mremap, which may move it (the contents
 // move with it). It returns the block's new address.
-func (a *Allocator) Resize(addr, n uintptr) (unsafe.Pointer, error) {
-	m, err := a.take(addr)
+func (ms *Mappings) Resize(addr, n uintptr) (unsafe.Pointer, error) {
+	m, err := ms.take(addr)
 	if err != nil {
 		return nil, err
 	}
-	size, ok := a.roundUp(max(n, 1))
+	size, ok := ms.roundUp(max(n, 1))
 	if !ok {
-		a.put(m)
+		ms.put(m)
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
 	if size != m.Len {
-		if size > m.Len && !a.budget.Take(size-m.Len) {
-			a.put(m)
-			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, a.budget.Limit(), errs.ErrNoMemory)
+		if size > m.Len && !ms.budget.Take(size-m.Len) {
+			ms.put(m)
+			return nil, fmt.Errorf("largealloc: grow to %d bytes: limit of %d bytes reached: %w", size, ms.budget.Limit(), errs.ErrNoMemory)
 		}
 		var p unsafe.Pointer
 		var err error
-		if a.hugeBlock(size) && size > m.Len {
-			p, err = a.growHuge(m, size)
+		if ms.hugeBlock(size) && size > m.Len {
+			p, err = ms.growHuge(m, size)
 		} else {
-			p, err = a.os.Mremap(m.ptr, m.Len, size)
+			p, err = ms.os.Mremap(m.ptr, m.Len, size)
 		}
 		if err != nil {
 			if size > m.Len {
-				a.budget.Give(size - m.Len)
+				ms.budget.Give(size - m.Len)
 			}
-			a.put(m)
+			ms.put(m)
 			return nil, fmt.Errorf("largealloc: remap %d to %d bytes: %w: %w", m.Len, size, errs.ErrNoMemory, err)
 		}
 		if size < m.Len {
-			a.budget.Give(m.Len - size)
+			ms.budget.Give(m.Len - size)
 		}
-		a.bytes.Add(int64(size) - int64(m.Len))
+		ms.bytes.Add(int64(size) - int64(m.Len))
 		huge := m.Huge
-		if !huge && a.hugeBlock(size) {
-			huge = a.adviseHuge(p, size)
+		if !huge && ms.hugeBlock(size) {
+			huge = ms.adviseHuge(p, size)
 		}
 		m = &Mapping{Addr: uintptr(p), Len: size, Requested: m.Requested, Huge: huge, ptr: p}
 	}
-	a.requested.Add(int64(n) - int64(m.Requested))
+	ms.requested.Add(int64(n) - int64(m.Requested))
 	m.Requested = n
-	a.put(m)
+	ms.put(m)
 	return m.ptr, nil
 }
 
 // Counters returns live mappings, bytes mapped and bytes requested.
-func (a *Allocator) Counters() (count, bytes, requested uint64) {
-	return uint64(a.count.Load()), uint64(a.bytes.Load()), uint64(a.requested.Load())
+func (ms *Mappings) Counters() (count, bytes, requested uint64) {
+	return uint64(ms.count.Load()), uint64(ms.bytes.Load()), uint64(ms.requested.Load())
 }
 
 // Each calls fn for every live mapping (under its shard's lock: fn must not
 // call back into the allocator).
-func (a *Allocator) Each(fn func(m Mapping)) {
-	for i := range a.shards {
-		sh := &a.shards[i]
+func (ms *Mappings) Each(fn func(m Mapping)) {
+	for i := range ms.shards {
+		sh := &ms.shards[i]
 		sh.mu.Lock()
 		for _, m := range sh.live {
 			fn(*m)
@@ -366,12 +352,12 @@ func (a *Allocator) Each(fn func(m Mapping)) {
 
 // Resident measures with mincore how many bytes of live mappings are
 // resident in RAM.
-func (a *Allocator) Resident(vec *[]byte) uintptr {
+func (ms *Mappings) Resident(vec *[]byte) uintptr {
 	var spans []Mapping
-	a.Each(func(m Mapping) { spans = append(spans, m) })
+	ms.Each(func(m Mapping) { spans = append(spans, m) })
 	var total uintptr
 	for _, m := range spans {
-		n, err := a.os.Resident(m.ptr, m.Len, vec)
+		n, err := ms.os.Resident(m.ptr, m.Len, vec)
 		if err == nil { // ENOMEM: unmapped meanwhile
 			total += n
 		}
@@ -380,32 +366,32 @@ func (a *Allocator) Resident(vec *[]byte) uintptr {
 }
 
 // Close unmaps every live mapping and refuses every later call.
-func (a *Allocator) Close() error {
-	a.closed.Store(true)
+func (ms *Mappings) Close() error {
+	ms.closed.Store(true)
 	var first error
-	for i := range a.shards {
-		sh := &a.shards[i]
+	for i := range ms.shards {
+		sh := &ms.shards[i]
 		sh.mu.Lock()
 		for addr, m := range sh.live {
-			if err := a.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
+			if err := ms.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
 				first = err
 			}
-			a.budget.Give(m.Len)
+			ms.budget.Give(m.Len)
 			delete(sh.live, addr)
 		}
 		sh.mu.Unlock()
 	}
-	a.quarMu.Lock()
-	for _, m := range a.quarantine {
-		if err := a.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
+	ms.quarMu.Lock()
+	for _, m := range ms.quarantine {
+		if err := ms.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
 			first = err
 		}
-		a.budget.Give(m.Len)
+		ms.budget.Give(m.Len)
 	}
-	a.quarantine, a.quarantined = nil, nil
-	a.quarMu.Unlock()
-	a.count.Store(0)
-	a.bytes.Store(0)
-	a.requested.Store(0)
+	ms.quarantine, ms.quarantined = nil, nil
+	ms.quarMu.Unlock()
+	ms.count.Store(0)
+	ms.bytes.Store(0)
+	ms.requested.Store(0)
 	return first
 }

@@ -18,7 +18,7 @@ import (
 
 var page = sys.PageSize
 
-func newLarge(t *testing.T, limit uint64) (*largealloc.Allocator, *sys.OS, *budget.Budget) {
+func newLarge(t *testing.T, limit uint64) (*largealloc.Mappings, *sys.OS, *budget.Budget) {
 	t.Helper()
 	o, b := &sys.OS{}, budget.New(limit)
 	a := largealloc.New(o, b)
@@ -49,7 +49,7 @@ func TestAllocFree(t *testing.T) {
 	sizes := []uintptr{0, 1, page - 1, page, page + 1, 128 << 10, 1<<20 + 3, 9 << 20}
 	for _, n := range sizes {
 		a, o, b := newLarge(t, 0)
-		p, err := a.Alloc(n, 0)
+		p, err := a.Alloc(n, 0, 0)
 		require.NoError(t, err, "%d bytes", n)
 		addr := uintptr(p)
 		assert.Zero(t, addr%page)
@@ -85,7 +85,7 @@ func TestAlignment(t *testing.T) {
 	for _, align := range aligns {
 		for _, n := range []uintptr{100, 3 * page, 5<<20 + 1} {
 			a, o, b := newLarge(t, 0)
-			p, err := a.Alloc(n, align)
+			p, err := a.Alloc(n, 0, align)
 			require.NoError(t, err, "align %d, %d bytes", align, n)
 			assert.Zero(t, uintptr(p)%max(align, page), "align %d: %p", align, p)
 			size := roundUp(n)
@@ -117,7 +117,7 @@ func TestAlignment(t *testing.T) {
 func TestAlignedCutIsUnmapped(t *testing.T) {
 	a, o, _ := newLarge(t, 0)
 	const align = 64 << 20
-	p, err := a.Alloc(1<<20, align)
+	p, err := a.Alloc(1<<20, 0, align)
 	require.NoError(t, err)
 	require.Zero(t, uintptr(p)%align)
 	vec := make([]byte, 1)
@@ -142,10 +142,10 @@ func TestAlignedCutIsUnmapped(t *testing.T) {
 
 func TestBadFree(t *testing.T) {
 	a, o, b := newLarge(t, 0)
-	p, err := a.Alloc(3*page, 0)
+	p, err := a.Alloc(3*page, 0, 0)
 	require.NoError(t, err)
 	fill(bytesAt(p, 3*page), 3)
-	q, err := a.Alloc(page, 0)
+	q, err := a.Alloc(page, 0, 0)
 	require.NoError(t, err)
 	_, err = a.Free(uintptr(q))
 	require.NoError(t, err)
@@ -182,7 +182,7 @@ func TestBadFree(t *testing.T) {
 func TestResize(t *testing.T) {
 	a, o, b := newLarge(t, 0)
 	const n = 1 << 20
-	p, err := a.Alloc(n, 0)
+	p, err := a.Alloc(n, 0, 0)
 	require.NoError(t, err)
 	fill(bytesAt(p, n), 9)
 
@@ -235,11 +235,11 @@ func TestResize(t *testing.T) {
 
 func TestBudget(t *testing.T) {
 	a, o, b := newLarge(t, 1<<20)
-	p, err := a.Alloc(768<<10, 0)
+	p, err := a.Alloc(768<<10, 0, 0)
 	require.NoError(t, err)
 	fill(bytesAt(p, 768<<10), 1)
 
-	_, err = a.Alloc(512<<10, 0)
+	_, err = a.Alloc(512<<10, 0, 0)
 	assert.ErrorIs(t, err, errs.ErrNoMemory)
 	assert.Equal(t, uint64(1), o.Calls(sys.OpMmap), "no mmap past the limit")
 
@@ -250,7 +250,7 @@ func TestBudget(t *testing.T) {
 	assert.NotNil(t, a.Lookup(uintptr(p)), "and still live")
 	assert.Equal(t, uint64(768<<10), b.Used())
 
-	q, err := a.Alloc(256<<10, 0) // exactly up to the limit
+	q, err := a.Alloc(256<<10, 0, 0) // exactly up to the limit
 	require.NoError(t, err)
 	_, err = a.Free(uintptr(q))
 	require.NoError(t, err)
@@ -271,7 +271,7 @@ func TestKernelRefuses(t *testing.T) {
 	t.Run("mmap", func(t *testing.T) {
 		a, o, b := newLarge(t, 0)
 		o.Fail = enomem(sys.OpMmap)
-		_, err := a.Alloc(page, 0)
+		_, err := a.Alloc(page, 0, 0)
 		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Zero(t, b.Used())
 		count, _, _ := a.Counters()
@@ -280,7 +280,7 @@ func TestKernelRefuses(t *testing.T) {
 	t.Run("munmap of the aligned cut", func(t *testing.T) {
 		a, o, b := newLarge(t, 0)
 		o.Fail = enomem(sys.OpMunmap)
-		_, err := a.Alloc(page, 1<<20)
+		_, err := a.Alloc(page, 0, 1<<20)
 		assert.ErrorIs(t, err, errs.ErrNoMemory)
 		assert.Zero(t, b.Used())
 		count, _, _ := a.Counters()
@@ -288,7 +288,7 @@ func TestKernelRefuses(t *testing.T) {
 	})
 	t.Run("mremap", func(t *testing.T) {
 		a, o, b := newLarge(t, 0)
-		p, err := a.Alloc(page, 0)
+		p, err := a.Alloc(page, 0, 0)
 		require.NoError(t, err)
 		fill(bytesAt(p, page), 4)
 		o.Fail = enomem(sys.OpMremap)
@@ -304,7 +304,7 @@ func TestKernelRefuses(t *testing.T) {
 	})
 	t.Run("munmap on Free", func(t *testing.T) {
 		a, o, b := newLarge(t, 0)
-		p, err := a.Alloc(page, 0)
+		p, err := a.Alloc(page, 0, 0)
 		require.NoError(t, err)
 		fill(bytesAt(p, page), 5)
 		o.Fail = enomem(sys.OpMunmap)
@@ -324,7 +324,7 @@ func TestKernelRefuses(t *testing.T) {
 	})
 	t.Run("other munmap errors", func(t *testing.T) {
 		a, o, _ := newLarge(t, 0)
-		p, err := a.Alloc(page, 0)
+		p, err := a.Alloc(page, 0, 0)
 		require.NoError(t, err)
 		boom := errors.New("injected")
 		o.Fail = func(op sys.Op, _ uint64) error {
@@ -346,7 +346,7 @@ func TestEachAndResident(t *testing.T) {
 	var ps []unsafe.Pointer
 	for i := range 5 {
 		n := uintptr(i+1) * 16 * page
-		p, err := a.Alloc(n, 0)
+		p, err := a.Alloc(n, 0, 0)
 		require.NoError(t, err)
 		want[uintptr(p)] = n
 		ps = append(ps, p)
@@ -374,7 +374,7 @@ func TestClose(t *testing.T) {
 	a, o, b := newLarge(t, 0)
 	var ps []unsafe.Pointer
 	for range 10 {
-		p, err := a.Alloc(3*page, 0)
+		p, err := a.Alloc(3*page, 0, 0)
 		require.NoError(t, err)
 		ps = append(ps, p)
 	}
@@ -388,7 +388,7 @@ func TestClose(t *testing.T) {
 	_, err := o.Resident(ps[0], 3*page, &vec)
 	assert.ErrorIs(t, err, unix.ENOMEM, "the mapping is gone")
 
-	_, err = a.Alloc(page, 0)
+	_, err = a.Alloc(page, 0, 0)
 	assert.ErrorIs(t, err, errs.ErrClosed)
 	_, err = a.Free(uintptr(ps[0]))
 	assert.ErrorIs(t, err, errs.ErrClosed)
@@ -420,7 +420,7 @@ func TestConcurrent(t *testing.T) {
 				switch {
 				case len(mine) < 4 || rng.IntN(3) == 0:
 					n := uintptr(1 + rng.IntN(64<<10))
-					p, err := a.Alloc(n, page<<rng.IntN(3))
+					p, err := a.Alloc(n, 0, page<<rng.IntN(3))
 					if !assert.NoError(t, err) {
 						return
 					}

@@ -1,6 +1,16 @@
 package slab
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/errs"
+)
+
+// The per-P cache in front of the classes (Go's mcache): the fast paths,
+// the refill and flush that move batches between a cache and its class,
+// and drain, which retires every cache.
 
 // entry is a free block held by a P's cache: its address and its state in
 // its slab, so handing it out needs no lookup.
@@ -18,34 +28,270 @@ const maxBatch = 32
 func batchOf(size uintptr) int { return int(min(max(8192/size, 2), maxBatch)) }
 
 // bin is one class's part of a P's cache: a stack of free blocks and the
-// counters of what this P handed out and took back (net; negative when it
-// frees more than it allocates, as a consumer does).
+// counts of what this P handed out and took back.
 //
 // Hot fields first: n, cap and e are read on every Malloc and Free.
 type bin struct {
-	n      int32
-	cap    int32
-	blocks int64
-	bytes  int64
-	e      [2 * maxBatch]entry // inline: no slice header to load on the way
+	n   int32
+	cap int32
+	counts
+	e [2 * maxBatch]entry // inline: no slice header to load on the way
+}
+
+// push puts a free block of n requested bytes on the bin (which has room)
+// and uncounts it: the one push of a freed block, for FreeFast and Free.
+func (b *bin) push(e entry, n uintptr) {
+	b.e[b.n] = e
+	b.n++
+	b.takeBack(n)
+}
+
+// fill puts as many of es on the bin as it has room for, and returns how
+// many.
+func (b *bin) fill(es []entry) int {
+	k := copy(b.e[b.n:b.cap], es)
+	b.n += int32(k)
+	return k
+}
+
+// flushHalf moves the older half of a full bin into buf and returns how
+// many, for the caller to give back to the class once unpinned.
+func (b *bin) flushHalf(buf *[maxBatch]entry) int {
+	k := copy(buf[:], b.e[:b.n/2])
+	copy(b.e[:], b.e[k:b.n])
+	b.n -= int32(k)
+	return k
 }
 
 // pcache is one P's cache: per-P, so no lock is needed in the normal build
 // (only the goroutine pinned to the P touches it; see procPin). Trim and
-// Close take caches out of their slots and wait for a stop-the-world
-// before emptying them (drain). In race builds a mutex stands in for the
-// pinning, so the race detector can check the same code.
+// Close take caches out of their slots and wait until no goroutine uses
+// them before emptying them (drain). Race builds add a mutex (cacheLock;
+// see the build variants in doc.go) so the race detector can check the
+// same code.
 type pcache struct {
 	cacheLock
 	nextSample countdown // bytes until the next heap-profile sample
 	bins       [NumClasses]bin
 }
 
-func newPcache(h *Heap) *pcache {
+func newPcache(p *Pool) *pcache {
 	pc := new(pcache)
-	pc.nextSample = countdown(h.nextSample())
+	pc.nextSample = countdown(NextSample(p.opts.ProfileRate))
 	for c := range pc.bins {
-		pc.bins[c].cap = int32(2 * h.classes[c].batch)
+		pc.bins[c].cap = int32(2 * p.classes[c].batch)
 	}
 	return pc
+}
+
+// cacheOf returns the cache of P pid, locked (a no-op but in race
+// builds), or nil when the P has none: no slot (GOMAXPROCS grew after
+// New), none made yet, or drain retired it. The caller is pinned: every
+// pinned section reads
+//
+//	pc := p.cacheOf(procPin())
+//	...
+//	unpin(pc)
+//
+// and nothing between the two may block, allocate or take a contended
+// lock. (procPin stays at the call site: a call in cacheOf would stop it
+// from inlining.)
+func (p *Pool) cacheOf(pid int) *pcache {
+	if uint(pid) >= uint(len(p.caches)) {
+		return nil
+	}
+	pc := p.caches[pid].Load()
+	if pc != nil && !pc.lock() { // never true but in race builds: no test here
+		return nil
+	}
+	return pc
+}
+
+// unpin ends a section begun by pin (pc is what pin returned).
+func unpin(pc *pcache) {
+	if pc != nil {
+		pc.unlock()
+	}
+	procUnpin()
+}
+
+// pinOrMake is procPin and cacheOf, that first makes the P's cache if its slot is empty and
+// the pool is open: the refill path's.
+func (p *Pool) pinOrMake() *pcache {
+	pid := procPin()
+	pc := p.cacheOf(pid)
+	if pc != nil || pid >= len(p.caches) || p.closed.Load() {
+		return pc
+	}
+	procUnpin() // making a cache allocates: never while pinned
+	fresh := newPcache(p)
+	if pid = procPin(); pid < len(p.caches) {
+		p.caches[pid].CompareAndSwap(nil, fresh) // or another goroutine's won
+	}
+	return p.cacheOf(pid)
+}
+
+// AllocFast pops a block of class c for a request of n bytes from this P's
+// cache, or returns nil when the cache has none: then the caller calls
+// Refill. This is the whole small Malloc: pin, pop, hand out (mark live,
+// sample, count), unpin — no lock, no atomic instruction. It says whether
+// the block is the heap-profile sample.
+func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
+	pc := p.cacheOf(procPin())
+	if pc != nil {
+		b := &pc.bins[c%NumClasses]
+		if b.n > 0 {
+			b.n--
+			e := b.e[b.n]
+			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
+			handOut(e.st, uintptr(classSize[c%NumClasses]), n, sampled, &b.counts)
+			unpin(pc)
+			return e.p, sampled
+		}
+	}
+	unpin(pc)
+	return nil, false
+}
+
+// FreeFast frees the small block ptr if it can do so without a lock: ptr
+// is the start of a live block of run's slab, not sampled, and this P's
+// cache has room. Otherwise it changes nothing and returns false, and the
+// caller calls Free, which sorts out errors, sampled blocks and full
+// caches.
+func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
+	s := slabOf(run)
+	idx, ok := s.index(uintptr(ptr))
+	if checks && !ok {
+		return false
+	}
+	st := &s.states[idx]
+	pc := p.cacheOf(procPin())
+	if pc != nil {
+		b := &pc.bins[s.class%NumClasses]
+		if b.n < b.cap {
+			if v, ok := takeLive(st); ok {
+				b.push(entry{p: ptr, st: st}, requested(uintptr(s.size), v))
+				unpin(pc)
+				return true
+			}
+		}
+	}
+	unpin(pc)
+	return false
+}
+
+// Alloc returns a block of class c holding n bytes, whether it is known
+// to be zero, and whether it was sampled for the heap profile: AllocFast,
+// then Refill. Callers that tried AllocFast themselves call Refill.
+func (p *Pool) Alloc(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
+	if ptr, sampled := p.AllocFast(uint8(c), n); ptr != nil {
+		return ptr, false, sampled, nil
+	}
+	return p.Refill(c, n)
+}
+
+// Refill is the slow path of a small allocation, for when AllocFast found
+// the cache empty: it takes a batch of blocks under the class lock (one
+// lock per batch), hands out the first and puts the rest in this P's
+// cache. Without a cache, the block is handed out under the class lock
+// and the rest goes back.
+func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
+	cl := &p.classes[c]
+	var buf [maxBatch]entry
+	cl.mu.Lock()
+	k, err := p.takeLocked(cl, buf[:cl.batch])
+	cl.mu.Unlock()
+	if k == 0 {
+		return nil, false, false, err
+	}
+	first, rest := buf[0], buf[1:k]
+	zero = loadState(first.st) == stateZero
+	pc := p.pinOrMake()
+	if pc != nil {
+		b := &pc.bins[c]
+		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
+		handOut(first.st, cl.size, n, sampled, &b.counts)
+		rest = rest[b.fill(rest):]
+	}
+	unpin(pc)
+	if pc == nil {
+		cl.mu.Lock()
+		sampled = cl.nextSample.due(&p.opts.ProfileRate, n)
+		handOut(first.st, cl.size, n, sampled, &cl.counts)
+		p.giveBackLocked(cl, rest)
+		cl.mu.Unlock()
+		return first.p, zero, sampled, nil
+	}
+	p.giveBack(cl, rest)
+	return first.p, zero, sampled, nil
+}
+
+// Free frees the block at addr, which lies in run (a KindSlab run), and
+// returns the size that had been requested for it: the slow path of
+// FreeFast. A bad free changes nothing and returns ErrInvalidFree or
+// ErrDoubleFree. A sampled block's OnSampledFree runs first. The block
+// goes on this P's cache (push, as FreeFast's); a full bin first sends its
+// older half back to the slabs under the class lock.
+func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
+	st, c, err := p.state(run, addr)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := takeAny(st)
+	if !ok {
+		return 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
+	}
+	p.sampledFree(v, addr) // before the block can be handed out again
+	n := requested(uintptr(classSize[c]), v)
+	e := entry{p: p.region.Ptr(addr), st: st}
+	cl := &p.classes[c]
+	pc := p.cacheOf(procPin())
+	if pc == nil {
+		unpin(nil)
+		cl.mu.Lock()
+		cl.takeBack(n)
+		p.giveBackLocked(cl, []entry{e})
+		cl.mu.Unlock()
+		return n, nil
+	}
+	var buf [maxBatch]entry
+	k := 0
+	b := &pc.bins[c]
+	if b.n == b.cap {
+		k = b.flushHalf(&buf)
+	}
+	b.push(e, n)
+	unpin(pc)
+	p.giveBack(cl, buf[:k])
+	return n, nil
+}
+
+// drain takes every P's cache out of its slot, waits until no goroutine
+// uses them (quiesce), and returns their blocks to the slabs and their
+// counts to the classes.
+func (p *Pool) drain() {
+	p.drainMu.Lock()
+	defer p.drainMu.Unlock()
+	var old []*pcache
+	for i := range p.caches {
+		if pc := p.caches[i].Swap(nil); pc != nil {
+			old = append(old, pc)
+		}
+	}
+	quiesce(old)
+	for _, pc := range old {
+		for c := range pc.bins {
+			b := &pc.bins[c]
+			if b.n == 0 && b.counts == (counts{}) {
+				continue
+			}
+			cl := &p.classes[c]
+			cl.mu.Lock()
+			cl.blocks += b.blocks
+			cl.bytes += b.bytes
+			p.giveBackLocked(cl, b.e[:b.n])
+			cl.mu.Unlock()
+			b.n, b.counts = 0, counts{}
+		}
+	}
 }

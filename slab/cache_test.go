@@ -11,8 +11,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// cached returns the free blocks every P's cache holds, by class.
+func cached(h *Pool) [NumClasses]uint64 {
+	var out [NumClasses]uint64
+	for i := range h.caches {
+		procPin() // as every holder of a cache's lock
+		if pc := h.caches[i].Load(); pc != nil && pc.lock() {
+			for c := range pc.bins {
+				out[c] += uint64(pc.bins[c].n)
+			}
+			pc.unlock()
+		}
+		procUnpin()
+	}
+	return out
+}
+
 // freeFast frees p the way the root package does: FreeFast, else Free.
-func (h *Heap) freeFast(t *testing.T, p unsafe.Pointer) {
+func (h *Pool) freeFast(t *testing.T, p unsafe.Pointer) {
 	t.Helper()
 	run := h.region.Lookup(uintptr(p))
 	require.NotNil(t, run)
@@ -24,10 +40,10 @@ func (h *Heap) freeFast(t *testing.T, p unsafe.Pointer) {
 }
 
 func TestCacheRoundTrip(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(64)
 	p, _ := h.AllocFast(uint8(c), 64)
-	assert.Nil(t, p, "a new heap's caches are empty")
+	assert.Nil(t, p, "a new pool's caches are empty")
 	p, zero, sampled, err := h.Alloc(c, 64)
 	require.NoError(t, err)
 	assert.True(t, zero, "the first block of a fresh slab")
@@ -35,7 +51,7 @@ func TestCacheRoundTrip(t *testing.T) {
 	st := h.Stats()[c]
 	assert.EqualValues(t, 1, st.LiveBlocks)
 	assert.EqualValues(t, 64, st.LiveBytes)
-	assert.EqualValues(t, h.classes[c].batch-1, st.Cached, "the rest of the batch waits in this P's cache")
+	assert.EqualValues(t, h.classes[c].batch-1, cached(h)[c], "the rest of the batch waits in this P's cache")
 
 	q, _ := h.AllocFast(uint8(c), 50)
 	require.NotNil(t, q, "served from the cache")
@@ -58,11 +74,11 @@ func TestCacheRoundTrip(t *testing.T) {
 	assert.NotZero(t, r.Counters().SlabBytes, "cached blocks keep their slab")
 	h.Trim()
 	assert.Zero(t, r.Counters().SlabBytes, "Trim empties the caches, and the slab goes back")
-	assert.Zero(t, h.Stats()[c].Cached)
+	assert.Zero(t, cached(h)[c])
 }
 
 func TestCacheFlushesWhenFull(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(1000)
 	cl := &h.classes[c]
 	var ps []unsafe.Pointer
@@ -76,7 +92,7 @@ func TestCacheFlushesWhenFull(t *testing.T) {
 	}
 	st := h.Stats()[c]
 	assert.Zero(t, st.LiveBlocks)
-	assert.LessOrEqual(t, st.Cached, uint64(2*cl.batch), "a bin never holds more than its capacity")
+	assert.LessOrEqual(t, cached(h)[c], uint64(2*cl.batch), "a bin never holds more than its capacity")
 	// the rest went back to the slabs, on their free lists
 	var onLists uint32
 	for s := cl.partial; s != nil; s = s.next {
@@ -91,10 +107,9 @@ func TestCacheFlushesWhenFull(t *testing.T) {
 }
 
 func TestSamplingMarksAndReports(t *testing.T) {
-	h, r := newHeap(t)
 	var freed []uintptr
 	var mu sync.Mutex
-	h.SetSampling(1, func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() })
+	h, r := newPool(t, Options{ProfileRate: 1, OnSampledFree: func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() }})
 	c := SizeClass(100)
 	p, _, sampled, err := h.Alloc(c, 100)
 	require.NoError(t, err)
@@ -117,7 +132,7 @@ func TestSamplingMarksAndReports(t *testing.T) {
 }
 
 func TestSamplingOffNeverSamples(t *testing.T) {
-	h, _ := newHeap(t)
+	h, _ := newPool(t, Options{})
 	for range 10000 {
 		p, _, sampled, err := h.Alloc(0, 16)
 		require.NoError(t, err)
@@ -129,7 +144,7 @@ func TestSamplingOffNeverSamples(t *testing.T) {
 // Many goroutines through the caches, blocks handed from one to another:
 // every block intact, none handed out twice, the counters back to zero.
 func TestCacheConcurrent(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	var wg sync.WaitGroup
 	handoff := make(chan []byte, 128)
 	var mu sync.Mutex

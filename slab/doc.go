@@ -1,6 +1,8 @@
 // Package slab serves small requests (up to MaxSize, 32 KiB) from size
 // classes: each class carves page runs of the arena ("slabs") into blocks of
-// one size, and a cache per P sits in front of the classes.
+// one size, and a cache per P sits in front of the classes. A Pool is the
+// whole (Go's mcentral and mcache together; the page heap, in Go's words,
+// is the arena's Region).
 //
 // Its part of the allocation path:
 //
@@ -12,7 +14,7 @@
 //  2. AllocFast: pin the goroutine to its P (procPin, as sync.Pool does)
 //     and pop a block from that P's cache for the class. No lock, no atomic
 //     instruction: only the goroutine pinned to a P touches its cache.
-//  3. If the cache is empty, Alloc takes a batch (about 8 KiB worth, 2 to
+//  3. If the cache is empty, Refill takes a batch (about 8 KiB worth, 2 to
 //     32 blocks) from the class's partial slabs under the class lock — from
 //     a slab's free list, or the blocks never handed out (the "bump" index;
 //     those are still zero when the slab came from fresh pages, so Calloc
@@ -23,7 +25,8 @@
 //     first field of its Slab, and the block index is (addr-start)*magic>>40
 //     — a multiply, not a division. The address must be the start of a
 //     live block, or the free is refused (by Free, with the error) and
-//     nothing changes. The block goes on this P's cache; a full cache sends
+//     nothing changes. The block goes on this P's cache (Free, the slow
+//     path, ends in the same push); a full cache sends
 //     its older half back to the slabs under the class lock (blocks freed
 //     on another goroutine thus travel in batches). A slab whose blocks are
 //     all back goes to the arena as a free run, except one per class.
@@ -42,8 +45,51 @@
 // stop-the-world, which cannot complete while a goroutine is pinned). One
 // mutex per class guards its slabs and their lists; a block's state is
 // touched only by whoever owns the block. The lock order is class, then
-// region. Race builds (race.go) use a mutex per cache and compare-and-swap
-// on block states, so the race detector checks the same code.
+// region.
+//
+// Files, in the order of the path: sizeclass.go (the size-class API over
+// the generated sizeclasses.go), cache.go (the per-P cache: pin, AllocFast
+// and FreeFast, Refill and Free, drain), central.go (one class: take, give
+// back, new slab, release — the …Locked helpers need the class lock),
+// block.go (the block states, Slab, the block index), sample.go (the
+// heap-profile countdown, and handOut: mark live, sample, count), direct.go
+// (Debug's paths without the caches), pool.go (Pool, its options, Usable,
+// Resize, Trim, Close, Stats).
+//
+// # Build variants
+//
+// Every build tag the module knows, and what it changes; nothing else
+// differs between builds:
+//
+//   - race (go test -race): a P's cache also takes a mutex in each pinned
+//     section (always pinned: it spins, never parks), and drain retires
+//     caches under it instead of waiting for a stop-the-world
+//     (cache_race.go, beside cache_norace.go); block states
+//     are read and changed with atomic operations on their 32-bit word
+//     instead of plain loads and stores (state_race.go, beside
+//     state_norace.go). The protocol — pin, hand out or claim a block with
+//     one compare-and-set of its state, unpin — is the same code in both.
+//     Package arena stores page-map entries atomically instead of with a
+//     plain store (arena's entry_race.go). Locks that …Locked helpers
+//     need, here and in arena, are asserted held (internal/lock). The
+//     root package's tests read the flag too (race_race_test.go).
+//
+//   - brkmap_nochecks: the always-on checks (a freed address must be the
+//     start of a live block; a free-list link must decode to a free block
+//     of its slab) are compiled out (mode_nochecks.go, beside
+//     mode_checks.go), only to measure what they cost — never for anything
+//     else, since bad frees then corrupt the pool:
+//
+//     go test ./bench -run '^$' -bench 'Pair/size=64/peer=brkmap$' -count 10 > on.txt
+//     go test ./bench -run '^$' -bench 'Pair/size=64/peer=brkmap$' -count 10 -tags brkmap_nochecks > off.txt
+//     benchstat off.txt on.txt
+//
+//   - cgo: only the bench command and its tests use it, for the glibc
+//     baseline (bench/libc); with CGO_ENABLED=0 the library is unchanged
+//     and bench builds without the glibc peer.
+//
+// File names say which variant they belong to: name_race.go and
+// name_norace.go, name_checks.go and name_nochecks.go.
 package slab
 
 //go:generate go run mksizeclasses.go -o sizeclasses.go

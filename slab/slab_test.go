@@ -129,17 +129,17 @@ func TestGeneratedFileIsUpToDate(t *testing.T) {
 	assert.True(t, bytes.Equal(have, got), "sizeclasses.go is stale: run go generate ./slab")
 }
 
-// --- the heap ---
+// --- the pool ---
 
 var page = sys.PageSize
 
-func newHeap(t *testing.T) (*Heap, *arena.Region) {
+func newPool(t *testing.T, opts Options) (*Pool, *arena.Region) {
 	t.Helper()
 	r, err := arena.New(arena.Config{Reserve: 4 << 30, TopPad: 128 << 10, TrimThreshold: 128 << 10,
 		OS: &sys.OS{}, Budget: budget.New(0)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Close() })
-	return NewHeap(r), r
+	return New(r, opts), r
 }
 
 func block(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
@@ -161,13 +161,13 @@ func intact(b []byte, seed uintptr) bool {
 
 // allocD and FreeDirect are the paths without the P caches: these tests are
 // about the slabs themselves (cache_test.go tests the caches in front).
-func (h *Heap) allocD(c int, n uintptr) (unsafe.Pointer, bool, error) {
+func (h *Pool) allocD(c int, n uintptr) (unsafe.Pointer, bool, error) {
 	p, zero, _, _, err := h.AllocDirect(c, n)
 	return p, zero, err
 }
 
 // free frees the block at p through its run, as the root package does.
-func (h *Heap) free(t *testing.T, p unsafe.Pointer) uintptr {
+func (h *Pool) free(t *testing.T, p unsafe.Pointer) uintptr {
 	t.Helper()
 	run := h.region.Lookup(uintptr(p))
 	require.NotNil(t, run)
@@ -179,7 +179,7 @@ func (h *Heap) free(t *testing.T, p unsafe.Pointer) uintptr {
 
 func TestAllocFreeEveryClass(t *testing.T) {
 	for c := range NumClasses {
-		h, r := newHeap(t) // fresh pages for every class
+		h, r := newPool(t, Options{}) // fresh pages for every class
 		cl := &h.classes[c]
 		size := cl.size
 		count := int(cl.nelems) + 1 // a second slab
@@ -225,7 +225,7 @@ func TestAllocFreeEveryClass(t *testing.T) {
 }
 
 func TestReusedBlockIsNotReportedZero(t *testing.T) {
-	h, _ := newHeap(t)
+	h, _ := newPool(t, Options{})
 	c := SizeClass(64)
 	a, _, err := h.allocD(c, 64)
 	require.NoError(t, err)
@@ -240,7 +240,7 @@ func TestReusedBlockIsNotReportedZero(t *testing.T) {
 }
 
 func TestBadFreeChangesNothing(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(100) // 112-byte blocks
 	size := ClassSize(c)
 	var ps []unsafe.Pointer
@@ -293,7 +293,7 @@ func TestBadFreeChangesNothing(t *testing.T) {
 }
 
 func TestFreeInAReleasedSlab(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(256)
 	p, _, err := h.allocD(c, 256)
 	require.NoError(t, err)
@@ -309,7 +309,7 @@ func TestFreeInAReleasedSlab(t *testing.T) {
 }
 
 func TestEmptySlabsGoBack(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(1000)
 	cl := &h.classes[c]
 	slabBytes := cl.slabPages * page
@@ -373,9 +373,8 @@ func TestCorruptedFreeList(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, r := newHeap(t)
 			var reports []string
-			h.OnCorruption = func(_, _ uintptr, msg string) { reports = append(reports, msg) }
+			h, r := newPool(t, Options{OnCorruption: func(_, _ uintptr, msg string) { reports = append(reports, msg) }})
 			size := ClassSize(c)
 			live := map[uintptr]bool{}
 			var ps []unsafe.Pointer
@@ -424,7 +423,7 @@ func TestCorruptedFreeList(t *testing.T) {
 }
 
 func TestCorruptionPanicsByDefault(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	c := SizeClass(32)
 	p, _, err := h.allocD(c, 32)
 	require.NoError(t, err)
@@ -438,7 +437,7 @@ func TestCorruptionPanicsByDefault(t *testing.T) {
 }
 
 func TestResizeInPlace(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	tests := []struct {
 		class   int
 		from, n uintptr
@@ -478,7 +477,7 @@ func TestResizeInPlace(t *testing.T) {
 }
 
 func TestStatsPerClass(t *testing.T) {
-	h, _ := newHeap(t)
+	h, _ := newPool(t, Options{})
 	reqs := map[int][]uintptr{}
 	for _, n := range []uintptr{1, 16, 17, 30, 100, 100, 100, 1000, 5000, 5000, MaxSize} {
 		c := SizeClass(n)
@@ -505,7 +504,7 @@ func TestStatsPerClass(t *testing.T) {
 }
 
 func TestClosedHeap(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	p, _, err := h.allocD(0, 16)
 	require.NoError(t, err)
 	run := r.Lookup(uintptr(p))
@@ -521,7 +520,7 @@ func TestClosedHeap(t *testing.T) {
 }
 
 func TestConcurrentClasses(t *testing.T) {
-	h, r := newHeap(t)
+	h, r := newPool(t, Options{})
 	var wg sync.WaitGroup
 	handoff := make(chan unsafe.Pointer, 64)
 	for g := range 8 {

@@ -1,0 +1,202 @@
+package slab
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/lock"
+)
+
+// central is one size class: its slabs, and what was handed out under its
+// lock. Every field after mu is guarded by mu, except the constants set by
+// New (size, slabPages, nelems, batch, class). Helpers named …Locked must
+// be called with mu held (asserted in race builds). The lock order is
+// class, then region.
+type central struct {
+	mu        lock.Mutex
+	size      uintptr
+	slabPages uintptr
+	nelems    uint32
+	batch     int
+	class     uint8
+	partial   *Slab // slabs with at least one block to hand out
+	empty     *Slab // one slab with every block free, kept for reuse
+	slabs     uint64
+	// nextSample: the heap-profile countdown for blocks handed out under
+	// the lock (no P cache, Debug)
+	nextSample countdown
+	// blocks handed out, net, by goroutines without a P cache and by
+	// caches that drain has retired
+	counts
+}
+
+// takeLocked pops up to len(out) blocks from the class's slabs into out and
+// returns how many. It fails only if no block can be had. Each block's
+// state says where it came from: stateCached (a slab's free list),
+// stateZero or stateFresh (never handed out).
+func (p *Pool) takeLocked(cl *central, out []entry) (int, error) {
+	cl.mu.AssertHeld()
+	if p.closed.Load() {
+		return 0, errs.ErrClosed
+	}
+	k := 0
+	for k < len(out) {
+		s := cl.partial
+		if s == nil {
+			var err error
+			if s, err = p.newSlabLocked(cl); err != nil {
+				if k > 0 {
+					return k, nil
+				}
+				return 0, err
+			}
+		}
+		for k < len(out) && s.nfree > 0 {
+			var idx uint32
+			state := uint16(stateCached)
+			if s.free != 0 {
+				idx = s.free - 1
+				// The link lives in the free block itself, where a write
+				// after free or past the end of the block next to it can
+				// reach it: it must decode to a block of this slab that was
+				// handed out before and is on the free list now.
+				next := *(*uint32)(p.region.Ptr(s.addr(idx))) ^ s.key
+				if checks && next != 0 && (next > s.bump || next == idx+1 || loadState(&s.states[next-1]) != stateFree) {
+					p.corruptLocked(cl, s, idx, next)
+					next = 0 // drop the rest of the list: never follow a bad link
+				}
+				s.free = next
+			} else if s.bump < s.nelems {
+				idx = s.bump
+				s.bump++
+				state = stateFresh
+				if s.zero {
+					state = stateZero
+				}
+			} else {
+				break // only after a damaged list was dropped
+			}
+			storeState(&s.states[idx], state)
+			s.nfree--
+			out[k] = entry{p: p.region.Ptr(s.addr(idx)), st: &s.states[idx]}
+			k++
+		}
+		if s.nfree == 0 || s.free == 0 && s.bump == s.nelems {
+			cl.unlistLocked(s)
+		}
+	}
+	return k, nil
+}
+
+// corruptLocked reports a damaged free-list link through
+// Options.OnCorruption, or panics.
+func (p *Pool) corruptLocked(cl *central, s *Slab, idx, next uint32) {
+	cl.mu.AssertHeld()
+	addr := s.addr(idx)
+	msg := fmt.Sprintf("free-list link of a free %d-byte block decodes to %d, not a free block of its slab "+
+		"(a write after free, or past the end of the block before it); the rest of the list is dropped", cl.size, int64(next)-1)
+	if p.opts.OnCorruption != nil {
+		p.opts.OnCorruption(addr, cl.size, msg)
+		return
+	}
+	panic(fmt.Sprintf("slab: block %#x: %s", addr, msg))
+}
+
+// newSlabLocked finds or makes a slab with room for class cl.
+func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
+	cl.mu.AssertHeld()
+	if s := cl.empty; s != nil {
+		cl.empty = nil
+		cl.listLocked(s)
+		return s, nil
+	}
+	s := &Slab{Run: arena.NewRun(arena.KindSlab), class: cl.class, nelems: cl.nelems, nfree: cl.nelems,
+		size: uint64(cl.size), magic: classDivMagic[cl.class], key: rand.Uint32() | 1}
+	s.states = make([]uint16, cl.nelems)
+	run, zero, err := p.region.AllocRun(&s.Run, cl.slabPages, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.start, s.zero = run.Start(), zero
+	cl.slabs++
+	cl.listLocked(s)
+	return s, nil
+}
+
+func (cl *central) listLocked(s *Slab) {
+	cl.mu.AssertHeld()
+	s.listed = true
+	s.prev = nil
+	s.next = cl.partial
+	if s.next != nil {
+		s.next.prev = s
+	}
+	cl.partial = s
+}
+
+func (cl *central) unlistLocked(s *Slab) {
+	cl.mu.AssertHeld()
+	if !s.listed {
+		return
+	}
+	s.listed = false
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		cl.partial = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.prev, s.next = nil, nil
+}
+
+// giveBackLocked returns blocks (free, out of any cache) to their slabs'
+// free lists. A slab whose blocks are all back goes to the arena, but one
+// per class is kept for the next refill.
+func (p *Pool) giveBackLocked(cl *central, es []entry) {
+	cl.mu.AssertHeld()
+	for _, e := range es {
+		addr := uintptr(e.p)
+		run := p.region.Lookup(addr)
+		if run == nil || run.Kind() != arena.KindSlab {
+			continue // the region was closed under us
+		}
+		s := slabOf(run)
+		idx, _ := s.index(addr)
+		storeState(e.st, stateFree)
+		*(*uint32)(e.p) = s.free ^ s.key
+		s.free = uint32(idx) + 1
+		s.nfree++
+		if s.nfree == s.nelems {
+			cl.unlistLocked(s)
+			if cl.empty == nil {
+				cl.empty = s
+			} else {
+				p.releaseLocked(cl, s)
+			}
+		} else if !s.listed {
+			cl.listLocked(s)
+		}
+	}
+}
+
+// giveBack is giveBackLocked under the class lock, for blocks a cache or a
+// free sends back.
+func (p *Pool) giveBack(cl *central, es []entry) {
+	if len(es) == 0 {
+		return
+	}
+	cl.mu.Lock()
+	p.giveBackLocked(cl, es)
+	cl.mu.Unlock()
+}
+
+// releaseLocked gives an empty slab back to the arena.
+func (p *Pool) releaseLocked(cl *central, s *Slab) {
+	cl.mu.AssertHeld()
+	cl.slabs--
+	_ = p.region.Free(&s.Run) // the run is live: it cannot fail but for Close
+}

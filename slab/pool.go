@@ -1,0 +1,202 @@
+package slab
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/errs"
+)
+
+// Pool is the size classes over one region, with a cache per P in front:
+// what Go splits into mcentral and mcache. (In Go's vocabulary the heap is
+// the page heap, here arena.Region; a Pool hands out and takes back blocks
+// carved from it.) All methods are safe for concurrent use.
+type Pool struct {
+	region *arena.Region
+	caches []atomic.Pointer[pcache] // one slot per P, indexed by procPin's id
+	closed atomic.Bool
+	// drainMu serializes drain (Trim, Close); it is never taken on the
+	// allocation paths.
+	drainMu sync.Mutex
+	classes [NumClasses]central
+	opts    Options // fixed by New
+}
+
+// Options are a Pool's callbacks and sampling rate, fixed when it is made.
+type Options struct {
+	// ProfileRate is the mean bytes between two blocks sampled for the
+	// heap profile (see NextSample); 0 or less: no sampling.
+	ProfileRate int64
+	// OnSampledFree is called with the address of a sampled block being
+	// freed, before the block can be handed out again (under its class
+	// lock, or in a pinned section: it must not block or allocate much).
+	// Required when ProfileRate > 0.
+	OnSampledFree func(addr uintptr)
+	// OnCorruption is called (with the class lock held) when a free-list
+	// link is found damaged: addr is the block holding the link, size its
+	// class's block size. nil panics.
+	OnCorruption func(addr, size uintptr, detail string)
+}
+
+// New makes the classes over region r.
+func New(r *arena.Region, opts Options) *Pool {
+	p := &Pool{region: r, caches: make([]atomic.Pointer[pcache], runtime.GOMAXPROCS(0)), opts: opts}
+	page := r.PageSize()
+	for i := range p.classes {
+		cl := &p.classes[i]
+		cl.class = uint8(i)
+		cl.size = uintptr(classSize[i])
+		slab := (uintptr(classSlab[i]) + page - 1) &^ (page - 1)
+		cl.slabPages = slab / page
+		cl.nelems = uint32(slab / cl.size)
+		cl.batch = batchOf(cl.size)
+		cl.nextSample = countdown(NextSample(opts.ProfileRate))
+	}
+	return p
+}
+
+// sampledFree calls OnSampledFree if v, the state of a block being freed,
+// says the block was sampled.
+func (p *Pool) sampledFree(v uint16, addr uintptr) {
+	if v&sampledBit != 0 {
+		p.opts.OnSampledFree(addr)
+	}
+}
+
+// state validates that addr is the start of a block of run's slab and
+// returns the block's state and its class. Lock-free: a slab's start,
+// class and length never change.
+func (p *Pool) state(run *arena.Run, addr uintptr) (*uint16, int, error) {
+	if p.closed.Load() {
+		return nil, 0, errs.ErrClosed
+	}
+	s := slabOf(run)
+	c := int(s.class)
+	idx, ok := s.index(addr)
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: %#x is not the start of a %d-byte block", errs.ErrInvalidFree, addr, classSize[c])
+	}
+	return &s.states[idx], c, nil
+}
+
+// liveState returns the state of the live block at addr in run and its
+// class, or an error if it is not one.
+func (p *Pool) liveState(run *arena.Run, addr uintptr) (*uint16, uint16, int, error) {
+	st, c, err := p.state(run, addr)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	v := loadState(st)
+	if !live(v) {
+		return nil, 0, 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
+	}
+	return st, v, c, nil
+}
+
+// Usable returns the block size and requested size of the live block at
+// addr in run, or an error if it is not one. The caller must own the block.
+func (p *Pool) Usable(run *arena.Run, addr uintptr) (size, req uintptr, err error) {
+	_, v, c, err := p.liveState(run, addr)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uintptr(classSize[c]), requested(uintptr(classSize[c]), v), nil
+}
+
+// Resize changes the requested size of the live block at addr to n in
+// place if the block holds n and is not more than twice too big for it.
+// It returns whether it did, and the size that was requested.
+func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
+	st, v, c, err := p.liveState(run, addr)
+	if err != nil {
+		return false, 0, err
+	}
+	size := uintptr(classSize[c])
+	old := requested(size, v)
+	if n > size || n <= size/2 && size > 16 || size-n+1 > maxEntry {
+		return false, old, nil
+	}
+	storeState(st, liveState(size, n)|v&sampledBit)
+	delta := int64(n) - int64(old)
+	pc := p.cacheOf(procPin())
+	if pc != nil {
+		pc.bins[c].bytes += delta
+		unpin(pc)
+		return true, old, nil
+	}
+	unpin(nil)
+	cl := &p.classes[c]
+	cl.mu.Lock()
+	cl.bytes += delta
+	cl.mu.Unlock()
+	return true, old, nil
+}
+
+// Trim empties every P's cache into the slabs, then gives every class's
+// cached empty slab back to the arena.
+func (p *Pool) Trim() {
+	if p.closed.Load() {
+		return
+	}
+	p.drain()
+	for i := range p.classes {
+		cl := &p.classes[i]
+		cl.mu.Lock()
+		if s := cl.empty; s != nil {
+			cl.empty = nil
+			p.releaseLocked(cl, s)
+		}
+		cl.mu.Unlock()
+	}
+}
+
+// Close refuses every later call and retires the caches.
+func (p *Pool) Close() {
+	p.closed.Store(true)
+	p.drain()
+}
+
+// ClassStats is one class's counters.
+type ClassStats struct {
+	Size       uintptr
+	LiveBlocks uint64
+	LiveBytes  uint64 // requested
+	Slabs      uint64
+	SlabBytes  uint64
+}
+
+// Stats returns every class's counters: the classes' own plus every P
+// cache's. In the normal build the caches' counts are read without
+// synchronization (word-sized reads, which the Go memory model lets
+// observe only values actually written); the sum is exact when no
+// operation is in flight.
+func (p *Pool) Stats() [NumClasses]ClassStats {
+	var out [NumClasses]ClassStats
+	page := p.region.PageSize()
+	var sum [NumClasses]counts
+	for i := range p.classes {
+		cl := &p.classes[i]
+		cl.mu.Lock()
+		sum[i] = cl.counts
+		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
+		cl.mu.Unlock()
+	}
+	for i := range p.caches {
+		procPin() // as every holder of a cache's lock (cache_race.go)
+		if pc := p.caches[i].Load(); pc != nil && pc.lock() {
+			for c := range pc.bins {
+				sum[c].blocks += pc.bins[c].blocks
+				sum[c].bytes += pc.bins[c].bytes
+			}
+			pc.unlock()
+		}
+		procUnpin()
+	}
+	for i := range out {
+		out[i].LiveBlocks, out[i].LiveBytes = uint64(max(sum[i].blocks, 0)), uint64(max(sum[i].bytes, 0))
+	}
+	return out
+}
