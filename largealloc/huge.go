@@ -3,6 +3,7 @@ package largealloc
 import (
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,7 @@ func (ms *Mappings) growHuge(m *Mapping, size uintptr) (unsafe.Pointer, error) {
 			return m.ptr, nil
 		}
 	}
-	dst, err := ms.os.MmapAligned(size, ms.huge, unix.PROT_NONE, unix.MAP_NORESERVE)
+	dst, err := ms.os.MmapAligned(size, ms.huge, unix.PROT_NONE, sys.MapNoReserve)
 	if err != nil {
 		return nil, err
 	}

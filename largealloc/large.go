@@ -242,7 +242,7 @@ func (ms *Mappings) quarantineAdd(m *Mapping) error {
 	}
 	// Releasing the pages is only thrift: if it is refused they stay
 	// resident until the mapping leaves the quarantine.
-	_ = ms.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED)
+	_ = ms.os.ReleaseProtNone(m.ptr, m.Len)
 	ms.quarMu.Lock()
 	defer ms.quarMu.Unlock()
 	ms.quarantine = append(ms.quarantine, m)

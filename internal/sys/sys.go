@@ -111,13 +111,24 @@ func (s *OS) Mremap(p unsafe.Pointer, old, n uintptr) (unsafe.Pointer, error) {
 	return mremap(p, old, n, nil, mremapMayMove)
 }
 
-// remapZero replaces the pages of [p, p+n) with fresh anonymous ones,
-// readable and writable: the old pages go back to the kernel at once, and
-// the range reads as zero. It is MADV_DONTNEED where madvise keeps the
+// ReleaseProtNone gives back the pages of [p, p+n), a range the caller
+// has already made PROT_NONE, and leaves it PROT_NONE (Debug's quarantine
+// of freed mappings): madvise(MADV_DONTNEED) on Linux; where madvise keeps
+// the contents, fresh inaccessible pages mapped over it. Counted as a
+// madvise.
+func (s *OS) ReleaseProtNone(p unsafe.Pointer, n uintptr) error {
+	if err := s.enter(OpMadvise); err != nil {
+		return err
+	}
+	return releaseProtNone(p, n)
+}
+
+// remapZero replaces the pages of [p, p+n) with fresh anonymous ones of
+// protection prot: the old pages go back to the kernel at once, and the
+// range reads as zero. It is MADV_DONTNEED where madvise keeps the
 // contents (sys_other.go); written once here so that Linux tests it too.
-func remapZero(p unsafe.Pointer, n uintptr) error {
-	_, err := unix.MmapPtr(-1, 0, p, n, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
+func remapZero(p unsafe.Pointer, n uintptr, prot int) error {
+	_, err := unix.MmapPtr(-1, 0, p, n, prot, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
 	return err
 }
 

@@ -29,6 +29,8 @@ func madvise(p unsafe.Pointer, n uintptr, advice int) error {
 	return unix.Madvise(unsafe.Slice((*byte)(p), n), advice)
 }
 
+func releaseProtNone(p unsafe.Pointer, n uintptr) error { return madvise(p, n, unix.MADV_DONTNEED) }
+
 func madviseHuge(p unsafe.Pointer, n uintptr) error {
 	return madvise(p, n, unix.MADV_HUGEPAGE)
 }

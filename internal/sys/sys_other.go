@@ -25,7 +25,7 @@ import (
 //     reads as zero, as on Linux. It is still counted as the madvise the
 //     caller asked for. Callers that want the range inaccessible
 //     mprotect it afterwards, as the region does when its break moves
-//     down.
+//     down, or call ReleaseProtNone on a range already PROT_NONE.
 const (
 	HasHugePages = false
 	MapNoReserve = 0
@@ -41,10 +41,12 @@ const (
 
 func madvise(p unsafe.Pointer, n uintptr, advice int) error {
 	if advice == unix.MADV_DONTNEED {
-		return remapZero(p, n)
+		return remapZero(p, n, unix.PROT_READ|unix.PROT_WRITE)
 	}
 	return unix.Madvise(unsafe.Slice((*byte)(p), n), advice)
 }
+
+func releaseProtNone(p unsafe.Pointer, n uintptr) error { return remapZero(p, n, unix.PROT_NONE) }
 
 func madviseHuge(unsafe.Pointer, uintptr) error { return ErrUnsupported }
 

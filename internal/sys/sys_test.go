@@ -143,7 +143,7 @@ func TestDontNeedZeroes(t *testing.T) {
 	t.Run("remapZero", func(t *testing.T) { // what Madvise does where madvise keeps the contents
 		testReleaseZeroes(t, func(s *OS, p unsafe.Pointer, n uintptr) error {
 			_ = s.enter(OpMadvise)
-			return remapZero(p, n)
+			return remapZero(p, n, unix.PROT_READ|unix.PROT_WRITE)
 		})
 	})
 }
@@ -193,5 +193,35 @@ func TestUnsupported(t *testing.T) {
 	}
 	if !HasHugePages {
 		assert.ErrorIs(t, s.MadviseHuge(p, 2*page), errors.ErrUnsupported)
+	}
+}
+
+// ReleaseProtNone gives the pages of an inaccessible range back and keeps
+// it inaccessible; made accessible again, it reads as zero. Both ways: the
+// Linux one (madvise) and the one elsewhere (a PROT_NONE remap).
+func TestReleaseProtNone(t *testing.T) {
+	page := PageSize
+	for name, release := range map[string]func(s *OS, p unsafe.Pointer, n uintptr) error{
+		"ReleaseProtNone": (*OS).ReleaseProtNone,
+		"remapZero":       func(_ *OS, p unsafe.Pointer, n uintptr) error { return remapZero(p, n, unix.PROT_NONE) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &OS{}
+			p, err := s.Mmap(2*page, unix.PROT_READ|unix.PROT_WRITE, 0)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = s.Munmap(p, 2*page) })
+			b := unsafe.Slice((*byte)(p), 2*page)
+			for i := range b {
+				b[i] = 0xCD
+			}
+			require.NoError(t, s.Mprotect(p, 2*page, unix.PROT_NONE))
+			require.NoError(t, release(s, p, 2*page))
+			var vec []byte
+			n, err := s.Resident(p, 2*page, &vec)
+			require.NoError(t, err)
+			assert.Zero(t, n, "released")
+			require.NoError(t, s.Mprotect(p, 2*page, unix.PROT_READ|unix.PROT_WRITE))
+			assert.Equal(t, make([]byte, 2*page), b, "reads as zero")
+		})
 	}
 }
