@@ -195,7 +195,7 @@ func hideAllocator(fn string) bool {
 // HeapProfile returns the heap profile of this allocator's sampled
 // allocations (see ProfileRate): what is live now, and everything
 // allocated since New, by call stack. Write it with its Write method and
-// read it with `go tool pprof`, or serve it with stats.Handler. With
+// read it with `go tool pprof`, or serve it with statshttp.Handler. With
 // profiling off it holds no records.
 func (a *Allocator) HeapProfile() *stats.HeapProfile {
 	h := &stats.HeapProfile{Hide: hideAllocator}
