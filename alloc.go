@@ -589,8 +589,8 @@ func (a *Allocator) UsableSize(b []byte) int {
 // works in place when the block's class, run or mapping has room (a run
 // can grow into free pages after it, a mapping with mremap); otherwise it
 // moves the block. Without mremap (not Linux: Stats().Platform.Mremap), a
-// mapped block that changes size always moves: map, copy, unmap. Realloc(nil, n) is Malloc(n). On error b is unchanged
-// and still live.
+// mapped block that changes size always moves: map, copy, unmap.
+// Realloc(nil, n) is Malloc(n). On error b is unchanged and still live.
 func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 	if b == nil {
 		return a.Malloc(n)
