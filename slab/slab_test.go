@@ -363,6 +363,10 @@ func TestCorruptedFreeList(t *testing.T) {
 		raw  bool                                // written as is, not XORed with the key
 	}{
 		{"raw garbage", func(*Slab, uint32) uint32 { return 0xdeadbeef }, true},
+		// A zero is the likeliest write after free (Calloc-style clearing,
+		// a zeroed struct): only the per-slab key makes it a bad link
+		// instead of a silent end of the list.
+		{"raw zero", func(*Slab, uint32) uint32 { return 0 }, true},
 		{"past the slab", func(s *Slab, _ uint32) uint32 { return s.nelems + 9 }, false},
 		{"a live block", func(*Slab, uint32) uint32 { return 0 + 1 }, false},
 		{"itself", func(_ *Slab, victim uint32) uint32 { return victim + 1 }, false},
