@@ -355,6 +355,17 @@ func TestDynamicThreshold(t *testing.T) {
 	require.NoError(t, a.Free(huge))
 	assert.EqualValues(t, 256<<10, a.Stats().MmapThreshold, "never above 32 MiB")
 
+	// The cap is inclusive, as glibc's (chunk size <= DEFAULT_MMAP_THRESHOLD_MAX):
+	// a page past it does not slide, exactly 32 MiB does.
+	for _, n := range []int{alloc.MaxDynamicThreshold + 1, alloc.MaxDynamicThreshold} {
+		b, err := a.Malloc(n)
+		require.NoError(t, err)
+		require.NoError(t, a.Free(b))
+	}
+	s = a.Stats()
+	assert.EqualValues(t, alloc.MaxDynamicThreshold, s.MmapThreshold, "a 32 MiB block slides the threshold to the cap")
+	assert.EqualValues(t, 2*alloc.MaxDynamicThreshold, s.TrimThreshold)
+
 	fixed := newAlloc(t, alloc.Config{DynamicThreshold: true, MmapThreshold: 128 << 10})
 	b, err = fixed.Malloc(256 << 10)
 	require.NoError(t, err)
