@@ -374,12 +374,26 @@ func TestDynamicThreshold(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []alloc.Config{{MmapThreshold: -1}, {Reserve: -1}, {Limit: -2}, {Policy: 7}} {
-		_, err := alloc.New(cfg)
-		assert.Error(t, err, "%+v", cfg)
+	// A negative size is ErrInvalidSize, wrapped with the field's name.
+	for _, tt := range []struct {
+		cfg   alloc.Config
+		field string
+	}{
+		{alloc.Config{MmapThreshold: -1}, "Config.MmapThreshold = -1"},
+		{alloc.Config{Reserve: -1}, "Config.Reserve = -1"},
+		{alloc.Config{Limit: -2}, "Config.Limit = -2"},
+	} {
+		a, err := alloc.New(tt.cfg)
+		assert.Nil(t, a)
+		assert.ErrorIs(t, err, alloc.ErrInvalidSize, "%+v", tt.cfg)
+		assert.ErrorContains(t, err, tt.field)
 	}
-	a := newAlloc(t, alloc.Config{Reserve: 1 << 20, Policy: alloc.PolicyBrk})
-	_, err := a.Malloc(2 << 20)
+	// An unknown enum value has no sentinel: the message names it.
+	a, err := alloc.New(alloc.Config{Policy: 7})
+	assert.Nil(t, a)
+	assert.EqualError(t, err, "alloc: unknown policy 7")
+	a = newAlloc(t, alloc.Config{Reserve: 1 << 20, Policy: alloc.PolicyBrk})
+	_, err = a.Malloc(2 << 20)
 	assert.ErrorIs(t, err, alloc.ErrOutOfMemory, "past the reservation")
 }
 

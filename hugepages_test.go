@@ -75,7 +75,7 @@ func minorFaults() uint64 {
 
 func TestHugePagesSetting(t *testing.T) {
 	_, err := alloc.New(alloc.Config{HugePages: 7})
-	assert.Error(t, err)
+	assert.EqualError(t, err, "alloc: unknown HugePages setting 7")
 	assert.Equal(t, "off", alloc.HugePagesOff.String())
 	assert.Equal(t, "large", alloc.HugePagesLarge.String())
 	assert.Equal(t, "all", alloc.HugePagesAll.String())
