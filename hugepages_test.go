@@ -156,6 +156,24 @@ func TestHugePagesResident(t *testing.T) {
 	}
 }
 
+// A fresh huge block is not pre-faulted: one written byte makes one huge
+// page resident (2 MiB), not the whole 8 MiB block. Huge pages coarsen
+// the grain of residency; they must not turn Malloc into a memset.
+func TestHugePagesLargeNotPrefaulted(t *testing.T) {
+	requireTHP(t)
+	a := newAlloc(t, alloc.Config{HugePages: alloc.HugePagesLarge})
+	b, err := a.Malloc(8 << 20)
+	require.NoError(t, err)
+	before := a.Stats()
+	assert.Zero(t, before.Resident, "nothing is resident before the first write")
+	b[len(b)/2] = 1
+	s := a.Stats()
+	assert.LessOrEqual(t, s.Resident, uint64(huge), "one byte written: at most the huge page that holds it")
+	assert.Positive(t, s.Resident)
+	assert.LessOrEqual(t, uint64(smapsOf(t, addr(b)).AnonHugePages), uint64(huge), "smaps agrees")
+	require.NoError(t, a.Free(b))
+}
+
 // With the kernel's THP mode "never", or no THP at all, asking for huge
 // pages changes nothing: no advice, no alignment work, and Stats says so.
 func TestHugePagesNever(t *testing.T) {
