@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -38,8 +39,8 @@ func TestMallocContract(t *testing.T) {
 				assert.Equal(t, n, cap(b))
 				assert.Zero(t, addr(b)%16, "16-byte aligned")
 				assert.GreaterOrEqual(t, a.UsableSize(b), n)
-				fill(b, uint32(n))
-				require.Equal(t, -1, intact(b, uint32(n)))
+				alloctest.Fill(b, uint32(n))
+				require.Equal(t, -1, alloctest.Intact(b, uint32(n)))
 				require.NoError(t, a.Free(b))
 			}
 			assert.Zero(t, a.Stats().LiveBlocks)
@@ -98,7 +99,7 @@ func TestAlignedAlloc(t *testing.T) {
 					require.NoError(t, err, "align %d n %d", align, n)
 					assert.Zero(t, addr(b)%uintptr(max(align, 16)), "align %d n %d", align, n)
 					assert.Len(t, b, n)
-					fill(b, 7)
+					alloctest.Fill(b, 7)
 					require.NoError(t, a.Free(b))
 				}
 			}
@@ -120,8 +121,8 @@ func TestReallocKeepsContents(t *testing.T) {
 				nb, err := a.Realloc(b, n)
 				require.NoError(t, err, n)
 				require.Len(t, nb, n)
-				require.Equal(t, -1, intact(nb[:min(len(b), n)], 3), "realloc %d -> %d", len(b), n)
-				fill(nb, 3)
+				require.Equal(t, -1, alloctest.Intact(nb[:min(len(b), n)], 3), "realloc %d -> %d", len(b), n)
+				alloctest.Fill(nb, 3)
 				b = nb
 			}
 			require.NoError(t, a.Free(b))
@@ -137,11 +138,11 @@ func TestReallocInPlace(t *testing.T) {
 	a := newAlloc(t, alloc.Config{Policy: alloc.PolicyBrk})
 	b, err := a.Malloc(40 << 10)
 	require.NoError(t, err)
-	fill(b, 9)
+	alloctest.Fill(b, 9)
 	nb, err := a.Realloc(b, 400<<10)
 	require.NoError(t, err)
 	assert.Equal(t, addr(b), addr(nb), "grown in place at the top")
-	assert.Equal(t, -1, intact(nb[:40<<10], 9))
+	assert.Equal(t, -1, alloctest.Intact(nb[:40<<10], 9))
 	// A small block shrinking a little stays.
 	s, err := a.Malloc(100)
 	require.NoError(t, err)
@@ -153,10 +154,10 @@ func TestReallocInPlace(t *testing.T) {
 	m := newAlloc(t, alloc.Config{})
 	big, err := m.Malloc(1 << 20)
 	require.NoError(t, err)
-	fill(big, 5)
+	alloctest.Fill(big, 5)
 	big2, err := m.Realloc(big, 8<<20)
 	require.NoError(t, err)
-	assert.Equal(t, -1, intact(big2[:1<<20], 5))
+	assert.Equal(t, -1, alloctest.Intact(big2[:1<<20], 5))
 	assert.EqualValues(t, 1, m.Stats().Mremap)
 	assert.EqualValues(t, 8<<20, m.Stats().LiveBytes)
 }
@@ -170,11 +171,11 @@ func TestBadInput(t *testing.T) {
 			other := newAlloc(t, alloc.Config{Policy: p})
 			canary, err := a.Malloc(1000)
 			require.NoError(t, err)
-			fill(canary, 42)
+			alloctest.Fill(canary, 42)
 			before := a.Stats()
 			expectIntact := func(what string) {
 				t.Helper()
-				require.Equal(t, -1, intact(canary, 42), "canary damaged by %s", what)
+				require.Equal(t, -1, alloctest.Intact(canary, 42), "canary damaged by %s", what)
 				s := a.Stats()
 				require.Equal(t, before.LiveBlocks, s.LiveBlocks, what)
 				require.Equal(t, before.LiveBytes, s.LiveBytes, what)
@@ -285,12 +286,12 @@ func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stat
 	for n := 0; n < 20<<20; n += 512 {
 		b, err := a.Malloc(512)
 		require.NoError(t, err)
-		fill(b, 1)
+		alloctest.Fill(b, 1)
 		small = append(small, b)
 	}
 	pin, err := a.Malloc(512)
 	require.NoError(t, err)
-	fill(pin, 2)
+	alloctest.Fill(pin, 2)
 	allocated = a.Stats()
 	for _, b := range small {
 		require.NoError(t, a.Free(b))
@@ -298,7 +299,7 @@ func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stat
 	freed = a.Stats()
 	released = a.Trim()
 	trimmed = a.Stats()
-	require.Equal(t, -1, intact(pin, 2))
+	require.Equal(t, -1, alloctest.Intact(pin, 2))
 	return allocated, freed, trimmed, released, pin
 }
 
@@ -313,7 +314,7 @@ func TestPinnedTop(t *testing.T) {
 
 	big, err := a.Malloc(8 << 20)
 	require.NoError(t, err)
-	fill(big, 3)
+	alloctest.Fill(big, 3)
 	withBig := a.Stats().Resident
 	require.NoError(t, a.Free(big))
 	assert.GreaterOrEqual(t, withBig-a.Stats().Resident, uint64(7<<20), "munmap gives it back at once")
@@ -323,7 +324,7 @@ func TestTopTrimsItself(t *testing.T) {
 	a := newAlloc(t, alloc.Config{Policy: alloc.PolicyBrk})
 	b, err := a.Malloc(4 << 20)
 	require.NoError(t, err)
-	fill(b, 1)
+	alloctest.Fill(b, 1)
 	grown := a.Stats()
 	require.NoError(t, a.Free(b))
 	s := a.Stats()
@@ -345,7 +346,7 @@ func TestDynamicThreshold(t *testing.T) {
 	for range 10 {
 		b, err := a.Malloc(256 << 10)
 		require.NoError(t, err)
-		fill(b, 1)
+		alloctest.Fill(b, 1)
 		require.NoError(t, a.Free(b))
 	}
 	assert.Equal(t, mmaps, a.Stats().Mmap, "repeated buffers come from the region")
@@ -404,7 +405,7 @@ func TestConcurrent(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			a := newAlloc(t, alloc.Config{Policy: p})
 			const workers, rounds = 16, 400
-			handoff := make(chan liveBlock, 64)
+			handoff := make(chan alloctest.Block, 64)
 			var wg sync.WaitGroup
 			var fails sync.Map
 			for w := range workers {
@@ -412,7 +413,7 @@ func TestConcurrent(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					rng := rand.New(rand.NewPCG(uint64(w), 1))
-					var mine []liveBlock
+					var mine []alloctest.Block
 					for i := range rounds {
 						n := rng.IntN(2048)
 						if rng.IntN(20) == 0 {
@@ -424,8 +425,8 @@ func TestConcurrent(t *testing.T) {
 							return
 						}
 						seed := uint32(w<<16 | i)
-						fill(b, seed)
-						l := liveBlock{b: b, seed: seed}
+						alloctest.Fill(b, seed)
+						l := alloctest.Block{B: b, Seed: seed}
 						if rng.IntN(2) == 0 {
 							select {
 							case handoff <- l:
@@ -444,19 +445,19 @@ func TestConcurrent(t *testing.T) {
 							l := mine[k]
 							mine[k] = mine[len(mine)-1]
 							mine = mine[:len(mine)-1]
-							if intact(l.b, l.seed) >= 0 {
+							if alloctest.Intact(l.B, l.Seed) >= 0 {
 								fails.Store("damaged block", true)
 							}
-							if err := a.Free(l.b); err != nil {
+							if err := a.Free(l.B); err != nil {
 								fails.Store(err.Error(), true)
 							}
 						}
 					}
 					for _, l := range mine {
-						if intact(l.b, l.seed) >= 0 {
+						if alloctest.Intact(l.B, l.Seed) >= 0 {
 							fails.Store("damaged block", true)
 						}
-						if err := a.Free(l.b); err != nil {
+						if err := a.Free(l.B); err != nil {
 							fails.Store(err.Error(), true)
 						}
 					}
@@ -465,8 +466,8 @@ func TestConcurrent(t *testing.T) {
 			wg.Wait()
 			close(handoff)
 			for l := range handoff {
-				require.Equal(t, -1, intact(l.b, l.seed))
-				require.NoError(t, a.Free(l.b))
+				require.Equal(t, -1, alloctest.Intact(l.B, l.Seed))
+				require.NoError(t, a.Free(l.B))
 			}
 			fails.Range(func(k, _ any) bool { t.Error(k); return true })
 			s := a.Stats()
@@ -515,9 +516,9 @@ func TestStatsCounters(t *testing.T) {
 	small, _ := a.Malloc(100)
 	mid, _ := a.Malloc(64 << 10)
 	big, _ := a.Malloc(1 << 20)
-	fill(small, 1)
-	fill(mid, 1)
-	fill(big, 1)
+	alloctest.Fill(small, 1)
+	alloctest.Fill(mid, 1)
+	alloctest.Fill(big, 1)
 	s := a.Stats()
 	assert.EqualValues(t, 3, s.LiveBlocks)
 	assert.EqualValues(t, 100+64<<10+1<<20, s.LiveBytes)
@@ -623,7 +624,7 @@ func TestGOMAXPROCSGrows(t *testing.T) {
 				if !assert.NoError(t, err) {
 					return
 				}
-				fill(b, uint32(g<<16|i))
+				alloctest.Fill(b, uint32(g<<16|i))
 				mine = append(mine, b)
 				if len(mine) > 50 {
 					assert.NoError(t, a.Free(mine[0]))

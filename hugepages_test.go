@@ -7,19 +7,12 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
-
-func init() {
-	// The model test runs these too: every operation against a simple
-	// model, with huge pages on (where the kernel allows them).
-	configs["huge-large"] = alloc.Config{HugePages: alloc.HugePagesLarge}
-	configs["huge-all"] = alloc.Config{HugePages: alloc.HugePagesAll, TrimThreshold: 16 << 10, TopPad: -1}
-	configs["huge-all-brk"] = alloc.Config{HugePages: alloc.HugePagesAll, Policy: alloc.PolicyBrk}
-}
 
 const huge = 2 << 20
 
@@ -65,12 +58,6 @@ func touch(b []byte) {
 	for i := 0; i < len(b); i += 4096 {
 		b[i] = 1
 	}
-}
-
-func minorFaults() uint64 {
-	var ru unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return uint64(ru.Minflt)
 }
 
 func TestHugePagesSetting(t *testing.T) {
@@ -134,9 +121,9 @@ func TestHugePagesResident(t *testing.T) {
 			a := newAlloc(t, alloc.Config{HugePages: h})
 			b, err := a.Malloc(8 << 20)
 			require.NoError(t, err)
-			f0 := minorFaults()
+			f0 := alloctest.MinorFaults()
 			touch(b)
-			faults := minorFaults() - f0
+			faults := alloctest.MinorFaults() - f0
 			s := a.Stats()
 			assert.EqualValues(t, 8<<20, s.Resident)
 			e := smapsOf(t, addr(b))

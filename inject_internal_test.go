@@ -38,6 +38,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/alloctest"
+
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
@@ -49,17 +51,22 @@ import (
 var errInjected = errors.New("injected kernel failure")
 
 // injectConfigs are the configurations every row runs under (the rows say
-// which of them make the call at all).
-var injectConfigs = []struct {
+// which of them make the call at all): the shared test variants without
+// Debug or huge pages, whose system calls the rows count.
+var injectConfigs = func() (cs []struct {
 	name string
 	cfg  Config
-}{
-	{"threshold", Config{}},
-	{"brk", Config{Policy: PolicyBrk}},
-	{"mmap", Config{Policy: PolicyMmap}},
-	{"dynamic", Config{DynamicThreshold: true}},
-	{"low-threshold", Config{MmapThreshold: 8 << 10, TrimThreshold: 16 << 10, TopPad: -1}},
-}
+}) {
+	for _, v := range alloctest.Variants {
+		if v.Plain() {
+			cs = append(cs, struct {
+				name string
+				cfg  Config
+			}{v.Name, ConfigOf(v)})
+		}
+	}
+	return cs
+}()
 
 var (
 	allConfigs    = []string{"threshold", "brk", "mmap", "dynamic", "low-threshold"}
@@ -165,23 +172,6 @@ func (in *injector) fired() int {
 	return in.failed
 }
 
-// seedFill and seedIntact are the pattern of model_test.go (that file is
-// in package alloc_test; this one needs the allocator's insides).
-func seedFill(b []byte, seed uint32) {
-	for i := range b {
-		b[i] = byte(seed*0x9e3779b1>>24) ^ byte(i) ^ byte(i>>8)
-	}
-}
-
-func seedIntact(b []byte, seed uint32) int {
-	for i := range b {
-		if b[i] != byte(seed*0x9e3779b1>>24)^byte(i)^byte(i>>8) {
-			return i
-		}
-	}
-	return -1
-}
-
 type heldBlock struct {
 	b    []byte
 	seed uint32
@@ -213,7 +203,7 @@ func (h *harness) add(b []byte, n int) []byte {
 	h.t.Helper()
 	require.Len(h.t, b, n)
 	h.seed++
-	seedFill(b, h.seed)
+	alloctest.Fill(b, h.seed)
 	h.live[addrOf(b)] = &heldBlock{b: b, seed: h.seed}
 	return b
 }
@@ -260,7 +250,7 @@ func (h *harness) block(b []byte) *heldBlock {
 	h.t.Helper()
 	l := h.live[addrOf(b)]
 	require.NotNil(h.t, l, "not a block of the model")
-	if i := seedIntact(l.b, l.seed); i >= 0 {
+	if i := alloctest.Intact(l.b, l.seed); i >= 0 {
 		h.t.Fatalf("block of %d bytes at %#x damaged at offset %d", len(l.b), addrOf(l.b), i)
 	}
 	return l
@@ -286,11 +276,11 @@ func (h *harness) realloc(b []byte, n int) ([]byte, error) {
 		return nil, err
 	}
 	require.Len(h.t, nb, n)
-	if i := seedIntact(nb[:min(n, len(l.b))], l.seed); i >= 0 {
+	if i := alloctest.Intact(nb[:min(n, len(l.b))], l.seed); i >= 0 {
 		h.t.Fatalf("Realloc(%d -> %d) lost byte %d", len(l.b), n, i)
 	}
 	delete(h.live, addrOf(l.b))
-	seedFill(nb, l.seed)
+	alloctest.Fill(nb, l.seed)
 	h.live[addrOf(nb)] = &heldBlock{b: nb, seed: l.seed}
 	return nb, nil
 }

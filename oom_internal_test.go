@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/brkmap/alloc/internal/alloctest"
+
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,21 +32,6 @@ type oomStep struct {
 type oomBlock struct {
 	b    []byte
 	seed byte
-}
-
-func oomFill(b []byte, seed byte) {
-	for i := range b {
-		b[i] = seed ^ byte(i) ^ byte(i>>10)
-	}
-}
-
-func oomIntact(b []byte, seed byte) int {
-	for i := range b {
-		if b[i] != seed^byte(i)^byte(i>>10) {
-			return i
-		}
-	}
-	return -1
 }
 
 // oomScript makes a script that reaches every layer: slabs, runs of the
@@ -87,7 +74,7 @@ func (r *oomRun) check(what string) {
 	t.Helper()
 	var liveBytes uint64
 	for i, l := range r.live {
-		require.Equal(t, -1, oomIntact(l.b, l.seed), "%s: live block %d (%d bytes) damaged", what, i, len(l.b))
+		require.Equal(t, -1, alloctest.Intact(l.b, uint32(l.seed)), "%s: live block %d (%d bytes) damaged", what, i, len(l.b))
 		require.GreaterOrEqual(t, r.a.UsableSize(l.b), len(l.b), "%s: live block %d is not live", what, i)
 		liveBytes += uint64(len(l.b))
 	}
@@ -138,7 +125,7 @@ func (r *oomRun) step(i int, st oomStep) {
 		if st.op == "aligned" {
 			require.Zero(t, addrOf(b)%uintptr(st.align), what)
 		}
-		oomFill(b, r.seed)
+		alloctest.Fill(b, uint32(r.seed))
 		r.live = append(r.live, oomBlock{b, r.seed})
 	case "realloc":
 		if len(r.live) == 0 {
@@ -148,12 +135,12 @@ func (r *oomRun) step(i int, st oomStep) {
 		old := r.live[k]
 		b, err := a.Realloc(old.b, st.n)
 		if r.refused(err, what) {
-			require.Equal(t, -1, oomIntact(old.b, old.seed), "%s: a refused Realloc damaged the block", what)
+			require.Equal(t, -1, alloctest.Intact(old.b, uint32(old.seed)), "%s: a refused Realloc damaged the block", what)
 			return
 		}
 		keep := min(len(old.b), st.n)
-		require.Equal(t, -1, oomIntact(b[:keep], old.seed), "%s: Realloc lost the contents", what)
-		oomFill(b, r.seed)
+		require.Equal(t, -1, alloctest.Intact(b[:keep], uint32(old.seed)), "%s: Realloc lost the contents", what)
+		alloctest.Fill(b, uint32(r.seed))
 		r.live[k] = oomBlock{b, r.seed}
 	case "free":
 		if len(r.live) == 0 {
@@ -242,7 +229,7 @@ func TestKernelRefusesEveryCall(t *testing.T) {
 					for _, n := range []int{100, 50 << 10, 1 << 20} {
 						b, err := a.Malloc(n)
 						require.NoError(t, err, "call %d refused: Malloc(%d) afterwards", k, n)
-						oomFill(b, 1)
+						alloctest.Fill(b, 1)
 						require.NoError(t, a.Free(b))
 					}
 					s := a.Stats()
@@ -315,7 +302,7 @@ func TestKernelRefusesNamedCases(t *testing.T) {
 			for i, n := range []int{64, 5000, 60 << 10, 300 << 10} {
 				b, err := a.Malloc(n)
 				require.NoError(t, err)
-				oomFill(b, byte(i))
+				alloctest.Fill(b, uint32(i))
 				r.live = append(r.live, oomBlock{b, byte(i)})
 			}
 			victim := r.live[3].b // 300 KiB: a mapping under PolicyThreshold
