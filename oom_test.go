@@ -7,10 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/brkmap/alloc/internal/alloctest"
 
 	"github.com/brkmap/alloc"
 	"github.com/stretchr/testify/assert"
@@ -69,12 +70,10 @@ func tail(out []byte) string {
 }
 
 func maxMapCount(t *testing.T) int {
-	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	n, err := alloctest.MaxMapCount()
 	if err != nil {
 		t.Skipf("no vm.max_map_count: %v", err)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
 	return n
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/alloctest"
+
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/libc"
 	"github.com/brkmap/alloc/internal/sys"
@@ -126,7 +128,7 @@ func glibcImpl(b *testing.B) (func(int) unsafe.Pointer, func(unsafe.Pointer, int
 // benchTouch is the measured loop: allocate n bytes, write a byte per 4
 // KiB page, free.
 func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(unsafe.Pointer, int)) {
-	f0 := minorFaults()
+	f0 := alloctest.MinorFaults()
 	ops := 0
 	for b.Loop() {
 		p := malloc(n)
@@ -137,7 +139,7 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 		free(p, n)
 		ops++
 	}
-	faults := minorFaults() - f0
+	faults := alloctest.MinorFaults() - f0
 	b.ReportMetric(float64(faults)/float64(ops), "faults/op")
 
 	// Once more, outside the timing: how much of a touched block is in huge pages.
@@ -153,14 +155,6 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 	if err == nil {
 		b.ReportMetric(100*float64(hugeBytes)/float64(n), "huge-%")
 	}
-}
-
-func minorFaults() uint64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return uint64(ru.Minflt)
 }
 
 // hugeChildEnv marks a child process started by runBenchChild.

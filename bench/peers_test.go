@@ -18,9 +18,10 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/brkmap/alloc/internal/alloctest"
 
 	"github.com/brkmap/alloc"
 	"golang.org/x/sys/unix"
@@ -102,16 +103,10 @@ func (l *locked) Free(b []byte) error {
 	return l.a.Free(b)
 }
 
-func minflt() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Minflt
-}
-
 // faults reports minor page faults per op when the returned func runs.
 func faults(b *testing.B) func() {
-	start := minflt()
-	return func() { b.ReportMetric(float64(minflt()-start)/float64(b.N), "faults/op") }
+	start := alloctest.MinorFaults()
+	return func() { b.ReportMetric(float64(alloctest.MinorFaults()-start)/float64(b.N), "faults/op") }
 }
 
 func must(tb testing.TB, err error) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/alloctest"
+
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
@@ -142,20 +144,11 @@ func newHeap(t *testing.T) (*Heap, *arena.Region) {
 
 func block(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
 
-func fillBlock(b []byte, seed uintptr) {
-	for i := range b {
-		b[i] = byte(seed*31) ^ byte(i) ^ byte(i>>8)
-	}
-}
+// fillBlock and intact are the shared pattern (internal/alloctest) with
+// the seeds these tests use.
+func fillBlock(b []byte, seed uintptr) { alloctest.Fill(b, uint32(seed)) }
 
-func intact(b []byte, seed uintptr) bool {
-	for i := range b {
-		if b[i] != byte(seed*31)^byte(i)^byte(i>>8) {
-			return false
-		}
-	}
-	return true
-}
+func intact(b []byte, seed uintptr) bool { return alloctest.Intact(b, uint32(seed)) < 0 }
 
 // allocD and FreeDirect are the paths without the P caches: these tests are
 // about the slabs themselves (cache_test.go tests the caches in front).
