@@ -208,9 +208,14 @@ func BenchmarkPairProfiling(b *testing.B) {
 				defer a.Close()
 				b.ReportAllocs()
 				for b.Loop() {
-					p, _ := a.Malloc(n)
+					p, err := a.Malloc(n)
+					if err != nil {
+						b.Fatal(err)
+					}
 					p[0] = 1
-					_ = a.Free(p)
+					if err := a.Free(p); err != nil {
+						b.Fatal(err)
+					}
 				}
 			})
 		}
