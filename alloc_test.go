@@ -588,10 +588,17 @@ func TestDefault(t *testing.T) {
 // (go test -run TestPinnedTopPolicies -v): resident after allocating 20 MB
 // of small blocks and one more after them, after freeing the small ones,
 // and after Trim.
+//
+// The README's figures are asserted here: one mapping per block costs 8×
+// the memory of the region (a page per 512-byte block) and 500× its
+// system calls.
 func TestPinnedTopPolicies(t *testing.T) {
+	type figures struct{ allocated, syscalls uint64 }
+	got := map[alloc.Policy]figures{}
 	for _, p := range policies {
 		t.Run(p.String(), func(t *testing.T) {
 			allocated, freed, trimmed, _, _ := pinnedTop(t, newAlloc(t, alloc.Config{Policy: p}))
+			got[p] = figures{allocated.Resident, trimmed.Syscalls()}
 			t.Logf("%-9s resident: allocated %6.2f MiB, small blocks freed %6.2f MiB, after Trim %6.2f MiB; system calls %d",
 				p, mb(allocated.Resident), mb(freed.Resident), mb(trimmed.Resident), trimmed.Syscalls())
 			if p == alloc.PolicyMmap {
@@ -603,6 +610,15 @@ func TestPinnedTopPolicies(t *testing.T) {
 			}
 		})
 	}
+	if len(got) != len(policies) {
+		return // -run chose some of the policies
+	}
+	mmap, brk := got[alloc.PolicyMmap], got[alloc.PolicyBrk]
+	require.NotZero(t, brk.allocated)
+	require.NotZero(t, brk.syscalls)
+	memory := float64(mmap.allocated) / float64(brk.allocated)
+	assert.InDelta(t, 8, memory, 0.5, "README: one mapping per block costs 8x the memory")
+	assert.GreaterOrEqual(t, float64(mmap.syscalls)/float64(brk.syscalls), 500.0, "README: and 500x the system calls")
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }
