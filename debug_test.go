@@ -174,6 +174,7 @@ func TestDefaultPanicsOnCorruption(t *testing.T) {
 // damages a free-list link is reported, never followed, and no block is
 // handed out twice.
 func TestFreeListIntegrity(t *testing.T) {
+	alloctest.RequireChecks(t)
 	for _, damage := range []uint32{0xFFFFFFFF, 0, 1, 0x12345678} {
 		t.Run(fmt.Sprintf("%#x", damage), func(t *testing.T) {
 			var rec recorder

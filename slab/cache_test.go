@@ -5,6 +5,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/alloctest"
+
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
@@ -24,6 +26,7 @@ func (h *Heap) freeFast(t *testing.T, p unsafe.Pointer) {
 }
 
 func TestCacheRoundTrip(t *testing.T) {
+	alloctest.RequireChecks(t)
 	h, r := newHeap(t)
 	c := SizeClass(64)
 	p, _ := h.AllocFast(uint8(c), 64)
@@ -91,6 +94,7 @@ func TestCacheFlushesWhenFull(t *testing.T) {
 }
 
 func TestSamplingMarksAndReports(t *testing.T) {
+	alloctest.RequireChecks(t)
 	h, r := newHeap(t)
 	var freed []uintptr
 	var mu sync.Mutex

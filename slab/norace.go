@@ -36,7 +36,7 @@ func setState(st *uint16, v uint16) { *st = v }
 
 func takeLive(st *uint16) (uint16, bool) {
 	v := *st
-	if checks && v-1 >= maxEntry { // not live, or sampled (Free's job)
+	if v-1 >= maxEntry { // not live, or sampled (Free's job, with or without checks)
 		return v, false
 	}
 	*st = stateCached

@@ -349,6 +349,7 @@ func TestEmptySlabsGoBack(t *testing.T) {
 // the next Alloc reports it and never hands out anything but a free block
 // of the slab.
 func TestCorruptedFreeList(t *testing.T) {
+	alloctest.RequireChecks(t)
 	c := SizeClass(64)
 	tests := []struct {
 		name string
@@ -419,6 +420,7 @@ func TestCorruptedFreeList(t *testing.T) {
 }
 
 func TestCorruptionPanicsByDefault(t *testing.T) {
+	alloctest.RequireChecks(t)
 	h, r := newHeap(t)
 	c := SizeClass(32)
 	p, _, err := h.allocD(c, 32)
