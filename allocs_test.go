@@ -60,6 +60,7 @@ func TestNoGoAllocations(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			p.x, p.y = 1, 2
 			if err := alloc.FreeObject(a, p); err != nil {
 				return err
 			}

@@ -38,9 +38,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/stretchr/testify/assert"

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

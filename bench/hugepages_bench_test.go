@@ -12,10 +12,9 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/libc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )

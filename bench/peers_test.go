@@ -21,9 +21,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"golang.org/x/sys/unix"
 	"modernc.org/memory"
 )

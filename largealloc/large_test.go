@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/stretchr/testify/assert"

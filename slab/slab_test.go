@@ -10,9 +10,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/brkmap/alloc/internal/alloctest"
-
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -328,10 +328,10 @@ func (m *Model) Check() error {
 	}
 	s := m.a.Stats()
 	if s.LiveBlocks != uint64(len(m.live)) || s.LiveBytes != bytes {
-		return fmt.Errorf("Stats: %d blocks, %d bytes; model: %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, len(m.live), bytes)
+		return fmt.Errorf("counters disagree: Stats has %d blocks, %d bytes; the model %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, len(m.live), bytes)
 	}
 	if s.Committed != s.ArenaBytes+s.MmapBytes+s.QuarantineBytes {
-		return fmt.Errorf("Stats: committed %d, arena %d + mapped %d + quarantine %d", s.Committed, s.ArenaBytes, s.MmapBytes, s.QuarantineBytes)
+		return fmt.Errorf("counters disagree: Stats has committed %d, arena %d + mapped %d + quarantine %d", s.Committed, s.ArenaBytes, s.MmapBytes, s.QuarantineBytes)
 	}
 	return nil
 }
