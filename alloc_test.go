@@ -225,8 +225,12 @@ func TestBadInput(t *testing.T) {
 				if p != alloc.PolicyMmap && n < 128<<10 {
 					assert.ErrorIs(t, err, alloc.ErrDoubleFree, "double free of %d bytes in the region", n)
 				}
+				freeErr := err
 				_, err = a.Realloc(b, 10)
-				assert.Error(t, err, "Realloc after free")
+				for _, sentinel := range []error{alloc.ErrDoubleFree, alloc.ErrInvalidFree} {
+					assert.Equal(t, errors.Is(freeErr, sentinel), errors.Is(err, sentinel),
+						"Realloc after free says what Free said (%v): %v", freeErr, err)
+				}
 				assert.Zero(t, a.UsableSize(b))
 				expectIntact("bad frees")
 			}
@@ -235,7 +239,11 @@ func TestBadInput(t *testing.T) {
 			x, err := a.Malloc(1000)
 			require.NoError(t, err)
 			require.NoError(t, a.Free(x))
-			assert.Error(t, a.Free(x))
+			if p == alloc.PolicyMmap {
+				assert.ErrorIs(t, a.Free(x), alloc.ErrInvalidFree, "its mapping is gone")
+			} else {
+				assert.ErrorIs(t, a.Free(x), alloc.ErrDoubleFree)
+			}
 			expectIntact("a double free next to the canary")
 
 			require.NoError(t, a.Close())
