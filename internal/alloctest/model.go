@@ -114,6 +114,9 @@ type Model struct {
 	// errInvalidFree and errDoubleFree are the allocator's sentinels
 	// (alloc.ErrInvalidFree, alloc.ErrDoubleFree).
 	errInvalidFree, errDoubleFree error
+	// refusal, if set, is the sentinel of a refused request (an injected
+	// kernel failure, alloc.ErrOutOfMemory): see SetRefusal.
+	refusal error
 
 	live   []*Block
 	bytes  int
@@ -127,6 +130,24 @@ type Model struct {
 func NewModel(a Allocator, errInvalidFree, errDoubleFree error) *Model {
 	return &Model{a: a, errInvalidFree: errInvalidFree, errDoubleFree: errDoubleFree}
 }
+
+// ErrRefused is what Apply wraps when the allocator refused an operation
+// with the refusal sentinel (SetRefusal) and the model found that the
+// refusal changed nothing.
+var ErrRefused = errors.New("alloctest: refused")
+
+// SetRefusal makes err (the allocator's out-of-memory sentinel) a legal
+// answer to Malloc, Calloc, AlignedAlloc, Realloc and Free: the suites that
+// make the kernel fail set it. A refused operation must change nothing (no
+// block handed out, a block given to Realloc or Free still live and
+// intact); Apply then returns an error wrapping ErrRefused and err.
+func (m *Model) SetRefusal(err error) { m.refusal = err }
+
+// refused reports whether err is a refusal the model accepts.
+func (m *Model) refused(err error) bool { return m.refusal != nil && errors.Is(err, m.refusal) }
+
+// Blocks returns the live blocks (the model's own: do not change them).
+func (m *Model) Blocks() []*Block { return m.live }
 
 // Live returns the number of live blocks.
 func (m *Model) Live() int { return len(m.live) }
@@ -156,6 +177,9 @@ func (m *Model) apply(op Op) error {
 			get = m.a.Calloc
 		}
 		b, err := get(op.Size)
+		if m.refused(err) && b == nil {
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -169,6 +193,9 @@ func (m *Model) apply(op Op) error {
 		return m.add(b, op.Size, 16)
 	case OpAligned:
 		b, err := m.a.AlignedAlloc(op.Align, op.Size)
+		if m.refused(err) && b == nil {
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -237,6 +264,12 @@ func (m *Model) realloc(l *Block, n int) error {
 		return err
 	}
 	nb, err := m.a.Realloc(l.B, n)
+	if m.refused(err) {
+		if err := m.checkBlock(l); err != nil {
+			return fmt.Errorf("a refused Realloc damaged the block: %w", err)
+		}
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -269,7 +302,9 @@ func (m *Model) free(i int) error {
 	if err := m.checkBlock(l); err != nil {
 		return err
 	}
-	if err := m.a.Free(l.B); err != nil {
+	if err := m.a.Free(l.B); m.refused(err) {
+		return fmt.Errorf("%w: %w", ErrRefused, err) // still live: the model keeps it
+	} else if err != nil {
 		return fmt.Errorf("free of %d bytes: %w", len(l.B), err)
 	}
 	m.bytes -= len(l.B)
@@ -307,6 +342,9 @@ func (m *Model) Check() error {
 	for _, l := range m.live {
 		if err := m.checkBlock(l); err != nil {
 			return err
+		}
+		if u := m.a.UsableSize(l.B); u < len(l.B) {
+			return fmt.Errorf("block %d (%d bytes at %p) is not live: UsableSize %d", l.Seed, len(l.B), unsafe.SliceData(l.B), u)
 		}
 		lo := addrOf(l.B)
 		spans = append(spans, span{lo, lo + uintptr(max(len(l.B), 1))})
