@@ -149,6 +149,18 @@ func (m *Model) refused(err error) bool { return m.refusal != nil && errors.Is(e
 // Blocks returns the live blocks (the model's own: do not change them).
 func (m *Model) Blocks() []*Block { return m.live }
 
+// Find returns the index of the live block that starts where b starts,
+// for an Op's Block, or -1.
+func (m *Model) Find(b []byte) int {
+	p := addrOf(b)
+	for i, l := range m.live {
+		if addrOf(l.B) == p {
+			return i
+		}
+	}
+	return -1
+}
+
 // Live returns the number of live blocks.
 func (m *Model) Live() int { return len(m.live) }
 
@@ -264,13 +276,13 @@ func (m *Model) realloc(l *Block, n int) error {
 		return err
 	}
 	nb, err := m.a.Realloc(l.B, n)
-	if m.refused(err) {
-		if err := m.checkBlock(l); err != nil {
-			return fmt.Errorf("a refused Realloc damaged the block: %w", err)
-		}
-		return fmt.Errorf("%w: %w", ErrRefused, err)
-	}
 	if err != nil {
+		if err := m.checkBlock(l); err != nil {
+			return fmt.Errorf("a failed Realloc damaged the block: %w", err)
+		}
+		if m.refused(err) {
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 		return err
 	}
 	if len(nb) != n || cap(nb) != n {
