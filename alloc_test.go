@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -38,8 +39,8 @@ func TestMallocContract(t *testing.T) {
 				assert.Equal(t, n, cap(b))
 				assert.Zero(t, addr(b)%16, "16-byte aligned")
 				assert.GreaterOrEqual(t, a.UsableSize(b), n)
-				fill(b, uint32(n))
-				require.Equal(t, -1, intact(b, uint32(n)))
+				alloctest.Fill(b, uint32(n))
+				require.Equal(t, -1, alloctest.Intact(b, uint32(n)))
 				require.NoError(t, a.Free(b))
 			}
 			assert.Zero(t, a.Stats().LiveBlocks)
@@ -57,7 +58,9 @@ func TestZeroSizeIsABlock(t *testing.T) {
 	assert.NotEqual(t, addr(b), addr(c), "two empty blocks are distinct")
 	assert.EqualValues(t, 2, a.Stats().LiveBlocks)
 	require.NoError(t, a.Free(b))
-	require.ErrorIs(t, a.Free(b), alloc.ErrDoubleFree)
+	if alloctest.Checks {
+		require.ErrorIs(t, a.Free(b), alloc.ErrDoubleFree)
+	}
 	require.NoError(t, a.Free(c))
 	require.NoError(t, a.Free(nil), "Free(nil) is a no-op")
 }
@@ -98,7 +101,7 @@ func TestAlignedAlloc(t *testing.T) {
 					require.NoError(t, err, "align %d n %d", align, n)
 					assert.Zero(t, addr(b)%uintptr(max(align, 16)), "align %d n %d", align, n)
 					assert.Len(t, b, n)
-					fill(b, 7)
+					alloctest.Fill(b, 7)
 					require.NoError(t, a.Free(b))
 				}
 			}
@@ -120,8 +123,8 @@ func TestReallocKeepsContents(t *testing.T) {
 				nb, err := a.Realloc(b, n)
 				require.NoError(t, err, n)
 				require.Len(t, nb, n)
-				require.Equal(t, -1, intact(nb[:min(len(b), n)], 3), "realloc %d -> %d", len(b), n)
-				fill(nb, 3)
+				require.Equal(t, -1, alloctest.Intact(nb[:min(len(b), n)], 3), "realloc %d -> %d", len(b), n)
+				alloctest.Fill(nb, 3)
 				b = nb
 			}
 			require.NoError(t, a.Free(b))
@@ -137,11 +140,11 @@ func TestReallocInPlace(t *testing.T) {
 	a := newAlloc(t, alloc.Config{Policy: alloc.PolicyBrk})
 	b, err := a.Malloc(40 << 10)
 	require.NoError(t, err)
-	fill(b, 9)
+	alloctest.Fill(b, 9)
 	nb, err := a.Realloc(b, 400<<10)
 	require.NoError(t, err)
 	assert.Equal(t, addr(b), addr(nb), "grown in place at the top")
-	assert.Equal(t, -1, intact(nb[:40<<10], 9))
+	assert.Equal(t, -1, alloctest.Intact(nb[:40<<10], 9))
 	// A small block shrinking a little stays.
 	s, err := a.Malloc(100)
 	require.NoError(t, err)
@@ -153,10 +156,10 @@ func TestReallocInPlace(t *testing.T) {
 	m := newAlloc(t, alloc.Config{})
 	big, err := m.Malloc(1 << 20)
 	require.NoError(t, err)
-	fill(big, 5)
+	alloctest.Fill(big, 5)
 	big2, err := m.Realloc(big, 8<<20)
 	require.NoError(t, err)
-	assert.Equal(t, -1, intact(big2[:1<<20], 5))
+	assert.Equal(t, -1, alloctest.Intact(big2[:1<<20], 5))
 	assert.EqualValues(t, 1, m.Stats().Mremap)
 	assert.EqualValues(t, 8<<20, m.Stats().LiveBytes)
 }
@@ -164,17 +167,18 @@ func TestReallocInPlace(t *testing.T) {
 // TestBadInput tries every bad input of the contract; each returns its
 // error and leaves a live block written before it unchanged.
 func TestBadInput(t *testing.T) {
+	alloctest.RequireChecks(t)
 	for _, p := range policies {
 		t.Run(p.String(), func(t *testing.T) {
 			a := newAlloc(t, alloc.Config{Policy: p, Limit: 64 << 20})
 			other := newAlloc(t, alloc.Config{Policy: p})
 			canary, err := a.Malloc(1000)
 			require.NoError(t, err)
-			fill(canary, 42)
+			alloctest.Fill(canary, 42)
 			before := a.Stats()
 			expectIntact := func(what string) {
 				t.Helper()
-				require.Equal(t, -1, intact(canary, 42), "canary damaged by %s", what)
+				require.Equal(t, -1, alloctest.Intact(canary, 42), "canary damaged by %s", what)
 				s := a.Stats()
 				require.Equal(t, before.LiveBlocks, s.LiveBlocks, what)
 				require.Equal(t, before.LiveBytes, s.LiveBytes, what)
@@ -221,8 +225,12 @@ func TestBadInput(t *testing.T) {
 				if p != alloc.PolicyMmap && n < 128<<10 {
 					assert.ErrorIs(t, err, alloc.ErrDoubleFree, "double free of %d bytes in the region", n)
 				}
+				freeErr := err
 				_, err = a.Realloc(b, 10)
-				assert.Error(t, err, "Realloc after free")
+				for _, sentinel := range []error{alloc.ErrDoubleFree, alloc.ErrInvalidFree} {
+					assert.Equal(t, errors.Is(freeErr, sentinel), errors.Is(err, sentinel),
+						"Realloc after free says what Free said (%v): %v", freeErr, err)
+				}
 				assert.Zero(t, a.UsableSize(b))
 				expectIntact("bad frees")
 			}
@@ -231,7 +239,11 @@ func TestBadInput(t *testing.T) {
 			x, err := a.Malloc(1000)
 			require.NoError(t, err)
 			require.NoError(t, a.Free(x))
-			assert.Error(t, a.Free(x))
+			if p == alloc.PolicyMmap {
+				assert.ErrorIs(t, a.Free(x), alloc.ErrInvalidFree, "its mapping is gone")
+			} else {
+				assert.ErrorIs(t, a.Free(x), alloc.ErrDoubleFree)
+			}
 			expectIntact("a double free next to the canary")
 
 			require.NoError(t, a.Close())
@@ -285,12 +297,12 @@ func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stat
 	for n := 0; n < 20<<20; n += 512 {
 		b, err := a.Malloc(512)
 		require.NoError(t, err)
-		fill(b, 1)
+		alloctest.Fill(b, 1)
 		small = append(small, b)
 	}
 	pin, err := a.Malloc(512)
 	require.NoError(t, err)
-	fill(pin, 2)
+	alloctest.Fill(pin, 2)
 	allocated = a.Stats()
 	for _, b := range small {
 		require.NoError(t, a.Free(b))
@@ -298,7 +310,7 @@ func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stat
 	freed = a.Stats()
 	released = a.Trim()
 	trimmed = a.Stats()
-	require.Equal(t, -1, intact(pin, 2))
+	require.Equal(t, -1, alloctest.Intact(pin, 2))
 	return allocated, freed, trimmed, released, pin
 }
 
@@ -313,7 +325,7 @@ func TestPinnedTop(t *testing.T) {
 
 	big, err := a.Malloc(8 << 20)
 	require.NoError(t, err)
-	fill(big, 3)
+	alloctest.Fill(big, 3)
 	withBig := a.Stats().Resident
 	require.NoError(t, a.Free(big))
 	assert.GreaterOrEqual(t, withBig-a.Stats().Resident, uint64(7<<20), "munmap gives it back at once")
@@ -323,7 +335,7 @@ func TestTopTrimsItself(t *testing.T) {
 	a := newAlloc(t, alloc.Config{Policy: alloc.PolicyBrk})
 	b, err := a.Malloc(4 << 20)
 	require.NoError(t, err)
-	fill(b, 1)
+	alloctest.Fill(b, 1)
 	grown := a.Stats()
 	require.NoError(t, a.Free(b))
 	s := a.Stats()
@@ -345,7 +357,7 @@ func TestDynamicThreshold(t *testing.T) {
 	for range 10 {
 		b, err := a.Malloc(256 << 10)
 		require.NoError(t, err)
-		fill(b, 1)
+		alloctest.Fill(b, 1)
 		require.NoError(t, a.Free(b))
 	}
 	assert.Equal(t, mmaps, a.Stats().Mmap, "repeated buffers come from the region")
@@ -355,6 +367,17 @@ func TestDynamicThreshold(t *testing.T) {
 	require.NoError(t, a.Free(huge))
 	assert.EqualValues(t, 256<<10, a.Stats().MmapThreshold, "never above 32 MiB")
 
+	// The cap is inclusive, as glibc's (chunk size <= DEFAULT_MMAP_THRESHOLD_MAX):
+	// a page past it does not slide, exactly 32 MiB does.
+	for _, n := range []int{alloc.MaxDynamicThreshold + 1, alloc.MaxDynamicThreshold} {
+		b, err := a.Malloc(n)
+		require.NoError(t, err)
+		require.NoError(t, a.Free(b))
+	}
+	s = a.Stats()
+	assert.EqualValues(t, alloc.MaxDynamicThreshold, s.MmapThreshold, "a 32 MiB block slides the threshold to the cap")
+	assert.EqualValues(t, 2*alloc.MaxDynamicThreshold, s.TrimThreshold)
+
 	fixed := newAlloc(t, alloc.Config{DynamicThreshold: true, MmapThreshold: 128 << 10})
 	b, err = fixed.Malloc(256 << 10)
 	require.NoError(t, err)
@@ -363,12 +386,26 @@ func TestDynamicThreshold(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []alloc.Config{{MmapThreshold: -1}, {Reserve: -1}, {Limit: -2}, {Policy: 7}} {
-		_, err := alloc.New(cfg)
-		assert.Error(t, err, "%+v", cfg)
+	// A negative size is ErrInvalidSize, wrapped with the field's name.
+	for _, tt := range []struct {
+		cfg   alloc.Config
+		field string
+	}{
+		{alloc.Config{MmapThreshold: -1}, "Config.MmapThreshold = -1"},
+		{alloc.Config{Reserve: -1}, "Config.Reserve = -1"},
+		{alloc.Config{Limit: -2}, "Config.Limit = -2"},
+	} {
+		a, err := alloc.New(tt.cfg)
+		assert.Nil(t, a)
+		assert.ErrorIs(t, err, alloc.ErrInvalidSize, "%+v", tt.cfg)
+		assert.ErrorContains(t, err, tt.field)
 	}
-	a := newAlloc(t, alloc.Config{Reserve: 1 << 20, Policy: alloc.PolicyBrk})
-	_, err := a.Malloc(2 << 20)
+	// An unknown enum value has no sentinel: the message names it.
+	a, err := alloc.New(alloc.Config{Policy: 7})
+	assert.Nil(t, a)
+	assert.EqualError(t, err, "alloc: unknown policy 7")
+	a = newAlloc(t, alloc.Config{Reserve: 1 << 20, Policy: alloc.PolicyBrk})
+	_, err = a.Malloc(2 << 20)
 	assert.ErrorIs(t, err, alloc.ErrOutOfMemory, "past the reservation")
 }
 
@@ -379,7 +416,7 @@ func TestConcurrent(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			a := newAlloc(t, alloc.Config{Policy: p})
 			const workers, rounds = 16, 400
-			handoff := make(chan liveBlock, 64)
+			handoff := make(chan alloctest.Block, 64)
 			var wg sync.WaitGroup
 			var fails sync.Map
 			for w := range workers {
@@ -387,7 +424,7 @@ func TestConcurrent(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					rng := rand.New(rand.NewPCG(uint64(w), 1))
-					var mine []liveBlock
+					var mine []alloctest.Block
 					for i := range rounds {
 						n := rng.IntN(2048)
 						if rng.IntN(20) == 0 {
@@ -399,8 +436,8 @@ func TestConcurrent(t *testing.T) {
 							return
 						}
 						seed := uint32(w<<16 | i)
-						fill(b, seed)
-						l := liveBlock{b: b, seed: seed}
+						alloctest.Fill(b, seed)
+						l := alloctest.Block{B: b, Seed: seed}
 						if rng.IntN(2) == 0 {
 							select {
 							case handoff <- l:
@@ -419,19 +456,19 @@ func TestConcurrent(t *testing.T) {
 							l := mine[k]
 							mine[k] = mine[len(mine)-1]
 							mine = mine[:len(mine)-1]
-							if intact(l.b, l.seed) >= 0 {
+							if alloctest.Intact(l.B, l.Seed) >= 0 {
 								fails.Store("damaged block", true)
 							}
-							if err := a.Free(l.b); err != nil {
+							if err := a.Free(l.B); err != nil {
 								fails.Store(err.Error(), true)
 							}
 						}
 					}
 					for _, l := range mine {
-						if intact(l.b, l.seed) >= 0 {
+						if alloctest.Intact(l.B, l.Seed) >= 0 {
 							fails.Store("damaged block", true)
 						}
-						if err := a.Free(l.b); err != nil {
+						if err := a.Free(l.B); err != nil {
 							fails.Store(err.Error(), true)
 						}
 					}
@@ -440,8 +477,8 @@ func TestConcurrent(t *testing.T) {
 			wg.Wait()
 			close(handoff)
 			for l := range handoff {
-				require.Equal(t, -1, intact(l.b, l.seed))
-				require.NoError(t, a.Free(l.b))
+				require.Equal(t, -1, alloctest.Intact(l.B, l.Seed))
+				require.NoError(t, a.Free(l.B))
 			}
 			fails.Range(func(k, _ any) bool { t.Error(k); return true })
 			s := a.Stats()
@@ -490,9 +527,9 @@ func TestStatsCounters(t *testing.T) {
 	small, _ := a.Malloc(100)
 	mid, _ := a.Malloc(64 << 10)
 	big, _ := a.Malloc(1 << 20)
-	fill(small, 1)
-	fill(mid, 1)
-	fill(big, 1)
+	alloctest.Fill(small, 1)
+	alloctest.Fill(mid, 1)
+	alloctest.Fill(big, 1)
 	s := a.Stats()
 	assert.EqualValues(t, 3, s.LiveBlocks)
 	assert.EqualValues(t, 100+64<<10+1<<20, s.LiveBytes)
@@ -522,7 +559,9 @@ func TestTypedHelpers(t *testing.T) {
 	assert.Equal(t, point{}, *p)
 	p.X, p.Y = 1, 2
 	require.NoError(t, alloc.FreeObject(a, p))
-	require.ErrorIs(t, alloc.FreeObject(a, p), alloc.ErrDoubleFree)
+	if alloctest.Checks {
+		require.ErrorIs(t, alloc.FreeObject(a, p), alloc.ErrDoubleFree)
+	}
 
 	s, err := alloc.MakeSlice[uint64](a, 1000)
 	require.NoError(t, err)
@@ -562,10 +601,17 @@ func TestDefault(t *testing.T) {
 // (go test -run TestPinnedTopPolicies -v): resident after allocating 20 MB
 // of small blocks and one more after them, after freeing the small ones,
 // and after Trim.
+//
+// The README's figures are asserted here: one mapping per block costs 8×
+// the memory of the region (a page per 512-byte block) and 500× its
+// system calls.
 func TestPinnedTopPolicies(t *testing.T) {
+	type figures struct{ allocated, syscalls uint64 }
+	got := map[alloc.Policy]figures{}
 	for _, p := range policies {
 		t.Run(p.String(), func(t *testing.T) {
 			allocated, freed, trimmed, _, _ := pinnedTop(t, newAlloc(t, alloc.Config{Policy: p}))
+			got[p] = figures{allocated.Resident, trimmed.Syscalls()}
 			t.Logf("%-9s resident: allocated %6.2f MiB, small blocks freed %6.2f MiB, after Trim %6.2f MiB; system calls %d",
 				p, mb(allocated.Resident), mb(freed.Resident), mb(trimmed.Resident), trimmed.Syscalls())
 			if p == alloc.PolicyMmap {
@@ -577,6 +623,15 @@ func TestPinnedTopPolicies(t *testing.T) {
 			}
 		})
 	}
+	if len(got) != len(policies) {
+		return // -run chose some of the policies
+	}
+	mmap, brk := got[alloc.PolicyMmap], got[alloc.PolicyBrk]
+	require.NotZero(t, brk.allocated)
+	require.NotZero(t, brk.syscalls)
+	memory := float64(mmap.allocated) / float64(brk.allocated)
+	assert.InDelta(t, 8, memory, 0.5, "README: one mapping per block costs 8x the memory")
+	assert.GreaterOrEqual(t, float64(mmap.syscalls)/float64(brk.syscalls), 500.0, "README: and 500x the system calls")
 }
 
 func mb(n uint64) float64 { return float64(n) / (1 << 20) }
@@ -598,7 +653,7 @@ func TestGOMAXPROCSGrows(t *testing.T) {
 				if !assert.NoError(t, err) {
 					return
 				}
-				fill(b, uint32(g<<16|i))
+				alloctest.Fill(b, uint32(g<<16|i))
 				mine = append(mine, b)
 				if len(mine) > 50 {
 					assert.NoError(t, a.Free(mine[0]))

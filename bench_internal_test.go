@@ -26,9 +26,14 @@ func BenchmarkPair(b *testing.B) {
 					}
 					b.ReportAllocs()
 					for b.Loop() {
-						p, _ := get(n)
+						p, err := get(n)
+						if err != nil {
+							b.Fatal(err)
+						}
 						p[0] = 1
-						_ = a.Free(p)
+						if err := a.Free(p); err != nil {
+							b.Fatal(err)
+						}
 					}
 				})
 			}

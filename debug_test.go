@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -47,7 +48,7 @@ func TestDebugCatchesOverflow(t *testing.T) {
 			b, err := a.Malloc(n)
 			require.NoError(t, err)
 			assert.Equal(t, n, a.UsableSize(b), "Debug: the usable size is the requested size")
-			fill(b, 1)
+			alloctest.Fill(b, 1)
 			past(b, 1)[n] = 0 // one byte too far
 			require.NoError(t, a.Free(b))
 			require.Len(t, rec.reports, 1)
@@ -91,7 +92,7 @@ func TestDebugCleanRunReportsNothing(t *testing.T) {
 		}
 		b, err := a.Calloc(n)
 		require.NoError(t, err)
-		fill(b, uint32(i))
+		alloctest.Fill(b, uint32(i))
 		live = append(live, b)
 		if i%3 == 0 {
 			k := (i * 7) % len(live)
@@ -130,7 +131,7 @@ func TestDebugGuardPageAndQuarantine(t *testing.T) {
 	a := newAlloc(t, alloc.Config{Debug: true, OnCorruption: rec.record})
 	b, err := a.Malloc(1 << 20)
 	require.NoError(t, err)
-	fill(b, 3)
+	alloctest.Fill(b, 3)
 	guard := mapsLine(t, addr(b)+1<<20+4096) // the block, room for its canary, then the guard
 	require.NotEmpty(t, guard, "a mapping starts right after the block")
 	assert.Contains(t, guard, " ---p ", "the guard page is PROT_NONE")
@@ -173,6 +174,7 @@ func TestDefaultPanicsOnCorruption(t *testing.T) {
 // damages a free-list link is reported, never followed, and no block is
 // handed out twice.
 func TestFreeListIntegrity(t *testing.T) {
+	alloctest.RequireChecks(t)
 	for _, damage := range []uint32{0xFFFFFFFF, 0, 1, 0x12345678} {
 		t.Run(fmt.Sprintf("%#x", damage), func(t *testing.T) {
 			var rec recorder
@@ -220,7 +222,7 @@ func TestDebugAlignedBlockWithMuchRoom(t *testing.T) {
 			a := newAlloc(t, alloc.Config{Debug: debug})
 			b, err := a.AlignedAlloc(4096, n)
 			require.NoError(t, err)
-			fill(b, 1)
+			alloctest.Fill(b, 1)
 			assert.Equal(t, uint64(n), a.Stats().LiveBytes)
 			require.NoError(t, a.Free(b), "n=%d debug=%v", n, debug)
 			c, err := a.Malloc(n)

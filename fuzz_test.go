@@ -1,30 +1,25 @@
 package alloc_test
 
 import (
-	"errors"
 	"math/rand/v2"
-	"slices"
-	"sort"
 	"testing"
-	"unsafe"
 
-	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 )
 
 // FuzzOps decodes its input into a stream of operations — Malloc, Calloc,
 // Realloc, AlignedAlloc, Free, Trim and bad frees — and runs it against a
 // fresh allocator under the configuration the first byte picks (every
-// configuration of model_test.go: threshold, brk, mmap, dynamic, a low
-// threshold), holding it to the model of the property test: every block
-// keeps its pattern, no two blocks overlap, Stats counts exactly the live
-// blocks and bytes, bad frees are refused, and once everything is freed
-// no mapping is left.
+// variant of alloctest.Variants), holding it to the model the property
+// test uses (alloctest.Model): every block keeps its pattern, no two
+// blocks overlap, Stats counts exactly the live blocks and bytes, bad
+// frees are refused with their sentinel, and once everything is freed no
+// mapping is left.
 //
 //	go test -run '^$' -fuzz '^FuzzOps$' -fuzztime 30s .
 func FuzzOps(f *testing.F) {
-	names := fuzzConfigNames()
 	// Hand-written streams: op byte, then the operands (see decode).
-	for i := range names {
+	for i := range alloctest.Variants {
 		c := byte(i)
 		f.Add([]byte{c})
 		f.Add([]byte{c, opMalloc, 1, 0, 0, opFree, 0, opTrim})
@@ -43,31 +38,35 @@ func FuzzOps(f *testing.F) {
 		for j := range b {
 			b[j] = byte(r.Uint32())
 		}
-		b[0] = byte(i % len(names))
+		b[0] = byte(i % len(alloctest.Variants))
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
 		}
-		name := names[int(data[0])%len(names)]
-		a, err := alloc.New(configs[name])
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := alloctest.Variants[int(data[0])%len(alloctest.Variants)]
+		a, m := newModel(t, v)
 		defer a.Close()
-		m := &opsModel{t: t, a: a, cfg: name}
-		m.run(data[1:])
+		d := &decoder{data: data[1:]}
+		for op := 0; len(d.data) > 0 && op < maxOps; op++ {
+			o := d.op(m)
+			if !alloctest.Checks && (o.Kind == alloctest.OpFreeInside || o.Kind == alloctest.OpFreeStale) {
+				continue // built without the always-on checks
+			}
+			if err := m.Apply(o); err != nil {
+				t.Fatalf("%s, op %d: %v", v.Name, op, err)
+			}
+			if op%checkEvery == 0 {
+				if err := m.Check(); err != nil {
+					t.Fatalf("%s, op %d: %v", v.Name, op, err)
+				}
+			}
+		}
+		if err := m.FreeAll(); err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
 	})
-}
-
-func fuzzConfigNames() []string {
-	var names []string
-	for n := range configs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // The operations of a stream: the op byte modulo numOps.
@@ -89,253 +88,50 @@ const (
 	checkEvery   = 16
 )
 
-// opsModel is the allocator under test and a plain list of its live
-// blocks.
-type opsModel struct {
-	t     *testing.T
-	a     *alloc.Allocator
-	cfg   string
-	data  []byte
-	live  []*liveBlock
-	bytes int
-	freed [][]byte
-	seed  uint32
-	op    int
-}
+// decoder turns fuzz input into operations.
+type decoder struct{ data []byte }
 
 // byte returns the next input byte (0 once the input is spent).
-func (m *opsModel) byte() byte {
-	if len(m.data) == 0 {
+func (d *decoder) byte() byte {
+	if len(d.data) == 0 {
 		return 0
 	}
-	b := m.data[0]
-	m.data = m.data[1:]
+	b := d.data[0]
+	d.data = d.data[1:]
 	return b
 }
 
-// size decodes a size up to 2 MiB, most of them small, like genSize.
-func (m *opsModel) size() int {
-	band := m.byte() % 10
-	v := int(m.byte())<<8 | int(m.byte())
-	span := func(lo, hi int) int { return lo + v*(hi-lo+1)>>16 }
-	switch band {
-	case 0:
-		return span(0, 16)
-	case 1, 2, 3, 4:
-		return span(0, 1024)
-	case 5, 6:
-		return span(1024, 40<<10)
-	case 7, 8:
-		return span(40<<10, 300<<10)
-	}
-	return span(300<<10, 2<<20)
-}
+func (d *decoder) u16() uint16 { return uint16(d.byte())<<8 | uint16(d.byte()) }
 
-// pick decodes one of the live blocks (-1 if there are none).
-func (m *opsModel) pick() int {
-	b := m.byte()
-	if len(m.live) == 0 {
-		return -1
-	}
-	return int(b) % len(m.live)
-}
+// size decodes a size up to 2 MiB, most of them small (alloctest.Size).
+func (d *decoder) size() int { return alloctest.Size(int(d.byte()), d.u16()) }
 
-func (m *opsModel) fatalf(format string, args ...any) {
-	m.t.Helper()
-	m.t.Fatalf("%s, op %d: "+format, append([]any{m.cfg, m.op}, args...)...)
-}
-
-func (m *opsModel) add(b []byte, n, align int) {
-	m.t.Helper()
-	if b == nil || len(b) != n || cap(b) != n {
-		m.fatalf("block of %d bytes: nil %v, len %d, cap %d", n, b == nil, len(b), cap(b))
+// op decodes the next operation; past maxLiveBytes live, allocations
+// become frees so that a stream cannot exhaust memory.
+func (d *decoder) op(m *alloctest.Model) alloctest.Op {
+	k := d.byte() % numOps
+	if m.LiveBytes() > maxLiveBytes && k <= opAligned && k != opRealloc {
+		k = opFree
 	}
-	if p := uintptr(unsafe.Pointer(unsafe.SliceData(b))); p%uintptr(max(align, 16)) != 0 {
-		m.fatalf("block %#x not aligned to %d", p, max(align, 16))
-	}
-	if u := m.a.UsableSize(b); u < n {
-		m.fatalf("UsableSize %d < %d", u, n)
-	}
-	m.seed++
-	fill(b, m.seed)
-	m.live = append(m.live, &liveBlock{b: b, seed: m.seed, align: align})
-	m.bytes += n
-}
-
-func (m *opsModel) checkBlock(l *liveBlock) {
-	m.t.Helper()
-	if i := intact(l.b, l.seed); i >= 0 {
-		m.fatalf("block %d (%d bytes at %p) damaged at offset %d", l.seed, len(l.b), unsafe.SliceData(l.b), i)
-	}
-}
-
-func (m *opsModel) remove(i int) {
-	l := m.live[i]
-	m.bytes -= len(l.b)
-	m.live[i] = m.live[len(m.live)-1]
-	m.live = m.live[:len(m.live)-1]
-	if len(m.freed) < 64 {
-		m.freed = append(m.freed, l.b)
-	} else {
-		m.freed[int(l.seed)%64] = l.b
-	}
-}
-
-func (m *opsModel) free(i int) {
-	m.t.Helper()
-	l := m.live[i]
-	m.checkBlock(l)
-	if err := m.a.Free(l.b); err != nil {
-		m.fatalf("Free(%d bytes): %v", len(l.b), err)
-	}
-	m.remove(i)
-}
-
-func (m *opsModel) run(data []byte) {
-	m.data = data
-	for m.op = 0; len(m.data) > 0 && m.op < maxOps; m.op++ {
-		op := m.byte() % numOps
-		if m.bytes > maxLiveBytes && op <= opAligned && op != opRealloc {
-			op = opFree
+	switch k {
+	case opMalloc:
+		return alloctest.Op{Kind: alloctest.OpMalloc, Size: d.size()}
+	case opCalloc:
+		return alloctest.Op{Kind: alloctest.OpCalloc, Size: d.size()}
+	case opAligned:
+		align := 1 << (d.byte() % 22)
+		return alloctest.Op{Kind: alloctest.OpAligned, Align: align, Size: d.size()}
+	case opRealloc:
+		blk := int(d.byte())
+		return alloctest.Op{Kind: alloctest.OpRealloc, Block: blk, Size: d.size()}
+	case opTrim:
+		return alloctest.Op{Kind: alloctest.OpTrim}
+	case opBadFree:
+		kind, blk, off := d.byte(), int(d.byte()), int(d.u16())
+		if kind%2 == 0 {
+			return alloctest.Op{Kind: alloctest.OpFreeInside, Block: blk, Offset: off}
 		}
-		switch op {
-		case opMalloc, opCalloc:
-			n := m.size()
-			get := m.a.Malloc
-			if op == opCalloc {
-				get = m.a.Calloc
-			}
-			b, err := get(n)
-			if err != nil {
-				m.fatalf("allocating %d bytes: %v", n, err)
-			}
-			if op == opCalloc {
-				for i, c := range b {
-					if c != 0 {
-						m.fatalf("Calloc(%d): byte %d is %#x", n, i, c)
-					}
-				}
-			}
-			m.add(b, n, 16)
-		case opAligned:
-			align := 1 << (m.byte() % 22)
-			n := m.size()
-			b, err := m.a.AlignedAlloc(align, n)
-			if err != nil {
-				m.fatalf("AlignedAlloc(%d, %d): %v", align, n, err)
-			}
-			m.add(b, n, align)
-		case opRealloc:
-			i, n := m.pick(), m.size()
-			if i < 0 {
-				continue
-			}
-			l := m.live[i]
-			m.checkBlock(l)
-			nb, err := m.a.Realloc(l.b, n)
-			if err != nil {
-				m.fatalf("Realloc(%d -> %d): %v", len(l.b), n, err)
-			}
-			if len(nb) != n || cap(nb) != n {
-				m.fatalf("Realloc: len %d cap %d, want %d", len(nb), cap(nb), n)
-			}
-			if j := intact(nb[:min(n, len(l.b))], l.seed); j >= 0 {
-				m.fatalf("Realloc(%d -> %d) lost byte %d", len(l.b), n, j)
-			}
-			if unsafe.SliceData(nb) != unsafe.SliceData(l.b) {
-				m.freed = append(m.freed[:min(len(m.freed), 63)], l.b)
-			}
-			m.bytes += n - len(l.b)
-			fill(nb, l.seed)
-			l.b, l.align = nb, 16
-		case opFree, opFree2:
-			if i := m.pick(); i >= 0 {
-				m.free(i)
-			}
-		case opTrim:
-			m.a.Trim()
-		case opBadFree:
-			m.badFree()
-		}
-		if m.op%checkEvery == 0 {
-			m.check()
-		}
+		return alloctest.Op{Kind: alloctest.OpFreeStale, Block: off}
 	}
-	m.check()
-	for len(m.live) > 0 {
-		m.free(len(m.live) - 1)
-	}
-	s := m.a.Stats()
-	if s.LiveBlocks != 0 || s.LiveBytes != 0 || s.MmapCount != 0 || s.MmapBytes != 0 {
-		m.fatalf("everything freed, yet Stats has %d blocks, %d bytes, %d mappings of %d bytes",
-			s.LiveBlocks, s.LiveBytes, s.MmapCount, s.MmapBytes)
-	}
-}
-
-// badFree frees an interior pointer of a live block, or a stale slice
-// whose memory was not handed out again: both must be refused and change
-// nothing (the next check sees every block and the counters).
-func (m *opsModel) badFree() {
-	kind, i, off := m.byte(), m.pick(), int(m.byte())<<8|int(m.byte())
-	if kind%2 == 0 {
-		if i < 0 || len(m.live[i].b) < 2 {
-			return
-		}
-		b := m.live[i].b
-		off = 1 + off%(len(b)-1)
-		if err := m.a.Free(b[off:]); !errors.Is(err, alloc.ErrInvalidFree) {
-			m.fatalf("Free of an interior pointer (+%d of %d) gave %v", off, len(b), err)
-		}
-		return
-	}
-	if len(m.freed) == 0 {
-		return
-	}
-	stale := m.freed[off%len(m.freed)]
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(stale)))
-	for _, l := range m.live {
-		q := uintptr(unsafe.Pointer(unsafe.SliceData(l.b)))
-		if p >= q && p < q+uintptr(max(m.a.UsableSize(l.b), 1)) {
-			return // memory reused: a second free would be legal
-		}
-	}
-	if err := m.a.Free(stale); !errors.Is(err, alloc.ErrDoubleFree) && !errors.Is(err, alloc.ErrInvalidFree) {
-		m.fatalf("second Free of %d bytes at %#x gave %v", len(stale), p, err)
-	}
-}
-
-// check holds the whole allocator against the model: every block intact,
-// no two blocks overlapping, and the counters agreeing.
-func (m *opsModel) check() {
-	m.t.Helper()
-	type span struct{ lo, hi uintptr }
-	spans := make([]span, 0, len(m.live))
-	var bytes uint64
-	for _, l := range m.live {
-		m.checkBlock(l)
-		lo := uintptr(unsafe.Pointer(unsafe.SliceData(l.b)))
-		spans = append(spans, span{lo, lo + uintptr(max(len(l.b), 1))})
-		bytes += uint64(len(l.b))
-	}
-	slices.SortFunc(spans, func(x, y span) int {
-		if x.lo < y.lo {
-			return -1
-		}
-		if x.lo > y.lo {
-			return 1
-		}
-		return 0
-	})
-	for i := 1; i < len(spans); i++ {
-		if spans[i].lo < spans[i-1].hi {
-			m.fatalf("blocks overlap: [%#x,%#x) and [%#x,%#x)", spans[i-1].lo, spans[i-1].hi, spans[i].lo, spans[i].hi)
-		}
-	}
-	s := m.a.Stats()
-	if s.LiveBlocks != uint64(len(m.live)) || s.LiveBytes != bytes {
-		m.fatalf("Stats: %d blocks, %d bytes; model: %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, len(m.live), bytes)
-	}
-	if s.Committed != s.ArenaBytes+s.MmapBytes+s.QuarantineBytes {
-		m.fatalf("Stats: committed %d, arena %d + mapped %d", s.Committed, s.ArenaBytes, s.MmapBytes)
-	}
+	return alloctest.Op{Kind: alloctest.OpFree, Block: int(d.byte())}
 }

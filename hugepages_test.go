@@ -12,19 +12,12 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
-
-func init() {
-	// The model test runs these too: every operation against a simple
-	// model, with huge pages on (where the kernel allows them).
-	configs["huge-large"] = alloc.Config{HugePages: alloc.HugePagesLarge}
-	configs["huge-all"] = alloc.Config{HugePages: alloc.HugePagesAll, TrimThreshold: 16 << 10, TopPad: -1}
-	configs["huge-all-brk"] = alloc.Config{HugePages: alloc.HugePagesAll, Policy: alloc.PolicyBrk}
-}
 
 const huge = 2 << 20
 
@@ -72,15 +65,9 @@ func touch(b []byte) {
 	}
 }
 
-func minorFaults() uint64 {
-	var ru unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return uint64(ru.Minflt)
-}
-
 func TestHugePagesSetting(t *testing.T) {
 	_, err := alloc.New(alloc.Config{HugePages: 7})
-	assert.Error(t, err)
+	assert.EqualError(t, err, "alloc: unknown HugePages setting 7")
 	assert.Equal(t, "off", alloc.HugePagesOff.String())
 	assert.Equal(t, "large", alloc.HugePagesLarge.String())
 	assert.Equal(t, "all", alloc.HugePagesAll.String())
@@ -139,9 +126,9 @@ func TestHugePagesResident(t *testing.T) {
 			a := newAlloc(t, alloc.Config{HugePages: h})
 			b, err := a.Malloc(8 << 20)
 			require.NoError(t, err)
-			f0 := minorFaults()
+			f0 := alloctest.MinorFaults()
 			touch(b)
-			faults := minorFaults() - f0
+			faults := alloctest.MinorFaults() - f0
 			s := a.Stats()
 			assert.EqualValues(t, 8<<20, s.Resident)
 			e := smapsOf(t, addr(b))
@@ -159,6 +146,24 @@ func TestHugePagesResident(t *testing.T) {
 			assert.Zero(t, a.Stats().HugeResident)
 		})
 	}
+}
+
+// A fresh huge block is not pre-faulted: one written byte makes one huge
+// page resident (2 MiB), not the whole 8 MiB block. Huge pages coarsen
+// the grain of residency; they must not turn Malloc into a memset.
+func TestHugePagesLargeNotPrefaulted(t *testing.T) {
+	requireTHP(t)
+	a := newAlloc(t, alloc.Config{HugePages: alloc.HugePagesLarge})
+	b, err := a.Malloc(8 << 20)
+	require.NoError(t, err)
+	before := a.Stats()
+	assert.Zero(t, before.Resident, "nothing is resident before the first write")
+	b[len(b)/2] = 1
+	s := a.Stats()
+	assert.LessOrEqual(t, s.Resident, uint64(huge), "one byte written: at most the huge page that holds it")
+	assert.Positive(t, s.Resident)
+	assert.LessOrEqual(t, uint64(smapsOf(t, addr(b)).AnonHugePages), uint64(huge), "smaps agrees")
+	require.NoError(t, a.Free(b))
 }
 
 // With the kernel's THP mode "never", or no THP at all, asking for huge

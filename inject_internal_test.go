@@ -39,6 +39,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/largealloc"
 	"github.com/stretchr/testify/assert"
@@ -49,17 +50,22 @@ import (
 var errInjected = errors.New("injected kernel failure")
 
 // injectConfigs are the configurations every row runs under (the rows say
-// which of them make the call at all).
-var injectConfigs = []struct {
+// which of them make the call at all): the shared test variants without
+// Debug or huge pages, whose system calls the rows count.
+var injectConfigs = func() (cs []struct {
 	name string
 	cfg  Config
-}{
-	{"threshold", Config{}},
-	{"brk", Config{Policy: PolicyBrk}},
-	{"mmap", Config{Policy: PolicyMmap}},
-	{"dynamic", Config{DynamicThreshold: true}},
-	{"low-threshold", Config{MmapThreshold: 8 << 10, TrimThreshold: 16 << 10, TopPad: -1}},
-}
+}) {
+	for _, v := range alloctest.Variants {
+		if v.Plain() {
+			cs = append(cs, struct {
+				name string
+				cfg  Config
+			}{v.Name, ConfigOf(v)})
+		}
+	}
+	return cs
+}()
 
 var (
 	allConfigs    = []string{"threshold", "brk", "mmap", "dynamic", "low-threshold"}
@@ -165,87 +171,64 @@ func (in *injector) fired() int {
 	return in.failed
 }
 
-// seedFill and seedIntact are the pattern of model_test.go (that file is
-// in package alloc_test; this one needs the allocator's insides).
-func seedFill(b []byte, seed uint32) {
-	for i := range b {
-		b[i] = byte(seed*0x9e3779b1>>24) ^ byte(i) ^ byte(i>>8)
-	}
-}
-
-func seedIntact(b []byte, seed uint32) int {
-	for i := range b {
-		if b[i] != byte(seed*0x9e3779b1>>24)^byte(i)^byte(i>>8) {
-			return i
-		}
-	}
-	return -1
-}
-
-type heldBlock struct {
-	b    []byte
-	seed uint32
-}
-
-// harness is one allocator under injection, with a model of its live
-// blocks.
+// harness is one allocator under injection, with the shared model of its
+// live blocks (internal/alloctest): every block patterned, checked before
+// it is freed or moved and after any failure.
 type harness struct {
-	t    *testing.T
-	cfg  string
-	a    *Allocator
-	in   *injector
-	live map[uintptr]*heldBlock
-	seed uint32
-	vm0  uint64 // VmSize after New, before any block
+	t   *testing.T
+	cfg string
+	a   *Allocator
+	in  *injector
+	m   *alloctest.Model
+	vm0 uint64 // VmSize after New, before any block
 }
 
 func newHarness(t *testing.T, name string, cfg Config) *harness {
 	t.Helper()
 	a, err := New(cfg)
 	require.NoError(t, err)
-	h := &harness{t: t, cfg: name, a: a, in: &injector{}, live: map[uintptr]*heldBlock{}}
+	h := &harness{t: t, cfg: name, a: a, in: &injector{}, m: alloctest.NewModel(a, ErrInvalidFree, ErrDoubleFree)}
 	a.os.Fail = h.in.hook
 	h.vm0 = vmSize(t)
 	return h
 }
 
-func (h *harness) add(b []byte, n int) []byte {
+// apply applies op to the model and returns the allocator's error, if
+// any; a broken contract fails the test.
+func (h *harness) apply(op alloctest.Op) error {
 	h.t.Helper()
-	require.Len(h.t, b, n)
-	h.seed++
-	seedFill(b, h.seed)
-	h.live[addrOf(b)] = &heldBlock{b: b, seed: h.seed}
-	return b
+	before := h.m.Live()
+	err := h.m.Apply(op)
+	if err == nil {
+		return nil
+	}
+	// The model's own findings name what broke; the allocator's errors are
+	// returned for the row to judge. Either way the blocks must be intact.
+	require.Equal(h.t, before, h.m.Live(), "a failed %v changed the live blocks: %v", op, err)
+	require.NoError(h.t, h.m.Check(), "after a failed %v (%v)", op, err)
+	return err
+}
+
+// allocate applies an allocation and returns the new block.
+func (h *harness) allocate(op alloctest.Op) ([]byte, error) {
+	h.t.Helper()
+	if err := h.apply(op); err != nil {
+		return nil, err
+	}
+	bs := h.m.Blocks()
+	return bs[len(bs)-1].B, nil
 }
 
 func (h *harness) malloc(n int) ([]byte, error) {
-	b, err := h.a.Malloc(n)
-	if err != nil {
-		return nil, err
-	}
-	return h.add(b, n), nil
+	return h.allocate(alloctest.Op{Kind: alloctest.OpMalloc, Size: n})
 }
 
 func (h *harness) calloc(n int) ([]byte, error) {
-	b, err := h.a.Calloc(n)
-	if err != nil {
-		return nil, err
-	}
-	for i, c := range b {
-		if c != 0 {
-			h.t.Fatalf("Calloc(%d): byte %d is %#x", n, i, c)
-		}
-	}
-	return h.add(b, n), nil
+	return h.allocate(alloctest.Op{Kind: alloctest.OpCalloc, Size: n})
 }
 
 func (h *harness) aligned(align, n int) ([]byte, error) {
-	b, err := h.a.AlignedAlloc(align, n)
-	if err != nil {
-		return nil, err
-	}
-	require.Zero(h.t, addrOf(b)%uintptr(align))
-	return h.add(b, n), nil
+	return h.allocate(alloctest.Op{Kind: alloctest.OpAligned, Align: align, Size: n})
 }
 
 func (h *harness) mustMalloc(n int) []byte {
@@ -255,44 +238,36 @@ func (h *harness) mustMalloc(n int) []byte {
 	return b
 }
 
-// block returns the model's entry for b, checking that b is intact.
-func (h *harness) block(b []byte) *heldBlock {
+// index returns b's index among the model's live blocks.
+func (h *harness) index(b []byte) int {
 	h.t.Helper()
-	l := h.live[addrOf(b)]
-	require.NotNil(h.t, l, "not a block of the model")
-	if i := seedIntact(l.b, l.seed); i >= 0 {
-		h.t.Fatalf("block of %d bytes at %#x damaged at offset %d", len(l.b), addrOf(l.b), i)
-	}
-	return l
+	i := h.m.Find(b)
+	require.GreaterOrEqual(h.t, i, 0, "not a block of the model")
+	return i
 }
 
 // free frees b; on error b must still be live and intact.
 func (h *harness) free(b []byte) error {
-	l := h.block(b)
-	if err := h.a.Free(b); err != nil {
-		h.block(b)
-		return err
-	}
-	delete(h.live, addrOf(l.b))
-	return nil
+	return h.apply(alloctest.Op{Kind: alloctest.OpFree, Block: h.index(b)})
 }
 
 // realloc resizes b; on error b must still be live and intact.
 func (h *harness) realloc(b []byte, n int) ([]byte, error) {
-	l := h.block(b)
-	nb, err := h.a.Realloc(b, n)
-	if err != nil {
-		h.block(b)
+	i := h.index(b)
+	if err := h.apply(alloctest.Op{Kind: alloctest.OpRealloc, Block: i, Size: n}); err != nil {
 		return nil, err
 	}
-	require.Len(h.t, nb, n)
-	if i := seedIntact(nb[:min(n, len(l.b))], l.seed); i >= 0 {
-		h.t.Fatalf("Realloc(%d -> %d) lost byte %d", len(l.b), n, i)
+	return h.m.Blocks()[i].B, nil
+}
+
+// liveBlocks returns the model's live blocks, a copy to range over while
+// freeing.
+func (h *harness) liveBlocks() [][]byte {
+	var bs [][]byte
+	for _, l := range h.m.Blocks() {
+		bs = append(bs, l.B)
 	}
-	delete(h.live, addrOf(l.b))
-	seedFill(nb, l.seed)
-	h.live[addrOf(nb)] = &heldBlock{b: nb, seed: l.seed}
-	return nb, nil
+	return bs
 }
 
 func (h *harness) freeAll(bs [][]byte) error {
@@ -341,9 +316,9 @@ func (h *harness) midBlock() []byte {
 func (h *harness) topRuns() [][]byte {
 	h.a.Trim()
 	var top uintptr // the end of the highest live block of the region
-	for _, l := range h.live {
-		if p := addrOf(l.b); h.a.region.Contains(p) {
-			top = max(top, p+uintptr(h.a.UsableSize(l.b)))
+	for _, b := range h.liveBlocks() {
+		if p := addrOf(b); h.a.region.Contains(p) {
+			top = max(top, p+uintptr(h.a.UsableSize(b)))
 		}
 	}
 	var bs [][]byte
@@ -359,24 +334,21 @@ func (h *harness) topRuns() [][]byte {
 	return bs
 }
 
-// check holds the allocator against the model.
+// check holds the allocator against the model (every block intact, none
+// overlapping, the counters), and the mappings against the registry.
 func (h *harness) check(what string) {
 	h.t.Helper()
-	var bytes, mapped, count uint64
-	for _, l := range h.live {
-		h.block(l.b)
-		bytes += uint64(len(l.b))
-		if m := h.a.large.Lookup(addrOf(l.b)); m != nil {
+	require.NoError(h.t, h.m.Check(), what)
+	var mapped, count uint64
+	for _, b := range h.liveBlocks() {
+		if m := h.a.large.Lookup(addrOf(b)); m != nil {
 			count++
 			mapped += uint64(m.Len)
 		}
 	}
 	s := h.a.Stats()
-	assert.Equal(h.t, uint64(len(h.live)), s.LiveBlocks, "LiveBlocks %s", what)
-	assert.Equal(h.t, bytes, s.LiveBytes, "LiveBytes %s", what)
 	assert.Equal(h.t, count, s.MmapCount, "MmapCount %s", what)
 	assert.Equal(h.t, mapped, s.MmapBytes, "MmapBytes %s", what)
-	assert.Equal(h.t, s.ArenaBytes+s.MmapBytes+s.QuarantineBytes, s.Committed, "Committed (the budget) %s", what)
 	var registry int
 	h.a.large.Each(func(largealloc.Mapping) { registry++ })
 	assert.EqualValues(h.t, s.MmapCount, registry, "mappings in the registry %s", what)
@@ -397,9 +369,7 @@ func (h *harness) usable() {
 	require.NoError(h.t, err)
 	require.NoError(h.t, h.free(b))
 	h.check("after the failure, allocating again")
-	for _, l := range h.live {
-		require.NoError(h.t, h.free(l.b))
-	}
+	require.NoError(h.t, h.m.FreeAll())
 	h.a.Trim()
 	h.check("with everything freed")
 	s := h.a.Stats()
@@ -725,10 +695,10 @@ var injectCases = []injectCase{
 		prepare: func(h *harness) any {
 			// One mapping left, so the test knows which one the kernel kept.
 			kept := false
-			for _, l := range h.live {
-				if h.a.large.Lookup(addrOf(l.b)) != nil {
+			for _, b := range h.liveBlocks() {
+				if h.a.large.Lookup(addrOf(b)) != nil {
 					if kept {
-						require.NoError(h.t, h.free(l.b))
+						require.NoError(h.t, h.free(b))
 					}
 					kept = true
 				}

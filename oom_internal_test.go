@@ -1,11 +1,12 @@
 package alloc
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,26 +26,6 @@ type oomStep struct {
 	n     int
 	align int
 	pick  int // which live block (realloc, free), modulo their number
-}
-
-type oomBlock struct {
-	b    []byte
-	seed byte
-}
-
-func oomFill(b []byte, seed byte) {
-	for i := range b {
-		b[i] = seed ^ byte(i) ^ byte(i>>10)
-	}
-}
-
-func oomIntact(b []byte, seed byte) int {
-	for i := range b {
-		if b[i] != seed^byte(i)^byte(i>>10) {
-			return i
-		}
-	}
-	return -1
 }
 
 // oomScript makes a script that reaches every layer: slabs, runs of the
@@ -73,100 +54,44 @@ func oomScript(seed uint64) []oomStep {
 	return s
 }
 
+// oomRun drives the shared operation-stream model (internal/alloctest)
+// with ErrOutOfMemory allowed as the answer once the failure has fired.
 type oomRun struct {
 	t     *testing.T
 	a     *Allocator
-	live  []oomBlock
-	seed  byte
+	m     *alloctest.Model
 	fired bool // the injected failure has happened
 	errs  int  // operations that returned ErrOutOfMemory
 }
 
+func newOOMRun(t *testing.T, a *Allocator) *oomRun {
+	m := alloctest.NewModel(a, ErrInvalidFree, ErrDoubleFree)
+	m.SetRefusal(ErrOutOfMemory)
+	return &oomRun{t: t, a: a, m: m}
+}
+
 func (r *oomRun) check(what string) {
-	t := r.t
-	t.Helper()
-	var liveBytes uint64
-	for i, l := range r.live {
-		require.Equal(t, -1, oomIntact(l.b, l.seed), "%s: live block %d (%d bytes) damaged", what, i, len(l.b))
-		require.GreaterOrEqual(t, r.a.UsableSize(l.b), len(l.b), "%s: live block %d is not live", what, i)
-		liveBytes += uint64(len(l.b))
-	}
-	s := r.a.Stats()
-	require.Equal(t, uint64(len(r.live)), s.LiveBlocks, "%s: LiveBlocks", what)
-	require.Equal(t, liveBytes, s.LiveBytes, "%s: LiveBytes", what)
-	require.Equal(t, s.ArenaBytes+s.MmapBytes+s.QuarantineBytes, s.Committed, "%s: the budget drifted from the memory held", what)
-}
-
-// refused checks that err, if any, is the injected failure seen as
-// ErrOutOfMemory, and reports whether there was one.
-func (r *oomRun) refused(err error, what string) bool {
 	r.t.Helper()
-	if err == nil {
-		return false
-	}
-	require.True(r.t, r.fired, "%s failed with no failure injected: %v", what, err)
-	require.ErrorIs(r.t, err, ErrOutOfMemory, "%s", what)
-	r.errs++
-	return true
+	require.NoError(r.t, r.m.Check(), what)
 }
 
+var oomOps = map[string]alloctest.OpKind{
+	"malloc": alloctest.OpMalloc, "calloc": alloctest.OpCalloc, "aligned": alloctest.OpAligned,
+	"realloc": alloctest.OpRealloc, "free": alloctest.OpFree, "trim": alloctest.OpTrim,
+}
+
+// step applies one operation of the script. A refusal is legal only once
+// the injected failure has fired, and the model has checked that it
+// changed nothing.
 func (r *oomRun) step(i int, st oomStep) {
-	t, a := r.t, r.a
-	t.Helper()
-	what := fmt.Sprintf("step %d (%s %d)", i, st.op, st.n)
-	r.seed++
-	switch st.op {
-	case "malloc", "calloc", "aligned":
-		var b []byte
-		var err error
-		switch st.op {
-		case "malloc":
-			b, err = a.Malloc(st.n)
-		case "calloc":
-			b, err = a.Calloc(st.n)
-		default:
-			b, err = a.AlignedAlloc(st.align, st.n)
-		}
-		if r.refused(err, what) {
-			require.Nil(t, b)
-			return
-		}
-		require.Len(t, b, st.n)
-		if st.op == "calloc" {
-			require.Equal(t, -1, bytes.IndexFunc(b, func(r rune) bool { return r != 0 }), "%s: Calloc memory not zero", what)
-		}
-		if st.op == "aligned" {
-			require.Zero(t, addrOf(b)%uintptr(st.align), what)
-		}
-		oomFill(b, r.seed)
-		r.live = append(r.live, oomBlock{b, r.seed})
-	case "realloc":
-		if len(r.live) == 0 {
-			return
-		}
-		k := st.pick % len(r.live)
-		old := r.live[k]
-		b, err := a.Realloc(old.b, st.n)
-		if r.refused(err, what) {
-			require.Equal(t, -1, oomIntact(old.b, old.seed), "%s: a refused Realloc damaged the block", what)
-			return
-		}
-		keep := min(len(old.b), st.n)
-		require.Equal(t, -1, oomIntact(b[:keep], old.seed), "%s: Realloc lost the contents", what)
-		oomFill(b, r.seed)
-		r.live[k] = oomBlock{b, r.seed}
-	case "free":
-		if len(r.live) == 0 {
-			return
-		}
-		k := st.pick % len(r.live)
-		if r.refused(a.Free(r.live[k].b), what) {
-			return // still live: the model keeps it
-		}
-		r.live = append(r.live[:k], r.live[k+1:]...)
-	case "trim":
-		a.Trim()
+	r.t.Helper()
+	err := r.m.Apply(alloctest.Op{Kind: oomOps[st.op], Size: st.n, Align: st.align, Block: st.pick})
+	if errors.Is(err, alloctest.ErrRefused) {
+		require.True(r.t, r.fired, "step %d failed with no failure injected: %v", i, err)
+		r.errs++
+		return
 	}
+	require.NoError(r.t, err, "step %d", i)
 }
 
 func TestKernelRefusesEveryCall(t *testing.T) {
@@ -184,7 +109,7 @@ func TestKernelRefusesEveryCall(t *testing.T) {
 		for i, op := range ops {
 			base[i] = a.os.Calls(op)
 		}
-		r := &oomRun{t: t, a: a}
+		r := newOOMRun(t, a)
 		for i, st := range script {
 			r.step(i, st)
 		}
@@ -204,7 +129,7 @@ func TestKernelRefusesEveryCall(t *testing.T) {
 				refusals := 0
 				for k := uint64(1); k <= calls; k++ {
 					a := clean()
-					r := &oomRun{t: t, a: a}
+					r := newOOMRun(t, a)
 					from := a.os.Calls(op)
 					a.os.Fail = func(o sys.Op, n uint64) error {
 						if o == op && n == from+k {
@@ -234,15 +159,11 @@ func TestKernelRefusesEveryCall(t *testing.T) {
 
 					// usable afterwards: everything can be freed, then allocated again
 					a.os.Fail = nil
-					for _, l := range r.live {
-						require.NoError(t, a.Free(l.b))
-					}
-					r.live = nil
-					r.check("all freed")
+					require.NoError(t, r.m.FreeAll(), "call %d refused: everything freed afterwards", k)
 					for _, n := range []int{100, 50 << 10, 1 << 20} {
 						b, err := a.Malloc(n)
 						require.NoError(t, err, "call %d refused: Malloc(%d) afterwards", k, n)
-						oomFill(b, 1)
+						alloctest.Fill(b, 1)
 						require.NoError(t, a.Free(b))
 					}
 					s := a.Stats()
@@ -311,14 +232,11 @@ func TestKernelRefusesNamedCases(t *testing.T) {
 			a, err := New(Config{Policy: tt.policy})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = a.Close() })
-			r := &oomRun{t: t, a: a}
-			for i, n := range []int{64, 5000, 60 << 10, 300 << 10} {
-				b, err := a.Malloc(n)
-				require.NoError(t, err)
-				oomFill(b, byte(i))
-				r.live = append(r.live, oomBlock{b, byte(i)})
+			r := newOOMRun(t, a)
+			for _, n := range []int{64, 5000, 60 << 10, 300 << 10} {
+				require.NoError(t, r.m.Apply(alloctest.Op{Kind: alloctest.OpMalloc, Size: n}))
 			}
-			victim := r.live[3].b // 300 KiB: a mapping under PolicyThreshold
+			victim := r.m.Blocks()[3].B // 300 KiB: a mapping under PolicyThreshold
 			r.check("before")
 			before := a.Stats()
 

@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -69,12 +69,10 @@ func tail(out []byte) string {
 }
 
 func maxMapCount(t *testing.T) int {
-	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	n, err := alloctest.MaxMapCount()
 	if err != nil {
 		t.Skipf("no vm.max_map_count: %v", err)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
 	return n
 }
 

@@ -145,12 +145,25 @@ func TestHeapProfileRealloc(t *testing.T) {
 		b, err = a.Realloc(b, n)
 		require.NoError(t, err)
 	}
-	require.NoError(t, a.Free(b))
-	var inuse int64
-	for _, s := range parseProfile(t, a).Sample {
-		inuse += s.Value[2]
+	// sums adds up every sample's values: alloc_objects, alloc_space,
+	// inuse_objects, inuse_space.
+	sums := func() (v [4]int64) {
+		for _, s := range parseProfile(t, a).Sample {
+			for i := range v {
+				v[i] += s.Value[i]
+			}
+		}
+		return v
 	}
-	assert.Zero(t, inuse, "every block, moved or not, was freed")
+	live := sums()
+	require.Positive(t, live[0], "the allocation was recorded")
+	assert.EqualValues(t, 1, live[2], "one block in use, under its last address")
+	assert.Positive(t, live[3])
+	require.NoError(t, a.Free(b))
+	freed := sums()
+	assert.Equal(t, live[0], freed[0], "allocations stay in the profile")
+	assert.Zero(t, freed[2], "every block, moved or not, was freed")
+	assert.Zero(t, freed[3])
 }
 
 // Close frees everything, and the profile says so.
@@ -208,9 +221,14 @@ func BenchmarkPairProfiling(b *testing.B) {
 				defer a.Close()
 				b.ReportAllocs()
 				for b.Loop() {
-					p, _ := a.Malloc(n)
+					p, err := a.Malloc(n)
+					if err != nil {
+						b.Fatal(err)
+					}
 					p[0] = 1
-					_ = a.Free(p)
+					if err := a.Free(p); err != nil {
+						b.Fatal(err)
+					}
 				}
 			})
 		}

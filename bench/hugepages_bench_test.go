@@ -12,8 +12,8 @@ import (
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/internal/child"
 	"github.com/brkmap/alloc/bench/internal/libc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/procfs"
-	"github.com/brkmap/alloc/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,7 +126,7 @@ func glibcImpl(b *testing.B) (func(int) unsafe.Pointer, func(unsafe.Pointer, int
 // benchTouch is the measured loop: allocate n bytes, write a byte per 4
 // KiB page, free.
 func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(unsafe.Pointer, int)) {
-	f0 := sys.MinorFaults()
+	f0 := alloctest.MinorFaults()
 	ops := 0
 	for b.Loop() {
 		p := malloc(n)
@@ -137,7 +137,7 @@ func benchTouch(b *testing.B, n int, malloc func(int) unsafe.Pointer, free func(
 		free(p, n)
 		ops++
 	}
-	faults := sys.MinorFaults() - f0
+	faults := alloctest.MinorFaults() - f0
 	b.ReportMetric(float64(faults)/float64(ops), "faults/op")
 
 	// Once more, outside the timing: how much of a touched block is in huge pages.

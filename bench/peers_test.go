@@ -21,7 +21,7 @@ import (
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/internal/libc"
-	"github.com/brkmap/alloc/internal/sys"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"golang.org/x/sys/unix"
 	"modernc.org/memory"
 )
@@ -115,8 +115,8 @@ func (l *locked) Free(b []byte) error {
 
 // faults reports minor page faults per op when the returned func runs.
 func faults(b *testing.B) func() {
-	start := sys.MinorFaults()
-	return func() { b.ReportMetric(float64(sys.MinorFaults()-start)/float64(b.N), "faults/op") }
+	start := alloctest.MinorFaults()
+	return func() { b.ReportMetric(float64(alloctest.MinorFaults()-start)/float64(b.N), "faults/op") }
 }
 
 func must(tb testing.TB, err error) {

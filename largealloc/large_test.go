@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/budget"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
@@ -28,20 +29,10 @@ func newLarge(t *testing.T, limit uint64) (*largealloc.Mappings, *sys.OS, *budge
 
 func bytesAt(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
 
-func fill(b []byte, seed byte) {
-	for i := range b {
-		b[i] = seed ^ byte(i) ^ byte(i>>9)
-	}
-}
+// fill and intact are the shared pattern (internal/alloctest).
+func fill(b []byte, seed byte) { alloctest.Fill(b, uint32(seed)) }
 
-func intact(b []byte, seed byte) bool {
-	for i := range b {
-		if b[i] != seed^byte(i)^byte(i>>9) {
-			return false
-		}
-	}
-	return true
-}
+func intact(b []byte, seed byte) bool { return alloctest.Intact(b, uint32(seed)) < 0 }
 
 func roundUp(n uintptr) uintptr { return (max(n, 1) + page - 1) &^ (page - 1) }
 

@@ -43,7 +43,7 @@ func live(v uint16) bool { return (v&^sampledBit)-1 < maxEntry }
 func takeLive(st *uint16) (uint16, bool) {
 	for {
 		v := loadState(st)
-		if checks && v-1 >= maxEntry {
+		if v-1 >= maxEntry {
 			return v, false
 		}
 		if casState(st, v, stateCached) {

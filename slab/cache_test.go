@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,6 +41,7 @@ func (h *Pool) freeFast(t *testing.T, p unsafe.Pointer) {
 }
 
 func TestCacheRoundTrip(t *testing.T) {
+	alloctest.RequireChecks(t)
 	h, r := newPool(t, Options{})
 	c := SizeClass(64)
 	p, _ := h.AllocFast(uint8(c), 64)
@@ -107,6 +109,7 @@ func TestCacheFlushesWhenFull(t *testing.T) {
 }
 
 func TestSamplingMarksAndReports(t *testing.T) {
+	alloctest.RequireChecks(t)
 	var freed []uintptr
 	var mu sync.Mutex
 	h, r := newPool(t, Options{ProfileRate: 1, OnSampledFree: func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() }})

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/budget"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
@@ -144,20 +145,11 @@ func newPool(t *testing.T, opts Options) (*Pool, *arena.Region) {
 
 func block(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
 
-func fillBlock(b []byte, seed uintptr) {
-	for i := range b {
-		b[i] = byte(seed*31) ^ byte(i) ^ byte(i>>8)
-	}
-}
+// fillBlock and intact are the shared pattern (internal/alloctest) with
+// the seeds these tests use.
+func fillBlock(b []byte, seed uintptr) { alloctest.Fill(b, uint32(seed)) }
 
-func intact(b []byte, seed uintptr) bool {
-	for i := range b {
-		if b[i] != byte(seed*31)^byte(i)^byte(i>>8) {
-			return false
-		}
-	}
-	return true
-}
+func intact(b []byte, seed uintptr) bool { return alloctest.Intact(b, uint32(seed)) < 0 }
 
 // allocD and FreeDirect are the paths without the P caches: these tests are
 // about the slabs themselves (cache_test.go tests the caches in front).
@@ -358,6 +350,7 @@ func TestEmptySlabsGoBack(t *testing.T) {
 // the next Alloc reports it and never hands out anything but a free block
 // of the slab.
 func TestCorruptedFreeList(t *testing.T) {
+	alloctest.RequireChecks(t)
 	c := SizeClass(64)
 	tests := []struct {
 		name string
@@ -365,6 +358,10 @@ func TestCorruptedFreeList(t *testing.T) {
 		raw  bool                                // written as is, not XORed with the key
 	}{
 		{"raw garbage", func(*Slab, uint32) uint32 { return 0xdeadbeef }, true},
+		// A zero is the likeliest write after free (Calloc-style clearing,
+		// a zeroed struct): only the per-slab key makes it a bad link
+		// instead of a silent end of the list.
+		{"raw zero", func(*Slab, uint32) uint32 { return 0 }, true},
 		{"past the slab", func(s *Slab, _ uint32) uint32 { return s.nelems + 9 }, false},
 		{"a live block", func(*Slab, uint32) uint32 { return 0 + 1 }, false},
 		{"itself", func(_ *Slab, victim uint32) uint32 { return victim + 1 }, false},
@@ -423,6 +420,7 @@ func TestCorruptedFreeList(t *testing.T) {
 }
 
 func TestCorruptionPanicsByDefault(t *testing.T) {
+	alloctest.RequireChecks(t)
 	h, r := newPool(t, Options{})
 	c := SizeClass(32)
 	p, _, err := h.allocD(c, 32)

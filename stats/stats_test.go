@@ -3,6 +3,7 @@ package stats_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,6 +57,8 @@ func TestSubAndSyscalls(t *testing.T) {
 		Resident: 999, LiveBytes: 7}
 	now := stats.Snapshot{Mmap: 10, Munmap: 6, Madvise: 2, Mprotect: 9, Mremap: 3, Mincore: 8, MinorFaults: 150,
 		Resident: 4096, LiveBytes: 64, LiveBlocks: 2, ArenaBytes: 1 << 20, Classes: []stats.Class{{Size: 16}}}
+	nowBefore, prevBefore := now, prev
+	nowBefore.Classes = slices.Clone(now.Classes)
 	d := now.Sub(prev)
 	assert.Equal(t, uint64(7), d.Mmap)
 	assert.Equal(t, uint64(5), d.Munmap)
@@ -70,8 +73,9 @@ func TestSubAndSyscalls(t *testing.T) {
 	assert.Equal(t, uint64(2), d.LiveBlocks)
 	assert.Equal(t, uint64(1<<20), d.ArenaBytes)
 	assert.Equal(t, now.Classes, d.Classes)
-	// the receiver is not changed
-	assert.Equal(t, uint64(10), now.Mmap)
+	// neither operand is changed, Classes' contents included
+	assert.Equal(t, nowBefore, now)
+	assert.Equal(t, prevBefore, prev)
 
 	assert.Equal(t, uint64(7+5+0+4+2), d.Syscalls(), "mincore is left out")
 	assert.Equal(t, uint64(10+6+2+9+3), now.Syscalls())

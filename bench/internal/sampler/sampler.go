@@ -44,6 +44,10 @@ type Sampler struct {
 	// Samples holds the series, in order.
 	Samples []Sample
 
+	// Now is the sampler's clock; nil means time.Now. Tests set it to a
+	// clock they move by hand, so that which Tick samples is exact.
+	Now func() time.Time
+
 	probe Probe
 	every time.Duration
 	start time.Time
@@ -62,19 +66,26 @@ func New(every time.Duration, probe Probe) *Sampler {
 func (s *Sampler) Start() {
 	s.Samples = s.Samples[:0]
 	s.spent = 0
-	s.start = time.Now()
+	s.start = s.now()
 	s.take(s.start, "start")
 }
 
 // Tick takes a sample if one is due.
 func (s *Sampler) Tick() {
-	if now := time.Now(); !now.Before(s.next) {
+	if now := s.now(); !now.Before(s.next) {
 		s.take(now, "")
 	}
 }
 
 // Mark takes a sample now, named label.
-func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
+func (s *Sampler) Mark(label string) { s.take(s.now(), label) }
+
+func (s *Sampler) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
 
 func (s *Sampler) take(now time.Time, label string) {
 	p := Sample{At: now.Sub(s.start) - s.spent, Label: label}
@@ -85,14 +96,14 @@ func (s *Sampler) take(now time.Time, label string) {
 		s.probe(&p)
 	}
 	s.Samples = append(s.Samples, p)
-	end := time.Now()
+	end := s.now()
 	d := end.Sub(now)
 	s.spent += d
 	s.next = end.Add(max(s.every, 4*d))
 }
 
 // Elapsed returns the wall time since Start minus the time spent sampling.
-func (s *Sampler) Elapsed() time.Duration { return time.Since(s.start) - s.spent }
+func (s *Sampler) Elapsed() time.Duration { return s.now().Sub(s.start) - s.spent }
 
 // Spent returns the time spent sampling since Start.
 func (s *Sampler) Spent() time.Duration { return s.spent }

@@ -9,40 +9,56 @@ import (
 )
 
 // The sampler takes a sample when one is due, names marked samples, keeps
-// its own time out of Elapsed, and finds the peak.
+// its own time out of Elapsed, and finds the peak. Its clock is one the
+// test moves by hand, so every figure is exact.
 func TestSampler(t *testing.T) {
+	clock := time.Unix(1e9, 0)
 	live := uint64(0)
 	calls := 0
 	s := New(time.Millisecond, func(p *Sample) {
 		calls++
 		p.LiveBytes = live
 		p.Resident = live * 2
-		time.Sleep(2 * time.Millisecond) // a slow probe: its time must not count
+		clock = clock.Add(2 * time.Millisecond) // a slow probe: its time must not count
 	})
-	wall := time.Now()
+	s.Now = func() time.Time { return clock }
+	wall := clock
 	s.Start()
 	require.Len(t, s.Samples, 1)
 	assert.Equal(t, "start", s.Samples[0].Label)
+	assert.Zero(t, s.Samples[0].At)
 
 	s.Tick() // not due yet: the last sample just ended
 	assert.Len(t, s.Samples, 1)
+	clock = clock.Add(8*time.Millisecond - time.Nanosecond)
+	s.Tick() // due at max(every, 4×probe time) = 8 ms after the sample ended
+	assert.Len(t, s.Samples, 1, "one nanosecond early")
 
 	for i := 1; i <= 3; i++ {
 		live = uint64(i) << 20
-		time.Sleep(40 * time.Millisecond) // well past max(every, 4×probe time)
+		clock = clock.Add(40 * time.Millisecond)
 		s.Tick()
+		require.Len(t, s.Samples, 1+i)
+		s.Tick() // due again only 8 ms after this one
+		require.Len(t, s.Samples, 1+i)
 	}
 	live = 1 << 20
-	s.Mark("end")
+	clock = clock.Add(time.Millisecond)
+	s.Mark("end") // a mark is taken whenever it is asked for
 	require.Len(t, s.Samples, 5)
 	assert.Equal(t, calls, len(s.Samples))
 	assert.Equal(t, "end", s.Samples[4].Label)
 
-	for i := 1; i < len(s.Samples); i++ {
-		assert.Greater(t, s.Samples[i].At, s.Samples[i-1].At, "time moves forward")
+	// The run's own time: 8 ms - 1 ns, then 40 ms three times, then 1 ms,
+	// with the four earlier probes' 2 ms each left out.
+	run := 8*time.Millisecond - time.Nanosecond
+	for i, want := range []time.Duration{0, run + 40*time.Millisecond, run + 80*time.Millisecond, run + 120*time.Millisecond,
+		run + 121*time.Millisecond} {
+		assert.Equal(t, want, s.Samples[i].At, "sample %d", i)
 	}
-	assert.GreaterOrEqual(t, s.Spent(), 10*time.Millisecond, "five probes of 2 ms")
-	assert.LessOrEqual(t, s.Elapsed(), time.Since(wall)-s.Spent(), "Elapsed leaves the probes out")
+	assert.Equal(t, 10*time.Millisecond, s.Spent(), "five probes of 2 ms")
+	assert.Equal(t, clock.Sub(wall)-s.Spent(), s.Elapsed(), "Elapsed leaves the probes out")
+	assert.Equal(t, run+121*time.Millisecond, s.Elapsed())
 	assert.Equal(t, uint64(6<<20), s.Peak().Resident)
 	assert.Equal(t, uint64(3<<20), s.Max(func(p Sample) uint64 { return p.LiveBytes }))
 	assert.Positive(t, s.Samples[0].RSS, "the sampler reads the process's RSS")

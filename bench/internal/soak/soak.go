@@ -214,10 +214,10 @@ func checkSoak(a *alloc.Allocator, ws []*soakWorker) error {
 	}
 	s := a.Stats()
 	if s.LiveBlocks != blocks || s.LiveBytes != bytes {
-		return fmt.Errorf("Stats: %d blocks, %d bytes; model: %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, blocks, bytes)
+		return fmt.Errorf("stats: %d blocks, %d bytes; model: %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, blocks, bytes)
 	}
 	if s.Committed != s.ArenaBytes+s.MmapBytes+s.QuarantineBytes {
-		return fmt.Errorf("Stats: committed %d, arena %d + mapped %d", s.Committed, s.ArenaBytes, s.MmapBytes)
+		return fmt.Errorf("stats: committed %d, arena %d + mapped %d", s.Committed, s.ArenaBytes, s.MmapBytes)
 	}
 	return nil
 }

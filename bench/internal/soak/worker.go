@@ -76,7 +76,7 @@ func (w *soakWorker) free(l soakBlock) error {
 		return fmt.Errorf("block of %d bytes at %p damaged at offset %d before Free", len(l.b), unsafe.SliceData(l.b), i)
 	}
 	if err := w.a.Free(l.b); err != nil {
-		return fmt.Errorf("Free of %d bytes: %w", len(l.b), err)
+		return fmt.Errorf("free of %d bytes: %w", len(l.b), err)
 	}
 	if l.cross {
 		w.n[sCross]++
@@ -222,7 +222,7 @@ func (w *soakWorker) badFree() error {
 	if len(l.b) >= 2 {
 		off := 1 + w.rng.IntN(len(l.b)-1)
 		if e := w.a.Free(l.b[off:]); !errors.Is(e, alloc.ErrInvalidFree) {
-			err = fmt.Errorf("Free of an interior pointer (+%d of %d) gave %v", off, len(l.b), e)
+			err = fmt.Errorf("free of an interior pointer (+%d of %d) gave %v", off, len(l.b), e)
 		}
 	}
 	w.n[sBadFree]++

@@ -3,6 +3,7 @@ package workloads
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -19,24 +20,32 @@ import (
 
 // runMarks runs w on a fresh allocator made with cfg and returns the
 // snapshot (relative to the start) at each of its marks, and their times.
-func runMarks(t *testing.T, w Workload, cfg alloc.Config) (map[string]stats.Snapshot, map[string]time.Duration) {
+// With every > 0 the sampler also samples at the workload's ticks, at
+// most once per every; peak is the highest Resident over every sample,
+// marked or not.
+func runMarks(t *testing.T, w Workload, cfg alloc.Config, every time.Duration) (snaps map[string]stats.Snapshot, times map[string]time.Duration, peak uint64) {
 	a, err := alloc.New(cfg)
 	require.NoError(t, err)
 	defer a.Close()
-	snaps := map[string]stats.Snapshot{}
-	times := map[string]time.Duration{}
+	snaps = map[string]stats.Snapshot{}
+	times = map[string]time.Duration{}
 	start := time.Now()
 	s0 := a.Stats()
-	s := sampler.New(time.Hour, func(s *sampler.Sample) {
+	if every <= 0 {
+		every = time.Hour
+	}
+	s := sampler.New(every, func(s *sampler.Sample) {
+		now := a.Stats()
+		peak = max(peak, now.Resident)
 		if s.Label != "" {
 			times[s.Label] = time.Since(start)
-			snaps[s.Label] = a.Stats().Sub(s0)
+			snaps[s.Label] = now.Sub(s0)
 		}
 	})
 	s.Start()
 	require.NoError(t, w.Run(a, &Meter{Sampler: s, Scale: 1}))
 	require.Zero(t, a.Stats().LiveBlocks, "the workload frees what it allocates")
-	return snaps, times
+	return snaps, times, peak
 }
 
 // The lesson's claims hold, and its figures are printed (-v).
@@ -48,7 +57,7 @@ func TestHugePagesLesson(t *testing.T) {
 	t.Logf("%s: %s (THP %s)", hugePagesWorkload.Name, hugePagesWorkload.Lesson, mode)
 	fmt.Fprintln(tw, "policy\tmoment\tresident\tin huge pages\tarena\tsyscalls\tfaults\ttime\t")
 	for _, p := range hugePagesPolicies {
-		snaps, times := runMarks(t, hugePagesWorkload, p.Cfg)
+		snaps, times, _ := runMarks(t, hugePagesWorkload, p.Cfg, 0)
 		res[p.Name] = snaps
 		for _, m := range []string{"8 MiB x16", "sparse", "freed", "trimmed"} {
 			s := snaps[m]
@@ -72,34 +81,40 @@ func TestHugePagesLesson(t *testing.T) {
 }
 
 // Huge pages for large blocks only cost no resident memory on the
-// built-in workloads: peak resident within 1.1x of huge pages off.
+// built-in workloads: the peak resident (the process's high-water mark
+// over the run, VmHWM) with HugePagesLarge against off. The figures are a
+// measurement (go test ./bench/internal/workloads -run HugePagesPeakResident -v
+// prints them; the README quotes them so). The assertion is for a gross
+// regression only, such as every large block pre-faulted or every touched
+// region page a resident huge page: one run's sampled peak moves with
+// where blocks land and when a tick falls, and two runs under PolicyBrk,
+// where huge pages for large blocks change nothing at all, differed by
+// 1.4x under -race.
 func TestHugePagesPeakResident(t *testing.T) {
 	for _, w := range List {
 		for _, p := range harness.Policies {
 			if p.Libc || w.Configure != nil {
 				continue
 			}
+			// The peak is the kernel's: VmHWM, reset before the run, less
+			// the resident set the run started from (the Go heap and the
+			// test binary, the same for both settings).
 			peak := func(cfg alloc.Config) uint64 {
-				snaps, _ := runMarks(t, w, cfg)
-				var m uint64
-				for _, s := range snaps {
-					m = max(m, s.Resident)
-				}
-				return m
+				runtime.GC()
+				require.NoError(t, procfs.ResetPeakRSS())
+				before, err := procfs.ReadProcMemory()
+				require.NoError(t, err)
+				_, _, sampled := runMarks(t, w, cfg, time.Millisecond)
+				after, err := procfs.ReadProcMemory()
+				require.NoError(t, err)
+				return max(sampled, after.PeakRSS-min(before.RSS, after.PeakRSS))
 			}
 			off := peak(p.Cfg)
 			cfg := p.Cfg
 			cfg.HugePages = alloc.HugePagesLarge
 			large := peak(cfg)
-			t.Logf("%s/%s: peak resident off %s, large %s", w.Name, p.Name, report.FormatBytes(off), report.FormatBytes(large))
-			// The target is 1.1x, a measurement (this test prints it; the
-			// figures are 1.00 on most rows). One run's peak, sampled at the
-			// workload's named moments, moves with where blocks land (which
-			// P's cache a goroutine meets, the race detector's scheduling):
-			// under PolicyBrk, where huge pages for large blocks change
-			// nothing at all, two runs differed by 1.4x under -race. So the
-			// test only catches a gross regression, such as every touched
-			// region page becoming a resident huge page.
+			t.Logf("%s/%s: peak resident off %s, large %s (%.2fx)", w.Name, p.Name, report.FormatBytes(off), report.FormatBytes(large),
+				float64(large)/float64(max(off, 1)))
 			assert.LessOrEqual(t, float64(large), 2*float64(off)+float64(2<<20), "%s/%s", w.Name, p.Name)
 		}
 	}

@@ -1,0 +1,45 @@
+package alloc
+
+import (
+	"fmt"
+
+	"github.com/brkmap/alloc/internal/alloctest"
+)
+
+// ConfigOf turns one of the shared test variants into a Config. It is in a
+// test file of package alloc so that both the internal tests and the
+// external ones (package alloc_test) can call it.
+func ConfigOf(v alloctest.Variant) Config {
+	c := Config{
+		DynamicThreshold: v.DynamicThreshold,
+		MmapThreshold:    v.MmapThreshold,
+		TrimThreshold:    v.TrimThreshold,
+		TopPad:           v.TopPad,
+		Debug:            v.Debug,
+	}
+	if v.Policy != "" {
+		c.Policy = policyNamed(v.Policy)
+	}
+	if v.HugePages != "" {
+		c.HugePages = hugePagesNamed(v.HugePages)
+	}
+	return c
+}
+
+func policyNamed(name string) Policy {
+	for _, p := range []Policy{PolicyThreshold, PolicyBrk, PolicyMmap} {
+		if p.String() == name {
+			return p
+		}
+	}
+	panic(fmt.Sprintf("alloctest: no policy %q", name))
+}
+
+func hugePagesNamed(name string) HugePages {
+	for _, h := range []HugePages{HugePagesOff, HugePagesLarge, HugePagesAll} {
+		if h.String() == name {
+			return h
+		}
+	}
+	panic(fmt.Sprintf("alloctest: no huge page setting %q", name))
+}

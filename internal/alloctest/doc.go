@@ -1,0 +1,13 @@
+// Package alloctest holds the test helpers of every package of this
+// module, written once: the fill/check pattern that proves no two live
+// blocks overlap, the table of allocator configurations the tests run
+// under, the process's minor-fault counter and vm.max_map_count, whether
+// the always-on checks are compiled in, and the operation-stream model
+// that the rapid state machine and the fuzzer both drive.
+//
+// It imports neither the root package nor the layers below it, so the
+// internal tests of any package can use it: a configuration is a Variant
+// (plain names and numbers) that the root package's tests turn into an
+// alloc.Config, and the model drives anything with the Allocator's
+// methods.
+package alloctest
