@@ -386,7 +386,8 @@ func TestDynamicThreshold(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	// A negative size is ErrInvalidSize, wrapped with the field's name.
+	// A negative size is ErrInvalidConfig and ErrInvalidSize, wrapped with
+	// the field's name.
 	for _, tt := range []struct {
 		cfg   alloc.Config
 		field string
@@ -398,12 +399,14 @@ func TestConfigErrors(t *testing.T) {
 		a, err := alloc.New(tt.cfg)
 		assert.Nil(t, a)
 		assert.ErrorIs(t, err, alloc.ErrInvalidSize, "%+v", tt.cfg)
+		assert.ErrorIs(t, err, alloc.ErrInvalidConfig, "%+v", tt.cfg)
 		assert.ErrorContains(t, err, tt.field)
 	}
-	// An unknown enum value has no sentinel: the message names it.
+	// An unknown enum value is ErrInvalidConfig, and the message names it.
 	a, err := alloc.New(alloc.Config{Policy: 7})
 	assert.Nil(t, a)
-	assert.EqualError(t, err, "alloc: unknown policy 7")
+	assert.ErrorIs(t, err, alloc.ErrInvalidConfig)
+	assert.EqualError(t, err, "alloc: invalid Config: unknown Policy 7")
 	a = newAlloc(t, alloc.Config{Reserve: 1 << 20, Policy: alloc.PolicyBrk})
 	_, err = a.Malloc(2 << 20)
 	assert.ErrorIs(t, err, alloc.ErrOutOfMemory, "past the reservation")

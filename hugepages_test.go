@@ -67,7 +67,8 @@ func touch(b []byte) {
 
 func TestHugePagesSetting(t *testing.T) {
 	_, err := alloc.New(alloc.Config{HugePages: 7})
-	assert.EqualError(t, err, "alloc: unknown HugePages setting 7")
+	require.ErrorIs(t, err, alloc.ErrInvalidConfig)
+	assert.EqualError(t, err, "alloc: invalid Config: unknown HugePages setting 7")
 	assert.Equal(t, "off", alloc.HugePagesOff.String())
 	assert.Equal(t, "large", alloc.HugePagesLarge.String())
 	assert.Equal(t, "all", alloc.HugePagesAll.String())
