@@ -5,8 +5,6 @@ package sampler
 
 import (
 	"time"
-
-	"github.com/brkmap/alloc/internal/procfs"
 )
 
 // Sample is one point of a time series: an allocator (or, for the glibc
@@ -26,6 +24,16 @@ type Sample struct {
 	Trapped     uint64 `json:"trapped_bytes"` // free pages below the break still resident
 	Syscalls    uint64 `json:"syscalls"`      // memory-management calls so far
 	MinorFaults uint64 `json:"minor_faults"`  // the process's minor faults so far
+
+	// glibc's heap as glibc counts it (mallinfo2: arena + hblkhd), for the
+	// libc policy; 0 for the others.
+	LibcHeap uint64 `json:"libc_heap,omitempty"`
+	// The thresholds in effect (Stats; this allocator only).
+	MmapThreshold uint64 `json:"mmap_threshold,omitempty"`
+	TrimThreshold uint64 `json:"trim_threshold,omitempty"`
+	// The process's mappings (lines of /proc/self/maps), when the run
+	// counts them (Sampler.CountMaps).
+	Mappings int `json:"mappings,omitempty"`
 }
 
 // Probe fills in the allocator's side of a sample (everything but At,
@@ -44,6 +52,9 @@ type Sampler struct {
 	// Samples holds the series, in order.
 	Samples []Sample
 
+	// CountMaps makes every sample count the process's mappings.
+	CountMaps bool
+
 	probe Probe
 	every time.Duration
 	start time.Time
@@ -56,6 +67,21 @@ type Sampler struct {
 // of the run's wall time goes to sampling).
 func New(every time.Duration, probe Probe) *Sampler {
 	return &Sampler{probe: probe, every: every}
+}
+
+// Reserve gives the series room for n samples now, every page of it
+// written, so that sampling a run allocates nothing and faults no page in
+// (the libc policy measures the process's RSS: the sampler must not add
+// to it).
+func (s *Sampler) Reserve(n int) {
+	if cap(s.Samples) < n {
+		s.Samples = make([]Sample, n)
+	}
+	all := s.Samples[:cap(s.Samples)]
+	for i := range all {
+		all[i] = Sample{Label: "x"}
+	}
+	s.Samples = all[:0]
 }
 
 // Start starts the clock and takes the first sample, named "start".
@@ -76,15 +102,30 @@ func (s *Sampler) Tick() {
 // Mark takes a sample now, named label.
 func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
 
+// Event takes a sample now, unnamed, unless the last one was taken less
+// than a quarter of the sampling period ago: the run calls it after each
+// operation that changed its memory by many pages (a large block
+// allocated and written, or freed), so that every such cycle shows.
+func (s *Sampler) Event() {
+	now := time.Now()
+	if n := len(s.Samples); n > 0 && now.Sub(s.start)-s.spent-s.Samples[n-1].At < s.every/4 {
+		return
+	}
+	s.take(now, "")
+}
+
 func (s *Sampler) take(now time.Time, label string) {
-	p := Sample{At: now.Sub(s.start) - s.spent, Label: label}
-	if m, err := procfs.ReadProcMemory(); err == nil {
-		p.RSS, p.PeakRSS = m.RSS, m.PeakRSS
+	// The sample is filled in place: a local passed to the probe would
+	// escape, and a sample must not allocate.
+	s.Samples = append(s.Samples, Sample{At: now.Sub(s.start) - s.spent, Label: label})
+	p := &s.Samples[len(s.Samples)-1]
+	p.RSS, p.PeakRSS, _ = ReadStatus()
+	if s.CountMaps {
+		p.Mappings = CountMaps()
 	}
 	if s.probe != nil {
-		s.probe(&p)
+		s.probe(p)
 	}
-	s.Samples = append(s.Samples, p)
 	end := time.Now()
 	d := end.Sub(now)
 	s.spent += d

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -46,4 +47,43 @@ func TestSampler(t *testing.T) {
 	assert.Equal(t, uint64(6<<20), s.Peak().Resident)
 	assert.Equal(t, uint64(3<<20), s.Max(func(p Sample) uint64 { return p.LiveBytes }))
 	assert.Positive(t, s.Samples[0].RSS, "the sampler reads the process's RSS")
+}
+
+// The /proc readers agree with the project's procfs reader and count the
+// mappings, and a sample of a reserved series allocates nothing.
+func TestProcReaders(t *testing.T) {
+	rss, hwm, err := ReadStatus()
+	require.NoError(t, err)
+	m, err := procfs.ReadProcMemory()
+	require.NoError(t, err)
+	assert.InDelta(t, float64(m.RSS), float64(rss), float64(4<<20), "VmRSS")
+	assert.GreaterOrEqual(t, hwm, rss, "VmHWM is at least VmRSS")
+	assert.InDelta(t, float64(procfs.MapCount()), float64(CountMaps()), 8, "the lines of /proc/self/maps")
+
+	v, ok := statusKB([]byte("Name:\tx\nVmRSS:\t    1234 kB\n"), "\nVmRSS:")
+	assert.True(t, ok)
+	assert.Equal(t, uint64(1234<<10), v)
+	_, ok = statusKB([]byte("Name:\tx\n"), "\nVmRSS:")
+	assert.False(t, ok)
+
+	s := New(time.Nanosecond, func(p *Sample) { p.Resident = p.RSS })
+	s.CountMaps = true
+	s.Reserve(64)
+	s.Start()
+	allocs := testing.AllocsPerRun(20, func() { s.Mark("m") })
+	assert.Zero(t, allocs, "a sample allocates nothing")
+	assert.Positive(t, s.Samples[1].Mappings)
+}
+
+// Event samples at most every quarter period.
+func TestEvent(t *testing.T) {
+	s := New(time.Hour, nil)
+	s.Start()
+	s.Event()
+	assert.Len(t, s.Samples, 1, "too soon after start")
+	s = New(time.Nanosecond, nil)
+	s.Start()
+	time.Sleep(time.Millisecond)
+	s.Event()
+	assert.Len(t, s.Samples, 2)
 }
