@@ -42,8 +42,8 @@ type Result struct {
 	LibcHeapPeakBytes  uint64 `json:"libc_heap_peak_bytes,omitempty"`
 	LibcHeapFinalBytes uint64 `json:"libc_heap_final_bytes,omitempty"`
 	GoGrowthBytes      uint64 `json:"go_runtime_growth_bytes,omitempty"`
-	Error              string  `json:"error,omitempty"`
-	Note               string  `json:"note,omitempty"`
+	Error              string `json:"error,omitempty"`
+	Note               string `json:"note,omitempty"`
 
 	// For the report only; left out of `replay -json`.
 	Series  []sampler.Sample `json:"series,omitempty"`
