@@ -203,6 +203,9 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 		res.Fragmentation = float64(res.PeakResidentBytes) / float64(res.PeakLiveBytes)
 	}
 	res.MmapCalls, res.MunmapCalls, res.MadviseCalls, res.MprotectCalls = in.callCounts()
+	if n, ok := res.Syscalls(); ok {
+		res.SyscallCount = &n
+	}
 	res.Series = s.Samples
 }
 

@@ -27,6 +27,7 @@ type Result struct {
 
 	OpsPerSec          float64 `json:"ops_per_sec"`
 	MprotectCalls      *uint64 `json:"mprotect_calls"`
+	SyscallCount       *uint64 `json:"syscalls"`              // the four above together; null for libc
 	MinorFaults        uint64  `json:"minor_faults"`          // the process's, during the run
 	PeakRSSGrowthBytes uint64  `json:"peak_rss_growth_bytes"` // VmHWM during the run minus RSS before it (every policy)
 	TrappedBytes       uint64  `json:"trapped_bytes"`         // at the end: free pages below the break still resident

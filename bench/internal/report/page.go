@@ -8,9 +8,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"os"
 	"path/filepath"
-	"html/template"
 	"runtime"
 	"time"
 
@@ -87,13 +87,13 @@ func rowsOf(results []*harness.Result) []row {
 	var rows []row
 	for _, r := range results {
 		sc, counted := r.Syscalls()
-		x := row{Policy: r.Policy, Time: FormatSeconds(r.Seconds), Syscalls: "n/a", Faults: groupThousands(int64(r.MinorFaults)),
+		x := row{Policy: r.Policy, Time: FormatSeconds(r.Seconds), Syscalls: "n/a", Faults: FormatCount(uint64(r.MinorFaults)),
 			PeakLive: FormatBytes(r.PeakLiveBytes), PeakResident: FormatBytes(r.PeakResidentBytes),
 			FinalResident: FormatBytes(r.FinalResidentBytes), Frag: fmt.Sprintf("%.2f", r.Fragmentation),
 			Trapped: FormatBytes(r.TrappedBytes), Score: "—", OK: r.OK, Error: r.Error,
 			OpsPerSec: fmt.Sprintf("%.3g", r.OpsPerSec)}
 		if counted {
-			x.Syscalls = groupThousands(int64(sc))
+			x.Syscalls = FormatCount(uint64(sc))
 		}
 		if s, ok := scores[r]; ok {
 			x.Score = fmt.Sprintf("%.2f", s)

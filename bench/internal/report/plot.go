@@ -85,14 +85,20 @@ func newTimeline(results []*harness.Result) *timeline {
 	t := &timeline{}
 	last := -1.0
 	for _, name := range order {
-		x := sum[name] / float64(n[name])
-		if x <= last { // keep the moments in order, apart
-			x = last + 0.5
-		}
+		// Keep the moments in order and far enough apart for their names.
+		x := max(sum[name]/float64(n[name]), last+minApart)
 		t.names, t.xs, last = append(t.names, name), append(t.xs, x), x
+	}
+	if last > 100 { // squeeze back into 0–100
+		for i := range t.xs {
+			t.xs[i] *= 100 / last
+		}
 	}
 	return t
 }
+
+// minApart is the least distance between two moments on the axis (of 100).
+const minApart = 9
 
 // x returns the aligned place of each sample of r's series.
 func (t *timeline) x(r *harness.Result) []float64 {
@@ -195,7 +201,7 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 	t := newTimeline(results)
 	p := plot.New()
 	p.Title.Text = title
-	p.X.Label.Text = "the run's named moments (each policy's own time between them: the legend gives its total)"
+	p.X.Label.Text = "the run's named moments; between them, each policy's own time"
 	p.Y.Label.Text = ylabel
 	p.X.Tick.Marker = t
 	p.Y.Tick.Marker = numberTicks{}
@@ -275,6 +281,7 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 	p.Legend.Top = true
 	p.Legend.Left = false
 	p.Legend.YOffs = vg.Points(-2)
+	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	p.X.Min, p.X.Max = 0, 100
 	// Room above the lines for the legend, one row a policy.
 	p.Y.Min, p.Y.Max = 0, max(top*(1.1+0.16*float64(entries)), 0.01)
@@ -284,7 +291,9 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 // residentPlot draws resident memory over time, one line per policy.
 func residentPlot(title string, results []*harness.Result) (*plot.Plot, error) {
 	return seriesPlot(title+": resident memory", "resident (MiB)", results,
-		func(_ *harness.Result, s sampler.Sample) (float64, bool) { return float64(s.Resident) / (1 << 20), true })
+		func(_ *harness.Result, s sampler.Sample) (float64, bool) {
+			return float64(s.Resident) / (1 << 20), true
+		})
 }
 
 // mappingsPlot draws the process's mappings over time against the
@@ -384,18 +393,22 @@ func (m mapRows) Plot(c draw.Canvas, p *plot.Plot) {
 		Handler: plot.DefaultTextHandler, YAlign: draw.YCenter}
 	for i, rm := range m {
 		y0, y1 := trY(float64(i)-0.38), trY(float64(i)+0.38)
-		var lives []vg.Length
+		var lives []vg.Length // the narrow live extents
+		live := 0
 		for _, e := range rm.Extents {
 			x0, x1 := trX(float64(e.Offset)/(1<<20)), trX(float64(e.Offset+e.Len)/(1<<20))
 			if e.State == stats.PageLive {
+				live++
 				if x1-x0 < minLive {
 					x0 = min(x0, x1-minLive)
 				}
-				lives = append(lives, x1)
+				if x1-x0 < 2*minLive {
+					lives = append(lives, x1)
+				}
 			}
 			c.FillPolygon(stateColor[e.State], []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}})
 		}
-		if len(lives) > 0 && len(lives) <= 2 {
+		if len(lives) > 0 && live <= 2 {
 			for _, x := range lives {
 				if x < c.Max.X-vg.Points(60) {
 					c.FillText(label, vg.Point{X: x + vg.Points(3), Y: (y0 + y1) / 2}, "← live")
@@ -517,8 +530,9 @@ func render(p *plot.Plot, dir, file string, w, h vg.Length) (figure, error) {
 	if i < 0 {
 		return figure{}, errors.New("plot: no <svg> element in the output")
 	}
-	// The page's sans-serif family first, whichever fonts the reader has.
-	svg = strings.ReplaceAll(svg, "font-family:Liberation Sans;", "font-family:system-ui,'Liberation Sans',Arial,sans-serif;")
+	// Liberation Sans is what gonum measured the text with; Arial and
+	// Helvetica have its metrics, for a reader without it.
+	svg = strings.ReplaceAll(svg, "font-family:Liberation Sans;", "font-family:'Liberation Sans',Arial,Helvetica,sans-serif;")
 	svg = `<svg class="plot" data-file="` + template.HTMLEscapeString(file) + `"` + svg[i+len("<svg"):]
 	return figure{File: file, SVG: template.HTML(svg)}, nil
 }

@@ -31,7 +31,7 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 		sc, counted := r.Syscalls()
 		sys := "n/a"
 		if counted {
-			sys = groupThousands(int64(sc))
+			sys = FormatCount(uint64(sc))
 		}
 		score := "—"
 		if s, ok := scores[r]; ok {
@@ -45,7 +45,7 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 		if r.ResidentFrom == "rss" {
 			trapped = "n/a" // glibc's free pages cannot be seen from here
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t", r.Policy, ok, FormatSeconds(r.Seconds), sys, groupThousands(int64(r.MinorFaults)),
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t", r.Policy, ok, FormatSeconds(r.Seconds), sys, FormatCount(uint64(r.MinorFaults)),
 			FormatBytes(r.PeakLiveBytes), FormatBytes(r.PeakResidentBytes), FormatBytes(r.FinalResidentBytes), r.Fragmentation,
 			trapped, score)
 		if group == "" {
@@ -122,3 +122,6 @@ func FormatSeconds(s float64) string {
 	}
 	return fmt.Sprintf("%.0f µs", s*1e6)
 }
+
+// FormatCount formats a count with its thousands grouped: 12,844.
+func FormatCount(n uint64) string { return groupThousands(int64(n)) }

@@ -27,7 +27,7 @@ th { vertical-align: bottom; }
 }
 th:first-child, td:first-child { text-align: left; }
 td.bad { color: #b00; font-weight: bold; }
-svg.plot { display: block; margin: 0.5em 0; max-width: 100%; height: auto; }
+svg.plot { display: block; margin: 0.5em 0; width: 100%; max-width: 100%; height: auto; }
 .note { background: #f6f6f0; padding: 0.4em 0.8em; border-left: 3px solid #cc9; }
 .small { color: #666; font-size: 0.85em; }
 </style>
@@ -80,7 +80,7 @@ One run each: time on a shared machine is noisy; memory and system calls are not
 {{with .Threshold}}{{.SVG}}<p class="small">The threshold as this allocator's Stats report it at each sample; a cross marks
 each sample where a free had just raised it (glibc slides its own threshold the same way, but does not report it).</p>{{end}}
 {{with .Mappings}}{{.SVG}}<p class="small">The process's mappings (lines of /proc/self/maps) at each sample, against the kernel's cap.</p>{{end}}
-{{if .Region}}<div class="region" data-rows="{{.RegionRows}}">{{.Region.SVG}}</div><p class="small">Blue: pages of live blocks and slabs. Red: free pages still resident (trapped below a live block, or not yet trimmed). Grey: free pages given back. Blocks in their own mappings are not part of the region.</p>{{end}}
+{{if .Region}}<div class="region" data-name="{{.Name}}" data-rows="{{.RegionRows}}">{{.Region.SVG}}</div><p class="small">Blue: pages of live blocks and slabs. Red: free pages still resident (trapped below a live block, or not yet trimmed). Grey: free pages given back. Blocks in their own mappings are not part of the region.</p>{{end}}
 {{end}}
 
 {{if .Traces}}
@@ -93,6 +93,7 @@ and checked before it is freed or moved. Peak live is the trace's own; ops/s cou
 {{with .Verdict}}<p class="verdict">{{.}}</p>{{end}}
 {{range .Rows}}{{if .Error}}<p class="note">{{.Policy}}: {{.Error}}</p>{{end}}{{end}}
 {{with .Resident}}{{.SVG}}{{end}}
+{{with .Threshold}}{{.SVG}}{{end}}
 {{end}}
 {{end}}
 

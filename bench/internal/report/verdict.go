@@ -57,13 +57,22 @@ func verdict(results []*harness.Result) template.HTML {
 	esc := template.HTMLEscapeString
 	var b strings.Builder
 	memLo, memHi := by(func(a, b *harness.Result) bool { return a.PeakResidentBytes < b.PeakResidentBytes }, ok)
-	fmt.Fprintf(&b, "Memory: <b>%s</b> held the least at its peak (%s)", esc(memLo.Policy),
-		fig(FormatBytes(memLo.PeakResidentBytes), float64(memLo.PeakResidentBytes)))
-	if memHi.PeakResidentBytes > memLo.PeakResidentBytes {
+	tied := func(f func(*harness.Result) float64, best *harness.Result) string {
+		var names []string
+		for _, r := range ok {
+			if f(r) <= f(best)*1.02 {
+				names = append(names, "<b>"+esc(r.Policy)+"</b>")
+			}
+		}
+		return strings.Join(names, ", ")
+	}
+	peak := func(r *harness.Result) float64 { return float64(r.PeakResidentBytes) }
+	fmt.Fprintf(&b, "Memory: %s held the least at the peak (%s)", tied(peak, memLo),
+		fig(FormatBytes(memLo.PeakResidentBytes), peak(memLo)))
+	if peak(memHi) >= 1.1*peak(memLo) {
 		fmt.Fprintf(&b, "; <b>%s</b> the most, %s that (%s", esc(memHi.Policy),
-			fig(FormatRatio(float64(memHi.PeakResidentBytes), float64(memLo.PeakResidentBytes)),
-				float64(memHi.PeakResidentBytes), float64(memLo.PeakResidentBytes)),
-			fig(FormatBytes(memHi.PeakResidentBytes), float64(memHi.PeakResidentBytes)))
+			fig(FormatRatio(peak(memHi), peak(memLo)), peak(memHi), peak(memLo)),
+			fig(FormatBytes(memHi.PeakResidentBytes), peak(memHi)))
 		if memHi.Fragmentation >= 1.5 {
 			fmt.Fprintf(&b, ", %s resident per live byte", fig(fmt.Sprintf("%.2f", memHi.Fragmentation), memHi.Fragmentation))
 		}
@@ -71,12 +80,14 @@ func verdict(results []*harness.Result) template.HTML {
 			fmt.Fprintf(&b, ", %s still trapped below the break at the end", fig(FormatBytes(memHi.TrappedBytes), float64(memHi.TrappedBytes)))
 		}
 		b.WriteString(")")
+	} else {
+		b.WriteString("; every other policy within a tenth of it")
 	}
 	b.WriteString(". ")
 	tLo, tHi := by(func(a, b *harness.Result) bool { return a.Seconds < b.Seconds }, ok)
 	fmt.Fprintf(&b, "Time: <b>%s</b> was fastest (%s, %s page faults), <b>%s</b> slowest (%s, %s page faults). ",
-		esc(tLo.Policy), fig(FormatSeconds(tLo.Seconds), tLo.Seconds), fig(groupThousands(int64(tLo.MinorFaults)), float64(tLo.MinorFaults)),
-		esc(tHi.Policy), fig(FormatSeconds(tHi.Seconds), tHi.Seconds), fig(groupThousands(int64(tHi.MinorFaults)), float64(tHi.MinorFaults)))
+		esc(tLo.Policy), fig(FormatSeconds(tLo.Seconds), tLo.Seconds), fig(FormatCount(uint64(tLo.MinorFaults)), float64(tLo.MinorFaults)),
+		esc(tHi.Policy), fig(FormatSeconds(tHi.Seconds), tHi.Seconds), fig(FormatCount(uint64(tHi.MinorFaults)), float64(tHi.MinorFaults)))
 	var counted []*harness.Result
 	for _, r := range ok {
 		if _, c := r.Syscalls(); c {
@@ -87,8 +98,8 @@ func verdict(results []*harness.Result) template.HTML {
 		calls := func(r *harness.Result) uint64 { n, _ := r.Syscalls(); return n }
 		sLo, sHi := by(func(a, b *harness.Result) bool { return calls(a) < calls(b) }, counted)
 		fmt.Fprintf(&b, "System calls: <b>%s</b> made the fewest (%s), <b>%s</b> the most (%s).",
-			esc(sLo.Policy), fig(groupThousands(int64(calls(sLo))), float64(calls(sLo))),
-			esc(sHi.Policy), fig(groupThousands(int64(calls(sHi))), float64(calls(sHi))))
+			esc(sLo.Policy), fig(FormatCount(uint64(calls(sLo))), float64(calls(sLo))),
+			esc(sHi.Policy), fig(FormatCount(uint64(calls(sHi))), float64(calls(sHi))))
 	}
 	return template.HTML(b.String())
 }

@@ -102,17 +102,20 @@ func (s *Sampler) Tick() {
 // Mark takes a sample now, named label.
 func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
 
-// Event takes a sample now, unnamed, unless the last one was taken less
-// than a quarter of the sampling period ago: the run calls it after each
+// Event takes a sample now, unnamed: the run calls it after each
 // operation that changed its memory by many pages (a large block
-// allocated and written, or freed), so that every such cycle shows.
+// allocated and written, or freed), so that every such cycle shows. Past
+// MaxEvents samples it only takes those that are due, as Tick does.
 func (s *Sampler) Event() {
-	now := time.Now()
-	if n := len(s.Samples); n > 0 && now.Sub(s.start)-s.spent-s.Samples[n-1].At < s.every/4 {
+	if len(s.Samples) >= MaxEvents {
+		s.Tick()
 		return
 	}
-	s.take(now, "")
+	s.take(time.Now(), "")
 }
+
+// MaxEvents bounds the series Event makes.
+const MaxEvents = 1 << 14
 
 func (s *Sampler) take(now time.Time, label string) {
 	// The sample is filled in place: a local passed to the probe would

@@ -75,15 +75,15 @@ func TestProcReaders(t *testing.T) {
 	assert.Positive(t, s.Samples[1].Mappings)
 }
 
-// Event samples at most every quarter period.
+// Event samples at once, up to MaxEvents samples, then only when due.
 func TestEvent(t *testing.T) {
 	s := New(time.Hour, nil)
+	s.Reserve(MaxEvents + 1)
 	s.Start()
 	s.Event()
-	assert.Len(t, s.Samples, 1, "too soon after start")
-	s = New(time.Nanosecond, nil)
-	s.Start()
-	time.Sleep(time.Millisecond)
 	s.Event()
-	assert.Len(t, s.Samples, 2)
+	assert.Len(t, s.Samples, 3)
+	s.Samples = s.Samples[:MaxEvents]
+	s.Event()
+	assert.Len(t, s.Samples, MaxEvents, "past the bound: not due for an hour")
 }
