@@ -26,6 +26,7 @@ type Instance struct {
 	baseRSS   uint64           // the process's RSS before the run (libc)
 	gcPercent int              // libc: the GC setting to restore at Close
 	goBase    uint64           // libc: the Go runtime's memory before the run
+	goMetrics []metrics.Sample // libc: read at every sample, allocated once
 
 	// Maps: take region maps with the samples (PeakMap, Moments).
 	Maps bool
@@ -108,7 +109,8 @@ func (in *Instance) Start(s *sampler.Sampler) error {
 		s.Reserve(1 << 15)
 		runtime.GC()
 		in.gcPercent = debug.SetGCPercent(-1)
-		in.goBase = goMemory()
+		in.goMetrics = []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+		in.goBase = in.goMemory()
 	}
 	rss, _, err := sampler.ReadStatus()
 	if err != nil {
@@ -122,9 +124,10 @@ func (in *Instance) Start(s *sampler.Sampler) error {
 }
 
 // goMemory returns the memory the Go runtime holds from the kernel and
-// has not given back (its heap, stacks and metadata).
-func goMemory() uint64 {
-	ms := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+// has not given back (its heap, stacks and metadata). It allocates
+// nothing.
+func (in *Instance) goMemory() uint64 {
+	ms := in.goMetrics
 	metrics.Read(ms)
 	if ms[0].Value.Kind() != metrics.KindUint64 || ms[1].Value.Kind() != metrics.KindUint64 {
 		return 0
@@ -133,10 +136,12 @@ func goMemory() uint64 {
 }
 
 // Probe fills in a sample: from the allocator's own measurements, or, for
-// glibc, from the process's accounting (RSS growth over the start).
+// glibc, from the process's accounting: RSS growth over the start, less
+// what the Go runtime grew meanwhile (nothing, for a replay; a workload's
+// own tables, for a workload).
 func (in *Instance) Probe(s *sampler.Sample) {
 	if in.A == nil {
-		s.Resident = sat(s.RSS, in.baseRSS)
+		s.Resident = sat(s.RSS, in.baseRSS+sat(in.goMemory(), in.goBase))
 		s.LiveBytes = in.counter.Live
 		s.MinorFaults = sys.MinorFaults()
 		arena, mapped, _ := libc.Mallinfo2()
@@ -187,7 +192,11 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 	if in.A != nil {
 		res.PeakResidentBytes = s.Peak().Resident
 	} else {
-		res.PeakResidentBytes = sat(end.PeakRSS, in.baseRSS)
+		// VmHWM catches a peak between samples; less the Go runtime's
+		// growth (which only grows, the collector being off, so this is
+		// at most glibc's peak), or the highest sample if that is more.
+		res.GoGrowthBytes = sat(in.goMemory(), in.goBase)
+		res.PeakResidentBytes = max(sat(end.PeakRSS, in.baseRSS+res.GoGrowthBytes), s.Peak().Resident)
 	}
 	res.FinalResidentBytes = end.Resident
 	if in.A != nil {
@@ -195,7 +204,6 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 	} else {
 		res.LibcHeapPeakBytes = s.Max(func(p sampler.Sample) uint64 { return p.LibcHeap })
 		res.LibcHeapFinalBytes = end.LibcHeap
-		res.GoGrowthBytes = sat(goMemory(), in.goBase)
 	}
 	res.MinorFaults = end.MinorFaults - s.Samples[0].MinorFaults
 	res.PeakRSSGrowthBytes = sat(end.PeakRSS, in.baseRSS)

@@ -35,7 +35,9 @@ type Result struct {
 
 	// The libc policy only (0 for the others). Its peak_resident_bytes is
 	// the process's peak RSS growth (VmHWM, reset after the trace is loaded
-	// and the Go runtime stopped collecting) — the C replayer's measure.
+	// and the Go runtime stopped collecting) — the C replayer's measure —
+	// less what the Go runtime itself grew during the run (nothing for a
+	// replay; a workload's own tables), or the highest sample if more.
 	// Beside it, glibc's heap as glibc counts it, from mallinfo2 (arena +
 	// hblkhd: every byte its arenas got from the kernel and every mapped
 	// chunk, resident or not), sampled with the series; and the Go
