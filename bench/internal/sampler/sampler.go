@@ -60,6 +60,9 @@ type Sampler struct {
 	start time.Time
 	next  time.Time
 	spent time.Duration
+
+	lastEnd  time.Time     // when the last sample ended
+	lastCost time.Duration // and how long it took
 }
 
 // New returns a sampler that samples at most about once per every
@@ -104,14 +107,17 @@ func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
 
 // Event takes a sample now, unnamed: the run calls it after each
 // operation that changed its memory by many pages (a large block
-// allocated and written, or freed), so that every such cycle shows. Past
-// MaxEvents samples it only takes those that are due, as Tick does.
+// allocated and written, or freed), so that every such cycle shows. So
+// that sampling never takes more than half the wall time, it skips an
+// event that comes sooner after the last sample than that sample took;
+// past MaxEvents samples it only takes those that are due, as Tick does.
 func (s *Sampler) Event() {
-	if len(s.Samples) >= MaxEvents {
+	now := time.Now()
+	if len(s.Samples) >= MaxEvents || now.Sub(s.lastEnd) < s.lastCost {
 		s.Tick()
 		return
 	}
-	s.take(time.Now(), "")
+	s.take(now, "")
 }
 
 // MaxEvents bounds the series Event makes.
@@ -131,6 +137,7 @@ func (s *Sampler) take(now time.Time, label string) {
 	}
 	end := time.Now()
 	d := end.Sub(now)
+	s.lastEnd, s.lastCost = end, d
 	s.spent += d
 	s.next = end.Add(max(s.every, 4*d))
 }

@@ -75,15 +75,32 @@ func TestProcReaders(t *testing.T) {
 	assert.Positive(t, s.Samples[1].Mappings)
 }
 
-// Event samples at once, up to MaxEvents samples, then only when due.
+// Event samples at once, unless the last sample took longer than the
+// time since it ended, and up to MaxEvents samples, then only when due.
 func TestEvent(t *testing.T) {
-	s := New(time.Hour, nil)
+	slow := false
+	s := New(time.Hour, func(*Sample) {
+		if slow {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	s.Reserve(MaxEvents + 1)
 	s.Start()
+	time.Sleep(time.Millisecond)
 	s.Event()
+	assert.Len(t, s.Samples, 2, "a fast sample before: taken")
+	slow = true
+	time.Sleep(time.Millisecond)
 	s.Event()
-	assert.Len(t, s.Samples, 3)
+	require.Len(t, s.Samples, 3)
+	s.Event()
+	assert.Len(t, s.Samples, 3, "just after a 20 ms sample: skipped")
+	time.Sleep(25 * time.Millisecond)
+	slow = false
+	s.Event()
+	assert.Len(t, s.Samples, 4, "longer after it than it took: taken")
 	s.Samples = s.Samples[:MaxEvents]
+	time.Sleep(time.Millisecond)
 	s.Event()
 	assert.Len(t, s.Samples, MaxEvents, "past the bound: not due for an hour")
 }
