@@ -91,7 +91,7 @@ func rowsOf(results []*harness.Result) []row {
 			PeakLive: FormatBytes(r.PeakLiveBytes), PeakResident: FormatBytes(r.PeakResidentBytes),
 			FinalResident: FormatBytes(r.FinalResidentBytes), Frag: fmt.Sprintf("%.2f", r.Fragmentation),
 			Trapped: FormatBytes(r.TrappedBytes), Score: "—", OK: r.OK, Error: r.Error,
-			OpsPerSec: fmt.Sprintf("%.3g", r.OpsPerSec)}
+			OpsPerSec: FormatNumber(r.OpsPerSec)}
 		if counted {
 			x.Syscalls = FormatCount(uint64(sc))
 		}

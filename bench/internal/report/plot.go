@@ -83,7 +83,7 @@ func newTimeline(results []*harness.Result) *timeline {
 		}
 	}
 	t := &timeline{}
-	last := -1.0
+	last := -float64(minApart)
 	for _, name := range order {
 		// Keep the moments in order and far enough apart for their names.
 		x := max(sum[name]/float64(n[name]), last+minApart)
@@ -98,7 +98,7 @@ func newTimeline(results []*harness.Result) *timeline {
 }
 
 // minApart is the least distance between two moments on the axis (of 100).
-const minApart = 9
+const minApart = 9.0
 
 // x returns the aligned place of each sample of r's series.
 func (t *timeline) x(r *harness.Result) []float64 {

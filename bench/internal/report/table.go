@@ -49,7 +49,7 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 			FormatBytes(r.PeakLiveBytes), FormatBytes(r.PeakResidentBytes), FormatBytes(r.FinalResidentBytes), r.Fragmentation,
 			trapped, score)
 		if group == "" {
-			fmt.Fprintf(tw, "%.3g\t", r.OpsPerSec)
+			fmt.Fprintf(tw, "%s\t", FormatNumber(r.OpsPerSec))
 		}
 		fmt.Fprintln(tw)
 		if r.Note != "" {

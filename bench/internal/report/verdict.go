@@ -15,7 +15,7 @@ import (
 func fig(text string, values ...float64) template.HTML {
 	var vs []string
 	for _, v := range values {
-		vs = append(vs, strconv.FormatFloat(v, 'g', -1, 64))
+		vs = append(vs, strconv.FormatFloat(v, 'f', -1, 64))
 	}
 	return template.HTML(`<span class="fig" data-v="` + strings.Join(vs, " ") + `">` +
 		template.HTMLEscapeString(text) + `</span>`)

@@ -108,12 +108,14 @@ func (s *Sampler) Mark(label string) { s.take(time.Now(), label) }
 // Event takes a sample now, unnamed: the run calls it after each
 // operation that changed its memory by many pages (a large block
 // allocated and written, or freed), so that every such cycle shows. So
-// that sampling never takes more than half the wall time, it skips an
-// event that comes sooner after the last sample than that sample took;
+// that sampling never takes more than about nine tenths of the wall time
+// (its time is not the run's: Elapsed leaves it out), it skips an event
+// that comes sooner after the last sample than an eighth of what that
+// sample took;
 // past MaxEvents samples it only takes those that are due, as Tick does.
 func (s *Sampler) Event() {
 	now := time.Now()
-	if len(s.Samples) >= MaxEvents || now.Sub(s.lastEnd) < s.lastCost {
+	if len(s.Samples) >= MaxEvents || now.Sub(s.lastEnd) < s.lastCost/8 {
 		s.Tick()
 		return
 	}

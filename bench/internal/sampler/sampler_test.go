@@ -75,8 +75,8 @@ func TestProcReaders(t *testing.T) {
 	assert.Positive(t, s.Samples[1].Mappings)
 }
 
-// Event samples at once, unless the last sample took longer than the
-// time since it ended, and up to MaxEvents samples, then only when due.
+// Event samples at once, unless the last sample took more than eight
+// times the time since it ended, and up to MaxEvents samples, then only when due.
 func TestEvent(t *testing.T) {
 	slow := false
 	s := New(time.Hour, func(*Sample) {
@@ -95,7 +95,7 @@ func TestEvent(t *testing.T) {
 	require.Len(t, s.Samples, 3)
 	s.Event()
 	assert.Len(t, s.Samples, 3, "just after a 20 ms sample: skipped")
-	time.Sleep(25 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
 	slow = false
 	s.Event()
 	assert.Len(t, s.Samples, 4, "longer after it than it took: taken")
