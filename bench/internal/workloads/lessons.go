@@ -177,10 +177,12 @@ func mmapWall(h harness.Heap, m *Meter) error {
 	m.Mark("allocated")
 
 	// Free every other object: under mmap each free splits a mapping in
-	// two, up to the cap. The sampler counts the mappings as it goes
-	// (it allocates nothing itself; the probe's few small objects come
-	// from the Go heap warmed above).
-	wall, wallErr := -1, error(nil)
+	// two, up to the cap. The sampler counts the mappings as it goes (it
+	// allocates nothing itself; the probe's few small objects come from the
+	// Go heap warmed above), but stops within headroom of the cap: there,
+	// the Go runtime (or the race detector) needing a mapping would die.
+	const headroom = 512
+	wall, wallErr, since := -1, error(nil), 0
 	for i := 1; i < len(blocks); i += 2 {
 		if err := h.Free(blocks[i]); err != nil {
 			// The refusal is ENOMEM from munmap; accept it whether or not
@@ -192,13 +194,34 @@ func mmapWall(h harness.Heap, m *Meter) error {
 			return err
 		}
 		blocks[i] = nil
-		m.Tick()
+		// Each free adds at most one mapping to the last count sampled.
+		since++
+		if n := len(m.Samples); limit <= 0 || n == 0 || m.Samples[n-1].Mappings+since < limit-headroom {
+			m.Tick()
+			if n < len(m.Samples) {
+				since = 0
+			}
+		}
+	}
+	if wall >= 0 {
+		// At the wall: give back headroom mappings (objects between holes,
+		// each one mapping) before the sample, so the sample can allocate.
+		for i := 0; i < 2*headroom && i < len(blocks); i += 2 {
+			if err := h.Free(blocks[i]); err != nil {
+				return err
+			}
+			blocks[i] = nil
+		}
 	}
 	// The state the lesson is about: every other object freed, or, under
-	// mmap, as many as the cap allows — recorded at the wall.
+	// mmap, as many as the cap allows — recorded at the wall (less the
+	// headroom just given back).
 	m.Mark("split")
 	// Back off: freeing the objects between the holes removes mappings.
 	for i := 0; i < len(blocks); i += 2 {
+		if blocks[i] == nil {
+			continue
+		}
 		if err := h.Free(blocks[i]); err != nil {
 			return err
 		}
