@@ -220,8 +220,16 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 			if len(seg) == 0 {
 				return nil
 			}
-			if len(seg) == 1 { // a lone sample: a short tick, not nothing
-				seg = append(seg, plotter.XY{X: seg[0].X + 0.2, Y: seg[0].Y})
+			if len(seg) == 1 { // a lone sample, gaps on both sides: a small dot
+				sc, err := plotter.NewScatter(seg)
+				if err != nil {
+					return err
+				}
+				sc.GlyphStyle.Color = policyColor[r.Policy]
+				sc.GlyphStyle.Radius = vg.Points(1.5)
+				sc.GlyphStyle.Shape = draw.CircleGlyph{}
+				p.Add(sc)
+				seg = append(seg, seg[0]) // and a line of no length, for the legend
 			}
 			l, err := plotter.NewLine(seg)
 			if err != nil {
