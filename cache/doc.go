@@ -1,0 +1,68 @@
+// Package cache is an off-heap key/value cache with a byte budget: the
+// keys and values live in the blocks of an alloc.Allocator, out of the
+// garbage collector's sight, and the index is made of integers only, so
+// the collector's work does not grow with the number of entries. It takes
+// fastcache's conventions (Set(k, v), Get(dst, k) appending to dst) and
+// adds what a service replacing fastcache, freecache or bigcache needs:
+// per-entry TTLs, GetOrSet, eviction by age across all value sizes, and
+// values of any size.
+//
+// # Layout
+//
+// The cache is cut into shards (a power of two, one per 256 KiB of budget
+// up to 512); a key's 64-bit hash (hash/maphash, seeded per cache) picks
+// its shard by its top bits. Each shard has its own sync.RWMutex: gets
+// take it for reading, so gets of keys in different shards never touch a
+// common cache line, and gets in one shard share only the read lock.
+//
+// Each entry is one block of the cache's Allocator: a 16-byte header
+// (flags, ring position, key length, value length), an 8-byte expiry time
+// when the entry has a TTL, the key, the value. Set allocates and fills
+// the block before it takes the shard's lock; the lock covers only the
+// index and the ring.
+//
+// A shard's index is an open-addressing table of 16-byte slots, {hash,
+// block address}, with linear probing and backward-shift deletion (no
+// tombstones), grown by doubling at three quarters full. A lookup probes
+// by the hash and compares the key in the block, so two keys with the same
+// hash are both kept. The table is a Go slice of integers: one noscan
+// object to the collector.
+//
+// # Eviction
+//
+// Each shard keeps a ring of its entries' addresses in the order they were
+// stored, over every size: the clock. A read sets the entry's reference
+// bit (with an atomic store, only when the bit is clear, so a hot key's
+// cache line stays shared). When a shard is over its budget, the hand
+// takes the oldest entry of the ring: if its bit is set, the bit is
+// cleared and the entry goes back to the tail (a second chance); if not,
+// or if its TTL has passed, it is evicted. So eviction is by age across
+// size classes — after the workload moves from small values to large ones
+// the small ones age out, and the last written entries that fit the
+// budget are the ones kept — and a value read since the hand last came by
+// survives one more turn. A deleted or replaced entry leaves a zero in the
+// ring, which the ring squeezes out when zeros are half of it.
+//
+// # Budget
+//
+// maxBytes counts the memory the cache holds, not address space: the
+// usable size of every entry's block (its size class, Allocator.BlockSize)
+// plus the index tables and rings. Each shard holds maxBytes divided by
+// the number of shards. What the process pays on top is the allocator's
+// own slack (partly used slabs, free pages not yet given back; Reset
+// returns them) and a few hundred bytes per shard.
+//
+// # Big values
+//
+// A pair whose block would exceed 16 KiB is stored in chunks of 16 KiB
+// blocks spread over the shards, and its key holds a descriptor; Set and
+// Get do this by themselves, so no value is too large that fits the
+// budget (see big.go). A key is never chunked: a key whose entry is larger
+// than half a shard's budget is not stored.
+//
+// # Concurrency and lifetime
+//
+// All methods are safe for concurrent use, except Close, which must run
+// after every other call has returned. No slice into off-heap memory ever
+// leaves the cache: Get copies the value out.
+package cache

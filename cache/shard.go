@@ -1,0 +1,274 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// An entry is one block of the allocator:
+//
+//	offset 0   meta   uint32  flags; the reference bit is set by readers (atomic)
+//	offset 4   seq    uint32  its position in the shard's ring (ring[seq&mask])
+//	offset 8   klen   uint32
+//	offset 12  vlen   uint32
+//	offset 16  expire int64   unix nanoseconds, only when metaTTL is set
+//	then the key, then the value.
+//
+// Everything but the reference bit is written before the entry is
+// published under the shard's write lock and never changes while the entry
+// is in the table; seq changes only under the write lock.
+const (
+	headerSize    = 16
+	ttlHeaderSize = 24
+)
+
+// Meta flags. metaChunk and metaBig are a namespace: a key matches an
+// entry only in its own namespace, so no user key can ever read a chunk.
+const (
+	metaRef   uint32 = 1 << iota // read since the clock hand last passed it
+	metaTTL                      // the header carries an expiry time
+	metaBig                      // the value is a descriptor of chunks (big.go)
+	metaChunk                    // a chunk of a big value, under an internal key
+	metaKind  = metaBig | metaChunk
+)
+
+type header struct {
+	meta uint32
+	seq  uint32
+	klen uint32
+	vlen uint32
+}
+
+// ptrAt turns a block address kept as an integer back into a pointer. The
+// memory is the allocator's, not the Go heap's: the collector neither
+// moves nor frees it, so the conversion is safe while the block is live.
+func ptrAt(addr uint64) unsafe.Pointer {
+	p := uintptr(addr)
+	return *(*unsafe.Pointer)(unsafe.Pointer(&p))
+}
+
+func hdrAt(addr uint64) *header { return (*header)(ptrAt(addr)) }
+
+func (h *header) size() int {
+	n := headerSize + int(h.klen) + int(h.vlen)
+	if h.meta&metaTTL != 0 {
+		n += ttlHeaderSize - headerSize
+	}
+	return n
+}
+
+// entryLen is the length of an entry's block.
+func entryLen(klen, vlen int, ttl bool) int {
+	if ttl {
+		return ttlHeaderSize + klen + vlen
+	}
+	return headerSize + klen + vlen
+}
+
+func (h *header) expire() int64 { return *(*int64)(unsafe.Add(unsafe.Pointer(h), headerSize)) }
+
+// key and value return the entry's bytes in place: never let them leave
+// the cache.
+func (h *header) key() []byte {
+	off := headerSize
+	if atomic.LoadUint32(&h.meta)&metaTTL != 0 {
+		off = ttlHeaderSize
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(h), off)), int(h.klen))
+}
+
+func (h *header) value() []byte {
+	off := headerSize + int(h.klen)
+	if atomic.LoadUint32(&h.meta)&metaTTL != 0 {
+		off += ttlHeaderSize - headerSize
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(h), off)), int(h.vlen))
+}
+
+// slot is one cell of a shard's index: the key's 64-bit hash and the
+// address of its entry's block (0: empty). No Go pointer, so the table is
+// one noscan object to the collector however many entries it holds.
+type slot struct {
+	hash uint64
+	addr uint64
+}
+
+const (
+	slotBytes = int(unsafe.Sizeof(slot{}))
+	ringBytes = 8
+	minTable  = 16
+	minRing   = 16
+)
+
+// shard is one lock's worth of the cache. Gets take mu for reading, so
+// gets of keys in different shards never touch the same memory and gets in
+// the same shard share only the read lock; everything else takes mu for
+// writing. The counters read by Stats are atomic.
+//
+// The index is an open-addressing table with linear probing and
+// backward-shift deletion (no tombstones). The ring holds the address of
+// every entry in the order it was stored: the CLOCK. Eviction takes the
+// ring's head; an entry read since the hand last passed it goes back to
+// the tail with its reference bit cleared (its second chance), any other
+// is evicted. Deleted and replaced entries leave a zero in the ring,
+// skipped by the hand and squeezed out when the ring is compacted.
+type shard struct {
+	mu sync.RWMutex
+	// hot for gets: written with atomics under the read lock
+	hits, misses atomic.Uint64
+
+	// under mu (written under the write lock; Stats reads them atomically)
+	evictions, expired atomic.Uint64
+	entries            atomic.Int64 // user entries (chunks of big values not counted)
+	bytes              atomic.Int64 // usable sizes of the blocks + table + ring
+
+	table      []slot
+	count      int      // occupied slots of table
+	ring       []uint64 // entry addresses by seq&(len-1); 0 = removed
+	head, tail uint32   // seqs of the oldest entry and of the next one
+	live       int      // non-zero cells of ring (== count)
+	budget     int64
+
+	_ [64]byte // keeps the next shard's lock off this one's cache lines
+}
+
+func (s *shard) init(budget int64) {
+	s.table = make([]slot, minTable)
+	s.ring = make([]uint64, minRing)
+	s.count, s.live, s.head, s.tail = 0, 0, 0, 0
+	s.budget = budget
+	s.bytes.Store(int64(minTable*slotBytes + minRing*ringBytes))
+	s.entries.Store(0)
+}
+
+// find returns the address of the entry of key k with hash h in namespace
+// ns (0 for the caller's keys, metaChunk for the chunks of big values),
+// and the table index where it is (or where it would go). Called with mu
+// held for reading or writing.
+func (s *shard) find(h uint64, k []byte, ns uint32) (uint64, int) {
+	mask := uint64(len(s.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &s.table[i]
+		if sl.addr == 0 {
+			return 0, int(i)
+		}
+		if sl.hash == h {
+			e := hdrAt(sl.addr)
+			if atomic.LoadUint32(&e.meta)&metaChunk == ns && int(e.klen) == len(k) && bytes.Equal(e.key(), k) {
+				return sl.addr, int(i)
+			}
+		}
+	}
+}
+
+// indexOf returns the table index holding addr, whose hash is h.
+func (s *shard) indexOf(h, addr uint64) int {
+	mask := uint64(len(s.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if s.table[i].addr == addr {
+			return int(i)
+		}
+		if s.table[i].addr == 0 {
+			panic(fmt.Sprintf("cache: entry %#x is not in its shard's index", addr))
+		}
+	}
+}
+
+// deleteAt empties table[i], shifting back the entries after it that
+// probed past i, so no lookup ever needs a tombstone. mu held for writing.
+func (s *shard) deleteAt(i int) {
+	mask := len(s.table) - 1
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		sl := s.table[j]
+		if sl.addr == 0 {
+			break
+		}
+		ideal := int(sl.hash) & mask
+		// sl may move to i when i lies cyclically within [ideal, j)
+		if (j-ideal)&mask >= (j-i)&mask {
+			s.table[i] = sl
+			i = j
+		}
+	}
+	s.table[i] = slot{}
+	s.count--
+}
+
+// insertAt puts (h, addr) in the empty table[i] found by find, growing
+// the table when it is three quarters full. mu held for writing.
+func (s *shard) insertAt(i int, h, addr uint64) {
+	s.table[i] = slot{h, addr}
+	s.count++
+	if s.count*4 > len(s.table)*3 {
+		s.growTable()
+	}
+}
+
+func (s *shard) growTable() {
+	old := s.table
+	s.table = make([]slot, 2*len(old))
+	mask := uint64(len(s.table) - 1)
+	for _, sl := range old {
+		if sl.addr == 0 {
+			continue
+		}
+		i := sl.hash & mask
+		for s.table[i].addr != 0 {
+			i = (i + 1) & mask
+		}
+		s.table[i] = sl
+	}
+	s.bytes.Add(int64((len(s.table) - len(old)) * slotBytes))
+}
+
+// push appends the entry at addr to the ring's tail. mu held for writing.
+func (s *shard) push(addr uint64) {
+	if int(s.tail-s.head) == len(s.ring) {
+		s.makeRoom()
+	}
+	hdrAt(addr).seq = s.tail
+	s.ring[int(s.tail)&(len(s.ring)-1)] = addr
+	s.tail++
+	s.live++
+}
+
+// unring removes the entry at addr from the ring, leaving a zero.
+func (s *shard) unring(addr uint64) {
+	s.ring[int(hdrAt(addr).seq)&(len(s.ring)-1)] = 0
+	s.live--
+}
+
+// makeRoom makes the full ring hold one more: it squeezes out the zeros
+// left by deletions when they are at least half of it (each live entry
+// moves once per as many deletions), else doubles it. Cells keep their
+// seq modulo the new length, so growing rewrites no entry.
+func (s *shard) makeRoom() {
+	mask := uint32(len(s.ring) - 1)
+	if s.live*2 <= len(s.ring) {
+		to := s.head
+		for seq := s.head; seq != s.tail; seq++ {
+			addr := s.ring[seq&mask]
+			if addr == 0 {
+				continue
+			}
+			if to != seq {
+				s.ring[seq&mask] = 0
+				s.ring[to&mask] = addr
+				hdrAt(addr).seq = to
+			}
+			to++
+		}
+		s.tail = to
+		return
+	}
+	old := s.ring
+	s.ring = make([]uint64, 2*len(old))
+	nmask := uint32(len(s.ring) - 1)
+	for seq := s.head; seq != s.tail; seq++ {
+		s.ring[seq&nmask] = old[seq&mask]
+	}
+	s.bytes.Add(int64((len(s.ring) - len(old)) * ringBytes))
+}
