@@ -279,7 +279,8 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 	var d descriptor
 	big := false
 	if old != 0 {
-		if ifAbsent && !c.expiredAt(old) {
+		// a big value here was a miss for HasGet (a chunk is gone): replace it
+		if ifAbsent && !c.expiredAt(old) && hdrAt(old).meta&metaBig == 0 {
 			got := append([]byte{}, hdrAt(old).value()...)
 			touch(hdrAt(old))
 			s.mu.Unlock()
@@ -296,7 +297,7 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 	}
 	s.push(addr)
 	s.bytes.Add(int64(c.a.BlockSize(n)))
-	if kind == 0 {
+	if kind&metaChunk == 0 {
 		s.entries.Add(1)
 	}
 	c.evict(s)
@@ -364,6 +365,7 @@ func (c *Cache) evict(s *shard) {
 		}
 		c.free(addr)
 	}
+	s.shrink()
 }
 
 // Reset removes every entry and gives the memory back to the kernel

@@ -207,9 +207,49 @@ func (s *shard) insertAt(i int, h, addr uint64) {
 	}
 }
 
-func (s *shard) growTable() {
+func (s *shard) growTable() { s.resizeTable(2 * len(s.table)) }
+
+// shrink gives back the index's memory when entries have become few (the
+// workload moved to larger values, or deletions): the table and the ring
+// halve while they would stay at most a quarter full, so a budget spent
+// on an index sized for many small entries comes back for entries. mu
+// held for writing.
+func (s *shard) shrink() {
+	if n := len(s.table); n > minTable && s.count*8 < n {
+		for n > minTable && s.count*8 < n {
+			n /= 2
+		}
+		s.resizeTable(n)
+	}
+	if n := len(s.ring); n > minRing && s.live*8 < n {
+		for n > minRing && s.live*8 < n {
+			n /= 2
+		}
+		s.resizeRing(n)
+	}
+}
+
+// resizeRing moves the live entries to a ring of n cells, in order,
+// renumbered from the head; n must hold them all.
+func (s *shard) resizeRing(n int) {
+	old, mask := s.ring, uint32(len(s.ring)-1)
+	s.ring = make([]uint64, n)
+	nmask := uint32(n - 1)
+	to := s.head
+	for seq := s.head; seq != s.tail; seq++ {
+		if addr := old[seq&mask]; addr != 0 {
+			s.ring[to&nmask] = addr
+			hdrAt(addr).seq = to
+			to++
+		}
+	}
+	s.tail = to
+	s.bytes.Add(int64((n - len(old)) * ringBytes))
+}
+
+func (s *shard) resizeTable(n int) {
 	old := s.table
-	s.table = make([]slot, 2*len(old))
+	s.table = make([]slot, n)
 	mask := uint64(len(s.table) - 1)
 	for _, sl := range old {
 		if sl.addr == 0 {
