@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/brkmap/alloc/bench/internal/cachebench"
 )
 
 // commands holds the subcommands (`go run ./bench NAME args…`). Each file
@@ -33,6 +35,8 @@ var commands = map[string]func(args []string) error{}
 func main() {
 	var err error
 	switch {
+	case len(os.Args) > 1 && os.Args[1] == "cache":
+		os.Exit(cachebench.Main(os.Args[2:]))
 	case len(os.Args) > 1 && commands[os.Args[1]] != nil:
 		err = commands[os.Args[1]](os.Args[2:])
 	case len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-"):

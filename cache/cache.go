@@ -444,3 +444,8 @@ func (c *Cache) Stats() Stats {
 	}
 	return st
 }
+
+// Allocator returns the allocator holding the entries, for its Stats
+// (resident memory, system calls) and heap profile. Blocks allocated from
+// it directly are not counted in the cache's budget.
+func (c *Cache) Allocator() *alloc.Allocator { return c.a }
