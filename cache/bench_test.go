@@ -97,3 +97,19 @@ func BenchmarkMixed(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSetEvicting: a full cache (the budget holds about a fifth of
+// the keys), so every Set also runs the clock hand.
+func BenchmarkSetEvicting(b *testing.B) {
+	c, err := cache.New(16 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	v := make([]byte, 1024)
+	goroutineCounts(b, func(b *testing.B, rng *rand.Rand, key, buf []byte) {
+		i := rng.IntN(benchKeys)
+		binary.LittleEndian.PutUint64(key, uint64(i))
+		c.Set(key, v[:32+i%992])
+	})
+}

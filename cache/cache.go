@@ -143,30 +143,41 @@ func (c *Cache) HasGet(dst, k []byte) ([]byte, bool) {
 	s := c.shardOf(h)
 	s.mu.RLock()
 	addr, _ := s.find(h, k, 0)
-	if addr == 0 || c.expiredAt(addr) {
+	if addr == 0 {
 		s.mu.RUnlock()
 		s.misses.Add(1)
 		return dst, false
 	}
 	e := hdrAt(addr)
-	touch(e)
-	if atomic.LoadUint32(&e.meta)&metaBig != 0 {
+	m := atomic.LoadUint32(&e.meta)
+	if m&metaTTL != 0 && c.now().UnixNano() >= e.expire() {
+		s.mu.RUnlock()
+		s.misses.Add(1)
+		return dst, false
+	}
+	if m&metaReads != metaReads {
+		atomic.CompareAndSwapUint32(&e.meta, m, m+1) // see touch
+	}
+	if m&metaBig != 0 {
 		var d descriptor
-		d.decode(e.value())
+		d.decode(e.valueOf(m))
 		s.mu.RUnlock()
 		return c.getBig(dst, s, d)
 	}
-	dst = append(dst, e.value()...)
+	dst = append(dst, e.valueOf(m)...)
 	s.mu.RUnlock()
 	s.hits.Add(1)
 	return dst, true
 }
 
-// touch sets an entry's reference bit, with a store only the first time
-// after the hand cleared it: a hot key's cache line stays shared.
+// touch counts a read of an entry, up to 3 (the hand takes one off each
+// time it passes; an entry is evicted when it finds none). One
+// compare-and-swap, not retried: a read lost to a concurrent one is one
+// read less, and a counter at 3 costs only a load, so a hot key's cache
+// line stays shared.
 func touch(e *header) {
-	if atomic.LoadUint32(&e.meta)&metaRef == 0 {
-		atomic.OrUint32(&e.meta, metaRef)
+	if m := atomic.LoadUint32(&e.meta); m&metaReads != metaReads {
+		atomic.CompareAndSwapUint32(&e.meta, m, m+1)
 	}
 }
 
@@ -255,7 +266,7 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 	n := entryLen(len(k), len(v), expire != 0)
 	h := c.hash(k)
 	s := c.shardOf(h)
-	if int64(c.a.BlockSize(n)) > s.budget/2 {
+	if len(k) > maxKeyLen || int64(c.a.BlockSize(n)) > s.budget/2 {
 		c.dropped.Add(1)
 		return nil
 	}
@@ -266,7 +277,7 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 	}
 	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	e := hdrAt(addr)
-	*e = header{meta: kind, klen: uint32(len(k)), vlen: uint32(len(v))}
+	*e = header{meta: kind, klen: uint16(len(k)), vlen: uint16(len(v))}
 	if expire != 0 {
 		e.meta |= metaTTL
 		*(*int64)(unsafe.Add(unsafe.Pointer(e), headerSize)) = expire
@@ -290,9 +301,19 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 		if big = hdrAt(old).meta&metaBig != 0; big {
 			d.decode(hdrAt(old).value())
 		}
-		s.table[i].addr = addr // same key, same hash: the slot stays
+		s.table[i] = makeSlot(h, addr) // same key, same hash: the slot stays
 		c.drop(s, old)
 	} else {
+		size := len(s.table)
+		if s.full() {
+			s.mu.Unlock()
+			c.free(addr)
+			c.dropped.Add(1)
+			return nil
+		}
+		if len(s.table) != size {
+			_, i = s.find(h, k, kind&metaChunk) // the table has grown
+		}
 		s.insertAt(i, h, addr)
 	}
 	s.push(addr)
@@ -314,7 +335,7 @@ func (c *Cache) drop(s *shard, addr uint64) {
 	e := hdrAt(addr)
 	s.unring(addr)
 	s.bytes.Add(-int64(c.a.BlockSize(e.size())))
-	if e.meta&metaKind != metaChunk {
+	if e.meta&metaChunk == 0 {
 		s.entries.Add(-1)
 	}
 	c.free(addr)
@@ -345,9 +366,9 @@ func (c *Cache) evict(s *shard) {
 			now = c.now().UnixNano()
 		}
 		expired := m&metaTTL != 0 && now >= e.expire()
-		if m&metaRef != 0 && !expired {
-			e.meta = m &^ metaRef // the second chance
-			e.seq = s.tail
+		if m&metaReads != 0 && !expired {
+			e.meta = m - 1 // one more turn, one read less
+			e.setSeq(s.tail)
 			s.ring[s.tail&mask] = addr
 			s.tail++
 			continue
@@ -355,7 +376,7 @@ func (c *Cache) evict(s *shard) {
 		s.live-- // its ring cell is already cleared
 		s.deleteAt(s.indexOf(c.hash(e.key()), addr))
 		s.bytes.Add(-int64(c.a.BlockSize(e.size())))
-		if m&metaKind != metaChunk {
+		if m&metaChunk == 0 {
 			s.entries.Add(-1)
 		}
 		if expired {
@@ -381,8 +402,8 @@ func (c *Cache) clear() {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for _, sl := range s.table {
-			if sl.addr != 0 {
-				c.free(sl.addr)
+			if sl != 0 {
+				c.free(slotAddr(sl))
 			}
 		}
 		s.init(s.budget)

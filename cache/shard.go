@@ -10,36 +10,37 @@ import (
 
 // An entry is one block of the allocator:
 //
-//	offset 0   meta   uint32  flags; the reference bit is set by readers (atomic)
-//	offset 4   seq    uint32  its position in the shard's ring (ring[seq&mask])
-//	offset 8   klen   uint32
-//	offset 12  vlen   uint32
-//	offset 16  expire int64   unix nanoseconds, only when metaTTL is set
+//	offset 0  word   uint32  bits 0-1: reads (a saturating counter, set by
+//	                         readers with atomics); bits 2-4: flags; bits
+//	                         8-31: its position in the shard's ring
+//	offset 4  klen   uint16
+//	offset 6  vlen   uint16  (an entry holds at most chunkBlock bytes)
+//	offset 8  expire int64   unix nanoseconds, only when metaTTL is set
 //	then the key, then the value.
 //
-// Everything but the reference bit is written before the entry is
-// published under the shard's write lock and never changes while the entry
-// is in the table; seq changes only under the write lock.
+// Everything but the counter is written before the entry is published
+// under the shard's write lock, or (the ring position, the counter's
+// decrement by the hand) under the write lock: no reader is looking then.
 const (
-	headerSize    = 16
-	ttlHeaderSize = 24
+	headerSize    = 8
+	ttlHeaderSize = 16
+	maxKeyLen     = 1<<16 - 1
 )
 
-// Meta flags. metaChunk and metaBig are a namespace: a key matches an
-// entry only in its own namespace, so no user key can ever read a chunk.
+// Word bits. metaChunk is a namespace: a key matches an entry only in its
+// own namespace, so no caller's key can ever read a chunk.
 const (
-	metaRef   uint32 = 1 << iota // read since the clock hand last passed it
-	metaTTL                      // the header carries an expiry time
-	metaBig                      // the value is a descriptor of chunks (big.go)
-	metaChunk                    // a chunk of a big value, under an internal key
-	metaKind  = metaBig | metaChunk
+	metaReads uint32 = 3      // reads since the hand last passed, saturating at 3
+	metaTTL   uint32 = 1 << 2 // the header carries an expiry time
+	metaBig   uint32 = 1 << 3 // the value is a descriptor of chunks (big.go)
+	metaChunk uint32 = 1 << 4 // a chunk of a big value, under an internal key
+	seqShift         = 8
+	seqMask          = 1<<24 - 1
 )
 
 type header struct {
-	meta uint32
-	seq  uint32
-	klen uint32
-	vlen uint32
+	meta       uint32
+	klen, vlen uint16
 }
 
 // ptrAt turns a block address kept as an integer back into a pointer. The
@@ -53,12 +54,14 @@ func ptrAt(addr uint64) unsafe.Pointer {
 func hdrAt(addr uint64) *header { return (*header)(ptrAt(addr)) }
 
 func (h *header) size() int {
-	n := headerSize + int(h.klen) + int(h.vlen)
-	if h.meta&metaTTL != 0 {
-		n += ttlHeaderSize - headerSize
-	}
-	return n
+	return entryLen(int(h.klen), int(h.vlen), h.meta&metaTTL != 0)
 }
+
+func (h *header) seq() uint32 { return h.meta >> seqShift }
+
+// setSeq records the entry's ring position (mod 2^24; the ring is never
+// longer). mu held for writing.
+func (h *header) setSeq(seq uint32) { h.meta = h.meta&(1<<seqShift-1) | (seq&seqMask)<<seqShift }
 
 // entryLen is the length of an entry's block.
 func entryLen(klen, vlen int, ttl bool) int {
@@ -71,37 +74,49 @@ func entryLen(klen, vlen int, ttl bool) int {
 func (h *header) expire() int64 { return *(*int64)(unsafe.Add(unsafe.Pointer(h), headerSize)) }
 
 // key and value return the entry's bytes in place: never let them leave
-// the cache.
-func (h *header) key() []byte {
+// the cache. keyOf and valueOf take the word the caller has loaded.
+func (h *header) key() []byte   { return h.keyOf(atomic.LoadUint32(&h.meta)) }
+func (h *header) value() []byte { return h.valueOf(atomic.LoadUint32(&h.meta)) }
+
+func (h *header) keyOf(meta uint32) []byte {
 	off := headerSize
-	if atomic.LoadUint32(&h.meta)&metaTTL != 0 {
+	if meta&metaTTL != 0 {
 		off = ttlHeaderSize
 	}
 	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(h), off)), int(h.klen))
 }
 
-func (h *header) value() []byte {
+func (h *header) valueOf(meta uint32) []byte {
 	off := headerSize + int(h.klen)
-	if atomic.LoadUint32(&h.meta)&metaTTL != 0 {
+	if meta&metaTTL != 0 {
 		off += ttlHeaderSize - headerSize
 	}
 	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(h), off)), int(h.vlen))
 }
 
-// slot is one cell of a shard's index: the key's 64-bit hash and the
-// address of its entry's block (0: empty). No Go pointer, so the table is
-// one noscan object to the collector however many entries it holds.
-type slot struct {
-	hash uint64
-	addr uint64
-}
+// A slot is one cell of a shard's index, 8 bytes: the low 20 bits of the
+// key's hash (the tag) above the entry's block address divided by 16
+// (blocks are 16-byte aligned; user addresses are below 2^48). 0 is empty.
+// The tag gives the slot's home (tag & mask: tables have at most 2^20
+// slots) and rules out most non-matching probes without touching the
+// block. No Go pointer, so the table is one noscan object to the
+// collector however many entries it holds.
+type slot = uint64
 
 const (
-	slotBytes = int(unsafe.Sizeof(slot{}))
+	tagBits   = 20
+	addrBits  = 64 - tagBits
+	addrMask  = 1<<addrBits - 1
+	tagMask   = 1<<tagBits - 1
+	maxTable  = 1 << tagBits
+	slotBytes = 8
 	ringBytes = 8
 	minTable  = 16
 	minRing   = 16
 )
+
+func makeSlot(h, addr uint64) slot { return (h&tagMask)<<addrBits | addr>>4 }
+func slotAddr(sl slot) uint64     { return (sl & addrMask) << 4 }
 
 // shard is one lock's worth of the cache. Gets take mu for reading, so
 // gets of keys in different shards never touch the same memory and gets in
@@ -150,15 +165,17 @@ func (s *shard) init(budget int64) {
 // held for reading or writing.
 func (s *shard) find(h uint64, k []byte, ns uint32) (uint64, int) {
 	mask := uint64(len(s.table) - 1)
+	tag := h & tagMask
 	for i := h & mask; ; i = (i + 1) & mask {
-		sl := &s.table[i]
-		if sl.addr == 0 {
+		sl := s.table[i]
+		if sl == 0 {
 			return 0, int(i)
 		}
-		if sl.hash == h {
-			e := hdrAt(sl.addr)
-			if atomic.LoadUint32(&e.meta)&metaChunk == ns && int(e.klen) == len(k) && bytes.Equal(e.key(), k) {
-				return sl.addr, int(i)
+		if sl>>addrBits == tag {
+			addr := slotAddr(sl)
+			e := hdrAt(addr)
+			if m := atomic.LoadUint32(&e.meta); m&metaChunk == ns && int(e.klen) == len(k) && bytes.Equal(e.keyOf(m), k) {
+				return addr, int(i)
 			}
 		}
 	}
@@ -167,11 +184,12 @@ func (s *shard) find(h uint64, k []byte, ns uint32) (uint64, int) {
 // indexOf returns the table index holding addr, whose hash is h.
 func (s *shard) indexOf(h, addr uint64) int {
 	mask := uint64(len(s.table) - 1)
+	want := makeSlot(h, addr)
 	for i := h & mask; ; i = (i + 1) & mask {
-		if s.table[i].addr == addr {
+		switch s.table[i] {
+		case want:
 			return int(i)
-		}
-		if s.table[i].addr == 0 {
+		case 0:
 			panic(fmt.Sprintf("cache: entry %#x is not in its shard's index", addr))
 		}
 	}
@@ -183,28 +201,39 @@ func (s *shard) deleteAt(i int) {
 	mask := len(s.table) - 1
 	for j := (i + 1) & mask; ; j = (j + 1) & mask {
 		sl := s.table[j]
-		if sl.addr == 0 {
+		if sl == 0 {
 			break
 		}
-		ideal := int(sl.hash) & mask
-		// sl may move to i when i lies cyclically within [ideal, j)
-		if (j-ideal)&mask >= (j-i)&mask {
+		home := int(sl>>addrBits) & mask
+		// sl may move to i when i lies cyclically within [home, j)
+		if (j-home)&mask >= (j-i)&mask {
 			s.table[i] = sl
 			i = j
 		}
 	}
-	s.table[i] = slot{}
+	s.table[i] = 0
 	s.count--
 }
 
-// insertAt puts (h, addr) in the empty table[i] found by find, growing
-// the table when it is three quarters full. mu held for writing.
+// insertAt puts (h, addr) in the empty table[i] found by find. The table
+// must have room: see full. mu held for writing.
 func (s *shard) insertAt(i int, h, addr uint64) {
-	s.table[i] = slot{h, addr}
+	s.table[i] = makeSlot(h, addr)
 	s.count++
-	if s.count*4 > len(s.table)*3 {
-		s.growTable()
+}
+
+// full makes room in the table for one more entry, doubling it at three
+// quarters full; it reports false when the table is at its largest
+// (2^20 slots) and full: the caller then does not insert.
+func (s *shard) full() bool {
+	if (s.count+1)*4 <= len(s.table)*3 {
+		return false
 	}
+	if len(s.table) >= maxTable {
+		return true
+	}
+	s.growTable()
+	return false
 }
 
 func (s *shard) growTable() { s.resizeTable(2 * len(s.table)) }
@@ -239,7 +268,7 @@ func (s *shard) resizeRing(n int) {
 	for seq := s.head; seq != s.tail; seq++ {
 		if addr := old[seq&mask]; addr != 0 {
 			s.ring[to&nmask] = addr
-			hdrAt(addr).seq = to
+			hdrAt(addr).setSeq(to)
 			to++
 		}
 	}
@@ -252,11 +281,11 @@ func (s *shard) resizeTable(n int) {
 	s.table = make([]slot, n)
 	mask := uint64(len(s.table) - 1)
 	for _, sl := range old {
-		if sl.addr == 0 {
+		if sl == 0 {
 			continue
 		}
-		i := sl.hash & mask
-		for s.table[i].addr != 0 {
+		i := sl >> addrBits & mask
+		for s.table[i] != 0 {
 			i = (i + 1) & mask
 		}
 		s.table[i] = sl
@@ -269,7 +298,7 @@ func (s *shard) push(addr uint64) {
 	if int(s.tail-s.head) == len(s.ring) {
 		s.makeRoom()
 	}
-	hdrAt(addr).seq = s.tail
+	hdrAt(addr).setSeq(s.tail)
 	s.ring[int(s.tail)&(len(s.ring)-1)] = addr
 	s.tail++
 	s.live++
@@ -277,7 +306,7 @@ func (s *shard) push(addr uint64) {
 
 // unring removes the entry at addr from the ring, leaving a zero.
 func (s *shard) unring(addr uint64) {
-	s.ring[int(hdrAt(addr).seq)&(len(s.ring)-1)] = 0
+	s.ring[int(hdrAt(addr).seq())&(len(s.ring)-1)] = 0
 	s.live--
 }
 
@@ -297,7 +326,7 @@ func (s *shard) makeRoom() {
 			if to != seq {
 				s.ring[seq&mask] = 0
 				s.ring[to&mask] = addr
-				hdrAt(addr).seq = to
+				hdrAt(addr).setSeq(to)
 			}
 			to++
 		}
