@@ -15,33 +15,37 @@
 // take it for reading, so gets of keys in different shards never touch a
 // common cache line, and gets in one shard share only the read lock.
 //
-// Each entry is one block of the cache's Allocator: a 16-byte header
-// (flags, ring position, key length, value length), an 8-byte expiry time
+// Each entry is one block of the cache's Allocator: an 8-byte header (a
+// word holding the read counter, the flags and the entry's ring position;
+// the key's and the value's lengths as uint16), an 8-byte expiry time
 // when the entry has a TTL, the key, the value. Set allocates and fills
 // the block before it takes the shard's lock; the lock covers only the
-// index and the ring.
+// index and the ring. Keys are at most 65,535 bytes.
 //
-// A shard's index is an open-addressing table of 16-byte slots, {hash,
-// block address}, with linear probing and backward-shift deletion (no
-// tombstones), grown by doubling at three quarters full. A lookup probes
-// by the hash and compares the key in the block, so two keys with the same
-// hash are both kept. The table is a Go slice of integers: one noscan
-// object to the collector.
+// A shard's index is an open-addressing table of 8-byte slots: the low 20
+// bits of the key's hash (the tag, which also gives the slot's home) above
+// the block's address divided by 16. Linear probing, backward-shift
+// deletion (no tombstones), doubling at three quarters full, halving when
+// an eighth full. A probe whose tag matches compares the key in the block,
+// so two keys with the same hash are both kept. The table is a Go slice of
+// integers: one noscan object to the collector. (At most 2^20 slots a
+// shard: with 512 shards, 400 million entries.)
 //
 // # Eviction
 //
 // Each shard keeps a ring of its entries' addresses in the order they were
-// stored, over every size: the clock. A read sets the entry's reference
-// bit (with an atomic store, only when the bit is clear, so a hot key's
-// cache line stays shared). When a shard is over its budget, the hand
-// takes the oldest entry of the ring: if its bit is set, the bit is
-// cleared and the entry goes back to the tail (a second chance); if not,
-// or if its TTL has passed, it is evicted. So eviction is by age across
-// size classes — after the workload moves from small values to large ones
-// the small ones age out, and the last written entries that fit the
-// budget are the ones kept — and a value read since the hand last came by
-// survives one more turn. A deleted or replaced entry leaves a zero in the
-// ring, which the ring squeezes out when zeros are half of it.
+// stored, over every size: the clock. A read adds one to the entry's read
+// counter, up to 3 (one compare-and-swap while below 3, then only a load,
+// so a hot key's cache line stays shared). When a shard is over its
+// budget, the hand takes the oldest entry of the ring: if its counter is
+// above zero, the counter drops by one and the entry goes back to the tail
+// (another turn); if it is zero, or its TTL has passed, the entry is
+// evicted. So eviction is by age across size classes — after the workload
+// moves from small values to large ones the small ones age out, and the
+// last written entries that fit the budget are the ones kept — and the
+// entries read often survive up to three more turns: a one-time scan does
+// not flush them. A deleted or replaced entry leaves a zero in the ring,
+// squeezed out when zeros are half of it.
 //
 // # Budget
 //
@@ -57,8 +61,9 @@
 // A pair whose block would exceed 16 KiB is stored in chunks of 16 KiB
 // blocks spread over the shards, and its key holds a descriptor; Set and
 // Get do this by themselves, so no value is too large that fits the
-// budget (see big.go). A key is never chunked: a key whose entry is larger
-// than half a shard's budget is not stored.
+// budget (see big.go). A key is never chunked: a key longer than 65,535
+// bytes, or whose entry is larger than half a shard's budget, is not
+// stored.
 //
 // # Concurrency and lifetime
 //

@@ -116,7 +116,7 @@ const (
 )
 
 func makeSlot(h, addr uint64) slot { return (h&tagMask)<<addrBits | addr>>4 }
-func slotAddr(sl slot) uint64     { return (sl & addrMask) << 4 }
+func slotAddr(sl slot) uint64      { return (sl & addrMask) << 4 }
 
 // shard is one lock's worth of the cache. Gets take mu for reading, so
 // gets of keys in different shards never touch the same memory and gets in
@@ -125,10 +125,10 @@ func slotAddr(sl slot) uint64     { return (sl & addrMask) << 4 }
 //
 // The index is an open-addressing table with linear probing and
 // backward-shift deletion (no tombstones). The ring holds the address of
-// every entry in the order it was stored: the CLOCK. Eviction takes the
+// every entry in the order it was stored: the clock. Eviction takes the
 // ring's head; an entry read since the hand last passed it goes back to
-// the tail with its reference bit cleared (its second chance), any other
-// is evicted. Deleted and replaced entries leave a zero in the ring,
+// the tail with its read counter one lower, any other is evicted (see
+// Cache.evict). Deleted and replaced entries leave a zero in the ring,
 // skipped by the hand and squeezed out when the ring is compacted.
 type shard struct {
 	mu sync.RWMutex
