@@ -316,7 +316,7 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 		}
 		s.insertAt(i, h, addr)
 	}
-	s.push(addr)
+	s.push(h, addr)
 	s.bytes.Add(int64(c.a.BlockSize(n)))
 	if kind&metaChunk == 0 {
 		s.entries.Add(1)
@@ -354,12 +354,13 @@ func (c *Cache) evict(s *shard) {
 	var now int64
 	for s.bytes.Load() > s.budget && s.live > 0 {
 		mask := uint32(len(s.ring) - 1)
-		addr := s.ring[s.head&mask]
+		cell := s.ring[s.head&mask]
 		s.ring[s.head&mask] = 0
 		s.head++
-		if addr == 0 {
+		if cell == 0 {
 			continue
 		}
+		addr := slotAddr(cell)
 		e := hdrAt(addr)
 		m := e.meta
 		if m&metaTTL != 0 && now == 0 {
@@ -369,12 +370,12 @@ func (c *Cache) evict(s *shard) {
 		if m&metaReads != 0 && !expired {
 			e.meta = m - 1 // one more turn, one read less
 			e.setSeq(s.tail)
-			s.ring[s.tail&mask] = addr
+			s.ring[s.tail&mask] = cell
 			s.tail++
 			continue
 		}
 		s.live-- // its ring cell is already cleared
-		s.deleteAt(s.indexOf(c.hash(e.key()), addr))
+		s.deleteAt(s.indexOf(cell))
 		s.bytes.Add(-int64(c.a.BlockSize(e.size())))
 		if m&metaChunk == 0 {
 			s.entries.Add(-1)

@@ -33,8 +33,9 @@
 //
 // # Eviction
 //
-// Each shard keeps a ring of its entries' addresses in the order they were
-// stored, over every size: the clock. A read adds one to the entry's read
+// Each shard keeps a ring of its entries in the order they were stored,
+// over every size: the clock. A ring cell is the entry's index slot, so
+// the hand finds an evicted entry's slot without hashing its key again. A read adds one to the entry's read
 // counter, up to 3 (one compare-and-swap while below 3, then only a load,
 // so a hot key's cache line stays shared). When a shard is over its
 // budget, the hand takes the oldest entry of the ring: if its counter is

@@ -142,7 +142,7 @@ type shard struct {
 
 	table      []slot
 	count      int      // occupied slots of table
-	ring       []uint64 // entry addresses by seq&(len-1); 0 = removed
+	ring       []slot   // entries (as their index slots) by seq&(len-1); 0 = removed
 	head, tail uint32   // seqs of the oldest entry and of the next one
 	live       int      // non-zero cells of ring (== count)
 	budget     int64
@@ -152,7 +152,7 @@ type shard struct {
 
 func (s *shard) init(budget int64) {
 	s.table = make([]slot, minTable)
-	s.ring = make([]uint64, minRing)
+	s.ring = make([]slot, minRing)
 	s.count, s.live, s.head, s.tail = 0, 0, 0, 0
 	s.budget = budget
 	s.bytes.Store(int64(minTable*slotBytes + minRing*ringBytes))
@@ -181,16 +181,15 @@ func (s *shard) find(h uint64, k []byte, ns uint32) (uint64, int) {
 	}
 }
 
-// indexOf returns the table index holding addr, whose hash is h.
-func (s *shard) indexOf(h, addr uint64) int {
+// indexOf returns the table index holding the slot sl (from the ring).
+func (s *shard) indexOf(sl slot) int {
 	mask := uint64(len(s.table) - 1)
-	want := makeSlot(h, addr)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := sl >> addrBits & mask; ; i = (i + 1) & mask {
 		switch s.table[i] {
-		case want:
+		case sl:
 			return int(i)
 		case 0:
-			panic(fmt.Sprintf("cache: entry %#x is not in its shard's index", addr))
+			panic(fmt.Sprintf("cache: entry %#x is not in its shard's index", slotAddr(sl)))
 		}
 	}
 }
@@ -262,13 +261,13 @@ func (s *shard) shrink() {
 // renumbered from the head; n must hold them all.
 func (s *shard) resizeRing(n int) {
 	old, mask := s.ring, uint32(len(s.ring)-1)
-	s.ring = make([]uint64, n)
+	s.ring = make([]slot, n)
 	nmask := uint32(n - 1)
 	to := s.head
 	for seq := s.head; seq != s.tail; seq++ {
-		if addr := old[seq&mask]; addr != 0 {
-			s.ring[to&nmask] = addr
-			hdrAt(addr).setSeq(to)
+		if cell := old[seq&mask]; cell != 0 {
+			s.ring[to&nmask] = cell
+			hdrAt(slotAddr(cell)).setSeq(to)
 			to++
 		}
 	}
@@ -294,12 +293,12 @@ func (s *shard) resizeTable(n int) {
 }
 
 // push appends the entry at addr to the ring's tail. mu held for writing.
-func (s *shard) push(addr uint64) {
+func (s *shard) push(h, addr uint64) {
 	if int(s.tail-s.head) == len(s.ring) {
 		s.makeRoom()
 	}
 	hdrAt(addr).setSeq(s.tail)
-	s.ring[int(s.tail)&(len(s.ring)-1)] = addr
+	s.ring[int(s.tail)&(len(s.ring)-1)] = makeSlot(h, addr)
 	s.tail++
 	s.live++
 }
@@ -319,14 +318,14 @@ func (s *shard) makeRoom() {
 	if s.live*2 <= len(s.ring) {
 		to := s.head
 		for seq := s.head; seq != s.tail; seq++ {
-			addr := s.ring[seq&mask]
-			if addr == 0 {
+			cell := s.ring[seq&mask]
+			if cell == 0 {
 				continue
 			}
 			if to != seq {
 				s.ring[seq&mask] = 0
-				s.ring[to&mask] = addr
-				hdrAt(addr).setSeq(to)
+				s.ring[to&mask] = cell
+				hdrAt(slotAddr(cell)).setSeq(to)
 			}
 			to++
 		}
@@ -334,7 +333,7 @@ func (s *shard) makeRoom() {
 		return
 	}
 	old := s.ring
-	s.ring = make([]uint64, 2*len(old))
+	s.ring = make([]slot, 2*len(old))
 	nmask := uint32(len(s.ring) - 1)
 	for seq := s.head; seq != s.tail; seq++ {
 		s.ring[seq&nmask] = old[seq&mask]
