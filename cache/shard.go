@@ -141,10 +141,10 @@ type shard struct {
 	bytes              atomic.Int64 // usable sizes of the blocks + table + ring
 
 	table      []slot
-	count      int      // occupied slots of table
-	ring       []slot   // entries (as their index slots) by seq&(len-1); 0 = removed
-	head, tail uint32   // seqs of the oldest entry and of the next one
-	live       int      // non-zero cells of ring (== count)
+	count      int    // occupied slots of table
+	ring       []slot // entries (as their index slots) by seq&(len-1); 0 = removed
+	head, tail uint32 // seqs of the oldest entry and of the next one
+	live       int    // non-zero cells of ring (== count)
 	budget     int64
 
 	_ [64]byte // keeps the next shard's lock off this one's cache lines
