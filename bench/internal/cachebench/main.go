@@ -199,7 +199,7 @@ func table(out io.Writer, rs []result, gs []int) {
 	for _, r := range rs {
 		line := fmt.Sprintf("%s\t%d\t%s\t", r.Workload, r.Entries, r.Store)
 		if r.Skipped != "" {
-			fmt.Fprintln(tw, line+"skipped: "+r.Skipped+"\t")
+			fmt.Fprintln(tw, line+strings.Repeat("-\t", 2*len(gs))+"skipped: "+r.Skipped+"\t\t\t\t\t\t\t")
 			continue
 		}
 		for _, g := range gs {
