@@ -85,7 +85,7 @@ func New(maxBytes int, opts ...Option) (*Cache, error) {
 		maxBytes: maxBytes,
 	}
 	for i := range c.shards {
-		c.shards[i].init(int64(maxBytes / n))
+		c.shards[i].init(a, int64(maxBytes/n))
 	}
 	return c, nil
 }
@@ -305,7 +305,7 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 		c.drop(s, old)
 	} else {
 		size := len(s.table)
-		if s.full() {
+		if s.full() { // grows the table and the ring when they need it
 			s.mu.Unlock()
 			c.free(addr)
 			c.dropped.Add(1)
@@ -407,7 +407,8 @@ func (c *Cache) clear() {
 				c.free(slotAddr(sl))
 			}
 		}
-		s.init(s.budget)
+		s.release()
+		s.init(c.a, s.budget)
 		s.mu.Unlock()
 	}
 }

@@ -369,3 +369,29 @@ func TestCloseThenUse(t *testing.T) {
 	assert.False(t, c.Has([]byte("k")))
 	assert.Equal(t, uint64(1), c.Stats().Dropped)
 }
+
+// TestAllocatorRefuses: when the allocator's own Limit is lower than the
+// budget, Sets past it are dropped (and counted), the index stops growing
+// without losing entries, and every hit is still the right value.
+func TestAllocatorRefuses(t *testing.T) {
+	c := newCache(t, 64<<20, cache.WithShards(2), cache.WithAllocatorConfig(alloc.Config{Limit: 2 << 20}))
+	for i := range 50_000 {
+		k := fmt.Sprint("k", i)
+		c.Set([]byte(k), value(k, i, 100))
+	}
+	st := c.Stats()
+	require.NotZero(t, st.Dropped)
+	require.NotZero(t, st.Entries)
+	hits := 0
+	for i := range 50_000 {
+		k := fmt.Sprint("k", i)
+		if got, ok := c.HasGet(nil, []byte(k)); ok {
+			hits++
+			require.Equal(t, value(k, i, 100), got)
+		}
+	}
+	assert.Equal(t, st.Entries, hits)
+	c.Reset()
+	c.Set([]byte("after"), []byte("reset"))
+	assert.Equal(t, []byte("reset"), c.Get(nil, []byte("after")))
+}

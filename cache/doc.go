@@ -27,9 +27,12 @@
 // the block's address divided by 16. Linear probing, backward-shift
 // deletion (no tombstones), doubling at three quarters full, halving when
 // an eighth full. A probe whose tag matches compares the key in the block,
-// so two keys with the same hash are both kept. The table is a Go slice of
-// integers: one noscan object to the collector. (At most 2^20 slots a
-// shard: with 512 shards, 400 million entries.)
+// so two keys with the same hash are both kept. The table and the ring
+// (below) are arrays of integers in the cache's own allocator, off the Go
+// heap like the entries (only the minimal 16-cell ones of an empty shard
+// are Go slices): the collector has nothing to mark or scan per entry, and
+// the Go heap does not grow with the cache, so neither does GOGC's pacing.
+// (At most 2^20 slots a shard: with 512 shards, 400 million entries.)
 //
 // # Eviction
 //
@@ -52,7 +55,7 @@
 //
 // maxBytes counts the memory the cache holds, not address space: the
 // usable size of every entry's block (its size class, Allocator.BlockSize)
-// plus the index tables and rings. Each shard holds maxBytes divided by
+// plus the usable size of the blocks of the index tables and rings. Each shard holds maxBytes divided by
 // the number of shards. What the process pays on top is the allocator's
 // own slack (partly used slabs, free pages not yet given back; Reset
 // returns them) and a few hundred bytes per shard.

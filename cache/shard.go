@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"fmt"
+
+	"github.com/brkmap/alloc"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -99,8 +101,7 @@ func (h *header) valueOf(meta uint32) []byte {
 // (blocks are 16-byte aligned; user addresses are below 2^48). 0 is empty.
 // The tag gives the slot's home (tag & mask: tables have at most 2^20
 // slots) and rules out most non-matching probes without touching the
-// block. No Go pointer, so the table is one noscan object to the
-// collector however many entries it holds.
+// block. No Go pointer: the table lives in the allocator (see cells).
 type slot = uint64
 
 const (
@@ -110,7 +111,6 @@ const (
 	tagMask   = 1<<tagBits - 1
 	maxTable  = 1 << tagBits
 	slotBytes = 8
-	ringBytes = 8
 	minTable  = 16
 	minRing   = 16
 )
@@ -146,17 +146,60 @@ type shard struct {
 	head, tail uint32 // seqs of the oldest entry and of the next one
 	live       int    // non-zero cells of ring (== count)
 	budget     int64
+	a          *alloc.Allocator // the cache's, for the table and the ring
 
 	_ [64]byte // keeps the next shard's lock off this one's cache lines
 }
 
-func (s *shard) init(budget int64) {
-	s.table = make([]slot, minTable)
-	s.ring = make([]slot, minRing)
+func (s *shard) init(a *alloc.Allocator, budget int64) {
+	s.a = a
+	s.table = s.cells(minTable)
+	s.ring = s.cells(minRing)
 	s.count, s.live, s.head, s.tail = 0, 0, 0, 0
 	s.budget = budget
-	s.bytes.Store(int64(minTable*slotBytes + minRing*ringBytes))
+	s.bytes.Store(s.cellBytes(minTable) + s.cellBytes(minRing))
 	s.entries.Store(0)
+}
+
+// Tables and rings larger than the minimum live off the Go heap, in the
+// cache's allocator: the index costs the collector nothing, not even heap
+// size. The minimal ones (128 bytes) are Go slices, so a shard can always
+// be reset without asking the allocator for memory.
+
+// cells returns n zeroed cells, or nil when the allocator refuses.
+func (s *shard) cells(n int) []slot {
+	if n <= minTable {
+		return make([]slot, n)
+	}
+	c, err := alloc.MakeSlice[slot](s.a, n)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// freeCells gives back cells from cells.
+func (s *shard) freeCells(c []slot) {
+	if len(c) <= minTable {
+		return
+	}
+	if err := alloc.FreeSlice(s.a, c); err != nil {
+		panic(fmt.Sprintf("cache: freeing an index of %d cells: %v", len(c), err))
+	}
+}
+
+// cellBytes is what n cells take of the budget: their block's usable size.
+func (s *shard) cellBytes(n int) int64 {
+	if n <= minTable {
+		return int64(n * slotBytes)
+	}
+	return int64(s.a.BlockSize(n * slotBytes))
+}
+
+// release frees the shard's index (at Close or Reset).
+func (s *shard) release() {
+	s.freeCells(s.table)
+	s.freeCells(s.ring)
 }
 
 // find returns the address of the entry of key k with hash h in namespace
@@ -221,21 +264,18 @@ func (s *shard) insertAt(i int, h, addr uint64) {
 	s.count++
 }
 
-// full makes room in the table for one more entry, doubling it at three
-// quarters full; it reports false when the table is at its largest
-// (2^20 slots) and full: the caller then does not insert.
+// full makes room for one more entry: in the table, doubling it at three
+// quarters full, and in the ring. It reports true when there is none (the
+// table at its largest, 2^20 slots, or the allocator refusing the memory
+// to grow): the caller then does not insert. mu held for writing.
 func (s *shard) full() bool {
-	if (s.count+1)*4 <= len(s.table)*3 {
-		return false
+	if (s.count+1)*4 > len(s.table)*3 && (len(s.table) >= maxTable || !s.resizeTable(2*len(s.table))) {
+		if s.count+1 >= len(s.table) { // a probe needs an empty slot to stop
+			return true
+		}
 	}
-	if len(s.table) >= maxTable {
-		return true
-	}
-	s.growTable()
-	return false
+	return int(s.tail-s.head) == len(s.ring) && !s.makeRoom()
 }
-
-func (s *shard) growTable() { s.resizeTable(2 * len(s.table)) }
 
 // shrink gives back the index's memory when entries have become few (the
 // workload moved to larger values, or deletions): the table and the ring
@@ -258,10 +298,15 @@ func (s *shard) shrink() {
 }
 
 // resizeRing moves the live entries to a ring of n cells, in order,
-// renumbered from the head; n must hold them all.
-func (s *shard) resizeRing(n int) {
+// renumbered from the head; n must hold them all. It reports false when
+// the allocator refuses the memory (the ring is unchanged).
+func (s *shard) resizeRing(n int) bool {
+	ring := s.cells(n)
+	if ring == nil {
+		return false
+	}
 	old, mask := s.ring, uint32(len(s.ring)-1)
-	s.ring = make([]slot, n)
+	s.ring = ring
 	nmask := uint32(n - 1)
 	to := s.head
 	for seq := s.head; seq != s.tail; seq++ {
@@ -272,12 +317,20 @@ func (s *shard) resizeRing(n int) {
 		}
 	}
 	s.tail = to
-	s.bytes.Add(int64((n - len(old)) * ringBytes))
+	s.bytes.Add(s.cellBytes(n) - s.cellBytes(len(old)))
+	s.freeCells(old)
+	return true
 }
 
-func (s *shard) resizeTable(n int) {
+// resizeTable rehashes the table into n slots. It reports false when the
+// allocator refuses the memory (the table is unchanged).
+func (s *shard) resizeTable(n int) bool {
+	table := s.cells(n)
+	if table == nil {
+		return false
+	}
 	old := s.table
-	s.table = make([]slot, n)
+	s.table = table
 	mask := uint64(len(s.table) - 1)
 	for _, sl := range old {
 		if sl == 0 {
@@ -289,13 +342,16 @@ func (s *shard) resizeTable(n int) {
 		}
 		s.table[i] = sl
 	}
-	s.bytes.Add(int64((len(s.table) - len(old)) * slotBytes))
+	s.bytes.Add(s.cellBytes(n) - s.cellBytes(len(old)))
+	s.freeCells(old)
+	return true
 }
 
-// push appends the entry at addr to the ring's tail. mu held for writing.
+// push appends the entry at addr to the ring's tail; full or a removal
+// has made sure there is room. mu held for writing.
 func (s *shard) push(h, addr uint64) {
-	if int(s.tail-s.head) == len(s.ring) {
-		s.makeRoom()
+	if int(s.tail-s.head) == len(s.ring) && !s.makeRoom() {
+		panic("cache: no room in the ring after a removal")
 	}
 	hdrAt(addr).setSeq(s.tail)
 	s.ring[int(s.tail)&(len(s.ring)-1)] = makeSlot(h, addr)
@@ -311,11 +367,20 @@ func (s *shard) unring(addr uint64) {
 
 // makeRoom makes the full ring hold one more: it squeezes out the zeros
 // left by deletions when they are at least half of it (each live entry
-// moves once per as many deletions), else doubles it. Cells keep their
-// seq modulo the new length, so growing rewrites no entry.
-func (s *shard) makeRoom() {
+// moves once per as many deletions), else doubles it (or squeezes, if the
+// allocator refuses, and there are zeros). Cells keep their seq modulo
+// the new length, so growing rewrites no entry. It reports false when the
+// ring is full of live entries and cannot grow.
+func (s *shard) makeRoom() bool {
 	mask := uint32(len(s.ring) - 1)
-	if s.live*2 <= len(s.ring) {
+	var ring []slot
+	if s.live*2 > len(s.ring) {
+		ring = s.cells(2 * len(s.ring))
+	}
+	if ring == nil {
+		if s.live == len(s.ring) {
+			return false
+		}
 		to := s.head
 		for seq := s.head; seq != s.tail; seq++ {
 			cell := s.ring[seq&mask]
@@ -330,13 +395,15 @@ func (s *shard) makeRoom() {
 			to++
 		}
 		s.tail = to
-		return
+		return true
 	}
 	old := s.ring
-	s.ring = make([]slot, 2*len(old))
+	s.ring = ring
 	nmask := uint32(len(s.ring) - 1)
 	for seq := s.head; seq != s.tail; seq++ {
 		s.ring[seq&nmask] = old[seq&mask]
 	}
-	s.bytes.Add(int64((len(s.ring) - len(old)) * ringBytes))
+	s.bytes.Add(s.cellBytes(len(ring)) - s.cellBytes(len(old)))
+	s.freeCells(old)
+	return true
 }
