@@ -52,7 +52,7 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 func WithAllocatorConfig(cfg alloc.Config) Option { return func(c *config) { c.alloc = cfg } }
 
 const (
-	minShardBudget = 256 << 10
+	minShardBudget = 1 << 20
 	maxShards      = 512
 )
 

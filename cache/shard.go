@@ -278,23 +278,29 @@ func (s *shard) full() bool {
 }
 
 // shrink gives back the index's memory when entries have become few (the
-// workload moved to larger values, or deletions): the table and the ring
-// halve while they would stay at most a quarter full, so a budget spent
-// on an index sized for many small entries comes back for entries. mu
-// held for writing.
+// workload moved to larger values, or deletions): below a quarter full,
+// the table and the ring shrink to the smallest power of two at most half
+// full, so a budget spent on an index sized for many small entries comes
+// back for entries. (The table grows at three quarters: a shrunk table
+// must lose or gain half its entries before it is resized again.) mu held
+// for writing.
 func (s *shard) shrink() {
-	if n := len(s.table); n > minTable && s.count*8 < n {
-		for n > minTable && s.count*8 < n {
-			n /= 2
-		}
-		s.resizeTable(n)
+	if n := len(s.table); n > minTable && s.count*4 < n {
+		s.resizeTable(halfFull(s.count, minTable))
 	}
-	if n := len(s.ring); n > minRing && s.live*8 < n {
-		for n > minRing && s.live*8 < n {
-			n /= 2
-		}
-		s.resizeRing(n)
+	if n := len(s.ring); n > minRing && s.live*4 < n {
+		s.resizeRing(halfFull(s.live, minRing))
 	}
+}
+
+// halfFull is the smallest power of two, at least least, that n fills at
+// most half.
+func halfFull(n, least int) int {
+	size := least
+	for size < 2*n {
+		size *= 2
+	}
+	return size
 }
 
 // resizeRing moves the live entries to a ring of n cells, in order,
