@@ -38,7 +38,7 @@ type config struct {
 }
 
 // WithShards sets the number of shards, rounded up to a power of two. The
-// default is one per 256 KiB of budget, at most 512: enough that 32
+// default is one per MiB of budget, at most 512: enough that 32
 // goroutines rarely share a lock.
 func WithShards(n int) Option { return func(c *config) { c.shards = n } }
 

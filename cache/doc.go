@@ -9,7 +9,7 @@
 //
 // # Layout
 //
-// The cache is cut into shards (a power of two, one per 256 KiB of budget
+// The cache is cut into shards (a power of two, one per MiB of budget
 // up to 512); a key's 64-bit hash (hash/maphash, seeded per cache) picks
 // its shard by its top bits. Each shard has its own sync.RWMutex: gets
 // take it for reading, so gets of keys in different shards never touch a
