@@ -40,7 +40,7 @@ func TestShiftKeepsTheNewestInTheCache(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills 64 MiB")
 	}
-	res := run(spec{Store: "brkmap", Workload: "shift"})
+	res := run(spec{Store: "cache", Workload: "shift"})
 	assert.GreaterOrEqual(t, res.Kept32K, 0.95)
 	assert.GreaterOrEqual(t, res.KeptFit, 0.95)
 }

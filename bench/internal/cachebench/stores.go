@@ -26,7 +26,7 @@ type store interface {
 }
 
 // storeNames are the stores in table order.
-var storeNames = []string{"brkmap", "fastcache", "freecache", "bigcache", "ristretto", "map"}
+var storeNames = []string{"cache", "fastcache", "freecache", "bigcache", "ristretto", "map"}
 
 // ttlCapable: fastcache has no expiry, so it sits out the TTL workload.
 func ttlCapable(name string) bool { return name != "fastcache" }
@@ -37,7 +37,7 @@ func ttlCapable(name string) bool { return name != "fastcache" }
 // 0 elsewhere.
 func newStore(name string, maxBytes, entries int, ttl time.Duration) (store, error) {
 	switch name {
-	case "brkmap":
+	case "cache":
 		c, err := cache.New(maxBytes)
 		return ours{c}, err
 	case "fastcache":
