@@ -36,8 +36,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/brkmap/alloc/bench/internal/child"
 	"github.com/brkmap/alloc/bench/internal/cachebench"
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
 // commands are the subcommands (`go run ./bench NAME args…`); with no
