@@ -1,7 +1,7 @@
 // Package alloctest holds the test helpers of every package of this
 // module, written once: the fill/check pattern that proves no two live
 // blocks overlap, the table of allocator configurations the tests run
-// under, the process's minor-fault counter and vm.max_map_count, whether
+// under, the process's minor-fault counter, whether
 // the always-on checks are compiled in, and the operation-stream model
 // that the rapid state machine and the fuzzer both drive.
 //

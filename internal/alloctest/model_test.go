@@ -167,11 +167,3 @@ func TestVariants(t *testing.T) {
 	}
 	assert.Panics(t, func() { alloctest.VariantNamed("nope") })
 }
-
-func TestMaxMapCount(t *testing.T) {
-	n, err := alloctest.MaxMapCount()
-	if err != nil {
-		t.Skip(err)
-	}
-	assert.Positive(t, n)
-}
