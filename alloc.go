@@ -680,7 +680,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 	s.LiveBytes += uint64(rc.MidUsed)
 	s.ArenaBytes = uint64(rc.ArenaBytes)
 	s.SlabBytes = uint64(rc.SlabBytes)
-	s.RunBytes = uint64(rc.MidBytes)
+	s.MidBytes = uint64(rc.MidBytes)
 	s.FreeBytes = uint64(rc.FreeBytes)
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)
