@@ -668,10 +668,8 @@ func (a *Allocator) Stats() stats.Snapshot {
 	}
 	var s stats.Snapshot
 	classes := a.slabs.Stats()
-	s.Classes = make([]stats.Class, len(classes))
-	for i, c := range classes {
-		s.Classes[i] = stats.Class{Size: uint64(c.Size), LiveBlocks: c.LiveBlocks, LiveBytes: c.LiveBytes,
-			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
+	s.Classes = classes[:]
+	for _, c := range classes {
 		s.LiveBlocks += c.LiveBlocks
 		s.LiveBytes += c.LiveBytes
 	}

@@ -77,7 +77,8 @@ type Snapshot struct {
 	HugeResident uint64
 }
 
-// Class is one size class's counters.
+// Class is one size class's counters: the one declaration, which slab.Pool.Stats
+// returns (stats is a leaf package, so slab may use its types).
 type Class struct {
 	Size       uint64 // block size
 	LiveBlocks uint64
