@@ -109,7 +109,8 @@ func (w *soakWorker) run(n int64) int64 {
 // op does the operation x (0 to 999) picks: 30% Malloc, 4% Calloc, 4%
 // AlignedAlloc (at 1 B to 1 MiB), 7% Realloc, 40% Free, 14% hand-over to
 // the next worker, 0.9% interior-pointer Free (which must be refused with
-// ErrInvalidFree), 0.1% Trim. The model checks each: a block's pattern
+// ErrInvalidFree; a Free instead in a build without the always-on checks),
+// 0.1% Trim. The model checks each: a block's pattern
 // before it is freed, resized or handed over, a Calloc'd block zeroed, a
 // Realloc'd prefix kept, alignment. counted is false for a hand-over,
 // which is no allocator operation.
@@ -136,6 +137,8 @@ func (w *soakWorker) op(x int) (counted bool, err error) {
 			w.next.inbox <- l
 		}
 		return false, err
+	case x < 999 && !alloctest.Checks: // -tags brkmap_nochecks: a bad free would corrupt the heap
+		return true, w.free(block)
 	case x < 999:
 		return true, w.apply(sBadFree, alloctest.Op{Kind: alloctest.OpFreeInside, Block: block, Offset: w.rng.Int()})
 	}
