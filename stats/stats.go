@@ -32,7 +32,7 @@ type Snapshot struct {
 
 	// Inside the region.
 	SlabBytes    uint64 // pages carved into slabs
-	RunBytes     uint64 // pages given to mid-size blocks (one run each)
+	MidBytes     uint64 // pages given to mid-size blocks (one run each)
 	FreeBytes    uint64 // free pages below the break
 	DirtyBytes   uint64 // free pages not yet released: resident if they were touched ("trapped")
 	TopFreeBytes uint64 // the free run at the break: what moving the break down can release
@@ -77,7 +77,8 @@ type Snapshot struct {
 	HugeResident uint64
 }
 
-// Class is one size class's counters.
+// Class is one size class's counters: the one declaration, which slab.Pool.Stats
+// returns (stats is a leaf package, so slab may use its types).
 type Class struct {
 	Size       uint64 // block size
 	LiveBlocks uint64
@@ -132,7 +133,7 @@ func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
 		v    uint64
 	}{
 		{"live blocks", s.LiveBlocks}, {"live bytes", s.LiveBytes},
-		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  runs", s.RunBytes},
+		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  mid-size", s.MidBytes},
 		{"  free", s.FreeBytes}, {"  free, not released", s.DirtyBytes}, {"  free at top", s.TopFreeBytes},
 		{"mmap bytes", s.MmapBytes}, {"mmap count", s.MmapCount},
 		{"resident", s.Resident}, {"  arena", s.ArenaResident}, {"  mappings", s.MmapResident},
