@@ -26,10 +26,8 @@ func (a *Allocator) Counters() stats.Snapshot {
 		return s
 	}
 	classes := a.slabs.Stats()
-	s.Classes = make([]stats.Class, len(classes))
-	for i, c := range classes {
-		s.Classes[i] = stats.Class{Size: uint64(c.Size), LiveBlocks: c.LiveBlocks, LiveBytes: c.LiveBytes,
-			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
+	s.Classes = classes[:]
+	for _, c := range classes {
 		s.LiveBlocks += c.LiveBlocks
 		s.LiveBytes += c.LiveBytes
 	}
@@ -38,7 +36,7 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.LiveBytes += uint64(rc.MidUsed)
 	s.ArenaBytes = uint64(rc.ArenaBytes)
 	s.SlabBytes = uint64(rc.SlabBytes)
-	s.RunBytes = uint64(rc.MidBytes)
+	s.MidBytes = uint64(rc.MidBytes)
 	s.FreeBytes = uint64(rc.FreeBytes)
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)

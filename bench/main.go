@@ -36,6 +36,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/brkmap/alloc/bench/internal/cachebench"
 	"github.com/brkmap/alloc/bench/internal/child"
 )
 
@@ -53,6 +54,8 @@ func main() {
 	}
 	var err error
 	switch {
+	case len(os.Args) > 1 && os.Args[1] == "cache":
+		os.Exit(cachebench.Main(os.Args[2:]))
 	case len(os.Args) > 1 && commands[os.Args[1]] != nil:
 		err = commands[os.Args[1]](os.Args[2:])
 	case len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-"):

@@ -103,6 +103,40 @@ func TestReplayEveryPolicy(t *testing.T) {
 	}
 }
 
+// The libc column is glibc's footprint, not the Go process's growth: a
+// trace of 150,000 ids (a 3.6 MB table of blocks, which the old column
+// counted as glibc's as its pages were first written) replays with the Go
+// runtime still, and the peak is the live bytes written plus glibc's
+// overhead, within glibc's own count of its heap (mallinfo2).
+func TestLibcColumnIsGlibcs(t *testing.T) {
+	if !libc.Available {
+		t.Skip(harness.ErrLibcMissing)
+	}
+	if raceEnabled {
+		t.Skip("under -race the process's RSS holds the race detector's shadow of every byte written")
+	}
+	const ids = 150000
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d\n%d\n", ids, 2*ids)
+	for id := range ids {
+		fmt.Fprintf(&b, "a %d 40\n", id)
+	}
+	for id := range ids {
+		fmt.Fprintf(&b, "f %d\n", id)
+	}
+	path := filepath.Join(t.TempDir(), "ids.rep")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	r := runChild(child.Job{Kind: kindReplay, Target: path, Policy: "libc"})
+	require.True(t, r.OK, r.Error)
+	live := uint64(40 * ids)
+	assert.Equal(t, live, r.PeakLiveBytes)
+	assert.Less(t, r.GoGrowthBytes, uint64(256<<10), "the Go runtime kept still")
+	assert.GreaterOrEqual(t, r.PeakResidentBytes, live, "every byte was written")
+	assert.LessOrEqual(t, r.PeakResidentBytes, live*6/5+(512<<10), "48-byte chunks for 40-byte blocks, and no table of blocks: %d", r.PeakResidentBytes)
+	assert.LessOrEqual(t, r.PeakResidentBytes, r.LibcHeapPeakBytes+(256<<10), "no more than glibc's own heap")
+	assert.GreaterOrEqual(t, r.LibcHeapPeakBytes, live)
+}
+
 // A corrupted block fails its content check: ok is false, and the
 // command exits non-zero.
 func TestReplayCatchesCorruption(t *testing.T) {

@@ -2,42 +2,150 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"image/png"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/brkmap/alloc/bench/internal/report"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// The main job, shrunk, writes its report folder, and the page renders its
-// plots in headless Chromium: every plot is laid out with a size and
-// shapes (marks the page's own script sets), and the screenshot shows the
-// policies' colours.
+// The main job, shrunk, writes its report folder, and the page is checked
+// for what a learner could be misled by: every plotted series has a sample
+// at each named moment of its workload, no region row is empty, every
+// figure quoted in the prose is one of results.json's, and no measured
+// figure is written into a lesson's text. Rendered in headless Chromium at
+// 1400 and 700 px, every plot is laid out and drawn, no element is wider
+// than the viewport, and the screenshots (left in the report folder, to be
+// looked at) show the policies' colours.
 func TestMainJobReport(t *testing.T) {
 	dir := t.TempDir()
 	traces := filepath.Join(dir, "traces")
 	require.NoError(t, os.Mkdir(traces, 0o755))
 	writeTrace(t, traces, "gen", 4)
 	out := filepath.Join(dir, "report")
+	if d := os.Getenv("BRKMAP_REPORT_TEST_OUT"); d != "" {
+		out = d // keep the folder, to look at the screenshots
+	}
 	require.NoError(t, run([]string{"-out", out, "-traces", traces, "-scale", "0.05",
-		"-workloads", "pinned-top,large-temp"}))
+		"-workloads", "pinned-top,large-temp,mmap-wall"}))
 
 	page, err := os.ReadFile(filepath.Join(out, "index.html"))
 	require.NoError(t, err)
 	plots := len(regexp.MustCompile(`<svg class="plot"`).FindAll(page, -1))
-	// pinned-top and large-temp: resident + region each; the trace: resident.
-	assert.Equal(t, 5, plots)
+	svgs, _ := filepath.Glob(filepath.Join(out, "*.svg"))
+	assert.Equal(t, len(svgs), plots, "every plot file is on the page")
 	for _, f := range []string{"results.json", "pinned-top-resident.svg", "pinned-top-region.svg",
-		"large-temp-resident.svg", "gen-resident.svg"} {
+		"large-temp-resident.svg", "large-temp-threshold.svg", "mmap-wall-mappings.svg", "gen-resident.svg"} {
 		assert.FileExists(t, filepath.Join(out, f))
 	}
 	assert.NotContains(t, string(page), `src="`, "the page is self-contained")
 	assert.Contains(t, string(page), "The pinned top.")
+
+	raw, err := os.ReadFile(filepath.Join(out, "results.json"))
+	require.NoError(t, err)
+	var results []struct {
+		Trace, Policy string
+		Series        []struct{ Label string }
+		PeakMap       *struct {
+			Break   uint64
+			Extents []any
+		} `json:"peak_map"`
+		Moments []struct {
+			Label string
+			Map   struct {
+				Break   uint64
+				Extents []any
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal(raw, &results))
+
+	// Every series has a sample at each named moment of its workload.
+	labels := map[string]map[string]bool{}
+	for _, r := range results {
+		if labels[r.Trace] == nil {
+			labels[r.Trace] = map[string]bool{}
+		}
+		for _, s := range r.Series {
+			if s.Label != "" {
+				labels[r.Trace][s.Label] = true
+			}
+		}
+	}
+	for _, r := range results {
+		have := map[string]bool{}
+		for _, s := range r.Series {
+			have[s.Label] = true
+		}
+		for l := range labels[r.Trace] {
+			assert.True(t, have[l], "%s under %s has no sample at %q", r.Trace, r.Policy, l)
+		}
+	}
+
+	// No region row is empty: each names a map with a break and extents.
+	rowsRE := regexp.MustCompile(`<div class="region" data-name="([^"]*)" data-rows="([^"]*)"`)
+	regions := rowsRE.FindAllSubmatch(page, -1)
+	assert.Equal(t, 3, len(regions), "pinned-top, large-temp and mmap-wall use the region")
+	for _, m := range regions {
+		var rows []string
+		require.NoError(t, json.Unmarshal([]byte(htmlUnescape(string(m[2]))), &rows))
+		require.NotEmpty(t, rows)
+		for _, row := range rows {
+			policy, label, _ := strings.Cut(row, ": ")
+			found := false
+			for _, r := range results {
+				if r.Trace != string(m[1]) || r.Policy != policy {
+					continue
+				}
+				if label == "at its highest resident" && r.PeakMap != nil {
+					found = found || (r.PeakMap.Break > 0 && len(r.PeakMap.Extents) > 0)
+				}
+				for _, mo := range r.Moments {
+					if mo.Label == label && mo.Map.Break > 0 && len(mo.Map.Extents) > 0 {
+						found = true
+					}
+				}
+			}
+			assert.True(t, found, "%s: region row %q has a map with pages", m[1], row)
+		}
+	}
+
+	// Every figure of the prose is one of results.json's numbers, shown as
+	// the report formats it, and the sentences have no figure outside one.
+	numbers := jsonNumbers(raw)
+	figRE := regexp.MustCompile(`<span class="fig" data-v="([^"]*)">([^<]*)</span>`)
+	verdicts := regexp.MustCompile(`<p class="verdict">(.*?)</p>`).FindAllSubmatch(page, -1)
+	assert.GreaterOrEqual(t, len(verdicts), 4, "a sentence per workload and per trace")
+	for _, v := range verdicts {
+		for _, f := range figRE.FindAllSubmatch(v[1], -1) {
+			var vals []float64
+			for _, s := range strings.Fields(string(f[1])) {
+				x, err := strconv.ParseFloat(s, 64)
+				require.NoError(t, err)
+				assert.True(t, numbers[x], "figure %q (%v) is in results.json", f[2], x)
+				vals = append(vals, x)
+			}
+			assert.Contains(t, formats(vals), htmlUnescape(string(f[2])), "figure %q shows its value", f[2])
+		}
+		rest := figRE.ReplaceAll(v[1], nil)
+		assert.NotRegexp(t, `\d`, string(rest), "no number outside a figure: %s", rest)
+	}
+	lessons := regexp.MustCompile(`(?s)<h2 id="[^"]*">[^<]*</h2>\s*<p><i>.*?</i></p>\s*<p>(.*?)</p>`).FindAllSubmatch(page, -1)
+	assert.NotEmpty(t, lessons)
+	for _, l := range lessons {
+		assert.NotRegexp(t, `\d\s*(ms|µs|s|faults|calls)\b`, string(l[1]), "a lesson's text quotes no measurement")
+	}
 
 	chromium := findChromium()
 	if chromium == "" {
@@ -45,7 +153,7 @@ func TestMainJobReport(t *testing.T) {
 	}
 	headless := func(args ...string) []byte {
 		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
 			"--user-data-dir=" + t.TempDir()}
 		cmd := exec.Command(chromium, append(append(base, args...), "file://"+filepath.Join(out, "index.html"))...)
 		var stdout bytes.Buffer
@@ -63,36 +171,91 @@ func TestMainJobReport(t *testing.T) {
 		return stdout.Bytes()
 	}
 
-	dom := headless("--dump-dom")
-	rendered := regexp.MustCompile(`data-rendered="yes"`).FindAll(dom, -1)
-	assert.Len(t, rendered, plots, "every plot is laid out and drawn")
-	assert.NotContains(t, string(dom), `data-rendered="no"`)
+	for _, width := range []int{1400, 700} {
+		dom := headless(fmt.Sprintf("--window-size=%d,3000", width), "--dump-dom")
+		rendered := regexp.MustCompile(`data-rendered="yes"`).FindAll(dom, -1)
+		assert.Len(t, rendered, plots, "%d px: every plot is laid out and drawn", width)
+		assert.NotContains(t, string(dom), `data-rendered="no"`)
+		vp := regexp.MustCompile(`data-viewport="(\d+)"`).FindSubmatch(dom)
+		require.NotNil(t, vp, "the page's script ran")
+		n, _ := strconv.Atoi(string(vp[1]))
+		assert.InDelta(t, width, n, 20, "the viewport is the window")
+		assert.Contains(t, string(dom), `data-too-wide=""`, "%d px: no element wider than the viewport", width)
 
-	shot := filepath.Join(t.TempDir(), "page.png")
-	headless("--window-size=1100,2600", "--screenshot="+shot)
-	f, err := os.Open(shot)
-	require.NoError(t, err)
-	defer f.Close()
-	img, err := png.Decode(f)
-	require.NoError(t, err)
-	// Count the pixels of the colours plots use: the threshold line and
-	// live pages (blue) and the released pages (grey).
-	var blue, grey int
-	b := img.Bounds()
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			r, g, bl, _ := img.At(x, y).RGBA()
-			r, g, bl = r>>8, g>>8, bl>>8
-			switch {
-			case near(r, 0x1f) && near(g, 0x77) && near(bl, 0xb4):
-				blue++
-			case near(r, 0xd0) && near(g, 0xd0) && near(bl, 0xd0):
-				grey++
+		shot := filepath.Join(out, fmt.Sprintf("screenshot-%d.png", width))
+		headless(fmt.Sprintf("--window-size=%d,6000", width), "--screenshot="+shot)
+		f, err := os.Open(shot)
+		require.NoError(t, err)
+		img, err := png.Decode(f)
+		f.Close()
+		require.NoError(t, err)
+		// Count the pixels of the colours plots use: the threshold line and
+		// live pages (blue) and the released pages (grey).
+		var blue, grey int
+		b := img.Bounds()
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				r, g, bl, _ := img.At(x, y).RGBA()
+				r, g, bl = r>>8, g>>8, bl>>8
+				switch {
+				case near(r, 0x1f) && near(g, 0x77) && near(bl, 0xb4):
+					blue++
+				case near(r, 0xd0) && near(g, 0xd0) && near(bl, 0xd0):
+					grey++
+				}
+			}
+		}
+		assert.Greater(t, blue, 1000, "%d px: live pages and the threshold line are drawn", width)
+		assert.Greater(t, grey, 1000, "%d px: released pages are drawn", width)
+	}
+}
+
+// jsonNumbers returns every number in a JSON document.
+func jsonNumbers(raw []byte) map[float64]bool {
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return nil
+	}
+	set := map[float64]bool{}
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case json.Number:
+			if f, err := x.Float64(); err == nil {
+				set[f] = true
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
 			}
 		}
 	}
-	assert.Greater(t, blue, 1000, "live pages and the threshold line are drawn")
-	assert.Greater(t, grey, 1000, "released pages are drawn")
+	walk(v)
+	return set
+}
+
+// formats returns the ways the report may show vals: a ratio of two, or
+// one value as bytes, time, a count or a fraction.
+func formats(vals []float64) []string {
+	if len(vals) == 2 {
+		return []string{report.FormatRatio(vals[0], vals[1])}
+	}
+	v := vals[0]
+	out := []string{report.FormatSeconds(v), fmt.Sprintf("%.2f", v)}
+	if v >= 0 && v == math.Trunc(v) {
+		out = append(out, report.FormatBytes(uint64(v)), report.FormatCount(uint64(v)))
+	}
+	return out
+}
+
+func htmlUnescape(s string) string {
+	return strings.NewReplacer("&#34;", `"`, "&quot;", `"`, "&amp;", "&", "&lt;", "<", "&gt;", ">", "&#39;", "'").Replace(s)
 }
 
 func near(a, b uint32) bool { return a+6 >= b && a <= b+6 }

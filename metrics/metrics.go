@@ -139,7 +139,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // the live mappings. It is an upper bound: a page never written is
 // counted though the kernel never backed it.
 func ResidentEstimate(s stats.Snapshot) uint64 {
-	return s.SlabBytes + s.RunBytes + s.DirtyBytes + s.MmapBytes
+	return s.SlabBytes + s.MidBytes + s.DirtyBytes + s.MmapBytes
 }
 
 // Collect takes the allocator's counters (or Stats, with MeasureResident)

@@ -28,7 +28,7 @@ var snapshot = stats.Snapshot{
 	LiveBlocks: 3, LiveBytes: 300, ArenaBytes: 1 << 20, MmapBytes: 4 << 20, MmapCount: 2,
 	Resident: 123456, ResidentMeasured: true,
 	Mmap: 5, Munmap: 4, Madvise: 3, Mprotect: 2, Mremap: 1, Mincore: 9,
-	SlabBytes: 65536, RunBytes: 40960, FreeBytes: 8192, DirtyBytes: 4096,
+	SlabBytes: 65536, MidBytes: 40960, FreeBytes: 8192, DirtyBytes: 4096,
 	MmapThreshold: 128 << 10, TrimThreshold: math.MaxUint64,
 	Committed: 5 << 20, Limit: 0,
 	Classes: []stats.Class{

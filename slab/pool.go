@@ -8,6 +8,7 @@ import (
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/stats"
 )
 
 // Pool is the size classes over one region, with a cache per P in front:
@@ -159,29 +160,22 @@ func (p *Pool) Close() {
 	p.drain()
 }
 
-// ClassStats is one class's counters.
-type ClassStats struct {
-	Size       uintptr
-	LiveBlocks uint64
-	LiveBytes  uint64 // requested
-	Slabs      uint64
-	SlabBytes  uint64
-}
-
-// Stats returns every class's counters: the classes' own plus every P
+// Stats returns every class's counters, in the type the allocator's
+// Snapshot reports (stats is a leaf package: slab may use its types): the
+// classes' own plus every P
 // cache's. In the normal build the caches' counts are read without
 // synchronization (word-sized reads, which the Go memory model lets
 // observe only values actually written); the sum is exact when no
 // operation is in flight.
-func (p *Pool) Stats() [NumClasses]ClassStats {
-	var out [NumClasses]ClassStats
+func (p *Pool) Stats() [NumClasses]stats.Class {
+	var out [NumClasses]stats.Class
 	page := p.region.PageSize()
 	var sum [NumClasses]counts
 	for i := range p.classes {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		sum[i] = cl.counts
-		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
+		out[i] = stats.Class{Size: uint64(cl.size), Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
 		cl.mu.Unlock()
 	}
 	for i := range p.caches {

@@ -489,7 +489,7 @@ func TestStatsPerClass(t *testing.T) {
 		for _, n := range reqs[c] {
 			bytes += uint64(n)
 		}
-		assert.Equal(t, ClassSize(c), st[c].Size)
+		assert.Equal(t, uint64(ClassSize(c)), st[c].Size)
 		assert.Equal(t, uint64(len(reqs[c])), st[c].LiveBlocks, "class %d", c)
 		assert.Equal(t, bytes, st[c].LiveBytes, "class %d", c)
 		if len(reqs[c]) > 0 {

@@ -37,7 +37,7 @@ type Snapshot struct {
 
 	// Inside the region.
 	SlabBytes    uint64 `json:"slab_bytes"`     // pages carved into slabs
-	RunBytes     uint64 `json:"run_bytes"`      // pages given to mid-size blocks (one run each)
+	MidBytes     uint64 `json:"mid_bytes"`      // pages given to mid-size blocks (one run each)
 	FreeBytes    uint64 `json:"free_bytes"`     // free pages below the break
 	DirtyBytes   uint64 `json:"dirty_bytes"`    // free pages not yet released: resident if they were touched ("trapped")
 	TopFreeBytes uint64 `json:"top_free_bytes"` // the free run at the break: what moving the break down can release
@@ -104,7 +104,8 @@ type Platform struct {
 	Smaps bool `json:"smaps"`
 }
 
-// Class is one size class's counters.
+// Class is one size class's counters: the one declaration, which slab.Pool.Stats
+// returns (stats is a leaf package, so slab may use its types).
 type Class struct {
 	Size       uint64 `json:"size_bytes"` // block size
 	LiveBlocks uint64 `json:"live_blocks"`
@@ -178,7 +179,7 @@ func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
 		v    uint64
 	}{
 		{"live blocks", s.LiveBlocks}, {"live bytes", s.LiveBytes},
-		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  runs", s.RunBytes},
+		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  mid-size", s.MidBytes},
 		{"  free", s.FreeBytes}, {"  free, not released", s.DirtyBytes}, {"  free at top", s.TopFreeBytes},
 		{"mmap bytes", s.MmapBytes}, {"mmap count", s.MmapCount},
 		{"resident", s.Resident}, {"  arena", s.ArenaResident}, {"  mappings", s.MmapResident},

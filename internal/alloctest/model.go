@@ -96,6 +96,10 @@ func Size(band int, v uint16) int {
 type Block struct {
 	B    []byte
 	Seed uint32
+	// Handed is set on a block another model handed over (Hand, Adopt),
+	// until a Realloc here resizes it: a free of it is a free on another
+	// goroutine than the one that allocated.
+	Handed bool
 }
 
 // maxFreed is how many freed slices the model keeps for stale frees.
@@ -108,7 +112,9 @@ const maxFreed = 64
 // Stats counts exactly the live blocks and bytes. Bad frees must be
 // refused with the exact sentinel and change nothing.
 //
-// A Model is not safe for concurrent use.
+// A Model is not safe for concurrent use. Several models may drive one
+// allocator, one a goroutine, and hand blocks to each other (Hand, Adopt);
+// CheckAll then holds the allocator against all of them at once.
 type Model struct {
 	a Allocator
 	// errInvalidFree and errDoubleFree are the allocator's sentinels
@@ -159,6 +165,40 @@ func (m *Model) Find(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// SeedFrom makes the model's next block seeded base+1: models that
+// share an allocator start far apart, so that no two live blocks share a
+// pattern.
+func (m *Model) SeedFrom(base uint32) { m.seed = base }
+
+// Hand checks live block i (modulo their number; there must be one) and
+// takes it out of the model without freeing it, for another model to
+// Adopt.
+func (m *Model) Hand(i int) (*Block, error) {
+	i %= len(m.live)
+	l := m.live[i]
+	if err := m.checkBlock(l); err != nil {
+		return nil, fmt.Errorf("hand-over: %w", err)
+	}
+	m.remove(i)
+	return l, nil
+}
+
+// Adopt makes l, handed over by another model of the same allocator, a
+// live block of m.
+func (m *Model) Adopt(l *Block) {
+	l.Handed = true
+	m.live = append(m.live, l)
+	m.bytes += len(l.B)
+}
+
+// remove takes live block i out of the model.
+func (m *Model) remove(i int) {
+	l := m.live[i]
+	m.bytes -= len(l.B)
+	m.live[i] = m.live[len(m.live)-1]
+	m.live = m.live[:len(m.live)-1]
 }
 
 // Live returns the number of live blocks.
@@ -297,6 +337,7 @@ func (m *Model) realloc(l *Block, n int) error {
 	m.bytes += n - len(l.B)
 	Fill(nb, l.Seed)
 	l.B = nb
+	l.Handed = false
 	return nil
 }
 
@@ -319,9 +360,7 @@ func (m *Model) free(i int) error {
 	} else if err != nil {
 		return fmt.Errorf("free of %d bytes: %w", len(l.B), err)
 	}
-	m.bytes -= len(l.B)
-	m.live[i] = m.live[len(m.live)-1]
-	m.live = m.live[:len(m.live)-1]
+	m.remove(i)
 	m.keepFreed(l.B)
 	return nil
 }
@@ -347,20 +386,29 @@ func (m *Model) freeStale(stale []byte) error {
 
 // Check holds the whole allocator against the model: every block intact,
 // no two blocks overlapping, and the counters agreeing.
-func (m *Model) Check() error {
+func (m *Model) Check() error { return CheckAll(m) }
+
+// CheckAll holds an allocator against all the models that drive it (at
+// least one; none in the middle of an operation): every block of each
+// intact and live, no two blocks of any overlapping, and the counters
+// agreeing with their sum.
+func CheckAll(ms ...*Model) error {
 	type span struct{ lo, hi uintptr }
-	spans := make([]span, 0, len(m.live))
-	var bytes uint64
-	for _, l := range m.live {
-		if err := m.checkBlock(l); err != nil {
-			return err
+	var spans []span
+	var blocks, bytes uint64
+	for _, m := range ms {
+		for _, l := range m.live {
+			if err := m.checkBlock(l); err != nil {
+				return err
+			}
+			if u := m.a.UsableSize(l.B); u < len(l.B) {
+				return fmt.Errorf("block %d (%d bytes at %p) is not live: UsableSize %d", l.Seed, len(l.B), unsafe.SliceData(l.B), u)
+			}
+			lo := addrOf(l.B)
+			spans = append(spans, span{lo, lo + uintptr(max(len(l.B), 1))})
+			bytes += uint64(len(l.B))
 		}
-		if u := m.a.UsableSize(l.B); u < len(l.B) {
-			return fmt.Errorf("block %d (%d bytes at %p) is not live: UsableSize %d", l.Seed, len(l.B), unsafe.SliceData(l.B), u)
-		}
-		lo := addrOf(l.B)
-		spans = append(spans, span{lo, lo + uintptr(max(len(l.B), 1))})
-		bytes += uint64(len(l.B))
+		blocks += uint64(len(m.live))
 	}
 	slices.SortFunc(spans, func(x, y span) int {
 		if x.lo < y.lo {
@@ -376,9 +424,9 @@ func (m *Model) Check() error {
 			return fmt.Errorf("blocks overlap: [%#x,%#x) and [%#x,%#x)", spans[i-1].lo, spans[i-1].hi, spans[i].lo, spans[i].hi)
 		}
 	}
-	s := m.a.Stats()
-	if s.LiveBlocks != uint64(len(m.live)) || s.LiveBytes != bytes {
-		return fmt.Errorf("counters disagree: Stats has %d blocks, %d bytes; the model %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, len(m.live), bytes)
+	s := ms[0].a.Stats()
+	if s.LiveBlocks != blocks || s.LiveBytes != bytes {
+		return fmt.Errorf("counters disagree: Stats has %d blocks, %d bytes; the model %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, blocks, bytes)
 	}
 	if s.Committed != s.ArenaBytes+s.MmapBytes+s.QuarantineBytes {
 		return fmt.Errorf("counters disagree: Stats has committed %d, arena %d + mapped %d + quarantine %d", s.Committed, s.ArenaBytes, s.MmapBytes, s.QuarantineBytes)
@@ -397,7 +445,13 @@ func (m *Model) FreeAll() error {
 			return err
 		}
 	}
-	s := m.a.Stats()
+	return Empty(m.a)
+}
+
+// Empty checks that a's Stats show nothing live and no mapping left: what
+// freeing every block must leave.
+func Empty(a Allocator) error {
+	s := a.Stats()
 	if s.LiveBlocks != 0 || s.LiveBytes != 0 || s.MmapCount != 0 || s.MmapBytes != 0 {
 		return fmt.Errorf("everything freed, yet Stats has %d blocks, %d bytes, %d mappings of %d bytes",
 			s.LiveBlocks, s.LiveBytes, s.MmapCount, s.MmapBytes)

@@ -148,6 +148,25 @@ func TestPattern(t *testing.T) {
 	assert.Equal(t, 0, alloctest.Intact(b, 1), "another block's pattern is not this one's")
 }
 
+// The pattern catches a single changed byte anywhere in a block, in the
+// words and in the tail, and Pattern is the byte Fill wrote.
+func TestPatternEveryByte(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 8, 9, 100, 4096} {
+		b := make([]byte, n)
+		alloctest.Fill(b, 42)
+		require.Equal(t, -1, alloctest.Intact(b, 42), n)
+		for i := range b {
+			require.Equal(t, alloctest.Pattern(42, i), b[i], "size %d, byte %d", n, i)
+			b[i] ^= 0x10
+			assert.Equal(t, i, alloctest.Intact(b, 42), "size %d, byte %d", n, i)
+			b[i] ^= 0x10
+		}
+		if n > 0 {
+			assert.NotEqual(t, -1, alloctest.Intact(b, 43), "another block's seed")
+		}
+	}
+}
+
 func TestSize(t *testing.T) {
 	for band := range 10 {
 		lo, hi := alloctest.Size(band, 0), alloctest.Size(band, 1<<16-1)
@@ -168,10 +187,47 @@ func TestVariants(t *testing.T) {
 	assert.Panics(t, func() { alloctest.VariantNamed("nope") })
 }
 
-func TestMaxMapCount(t *testing.T) {
-	n, err := alloctest.MaxMapCount()
-	if err != nil {
-		t.Skip(err)
+// Two models over one allocator (the soak's shape): a handed-over block
+// moves from one to the other, CheckAll holds the allocator against both,
+// and catches a block damaged in transit and counters off by one byte.
+func TestModelsShareAnAllocator(t *testing.T) {
+	f := newFake()
+	m1, m2 := alloctest.NewModel(f, errInvalid, errDouble), alloctest.NewModel(f, errInvalid, errDouble)
+	m2.SeedFrom(1 << 24)
+	for _, m := range []*alloctest.Model{m1, m2} {
+		require.NoError(t, m.Apply(alloctest.Op{Kind: alloctest.OpMalloc, Size: 100}))
+		require.NoError(t, m.Apply(alloctest.Op{Kind: alloctest.OpMalloc, Size: 50}))
 	}
-	assert.Positive(t, n)
+	require.NoError(t, alloctest.CheckAll(m1, m2))
+	assert.Error(t, m1.Check(), "one model alone does not hold the other's blocks")
+	assert.NotEqual(t, m1.Blocks()[0].Seed, m2.Blocks()[0].Seed, "seeds start apart")
+
+	l, err := m1.Hand(0)
+	require.NoError(t, err)
+	assert.False(t, l.Handed)
+	m2.Adopt(l)
+	assert.True(t, l.Handed)
+	assert.Equal(t, 1, m1.Live())
+	assert.Equal(t, 3, m2.Live())
+	assert.Equal(t, 150+100, m2.LiveBytes())
+	require.NoError(t, alloctest.CheckAll(m1, m2))
+
+	l.B[3] ^= 1
+	assert.ErrorContains(t, alloctest.CheckAll(m1, m2), "damaged", "a block damaged in transit")
+	l.B[3] ^= 1
+	f.miscount = true
+	assert.ErrorContains(t, alloctest.CheckAll(m1, m2), "counters disagree")
+	f.miscount = false
+
+	// A Realloc makes the block the resizer's own again.
+	i := m2.Find(l.B)
+	require.GreaterOrEqual(t, i, 0)
+	require.NoError(t, m2.Apply(alloctest.Op{Kind: alloctest.OpRealloc, Block: i, Size: 300}))
+	assert.False(t, l.Handed)
+
+	for len(m1.Blocks()) > 0 {
+		require.NoError(t, m1.Apply(alloctest.Op{Kind: alloctest.OpFree}))
+	}
+	assert.Error(t, alloctest.Empty(f), "m2's blocks are still live")
+	require.NoError(t, m2.FreeAll())
 }

@@ -17,6 +17,9 @@ type Heap interface {
 // peak by 1/32 (at least 16 KiB), so that short peaks are measured too.
 // The sample is taken at the next call, once the caller has written the
 // block that made the peak (an untouched block is not resident yet).
+// A malloc or a free that changes the live bytes by BigEvent or more
+// takes a sample too (Sampler.Event), after the block is written or
+// freed, so that every cycle of a large buffer shows in the series.
 // It belongs to the one goroutine of the run: no lock.
 type CountingHeap struct {
 	Heap
@@ -24,17 +27,27 @@ type CountingHeap struct {
 	S          *sampler.Sampler // nil: no extra samples
 
 	nextMark uint64
-	pending  bool
+	pending  bool // a new peak to sample at the next call
+	event    bool // a large block to sample at the next call
 }
+
+// BigEvent is the change of live bytes (16 pages) that takes a sample.
+const BigEvent = 64 << 10
 
 func (c *CountingHeap) before() {
 	if c.pending {
 		c.pending = false
 		c.S.Mark("")
+	} else if c.event {
+		c.event = false
+		c.S.Event()
 	}
 }
 
 func (c *CountingHeap) grew(n uint64) {
+	if c.S != nil && n >= BigEvent && n < 1<<63 {
+		c.event = true
+	}
 	c.Live += n
 	if c.Live > c.Peak {
 		c.Peak = c.Live
@@ -68,6 +81,9 @@ func (c *CountingHeap) Free(b []byte) error {
 	err := c.Heap.Free(b)
 	if err == nil {
 		c.Live -= uint64(len(b))
+		if c.S != nil && len(b) >= BigEvent {
+			c.S.Event()
+		}
 	}
 	return err
 }

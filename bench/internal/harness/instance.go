@@ -3,6 +3,9 @@ package harness
 import (
 	"cmp"
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/internal/libc"
@@ -21,6 +24,9 @@ type Instance struct {
 	counter   *CountingHeap    // libc: glibc does not tell its live bytes
 	threshold int              // the configured mmap threshold (0: none)
 	baseRSS   uint64           // the process's RSS before the run (libc)
+	gcPercent int              // libc: the GC setting to restore at Close
+	goBase    uint64           // libc: the Go runtime's memory before the run
+	goMetrics []metrics.Sample // libc: read at every sample, allocated once
 
 	// Maps: take region maps with the samples (PeakMap, Moments).
 	Maps bool
@@ -84,27 +90,66 @@ func (res *Result) Instance(p Policy, threshold int, configure func(*alloc.Confi
 	return in, nil
 }
 
-// Start records the process's RSS before the run, for the libc figures,
-// and resets its peak.
-func (in *Instance) Start() error {
-	m, err := procfs.ReadProcMemory()
+// Start makes ready to measure s's run: it records the process's RSS
+// before the run and resets its peak.
+//
+// For glibc (libc), whose memory is measured as the process's RSS growth,
+// it first makes the Go runtime keep still, so that the growth is
+// glibc's: everything the run needs from the Go heap (the parsed trace,
+// the table of blocks) is allocated before Start; the garbage collector
+// runs once and is then switched off until Close (a collection during the
+// run would move the Go heap's own pages in and out of RSS), and s's
+// series gets its room now, written through (Sampler.Reserve). What the
+// Go runtime still grows during the run is measured (Result.GoGrowthBytes)
+// and is near zero for a replay. The run itself is made on the main
+// thread (package libc), so glibc serves it from its main arena, as it
+// serves a C program.
+func (in *Instance) Start(s *sampler.Sampler) error {
+	if in.A == nil {
+		s.Reserve(1 << 15)
+		runtime.GC()
+		in.gcPercent = debug.SetGCPercent(-1)
+		// glibc's heap was warmed before the run (the Go runtime and cgo
+		// call malloc at start): give its free pages back, so that the
+		// run faults in what it uses, as in a fresh C process.
+		libc.Trim()
+		in.goMetrics = []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+		in.goBase = in.goMemory()
+	}
+	rss, _, err := sampler.ReadStatus()
 	if err != nil {
 		return fmt.Errorf("reading /proc/self/status: %w", err)
 	}
-	in.baseRSS = m.RSS
+	in.baseRSS = rss
 	if err := procfs.ResetPeakRSS(); err != nil {
 		return fmt.Errorf("resetting the peak RSS: %w", err)
 	}
 	return nil
 }
 
+// goMemory returns the memory the Go runtime holds from the kernel and
+// has not given back (its heap, stacks and metadata). It allocates
+// nothing.
+func (in *Instance) goMemory() uint64 {
+	ms := in.goMetrics
+	metrics.Read(ms)
+	if ms[0].Value.Kind() != metrics.KindUint64 || ms[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sat(ms[0].Value.Uint64(), ms[1].Value.Uint64())
+}
+
 // Probe fills in a sample: from the allocator's own measurements, or, for
-// glibc, from the process's accounting (RSS growth over the start).
+// glibc, from the process's accounting: RSS growth over the start, less
+// what the Go runtime grew meanwhile (nothing, for a replay; a workload's
+// own tables, for a workload).
 func (in *Instance) Probe(s *sampler.Sample) {
 	if in.A == nil {
-		s.Resident = sat(s.RSS, in.baseRSS)
+		s.Resident = sat(s.RSS, in.baseRSS+sat(in.goMemory(), in.goBase))
 		s.LiveBytes = in.counter.Live
 		s.MinorFaults = sys.MinorFaults()
+		arena, mapped, _ := libc.Mallinfo2()
+		s.LibcHeap = arena + mapped
 		return
 	}
 	st := in.A.Stats()
@@ -114,6 +159,12 @@ func (in *Instance) Probe(s *sampler.Sample) {
 	s.MmapBytes = st.MmapBytes
 	s.Syscalls = st.Syscalls()
 	s.MinorFaults = st.MinorFaults
+	if in.threshold > 0 {
+		s.MmapThreshold = st.MmapThreshold
+		if st.TrimThreshold != ^uint64(0) {
+			s.TrimThreshold = st.TrimThreshold
+		}
+	}
 	if in.Maps || st.DirtyBytes > 0 {
 		m := in.A.RegionMap()
 		s.Trapped = m.Trapped()
@@ -128,10 +179,13 @@ func (in *Instance) Probe(s *sampler.Sample) {
 	}
 }
 
-// Close closes the allocator, if any.
+// Close closes the allocator, if any, or switches the garbage collector
+// back on (libc).
 func (in *Instance) Close() {
 	if in.A != nil {
 		in.A.Close()
+	} else if in.gcPercent != 0 {
+		debug.SetGCPercent(in.gcPercent)
 	}
 }
 
@@ -142,11 +196,18 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 	if in.A != nil {
 		res.PeakResidentBytes = s.Peak().Resident
 	} else {
-		res.PeakResidentBytes = sat(end.PeakRSS, in.baseRSS)
+		// VmHWM catches a peak between samples; less the Go runtime's
+		// growth (which only grows, the collector being off, so this is
+		// at most glibc's peak), or the highest sample if that is more.
+		res.GoGrowthBytes = sat(in.goMemory(), in.goBase)
+		res.PeakResidentBytes = max(sat(end.PeakRSS, in.baseRSS+res.GoGrowthBytes), s.Peak().Resident)
 	}
 	res.FinalResidentBytes = end.Resident
 	if in.A != nil {
 		res.TrappedBytes = end.Trapped
+	} else {
+		res.LibcHeapPeakBytes = s.Max(func(p sampler.Sample) uint64 { return p.LibcHeap })
+		res.LibcHeapFinalBytes = end.LibcHeap
 	}
 	res.MinorFaults = end.MinorFaults - s.Samples[0].MinorFaults
 	res.PeakRSSGrowthBytes = sat(end.PeakRSS, in.baseRSS)
@@ -154,6 +215,9 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 		res.Fragmentation = float64(res.PeakResidentBytes) / float64(res.PeakLiveBytes)
 	}
 	res.MmapCalls, res.MunmapCalls, res.MadviseCalls, res.MprotectCalls = in.callCounts()
+	if n, ok := res.Syscalls(); ok {
+		res.SyscallCount = &n
+	}
 	res.Series = s.Samples
 }
 

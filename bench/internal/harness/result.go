@@ -27,12 +27,26 @@ type Result struct {
 
 	OpsPerSec          float64 `json:"ops_per_sec"`
 	MprotectCalls      *uint64 `json:"mprotect_calls"`
+	SyscallCount       *uint64 `json:"syscalls"`              // the four above together; null for libc
 	MinorFaults        uint64  `json:"minor_faults"`          // the process's, during the run
 	PeakRSSGrowthBytes uint64  `json:"peak_rss_growth_bytes"` // VmHWM during the run minus RSS before it (every policy)
 	TrappedBytes       uint64  `json:"trapped_bytes"`         // at the end: free pages below the break still resident
 	ResidentFrom       string  `json:"resident_from"`         // "mincore" (this allocator's mappings) or "rss" (process growth)
-	Error              string  `json:"error,omitempty"`
-	Note               string  `json:"note,omitempty"`
+
+	// The libc policy only (0 for the others). Its peak_resident_bytes is
+	// the process's peak RSS growth (VmHWM, reset after the trace is loaded
+	// and the Go runtime stopped collecting) — the C replayer's measure —
+	// less what the Go runtime itself grew during the run (nothing for a
+	// replay; a workload's own tables), or the highest sample if more.
+	// Beside it, glibc's heap as glibc counts it, from mallinfo2 (arena +
+	// hblkhd: every byte its arenas got from the kernel and every mapped
+	// chunk, resident or not), sampled with the series; and the Go
+	// runtime's own growth during the run, which the RSS figures include.
+	LibcHeapPeakBytes  uint64 `json:"libc_heap_peak_bytes,omitempty"`
+	LibcHeapFinalBytes uint64 `json:"libc_heap_final_bytes,omitempty"`
+	GoGrowthBytes      uint64 `json:"go_runtime_growth_bytes,omitempty"`
+	Error              string `json:"error,omitempty"`
+	Note               string `json:"note,omitempty"`
 
 	// For the report only; left out of `replay -json`.
 	Series  []sampler.Sample `json:"series,omitempty"`

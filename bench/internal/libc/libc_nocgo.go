@@ -18,3 +18,4 @@ func Realloc(p unsafe.Pointer, n int) unsafe.Pointer { panic(msg) }
 func Free(p unsafe.Pointer)                          { panic(msg) }
 func Trim() int                                      { panic(msg) }
 func Mallopt(param, value int) int                   { panic(msg) }
+func Mallinfo2() (arena, hblkhd, uordblks uint64)    { panic(msg) }

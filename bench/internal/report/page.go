@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/internal/procfs"
+	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -64,9 +66,13 @@ func (rep *Report) TraceResults() []*harness.Result {
 // section is one lesson (or trace) of the page.
 type section struct {
 	Name, Title, Lesson string
+	Verdict             template.HTML // the sentence made from the figures
+	FragBelowOne        bool
 	Rows                []row
 	Notes               []string
 	Resident, Region    *figure
+	Threshold, Mappings *figure
+	RegionRows          string // the region plot's row names, for the test (JSON)
 }
 
 // row is one line of a section's table.
@@ -81,13 +87,13 @@ func rowsOf(results []*harness.Result) []row {
 	var rows []row
 	for _, r := range results {
 		sc, counted := r.Syscalls()
-		x := row{Policy: r.Policy, Time: FormatSeconds(r.Seconds), Syscalls: "n/a", Faults: fmt.Sprint(r.MinorFaults),
+		x := row{Policy: r.Policy, Time: FormatSeconds(r.Seconds), Syscalls: "n/a", Faults: FormatCount(uint64(r.MinorFaults)),
 			PeakLive: FormatBytes(r.PeakLiveBytes), PeakResident: FormatBytes(r.PeakResidentBytes),
 			FinalResident: FormatBytes(r.FinalResidentBytes), Frag: fmt.Sprintf("%.2f", r.Fragmentation),
 			Trapped: FormatBytes(r.TrappedBytes), Score: "—", OK: r.OK, Error: r.Error,
-			OpsPerSec: fmt.Sprintf("%.3g", r.OpsPerSec)}
+			OpsPerSec: FormatNumber(r.OpsPerSec)}
 		if counted {
-			x.Syscalls = fmt.Sprint(sc)
+			x.Syscalls = FormatCount(uint64(sc))
 		}
 		if s, ok := scores[r]; ok {
 			x.Score = fmt.Sprintf("%.2f", s)
@@ -109,7 +115,7 @@ func (rep *Report) Write(dir string) (string, error) {
 		return "", err
 	}
 	// Plots of an earlier run would look like part of this one.
-	for _, pattern := range []string{"*-resident.svg", "*-region.svg"} {
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg"} {
 		old, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, f := range old {
 			os.Remove(f)
@@ -163,33 +169,49 @@ func (rep *Report) Write(dir string) (string, error) {
 }
 
 func (rep *Report) section(dir, name, title, lesson string, results []*harness.Result, w, h vg.Length) (section, error) {
-	s := section{Name: name, Title: title, Lesson: lesson, Rows: rowsOf(results)}
+	s := section{Name: name, Title: title, Lesson: lesson, Rows: rowsOf(results), Verdict: verdict(results)}
 	for _, r := range results {
 		if r.Note != "" {
 			s.Notes = append(s.Notes, r.Policy+": "+r.Note)
 		}
+		s.FragBelowOne = s.FragBelowOne || (r.Fragmentation > 0 && r.Fragmentation < 1)
 	}
-	p, err := residentPlot(name, results)
-	if err != nil {
-		return s, err
+	plots := []struct {
+		make func() (*plot.Plot, error)
+		file string
+		dst  **figure
+	}{
+		{func() (*plot.Plot, error) { return residentPlot(name, results) }, "-resident.svg", &s.Resident},
+		{func() (*plot.Plot, error) { return thresholdPlot(name, results) }, "-threshold.svg", &s.Threshold},
+		{func() (*plot.Plot, error) { return mappingsPlot(name, results, procfs.MaxMapCount()) }, "-mappings.svg", &s.Mappings},
 	}
-	f, err := render(p, dir, name+"-resident.svg", w, h)
-	if err != nil {
-		return s, err
-	}
-	s.Resident = &f
-	if rp := regionPlot(name, results); rp != nil {
-		rows := 0
-		for _, r := range results {
-			if usesRegion(r) {
-				rows += 1 + len(r.Moments)
-			}
+	for _, pl := range plots {
+		p, err := pl.make()
+		if err != nil {
+			return s, err
 		}
-		f, err := render(rp, dir, name+"-region.svg", w, vg.Length(1.5+0.22*float64(rows))*vg.Inch)
+		if p == nil {
+			continue
+		}
+		f, err := render(p, dir, name+pl.file, w, h)
+		if err != nil {
+			return s, err
+		}
+		*pl.dst = &f
+	}
+	rows := regionRows(results)
+	if rp := regionPlot(name, rows); rp != nil {
+		f, err := render(rp, dir, name+"-region.svg", w, vg.Length(1.5+0.22*float64(len(rows)))*vg.Inch)
 		if err != nil {
 			return s, err
 		}
 		s.Region = &f
+		var names []string
+		for _, r := range rows {
+			names = append(names, r.Name)
+		}
+		b, _ := json.Marshal(names)
+		s.RegionRows = string(b)
 	}
 	return s, nil
 }

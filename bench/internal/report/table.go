@@ -31,7 +31,7 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 		sc, counted := r.Syscalls()
 		sys := "n/a"
 		if counted {
-			sys = fmt.Sprint(sc)
+			sys = FormatCount(uint64(sc))
 		}
 		score := "—"
 		if s, ok := scores[r]; ok {
@@ -41,11 +41,15 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 		if !r.OK {
 			ok = " FAILED"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.2f\t%s\t%s\t", r.Policy, ok, FormatSeconds(r.Seconds), sys, r.MinorFaults,
+		trapped := FormatBytes(r.TrappedBytes)
+		if r.ResidentFrom == "rss" {
+			trapped = "n/a" // glibc's free pages cannot be seen from here
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t", r.Policy, ok, FormatSeconds(r.Seconds), sys, FormatCount(uint64(r.MinorFaults)),
 			FormatBytes(r.PeakLiveBytes), FormatBytes(r.PeakResidentBytes), FormatBytes(r.FinalResidentBytes), r.Fragmentation,
-			FormatBytes(r.TrappedBytes), score)
+			trapped, score)
 		if group == "" {
-			fmt.Fprintf(tw, "%.3g\t", r.OpsPerSec)
+			fmt.Fprintf(tw, "%s\t", FormatNumber(r.OpsPerSec))
 		}
 		fmt.Fprintln(tw)
 		if r.Note != "" {
@@ -62,11 +66,13 @@ func PrintTable(w io.Writer, group string, results []*harness.Result) {
 }
 
 // scoreAll gives each result of this allocator a combined score within its
-// group (same trace or workload): the geometric mean of its peak resident,
-// time and system calls, each divided by the best of the group. 1 is best
-// on all three. glibc is left out: its system calls cannot be counted here.
+// group (same trace or workload): the geometric mean of its peak resident
+// and its system calls, each divided by the best of the group. 1 is best
+// on both. Time is left out: one run's time on a shared machine is noise
+// enough to flip ranks between identical runs, and the table shows it
+// beside. glibc is left out: its system calls cannot be counted here.
 func scoreAll(results []*harness.Result) map[*harness.Result]float64 {
-	type best struct{ res, t, sys float64 }
+	type best struct{ res, sys float64 }
 	bests := map[string]*best{}
 	for _, r := range results {
 		sc, ok := r.Syscalls()
@@ -75,11 +81,10 @@ func scoreAll(results []*harness.Result) map[*harness.Result]float64 {
 		}
 		b := bests[r.Trace]
 		if b == nil {
-			b = &best{math.Inf(1), math.Inf(1), math.Inf(1)}
+			b = &best{math.Inf(1), math.Inf(1)}
 			bests[r.Trace] = b
 		}
 		b.res = min(b.res, float64(r.PeakResidentBytes))
-		b.t = min(b.t, r.Seconds)
 		b.sys = min(b.sys, float64(sc))
 	}
 	scores := map[*harness.Result]float64{}
@@ -89,12 +94,11 @@ func scoreAll(results []*harness.Result) map[*harness.Result]float64 {
 		if !ok || !r.OK || b == nil {
 			continue
 		}
-		// Small floors (a page, a microsecond, one call) keep a zero from
-		// making every other figure infinitely worse.
+		// Small floors (a page, one call) keep a zero from making every
+		// other figure infinitely worse.
 		x := (float64(r.PeakResidentBytes) + 4096) / (b.res + 4096)
-		y := (r.Seconds + 1e-6) / (b.t + 1e-6)
 		z := (float64(sc) + 1) / (b.sys + 1)
-		scores[r] = math.Cbrt(x * y * z)
+		scores[r] = math.Sqrt(x * z)
 	}
 	return scores
 }
@@ -118,3 +122,6 @@ func FormatSeconds(s float64) string {
 	}
 	return fmt.Sprintf("%.0f µs", s*1e6)
 }
+
+// FormatCount formats a count with its thousands grouped: 12,844.
+func FormatCount(n uint64) string { return groupThousands(int64(n)) }

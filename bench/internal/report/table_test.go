@@ -23,16 +23,17 @@ func TestFormat(t *testing.T) {
 func calls(n uint64) *uint64 { return &n }
 
 // Each result is a row; this allocator's are scored against the best of
-// their trace (1 on all three is 1.00), glibc's are not; a run that never
+// their trace on peak resident and system calls (1 on both is 1.00; time
+// is not scored), glibc's are not; a run that never
 // started says why, and a failed one is marked.
 func TestPrintTable(t *testing.T) {
 	zero := calls(0)
 	rs := []*harness.Result{
 		{Trace: "t", Policy: "threshold", Seconds: 0.01, PeakLiveBytes: 1 << 20, PeakResidentBytes: 2 << 20,
 			MmapCalls: calls(3), MunmapCalls: zero, MadviseCalls: zero, MprotectCalls: zero, OK: true, OpsPerSec: 1000},
-		{Trace: "t", Policy: "mmap", Seconds: 0.02, PeakLiveBytes: 1 << 20, PeakResidentBytes: 2 << 20,
+		{Trace: "t", Policy: "mmap", Seconds: 0.02, PeakLiveBytes: 1 << 20, PeakResidentBytes: 4 << 20,
 			MmapCalls: calls(3), MunmapCalls: zero, MadviseCalls: zero, MprotectCalls: zero, OK: true, Note: "a note"},
-		{Trace: "t", Policy: "libc", Seconds: 0.01, PeakLiveBytes: 1 << 20, OK: true},
+		{Trace: "t", Policy: "libc", Seconds: 0.01, PeakLiveBytes: 1 << 20, OK: true, ResidentFrom: "rss"},
 		{Trace: "t", Policy: "brk", Seconds: 0.01, OK: false, Error: "op 3: changed", MmapCalls: zero,
 			MunmapCalls: zero, MadviseCalls: zero, MprotectCalls: zero},
 		{Trace: "t", Policy: "dynamic", Error: "child process failed"},
@@ -45,8 +46,8 @@ func TestPrintTable(t *testing.T) {
 	assert.Equal(t, "ops/s", strings.Fields(lines[0])[len(strings.Fields(lines[0]))-1])
 	assert.Equal(t, []string{"t", "threshold", "10.00", "ms", "3"}, strings.Fields(lines[1])[:5])
 	assert.Contains(t, lines[1], " 1.00 ")
-	assert.Contains(t, lines[2], " 1.26 ", "twice the time, the rest the same: the cube root of 2")
-	assert.Contains(t, lines[3], "n/a")
+	assert.Contains(t, lines[2], " 1.41 ", "twice the time (not scored) and twice the resident: the square root of 2")
+	assert.Equal(t, 2, strings.Count(lines[3], "n/a"), "glibc's syscalls and trapped bytes cannot be seen")
 	assert.Contains(t, lines[3], "—", "glibc is not scored")
 	assert.Contains(t, lines[4], "brk FAILED")
 	assert.Contains(t, lines[5], "dynamic")

@@ -5,8 +5,6 @@ package sampler
 
 import (
 	"time"
-
-	"github.com/brkmap/alloc/internal/procfs"
 )
 
 // Sample is one point of a time series: an allocator (or, for the glibc
@@ -26,6 +24,16 @@ type Sample struct {
 	Trapped     uint64 `json:"trapped_bytes"` // free pages below the break still resident
 	Syscalls    uint64 `json:"syscalls"`      // memory-management calls so far
 	MinorFaults uint64 `json:"minor_faults"`  // the process's minor faults so far
+
+	// glibc's heap as glibc counts it (mallinfo2: arena + hblkhd), for the
+	// libc policy; 0 for the others.
+	LibcHeap uint64 `json:"libc_heap,omitempty"`
+	// The thresholds in effect (Stats; this allocator only).
+	MmapThreshold uint64 `json:"mmap_threshold,omitempty"`
+	TrimThreshold uint64 `json:"trim_threshold,omitempty"`
+	// The process's mappings (lines of /proc/self/maps), when the run
+	// counts them (Sampler.CountMaps).
+	Mappings int `json:"mappings,omitempty"`
 }
 
 // Probe fills in the allocator's side of a sample (everything but At,
@@ -48,11 +56,17 @@ type Sampler struct {
 	// clock they move by hand, so that which Tick samples is exact.
 	Now func() time.Time
 
+	// CountMaps makes every sample count the process's mappings.
+	CountMaps bool
+
 	probe Probe
 	every time.Duration
 	start time.Time
 	next  time.Time
 	spent time.Duration
+
+	lastEnd  time.Time     // when the last sample ended
+	lastCost time.Duration // and how long it took
 }
 
 // New returns a sampler that samples at most about once per every
@@ -60,6 +74,21 @@ type Sampler struct {
 // of the run's wall time goes to sampling).
 func New(every time.Duration, probe Probe) *Sampler {
 	return &Sampler{probe: probe, every: every}
+}
+
+// Reserve gives the series room for n samples now, every page of it
+// written, so that sampling a run allocates nothing and faults no page in
+// (the libc policy measures the process's RSS: the sampler must not add
+// to it).
+func (s *Sampler) Reserve(n int) {
+	if cap(s.Samples) < n {
+		s.Samples = make([]Sample, n)
+	}
+	all := s.Samples[:cap(s.Samples)]
+	for i := range all {
+		all[i] = Sample{Label: "x"}
+	}
+	s.Samples = all[:0]
 }
 
 // Start starts the clock and takes the first sample, named "start".
@@ -87,17 +116,41 @@ func (s *Sampler) now() time.Time {
 	return time.Now()
 }
 
+// Event takes a sample now, unnamed: the run calls it after each
+// operation that changed its memory by many pages (a large block
+// allocated and written, or freed), so that every such cycle shows. So
+// that sampling never takes more than about nine tenths of the wall time
+// (its time is not the run's: Elapsed leaves it out), it skips an event
+// that comes sooner after the last sample than an eighth of what that
+// sample took;
+// past MaxEvents samples it only takes those that are due, as Tick does.
+func (s *Sampler) Event() {
+	now := s.now()
+	if len(s.Samples) >= MaxEvents || now.Sub(s.lastEnd) < s.lastCost/8 {
+		s.Tick()
+		return
+	}
+	s.take(now, "")
+}
+
+// MaxEvents bounds the series Event makes.
+const MaxEvents = 1 << 14
+
 func (s *Sampler) take(now time.Time, label string) {
-	p := Sample{At: now.Sub(s.start) - s.spent, Label: label}
-	if m, err := procfs.ReadProcMemory(); err == nil {
-		p.RSS, p.PeakRSS = m.RSS, m.PeakRSS
+	// The sample is filled in place: a local passed to the probe would
+	// escape, and a sample must not allocate.
+	s.Samples = append(s.Samples, Sample{At: now.Sub(s.start) - s.spent, Label: label})
+	p := &s.Samples[len(s.Samples)-1]
+	p.RSS, p.PeakRSS, _ = ReadStatus()
+	if s.CountMaps {
+		p.Mappings = CountMaps()
 	}
 	if s.probe != nil {
-		s.probe(&p)
+		s.probe(p)
 	}
-	s.Samples = append(s.Samples, p)
 	end := s.now()
 	d := end.Sub(now)
+	s.lastEnd, s.lastCost = end, d
 	s.spent += d
 	s.next = end.Add(max(s.every, 4*d))
 }

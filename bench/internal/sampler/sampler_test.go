@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -62,4 +63,60 @@ func TestSampler(t *testing.T) {
 	assert.Equal(t, uint64(6<<20), s.Peak().Resident)
 	assert.Equal(t, uint64(3<<20), s.Max(func(p Sample) uint64 { return p.LiveBytes }))
 	assert.Positive(t, s.Samples[0].RSS, "the sampler reads the process's RSS")
+}
+
+// The /proc readers agree with the project's procfs reader and count the
+// mappings, and a sample of a reserved series allocates nothing.
+func TestProcReaders(t *testing.T) {
+	rss, hwm, err := ReadStatus()
+	require.NoError(t, err)
+	m, err := procfs.ReadProcMemory()
+	require.NoError(t, err)
+	assert.InDelta(t, float64(m.RSS), float64(rss), float64(4<<20), "VmRSS")
+	assert.GreaterOrEqual(t, hwm, rss, "VmHWM is at least VmRSS")
+	assert.InDelta(t, float64(procfs.MapCount()), float64(CountMaps()), 8, "the lines of /proc/self/maps")
+
+	v, ok := statusKB([]byte("Name:\tx\nVmRSS:\t    1234 kB\n"), "\nVmRSS:")
+	assert.True(t, ok)
+	assert.Equal(t, uint64(1234<<10), v)
+	_, ok = statusKB([]byte("Name:\tx\n"), "\nVmRSS:")
+	assert.False(t, ok)
+
+	s := New(time.Nanosecond, func(p *Sample) { p.Resident = p.RSS })
+	s.CountMaps = true
+	s.Reserve(64)
+	s.Start()
+	allocs := testing.AllocsPerRun(20, func() { s.Mark("m") })
+	assert.Zero(t, allocs, "a sample allocates nothing")
+	assert.Positive(t, s.Samples[1].Mappings)
+}
+
+// Event samples at once, unless the last sample took more than eight
+// times the time since it ended, and up to MaxEvents samples, then only when due.
+func TestEvent(t *testing.T) {
+	slow := false
+	s := New(time.Hour, func(*Sample) {
+		if slow {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	s.Reserve(MaxEvents + 1)
+	s.Start()
+	time.Sleep(time.Millisecond)
+	s.Event()
+	assert.Len(t, s.Samples, 2, "a fast sample before: taken")
+	slow = true
+	time.Sleep(time.Millisecond)
+	s.Event()
+	require.Len(t, s.Samples, 3)
+	s.Event()
+	assert.Len(t, s.Samples, 3, "just after a 20 ms sample: skipped")
+	time.Sleep(5 * time.Millisecond)
+	slow = false
+	s.Event()
+	assert.Len(t, s.Samples, 4, "longer after it than it took: taken")
+	s.Samples = s.Samples[:MaxEvents]
+	time.Sleep(time.Millisecond)
+	s.Event()
+	assert.Len(t, s.Samples, MaxEvents, "past the bound: not due for an hour")
 }

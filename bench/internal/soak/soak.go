@@ -5,11 +5,15 @@
 // Calloc, AlignedAlloc, Realloc, Free, Trim, interior-pointer frees that
 // must be refused — on blocks of 0 B to 2 MiB, and hand blocks to each
 // other so that a good share of the frees happen on a goroutine (and a P
-// cache) other than the one that allocated. Every block is filled with its
-// own pattern when allocated and checked before it is freed or resized.
-// Every -check operations all goroutines stop at a barrier and the checker
-// compares Stats with the model: LiveBlocks and LiveBytes exactly, the
-// budget (Committed = ArenaBytes + MmapBytes), every live block's pattern.
+// cache) other than the one that allocated. Each goroutine drives its own
+// operation-stream model (alloctest.Model, the one the root package's rapid
+// test and fuzzer drive) over the shared allocator: every block is filled
+// with its own pattern when allocated and checked before it is freed,
+// resized or handed over. Every -check operations all goroutines stop at a
+// barrier and alloctest.CheckAll holds the allocator against all the
+// models: every live block's pattern, no two blocks overlapping, LiveBlocks
+// and LiveBytes exactly, the budget (Committed = ArenaBytes + MmapBytes +
+// QuarantineBytes).
 // At the end everything is freed: nothing may stay live or mapped, and the
 // process's count of mappings (/proc/self/maps) must come back to where it
 // started. Any difference is an error (exit status 1).
@@ -19,14 +23,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/procfs"
 )
 
@@ -83,6 +86,7 @@ func (r Result) total() int64 {
 	return t
 }
 
+// Run soaks a fresh allocator made with p's Config and returns the counts;
 // the error says what went wrong (nil: nothing).
 func Run(p harness.Policy, sp Params) (Result, error) {
 	var r Result
@@ -96,7 +100,7 @@ func Run(p harness.Policy, sp Params) (Result, error) {
 	var done int64
 	for done < sp.Ops && err == nil {
 		var n int64
-		n, err = round(a, ws, min(sp.Check, sp.Ops-done), &r)
+		n, err = round(ws, min(sp.Check, sp.Ops-done), &r)
 		done += n
 	}
 	for _, w := range ws {
@@ -126,8 +130,7 @@ func Run(p harness.Policy, sp Params) (Result, error) {
 func newWorkers(a *alloc.Allocator, sp Params) []*soakWorker {
 	ws := make([]*soakWorker, sp.Goroutines)
 	for i := range ws {
-		ws[i] = &soakWorker{a: a, rng: rand.New(rand.NewPCG(sp.Seed, uint64(i))), inbox: make(chan soakBlock, soakInbox),
-			seeds: uint64(i) << 48}
+		ws[i] = newWorker(a, i, sp.Seed)
 	}
 	for i, w := range ws {
 		w.next = ws[(i+1)%len(ws)]
@@ -138,7 +141,7 @@ func newWorkers(a *alloc.Allocator, sp Params) []*soakWorker {
 // round runs ops operations shared between the workers, then, with every
 // goroutine waiting at the barrier, checks the blocks and Stats. It
 // returns the operations done and what went wrong.
-func round(a *alloc.Allocator, ws []*soakWorker, ops int64, r *Result) (int64, error) {
+func round(ws []*soakWorker, ops int64, r *Result) (int64, error) {
 	var wg sync.WaitGroup
 	var roundDone atomic.Int64
 	for i, w := range ws {
@@ -162,7 +165,7 @@ func round(a *alloc.Allocator, ws []*soakWorker, ops int64, r *Result) (int64, e
 		}
 	}
 	if err == nil {
-		err = checkSoak(a, ws)
+		err = checkSoak(ws)
 		r.checks++
 		if err != nil {
 			r.corrupt++
@@ -171,55 +174,38 @@ func round(a *alloc.Allocator, ws []*soakWorker, ops int64, r *Result) (int64, e
 	return roundDone.Load(), err
 }
 
-// freeAll frees every block, trims, checks that nothing is left live or
-// mapped, and closes a.
+// freeAll frees every block (each checked first), trims, checks that
+// nothing is left live or mapped, and closes a.
 func freeAll(a *alloc.Allocator, ws []*soakWorker, r *Result) error {
 	var err error
 	for _, w := range ws {
 		w.adopt()
-		for _, l := range w.live {
-			if e := w.free(l); e != nil {
+		for w.m.Live() > 0 {
+			if e := w.free(w.m.Live() - 1); e != nil {
 				err = errors.Join(err, e)
 				r.corrupt++
+				break // the model keeps a block it could not free
 			}
 		}
-		w.live = nil
 	}
 	a.Trim()
-	s := a.Stats()
-	r.mmapCalls = s.Mmap
-	if s.LiveBlocks != 0 || s.LiveBytes != 0 || s.MmapCount != 0 || s.MmapBytes != 0 {
-		err = errors.Join(err, fmt.Errorf("everything freed, yet Stats has %d blocks, %d bytes, %d mappings of %d bytes",
-			s.LiveBlocks, s.LiveBytes, s.MmapCount, s.MmapBytes))
-	}
+	r.mmapCalls = a.Stats().Mmap
+	err = errors.Join(err, alloctest.Empty(a))
 	if e := a.Close(); e != nil {
 		err = errors.Join(err, e)
 	}
 	return err
 }
 
-// checkSoak runs at the barrier: every block (including those in transit
-// between workers) intact, and Stats equal to the model.
-func checkSoak(a *alloc.Allocator, ws []*soakWorker) error {
-	var blocks, bytes uint64
-	for _, w := range ws {
+// checkSoak runs at the barrier: the blocks in transit between workers
+// adopted, the allocator held against every worker's model at once.
+func checkSoak(ws []*soakWorker) error {
+	ms := make([]*alloctest.Model, len(ws))
+	for i, w := range ws {
 		w.adopt()
-		for _, l := range w.live {
-			if i := soakIntact(l.b, l.seed); i >= 0 {
-				return fmt.Errorf("block of %d bytes at %p damaged at offset %d", len(l.b), unsafe.SliceData(l.b), i)
-			}
-			blocks++
-			bytes += uint64(len(l.b))
-		}
+		ms[i] = w.m
 	}
-	s := a.Stats()
-	if s.LiveBlocks != blocks || s.LiveBytes != bytes {
-		return fmt.Errorf("stats: %d blocks, %d bytes; model: %d blocks, %d bytes", s.LiveBlocks, s.LiveBytes, blocks, bytes)
-	}
-	if s.Committed != s.ArenaBytes+s.MmapBytes+s.QuarantineBytes {
-		return fmt.Errorf("stats: committed %d, arena %d + mapped %d", s.Committed, s.ArenaBytes, s.MmapBytes)
-	}
-	return nil
+	return alloctest.CheckAll(ms...)
 }
 
 // tableRow is the format of PrintHeader's and PrintRow's lines, fixed

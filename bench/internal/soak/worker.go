@@ -1,31 +1,22 @@
 package soak
 
 import (
-	"errors"
-	"fmt"
 	"math/rand/v2"
-	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 )
 
-// soakBlock is a live block of the soak, with the seed of its pattern.
-type soakBlock struct {
-	b     []byte
-	seed  uint64
-	cross bool // handed over by another goroutine
-}
-
-// soakWorker is one goroutine's state: its blocks, its inbox of blocks
-// handed over by the previous worker, its counters.
+// soakWorker is one goroutine's state: its own operation-stream model
+// (alloctest.Model) over the shared allocator, its inbox of blocks handed
+// over by the previous worker, its counters.
 type soakWorker struct {
 	a     *alloc.Allocator
+	m     *alloctest.Model
 	rng   *rand.Rand
-	live  []soakBlock
-	inbox chan soakBlock
+	inbox chan *alloctest.Block
 	next  *soakWorker
 	n     [numSoakOps]int64
-	seeds uint64
 	err   error
 }
 
@@ -35,15 +26,20 @@ const (
 	soakInbox   = 256
 )
 
-// Run soaks a fresh allocator made with p's Config and returns the counts;
+// newWorker returns worker i of a soak on a, its model's seeds apart from
+// every other worker's.
+func newWorker(a *alloc.Allocator, i int, seed uint64) *soakWorker {
+	m := alloctest.NewModel(a, alloc.ErrInvalidFree, alloc.ErrDoubleFree)
+	m.SeedFrom(uint32(i) << 24)
+	return &soakWorker{a: a, m: m, rng: rand.New(rand.NewPCG(seed, uint64(i))), inbox: make(chan *alloctest.Block, soakInbox)}
+}
 
-// adopt moves the blocks handed to w into its own list.
+// adopt moves the blocks handed to w into its own model.
 func (w *soakWorker) adopt() {
 	for {
 		select {
 		case l := <-w.inbox:
-			l.cross = true
-			w.live = append(w.live, l)
+			w.m.Adopt(l)
 		default:
 			return
 		}
@@ -65,34 +61,23 @@ func (w *soakWorker) size() int {
 	return w.rng.IntN(2<<20 + 1)
 }
 
-func (w *soakWorker) keep(b []byte) {
-	w.seeds++
-	soakFill(b, w.seeds)
-	w.live = append(w.live, soakBlock{b: b, seed: w.seeds})
+// free frees live block i of w's model (modulo their number), counted as
+// a free of w's own block or of one handed over.
+func (w *soakWorker) free(i int) error {
+	k := sFree
+	if w.m.Blocks()[i%w.m.Live()].Handed {
+		k = sCross
+	}
+	return w.apply(k, alloctest.Op{Kind: alloctest.OpFree, Block: i})
 }
 
-func (w *soakWorker) free(l soakBlock) error {
-	if i := soakIntact(l.b, l.seed); i >= 0 {
-		return fmt.Errorf("block of %d bytes at %p damaged at offset %d before Free", len(l.b), unsafe.SliceData(l.b), i)
+// apply has the model perform op, counted as kind k if it succeeds.
+func (w *soakWorker) apply(k int, op alloctest.Op) error {
+	if err := w.m.Apply(op); err != nil {
+		return err
 	}
-	if err := w.a.Free(l.b); err != nil {
-		return fmt.Errorf("free of %d bytes: %w", len(l.b), err)
-	}
-	if l.cross {
-		w.n[sCross]++
-	} else {
-		w.n[sFree]++
-	}
+	w.n[k]++
 	return nil
-}
-
-// take removes a random block from w's list.
-func (w *soakWorker) take() soakBlock {
-	i := w.rng.IntN(len(w.live))
-	l := w.live[i]
-	w.live[i] = w.live[len(w.live)-1]
-	w.live = w.live[:len(w.live)-1]
-	return l
 }
 
 // run does n operations (fewer if one fails) and returns how many.
@@ -103,10 +88,10 @@ func (w *soakWorker) run(n int64) int64 {
 			w.adopt()
 		}
 		x := w.rng.IntN(1000)
-		if len(w.live) >= soakMaxLive && x < 450 {
+		if w.m.Live() >= soakMaxLive && x < 450 {
 			x += 450 // full: free instead
 		}
-		if len(w.live) == 0 && x >= 380 {
+		if w.m.Live() == 0 && x >= 380 {
 			x %= 380 // nothing to resize or free: allocate
 		}
 		counted, err := w.op(x)
@@ -122,147 +107,40 @@ func (w *soakWorker) run(n int64) int64 {
 }
 
 // op does the operation x (0 to 999) picks: 30% Malloc, 4% Calloc, 4%
-// AlignedAlloc, 7% Realloc, 40% Free, 14% hand-over to the next worker,
-// 0.9% interior-pointer Free, 0.1% Trim. counted is false for a
-// hand-over, which is no allocator operation.
+// AlignedAlloc (at 1 B to 1 MiB), 7% Realloc, 40% Free, 14% hand-over to
+// the next worker, 0.9% interior-pointer Free (which must be refused with
+// ErrInvalidFree; a Free instead in a build without the always-on checks),
+// 0.1% Trim. The model checks each: a block's pattern
+// before it is freed, resized or handed over, a Calloc'd block zeroed, a
+// Realloc'd prefix kept, alignment. counted is false for a hand-over,
+// which is no allocator operation.
 func (w *soakWorker) op(x int) (counted bool, err error) {
+	block := w.rng.Int()
 	switch {
 	case x < 300:
-		return true, w.malloc()
+		return true, w.apply(sMalloc, alloctest.Op{Kind: alloctest.OpMalloc, Size: w.size()})
 	case x < 340:
-		return true, w.calloc()
+		return true, w.apply(sCalloc, alloctest.Op{Kind: alloctest.OpCalloc, Size: w.size()})
 	case x < 380:
-		return true, w.aligned()
+		return true, w.apply(sAligned, alloctest.Op{Kind: alloctest.OpAligned, Align: 1 << w.rng.IntN(21), Size: w.size()})
 	case x < 450:
-		return true, w.realloc()
+		return true, w.apply(sRealloc, alloctest.Op{Kind: alloctest.OpRealloc, Block: block, Size: w.size()})
 	case x < 850:
-		return true, w.free(w.take())
+		return true, w.free(block)
 	case x < 990: // hand a block to the next worker, which will free it
-		l := w.take()
-		select {
-		case w.next.inbox <- l:
-			return false, nil
-		default:
-			return true, w.free(l)
+		// w is the only sender on w.next.inbox: room now is room at the send.
+		if len(w.next.inbox) == cap(w.next.inbox) {
+			return true, w.free(block)
 		}
+		l, err := w.m.Hand(block)
+		if err == nil {
+			w.next.inbox <- l
+		}
+		return false, err
+	case x < 999 && !alloctest.Checks: // -tags brkmap_nochecks: a bad free would corrupt the heap
+		return true, w.free(block)
 	case x < 999:
-		return true, w.badFree()
+		return true, w.apply(sBadFree, alloctest.Op{Kind: alloctest.OpFreeInside, Block: block, Offset: w.rng.Int()})
 	}
-	w.a.Trim()
-	w.n[sTrim]++
-	return true, nil
+	return true, w.apply(sTrim, alloctest.Op{Kind: alloctest.OpTrim})
 }
-
-func (w *soakWorker) malloc() error {
-	b, err := w.a.Malloc(w.size())
-	if err == nil {
-		w.keep(b)
-		w.n[sMalloc]++
-	}
-	return err
-}
-
-// calloc allocates with Calloc and checks the block is zeroed.
-func (w *soakWorker) calloc() error {
-	n := w.size()
-	b, err := w.a.Calloc(n)
-	if err != nil {
-		return err
-	}
-	for i, c := range b {
-		if c != 0 {
-			err = fmt.Errorf("Calloc(%d): byte %d is %#x", n, i, c)
-			break
-		}
-	}
-	w.keep(b)
-	w.n[sCalloc]++
-	return err
-}
-
-// aligned allocates at an alignment of 1 B to 1 MiB and checks it.
-func (w *soakWorker) aligned() error {
-	align, n := 1<<w.rng.IntN(21), w.size()
-	b, err := w.a.AlignedAlloc(align, n)
-	if err != nil {
-		return err
-	}
-	if uintptr(unsafe.Pointer(unsafe.SliceData(b)))%uintptr(align) != 0 {
-		err = fmt.Errorf("AlignedAlloc(%d, %d) returned %p", align, n, unsafe.SliceData(b))
-	}
-	w.keep(b)
-	w.n[sAligned]++
-	return err
-}
-
-// realloc resizes a random block and checks that its prefix survived.
-func (w *soakWorker) realloc() error {
-	l := w.take()
-	if i := soakIntact(l.b, l.seed); i >= 0 {
-		return fmt.Errorf("block of %d bytes at %p damaged at offset %d before Realloc", len(l.b), unsafe.SliceData(l.b), i)
-	}
-	n := w.size()
-	nb, err := w.a.Realloc(l.b, n)
-	if err != nil {
-		return err
-	}
-	if i := soakIntact(nb[:min(n, len(l.b))], l.seed); i >= 0 {
-		err = fmt.Errorf("Realloc(%d -> %d) lost byte %d", len(l.b), n, i)
-	}
-	w.keep(nb)
-	w.n[sRealloc]++
-	return err
-}
-
-// badFree frees an interior pointer of a random block, which must be
-// refused with ErrInvalidFree.
-func (w *soakWorker) badFree() error {
-	var err error
-	l := w.live[w.rng.IntN(len(w.live))]
-	if len(l.b) >= 2 {
-		off := 1 + w.rng.IntN(len(l.b)-1)
-		if e := w.a.Free(l.b[off:]); !errors.Is(e, alloc.ErrInvalidFree) {
-			err = fmt.Errorf("free of an interior pointer (+%d of %d) gave %v", off, len(l.b), e)
-		}
-	}
-	w.n[sBadFree]++
-	return err
-}
-
-// soakFill writes a block's pattern eight bytes at a time: every word
-// depends on the block's seed and its offset, so an overlap with any other
-// block, or a stray write, shows.
-func soakFill(b []byte, seed uint64) {
-	key := seed * 0x9e3779b97f4a7c15
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		*(*uint64)(unsafe.Pointer(&b[i])) = key ^ uint64(i)
-	}
-	for ; i < len(b); i++ {
-		b[i] = soakByte(key, i)
-	}
-}
-
-func soakIntact(b []byte, seed uint64) int {
-	key := seed * 0x9e3779b97f4a7c15
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		if *(*uint64)(unsafe.Pointer(&b[i])) != key^uint64(i) {
-			for j := i; ; j++ {
-				if b[j] != soakByte(key, j) {
-					return j
-				}
-			}
-		}
-	}
-	for ; i < len(b); i++ {
-		if b[i] != soakByte(key, i) {
-			return i
-		}
-	}
-	return -1
-}
-
-// soakByte is byte i of the pattern: byte i%8 of the (little-endian) word
-// at i&^7, so a prefix of a block checks the same bytes the words wrote.
-func soakByte(key uint64, i int) byte { return byte((key ^ uint64(i&^7)) >> (8 * (i & 7))) }

@@ -36,19 +36,20 @@ func hugePagesLessons() []Workload {
 }
 
 const hugePagesText = `The price of a page fault, and huge pages. Memory fresh from the kernel
-costs a page fault at its first touch — on this machine about 1.8 µs per
-4 KiB page, the trap plus the kernel zeroing the page — so writing a fresh
-8 MiB buffer costs 2048 faults, and 16 of them under the plain mmap policy
-took 32 774 faults and 56 ms. With huge pages for large blocks, each
-buffer is mapped on a 2 MiB boundary and advised MADV_HUGEPAGE: 77 faults
-and 6.7 ms, and what is left is mostly the kernel zeroing 2 MiB at a time.
-The price shows in the second half. One byte written per 64 KiB block
-makes 2 MiB of a 32 MiB region resident with small pages, but all 32 MiB
-with huge pages for everything (and takes 46 ms instead of 1.4 ms): a huge
-page is resident, and zeroed, as a whole once any byte of it is touched.
-Trim still gives it all back (releasing part of a huge page splits it), and
-huge pages for large blocks only leave the region alone, so its resident
-memory is the same as with huge pages off.`
+costs a page fault at its first touch — the trap plus the kernel zeroing
+the page — so writing a fresh 8 MiB buffer a byte per 4 KiB costs one
+fault per page, 2048 of them, and the plain policies pay that for each of
+the 16 buffers (the faults and time columns). With huge pages for large
+blocks, each buffer is mapped on a 2 MiB boundary and advised
+MADV_HUGEPAGE: a fault per 2 MiB, and what is left is mostly the kernel
+zeroing 2 MiB at a time. The price shows in the second half. One byte
+written per 64 KiB block makes only the touched small pages of a 32 MiB
+region resident, but, with huge pages for everything, every 2 MiB page
+that holds a touched byte: a huge page is resident, and zeroed, as a whole
+once any byte of it is touched. Trim still gives it all back (releasing
+part of a huge page splits it), and huge pages for large blocks only leave
+the region alone, so its resident memory is the same as with huge pages
+off. The sentence under each table gives this run's figures.`
 
 func hugePages(a harness.Heap, m *Meter) error {
 	mark := m.Mark
@@ -64,7 +65,7 @@ func hugePages(a harness.Heap, m *Meter) error {
 			return err
 		}
 	}
-	mark("8 MiB x16")
+	mark("16 buffers")
 	var blocks [][]byte
 	for n := 0; n < 32<<20; n += 64 << 10 {
 		b, err := a.Malloc(64 << 10)

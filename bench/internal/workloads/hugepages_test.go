@@ -59,7 +59,7 @@ func TestHugePagesLesson(t *testing.T) {
 	for _, p := range hugePagesPolicies {
 		snaps, times, _ := runMarks(t, hugePagesWorkload, p.Cfg, 0)
 		res[p.Name] = snaps
-		for _, m := range []string{"8 MiB x16", "sparse", "freed", "trimmed"} {
+		for _, m := range []string{"16 buffers", "sparse", "freed", "trimmed"} {
 			s := snaps[m]
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%v\t\n", p.Name, m, report.FormatBytes(s.Resident), report.FormatBytes(s.HugeResident),
 				report.FormatBytes(s.ArenaBytes), s.Syscalls(), s.MinorFaults, times[m].Round(time.Microsecond))
@@ -71,12 +71,12 @@ func TestHugePagesLesson(t *testing.T) {
 		assert.Less(t, res[p.Name]["trimmed"].Resident, uint64(1<<20), "%s: Trim gives everything back", p.Name)
 	}
 	off, large, all := res["huge-off"], res["huge-large"], res["huge-all"]
-	assert.GreaterOrEqual(t, off["8 MiB x16"].MinorFaults, uint64(16*2048), "off: a fault per 4 KiB")
+	assert.GreaterOrEqual(t, off["16 buffers"].MinorFaults, uint64(16*2048), "off: a fault per 4 KiB")
 	assert.Equal(t, off["sparse"].Resident, large["sparse"].Resident, "large blocks only: the region is untouched")
 	if !mode.Enabled() {
 		t.Skipf("THP is %q here: huge pages are not in effect", mode)
 	}
-	assert.Less(t, large["8 MiB x16"].MinorFaults, uint64(16*2048/8), "large: a fault per 2 MiB")
+	assert.Less(t, large["16 buffers"].MinorFaults, uint64(16*2048/8), "large: a fault per 2 MiB")
 	assert.GreaterOrEqual(t, all["sparse"].Resident, 4*off["sparse"].Resident, "all: sparse touches cost whole huge pages")
 }
 

@@ -34,7 +34,7 @@ func lessons() []Workload {
 				"the region map shows free pages between live ones that only Trim could give back. Large values " +
 				"under the threshold policy live in their own mappings and leave no holes."},
 		{Name: "mmap-wall", Run: mmapWall,
-			Title: "many 64-byte objects; every other one freed (under mmap: up to the vm.max_map_count wall)",
+			Title: "many 64-byte objects; every other one freed (under mmap: up to the vm.max_map_count wall), then the rest",
 			Lesson: "Many small objects under PolicyMmap. Each 64-byte object takes a whole page (64 times its size " +
 				"in resident memory) and a system call both ways. Worse, the kernel caps the mappings of a process " +
 				"(vm.max_map_count, 65530 by default): adjacent mappings merge, but freeing every other object " +
@@ -145,6 +145,7 @@ func cacheChurn(h harness.Heap, m *Meter) error {
 const wallObjects = 2*65530 + 4096
 
 func mmapWall(h harness.Heap, m *Meter) error {
+	m.CountMaps = true
 	limit, start := procfs.MaxMapCount(), procfs.MapCount()
 	n := wallObjects
 	if limit > 0 && 2*(limit-start)+4096 < n {
@@ -176,9 +177,12 @@ func mmapWall(h harness.Heap, m *Meter) error {
 	m.Mark("allocated")
 
 	// Free every other object: under mmap each free splits a mapping in
-	// two, up to the cap. No sampling here: the sampler allocates, and
-	// near the wall the runtime must not need a new mapping.
-	wall, wallErr := -1, error(nil)
+	// two, up to the cap. The sampler counts the mappings as it goes (it
+	// allocates nothing itself; the probe's few small objects come from the
+	// Go heap warmed above), but stops within headroom of the cap: there,
+	// the Go runtime (or the race detector) needing a mapping would die.
+	const headroom = 512
+	wall, wallErr, since := -1, error(nil), 0
 	for i := 1; i < len(blocks); i += 2 {
 		if err := h.Free(blocks[i]); err != nil {
 			// The refusal is ENOMEM from munmap; accept it whether or not
@@ -190,13 +194,39 @@ func mmapWall(h harness.Heap, m *Meter) error {
 			return err
 		}
 		blocks[i] = nil
+		// Each free adds at most one mapping to the last count sampled.
+		since++
+		if n := len(m.Samples); limit <= 0 || n == 0 || m.Samples[n-1].Mappings+since < limit-headroom {
+			m.Tick()
+			if n < len(m.Samples) {
+				since = 0
+			}
+		}
 	}
+	if wall >= 0 {
+		// At the wall: give back headroom mappings (objects between holes,
+		// each one mapping) before the sample, so the sample can allocate.
+		for i := 0; i < 2*headroom && i < len(blocks); i += 2 {
+			if err := h.Free(blocks[i]); err != nil {
+				return err
+			}
+			blocks[i] = nil
+		}
+	}
+	// The state the lesson is about: every other object freed, or, under
+	// mmap, as many as the cap allows — recorded at the wall (less the
+	// headroom just given back).
+	m.Mark("split")
 	// Back off: freeing the objects between the holes removes mappings.
 	for i := 0; i < len(blocks); i += 2 {
+		if blocks[i] == nil {
+			continue
+		}
 		if err := h.Free(blocks[i]); err != nil {
 			return err
 		}
 		blocks[i] = nil
+		m.Tick()
 	}
 	switch {
 	case wall >= 0:
@@ -208,7 +238,7 @@ func mmapWall(h harness.Heap, m *Meter) error {
 		m.note("%d objects, %d mappings at the start, %d once allocated; no refusal "+
 			"(vm.max_map_count = %d).", allocated, start, vmas, limit)
 	}
-	m.Mark("split")
+	m.Mark("backed off")
 	for _, b := range blocks {
 		if b != nil {
 			if err := h.Free(b); err != nil {

@@ -81,7 +81,7 @@ func Measure(name string, p harness.Policy, scale float64) *harness.Result {
 	in.Maps = true
 	s := sampler.New(2*time.Millisecond, in.Probe)
 	m := &Meter{Sampler: s, Scale: scale}
-	if err := in.Start(); err != nil {
+	if err := in.Start(s); err != nil {
 		res.Error = err.Error()
 		return res
 	}

@@ -1,0 +1,29 @@
+package alloc
+
+import "github.com/brkmap/alloc/slab"
+
+// BlockSize returns the usable size of the block that Malloc(n) would
+// return now: what UsableSize reports for it, so a caller can account for
+// the memory a request really takes (its size class, its whole pages)
+// before making it. A small request gets its size class's block size, a
+// mid-size one its whole pages of the region, a large one its whole pages
+// of a mapping. Under Debug it is n (the rest of a debug block is its
+// canary). A negative n returns 0.
+//
+// Under DynamicThreshold the answer for a size near the threshold can
+// change when the threshold slides; it is always a page multiple there.
+func (a *Allocator) BlockSize(n int) int {
+	switch {
+	case n < 0:
+		return 0
+	case a.debug:
+		return n
+	}
+	u := uintptr(n)
+	r := a.route(u)
+	if r == toSlab && uint(n) < a.smallLimit {
+		return int(slab.ClassSize(slab.SizeClass(u)))
+	}
+	pages := max((u+a.page-1)/a.page, 1)
+	return int(pages * a.page)
+}
