@@ -16,16 +16,15 @@ import (
 // within a byte budget. All methods are safe for concurrent use. The zero
 // Cache is not usable: make one with New.
 type Cache struct {
-	shards    []shard
-	shift     uint // a hash's top bits pick its shard: h >> shift
-	seed      maphash.Seed
-	a         *alloc.Allocator
-	now       func() time.Time
-	maxBytes  int
-	bigID     atomic.Uint64 // names the chunks of each big value (big.go)
-	dropped   atomic.Uint64 // pairs Set could not store
-	closed    atomic.Bool
-	ownsAlloc bool
+	shards   []shard
+	shift    uint // a hash's top bits pick its shard: h >> shift
+	seed     maphash.Seed
+	a        *alloc.Allocator
+	now      func() time.Time
+	maxBytes int
+	bigID    atomic.Uint64 // names the chunks of each big value (big.go)
+	dropped  atomic.Uint64 // pairs Set could not store
+	closed   atomic.Bool
 }
 
 // Option configures a Cache.
