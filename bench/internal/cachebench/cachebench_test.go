@@ -2,12 +2,15 @@ package cachebench
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
 // TestRunEveryStore runs each workload on each store at a small size, as
@@ -76,4 +79,25 @@ func TestMedianAndTable(t *testing.T) {
 	assert.Contains(t, out.String(), "get g=1")
 	assert.Contains(t, out.String(), "skipped: no expiry")
 	assert.Equal(t, 3, strings.Count(out.String(), "\n"))
+}
+
+// ServeChild runs the spec its job carries, and refuses a job that does
+// not decode or whose store and spec disagree.
+func TestServeChild(t *testing.T) {
+	sp := spec{Store: "map", Workload: "uniform", Entries: 2000, Ops: 1000, Goroutines: []int{1}, Seed: 1}
+	b, err := json.Marshal(sp)
+	require.NoError(t, err)
+	out, ok, err := ServeChild(child.Job{Kind: ChildKind, Target: "map", Config: b})
+	require.NoError(t, err)
+	assert.True(t, ok)
+	res, isResult := out.(result)
+	require.True(t, isResult)
+	assert.Equal(t, "map", res.Store)
+	assert.Equal(t, 2000, res.Entries)
+	assert.Positive(t, res.HitRatio)
+
+	_, _, err = ServeChild(child.Job{Kind: ChildKind, Target: "cache", Config: b})
+	assert.ErrorIs(t, err, errBadJob)
+	_, _, err = ServeChild(child.Job{Kind: ChildKind, Target: "map", Config: []byte("{")})
+	assert.Error(t, err)
 }

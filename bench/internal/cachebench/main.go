@@ -27,36 +27,41 @@
 package cachebench
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
-// childMarker as the first argument makes Main the child process.
-const childMarker = "-cachebench-child"
+// ChildKind is the child.Job kind of one (store, workload) run: Target
+// names the store, Config carries the spec.
+const ChildKind = "cache"
+
+// ServeChild is the child's side of a run: it runs the spec j carries.
+func ServeChild(j child.Job) (any, bool, error) {
+	var sp spec
+	if err := json.Unmarshal(j.Config, &sp); err != nil {
+		return nil, false, fmt.Errorf("cache: child config: %w", err)
+	}
+	if sp.Store != j.Target {
+		return nil, false, fmt.Errorf("cache: child: job for store %q carries a spec for %q: %w", j.Target, sp.Store, errBadJob)
+	}
+	return run(sp), true, nil
+}
+
+// errBadJob: a child job that does not hold together.
+var errBadJob = errors.New("inconsistent job")
 
 // Main runs the command (args after "cache") and returns the exit code.
 func Main(args []string) int {
-	if len(args) == 2 && args[0] == childMarker {
-		var sp spec
-		if err := json.Unmarshal([]byte(args[1]), &sp); err != nil {
-			fmt.Fprintln(os.Stderr, "cachebench child:", err)
-			return 2
-		}
-		if err := json.NewEncoder(os.Stdout).Encode(run(sp)); err != nil {
-			fmt.Fprintln(os.Stderr, "cachebench child:", err)
-			return 1
-		}
-		return 0
-	}
 	if err := parent(args, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench cache:", err)
 		return 1
@@ -96,10 +101,6 @@ func parent(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	var all, medians []result
 	for _, w := range strings.Split(*workloads, ",") {
 		ns := entries
@@ -111,7 +112,7 @@ func parent(args []string, out io.Writer) error {
 				var rs []result
 				for r := range *runs {
 					sp := spec{Store: st, Workload: w, Entries: n, Ops: *ops, Goroutines: gs, Seed: uint64(r + 1)}
-					res, err := child(self, sp)
+					res, err := runChild(sp)
 					if err != nil {
 						return fmt.Errorf("%s on %s/%d: %w", st, w, n, err)
 					}
@@ -139,21 +140,16 @@ func parent(args []string, out io.Writer) error {
 	return nil
 }
 
-// child re-executes this binary as `bench cache -cachebench-child SPEC`.
-func child(self string, sp spec) (result, error) {
+// runChild runs sp in a fresh child process (bench's child protocol: the
+// job in the environment, served by ServeChild) and returns its result.
+func runChild(sp spec) (result, error) {
 	b, err := json.Marshal(sp)
 	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(self, "cache", childMarker, string(b))
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return result{}, err
-	}
 	var res result
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		return result{}, fmt.Errorf("child output %q: %w", stdout.String(), err)
+	if err := child.Run(child.Job{Kind: ChildKind, Target: sp.Store, Config: b}, &res); err != nil {
+		return result{}, err
 	}
 	return res, nil
 }
