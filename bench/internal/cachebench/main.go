@@ -5,6 +5,7 @@
 //
 //	go run ./bench cache [-stores cache,fastcache,...] [-workloads uniform,zipf,shift,ttl]
 //	    [-entries 1000000[,10000000]] [-ops 400000] [-goroutines 1,2,8,32] [-runs 3] [-json FILE]
+//	    [-out bench-report-cache]
 //
 // Workloads (keys 8–32 B, values 32 B–1 KiB):
 //
@@ -20,7 +21,10 @@
 //     stale hits (values returned after their TTL) are counted.
 //
 // Each child prints one JSON result; the parent prints a table of medians
-// over -runs and writes every result and the medians to -json. The store
+// over -runs, writes every result and the medians to -json, and writes a
+// report folder (-out): index.html with the table and plots of ns/op by
+// goroutine count per store, hit ratio, RSS per entry and the shift
+// workload's kept share, the plots as SVG files, and results.json. The store
 // named "cache" is this module's. Budgets below 32 MiB are not fair to
 // the others: fastcache rounds its budget up to 32 MiB. ristretto and the
 // map count only key and value bytes against theirs.
@@ -90,6 +94,7 @@ func parent(args []string, out io.Writer) error {
 	gFlag := fs.String("goroutines", "1,2,8,32", "goroutine counts")
 	runs := fs.Int("runs", 1, "runs of each (store, workload); the table shows medians")
 	jsonOut := fs.String("json", "", "write every result and the medians to this file")
+	outDir := fs.String("out", "bench-report-cache", "folder to write the report to (index.html with the plots, SVGs, results.json); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -125,17 +130,26 @@ func parent(args []string, out io.Writer) error {
 		}
 	}
 	table(out, medians, gs)
+	b, err := json.MarshalIndent(struct {
+		Goroutines []int    `json:"goroutines"`
+		Ops        int      `json:"ops_per_phase"`
+		Runs       []result `json:"runs"`
+		Medians    []result `json:"medians"`
+	}{gs, *ops, all, medians}, "", "  ")
+	if err != nil {
+		return err
+	}
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(struct {
-			Goroutines []int    `json:"goroutines"`
-			Ops        int      `json:"ops_per_phase"`
-			Runs       []result `json:"runs"`
-			Medians    []result `json:"medians"`
-		}{gs, *ops, all, medians}, "", "  ")
-		if err != nil {
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
 			return err
 		}
-		return os.WriteFile(*jsonOut, b, 0o644)
+	}
+	if *outDir != "" {
+		index, err := writeReport(*outDir, commandLine(args), medians, gs, *ops, *runs, b)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(out, "\nreport: %s\n", index)
 	}
 	return nil
 }
