@@ -267,10 +267,10 @@ var pageTemplate = template.Must(template.New("cache").Parse(`<!DOCTYPE html>
 <meta charset="utf-8">
 <title>brkmap/alloc: the cache package against the other Go caches</title>
 <style>
-body { font-family: system-ui, sans-serif; max-width: 62em; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+body { font-family: system-ui, sans-serif; max-width: 84em; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; font-size: 1.15em; }
 pre { font-size: 0.72em; overflow-x: auto; background: #f7f7f7; padding: 0.6em; }
-svg.plot { display: block; margin: 0.5em 0; width: 100%; max-width: 100%; height: auto; }
+svg.plot { display: block; margin: 0.5em 0; width: 100%; max-width: 60em; height: auto; }
 .small { color: #666; font-size: 0.85em; }
 </style>
 </head>
