@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/brkmap/alloc/bench/internal/cachebench"
 	"github.com/brkmap/alloc/bench/internal/child"
 	"github.com/brkmap/alloc/bench/internal/gcbench"
 	"github.com/brkmap/alloc/bench/internal/harness"
@@ -14,7 +15,7 @@ import (
 	"golang.org/x/term"
 )
 
-// The kinds of child job, besides gcbench.ChildKind.
+// The kinds of child job, besides gcbench.ChildKind and cachebench.ChildKind.
 const (
 	kindReplay   = "replay"   // Target: a trace file
 	kindWorkload = "workload" // Target: a workload's name
@@ -22,9 +23,10 @@ const (
 
 // handlers are the child's side of every kind of job.
 var handlers = map[string]child.Handler{
-	kindReplay:        measured(func(j child.Job, p harness.Policy) *harness.Result { return replay.Measure(j.Target, p, j.Threshold) }),
-	kindWorkload:      measured(func(j child.Job, p harness.Policy) *harness.Result { return workloads.Measure(j.Target, p, j.Scale) }),
-	gcbench.ChildKind: gcbench.ServeChild,
+	kindReplay:           measured(func(j child.Job, p harness.Policy) *harness.Result { return replay.Measure(j.Target, p, j.Threshold) }),
+	kindWorkload:         measured(func(j child.Job, p harness.Policy) *harness.Result { return workloads.Measure(j.Target, p, j.Scale) }),
+	gcbench.ChildKind:    gcbench.ServeChild,
+	cachebench.ChildKind: cachebench.ServeChild,
 }
 
 // serveChild runs this process's job (the error is Lookup's) and returns

@@ -269,8 +269,28 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 		c.dropped.Add(1)
 		return nil
 	}
+	s.mu.Lock()
+	old, i := s.find(h, k, kind&metaChunk)
+	if old != 0 {
+		oe := hdrAt(old)
+		// a big value here was a miss for HasGet (a chunk is gone): replace it
+		if ifAbsent && !c.expiredAt(old) && oe.meta&metaBig == 0 {
+			got := append([]byte{}, oe.value()...)
+			touch(oe)
+			s.mu.Unlock()
+			return got
+		}
+		if oe.meta&metaBig == 0 && c.a.BlockSize(oe.size()) == c.a.BlockSize(n) {
+			c.rewrite(s, h, old, k, v, kind, expire)
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	// The block is taken under the lock: the slab's fast path is shorter
+	// than a second lock and probe would be.
 	b, err := c.a.Malloc(n)
 	if err != nil {
+		s.mu.Unlock()
 		c.dropped.Add(1)
 		return nil
 	}
@@ -284,19 +304,9 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 	copy(e.key(), k)
 	copy(e.value(), v)
 
-	s.mu.Lock()
-	old, i := s.find(h, k, kind&metaChunk)
 	var d descriptor
 	big := false
 	if old != 0 {
-		// a big value here was a miss for HasGet (a chunk is gone): replace it
-		if ifAbsent && !c.expiredAt(old) && hdrAt(old).meta&metaBig == 0 {
-			got := append([]byte{}, hdrAt(old).value()...)
-			touch(hdrAt(old))
-			s.mu.Unlock()
-			c.free(addr)
-			return got
-		}
 		if big = hdrAt(old).meta&metaBig != 0; big {
 			d.decode(hdrAt(old).value())
 		}
@@ -326,6 +336,24 @@ func (c *Cache) store(k, v []byte, kind uint32, expire int64, ifAbsent bool) []b
 		c.delChunks(d)
 	}
 	return nil
+}
+
+// rewrite replaces the entry at addr, of key k, with value v in place: its
+// block's size class holds the new entry, so the Set costs no Malloc and
+// no Free. As a new entry would, it goes to the ring's tail with no reads
+// counted. The index slot, the bytes held and the entry count stay. mu
+// held for writing, so no reader is looking.
+func (c *Cache) rewrite(s *shard, h, addr uint64, k, v []byte, kind uint32, expire int64) {
+	s.unring(addr)
+	e := hdrAt(addr)
+	*e = header{meta: kind, klen: uint16(len(k)), vlen: uint16(len(v))}
+	if expire != 0 {
+		e.meta |= metaTTL
+		*(*int64)(unsafe.Add(unsafe.Pointer(e), headerSize)) = expire
+	}
+	copy(e.key(), k) // the key moves if the TTL field came or went
+	copy(e.value(), v)
+	s.push(h, addr)
 }
 
 // drop takes the entry at addr, already out of the table, out of the ring

@@ -49,7 +49,9 @@
 // last written entries that fit the budget are the ones kept — and the
 // entries read often survive up to three more turns: a one-time scan does
 // not flush them. A deleted or replaced entry leaves a zero in the ring,
-// squeezed out when zeros are half of it.
+// squeezed out when zeros are half of it. A Set of a key whose new entry
+// fits its old block's size class rewrites that block in place (no Malloc,
+// no Free) and moves it to the ring's tail, as a new entry would go.
 //
 // # Budget
 //

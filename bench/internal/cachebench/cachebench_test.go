@@ -2,12 +2,17 @@ package cachebench
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
 // TestRunEveryStore runs each workload on each store at a small size, as
@@ -76,4 +81,56 @@ func TestMedianAndTable(t *testing.T) {
 	assert.Contains(t, out.String(), "get g=1")
 	assert.Contains(t, out.String(), "skipped: no expiry")
 	assert.Equal(t, 3, strings.Count(out.String(), "\n"))
+}
+
+// ServeChild runs the spec its job carries, and refuses a job that does
+// not decode or whose store and spec disagree.
+func TestServeChild(t *testing.T) {
+	sp := spec{Store: "map", Workload: "uniform", Entries: 2000, Ops: 1000, Goroutines: []int{1}, Seed: 1}
+	b, err := json.Marshal(sp)
+	require.NoError(t, err)
+	out, ok, err := ServeChild(child.Job{Kind: ChildKind, Target: "map", Config: b})
+	require.NoError(t, err)
+	assert.True(t, ok)
+	res, isResult := out.(result)
+	require.True(t, isResult)
+	assert.Equal(t, "map", res.Store)
+	assert.Equal(t, 2000, res.Entries)
+	assert.Positive(t, res.HitRatio)
+
+	_, _, err = ServeChild(child.Job{Kind: ChildKind, Target: "cache", Config: b})
+	assert.ErrorIs(t, err, errBadJob)
+	_, _, err = ServeChild(child.Job{Kind: ChildKind, Target: "map", Config: []byte("{")})
+	assert.Error(t, err)
+}
+
+// The report folder holds the page with the table and every plot inline,
+// each plot also as an SVG file, and the results.
+func TestWriteReport(t *testing.T) {
+	gs := []int{1, 2}
+	var rs []result
+	for i, st := range []string{"cache", "fastcache"} {
+		f := float64(i + 1)
+		rs = append(rs,
+			result{Store: st, Workload: "uniform", Entries: 1000, GetNs: map[string]float64{"1": 100 * f, "2": 60 * f},
+				SetNs: map[string]float64{"1": 200 * f, "2": 120 * f}, HitRatio: 0.4 + f/10, RSSEntry: 600 * f},
+			result{Store: st, Workload: "shift", Entries: 1_500_000, SetNs: map[string]float64{"1": 900}, Kept32K: 1, HitRatio: 0.99})
+	}
+	ordered := []result{rs[0], rs[2], rs[1], rs[3]} // by workload, as parent makes them
+	dir := t.TempDir()
+	index, err := writeReport(dir, "go run ./bench cache -entries 1000", ordered, gs, 100, 1, []byte(`{}`))
+	require.NoError(t, err)
+	page, err := os.ReadFile(index)
+	require.NoError(t, err)
+	for _, f := range []string{"uniform-1000-get.svg", "uniform-1000-set.svg", "hit-ratio.svg", "rss-per-entry.svg", "shift-kept.svg"} {
+		_, err := os.Stat(filepath.Join(dir, f))
+		assert.NoError(t, err, f)
+		assert.Contains(t, string(page), `data-file="`+f+`"`)
+	}
+	assert.Equal(t, 5, strings.Count(string(page), "<svg"), "one inline plot per file")
+	assert.Contains(t, string(page), "go run ./bench cache -entries 1000")
+	assert.Contains(t, string(page), "get g=2", "the table of medians")
+	_, err = os.Stat(filepath.Join(dir, "results.json"))
+	assert.NoError(t, err)
+	assert.Equal(t, [][]result{{rs[0], rs[2]}, {rs[1], rs[3]}}, groups(ordered))
 }

@@ -5,6 +5,7 @@
 //
 //	go run ./bench cache [-stores cache,fastcache,...] [-workloads uniform,zipf,shift,ttl]
 //	    [-entries 1000000[,10000000]] [-ops 400000] [-goroutines 1,2,8,32] [-runs 3] [-json FILE]
+//	    [-out bench-report-cache]
 //
 // Workloads (keys 8–32 B, values 32 B–1 KiB):
 //
@@ -20,43 +21,51 @@
 //     stale hits (values returned after their TTL) are counted.
 //
 // Each child prints one JSON result; the parent prints a table of medians
-// over -runs and writes every result and the medians to -json. The store
+// over -runs, writes every result and the medians to -json, and writes a
+// report folder (-out): index.html with the table and plots of ns/op by
+// goroutine count per store, hit ratio, RSS per entry and the shift
+// workload's kept share, the plots as SVG files, and results.json. The store
 // named "cache" is this module's. Budgets below 32 MiB are not fair to
 // the others: fastcache rounds its budget up to 32 MiB. ristretto and the
 // map count only key and value bytes against theirs.
 package cachebench
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/brkmap/alloc/bench/internal/child"
 )
 
-// childMarker as the first argument makes Main the child process.
-const childMarker = "-cachebench-child"
+// ChildKind is the child.Job kind of one (store, workload) run: Target
+// names the store, Config carries the spec.
+const ChildKind = "cache"
+
+// ServeChild is the child's side of a run: it runs the spec j carries.
+func ServeChild(j child.Job) (any, bool, error) {
+	var sp spec
+	if err := json.Unmarshal(j.Config, &sp); err != nil {
+		return nil, false, fmt.Errorf("cache: child config: %w", err)
+	}
+	if sp.Store != j.Target {
+		return nil, false, fmt.Errorf("cache: child: job for store %q carries a spec for %q: %w", j.Target, sp.Store, errBadJob)
+	}
+	return run(sp), true, nil
+}
+
+// errBadJob: a child job that does not hold together.
+var errBadJob = errors.New("inconsistent job")
 
 // Main runs the command (args after "cache") and returns the exit code.
 func Main(args []string) int {
-	if len(args) == 2 && args[0] == childMarker {
-		var sp spec
-		if err := json.Unmarshal([]byte(args[1]), &sp); err != nil {
-			fmt.Fprintln(os.Stderr, "cachebench child:", err)
-			return 2
-		}
-		if err := json.NewEncoder(os.Stdout).Encode(run(sp)); err != nil {
-			fmt.Fprintln(os.Stderr, "cachebench child:", err)
-			return 1
-		}
-		return 0
-	}
 	if err := parent(args, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench cache:", err)
 		return 1
@@ -85,6 +94,7 @@ func parent(args []string, out io.Writer) error {
 	gFlag := fs.String("goroutines", "1,2,8,32", "goroutine counts")
 	runs := fs.Int("runs", 1, "runs of each (store, workload); the table shows medians")
 	jsonOut := fs.String("json", "", "write every result and the medians to this file")
+	outDir := fs.String("out", "bench-report-cache", "folder to write the report to (index.html with the plots, SVGs, results.json); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,10 +103,6 @@ func parent(args []string, out io.Writer) error {
 		return err
 	}
 	gs, err := ints(*gFlag)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
@@ -111,7 +117,7 @@ func parent(args []string, out io.Writer) error {
 				var rs []result
 				for r := range *runs {
 					sp := spec{Store: st, Workload: w, Entries: n, Ops: *ops, Goroutines: gs, Seed: uint64(r + 1)}
-					res, err := child(self, sp)
+					res, err := runChild(sp)
 					if err != nil {
 						return fmt.Errorf("%s on %s/%d: %w", st, w, n, err)
 					}
@@ -124,36 +130,40 @@ func parent(args []string, out io.Writer) error {
 		}
 	}
 	table(out, medians, gs)
+	b, err := json.MarshalIndent(struct {
+		Goroutines []int    `json:"goroutines"`
+		Ops        int      `json:"ops_per_phase"`
+		Runs       []result `json:"runs"`
+		Medians    []result `json:"medians"`
+	}{gs, *ops, all, medians}, "", "  ")
+	if err != nil {
+		return err
+	}
 	if *jsonOut != "" {
-		b, err := json.MarshalIndent(struct {
-			Goroutines []int    `json:"goroutines"`
-			Ops        int      `json:"ops_per_phase"`
-			Runs       []result `json:"runs"`
-			Medians    []result `json:"medians"`
-		}{gs, *ops, all, medians}, "", "  ")
-		if err != nil {
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
 			return err
 		}
-		return os.WriteFile(*jsonOut, b, 0o644)
+	}
+	if *outDir != "" {
+		index, err := writeReport(*outDir, commandLine(args), medians, gs, *ops, *runs, b)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(out, "\nreport: %s\n", index)
 	}
 	return nil
 }
 
-// child re-executes this binary as `bench cache -cachebench-child SPEC`.
-func child(self string, sp spec) (result, error) {
+// runChild runs sp in a fresh child process (bench's child protocol: the
+// job in the environment, served by ServeChild) and returns its result.
+func runChild(sp spec) (result, error) {
 	b, err := json.Marshal(sp)
 	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(self, "cache", childMarker, string(b))
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return result{}, err
-	}
 	var res result
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		return result{}, fmt.Errorf("child output %q: %w", stdout.String(), err)
+	if err := child.Run(child.Job{Kind: ChildKind, Target: sp.Store, Config: b}, &res); err != nil {
+		return result{}, err
 	}
 	return res, nil
 }

@@ -4,7 +4,7 @@
 // The same cache workload runs in two stores, each in a fresh child
 // process (so neither store's heap, RSS or GC pacing bleeds into the
 // other): once with the values on the Go heap (map[string][]byte), once
-// in offheapcache, whose index holds no Go pointers. Each process loads
+// in the module's cache package, whose index holds no Go pointers. Each process loads
 // the entries, collects once, then runs the churn phase — Get/Set/Delete
 // batches in a random mix, plus the garbage a request handler makes — and
 // reports what the runtime measured over that phase alone.
@@ -13,6 +13,7 @@ package gcbench
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,7 +21,7 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc/bench/internal/child"
-	"github.com/brkmap/alloc/bench/offheapcache"
+	"github.com/brkmap/alloc/cache"
 	"github.com/brkmap/alloc/internal/procfs"
 )
 
@@ -113,7 +114,7 @@ const gcBatch = 256 // ops of one kind between two clock reads
 // churn phase, and returns what the runtime measured over it. It runs in
 // this process: Run calls it in a child per store.
 func RunStore(name string, cfg Config) (Result, error) {
-	store, err := newGCStore(name)
+	store, err := newGCStore(name, cfg.Entries)
 	if err != nil {
 		return Result{}, err
 	}
@@ -129,17 +130,17 @@ func RunStore(name string, cfg Config) (Result, error) {
 	runtime.GC() // start the churn phase from a collected heap, for both stores
 
 	before := readGCMetrics()
-	err = w.churn()
+	w.churn()
 	after := readGCMetrics()
 	gcSink = nil
 	res.Hits = w.hits
-	if err != nil {
-		return res, err
-	}
 	res.GetNs, res.SetNs, res.DeleteNs = w.perOp(opGet), w.perOp(opSet), w.perOp(opDelete)
 	res.setGCFigures(before, after)
-	if c, ok := store.(*offheapcache.Cache); ok {
+	if c, ok := store.(*cache.Cache); ok {
 		res.OffHeap = c.Allocator().Stats().Resident
+		if st := c.Stats(); st.Dropped > 0 || st.Evictions > 0 {
+			return res, fmt.Errorf("gc: %s: %d sets dropped, %d entries evicted: %w", name, st.Dropped, st.Evictions, errEvicted)
+		}
 	}
 	m, err := procfs.ReadProcMemory()
 	res.RSS, res.PeakRSS = m.RSS, m.PeakRSS
@@ -168,18 +169,26 @@ type gcWorkload struct {
 	hits            uint64
 }
 
+// errEvicted: the off-heap store lost entries, so it did not run the
+// same workload as the map (its budget is meant to hold them all).
+var errEvicted = errors.New("the store lost entries")
+
 // load sets every entry once.
 func (w *gcWorkload) load() error {
 	for id := range uint64(w.cfg.Entries) {
-		if err := w.store.Set(gcKey(w.key, id), w.value[:gcValueSize(w.r)]); err != nil {
-			return err
+		w.store.Set(gcKey(w.key, id), w.value[:gcValueSize(w.r)])
+	}
+	if c, ok := w.store.(*cache.Cache); ok {
+		if st := c.Stats(); st.Entries != w.cfg.Entries {
+			return fmt.Errorf("gc: loaded %d of %d entries (%d dropped, %d evicted): %w",
+				st.Entries, w.cfg.Entries, st.Dropped, st.Evictions, errEvicted)
 		}
 	}
 	return nil
 }
 
 // churn runs cfg.Ops operations in batches of one kind, drawn by the mix.
-func (w *gcWorkload) churn() error {
+func (w *gcWorkload) churn() {
 	for done := 0; done < w.cfg.Ops; done += gcBatch {
 		kind := opDelete
 		if p := w.r.Float64(); p < w.cfg.Get {
@@ -196,35 +205,29 @@ func (w *gcWorkload) churn() error {
 				gcSink = make([]byte, w.cfg.Garbage)
 			}
 		}
-		if err := w.batch(kind, n); err != nil {
-			return err
-		}
+		w.batch(kind, n)
 	}
-	return nil
 }
 
 // batch runs n operations of one kind on random keys, timed together.
-func (w *gcWorkload) batch(kind, n int) error {
+func (w *gcWorkload) batch(kind, n int) {
 	t0 := time.Now()
 	for range n {
 		k := gcKey(w.key, w.r.Uint64N(uint64(w.cfg.Entries)))
 		switch kind {
 		case opGet:
 			var ok bool
-			if w.dst, ok = w.store.Get(k, w.dst[:0]); ok {
+			if w.dst, ok = w.store.HasGet(w.dst[:0], k); ok {
 				w.hits++
 			}
 		case opSet:
-			if err := w.store.Set(k, w.value[:gcValueSize(w.r)]); err != nil {
-				return err
-			}
+			w.store.Set(k, w.value[:gcValueSize(w.r)])
 		case opDelete:
-			w.store.Delete(k)
+			w.store.Del(k)
 		}
 	}
 	w.spent[kind] += time.Since(t0)
 	w.count[kind] += n
-	return nil
 }
 
 // perOp returns the mean nanoseconds of an operation of kind k, or 0.
