@@ -180,7 +180,14 @@ type Allocator struct {
 	// smallLimit: requests below it go to the slabs (0 under PolicyMmap).
 	smallLimit uint
 
-	closed atomic.Bool
+	// closed is set first thing by Close. gate counts the calls in flight
+	// past the fast paths, plus gateClosed once Close has begun: Close
+	// waits for the count to reach zero before it unmaps anything, and no
+	// call enters after (gate.go).
+	closed  atomic.Bool
+	gate    atomic.Int64
+	closeMu sync.Mutex // serializes Close: a second Close returns once the first is done
+	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
 
 	debug        bool
 	debugState   *debugState
@@ -409,32 +416,54 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if p != nil {
 		return bytesAt(p, n), nil
 	}
-	p, _, err := a.alloc(n, 16, tried)
-	if err != nil {
-		return nil, err
+	return a.allocGated(n, 16, tried, false)
+}
+
+// allocGated is the slow path of every allocation, inside the gate
+// (gate.go): a block of n bytes aligned to align, cleared if zeroed and
+// not known to be zero.
+func (a *Allocator) allocGated(n int, align uintptr, cacheTried, zeroed bool) ([]byte, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
-	return bytesAt(p, n), nil
+	if !a.enter() {
+		return nil, ErrClosed
+	}
+	p, zero, err := a.alloc(n, align, cacheTried)
+	var b []byte
+	if err == nil {
+		b = bytesAt(p, n)
+		if zeroed && !zero {
+			clear(b)
+		}
+	}
+	a.leave(b)
+	return b, err
 }
 
 // Calloc is Malloc with the memory zeroed. Memory known to be fresh from
 // the kernel (a new mapping, pages never used since the break moved up or
-// since they were released) is not cleared again.
+// since they were released) is not cleared again. It always enters the
+// gate: it writes the block before returning it.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
+	if !a.enter() {
+		return nil, ErrClosed
+	}
 	p, tried := a.smallFast(n)
-	if p != nil {
-		b := bytesAt(p, n)
-		clear(b) // a cached block was used before
-		return b, nil
+	zero := false // a cached block was used before
+	var err error
+	if p == nil {
+		p, zero, err = a.alloc(n, 16, tried)
 	}
-	p, zero, err := a.alloc(n, 16, tried)
-	if err != nil {
-		return nil, err
+	var b []byte
+	if err == nil {
+		b = bytesAt(p, n)
+		if !zero {
+			clear(b)
+		}
 	}
-	b := bytesAt(p, n)
-	if !zero {
-		clear(b)
-	}
-	return b, nil
+	a.leave(b)
+	return b, err
 }
 
 // AlignedAlloc returns n bytes starting at a multiple of align, which must
@@ -443,11 +472,7 @@ func (a *Allocator) AlignedAlloc(align, n int) ([]byte, error) {
 	if align <= 0 || align&(align-1) != 0 {
 		return nil, fmt.Errorf("%w: alignment %d is not a power of two", ErrInvalidSize, align)
 	}
-	p, _, err := a.alloc(n, max(uintptr(align), 16), false)
-	if err != nil {
-		return nil, err
-	}
-	return bytesAt(p, n), nil
+	return a.allocGated(n, max(uintptr(align), 16), false, false)
 }
 
 func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
@@ -464,13 +489,25 @@ func (a *Allocator) Free(b []byte) error {
 	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
 		return nil
 	}
+	if !a.enter() {
+		return ErrClosed
+	}
+	err := a.free(b)
+	a.leave(nil)
+	return err
+}
+
+// freeAny is Free inside the gate: the fast path, then free.
+func (a *Allocator) freeAny(b []byte) error {
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
+		return nil
+	}
 	return a.free(b)
 }
 
+// free is Free's slow path, inside the gate.
 func (a *Allocator) free(b []byte) error {
-	if a.closed.Load() {
-		return ErrClosed
-	}
 	p := addrOf(b)
 	if a.debug {
 		return a.debugFree(p)
@@ -577,9 +614,10 @@ func (a *Allocator) find(p uintptr) (block, error) {
 // UsableSize returns how many bytes the block b starts could hold (at
 // least len(b)), or 0 if b is not a live block of this allocator.
 func (a *Allocator) UsableSize(b []byte) int {
-	if b == nil || a.closed.Load() {
+	if b == nil || !a.enter() {
 		return 0
 	}
+	defer a.leave(nil)
 	blk, err := a.find(addrOf(b))
 	if err != nil {
 		return 0
@@ -602,9 +640,20 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
-	if a.closed.Load() {
+	if !a.enter() {
 		return nil, ErrClosed
 	}
+	nb, err := a.realloc(b, n)
+	moved := nb // freed if a corruption handler panics (gate.go)
+	if err != nil || addrOf(nb) == addrOf(b) {
+		moved = nil // b, resized in place, stays the caller's
+	}
+	a.leave(moved)
+	return nb, err
+}
+
+// realloc is Realloc inside the gate.
+func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 	p := addrOf(b)
 	un := uintptr(n)
 	r := a.route(un)
@@ -637,13 +686,16 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 		a.prof.moved(p, uintptr(q)) // mremap may move the mapping
 		return bytesAt(q, n), nil
 	}
-	nb, err := a.Malloc(n)
-	if err != nil {
-		return nil, err
+	q, tried := a.smallFast(n)
+	if q == nil {
+		if q, _, err = a.alloc(n, 16, tried); err != nil {
+			return nil, err
+		}
 	}
+	nb := bytesAt(q, n)
 	copy(nb, b[:min(len(b), n)])
-	if err := a.Free(b); err != nil {
-		_ = a.Free(nb)
+	if err := a.freeAny(b); err != nil {
+		_ = a.freeAny(nb)
 		return nil, err
 	}
 	return nb, nil
@@ -654,18 +706,20 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 // released with madvise and the break moves down to the last block in
 // use. It returns the bytes given back.
 func (a *Allocator) Trim() int {
-	if a.closed.Load() {
+	if !a.enter() {
 		return 0
 	}
+	defer a.leave(nil)
 	a.slabs.Trim()
 	return int(a.region.Trim())
 }
 
 // Stats returns the allocator's counters and its measured resident memory.
 func (a *Allocator) Stats() stats.Snapshot {
-	if a.closed.Load() {
+	if !a.enter() {
 		return stats.Snapshot{}
 	}
+	defer a.leave(nil)
 	var s stats.Snapshot
 	classes := a.slabs.Stats()
 	s.Classes = make([]stats.Class, len(classes))
@@ -721,9 +775,14 @@ func (a *Allocator) Stats() stats.Snapshot {
 // block becomes invalid, and every later call returns ErrClosed (or does
 // nothing). Closing twice is not an error.
 func (a *Allocator) Close() error {
-	if a.closed.Swap(true) {
+	a.closeMu.Lock()
+	defer a.closeMu.Unlock()
+	if a.closed.Load() {
 		return nil
 	}
+	a.closed.Store(true)
+	a.gate.Add(gateClosed)
+	a.waitGate() // no call is past the fast paths now, and none can enter
 	a.slabs.Close()
 	a.prof.closed()
 	err1 := a.large.Close()

@@ -91,16 +91,14 @@ func (c *Corruption) String() string {
 	return b.String()
 }
 
-// report hands a Corruption to OnCorruption, or panics with it.
+// report queues a Corruption, with the call stacks Debug recorded for its
+// block as they are now, for leave to deliver to OnCorruption (or to panic
+// with) once the call holds no lock (gate.go).
 func (a *Allocator) report(c *Corruption) {
 	if a.debugState != nil {
 		a.debugState.stacks(c)
 	}
-	if a.onCorruption != nil {
-		a.onCorruption(c)
-		return
-	}
-	panic(c)
+	a.reports.push(c)
 }
 
 // ptrOf turns the address of a block found by find into a pointer.

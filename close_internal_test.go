@@ -1,0 +1,227 @@
+package alloc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// span is a range of addresses [lo, hi).
+type span struct{ lo, hi uintptr }
+
+// liveMappings returns the process's mappings, from /proc/self/maps.
+func liveMappings(t *testing.T) []span {
+	t.Helper()
+	f, err := os.Open("/proc/self/maps")
+	require.NoError(t, err)
+	defer f.Close()
+	var out []span
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rng, _, _ := strings.Cut(sc.Text(), " ")
+		lo, hi, ok := strings.Cut(rng, "-")
+		require.True(t, ok, "a line of /proc/self/maps: %q", sc.Text())
+		l, err1 := strconv.ParseUint(lo, 16, 64)
+		h, err2 := strconv.ParseUint(hi, 16, 64)
+		require.NoError(t, errors.Join(err1, err2))
+		out = append(out, span{uintptr(l), uintptr(h)})
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+// stillMapped returns the spans of want that some of maps overlaps.
+func stillMapped(maps []span, want []span) []span {
+	sort.Slice(maps, func(i, j int) bool { return maps[i].lo < maps[j].lo })
+	var out []span
+	for _, w := range want {
+		i := sort.Search(len(maps), func(i int) bool { return maps[i].hi > w.lo })
+		if i < len(maps) && maps[i].lo < w.hi {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// closeStressConfigs are the configurations TestCloseUnderLoad closes
+// under load: every policy, Debug, and the heap profile recording every
+// block.
+var closeStressConfigs = []struct {
+	name string
+	cfg  Config
+}{
+	{"threshold", Config{}},
+	{"brk", Config{Policy: PolicyBrk}},
+	{"mmap", Config{Policy: PolicyMmap}},
+	{"dynamic", Config{DynamicThreshold: true}},
+	{"debug", Config{Debug: true}},
+	{"profile-all", Config{ProfileRate: 1}},
+}
+
+// TestCloseUnderLoad is issue 11's proof: goroutines call every method
+// while another closes the allocator, many times over. Every call returns
+// success or ErrClosed (a Free or Realloc of a block may also find it was
+// the one the closing unmapped: ErrClosed too), nothing faults, nothing
+// hangs (a round that does not finish in time fails the test), every call
+// made after Close returned gets ErrClosed (or, for Trim and Stats,
+// nothing), and once Close has returned no mapping of the allocator is
+// left in /proc/self/maps.
+func TestCloseUnderLoad(t *testing.T) {
+	rounds := 12
+	if raceEnabled {
+		rounds = 3
+	}
+	if testing.Short() {
+		rounds = 2
+	}
+	sizes := []int{0, 16, 48, 100, 1000, 4000, 20000, 40000, 100000, 200000, 1 << 20}
+	for _, c := range closeStressConfigs {
+		t.Run(c.name, func(t *testing.T) {
+			for round := range rounds {
+				closeUnderLoadRound(t, c.cfg, sizes, uint64(round))
+				if t.Failed() {
+					return
+				}
+			}
+		})
+	}
+}
+
+func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
+	a, err := New(cfg)
+	require.NoError(t, err)
+	region := span{a.region.Base(), a.region.Base() + uintptr(orDefault(cfg.Reserve, DefaultReserve))}
+
+	workers := 2 * runtime.GOMAXPROCS(0)
+	var (
+		wg       sync.WaitGroup
+		closed   atomic.Bool // Close has returned
+		mu       sync.Mutex
+		mappings []span // blocks live when Close returned that were mappings of their own
+		maps     []span // the process's mappings once Close returned
+		bad      []string
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		if len(bad) < 10 {
+			bad = append(bad, fmt.Sprintf(format, args...))
+		}
+		mu.Unlock()
+	}
+	// check: a result made before Close returned is success or ErrClosed;
+	// after, ErrClosed.
+	check := func(op string, after bool, err error) {
+		switch {
+		case after && !errors.Is(err, ErrClosed):
+			fail("%s after Close returned: %v, want ErrClosed", op, err)
+		case err != nil && !errors.Is(err, ErrClosed):
+			fail("%s: %v, want success or ErrClosed", op, err)
+		}
+	}
+	// note records the blocks a worker still holds once Close returned:
+	// mappings of their own (any other address may have been unmapped and
+	// reused by the process since)
+	note := func(blocks [][]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, b := range blocks {
+			if p := addrOf(b); !a.region.Contains(p) {
+				mappings = append(mappings, span{p, p + max(uintptr(len(b)), 1)})
+			}
+		}
+	}
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			var mine [][]byte
+			for i := 0; ; i++ {
+				after := closed.Load()
+				n := sizes[rng.IntN(len(sizes))]
+				switch op := rng.IntN(16); {
+				case op < 5:
+					b, err := a.Malloc(n)
+					check("Malloc", after, err)
+					if err == nil {
+						mine = append(mine, b)
+					}
+				case op < 7:
+					b, err := a.Calloc(n)
+					check("Calloc", after, err)
+					if err == nil {
+						mine = append(mine, b)
+					}
+				case op < 9 && len(mine) > 0:
+					k := rng.IntN(len(mine))
+					b, err := a.Realloc(mine[k], n)
+					check("Realloc", after, err)
+					if err == nil {
+						mine[k] = b
+					}
+				case op < 13 && len(mine) > 0:
+					k := rng.IntN(len(mine))
+					err := a.Free(mine[k])
+					check("Free", after, err)
+					if err == nil { // else: Close took it, and must have unmapped it
+						mine[k] = mine[len(mine)-1]
+						mine = mine[:len(mine)-1]
+					}
+				case op == 13:
+					if got := a.Trim(); after && got != 0 {
+						fail("Trim after Close returned %d", got)
+					}
+				case op == 14:
+					if s := a.Stats(); after && s.LiveBlocks != 0 {
+						fail("Stats after Close returned: %d live blocks", s.LiveBlocks)
+					}
+				default:
+					_ = a.HeapProfile()
+					a.UsableSize(nil)
+				}
+				if after && i > 0 && rng.IntN(8) == 0 {
+					note(mine)
+					return // some calls made after Close returned: enough
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+	done := make(chan error, 1)
+	go func() { done <- a.Close() }()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "Close")
+		maps = liveMappings(t) // at once: later, other mappings may take the addresses
+	case <-timeout.C:
+		t.Fatal("Close did not return in 10 s")
+	}
+	closed.Store(true)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-timeout.C:
+		t.Fatal("calls did not return in 10 s after Close")
+	}
+	for _, b := range bad {
+		t.Error(b)
+	}
+	left := stillMapped(maps, append([]span{region}, mappings...))
+	assert.Empty(t, left, "mappings of the allocator left after Close (the region is %#x-%#x)", region.lo, region.hi)
+}
