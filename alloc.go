@@ -186,7 +186,7 @@ type Allocator struct {
 	// call enters after (gate.go).
 	closed  atomic.Bool
 	gate    atomic.Int64
-	closeMu sync.Mutex // serializes Close: a second Close returns once the first is done
+	closeMu sync.Mutex  // serializes Close: a second Close returns once the first is done
 	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
 
 	debug        bool
