@@ -119,7 +119,13 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	if n > size || n <= size/2 && size > 16 || size-n+1 > maxEntry {
 		return false, old, nil
 	}
-	storeState(st, liveState(size, n)|v&sampledBit)
+	// A compare-and-set, not a store: a Free racing with this Realloc
+	// (a caller's bug) may have claimed the block since liveState read it,
+	// and a store would make a block already in a P's cache live again —
+	// handed out twice, given back twice.
+	if !casState(st, v, liveState(size, n)|v&sampledBit) {
+		return false, old, fmt.Errorf("%w: %d-byte block at %#x (freed while being resized)", errs.ErrDoubleFree, size, addr)
+	}
 	delta := int64(n) - int64(old)
 	pc := p.cacheOf(procPin())
 	if pc != nil {
