@@ -142,7 +142,13 @@ type Config struct {
 	Debug bool
 	// OnCorruption receives every report of memory damage the allocator
 	// finds (Debug's canaries and poison; the free-list checks that are
-	// always on). nil means panic with the report.
+	// always on). nil means panic with the report. A report is delivered
+	// once the call that found the damage has done its work and holds no
+	// lock, on that call's goroutine (or one that leaves the allocator at
+	// the same moment): the handler may call any method, Close included,
+	// and may panic — the allocator stays usable, and a block the call was
+	// handing out is freed first, so the caller never gets it and nothing
+	// leaks. What each kind leaves behind is said at CorruptionKind.
 	OnCorruption func(*Corruption)
 	// ProfileRate: the mean bytes allocated between two allocations
 	// recorded in the heap profile (see HeapProfile), as

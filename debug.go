@@ -29,14 +29,24 @@ const (
 // CorruptionKind says what was found damaged.
 type CorruptionKind string
 
+//
+// What each report leaves behind (the report comes after):
 const (
 	// Overflow: bytes past the requested size of a block were written
-	// (Debug: the canary after the block).
+	// (Debug: the canary after the block), found by Free or Realloc. The
+	// block is freed all the same (Free returns nil; Realloc has moved
+	// it): a handler's Free of it gets ErrDoubleFree.
 	Overflow CorruptionKind = "write past the end of a block"
-	// UseAfterFree: a freed block was written (Debug: its poison).
+	// UseAfterFree: a freed block was written (Debug: its poison), found
+	// when Malloc hands it out again. The block is handed out all the same
+	// (its contents are unspecified anyway); the report comes before Malloc
+	// returns, and if the handler panics the block is freed.
 	UseAfterFree CorruptionKind = "write after free"
 	// FreeList: a free-list link stored in a free block was damaged
-	// (always checked).
+	// (always checked), found when blocks are taken from the slab. The
+	// link is not followed: the rest of that slab's free list is dropped
+	// (those blocks are not handed out again before Close), and the
+	// allocation is served from good blocks.
 	FreeList CorruptionKind = "damaged free list"
 )
 
@@ -130,6 +140,10 @@ func (d *debugState) allocated(p uintptr) {
 	pcs := callers()
 	d.mu.Lock()
 	d.allocs[p] = pcs
+	// A report about this block names its own free, not the one of an
+	// earlier block at the address (a write-after-free report of that one
+	// was made, with its stacks, before this block was handed out).
+	delete(d.frees, p)
 	d.mu.Unlock()
 }
 

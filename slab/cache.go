@@ -200,7 +200,11 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	var buf [maxBatch]entry
 	cl.mu.Lock()
 	k, err := p.takeLocked(cl, buf[:cl.batch])
+	bad := cl.takeBadLocked()
 	cl.mu.Unlock()
+	if bad != nil {
+		p.reportBad(cl, bad, buf[:k])
+	}
 	if k == 0 {
 		return nil, false, false, err
 	}

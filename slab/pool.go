@@ -35,9 +35,11 @@ type Options struct {
 	// lock, or in a pinned section: it must not block or allocate much).
 	// Required when ProfileRate > 0.
 	OnSampledFree func(addr uintptr)
-	// OnCorruption is called (with the class lock held) when a free-list
-	// link is found damaged: addr is the block holding the link, size its
-	// class's block size. nil panics.
+	// OnCorruption is called when a free-list link is found damaged, with
+	// no lock of the Pool held (it may call back into the Pool, or panic:
+	// the Pool stays usable): addr is the block holding the link, size its
+	// class's block size. The rest of that slab's free list is dropped
+	// (those blocks are not handed out again). nil panics.
 	OnCorruption func(addr, size uintptr, detail string)
 }
 
