@@ -29,7 +29,6 @@ const (
 // CorruptionKind says what was found damaged.
 type CorruptionKind string
 
-//
 // What each report leaves behind (the report comes after):
 const (
 	// Overflow: bytes past the requested size of a block were written
