@@ -552,8 +552,10 @@ func (r *Region) Trim() uintptr {
 			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {
 				continue
 			}
+			if !f.zero { // with huge pages a zero run is released too: it was not counted dirty
+				r.dirtyPages -= f.pages
+			}
 			f.zero = true
-			r.dirtyPages -= f.pages
 			released += n
 		}
 	}
