@@ -717,6 +717,7 @@ func (a *Allocator) Trim() int {
 	}
 	defer a.leave(nil)
 	a.slabs.Trim()
+	a.large.UnmapDeferred() // freed mappings the map-count limit kept (largealloc)
 	return int(a.region.Trim())
 }
 
