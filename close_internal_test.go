@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -224,4 +225,32 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 	}
 	left := stillMapped(maps, append([]span{region}, mappings...))
 	assert.Empty(t, left, "mappings of the allocator left after Close (the region is %#x-%#x)", region.lo, region.hi)
+}
+
+// TestErrorIdentities: every error says which sentinel it is, and a chain
+// names each layer once (issue 11, item 9: a Malloc racing Close got
+// "arena: region is closed", which matched no sentinel, and chains read
+// "alloc: … largealloc: … alloc: out of memory").
+func TestErrorIdentities(t *testing.T) {
+	a, err := New(Config{Limit: 64 << 10})
+	require.NoError(t, err)
+	prefix := regexp.MustCompile(`(^|[^a-z])alloc: `)
+	for _, n := range []int{100 << 10, 4 << 20} { // a run of the region, a mapping
+		_, err := a.Malloc(n)
+		require.ErrorIs(t, err, ErrOutOfMemory)
+		assert.Len(t, prefix.FindAllString(err.Error(), -1), 1, "%q: alloc: once", err)
+		assert.Equal(t, 1, strings.Count(err.Error(), "out of memory"), "%q", err)
+	}
+	require.NoError(t, a.Close())
+	// the layers below a closed allocator: a call that got past the gate
+	// before Close would see these
+	_, _, err = a.region.Alloc(1, 0, 0, 0)
+	assert.ErrorIs(t, err, ErrClosed, "the region's")
+	_, err = a.large.Alloc(1<<20, 0, 0)
+	assert.ErrorIs(t, err, ErrClosed, "the mappings'")
+	_, _, _, err = a.slabs.Refill(3, 40)
+	assert.ErrorIs(t, err, ErrClosed, "the slabs'")
+	_, err = a.Malloc(1)
+	assert.ErrorIs(t, err, ErrClosed)
+	assert.Equal(t, "allocator is closed", err.Error())
 }

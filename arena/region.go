@@ -429,7 +429,10 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 	return run, run.zero, nil
 }
 
-var errClosed = errors.New("arena: region is closed")
+// errClosed is what a call on a closed region gets: the allocator's
+// ErrClosed, so that a caller racing Close matches errors.Is(err,
+// alloc.ErrClosed).
+var errClosed error = errs.ErrClosed
 
 // SetUsed records how many bytes of a KindMid run the caller uses.
 func (r *Region) SetUsed(run *Run, n uintptr) {
