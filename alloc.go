@@ -485,10 +485,17 @@ func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b
 
 // Free gives b back. b must be a slice returned by this Allocator (its
 // length may have been cut, not its start). Free(nil) does nothing. A bad
-// free returns ErrDoubleFree or ErrInvalidFree and changes nothing.
+// free returns ErrDoubleFree or ErrInvalidFree and changes nothing. A
+// slice of capacity 0 frees only a block of 0 bytes: b[len(b):] has
+// capacity 0, and Go keeps the block's start in it rather than point past
+// the end, so it would name the whole block; it is refused with
+// ErrInvalidFree.
 func (a *Allocator) Free(b []byte) error {
 	if b == nil {
 		return nil
+	}
+	if cap(b) == 0 {
+		return a.freeEmpty(b)
 	}
 	// the fast path: a small block, and this P's cache has room
 	p := unsafe.Pointer(unsafe.SliceData(b))
@@ -501,6 +508,32 @@ func (a *Allocator) Free(b []byte) error {
 	err := a.free(b)
 	a.leave(nil)
 	return err
+}
+
+// freeEmpty frees a slice of capacity 0: a block of 0 bytes, or refused.
+func (a *Allocator) freeEmpty(b []byte) error {
+	if !a.enter() {
+		return ErrClosed
+	}
+	err := a.emptyOnly(b)
+	if err == nil {
+		err = a.free(b)
+	}
+	a.leave(nil)
+	return err
+}
+
+// emptyOnly refuses a slice of capacity 0 that starts a block of more than
+// 0 bytes (b[len(b):], whose start Go leaves at the block's).
+func (a *Allocator) emptyOnly(b []byte) error {
+	if cap(b) != 0 {
+		return nil
+	}
+	if blk, err := a.find(addrOf(b)); err == nil && blk.requested > 0 {
+		return fmt.Errorf("%w: %#x: a slice of capacity 0 of a %d-byte block (b[len(b):] keeps the block's start)",
+			ErrInvalidFree, addrOf(b), blk.requested)
+	}
+	return nil
 }
 
 // freeAny is Free inside the gate: the fast path, then free.
@@ -666,6 +699,9 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 	blk, err := a.find(p)
 	if err != nil {
 		return nil, err
+	}
+	if cap(b) == 0 && blk.requested > 0 {
+		return nil, a.emptyOnly(b)
 	}
 	switch {
 	case a.debug:

@@ -254,3 +254,31 @@ func TestErrorIdentities(t *testing.T) {
 	assert.ErrorIs(t, err, ErrClosed)
 	assert.Equal(t, "allocator is closed", err.Error())
 }
+
+// TestZeroCapacityReslice: b[len(b):] has capacity 0 and, by Go's rule,
+// the start of b; Free and Realloc refuse it instead of taking the whole
+// block (issue 11, item 11). A block of 0 bytes is freed as before.
+func TestZeroCapacityReslice(t *testing.T) {
+	for _, c := range closeStressConfigs {
+		t.Run(c.name, func(t *testing.T) {
+			a, err := New(c.cfg)
+			require.NoError(t, err)
+			defer a.Close()
+			for _, n := range []int{1, 64, 40000, 300000} {
+				b, err := a.Malloc(n)
+				require.NoError(t, err)
+				tail := b[len(b):]
+				require.Equal(t, addrOf(b), addrOf(tail), "Go keeps the start in a zero-capacity reslice")
+				assert.ErrorIs(t, a.Free(tail), ErrInvalidFree, "n=%d", n)
+				_, err = a.Realloc(tail, 10)
+				assert.ErrorIs(t, err, ErrInvalidFree, "n=%d", n)
+				assert.GreaterOrEqual(t, a.UsableSize(b), n, "still live")
+				require.NoError(t, a.Free(b))
+			}
+			e, err := a.Malloc(0)
+			require.NoError(t, err)
+			require.NoError(t, a.Free(e), "a block of 0 bytes")
+			assert.Zero(t, a.Stats().LiveBlocks)
+		})
+	}
+}
