@@ -753,7 +753,8 @@ func (a *Allocator) Trim() int {
 	}
 	defer a.leave(nil)
 	a.slabs.Trim()
-	a.large.UnmapDeferred() // freed mappings the map-count limit kept (largealloc)
+	a.large.UnmapDeferred()   // freed mappings the map-count limit kept (largealloc)
+	a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE
 	return int(a.region.Trim())
 }
 

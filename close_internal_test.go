@@ -282,3 +282,27 @@ func TestZeroCapacityReslice(t *testing.T) {
 		})
 	}
 }
+
+// TestDebugQuarantineYieldsToLimit: Debug keeps freed mappings in a
+// quarantine; they must not count against Config.Limit once nothing is
+// live (issue 11, item 10): an allocation the limit would refuse flushes
+// the quarantine first, and Trim empties it.
+func TestDebugQuarantineYieldsToLimit(t *testing.T) {
+	a, err := New(Config{Debug: true, Limit: 4 << 20})
+	require.NoError(t, err)
+	defer a.Close()
+	for range 3 {
+		b, err := a.Malloc(1 << 20)
+		require.NoError(t, err)
+		require.NoError(t, a.Free(b))
+	}
+	require.NotZero(t, a.Stats().QuarantineBytes)
+	b, err := a.Malloc(3 << 20)
+	require.NoError(t, err, "the quarantine gives way to the limit")
+	require.NoError(t, a.Free(b))
+	a.Trim()
+	s := a.Stats()
+	assert.Zero(t, s.QuarantineBytes, "Trim empties the quarantine")
+	assert.Zero(t, s.MmapBytes)
+	assert.Less(t, s.Committed, uint64(1<<20), "nothing live: (almost) nothing committed")
+}

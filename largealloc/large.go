@@ -122,7 +122,7 @@ func (ms *Mappings) Alloc(n, room, align uintptr) (unsafe.Pointer, error) {
 	if size+guard < size {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
-	if !ms.budget.Take(size) {
+	if !ms.budget.Take(size) && (!ms.debug || ms.FlushQuarantine() == 0 || !ms.budget.Take(size)) {
 		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, ms.budget.Limit(), errs.ErrNoMemory)
 	}
 	if guard == 0 && !huge && align <= ms.page {
@@ -359,6 +359,28 @@ func (ms *Mappings) quarantineAdd(m *Mapping) error {
 		delete(ms.quarantined, old.Addr)
 	}
 	return nil
+}
+
+// FlushQuarantine unmaps every freed mapping Debug mode keeps in
+// quarantine, giving its bytes back to the budget, and returns how many
+// bytes. Trim calls it, and Alloc when the budget (Config.Limit) would
+// refuse: a quarantine is a debugging aid, never a reason to run out.
+func (ms *Mappings) FlushQuarantine() uintptr {
+	ms.quarMu.Lock()
+	defer ms.quarMu.Unlock()
+	var n uintptr
+	kept := ms.quarantine[:0]
+	for _, m := range ms.quarantine {
+		if ms.os.Munmap(m.ptr, m.Len+m.guard) != nil {
+			kept = append(kept, m) // try again next time
+			continue
+		}
+		ms.budget.Give(m.Len)
+		delete(ms.quarantined, m.Addr)
+		n += m.Len
+	}
+	ms.quarantine = kept
+	return n
 }
 
 // Quarantined reports whether addr is a freed block Debug mode still keeps
