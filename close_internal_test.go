@@ -306,3 +306,46 @@ func TestDebugQuarantineYieldsToLimit(t *testing.T) {
 	assert.Zero(t, s.MmapBytes)
 	assert.Less(t, s.Committed, uint64(1<<20), "nothing live: (almost) nothing committed")
 }
+
+// TestRefillAtLimitDrainsOtherCaches: at Config.Limit, a refill first
+// takes back the free blocks other Ps' caches hold (issue 11, item 14: a
+// second fill to the limit got 65,519 blocks of 65,536, the rest stranded
+// in other caches).
+func TestRefillAtLimitDrainsOtherCaches(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	a, err := New(Config{Limit: 2 << 20, TopPad: -1})
+	require.NoError(t, err)
+	defer a.Close()
+	fillUp := func() [][]byte {
+		var bs [][]byte
+		for {
+			b, err := a.Malloc(64)
+			if err != nil {
+				require.ErrorIs(t, err, ErrOutOfMemory)
+				return bs
+			}
+			bs = append(bs, b)
+		}
+	}
+	first := fillUp()
+	// free them from goroutines on every P: the blocks land in their caches
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(first); i += 8 {
+				assert.NoError(t, a.Free(first[i]))
+				if i%64 == 0 {
+					runtime.Gosched()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	second := fillUp()
+	assert.Equal(t, len(first), len(second), "the second fill to the limit gets as many blocks")
+	for _, b := range second {
+		require.NoError(t, a.Free(b))
+	}
+}
