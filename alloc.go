@@ -350,6 +350,12 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	n := uintptr(size)
 	r := a.route(n)
+	if r != toMapping && a.policy == PolicyThreshold && align > a.mmapFrom.Load() {
+		// An alignment past the threshold: in the region its padding
+		// would be committed (the break moves over it); a mapping's
+		// padding is only reserved address space, cut off at once.
+		r = toMapping
+	}
 	if a.debug {
 		return a.debugAlloc(r, n, align)
 	}

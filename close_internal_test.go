@@ -349,3 +349,23 @@ func TestRefillAtLimitDrainsOtherCaches(t *testing.T) {
 		require.NoError(t, a.Free(b))
 	}
 }
+
+// TestLargeAlignmentCommitsNoPadding: a small block with an alignment far
+// past the threshold commits its block, not its padding (issue 11, item
+// 12: AlignedAlloc(1<<30, 16) committed about 1 GiB of the region, and
+// with Limit 64 MiB AlignedAlloc(128<<20, 16) failed).
+func TestLargeAlignmentCommitsNoPadding(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		a, err := New(Config{Limit: 64 << 20, Debug: debug})
+		require.NoError(t, err)
+		for _, align := range []int{1 << 20, 128 << 20, 1 << 30} {
+			b, err := a.AlignedAlloc(align, 16)
+			require.NoError(t, err, "align %d, debug %v", align, debug)
+			assert.Zero(t, addrOf(b)%uintptr(align))
+			assert.Less(t, a.Stats().Committed, uint64(1<<20), "align %d: the padding is not committed", align)
+			b[15] = 1
+			require.NoError(t, a.Free(b))
+		}
+		require.NoError(t, a.Close())
+	}
+}
