@@ -350,10 +350,11 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	n := uintptr(size)
 	r := a.route(n)
-	if r != toMapping && a.policy == PolicyThreshold && align > a.mmapFrom.Load() {
-		// An alignment past the threshold: in the region its padding
-		// would be committed (the break moves over it); a mapping's
-		// padding is only reserved address space, cut off at once.
+	if r != toMapping && a.policy == PolicyThreshold && align > max(a.mmapFrom.Load(), maxRegionAlign) {
+		// An alignment past the threshold (and 1 MiB): in the region its
+		// padding would be committed (the break moves over it); a
+		// mapping's padding is only reserved address space, cut off at
+		// once.
 		r = toMapping
 	}
 	if a.debug {
@@ -373,6 +374,11 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	return a.mappedBlock(n, 0, align)
 }
+
+// maxRegionAlign is the largest alignment PolicyThreshold serves from the
+// region whatever the threshold: up to it, the padding (reused as free
+// runs) costs at most this much committed memory.
+const maxRegionAlign = 1 << 20
 
 // midBlock serves a mid-size block of n bytes (and room more, for Debug's
 // canary) with a page run of the region.

@@ -358,7 +358,7 @@ func TestLargeAlignmentCommitsNoPadding(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		a, err := New(Config{Limit: 64 << 20, Debug: debug})
 		require.NoError(t, err)
-		for _, align := range []int{1 << 20, 128 << 20, 1 << 30} {
+		for _, align := range []int{2 << 20, 128 << 20, 1 << 30} {
 			b, err := a.AlignedAlloc(align, 16)
 			require.NoError(t, err, "align %d, debug %v", align, debug)
 			assert.Zero(t, addrOf(b)%uintptr(align))

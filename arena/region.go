@@ -153,6 +153,9 @@ func (r *Region) Ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(r.base, ad
 // PageSize returns the region's page size.
 func (r *Region) PageSize() uintptr { return r.page }
 
+// Limited reports whether the region's budget has a cap (Config.Limit).
+func (r *Region) Limited() bool { return r.budget.Limit() != 0 }
+
 // SetTrimThreshold changes the trim threshold (the dynamic threshold does).
 func (r *Region) SetTrimThreshold(n uintptr) { r.trimThreshold.Store(n) }
 

@@ -200,10 +200,10 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	cl := &p.classes[c]
 	var buf [maxBatch]entry
 	k, err := p.take(cl, buf[:cl.batch])
-	if k == 0 && errors.Is(err, errs.ErrNoMemory) {
-		// Out of memory (Config.Limit): other Ps' caches may hold free
-		// blocks, and classes their kept empty slabs. Give them back
-		// (Trim's work) and try once more before refusing.
+	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
+		// Out of memory under a cap (Config.Limit): other Ps' caches may
+		// hold free blocks, and classes their kept empty slabs. Give them
+		// back (Trim's work) and try once more before refusing.
 		p.Trim()
 		k, err = p.take(cl, buf[:cl.batch])
 	}
