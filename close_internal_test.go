@@ -15,9 +15,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // span is a range of addresses [lo, hi).
@@ -41,6 +43,47 @@ func liveMappings(t *testing.T) []span {
 		out = append(out, span{uintptr(l), uintptr(h)})
 	}
 	require.NoError(t, sc.Err())
+	return out
+}
+
+// testName labels the allocator's mappings in /proc/self/maps during
+// TestCloseUnderLoad.
+const testName = "brkmap-close-test"
+
+// nameMapping names [p, p+n) testName in /proc/self/maps (an anonymous
+// mapping's name, Linux 5.17 and later), and reports whether the kernel
+// did.
+func nameMapping(p, n uintptr) bool {
+	name := []byte(testName + "\x00")
+	return unix.Prctl(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, p, n, uintptr(unsafe.Pointer(&name[0]))) == nil
+}
+
+// namedMappings returns the lines of /proc/self/maps naming testName.
+func namedMappings(t *testing.T) []string {
+	b, err := os.ReadFile("/proc/self/maps")
+	require.NoError(t, err)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "[anon:"+testName+"]") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// unchanged returns the mappings of after that are in before too, with the
+// same bounds.
+func unchanged(before, after []span) []span {
+	was := map[span]bool{}
+	for _, m := range before {
+		was[m] = true
+	}
+	var out []span
+	for _, m := range after {
+		if was[m] {
+			out = append(out, m)
+		}
+	}
 	return out
 }
 
@@ -105,15 +148,17 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 	a, err := New(cfg)
 	require.NoError(t, err)
 	region := span{a.region.Base(), a.region.Base() + uintptr(orDefault(cfg.Reserve, DefaultReserve))}
+	named := nameMapping(region.lo, region.hi-region.lo)
 
 	workers := 2 * runtime.GOMAXPROCS(0)
 	var (
-		wg       sync.WaitGroup
-		closed   atomic.Bool // Close has returned
-		mu       sync.Mutex
-		mappings []span // blocks live when Close returned that were mappings of their own
-		maps     []span // the process's mappings once Close returned
-		bad      []string
+		wg        sync.WaitGroup
+		closed    atomic.Bool // Close has returned
+		mu        sync.Mutex
+		mappings  []span   // blocks live when Close returned that were mappings of their own
+		maps      []span   // the process's mappings once Close returned
+		namedLeft []string // the lines of /proc/self/maps naming testName once Close returned
+		bad       []string
 	)
 	fail := func(format string, args ...any) {
 		mu.Lock()
@@ -144,6 +189,15 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 			}
 		}
 	}
+	// name labels a new block's own mapping in /proc/self/maps, inside the
+	// gate so that Close cannot have unmapped it (and someone else mapped
+	// the address) meanwhile
+	name := func(b []byte) {
+		if p := addrOf(b); named && !a.region.Contains(p) && a.enter() {
+			nameMapping(p&^(a.page-1), max(uintptr(len(b)), 1))
+			a.leave(nil)
+		}
+	}
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -158,12 +212,14 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 					b, err := a.Malloc(n)
 					check("Malloc", after, err)
 					if err == nil {
+						name(b)
 						mine = append(mine, b)
 					}
 				case op < 7:
 					b, err := a.Calloc(n)
 					check("Calloc", after, err)
 					if err == nil {
+						name(b)
 						mine = append(mine, b)
 					}
 				case op < 9 && len(mine) > 0:
@@ -171,6 +227,7 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 					b, err := a.Realloc(mine[k], n)
 					check("Realloc", after, err)
 					if err == nil {
+						name(b)
 						mine[k] = b
 					}
 				case op < 13 && len(mine) > 0:
@@ -201,6 +258,10 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 		}()
 	}
 	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+	if named {
+		require.NotEmpty(t, namedMappings(t), "the region is named: the check after Close means something")
+	}
+	before := liveMappings(t)
 	done := make(chan error, 1)
 	go func() { done <- a.Close() }()
 	timeout := time.NewTimer(10 * time.Second)
@@ -209,6 +270,7 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 	case err := <-done:
 		assert.NoError(t, err, "Close")
 		maps = liveMappings(t) // at once: later, other mappings may take the addresses
+		namedLeft = namedMappings(t)
 	case <-timeout.C:
 		t.Fatal("Close did not return in 10 s")
 	}
@@ -223,7 +285,16 @@ func closeUnderLoadRound(t *testing.T, cfg Config, sizes []int, seed uint64) {
 	for _, b := range bad {
 		t.Error(b)
 	}
-	left := stillMapped(maps, append([]span{region}, mappings...))
+	if named {
+		// exact: only the allocator's mappings carry the name (another
+		// mapping may have taken their addresses since Close)
+		assert.Empty(t, namedLeft, "mappings of the allocator left after Close")
+		return
+	}
+	// Without names, by address: a mapping made by someone else (a new
+	// thread's stack) may take a freed address at once, so only a mapping
+	// that was there before Close began, unchanged, counts as left over.
+	left := stillMapped(unchanged(before, maps), append([]span{region}, mappings...))
 	assert.Empty(t, left, "mappings of the allocator left after Close (the region is %#x-%#x)", region.lo, region.hi)
 }
 
