@@ -162,8 +162,10 @@ type Config struct {
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
-// concurrent use. Close must not run while other calls are in flight on
-// blocks the caller still uses.
+// concurrent use, Close included: a call racing Close succeeds or returns
+// ErrClosed, and Close returns once no call is inside (gate.go). A block
+// handed out before Close is unmapped with everything else: using it
+// after Close is the caller's bug.
 type Allocator struct {
 	policy Policy
 	os     *sys.OS
@@ -829,7 +831,10 @@ func (a *Allocator) Stats() stats.Snapshot {
 
 // Close gives every mapping and the whole region back to the kernel. Every
 // block becomes invalid, and every later call returns ErrClosed (or does
-// nothing). Closing twice is not an error.
+// nothing). Calls in flight finish first: Close refuses new ones, waits
+// for those inside the gate (gate.go), then retires the per-P caches
+// (waiting for every pinned fast path) and unmaps. Closing twice is not an
+// error; a second Close returns once the first is done.
 func (a *Allocator) Close() error {
 	a.closeMu.Lock()
 	defer a.closeMu.Unlock()
