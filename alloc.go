@@ -142,7 +142,13 @@ type Config struct {
 	Debug bool
 	// OnCorruption receives every report of memory damage the allocator
 	// finds (Debug's canaries and poison; the free-list checks that are
-	// always on). nil means panic with the report.
+	// always on). nil means panic with the report. A report is delivered
+	// once the call that found the damage has done its work and holds no
+	// lock, on that call's goroutine (or one that leaves the allocator at
+	// the same moment): the handler may call any method, Close included,
+	// and may panic — the allocator stays usable, and a block the call was
+	// handing out is freed first, so the caller never gets it and nothing
+	// leaks. What each kind leaves behind is said at CorruptionKind.
 	OnCorruption func(*Corruption)
 	// ProfileRate: the mean bytes allocated between two allocations
 	// recorded in the heap profile (see HeapProfile), as
@@ -156,8 +162,10 @@ type Config struct {
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
-// concurrent use. Close must not run while other calls are in flight on
-// blocks the caller still uses.
+// concurrent use, Close included: a call racing Close succeeds or returns
+// ErrClosed, and Close returns once no call is inside (gate.go). A block
+// handed out before Close is unmapped with everything else: using it
+// after Close is the caller's bug.
 type Allocator struct {
 	policy Policy
 	os     *sys.OS
@@ -180,8 +188,15 @@ type Allocator struct {
 	// smallLimit: requests below it go to the slabs (0 under PolicyMmap).
 	smallLimit uint
 
-	closed atomic.Bool
-	shared bool // Default's: Close refuses
+	// closed is set first thing by Close. gate counts the calls in flight
+	// past the fast paths, plus gateClosed once Close has begun: Close
+	// waits for the count to reach zero before it unmaps anything, and no
+	// call enters after (gate.go).
+	closed  atomic.Bool
+	gate    atomic.Int64
+	closeMu sync.Mutex  // serializes Close: a second Close returns once the first is done
+	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
+	shared  bool        // Default's: Close refuses
 
 	debug        bool
 	debugState   *debugState
@@ -332,6 +347,13 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	n := uintptr(size)
 	r := a.route(n)
+	if r != toMapping && a.policy == PolicyThreshold && align > max(a.mmapFrom.Load(), maxRegionAlign) {
+		// An alignment past the threshold (and 1 MiB): in the region its
+		// padding would be committed (the break moves over it); a
+		// mapping's padding is only reserved address space, cut off at
+		// once.
+		r = toMapping
+	}
 	if a.debug {
 		return a.debugAlloc(r, n, align)
 	}
@@ -349,6 +371,11 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	return a.mappedBlock(n, 0, align)
 }
+
+// maxRegionAlign is the largest alignment PolicyThreshold serves from the
+// region whatever the threshold: up to it, the padding (reused as free
+// runs) costs at most this much committed memory.
+const maxRegionAlign = 1 << 20
 
 // midBlock serves a mid-size block of n bytes (and room more, for Debug's
 // canary) with a page run of the region.
@@ -404,32 +431,54 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if p != nil {
 		return bytesAt(p, n), nil
 	}
-	p, _, err := a.alloc(n, 16, tried)
-	if err != nil {
-		return nil, err
+	return a.allocGated(n, 16, tried, false)
+}
+
+// allocGated is the slow path of every allocation, inside the gate
+// (gate.go): a block of n bytes aligned to align, cleared if zeroed and
+// not known to be zero.
+func (a *Allocator) allocGated(n int, align uintptr, cacheTried, zeroed bool) ([]byte, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
-	return bytesAt(p, n), nil
+	if !a.enter() {
+		return nil, ErrClosed
+	}
+	p, zero, err := a.alloc(n, align, cacheTried)
+	var b []byte
+	if err == nil {
+		b = bytesAt(p, n)
+		if zeroed && !zero {
+			clear(b)
+		}
+	}
+	a.leave(b)
+	return b, err
 }
 
 // Calloc is Malloc with the memory zeroed. Memory known to be fresh from
 // the kernel (a new mapping, pages never used since the break moved up or
-// since they were released) is not cleared again.
+// since they were released) is not cleared again. It always enters the
+// gate: it writes the block before returning it.
 func (a *Allocator) Calloc(n int) ([]byte, error) {
+	if !a.enter() {
+		return nil, ErrClosed
+	}
 	p, tried := a.smallFast(n)
-	if p != nil {
-		b := bytesAt(p, n)
-		clear(b) // a cached block was used before
-		return b, nil
+	zero := false // a cached block was used before
+	var err error
+	if p == nil {
+		p, zero, err = a.alloc(n, 16, tried)
 	}
-	p, zero, err := a.alloc(n, 16, tried)
-	if err != nil {
-		return nil, err
+	var b []byte
+	if err == nil {
+		b = bytesAt(p, n)
+		if !zero {
+			clear(b)
+		}
 	}
-	b := bytesAt(p, n)
-	if !zero {
-		clear(b)
-	}
-	return b, nil
+	a.leave(b)
+	return b, err
 }
 
 // AlignedAlloc returns n bytes starting at a multiple of align, which must
@@ -438,23 +487,66 @@ func (a *Allocator) AlignedAlloc(align, n int) ([]byte, error) {
 	if align <= 0 || align&(align-1) != 0 {
 		return nil, fmt.Errorf("%w: alignment %d is not a power of two", ErrInvalidSize, align)
 	}
-	p, _, err := a.alloc(n, max(uintptr(align), 16), false)
-	if err != nil {
-		return nil, err
-	}
-	return bytesAt(p, n), nil
+	return a.allocGated(n, max(uintptr(align), 16), false, false)
 }
 
 func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 // Free gives b back. b must be a slice returned by this Allocator (its
 // length may have been cut, not its start). Free(nil) does nothing. A bad
-// free returns ErrDoubleFree or ErrInvalidFree and changes nothing.
+// free returns ErrDoubleFree or ErrInvalidFree and changes nothing. A
+// slice of capacity 0 frees only a block of 0 bytes: b[len(b):] has
+// capacity 0, and Go keeps the block's start in it rather than point past
+// the end, so it would name the whole block; it is refused with
+// ErrInvalidFree.
 func (a *Allocator) Free(b []byte) error {
 	if b == nil {
 		return nil
 	}
+	if cap(b) == 0 {
+		return a.freeEmpty(b)
+	}
 	// the fast path: a small block, and this P's cache has room
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
+		return nil
+	}
+	if !a.enter() {
+		return ErrClosed
+	}
+	err := a.free(b)
+	a.leave(nil)
+	return err
+}
+
+// freeEmpty frees a slice of capacity 0: a block of 0 bytes, or refused.
+func (a *Allocator) freeEmpty(b []byte) error {
+	if !a.enter() {
+		return ErrClosed
+	}
+	err := a.emptyOnly(b)
+	if err == nil {
+		err = a.free(b)
+	}
+	a.leave(nil)
+	return err
+}
+
+// emptyOnly refuses a slice of capacity 0 that starts a block of more than
+// 0 bytes (b[len(b):], whose start Go leaves at the block's).
+func (a *Allocator) emptyOnly(b []byte) error {
+	if cap(b) != 0 {
+		return nil
+	}
+	if blk, err := a.find(addrOf(b)); err == nil && blk.requested > 0 {
+		return fmt.Errorf("%w: %#x: a slice of capacity 0 of a %d-byte block (b[len(b):] keeps the block's start)",
+			ErrInvalidFree, addrOf(b), blk.requested)
+	}
+	return nil
+}
+
+// freeAny is Free inside the gate: the fast path, then free.
+func (a *Allocator) freeAny(b []byte) error {
 	p := unsafe.Pointer(unsafe.SliceData(b))
 	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
 		return nil
@@ -462,6 +554,7 @@ func (a *Allocator) Free(b []byte) error {
 	return a.free(b)
 }
 
+// free is Free's slow path, inside the gate.
 func (a *Allocator) free(b []byte) error {
 	if err := a.usable(); err != nil {
 		return err
@@ -572,9 +665,10 @@ func (a *Allocator) find(p uintptr) (block, error) {
 // UsableSize returns how many bytes the block b starts could hold (at
 // least len(b)), or 0 if b is not a live block of this allocator.
 func (a *Allocator) UsableSize(b []byte) int {
-	if b == nil || a.usable() != nil {
+	if b == nil || a.usable() != nil || !a.enter() {
 		return 0
 	}
+	defer a.leave(nil)
 	blk, err := a.find(addrOf(b))
 	if err != nil {
 		return 0
@@ -601,12 +695,29 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 	if err := a.usable(); err != nil {
 		return nil, err
 	}
+	if !a.enter() {
+		return nil, ErrClosed
+	}
+	nb, err := a.realloc(b, n)
+	moved := nb // freed if a corruption handler panics (gate.go)
+	if err != nil || addrOf(nb) == addrOf(b) {
+		moved = nil // b, resized in place, stays the caller's
+	}
+	a.leave(moved)
+	return nb, err
+}
+
+// realloc is Realloc inside the gate.
+func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 	p := addrOf(b)
 	un := uintptr(n)
 	r := a.route(un)
 	blk, err := a.find(p)
 	if err != nil {
 		return nil, err
+	}
+	if cap(b) == 0 && blk.requested > 0 {
+		return nil, a.emptyOnly(b)
 	}
 	switch {
 	case a.debug:
@@ -633,13 +744,16 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 		a.prof.moved(p, uintptr(q)) // mremap may move the mapping
 		return bytesAt(q, n), nil
 	}
-	nb, err := a.Malloc(n)
-	if err != nil {
-		return nil, err
+	q, tried := a.smallFast(n)
+	if q == nil {
+		if q, _, err = a.alloc(n, 16, tried); err != nil {
+			return nil, err
+		}
 	}
+	nb := bytesAt(q, n)
 	copy(nb, b[:min(len(b), n)])
-	if err := a.Free(b); err != nil {
-		_ = a.Free(nb)
+	if err := a.freeAny(b); err != nil {
+		_ = a.freeAny(nb)
 		return nil, err
 	}
 	return nb, nil
@@ -650,10 +764,13 @@ func (a *Allocator) Realloc(b []byte, n int) ([]byte, error) {
 // released with madvise and the break moves down to the last block in
 // use. It returns the bytes given back.
 func (a *Allocator) Trim() int {
-	if a.usable() != nil {
+	if a.usable() != nil || !a.enter() {
 		return 0
 	}
+	defer a.leave(nil)
 	a.slabs.Trim()
+	a.large.UnmapDeferred()   // freed mappings the map-count limit kept (largealloc)
+	a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE
 	return int(a.region.Trim())
 }
 
@@ -663,9 +780,10 @@ func (a *Allocator) Trim() int {
 // For a figure to take often (a metrics scrape), Counters costs none of that.
 func (a *Allocator) Stats() stats.Snapshot {
 	s := a.Counters()
-	if a.usable() != nil {
+	if a.usable() != nil || !a.enter() {
 		return s
 	}
+	defer a.leave(nil)
 	a.statsMu.Lock()
 	s.ArenaResident = uint64(a.region.Resident(&a.vec))
 	s.MmapResident = uint64(a.large.Resident(&a.vec))
@@ -679,9 +797,12 @@ func (a *Allocator) Stats() stats.Snapshot {
 
 // Close gives every mapping and the whole region back to the kernel. Every
 // block becomes invalid, and every later call returns ErrClosed (or does
-// nothing). Closing twice is not an error. The Allocator of Default
-// refuses (ErrDefaultClose), and a zero Allocator has nothing to close
-// (ErrNotInitialized).
+// nothing). Calls in flight finish first: Close refuses new ones, waits
+// for those inside the gate (gate.go), then retires the per-P caches
+// (waiting for every pinned fast path) and unmaps. Closing twice is not an
+// error; a second Close returns once the first is done. The Allocator of
+// Default refuses (ErrDefaultClose), and a zero Allocator has nothing to
+// close (ErrNotInitialized).
 func (a *Allocator) Close() error {
 	if a.shared {
 		return ErrDefaultClose
@@ -689,9 +810,14 @@ func (a *Allocator) Close() error {
 	if a.region == nil {
 		return ErrNotInitialized
 	}
-	if a.closed.Swap(true) {
+	a.closeMu.Lock()
+	defer a.closeMu.Unlock()
+	if a.closed.Load() {
 		return nil
 	}
+	a.closed.Store(true)
+	a.gate.Add(gateClosed)
+	a.waitGate() // no call is past the fast paths now, and none can enter
 	a.slabs.Close()
 	a.prof.closed()
 	err1 := a.large.Close()

@@ -22,9 +22,10 @@ import (
 // A zero Allocator, or a closed one, returns an empty Snapshot.
 func (a *Allocator) Counters() stats.Snapshot {
 	var s stats.Snapshot
-	if a.usable() != nil {
+	if a.usable() != nil || !a.enter() {
 		return s
 	}
+	defer a.leave(nil)
 	classes := a.slabs.Stats()
 	s.Classes = classes[:]
 	for _, c := range classes {

@@ -29,14 +29,23 @@ const (
 // CorruptionKind says what was found damaged.
 type CorruptionKind string
 
+// What each report leaves behind (the report comes after):
 const (
 	// Overflow: bytes past the requested size of a block were written
-	// (Debug: the canary after the block).
+	// (Debug: the canary after the block), found by Free or Realloc. The
+	// block is freed all the same (Free returns nil; Realloc has moved
+	// it): a handler's Free of it gets ErrDoubleFree.
 	Overflow CorruptionKind = "write past the end of a block"
-	// UseAfterFree: a freed block was written (Debug: its poison).
+	// UseAfterFree: a freed block was written (Debug: its poison), found
+	// when Malloc hands it out again. The block is handed out all the same
+	// (its contents are unspecified anyway); the report comes before Malloc
+	// returns, and if the handler panics the block is freed.
 	UseAfterFree CorruptionKind = "write after free"
 	// FreeList: a free-list link stored in a free block was damaged
-	// (always checked).
+	// (always checked), found when blocks are taken from the slab. The
+	// link is not followed: the rest of that slab's free list is dropped
+	// (those blocks are not handed out again before Close), and the
+	// allocation is served from good blocks.
 	FreeList CorruptionKind = "damaged free list"
 )
 
@@ -91,16 +100,14 @@ func (c *Corruption) String() string {
 	return b.String()
 }
 
-// report hands a Corruption to OnCorruption, or panics with it.
+// report queues a Corruption, with the call stacks Debug recorded for its
+// block as they are now, for leave to deliver to OnCorruption (or to panic
+// with) once the call holds no lock (gate.go).
 func (a *Allocator) report(c *Corruption) {
 	if a.debugState != nil {
 		a.debugState.stacks(c)
 	}
-	if a.onCorruption != nil {
-		a.onCorruption(c)
-		return
-	}
-	panic(c)
+	a.reports.push(c)
 }
 
 // ptrOf turns the address of a block found by find into a pointer.
@@ -132,6 +139,10 @@ func (d *debugState) allocated(p uintptr) {
 	pcs := callers()
 	d.mu.Lock()
 	d.allocs[p] = pcs
+	// A report about this block names its own free, not the one of an
+	// earlier block at the address (a write-after-free report of that one
+	// was made, with its stacks, before this block was handed out).
+	delete(d.frees, p)
 	d.mu.Unlock()
 }
 

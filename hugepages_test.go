@@ -312,3 +312,28 @@ func TestHugePagesRegionRelease(t *testing.T) {
 		})
 	}
 }
+
+// TestHugePagesTrimKeepsDirtyBytes: with huge pages on for the region,
+// Trim releases every free run, even one known zero; it must not count
+// those as dirty pages released, or DirtyBytes underflows (issue 11, item
+// 8: 18446744073709494272 after two Trims).
+func TestHugePagesTrimKeepsDirtyBytes(t *testing.T) {
+	requireTHP(t)
+	a := newAlloc(t, alloc.Config{HugePages: alloc.HugePagesAll})
+	var bs [][]byte
+	for range 101 {
+		b, err := a.Malloc(40000)
+		require.NoError(t, err)
+		touch(b)
+		bs = append(bs, b)
+	}
+	for _, b := range bs[:100] {
+		require.NoError(t, a.Free(b))
+	}
+	for range 2 {
+		a.Trim()
+		s := a.Stats()
+		assert.LessOrEqual(t, s.DirtyBytes, s.FreeBytes, "dirty free bytes are free bytes")
+	}
+	require.NoError(t, a.Free(bs[100]))
+}

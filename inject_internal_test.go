@@ -477,7 +477,7 @@ const (
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
 	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
 	pathUnmap        = "largealloc.(*Mappings).Free<alloc.(*Allocator).freeMapped"
-	pathRemap        = "largealloc.(*Mappings).Resize<alloc.(*Allocator).Realloc"
+	pathRemap        = "largealloc.(*Mappings).Resize<alloc.(*Allocator).realloc"
 	pathMappingsRes  = "largealloc.(*Mappings).Resident<alloc.(*Allocator).Stats"
 	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).Close"
 )

@@ -180,12 +180,15 @@ func TestKernelRefusesEveryCall(t *testing.T) {
 // TestKernelRefusesNamedCases pins the cases one by one: which call, what
 // the caller sees.
 func TestKernelRefusesNamedCases(t *testing.T) {
-	failNext := func(a *Allocator, op sys.Op, all bool) *bool {
+	failNext := func(a *Allocator, op sys.Op, all, madvise bool) *bool {
 		fired := new(bool)
 		from := a.os.Calls(op)
 		a.os.Fail = func(o sys.Op, n uint64) error {
 			if o == op && (n == from+1 || all) {
 				*fired = true
+				return unix.ENOMEM
+			}
+			if madvise && o == sys.OpMadvise {
 				return unix.ENOMEM
 			}
 			return nil
@@ -198,34 +201,37 @@ func TestKernelRefusesNamedCases(t *testing.T) {
 		op     sys.Op
 		all    bool // refuse every call of op, not only the next
 		do     func(a *Allocator, victim []byte) error
+		// refuse every madvise too: a munmap refused with ENOMEM (the map
+		// count) is otherwise no error, the pages released with madvise
+		madvise bool
 	}{
 		{"small block needs the break to move", PolicyBrk, sys.OpMprotect, false, func(a *Allocator, _ []byte) error {
 			_, err := a.Malloc(200 << 10) // past the pad
 			return err
-		}},
+		}, false},
 		{"large block", PolicyThreshold, sys.OpMmap, false, func(a *Allocator, _ []byte) error {
 			_, err := a.Malloc(1 << 20)
 			return err
-		}},
+		}, false},
 		{"every block a mapping", PolicyMmap, sys.OpMmap, false, func(a *Allocator, _ []byte) error {
 			_, err := a.Calloc(10)
 			return err
-		}},
+		}, false},
 		{"aligned mapping, cutting the head or tail", PolicyThreshold, sys.OpMunmap, false, func(a *Allocator, _ []byte) error {
 			_, err := a.AlignedAlloc(4<<20, 1<<20)
 			return err
-		}},
+		}, false},
 		{"growing a mapping", PolicyThreshold, sys.OpMremap, false, func(a *Allocator, v []byte) error {
 			_, err := a.Realloc(v, 4<<20)
 			return err
-		}},
-		{"freeing a mapping (map count)", PolicyThreshold, sys.OpMunmap, false, func(a *Allocator, v []byte) error {
+		}, false},
+		{"freeing a mapping (map count), madvise refused too", PolicyThreshold, sys.OpMunmap, false, func(a *Allocator, v []byte) error {
 			return a.Free(v)
-		}},
+		}, true},
 		{"growing a run at the top", PolicyBrk, sys.OpMprotect, true, func(a *Allocator, v []byte) error {
 			_, err := a.Realloc(v, 4<<20) // in place at the top or moved: the break must move
 			return err
-		}},
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -240,7 +246,7 @@ func TestKernelRefusesNamedCases(t *testing.T) {
 			r.check("before")
 			before := a.Stats()
 
-			fired := failNext(a, tt.op, tt.all)
+			fired := failNext(a, tt.op, tt.all, tt.madvise)
 			err = tt.do(a, victim)
 			require.True(t, *fired, "the %s call was not made", tt.op)
 			assert.ErrorIs(t, err, ErrOutOfMemory)

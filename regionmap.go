@@ -17,9 +17,10 @@ import (
 // allocate, it may mix states from slightly different moments.
 func (a *Allocator) RegionMap() stats.RegionMap {
 	m := stats.RegionMap{PageSize: uint64(a.page)}
-	if a.usable() != nil {
+	if a.usable() != nil || !a.enter() {
 		return m
 	}
+	defer a.leave(nil)
 	var spans []arena.Span
 	a.region.Spans(func(s arena.Span) { spans = append(spans, s) })
 	if len(spans) == 0 {

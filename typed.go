@@ -66,7 +66,7 @@ func FreeObject[T any](a *Allocator, p *T) error {
 	if err := checkType[T](); err != nil {
 		return err
 	}
-	return a.Free(unsafe.Slice((*byte)(unsafe.Pointer(p)), 0))
+	return a.Free(unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p)))
 }
 
 // MakeSlice returns a zeroed []T of length and capacity n in a's memory. T
@@ -100,5 +100,7 @@ func FreeSlice[T any](a *Allocator, s []T) error {
 	if err := checkType[T](); err != nil {
 		return err
 	}
-	return a.Free(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), 0))
+	// the capacity, not 0: a zero-capacity slice of a block that is not
+	// empty is refused (see Free)
+	return a.Free(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), uintptr(cap(s))*unsafe.Sizeof(*new(T))))
 }

@@ -153,6 +153,9 @@ func (r *Region) Ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(r.base, ad
 // PageSize returns the region's page size.
 func (r *Region) PageSize() uintptr { return r.page }
 
+// Limited reports whether the region's budget has a cap (Config.Limit).
+func (r *Region) Limited() bool { return r.budget.Limit() != 0 }
+
 // SetTrimThreshold changes the trim threshold (the dynamic threshold does).
 func (r *Region) SetTrimThreshold(n uintptr) { r.trimThreshold.Store(n) }
 
@@ -429,7 +432,10 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 	return run, run.zero, nil
 }
 
-var errClosed = errors.New("arena: region is closed")
+// errClosed is what a call on a closed region gets: the allocator's
+// ErrClosed, so that a caller racing Close matches errors.Is(err,
+// alloc.ErrClosed).
+var errClosed error = errs.ErrClosed
 
 // SetUsed records how many bytes of a KindMid run the caller uses.
 func (r *Region) SetUsed(run *Run, n uintptr) {
@@ -552,8 +558,10 @@ func (r *Region) Trim() uintptr {
 			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {
 				continue
 			}
+			if !f.zero { // with huge pages a zero run is released too: it was not counted dirty
+				r.dirtyPages -= f.pages
+			}
 			f.zero = true
-			r.dirtyPages -= f.pages
 			released += n
 		}
 	}

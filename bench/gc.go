@@ -25,8 +25,12 @@ func gcCommand(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if cfg.Entries <= 0 || cfg.Ops < 0 || cfg.Garbage < 0 || cfg.Get < 0 || cfg.Set < 0 || cfg.Get+cfg.Set > 1 {
+	// written so that NaN fails: every comparison with it is false
+	if cfg.Entries <= 0 || cfg.Ops < 0 || cfg.Garbage < 0 || !(cfg.Get >= 0) || !(cfg.Set >= 0) || !(cfg.Get+cfg.Set <= 1) {
 		return fmt.Errorf("gc: bad workload %+v", cfg)
+	}
+	if *runs < 1 {
+		return fmt.Errorf("gc: -runs %d: must be at least 1", *runs)
 	}
 	results, err := gcbench.Run(cfg, *runs, os.Stderr)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/brkmap/alloc/bench/internal/child"
 	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/bench/internal/replay"
 	"github.com/brkmap/alloc/bench/internal/report"
 	"github.com/brkmap/alloc/bench/internal/workloads"
 )
@@ -30,8 +31,11 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (replay traces with `bench replay FILE.rep…`)", fs.Args())
 	}
-	if *scale <= 0 {
-		return fmt.Errorf("-scale %v: must be positive", *scale)
+	if !(*scale >= minScale && *scale <= maxScale) { // NaN fails both
+		return fmt.Errorf("-scale %v: must be a number from %v to %v", *scale, minScale, maxScale)
+	}
+	if err := writableDir(*out); err != nil {
+		return fmt.Errorf("-out %s: %w", *out, err)
 	}
 	ps, err := harness.SelectPolicies(*pol)
 	if err != nil {
@@ -52,6 +56,11 @@ func run(args []string) error {
 	var files []string
 	if *traces != "" {
 		files, _ = filepath.Glob(filepath.Join(*traces, "*.rep"))
+	}
+	for _, f := range files { // a bad trace fails before any run
+		if _, err := replay.ParseTraceFile(f); err != nil {
+			return err
+		}
 	}
 
 	var jobs []child.Job
@@ -84,6 +93,23 @@ func run(args []string) error {
 	}
 	fmt.Fprintf(w, "\nreport: %s\n", index)
 	return failures(results)
+}
+
+// The range of -scale: a workload shrunk or grown past it is no workload.
+const minScale, maxScale = 1e-3, 1e3
+
+// writableDir makes dir if needed and checks that a file can be written
+// in it, so that a bad -out fails before any run rather than after all.
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // lessonsOf returns the workloads as the report shows them.

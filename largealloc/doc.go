@@ -18,4 +18,11 @@
 // spare and the head and tail unmapped, so the block starts aligned. With
 // huge pages on (SetHugePages), every block of at least a huge page is so
 // aligned to a huge page and advised MADV_HUGEPAGE (huge.go).
+//
+// At the kernel's map-count limit (vm.max_map_count) munmap of a block in
+// the middle of merged mappings is refused, since it would split one: Free
+// then releases the block's pages with madvise and keeps the range on a
+// deferred list, reused by the next block of its size and unmapped by Trim
+// (UnmapDeferred) or Close. Close unmaps from the highest address down,
+// which never splits a merged mapping, and tries again what is refused.
 package largealloc

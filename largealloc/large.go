@@ -1,8 +1,10 @@
 package largealloc
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -23,6 +25,7 @@ type Mapping struct {
 	Huge      bool    // advised MADV_HUGEPAGE (see SetHugePages)
 	ptr       unsafe.Pointer
 	guard     uintptr // Debug: bytes of PROT_NONE guard after the block
+	deferred  bool    // freed, on the deferred list (its budget given back)
 }
 
 type shard struct {
@@ -51,6 +54,18 @@ type Mappings struct {
 	quarMu      sync.Mutex
 	quarantine  []*Mapping // oldest first
 	quarantined map[uintptr]*Mapping
+
+	// Freed mappings whose munmap the kernel refused with ENOMEM: taking
+	// a block out of the middle of an area of merged mappings splits the
+	// area, and past vm.max_map_count the kernel refuses. Their pages are
+	// released with madvise (which never splits an area), and the ranges
+	// wait here: Alloc reuses one of the same size, and Trim and Close
+	// unmap them (UnmapDeferred) — not every free, since an unmap that
+	// splits an area would take the room a free just made. Guarded by
+	// defMu; ndeferred is len(deferred), read without it.
+	defMu     sync.Mutex
+	deferred  []*Mapping
+	ndeferred atomic.Int32
 }
 
 // QuarantineLen is how many freed mappings Debug mode keeps PROT_NONE
@@ -107,8 +122,14 @@ func (ms *Mappings) Alloc(n, room, align uintptr) (unsafe.Pointer, error) {
 	if size+guard < size {
 		return nil, fmt.Errorf("largealloc: %d bytes: %w", n, errs.ErrNoMemory)
 	}
-	if !ms.budget.Take(size) {
+	if !ms.budget.Take(size) && (!ms.debug || ms.FlushQuarantine() == 0 || !ms.budget.Take(size)) {
 		return nil, fmt.Errorf("largealloc: map %d bytes: limit of %d bytes reached: %w", size, ms.budget.Limit(), errs.ErrNoMemory)
+	}
+	if guard == 0 && !huge && align <= ms.page {
+		if m := ms.reuseDeferred(size); m != nil {
+			m.Requested = n
+			return ms.register(m)
+		}
 	}
 	var p unsafe.Pointer
 	var err error
@@ -131,21 +152,25 @@ func (ms *Mappings) Alloc(n, room, align uintptr) (unsafe.Pointer, error) {
 	if huge {
 		huge = ms.adviseHuge(p, size)
 	}
-	m := &Mapping{Addr: uintptr(p), Len: size, Requested: n, Huge: huge, ptr: p, guard: guard}
+	return ms.register(&Mapping{Addr: uintptr(p), Len: size, Requested: n, Huge: huge, ptr: p, guard: guard})
+}
+
+// register makes a new mapping live, its budget taken.
+func (ms *Mappings) register(m *Mapping) (unsafe.Pointer, error) {
 	sh := ms.shard(m.Addr)
 	sh.mu.Lock()
 	if ms.closed.Load() {
 		sh.mu.Unlock()
-		_ = ms.os.Munmap(p, size+guard)
-		ms.budget.Give(size)
+		_ = ms.os.Munmap(m.ptr, m.Len+m.guard)
+		ms.budget.Give(m.Len)
 		return nil, errs.ErrClosed
 	}
 	sh.live[m.Addr] = m
 	sh.mu.Unlock()
 	ms.count.Add(1)
-	ms.bytes.Add(int64(size))
-	ms.requested.Add(int64(n))
-	return p, nil
+	ms.bytes.Add(int64(m.Len))
+	ms.requested.Add(int64(m.Requested))
+	return m.ptr, nil
 }
 
 // Lookup returns the live mapping starting at addr, or nil.
@@ -209,9 +234,15 @@ func (ms *Mappings) Free(addr uintptr) (*Mapping, error) {
 			return nil, err
 		}
 	} else if err := ms.os.Munmap(m.ptr, m.Len); err != nil {
-		// The mapping is still there: keep it live, the caller may retry.
-		ms.put(m)
-		return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, errnoErr(err))
+		// ENOMEM is the map-count limit: release the pages and unmap the
+		// range later. Any other refusal (or madvise's) leaves the mapping
+		// as it was: keep it live, the caller may retry.
+		if !errors.Is(err, unix.ENOMEM) || ms.os.Madvise(m.ptr, m.Len, unix.MADV_DONTNEED) != nil {
+			ms.put(m)
+			return nil, fmt.Errorf("largealloc: unmap %d bytes: %w", m.Len, errnoErr(err))
+		}
+		ms.budget.Give(m.Len)
+		ms.deferUnmap(m)
 	} else {
 		ms.budget.Give(m.Len)
 	}
@@ -219,6 +250,77 @@ func (ms *Mappings) Free(addr uintptr) (*Mapping, error) {
 	ms.bytes.Add(-int64(m.Len))
 	ms.requested.Add(-int64(m.Requested))
 	return m, nil
+}
+
+// deferUnmap puts a freed mapping, its pages released, on the deferred
+// list.
+func (ms *Mappings) deferUnmap(m *Mapping) {
+	m.deferred = true
+	ms.defMu.Lock()
+	ms.deferred = append(ms.deferred, m)
+	ms.ndeferred.Store(int32(len(ms.deferred)))
+	ms.defMu.Unlock()
+}
+
+// reuseDeferred takes a deferred range of exactly size bytes off the list,
+// or returns nil. Its pages were released: they read as zero.
+func (ms *Mappings) reuseDeferred(size uintptr) *Mapping {
+	if ms.ndeferred.Load() == 0 {
+		return nil
+	}
+	ms.defMu.Lock()
+	defer ms.defMu.Unlock()
+	for i, m := range ms.deferred {
+		if m.Len == size && !m.Huge {
+			ms.deferred = slices.Delete(ms.deferred, i, i+1)
+			ms.ndeferred.Store(int32(len(ms.deferred)))
+			m.deferred = false
+			return m
+		}
+	}
+	return nil
+}
+
+// UnmapDeferred unmaps the deferred ranges, highest address first (taking
+// the top of an area off never splits it), until the kernel refuses one:
+// the rest wait for the next try. Trim calls it.
+func (ms *Mappings) UnmapDeferred() {
+	if ms.ndeferred.Load() == 0 {
+		return
+	}
+	ms.defMu.Lock()
+	defer ms.defMu.Unlock()
+	slices.SortFunc(ms.deferred, func(x, y *Mapping) int { return cmp.Compare(x.Addr, y.Addr) })
+	for len(ms.deferred) > 0 {
+		m := ms.deferred[len(ms.deferred)-1]
+		if ms.os.Munmap(m.ptr, m.Len) != nil {
+			break // still at the limit: later
+		}
+		ms.deferred = ms.deferred[:len(ms.deferred)-1]
+	}
+	ms.ndeferred.Store(int32(len(ms.deferred)))
+}
+
+// takeDeferred empties the deferred list and returns what it held.
+func (ms *Mappings) takeDeferred() []*Mapping {
+	ms.defMu.Lock()
+	defer ms.defMu.Unlock()
+	d := ms.deferred
+	ms.deferred = nil
+	ms.ndeferred.Store(0)
+	return d
+}
+
+// DeferredBytes returns the bytes of freed mappings waiting on the
+// deferred list to be unmapped (their pages released).
+func (ms *Mappings) DeferredBytes() uint64 {
+	ms.defMu.Lock()
+	defer ms.defMu.Unlock()
+	var n uint64
+	for _, m := range ms.deferred {
+		n += uint64(m.Len)
+	}
+	return n
 }
 
 // errnoErr wraps ENOMEM (munmap splitting a mapping past vm.max_map_count)
@@ -257,6 +359,28 @@ func (ms *Mappings) quarantineAdd(m *Mapping) error {
 		delete(ms.quarantined, old.Addr)
 	}
 	return nil
+}
+
+// FlushQuarantine unmaps every freed mapping Debug mode keeps in
+// quarantine, giving its bytes back to the budget, and returns how many
+// bytes. Trim calls it, and Alloc when the budget (Config.Limit) would
+// refuse: a quarantine is a debugging aid, never a reason to run out.
+func (ms *Mappings) FlushQuarantine() uintptr {
+	ms.quarMu.Lock()
+	defer ms.quarMu.Unlock()
+	var n uintptr
+	kept := ms.quarantine[:0]
+	for _, m := range ms.quarantine {
+		if ms.os.Munmap(m.ptr, m.Len+m.guard) != nil {
+			kept = append(kept, m) // try again next time
+			continue
+		}
+		ms.budget.Give(m.Len)
+		delete(ms.quarantined, m.Addr)
+		n += m.Len
+	}
+	ms.quarantine = kept
+	return n
 }
 
 // Quarantined reports whether addr is a freed block Debug mode still keeps
@@ -365,33 +489,58 @@ func (ms *Mappings) Resident(vec *[]byte) uintptr {
 	return total
 }
 
-// Close unmaps every live mapping and refuses every later call.
+// Close unmaps every live mapping (and every one the quarantine or the
+// deferred list still holds) and refuses every later call. It unmaps them
+// from the highest address down: adjacent anonymous mappings merge into
+// one area of the kernel's (a VMA), and taking the top of an area off
+// shrinks it where taking the middle would split it in two — which the
+// kernel refuses past vm.max_map_count. What is refused anyway (an area
+// shared with a mapping not ours) is tried again once the rest is gone,
+// until no further one succeeds; the error says what is left.
 func (ms *Mappings) Close() error {
 	ms.closed.Store(true)
-	var first error
+	var all []*Mapping
 	for i := range ms.shards {
 		sh := &ms.shards[i]
 		sh.mu.Lock()
 		for addr, m := range sh.live {
-			if err := ms.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
-				first = err
-			}
-			ms.budget.Give(m.Len)
+			all = append(all, m)
 			delete(sh.live, addr)
 		}
 		sh.mu.Unlock()
 	}
 	ms.quarMu.Lock()
-	for _, m := range ms.quarantine {
-		if err := ms.os.Munmap(m.ptr, m.Len+m.guard); err != nil && first == nil {
-			first = err
-		}
-		ms.budget.Give(m.Len)
-	}
+	all = append(all, ms.quarantine...)
 	ms.quarantine, ms.quarantined = nil, nil
 	ms.quarMu.Unlock()
+	all = append(all, ms.takeDeferred()...)
+	slices.SortFunc(all, func(x, y *Mapping) int { return cmp.Compare(y.Addr, x.Addr) })
+	var err error
+	for len(all) > 0 {
+		left := all[:0]
+		err = nil
+		for _, m := range all {
+			if e := ms.os.Munmap(m.ptr, m.Len+m.guard); e != nil {
+				left = append(left, m)
+				if err == nil {
+					err = e
+				}
+				continue
+			}
+			if !m.deferred { // a deferred range was given back to the budget when freed
+				ms.budget.Give(m.Len)
+			}
+		}
+		if len(left) == len(all) {
+			break // no progress
+		}
+		all = left
+	}
 	ms.count.Store(0)
 	ms.bytes.Store(0)
 	ms.requested.Store(0)
-	return first
+	if err != nil {
+		return fmt.Errorf("largealloc: close: %d mappings left: %w", len(all), errnoErr(err))
+	}
+	return nil
 }

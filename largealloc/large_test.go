@@ -3,6 +3,7 @@ package largealloc_test
 import (
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -293,12 +294,17 @@ func TestKernelRefuses(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, intact(bytesAt(q, page), 4))
 	})
-	t.Run("munmap on Free", func(t *testing.T) {
+	t.Run("munmap on Free (the map count), madvise too", func(t *testing.T) {
 		a, o, b := newLarge(t, 0)
 		p, err := a.Alloc(page, 0, 0)
 		require.NoError(t, err)
 		fill(bytesAt(p, page), 5)
-		o.Fail = enomem(sys.OpMunmap)
+		o.Fail = func(op sys.Op, _ uint64) error {
+			if op == sys.OpMunmap || op == sys.OpMadvise {
+				return unix.ENOMEM
+			}
+			return nil
+		}
 		_, err = a.Free(uintptr(p))
 		require.Error(t, err)
 		assert.ErrorIs(t, err, errs.ErrNoMemory, "ENOMEM from munmap (the map count limit) is out of memory")
@@ -312,6 +318,43 @@ func TestKernelRefuses(t *testing.T) {
 		o.Fail = nil
 		_, err = a.Free(uintptr(p))
 		require.NoError(t, err, "a retry succeeds")
+	})
+	t.Run("munmap on Free (the map count): the range waits", func(t *testing.T) {
+		// issue 11, item 7: a free of a valid block succeeds at the map
+		// count limit; its pages are released, and its range is reused or
+		// unmapped later
+		a, o, b := newLarge(t, 0)
+		p, err := a.Alloc(page, 0, 0)
+		require.NoError(t, err)
+		fill(bytesAt(p, page), 5)
+		o.Fail = enomem(sys.OpMunmap)
+		_, err = a.Free(uintptr(p))
+		require.NoError(t, err)
+		assert.Nil(t, a.Lookup(uintptr(p)), "the block is freed")
+		count, mapped, _ := a.Counters()
+		assert.Zero(t, count)
+		assert.Zero(t, mapped)
+		assert.Zero(t, b.Used())
+		assert.Equal(t, uint64(page), a.DeferredBytes())
+		assert.Equal(t, uint64(1), o.Calls(sys.OpMadvise), "its pages were released")
+		_, err = a.Free(uintptr(p))
+		assert.ErrorIs(t, err, errs.ErrInvalidFree, "freed once")
+
+		q, err := a.Alloc(page, 0, 0) // the same size: the range is reused
+		require.NoError(t, err)
+		assert.Equal(t, p, q)
+		assert.Equal(t, -1, slices.IndexFunc(bytesAt(q, page), func(c byte) bool { return c != 0 }), "zero: its pages were released")
+		assert.Zero(t, a.DeferredBytes())
+		_, err = a.Free(uintptr(q)) // deferred again
+		require.NoError(t, err)
+		assert.Equal(t, uint64(page), a.DeferredBytes())
+
+		a.UnmapDeferred() // still refused: it waits
+		assert.Equal(t, uint64(page), a.DeferredBytes())
+		o.Fail = nil // the count allows again
+		a.UnmapDeferred()
+		assert.Zero(t, a.DeferredBytes())
+		assert.Zero(t, b.Used())
 	})
 	t.Run("other munmap errors", func(t *testing.T) {
 		a, o, _ := newLarge(t, 0)

@@ -1,6 +1,7 @@
 package slab
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
@@ -198,9 +199,14 @@ func (p *Pool) Alloc(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, 
 func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
 	cl := &p.classes[c]
 	var buf [maxBatch]entry
-	cl.mu.Lock()
-	k, err := p.takeLocked(cl, buf[:cl.batch])
-	cl.mu.Unlock()
+	k, err := p.take(cl, buf[:cl.batch])
+	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
+		// Out of memory under a cap (Config.Limit): other Ps' caches may
+		// hold free blocks, and classes their kept empty slabs. Give them
+		// back (Trim's work) and try once more before refusing.
+		p.Trim()
+		k, err = p.take(cl, buf[:cl.batch])
+	}
 	if k == 0 {
 		return nil, false, false, err
 	}
@@ -224,6 +230,19 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	}
 	p.giveBack(cl, rest)
 	return first.p, zero, sampled, nil
+}
+
+// take is takeLocked under the class lock, then reports damaged links
+// with the lock let go.
+func (p *Pool) take(cl *central, out []entry) (int, error) {
+	cl.mu.Lock()
+	k, err := p.takeLocked(cl, out)
+	bad := cl.takeBadLocked()
+	cl.mu.Unlock()
+	if bad != nil {
+		p.reportBad(cl, bad, out[:k])
+	}
+	return k, err
 }
 
 // Free frees the block at addr, which lies in run (a KindSlab run), and

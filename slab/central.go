@@ -30,6 +30,7 @@ type central struct {
 	// blocks handed out, net, by goroutines without a P cache and by
 	// caches that drain has retired
 	counts
+	bad []badLink // damaged links found, reported once mu is let go
 }
 
 // takeLocked pops up to len(out) blocks from the class's slabs into out and
@@ -90,18 +91,47 @@ func (p *Pool) takeLocked(cl *central, out []entry) (int, error) {
 	return k, nil
 }
 
-// corruptLocked reports a damaged free-list link through
-// Options.OnCorruption, or panics.
+// corruptLocked records a damaged free-list link, to be reported once the
+// class lock is let go (reportBad).
 func (p *Pool) corruptLocked(cl *central, s *Slab, idx, next uint32) {
 	cl.mu.AssertHeld()
-	addr := s.addr(idx)
 	msg := fmt.Sprintf("free-list link of a free %d-byte block decodes to %d, not a free block of its slab "+
 		"(a write after free, or past the end of the block before it); the rest of the list is dropped", cl.size, int64(next)-1)
-	if p.opts.OnCorruption != nil {
-		p.opts.OnCorruption(addr, cl.size, msg)
-		return
+	cl.bad = append(cl.bad, badLink{addr: s.addr(idx), detail: msg})
+}
+
+// badLink is a damaged free-list link found under the class lock.
+type badLink struct {
+	addr   uintptr
+	detail string
+}
+
+// takeBadLocked returns the damaged links found and not yet reported.
+func (cl *central) takeBadLocked() []badLink {
+	cl.mu.AssertHeld()
+	bad := cl.bad
+	cl.bad = nil
+	return bad
+}
+
+// reportBad reports damaged links through Options.OnCorruption, or panics,
+// with no lock held. taken are blocks the caller took from the class and
+// has not handed out: if a report panics, they go back first, so nothing
+// is lost but the dropped lists.
+func (p *Pool) reportBad(cl *central, bad []badLink, taken []entry) {
+	done := false
+	defer func() {
+		if !done {
+			p.giveBack(cl, taken)
+		}
+	}()
+	for _, b := range bad {
+		if p.opts.OnCorruption == nil {
+			panic(fmt.Sprintf("slab: block %#x: %s", b.addr, b.detail))
+		}
+		p.opts.OnCorruption(b.addr, cl.size, b.detail)
 	}
-	panic(fmt.Sprintf("slab: block %#x: %s", addr, msg))
+	done = true
 }
 
 // newSlabLocked finds or makes a slab with room for class cl.

@@ -18,14 +18,21 @@ func (p *Pool) AllocDirect(c int, n uintptr) (ptr unsafe.Pointer, zero, reused, 
 	cl := &p.classes[c]
 	var one [1]entry
 	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if _, err := p.takeLocked(cl, one[:]); err != nil {
+	k, err := p.takeLocked(cl, one[:])
+	bad := cl.takeBadLocked()
+	cl.mu.Unlock()
+	if bad != nil {
+		p.reportBad(cl, bad, one[:k])
+	}
+	if err != nil {
 		return nil, false, false, false, err
 	}
 	e := one[0]
 	v := loadState(e.st)
+	cl.mu.Lock()
 	sampled = cl.nextSample.due(&p.opts.ProfileRate, n)
 	handOut(e.st, cl.size, n, sampled, &cl.counts)
+	cl.mu.Unlock()
 	return e.p, v == stateZero, v == stateCached, sampled, nil
 }
 

@@ -42,7 +42,12 @@
 //
 // Concurrency: a P's cache is touched only by the goroutine pinned to that
 // P; Trim and Close retire the caches (swap them out, then wait for a
-// stop-the-world, which cannot complete while a goroutine is pinned). One
+// stop-the-world, which cannot complete while a goroutine is pinned). A
+// cache is made only on the refill path, which the root package lets no
+// call enter once Close has begun, so none appears after Close drained
+// them and the fast paths then find no cache. Resize claims a live block
+// with a compare-and-set, as Free does. A damaged free-list link is
+// reported (Options.OnCorruption) once the class lock is let go. One
 // mutex per class guards its slabs and their lists; a block's state is
 // touched only by whoever owns the block. The lock order is class, then
 // region.

@@ -36,9 +36,11 @@ type Options struct {
 	// lock, or in a pinned section: it must not block or allocate much).
 	// Required when ProfileRate > 0.
 	OnSampledFree func(addr uintptr)
-	// OnCorruption is called (with the class lock held) when a free-list
-	// link is found damaged: addr is the block holding the link, size its
-	// class's block size. nil panics.
+	// OnCorruption is called when a free-list link is found damaged, with
+	// no lock of the Pool held (it may call back into the Pool, or panic:
+	// the Pool stays usable): addr is the block holding the link, size its
+	// class's block size. The rest of that slab's free list is dropped
+	// (those blocks are not handed out again). nil panics.
 	OnCorruption func(addr, size uintptr, detail string)
 }
 
@@ -120,7 +122,13 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 	if n > size || n <= size/2 && size > 16 || size-n+1 > maxEntry {
 		return false, old, nil
 	}
-	storeState(st, liveState(size, n)|v&sampledBit)
+	// A compare-and-set, not a store: a Free racing with this Realloc
+	// (a caller's bug) may have claimed the block since liveState read it,
+	// and a store would make a block already in a P's cache live again —
+	// handed out twice, given back twice.
+	if !casState(st, v, liveState(size, n)|v&sampledBit) {
+		return false, old, fmt.Errorf("%w: %d-byte block at %#x (freed while being resized)", errs.ErrDoubleFree, size, addr)
+	}
 	delta := int64(n) - int64(old)
 	pc := p.cacheOf(procPin())
 	if pc != nil {

@@ -76,6 +76,18 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 	fmt.Fprintln(w, msg)
 }
 
+// MaxDeltaSeconds caps the seconds of a delta heap profile (one hour): a
+// request may not hold the handler longer, whatever the server's
+// WriteTimeout (which caps it too, as net/http/pprof does).
+const MaxDeltaSeconds = 3600
+
+// exceedsWriteTimeout reports whether a profile of sec seconds would
+// outlast the serving http.Server's WriteTimeout, as net/http/pprof asks.
+func exceedsWriteTimeout(r *http.Request, sec int64) bool {
+	srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	return ok && srv.WriteTimeout > 0 && float64(sec) >= srv.WriteTimeout.Seconds()
+}
+
 func serveHeap(w http.ResponseWriter, r *http.Request, src Source) {
 	debug, _ := strconv.Atoi(r.FormValue("debug"))
 	sec, err := strconv.ParseInt(r.FormValue("seconds"), 10, 64)
@@ -85,6 +97,12 @@ func serveHeap(w http.ResponseWriter, r *http.Request, src Source) {
 	switch {
 	case err != nil || sec < 0:
 		httpError(w, http.StatusBadRequest, "bad seconds")
+		return
+	case sec > MaxDeltaSeconds:
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("seconds above %d", MaxDeltaSeconds))
+		return
+	case exceedsWriteTimeout(r, sec):
+		httpError(w, http.StatusBadRequest, "profile duration exceeds server's WriteTimeout")
 		return
 	case sec > 0 && debug != 0:
 		httpError(w, http.StatusBadRequest, "seconds and debug cannot be used together")

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/brkmap/alloc/stats"
 	"github.com/brkmap/alloc/stats/statshttp"
@@ -143,4 +144,23 @@ func TestVar(t *testing.T) {
 	var s stats.Snapshot
 	require.NoError(t, json.Unmarshal([]byte(v.String()), &s))
 	assert.Equal(t, uint64(4096), s.Resident)
+}
+
+// TestHandlerSecondsBounds: seconds= is capped (issue 11, item 16: a value
+// past 9.2e9 overflowed into an immediate empty delta, and 999999 held the
+// request 11 days). Past MaxDeltaSeconds, or at least the server's
+// WriteTimeout, is a 400 at once.
+func TestHandlerSecondsBounds(t *testing.T) {
+	srv := httptest.NewUnstartedServer(statshttp.Handler(&fakeSource{}))
+	srv.Config.WriteTimeout = 5 * time.Second
+	srv.Start()
+	defer srv.Close()
+	for _, sec := range []string{"9300000000", "999999", "3601", "5", "99999999999999999999"} {
+		start := time.Now()
+		resp, body := get(t, srv, "/debug/offheap/heap?seconds="+sec)
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "seconds=%s: %s", sec, body)
+		assert.Less(t, time.Since(start), 2*time.Second, "seconds=%s answered at once", sec)
+	}
+	resp, body := get(t, srv, "/debug/offheap/heap?seconds=1")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 }

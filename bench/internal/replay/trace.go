@@ -93,6 +93,11 @@ func parseTrace(r io.Reader) (*Trace, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: id: %w", line, err)
 		}
+		// the header says how many ids there are (the second of four
+		// lines, the first of two): the replay sizes its table by it
+		if n, ok := headerIDs(t.header); ok && id >= n {
+			return nil, fmt.Errorf("line %d: id %d beyond the header's %d ids", line, id, n)
+		}
 		o := op{id: int32(id), kind: c}
 		if want == 3 {
 			if o.size, err = strconv.ParseInt(string(f[2]), 10, 64); err != nil || o.size < 0 || o.size > math.MaxInt32*16 {
@@ -119,7 +124,7 @@ func parseTrace(r io.Reader) (*Trace, error) {
 		t.ops = append(t.ops, o)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("line %d: %w", line+1, err) // a line too long stops the scan before it is counted
 	}
 	if len(t.header) != 2 && len(t.header) != 4 {
 		return nil, fmt.Errorf("want a header of two or four lines, found %d", len(t.header))
@@ -129,4 +134,15 @@ func parseTrace(r io.Reader) (*Trace, error) {
 	}
 	t.ids = len(live)
 	return t, nil
+}
+
+// headerIDs returns the number of ids a header declares, if it is complete.
+func headerIDs(h []uint64) (uint64, bool) {
+	switch len(h) {
+	case 4:
+		return h[1], true
+	case 2:
+		return h[0], true
+	}
+	return 0, false
 }

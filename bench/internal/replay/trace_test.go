@@ -31,8 +31,16 @@ func TestParseTrace(t *testing.T) {
 		"three header lines": "1\n1\n1\na 0 1\n",
 		"no operations":      "1\n1\n",
 		"number after ops":   "1\n1\na 0 1\n7\n",
+		// issue 11, item 17: the child sized its table by this id (48 GiB)
+		"id beyond the header's count (four lines)": "20000\n3\n5\n1\na 0 1\na 2147483000 8\n",
+		"id beyond the header's count (two lines)":  "3\n5\na 3 1\n",
 	} {
 		_, err := parseTrace(strings.NewReader(bad))
 		assert.Error(t, err, name)
 	}
+	// a line past the scanner's buffer names its line
+	long := "1\n2\na 0 1\n" + strings.Repeat("9", 2<<20) + "\n"
+	_, err = parseTrace(strings.NewReader(long))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "line 4")
 }

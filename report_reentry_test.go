@@ -1,0 +1,250 @@
+package alloc_test
+
+import (
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/brkmap/alloc"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Corruption reports are delivered with no allocator lock held, once the
+// call that found them is done (issue 11, items 5 and 13). These tests
+// give OnCorruption handlers that do everything a handler may: panic (as
+// net/http recovers a panicking handler), call Stats, Malloc, Free, Close.
+// Nothing may hang (within noHang's timeout), fault or leak.
+
+// noHang runs fn and, if it has not returned within 10 s, crashes the test
+// binary with a message and every goroutine's stack (a hang is a failure,
+// not a timeout of the whole run).
+func noHang(t *testing.T, what string, fn func()) {
+	t.Helper()
+	watchdog := time.AfterFunc(10*time.Second, func() {
+		panic(what + ": still running after 10 s (a lock left held?)")
+	})
+	defer watchdog.Stop()
+	fn()
+}
+
+// damageFreeList leaves blocks of 64 bytes on their slab's free list with
+// every link damaged, so the next refill of the class finds them, and
+// returns a live block of the slab that keeps it.
+func damageFreeList(t *testing.T, a *alloc.Allocator) []byte {
+	t.Helper()
+	pin, err := a.Malloc(64)
+	require.NoError(t, err)
+	var freed [][]byte
+	for range 40 {
+		b, err := a.Malloc(64)
+		require.NoError(t, err)
+		freed = append(freed, b)
+	}
+	for _, b := range freed {
+		require.NoError(t, a.Free(b))
+	}
+	a.Trim() // the caches go back: the links are written in the blocks
+	for _, b := range freed {
+		*(*uint32)(unsafe.Pointer(&b[0])) ^= 0x12345679 // a write after free
+	}
+	return pin
+}
+
+// callRecovered calls fn and returns what it panicked with, or nil.
+func callRecovered(fn func()) (r any) {
+	defer func() { r = recover() }()
+	fn()
+	return nil
+}
+
+func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			var a *alloc.Allocator
+			reports := 0
+			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
+				reports++
+				panic(c)
+			}})
+			var b []byte
+			noHang(t, "finding the damage", func() {
+				if debug {
+					// a write after free, found by the next Malloc of the block
+					x, err := a.Malloc(64)
+					require.NoError(t, err)
+					require.NoError(t, a.Free(x))
+					x[40] = 7
+					r := callRecovered(func() { b, _ = a.Malloc(64) })
+					require.NotNil(t, r, "the handler's panic goes through Malloc")
+					assert.Nil(t, b, "the block Malloc was handing out is not the caller's")
+				} else {
+					pin := damageFreeList(t, a)
+					for reports == 0 {
+						r := callRecovered(func() {
+							x, err := a.Malloc(64)
+							require.NoError(t, err)
+							require.NoError(t, a.Free(x))
+						})
+						require.True(t, r != nil || reports == 0)
+					}
+					require.NoError(t, a.Free(pin))
+				}
+			})
+			require.Equal(t, 1, reports)
+			noHang(t, "Malloc and Stats after a handler panicked", func() {
+				s := a.Stats()
+				assert.Zero(t, s.LiveBlocks, "nothing leaked: the block being handed out was freed")
+				for range 100 {
+					x, err := a.Malloc(64)
+					require.NoError(t, err)
+					require.NoError(t, a.Free(x))
+				}
+				assert.Zero(t, a.Stats().LiveBlocks)
+			})
+		})
+	}
+}
+
+func TestCorruptionHandlerCallsBack(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			var a *alloc.Allocator
+			var inHandler []error
+			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
+				s := a.Stats()
+				_ = s
+				x, err := a.Malloc(64)
+				inHandler = append(inHandler, err, a.Free(x))
+			}})
+			noHang(t, "a handler calling Stats, Malloc and Free", func() {
+				if debug {
+					x, err := a.Malloc(64)
+					require.NoError(t, err)
+					past(x, 1)[64] = 1 // overflow, found by Free
+					require.NoError(t, a.Free(x))
+				} else {
+					pin := damageFreeList(t, a)
+					for len(inHandler) == 0 {
+						x, err := a.Malloc(64)
+						require.NoError(t, err)
+						require.NoError(t, a.Free(x))
+					}
+					require.NoError(t, a.Free(pin))
+				}
+			})
+			require.NotEmpty(t, inHandler)
+			for _, err := range inHandler {
+				assert.NoError(t, err)
+			}
+			assert.Zero(t, a.Stats().LiveBlocks)
+		})
+	}
+}
+
+// TestCorruptionHandlerCloses: a handler that closes the allocator (a
+// service shutting down on memory damage). The call that found the damage
+// completes; everything after gets ErrClosed.
+func TestCorruptionHandlerCloses(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			var a *alloc.Allocator
+			var closeErr error
+			closes := 0
+			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(*alloc.Corruption) {
+				closes++
+				closeErr = a.Close()
+			}})
+			noHang(t, "a handler calling Close", func() {
+				if debug {
+					x, err := a.Malloc(64)
+					require.NoError(t, err)
+					past(x, 1)[64] = 1
+					assert.NoError(t, a.Free(x), "the block was freed before the report")
+				} else {
+					damageFreeList(t, a)
+					for closes == 0 {
+						x, err := a.Malloc(64)
+						if err != nil {
+							require.ErrorIs(t, err, alloc.ErrClosed)
+							break
+						}
+						_ = a.Free(x) // nil, or ErrClosed if the handler ran in Malloc
+					}
+				}
+			})
+			require.Equal(t, 1, closes)
+			assert.NoError(t, closeErr)
+			_, err := a.Malloc(64)
+			assert.ErrorIs(t, err, alloc.ErrClosed)
+		})
+	}
+}
+
+// TestDebugReportsLeaveBehind: what each Debug report leaves behind, with
+// a handler that calls back in on the reported block.
+func TestDebugReportsLeaveBehind(t *testing.T) {
+	t.Run("overflow found by Free: the block is freed", func(t *testing.T) {
+		var a *alloc.Allocator
+		var again error
+		var x []byte
+		a = newAlloc(t, alloc.Config{Debug: true, OnCorruption: func(c *alloc.Corruption) {
+			assert.Equal(t, addr(x), c.Addr)
+			again = a.Free(x) // the reported block
+		}})
+		x, err := a.Malloc(100)
+		require.NoError(t, err)
+		past(x, 1)[100] = 1
+		noHang(t, "Free", func() { require.NoError(t, a.Free(x)) })
+		assert.ErrorIs(t, again, alloc.ErrDoubleFree, "the handler's Free finds the block freed: no recursion")
+		assert.Zero(t, a.Stats().LiveBlocks)
+		assert.ErrorIs(t, a.Free(x), alloc.ErrDoubleFree)
+	})
+	t.Run("overflow found by Free, the handler panics: the block is freed", func(t *testing.T) {
+		a := newAlloc(t, alloc.Config{Debug: true})
+		x, err := a.Malloc(100)
+		require.NoError(t, err)
+		past(x, 1)[100] = 1
+		r := callRecovered(func() { _ = a.Free(x) })
+		require.IsType(t, &alloc.Corruption{}, r, "no OnCorruption: the default panics")
+		assert.Zero(t, a.Stats().LiveBlocks)
+		assert.ErrorIs(t, a.Free(x), alloc.ErrDoubleFree, "freeable exactly once")
+	})
+	t.Run("write after free found by Malloc: the block is handed out", func(t *testing.T) {
+		var reports []*alloc.Corruption
+		a := newAlloc(t, alloc.Config{Debug: true, OnCorruption: func(c *alloc.Corruption) { reports = append(reports, c) }})
+		x, err := a.Malloc(64)
+		require.NoError(t, err)
+		require.NoError(t, a.Free(x))
+		x[10] = 1
+		y, err := a.Malloc(64)
+		require.NoError(t, err)
+		require.Len(t, reports, 1)
+		assert.Equal(t, alloc.UseAfterFree, reports[0].Kind)
+		assert.Equal(t, addr(x), addr(y), "the damaged block, in free memory, is the caller's now")
+		assert.EqualValues(t, 1, a.Stats().LiveBlocks)
+		require.NoError(t, a.Free(y))
+		assert.Zero(t, a.Stats().LiveBlocks)
+	})
+}
+
+// TestDebugOverflowCarriesItsOwnStacks: an overflow report names where the
+// block was allocated, and no free stack of an earlier block that lived at
+// the same address (issue 11, item 13).
+func TestDebugOverflowCarriesItsOwnStacks(t *testing.T) {
+	var reports []*alloc.Corruption
+	a := newAlloc(t, alloc.Config{Debug: true, OnCorruption: func(c *alloc.Corruption) { reports = append(reports, c) }})
+	x, err := a.Malloc(64)
+	require.NoError(t, err)
+	require.NoError(t, a.Free(x)) // an earlier block at the address, freed
+	y, err := a.Malloc(64)
+	require.NoError(t, err)
+	require.Equal(t, addr(x), addr(y))
+	past(y, 1)[64] = 1
+	require.NoError(t, a.Free(y))
+	require.Len(t, reports, 1)
+	assert.Equal(t, alloc.Overflow, reports[0].Kind)
+	assert.NotEmpty(t, reports[0].AllocStack)
+	assert.Empty(t, reports[0].FreeStack, "the free stack of the block that lived there before is not this block's")
+	assert.ErrorIs(t, a.Free(y), alloc.ErrDoubleFree)
+}
