@@ -18,8 +18,8 @@
 //     largealloc.
 //
 // PolicyBrk sends everything to the region (steps 1 and 2), PolicyMmap
-// everything to its own mapping (step 3), and DynamicThreshold lets the
-// threshold slide up as glibc's does. Package stats measures what each
+// everything to its own mapping (step 3). The threshold slides up as
+// glibc's does unless a knob pins it (see Config.DynamicThreshold). Package stats measures what each
 // choice costs: resident memory (measured with mincore, not guessed),
 // system calls, fragmentation.
 //
@@ -104,20 +104,23 @@ const (
 	MaxDynamicThreshold  = 32 << 20 // DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 )
 
-// Config sets up an Allocator. The zero Config is glibc's defaults (with
-// the sliding threshold off; see DynamicThreshold).
+// Config sets up an Allocator. The zero Config is glibc's defaults, the
+// sliding threshold included (see DynamicThreshold), plus the purge of
+// freed pages after PurgeDelay.
 type Config struct {
 	// Policy: PolicyThreshold (default), PolicyBrk or PolicyMmap.
 	Policy Policy
 	// MmapThreshold: requests of at least this many bytes get their own
 	// mapping under PolicyThreshold. 0 means 128 KiB.
 	MmapThreshold int
-	// DynamicThreshold turns on glibc's sliding threshold: freeing a mapped
-	// block larger than the threshold (and at most 32 MiB) raises the
-	// threshold to that block's size and the trim threshold to twice it,
-	// so repeated large temporary buffers come from the region instead of
-	// paying mmap, page faults and munmap every time. As in glibc, setting
-	// MmapThreshold, TrimThreshold or TopPad explicitly turns it off.
+	// The threshold slides as glibc's does unless it is pinned: freeing a
+	// mapped block larger than the threshold (and at most 32 MiB) raises
+	// the threshold to that block's size and the trim threshold to twice
+	// it, so repeated large temporary buffers come from the region instead
+	// of paying mmap, page faults and munmap every time. As with glibc's
+	// mallopt, setting MmapThreshold, TrimThreshold or TopPad pins it;
+	// DynamicThreshold keeps it sliding even then, starting from
+	// MmapThreshold. Stats.DynamicThreshold says which is in effect.
 	DynamicThreshold bool
 	// TrimThreshold: when the free space at the top of the region reaches
 	// this many bytes, the break moves down. 0 means 128 KiB; negative
@@ -212,7 +215,7 @@ func New(cfg Config) (*Allocator, error) {
 		os:      &sys.OS{},
 		budget:  budget.New(uint64(cfg.Limit)),
 		page:    sys.PageSize,
-		dynamic: cfg.DynamicThreshold && cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
+		dynamic: cfg.DynamicThreshold || cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
 	}
 	threshold := uintptr(orDefault(cfg.MmapThreshold, DefaultMmapThreshold))
 	a.threshold.Store(threshold)
@@ -705,6 +708,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 	s.Mremap = a.os.Calls(sys.OpMremap)
 	s.Mincore = a.os.Calls(sys.OpMincore)
 	s.MmapThreshold = uint64(a.threshold.Load())
+	s.DynamicThreshold = a.dynamic
 	if t := a.trim.Load(); t >= 0 {
 		s.TrimThreshold = uint64(t)
 	} else {

@@ -355,11 +355,32 @@ func TestDynamicThreshold(t *testing.T) {
 	require.NoError(t, a.Free(huge))
 	assert.EqualValues(t, 256<<10, a.Stats().MmapThreshold, "never above 32 MiB")
 
-	fixed := newAlloc(t, alloc.Config{DynamicThreshold: true, MmapThreshold: 128 << 10})
-	b, err = fixed.Malloc(256 << 10)
-	require.NoError(t, err)
-	require.NoError(t, fixed.Free(b))
-	assert.EqualValues(t, 128<<10, fixed.Stats().MmapThreshold, "an explicit threshold turns sliding off")
+	for _, cfg := range []alloc.Config{{MmapThreshold: 128 << 10}, {TrimThreshold: 1 << 20}, {TopPad: 64 << 10}} {
+		fixed := newAlloc(t, cfg)
+		assert.False(t, fixed.Stats().DynamicThreshold, "%+v pins the threshold", cfg)
+		b, err = fixed.Malloc(256 << 10)
+		require.NoError(t, err)
+		require.NoError(t, fixed.Free(b))
+		assert.EqualValues(t, 128<<10, fixed.Stats().MmapThreshold, "an explicit knob turns sliding off: %+v", cfg)
+	}
+
+	for _, cfg := range []alloc.Config{{}, {DynamicThreshold: true, MmapThreshold: 200 << 10}} {
+		sliding := newAlloc(t, cfg)
+		assert.True(t, sliding.Stats().DynamicThreshold, "%+v slides", cfg)
+		assert.EqualValues(t, orDefault(cfg.MmapThreshold, 128<<10), sliding.Stats().MmapThreshold, "it starts at MmapThreshold")
+		b, err = sliding.Malloc(256 << 10)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, sliding.Stats().MmapCount)
+		require.NoError(t, sliding.Free(b))
+		assert.EqualValues(t, 256<<10, sliding.Stats().MmapThreshold, "%+v: the threshold slid", cfg)
+	}
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func TestConfigErrors(t *testing.T) {

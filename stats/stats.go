@@ -42,9 +42,11 @@ type Snapshot struct {
 	ArenaResident uint64
 	MmapResident  uint64
 
-	// The policy as it stands (the dynamic threshold moves them).
-	MmapThreshold uint64
-	TrimThreshold uint64
+	// The policy as it stands (the dynamic threshold moves them), and
+	// whether the threshold slides (DynamicThreshold) or is pinned.
+	MmapThreshold    uint64
+	TrimThreshold    uint64
+	DynamicThreshold bool
 
 	// Committed is ArenaBytes + MmapBytes + QuarantineBytes, what Limit
 	// caps (0: no limit).
