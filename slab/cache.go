@@ -72,6 +72,10 @@ func (b *bin) flushHalf(buf *[maxBatch]entry) int {
 type pcache struct {
 	cacheLock
 	nextSample countdown // bytes until the next heap-profile sample
+	// slow counts the refills and flushes of this cache (pinned); seen is
+	// its value at the last FlushIdle (under drainMu): equal, the cache
+	// has not gone to its classes since, and is idle or nearly so
+	slow, seen uint64
 	bins       [NumClasses]bin
 }
 
@@ -212,6 +216,7 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
 		handOut(first.st, cl.size, n, sampled, &b.counts)
 		rest = rest[b.fill(rest):]
+		pc.slow++
 	}
 	unpin(pc)
 	if pc == nil {
@@ -259,6 +264,7 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	b := &pc.bins[c]
 	if b.n == b.cap {
 		k = b.flushHalf(&buf)
+		pc.slow++
 	}
 	b.push(e, n)
 	unpin(pc)
@@ -272,9 +278,19 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 func (p *Pool) drain() {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
+	p.drainLocked(nil)
+}
+
+// drainLocked is drain for the caches retire says to retire (nil: all),
+// with drainMu held. It returns how many it retired.
+func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 	var old []*pcache
 	for i := range p.caches {
-		if pc := p.caches[i].Swap(nil); pc != nil {
+		pc := p.caches[i].Load()
+		if pc == nil || retire != nil && !retire(pc) {
+			continue
+		}
+		if p.caches[i].CompareAndSwap(pc, nil) {
 			old = append(old, pc)
 		}
 	}
@@ -294,4 +310,34 @@ func (p *Pool) drain() {
 			b.n, b.counts = 0, counts{}
 		}
 	}
+	return len(old)
+}
+
+// FlushIdle retires the P caches that have neither refilled nor flushed
+// since the last FlushIdle and hold blocks: their blocks go back to their
+// slabs, so that a P that stopped allocating pins no slab. A P that
+// allocates again makes a new cache on its next refill. It returns how
+// many caches it retired. Only the idle pass calls it (see the root
+// package's Config.PurgeDelay): it costs a stop-the-world when it
+// retires one.
+func (p *Pool) FlushIdle() int {
+	if p.closed.Load() {
+		return 0
+	}
+	p.drainMu.Lock()
+	defer p.drainMu.Unlock()
+	return p.drainLocked(func(pc *pcache) bool {
+		procPin() // as every holder of a cache's lock (cache_race.go)
+		defer procUnpin()
+		if !pc.lock() {
+			return false
+		}
+		idle, holds := pc.slow == pc.seen, false
+		pc.seen = pc.slow
+		for c := range pc.bins {
+			holds = holds || pc.bins[c].n > 0
+		}
+		pc.unlock()
+		return idle && holds
+	})
 }

@@ -22,8 +22,14 @@ type central struct {
 	batch     int
 	class     uint8
 	partial   *Slab // slabs with at least one block to hand out
-	empty     *Slab // one slab with every block free, kept for reuse
+	empty     *Slab // one slab with every block free, kept for reuse: the lowest
+	// emptyIdle: the kept empty slab has not changed since the last
+	// ReleaseIdle, which releases it if it still has not at the next
+	emptyIdle bool
 	slabs     uint64
+	// freeBlocks: blocks in the slabs (free lists and never handed out),
+	// the kept empty slab's included
+	freeBlocks uint64
 	// nextSample: the heap-profile countdown for blocks handed out under
 	// the lock (no P cache, Debug)
 	nextSample countdown
@@ -80,6 +86,7 @@ func (p *Pool) takeLocked(cl *central, out []entry) (int, error) {
 			}
 			storeState(&s.states[idx], state)
 			s.nfree--
+			cl.freeBlocks--
 			out[k] = entry{p: p.region.Ptr(s.addr(idx)), st: &s.states[idx]}
 			k++
 		}
@@ -108,7 +115,7 @@ func (p *Pool) corruptLocked(cl *central, s *Slab, idx, next uint32) {
 func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
 	cl.mu.AssertHeld()
 	if s := cl.empty; s != nil {
-		cl.empty = nil
+		cl.empty, cl.emptyIdle = nil, false
 		cl.listLocked(s)
 		return s, nil
 	}
@@ -121,6 +128,7 @@ func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
 	}
 	s.start, s.zero = run.Start(), zero
 	cl.slabs++
+	cl.freeBlocks += uint64(cl.nelems)
 	cl.listLocked(s)
 	return s, nil
 }
@@ -155,7 +163,8 @@ func (cl *central) unlistLocked(s *Slab) {
 
 // giveBackLocked returns blocks (free, out of any cache) to their slabs'
 // free lists. A slab whose blocks are all back goes to the arena, but one
-// per class is kept for the next refill.
+// per class is kept for the next refill: the lowest, so that the one kept
+// never pins the top of the region above free pages.
 func (p *Pool) giveBackLocked(cl *central, es []entry) {
 	cl.mu.AssertHeld()
 	for _, e := range es {
@@ -170,11 +179,17 @@ func (p *Pool) giveBackLocked(cl *central, es []entry) {
 		*(*uint32)(e.p) = s.free ^ s.key
 		s.free = uint32(idx) + 1
 		s.nfree++
+		cl.freeBlocks++
 		if s.nfree == s.nelems {
 			cl.unlistLocked(s)
-			if cl.empty == nil {
-				cl.empty = s
-			} else {
+			switch {
+			case cl.empty == nil:
+				cl.empty, cl.emptyIdle = s, false
+			case s.start < cl.empty.start:
+				old := cl.empty
+				cl.empty, cl.emptyIdle = s, false
+				p.releaseLocked(cl, old)
+			default:
 				p.releaseLocked(cl, s)
 			}
 		} else if !s.listed {
@@ -198,5 +213,6 @@ func (p *Pool) giveBack(cl *central, es []entry) {
 func (p *Pool) releaseLocked(cl *central, s *Slab) {
 	cl.mu.AssertHeld()
 	cl.slabs--
+	cl.freeBlocks -= uint64(s.nelems)
 	_ = p.region.Free(&s.Run) // the run is live: it cannot fail but for Close
 }

@@ -153,19 +153,54 @@ func (p *Pool) Trim() {
 	}
 }
 
+// ReleaseIdle gives back to the arena every class's kept empty slab that
+// has not changed since the last ReleaseIdle, and returns how many: the
+// idle pass's (see FlushIdle).
+func (p *Pool) ReleaseIdle() int {
+	if p.closed.Load() {
+		return 0
+	}
+	n := 0
+	for i := range p.classes {
+		cl := &p.classes[i]
+		cl.mu.Lock()
+		if s := cl.empty; s != nil {
+			if cl.emptyIdle {
+				cl.empty, cl.emptyIdle = nil, false
+				p.releaseLocked(cl, s)
+				n++
+			} else {
+				cl.emptyIdle = true
+			}
+		}
+		cl.mu.Unlock()
+	}
+	return n
+}
+
 // Close refuses every later call and retires the caches.
 func (p *Pool) Close() {
 	p.closed.Store(true)
 	p.drain()
 }
 
-// ClassStats is one class's counters.
+// ClassStats is one class's counters. SlabBytes is, exactly when no
+// operation is in flight: Size × (LiveBlocks + CachedBlocks + FreeBlocks)
+// + EmptySlabBytes + TailBytes.
 type ClassStats struct {
 	Size       uintptr
 	LiveBlocks uint64
 	LiveBytes  uint64 // requested
 	Slabs      uint64
 	SlabBytes  uint64
+	// CachedBlocks are free blocks parked in P caches; FreeBlocks, free
+	// blocks in slabs that hold live or cached ones (free lists, and
+	// blocks never handed out); EmptySlabBytes, the slab kept with every
+	// block free; TailBytes, the ends of slabs too short for a block.
+	CachedBlocks   uint64
+	FreeBlocks     uint64
+	EmptySlabBytes uint64
+	TailBytes      uint64
 }
 
 // Stats returns every class's counters: the classes' own plus every P
@@ -181,7 +216,14 @@ func (p *Pool) Stats() [NumClasses]ClassStats {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		sum[i] = cl.counts
-		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
+		slabBytes := uint64(cl.slabPages * page)
+		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * slabBytes,
+			FreeBlocks: cl.freeBlocks, TailBytes: cl.slabs * (slabBytes - uint64(cl.nelems)*uint64(cl.size))}
+		if cl.empty != nil {
+			out[i].FreeBlocks -= uint64(cl.nelems)
+			out[i].EmptySlabBytes = slabBytes // its tail included
+			out[i].TailBytes -= slabBytes - uint64(cl.nelems)*uint64(cl.size)
+		}
 		cl.mu.Unlock()
 	}
 	for i := range p.caches {
@@ -190,6 +232,7 @@ func (p *Pool) Stats() [NumClasses]ClassStats {
 			for c := range pc.bins {
 				sum[c].blocks += pc.bins[c].blocks
 				sum[c].bytes += pc.bins[c].bytes
+				out[c].CachedBlocks += uint64(pc.bins[c].n)
 			}
 			pc.unlock()
 		}
