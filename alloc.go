@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -104,6 +105,19 @@ const (
 	MaxDynamicThreshold  = 32 << 20 // DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 )
 
+// The purge's settings (Config.PurgeDelay).
+const (
+	// DefaultPurgeDelay is the zero Config's: see the README for the
+	// measurements behind it.
+	DefaultPurgeDelay = 10 * time.Millisecond
+	// PurgeNever keeps free pages resident until Trim (or until the top
+	// of the region moves the break down), as glibc does.
+	PurgeNever time.Duration = -1
+	// PurgeImmediately releases free pages in the call that frees them
+	// (any delay below a microsecond does).
+	PurgeImmediately time.Duration = 1
+)
+
 // Config sets up an Allocator. The zero Config is glibc's defaults, the
 // sliding threshold included (see DynamicThreshold), plus the purge of
 // freed pages after PurgeDelay.
@@ -156,6 +170,21 @@ type Config struct {
 	// HugePages: transparent huge pages for large blocks, for everything,
 	// or (the default) off. See HugePages.
 	HugePages HugePages
+	// PurgeDelay: free pages of the region (anywhere in it, not only at
+	// the top) are released to the kernel with madvise(MADV_DONTNEED)
+	// once they have been free this long, so freed memory goes back by
+	// itself. The work is done when a page run is freed, and by a one-shot
+	// timer armed while free pages wait; never on the small fast path.
+	// 0 means DefaultPurgeDelay; PurgeNever turns it off (glibc's
+	// behaviour: only Trim releases pages below the top);
+	// PurgeImmediately releases pages as soon as they are free.
+	PurgeDelay time.Duration
+	// PurgeInBackground starts a goroutine, stopped by Close, for a
+	// service that goes idle: every PurgeDelay (at least a millisecond) it
+	// also flushes P caches that have not gone to their classes since its
+	// last pass and gives back the empty slab a class keeps if it has not
+	// been used since, so nothing the allocator caches pins memory.
+	PurgeInBackground bool
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
@@ -184,6 +213,7 @@ type Allocator struct {
 	smallLimit uint
 
 	closed atomic.Bool
+	idle   *idleLoop // PurgeInBackground's goroutine, or nil (purge.go)
 
 	debug        bool
 	debugState   *debugState
@@ -234,6 +264,10 @@ func New(cfg Config) (*Allocator, error) {
 	if a.huge, err = resolveHugePages(cfg.HugePages); err != nil {
 		return nil, err
 	}
+	delay := cfg.PurgeDelay
+	if delay == 0 {
+		delay = DefaultPurgeDelay
+	}
 	a.region, err = arena.New(arena.Config{
 		Reserve:       uintptr(orDefault(cfg.Reserve, DefaultReserve)),
 		TopPad:        uintptr(topPad),
@@ -241,6 +275,8 @@ func New(cfg Config) (*Allocator, error) {
 		OS:            a.os,
 		Budget:        a.budget,
 		HugePageSize:  a.huge.regionSize(),
+		Purge:         delay >= 0,
+		PurgeDelay:    purgeDelay(delay),
 	})
 	if err != nil {
 		return nil, err
@@ -270,6 +306,9 @@ func New(cfg Config) (*Allocator, error) {
 		a.debug, a.debugState = true, newDebugState()
 		a.large.EnableDebug()
 		a.smallLimit, a.pages = 0, arena.PageMap{}
+	}
+	if cfg.PurgeInBackground {
+		a.idle = startIdleLoop(a, max(delay, time.Millisecond))
 	}
 	return a, nil
 }
@@ -677,6 +716,13 @@ func (a *Allocator) Stats() stats.Snapshot {
 			Slabs: c.Slabs, SlabBytes: c.SlabBytes}
 		s.LiveBlocks += c.LiveBlocks
 		s.LiveBytes += c.LiveBytes
+		size := uint64(c.Size)
+		s.ClassRoundingBytes += size*c.LiveBlocks - c.LiveBytes
+		s.SlabFreeBytes += size * c.FreeBlocks
+		s.CachedBytes += size * c.CachedBlocks
+		s.EmptySlabBytes += c.EmptySlabBytes
+		s.SlabTailBytes += c.TailBytes
+		s.MetadataBytes += c.MetaBytes
 	}
 	rc := a.region.Counters()
 	s.LiveBlocks += uint64(rc.MidRuns)
@@ -688,7 +734,12 @@ func (a *Allocator) Stats() stats.Snapshot {
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)
 	s.FreeRuns = uint64(rc.FreeRuns)
+	s.ReleasedBytes = uint64(rc.FreeBytes - rc.DirtyBytes)
+	s.PurgedBytes = uint64(rc.PurgedBytes)
+	s.RunRoundingBytes = uint64(rc.MidBytes - rc.MidUsed)
+	s.MetadataBytes += uint64(rc.PageMapBytes) + a.large.MetaBytes()
 	count, mapped, requested := a.large.Counters()
+	s.RunRoundingBytes += mapped - requested
 	s.MmapCount = count
 	s.MmapBytes = mapped
 	s.LiveBlocks += count
@@ -728,6 +779,7 @@ func (a *Allocator) Close() error {
 	if a.closed.Swap(true) {
 		return nil
 	}
+	a.idle.stop()
 	a.slabs.Close()
 	a.prof.closed()
 	err1 := a.large.Close()

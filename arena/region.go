@@ -660,6 +660,7 @@ type Counters struct {
 	FreeRuns     uintptr
 	TopFreeBytes uintptr // the free run at the break: what trimming the top releases (keepcost)
 	PurgedBytes  uintptr // released by the purge so far
+	PageMapBytes uintptr // the page map's chunks, in the Go heap
 }
 
 // Counters returns the region's bookkeeping.
@@ -679,6 +680,12 @@ func (r *Region) Counters() Counters {
 		FreeRuns:    r.freeRuns,
 		PurgedBytes: r.purge.purged,
 	}
+	for i := range r.pagemap {
+		if r.pagemap[i].Load() != nil {
+			c.PageMapBytes += unsafe.Sizeof(chunk{})
+		}
+	}
+	c.PageMapBytes += uintptr(len(r.pagemap)) * unsafe.Sizeof(r.pagemap[0])
 	if !r.closed {
 		if top := r.topFreeLocked(); top != nil {
 			c.TopFreeBytes = top.pages << r.shift

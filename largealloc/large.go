@@ -337,6 +337,12 @@ func (ms *Mappings) Counters() (count, bytes, requested uint64) {
 	return uint64(ms.count.Load()), uint64(ms.bytes.Load()), uint64(ms.requested.Load())
 }
 
+// MetaBytes estimates the registry's bookkeeping in the Go heap: a
+// Mapping and a map entry (key and pointer) per live mapping.
+func (ms *Mappings) MetaBytes() uint64 {
+	return uint64(ms.count.Load()) * uint64(unsafe.Sizeof(Mapping{})+2*unsafe.Sizeof(uintptr(0)))
+}
+
 // Each calls fn for every live mapping (under its shard's lock: fn must not
 // call back into the allocator).
 func (ms *Mappings) Each(fn func(m Mapping)) {

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
@@ -201,6 +202,9 @@ type ClassStats struct {
 	FreeBlocks     uint64
 	EmptySlabBytes uint64
 	TailBytes      uint64
+	// MetaBytes is the slabs' bookkeeping in the Go heap: a Slab and a
+	// state per block, each.
+	MetaBytes uint64
 }
 
 // Stats returns every class's counters: the classes' own plus every P
@@ -218,7 +222,8 @@ func (p *Pool) Stats() [NumClasses]ClassStats {
 		sum[i] = cl.counts
 		slabBytes := uint64(cl.slabPages * page)
 		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * slabBytes,
-			FreeBlocks: cl.freeBlocks, TailBytes: cl.slabs * (slabBytes - uint64(cl.nelems)*uint64(cl.size))}
+			FreeBlocks: cl.freeBlocks, TailBytes: cl.slabs * (slabBytes - uint64(cl.nelems)*uint64(cl.size)),
+			MetaBytes: cl.slabs * (uint64(unsafe.Sizeof(Slab{})) + 2*uint64(cl.nelems))}
 		if cl.empty != nil {
 			out[i].FreeBlocks -= uint64(cl.nelems)
 			out[i].EmptySlabBytes = slabBytes // its tail included

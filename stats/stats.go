@@ -59,6 +59,25 @@ type Snapshot struct {
 	// MinorFaults is the process's minor page faults (getrusage).
 	MinorFaults uint64
 
+	// Where the committed bytes are. Committed is exactly LiveBytes plus
+	// every field below but MetadataBytes (plus DirtyBytes and
+	// QuarantineBytes above) when no operation is in flight; Breakdown
+	// lists them. Resident, measured, sits beside: committed pages are
+	// resident only if touched and not released.
+	ClassRoundingBytes uint64 // slab blocks handed out, beyond what was asked for
+	SlabFreeBytes      uint64 // free blocks in slabs that hold live or cached ones
+	CachedBytes        uint64 // free blocks parked in the per-P caches
+	EmptySlabBytes     uint64 // the slab each class keeps with every block free
+	SlabTailBytes      uint64 // the ends of slabs too short for one more block
+	ReleasedBytes      uint64 // free pages below the break already given back (not resident)
+	RunRoundingBytes   uint64 // mid-size runs and mappings: whole pages beyond the request
+	// MetadataBytes is the allocator's own bookkeeping in the Go heap (the
+	// page map, the slabs' block states, the mapping registry): not
+	// committed memory of the allocator, shown beside it.
+	MetadataBytes uint64
+	// PurgedBytes is the free memory the purge has released so far.
+	PurgedBytes uint64
+
 	// Classes holds each size class's counters.
 	Classes []Class
 
@@ -86,6 +105,29 @@ type Class struct {
 	LiveBytes  uint64 // requested
 	Slabs      uint64
 	SlabBytes  uint64
+}
+
+// Part is one named share of the committed bytes.
+type Part struct {
+	Name  string
+	Bytes uint64
+}
+
+// Breakdown returns the shares of Committed, in the order of a stacked
+// bar: their sum is Committed exactly when no operation was in flight.
+func (s Snapshot) Breakdown() []Part {
+	return []Part{
+		{"requested live", s.LiveBytes},
+		{"class rounding", s.ClassRoundingBytes},
+		{"page rounding", s.RunRoundingBytes},
+		{"free in slabs", s.SlabFreeBytes},
+		{"slab tails", s.SlabTailBytes},
+		{"P caches", s.CachedBytes},
+		{"empty slabs", s.EmptySlabBytes},
+		{"free, awaiting purge", s.DirtyBytes},
+		{"free, released", s.ReleasedBytes},
+		{"quarantine", s.QuarantineBytes},
+	}
 }
 
 // Syscalls returns the number of memory-management system calls made
