@@ -23,6 +23,12 @@ type entry struct {
 // one lock.
 const maxBatch = 32
 
+// maxCacheBytes bounds the bytes of free blocks one P's cache parks, over
+// all its bins (as tcmalloc bounds its per-CPU caches): a bin's capacity
+// in blocks alone would let the big classes park a whole slab each per P.
+// A free that finds the cache at the bound goes to its slab instead.
+const maxCacheBytes = 64 << 10
+
 // batchOf returns how many blocks of size bytes move per refill or flush:
 // about 8 KiB worth, between 2 and maxBatch. A bin holds twice that.
 func batchOf(size uintptr) int { return int(min(max(8192/size, 2), maxBatch)) }
@@ -76,7 +82,10 @@ type pcache struct {
 	// its value at the last FlushIdle (under drainMu): equal, the cache
 	// has not gone to its classes since, and is idle or nearly so
 	slow, seen uint64
-	bins       [NumClasses]bin
+	// parked is the bytes of the free blocks in the bins (at most about
+	// maxCacheBytes)
+	parked uintptr
+	bins   [NumClasses]bin
 }
 
 func newPcache(p *Pool) *pcache {
@@ -147,8 +156,10 @@ func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 		if b.n > 0 {
 			b.n--
 			e := b.e[b.n]
+			size := uintptr(classSize[c%NumClasses])
+			pc.parked -= size
 			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
-			handOut(e.st, uintptr(classSize[c%NumClasses]), n, sampled, &b.counts)
+			handOut(e.st, size, n, sampled, &b.counts)
 			unpin(pc)
 			return e.p, sampled
 		}
@@ -172,8 +183,9 @@ func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 	pc := p.cacheOf(procPin())
 	if pc != nil {
 		b := &pc.bins[s.class%NumClasses]
-		if b.n < b.cap {
+		if b.n < b.cap && pc.parked < maxCacheBytes {
 			if v, ok := takeLive(st); ok {
+				pc.parked += uintptr(s.size)
 				b.push(entry{p: ptr, st: st}, requested(uintptr(s.size), v))
 				unpin(pc)
 				return true
@@ -215,7 +227,13 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 		b := &pc.bins[c]
 		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
 		handOut(first.st, cl.size, n, sampled, &b.counts)
-		rest = rest[b.fill(rest):]
+		room := 0
+		if pc.parked < maxCacheBytes {
+			room = int((maxCacheBytes - pc.parked + cl.size - 1) / cl.size)
+		}
+		k := b.fill(rest[:min(len(rest), room)])
+		pc.parked += uintptr(k) * cl.size
+		rest = rest[k:]
 		pc.slow++
 	}
 	unpin(pc)
@@ -259,14 +277,22 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 		cl.mu.Unlock()
 		return n, nil
 	}
-	var buf [maxBatch]entry
+	var buf [maxBatch + 1]entry
 	k := 0
 	b := &pc.bins[c]
 	if b.n == b.cap {
-		k = b.flushHalf(&buf)
+		k = b.flushHalf((*[maxBatch]entry)(buf[:maxBatch]))
+		pc.parked -= uintptr(k) * cl.size
 		pc.slow++
 	}
-	b.push(e, n)
+	if pc.parked < maxCacheBytes {
+		pc.parked += cl.size
+		b.push(e, n)
+	} else {
+		b.takeBack(n) // the cache is at its bound: the block goes to its slab
+		buf[k] = e
+		k++
+	}
 	unpin(pc)
 	p.giveBack(cl, buf[:k])
 	return n, nil
@@ -309,6 +335,7 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 			cl.mu.Unlock()
 			b.n, b.counts = 0, counts{}
 		}
+		pc.parked = 0
 	}
 	return len(old)
 }

@@ -29,6 +29,7 @@ type Instance struct {
 	PeakMap      stats.RegionMap
 	Moments      []Moment
 	peakResident uint64
+	peakStats    *Breakdown // at the sample of peak resident memory
 }
 
 // newInstance sets p up. threshold > 0 overrides the mmap threshold (for
@@ -108,6 +109,9 @@ func (in *Instance) Probe(s *sampler.Sample) {
 		return
 	}
 	st := in.A.Stats()
+	if in.peakStats == nil || st.Resident > in.peakStats.ResidentBytes {
+		in.peakStats = BreakdownOf(st)
+	}
 	s.Resident = st.Resident
 	s.LiveBytes = st.LiveBytes
 	s.ArenaBytes = st.ArenaBytes
@@ -154,6 +158,7 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 		res.Fragmentation = float64(res.PeakResidentBytes) / float64(res.PeakLiveBytes)
 	}
 	res.MmapCalls, res.MunmapCalls, res.MadviseCalls, res.MprotectCalls = in.callCounts()
+	res.PeakBreakdown = in.peakStats
 	res.Series = s.Samples
 }
 
