@@ -50,15 +50,19 @@ var errInjected = errors.New("injected kernel failure")
 
 // injectConfigs are the configurations every row runs under (the rows say
 // which of them make the call at all).
+// Every configuration but "purge" keeps free pages until Trim
+// (PurgeNever), so that what a row prepares is still there when it acts;
+// "purge" releases them at once, for the purge's own rows.
 var injectConfigs = []struct {
 	name string
 	cfg  Config
 }{
-	{"threshold", Config{}},
-	{"brk", Config{Policy: PolicyBrk}},
-	{"mmap", Config{Policy: PolicyMmap}},
-	{"dynamic", Config{DynamicThreshold: true}},
-	{"low-threshold", Config{MmapThreshold: 8 << 10, TrimThreshold: 16 << 10, TopPad: -1}},
+	{"threshold", Config{MmapThreshold: DefaultMmapThreshold, PurgeDelay: PurgeNever}},
+	{"brk", Config{Policy: PolicyBrk, PurgeDelay: PurgeNever}},
+	{"mmap", Config{Policy: PolicyMmap, PurgeDelay: PurgeNever}},
+	{"dynamic", Config{DynamicThreshold: true, PurgeDelay: PurgeNever}},
+	{"low-threshold", Config{MmapThreshold: 8 << 10, TrimThreshold: 16 << 10, TopPad: -1, PurgeDelay: PurgeNever}},
+	{"purge", Config{MmapThreshold: DefaultMmapThreshold, PurgeDelay: PurgeImmediately}},
 }
 
 var (
@@ -323,7 +327,7 @@ func (h *harness) midBlock() []byte {
 	var b []byte
 	var err error
 	switch h.cfg {
-	case "threshold", "dynamic", "brk":
+	case "threshold", "dynamic", "brk", "purge":
 		b, err = h.malloc(100 << 10)
 	case "low-threshold": // mid sizes are mapped: an over-aligned small request gets a run
 		b, err = h.aligned(8<<10, 6000)
@@ -502,7 +506,9 @@ const (
 	pathGrowResize   = "arena.(*Region).growLocked<arena.(*Region).Resize"
 	pathShrinkFree   = "arena.(*Region).shrinkLocked<arena.(*Region).releaseLocked"
 	pathShrinkTrim   = "arena.(*Region).shrinkLocked<arena.(*Region).Trim"
-	pathTrimRuns     = "arena.(*Region).Trim<alloc.(*Allocator).Trim"
+	pathTrimRuns     = "arena.(*Region).releaseRunLocked<arena.(*Region).Trim"
+	pathPurgeRuns    = "arena.(*Region).releaseRunLocked<arena.(*Region).purgeLocked"
+	pathPurgeTop     = "arena.(*Region).shrinkLocked<arena.(*Region).purgeLocked"
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
 	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
@@ -641,6 +647,38 @@ var injectCases = []injectCase{
 			assert.NotZero(h.t, h.a.Stats().DirtyBytes, "the run whose madvise was refused stays unreleased")
 			return nil
 		},
+	},
+	{
+		name: "madvise of the purge releasing a free run below a live block",
+		op:   sys.OpMadvise, path: pathPurgeRuns, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			b := h.midBlock()
+			h.midBlock() // stays live above b
+			return b
+		},
+		act: func(h *harness, b any) error {
+			err := h.free(b.([]byte))
+			assert.NotZero(h.t, h.a.Stats().DirtyBytes, "the run whose madvise was refused stays unreleased")
+			return err
+		},
+	},
+	{
+		name: "madvise of the purge moving the break down",
+		op:   sys.OpMadvise, path: pathPurgeTop, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			h.a.region.SetTrimThreshold(^uintptr(0)) // Free leaves the top to the purge
+			return h.topRuns()
+		},
+		act: func(h *harness, s any) error { return h.freeAll(s.([][]byte)) },
+	},
+	{
+		name: "mprotect(PROT_NONE) of the purge moving the break down",
+		op:   sys.OpMprotect, path: pathPurgeTop, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			h.a.region.SetTrimThreshold(^uintptr(0))
+			return h.topRuns()
+		},
+		act: func(h *harness, s any) error { return h.freeAll(s.([][]byte)) },
 	},
 	{
 		name: "mincore of Stats measuring the region",
@@ -906,6 +944,9 @@ func TestInjectionTableCoversEveryCall(t *testing.T) {
 			sort.Strings(paths)
 			t.Logf("system calls made under %s:\n%s", c.name, strings.Join(paths, "\n"))
 			for _, p := range paths {
+				if c.name == "purge" && !strings.Contains(p, "purgeLocked") {
+					continue // the other paths are the other configurations' rows
+				}
 				assert.True(t, covered[c.name+" "+p], "no injected-failure row for %q under %s", p, c.name)
 			}
 		})
