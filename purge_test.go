@@ -157,7 +157,7 @@ func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Du
 // built within 100 ms of the last free.
 func TestFreeAllReturnsWithoutTrim(t *testing.T) {
 	total := 256 << 20
-	if testing.Short() {
+	if testing.Short() || raceBuild {
 		total = 32 << 20
 	}
 	for _, workers := range []int{1, 8} {
