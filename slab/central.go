@@ -17,8 +17,9 @@ import (
 type central struct {
 	mu        lock.Mutex
 	size      uintptr
-	slabPages uintptr
-	nelems    uint32
+	slabPages uintptr // the largest slab's pages (a class's slabs grow to it: slabPagesLocked)
+	minPages  uintptr // the first slabs' pages
+	nelems    uint32  // blocks in a largest slab
 	batch     int
 	class     uint8
 	partial   *Slab // slabs with at least one block to hand out
@@ -30,6 +31,10 @@ type central struct {
 	// freeBlocks: blocks in the slabs (free lists and never handed out),
 	// the kept empty slab's included
 	freeBlocks uint64
+	// slabBytes and tailBytes: the slabs' pages, and their ends too short
+	// for a block (slabs differ in size: slabPagesLocked)
+	slabBytes, tailBytes uint64
+	elems                uint64 // blocks in all the slabs
 	// nextSample: the heap-profile countdown for blocks handed out under
 	// the lock (no P cache, Debug)
 	nextSample countdown
@@ -119,18 +124,35 @@ func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
 		cl.listLocked(s)
 		return s, nil
 	}
-	s := &Slab{Run: arena.NewRun(arena.KindSlab), class: cl.class, nelems: cl.nelems, nfree: cl.nelems,
-		size: uint64(cl.size), magic: classDivMagic[cl.class], key: rand.Uint32() | 1}
-	s.states = make([]uint16, cl.nelems)
-	run, zero, err := p.region.AllocRun(&s.Run, cl.slabPages, 0, 0)
+	pages := cl.slabPagesLocked()
+	bytes := pages * p.region.PageSize()
+	nelems := uint32(bytes / cl.size)
+	s := &Slab{Run: arena.NewRun(arena.KindSlab), class: cl.class, nelems: nelems, nfree: nelems,
+		size: uint64(cl.size), magic: classDivMagic[cl.class], key: rand.Uint32() | 1, pages: uint32(pages)}
+	s.states = make([]uint16, nelems)
+	run, zero, err := p.region.AllocRun(&s.Run, pages, 0, 0)
 	if err != nil {
 		return nil, err
 	}
 	s.start, s.zero = run.Start(), zero
 	cl.slabs++
-	cl.freeBlocks += uint64(cl.nelems)
+	cl.freeBlocks += uint64(nelems)
+	cl.slabBytes += uint64(bytes)
+	cl.elems += uint64(nelems)
+	cl.tailBytes += uint64(bytes - uintptr(nelems)*cl.size)
 	cl.listLocked(s)
 	return s, nil
+}
+
+// slabPagesLocked is the size of the class's next slab: the slab size
+// grows with the class's demand, from minPages (room for about 8 blocks)
+// doubling every 4 slabs the class holds, up to slabPages. A class little
+// used then holds little free memory in its partly used slabs: with the
+// largest slabs from the first, the ~40 classes a program touches each
+// held a mostly free 16 KiB or more.
+func (cl *central) slabPagesLocked() uintptr {
+	cl.mu.AssertHeld()
+	return min(cl.slabPages, cl.minPages<<min(cl.slabs/4, 16))
 }
 
 func (cl *central) listLocked(s *Slab) {
@@ -217,6 +239,10 @@ func (p *Pool) releaseLocked(cl *central, s *Slab) {
 	cl.mu.AssertHeld()
 	cl.slabs--
 	cl.freeBlocks -= uint64(s.nelems)
+	bytes := uint64(s.pages) * uint64(p.region.PageSize())
+	cl.slabBytes -= bytes
+	cl.elems -= uint64(s.nelems)
+	cl.tailBytes -= bytes - uint64(s.nelems)*uint64(cl.size)
 	_ = p.region.Free(&s.Run) // the run is live: it cannot fail but for Close
 }
 

@@ -53,6 +53,7 @@ func New(r *arena.Region, opts Options) *Pool {
 		slab := (uintptr(classSlab[i]) + page - 1) &^ (page - 1)
 		cl.slabPages = slab / page
 		cl.nelems = uint32(slab / cl.size)
+		cl.minPages = min(cl.slabPages, max(1, (8*cl.size+page-1)/page))
 		cl.batch = batchOf(cl.size)
 		cl.nextSample = countdown(NextSample(opts.ProfileRate))
 	}
@@ -220,14 +221,14 @@ func (p *Pool) Stats() [NumClasses]ClassStats {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		sum[i] = cl.counts
-		slabBytes := uint64(cl.slabPages * page)
-		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabs * slabBytes,
-			FreeBlocks: cl.freeBlocks, TailBytes: cl.slabs * (slabBytes - uint64(cl.nelems)*uint64(cl.size)),
-			MetaBytes: cl.slabs * (uint64(unsafe.Sizeof(Slab{})) + 2*uint64(cl.nelems))}
-		if cl.empty != nil {
-			out[i].FreeBlocks -= uint64(cl.nelems)
+		out[i] = ClassStats{Size: cl.size, Slabs: cl.slabs, SlabBytes: cl.slabBytes,
+			FreeBlocks: cl.freeBlocks, TailBytes: cl.tailBytes,
+			MetaBytes: cl.slabs*uint64(unsafe.Sizeof(Slab{})) + 2*cl.elems}
+		if s := cl.empty; s != nil {
+			slabBytes := uint64(s.pages) * uint64(page)
+			out[i].FreeBlocks -= uint64(s.nelems)
 			out[i].EmptySlabBytes = slabBytes // its tail included
-			out[i].TailBytes -= slabBytes - uint64(cl.nelems)*uint64(cl.size)
+			out[i].TailBytes -= slabBytes - uint64(s.nelems)*uint64(cl.size)
 		}
 		cl.mu.Unlock()
 	}
