@@ -145,8 +145,9 @@ func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
 }
 
 // slabPagesLocked is the size of the class's next slab: the slab size
-// grows with the class's demand, from minPages (room for about 8 blocks)
-// doubling every 4 slabs the class holds, up to slabPages. A class little
+// grows with the class's demand, from minPages (the fewest pages that
+// hold a block with little left over: minSlabPages) doubling every 4 slabs
+// the class holds, up to slabPages. A class little
 // used then holds little free memory in its partly used slabs: with the
 // largest slabs from the first, the ~40 classes a program touches each
 // held a mostly free 16 KiB or more.

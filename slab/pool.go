@@ -53,11 +53,23 @@ func New(r *arena.Region, opts Options) *Pool {
 		slab := (uintptr(classSlab[i]) + page - 1) &^ (page - 1)
 		cl.slabPages = slab / page
 		cl.nelems = uint32(slab / cl.size)
-		cl.minPages = min(cl.slabPages, max(1, (8*cl.size+page-1)/page))
+		cl.minPages = minSlabPages(cl.size, page, cl.slabPages)
 		cl.batch = batchOf(cl.size)
 		cl.nextSample = countdown(NextSample(opts.ProfileRate))
 	}
 	return p
+}
+
+// minSlabPages is the size of a class's first slabs: the fewest pages
+// that hold a block of size bytes with at most 1/8 of them left over (at
+// most max).
+func minSlabPages(size, page, max uintptr) uintptr {
+	for p := (size + page - 1) / page; p < max; p++ {
+		if (p*page)%size <= p*page/8 {
+			return p
+		}
+	}
+	return max
 }
 
 // sampledFree calls OnSampledFree if v, the state of a block being freed,
