@@ -153,8 +153,18 @@ func (p *Pool) newSlabLocked(cl *central) (*Slab, error) {
 // held a mostly free 16 KiB or more.
 func (cl *central) slabPagesLocked() uintptr {
 	cl.mu.AssertHeld()
+	if cl.size > noGrowAbove {
+		return cl.minPages
+	}
 	return min(cl.slabPages, cl.minPages<<min(cl.slabs/4, 16))
 }
+
+// noGrowAbove: the slabs of classes of bigger blocks stay at minPages, a
+// block or two each: such blocks are few, and a slab of several holds
+// whole free blocks that no other class can use (random-bal: 2 MB of a
+// 17 MB peak) — one or two a slab, an empty slab goes back to the region
+// at once.
+const noGrowAbove = 4096
 
 func (cl *central) listLocked(s *Slab) {
 	cl.mu.AssertHeld()
