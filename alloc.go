@@ -765,7 +765,7 @@ func (a *Allocator) Stats() stats.Snapshot {
 	} else {
 		s.TrimThreshold = ^uint64(0)
 	}
-	s.Committed = a.budget.Used()
+	s.Committed = rc.BudgetUsed // with the region's counters: see arena.Counters
 	s.QuarantineBytes = a.large.QuarantineBytes()
 	s.Limit = a.budget.Limit()
 	s.MinorFaults = sys.MinorFaults()

@@ -661,6 +661,11 @@ type Counters struct {
 	TopFreeBytes uintptr // the free run at the break: what trimming the top releases (keepcost)
 	PurgedBytes  uintptr // released by the purge so far
 	PageMapBytes uintptr // the page map's chunks, in the Go heap
+	// BudgetUsed is the budget's bytes in use, read with the rest: the
+	// purge's timer moves the break and the budget together, under the
+	// region's lock, so a snapshot taken apart could see one and not the
+	// other.
+	BudgetUsed uint64
 }
 
 // Counters returns the region's bookkeeping.
@@ -679,6 +684,7 @@ func (r *Region) Counters() Counters {
 		DirtyBytes:  r.dirtyPages << r.shift,
 		FreeRuns:    r.freeRuns,
 		PurgedBytes: r.purge.purged,
+		BudgetUsed:  r.budget.Used(),
 	}
 	for i := range r.pagemap {
 		if r.pagemap[i].Load() != nil {
