@@ -23,11 +23,18 @@ type entry struct {
 // one lock.
 const maxBatch = 32
 
-// maxCacheBytes bounds the bytes of free blocks one P's cache parks, over
-// all its bins (as tcmalloc bounds its per-CPU caches): a bin's capacity
-// in blocks alone would let the big classes park a whole slab each per P.
-// A free that finds the cache at the bound goes to its slab instead.
-const maxCacheBytes = 64 << 10
+// maxBinBytes bounds the bytes of free blocks one bin of a P's cache
+// parks (at least one block): a capacity in blocks alone (twice a batch)
+// let each class of big blocks park 4 of them, up to 128 KiB, per P. The
+// bound is on the bin, fixed when the cache is made, so the fast paths
+// keep their one comparison with the bin's capacity.
+const maxBinBytes = 16 << 10
+
+// binCap is the capacity of a bin of blocks of size bytes with batches of
+// batch blocks.
+func binCap(size uintptr, batch int) int32 {
+	return int32(max(1, min(2*batch, int(maxBinBytes/size))))
+}
 
 // batchOf returns how many blocks of size bytes move per refill or flush:
 // about 8 KiB worth, between 2 and maxBatch. A bin holds twice that.
@@ -60,10 +67,11 @@ func (b *bin) fill(es []entry) int {
 	return k
 }
 
-// flushHalf moves the older half of a full bin into buf and returns how
-// many, for the caller to give back to the class once unpinned.
+// flushHalf moves the older half of a full bin (at least one block) into
+// buf and returns how many, for the caller to give back to the class once
+// unpinned.
 func (b *bin) flushHalf(buf *[maxBatch]entry) int {
-	k := copy(buf[:], b.e[:b.n/2])
+	k := copy(buf[:], b.e[:(b.n+1)/2])
 	copy(b.e[:], b.e[k:b.n])
 	b.n -= int32(k)
 	return k
@@ -82,17 +90,14 @@ type pcache struct {
 	// its value at the last FlushIdle (under drainMu): equal, the cache
 	// has not gone to its classes since, and is idle or nearly so
 	slow, seen uint64
-	// parked is the bytes of the free blocks in the bins (at most about
-	// maxCacheBytes)
-	parked uintptr
-	bins   [NumClasses]bin
+	bins       [NumClasses]bin
 }
 
 func newPcache(p *Pool) *pcache {
 	pc := new(pcache)
 	pc.nextSample = countdown(NextSample(p.opts.ProfileRate))
 	for c := range pc.bins {
-		pc.bins[c].cap = int32(2 * p.classes[c].batch)
+		pc.bins[c].cap = binCap(p.classes[c].size, p.classes[c].batch)
 	}
 	return pc
 }
@@ -156,10 +161,8 @@ func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 		if b.n > 0 {
 			b.n--
 			e := b.e[b.n]
-			size := uintptr(classSize[c%NumClasses])
-			pc.parked -= size
 			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
-			handOut(e.st, size, n, sampled, &b.counts)
+			handOut(e.st, uintptr(classSize[c%NumClasses]), n, sampled, &b.counts)
 			unpin(pc)
 			return e.p, sampled
 		}
@@ -183,9 +186,8 @@ func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 	pc := p.cacheOf(procPin())
 	if pc != nil {
 		b := &pc.bins[s.class%NumClasses]
-		if b.n < b.cap && pc.parked < maxCacheBytes {
+		if b.n < b.cap {
 			if v, ok := takeLive(st); ok {
-				pc.parked += uintptr(s.size)
 				b.push(entry{p: ptr, st: st}, requested(uintptr(s.size), v))
 				unpin(pc)
 				return true
@@ -227,13 +229,7 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 		b := &pc.bins[c]
 		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
 		handOut(first.st, cl.size, n, sampled, &b.counts)
-		room := 0
-		if pc.parked < maxCacheBytes {
-			room = int((maxCacheBytes - pc.parked + cl.size - 1) / cl.size)
-		}
-		k := b.fill(rest[:min(len(rest), room)])
-		pc.parked += uintptr(k) * cl.size
-		rest = rest[k:]
+		rest = rest[b.fill(rest):]
 		pc.slow++
 	}
 	unpin(pc)
@@ -277,22 +273,14 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 		cl.mu.Unlock()
 		return n, nil
 	}
-	var buf [maxBatch + 1]entry
+	var buf [maxBatch]entry
 	k := 0
 	b := &pc.bins[c]
 	if b.n == b.cap {
-		k = b.flushHalf((*[maxBatch]entry)(buf[:maxBatch]))
-		pc.parked -= uintptr(k) * cl.size
+		k = b.flushHalf(&buf)
 		pc.slow++
 	}
-	if pc.parked < maxCacheBytes {
-		pc.parked += cl.size
-		b.push(e, n)
-	} else {
-		b.takeBack(n) // the cache is at its bound: the block goes to its slab
-		buf[k] = e
-		k++
-	}
+	b.push(e, n)
 	unpin(pc)
 	p.giveBack(cl, buf[:k])
 	return n, nil
@@ -335,7 +323,6 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 			cl.mu.Unlock()
 			b.n, b.counts = 0, counts{}
 		}
-		pc.parked = 0
 	}
 	return len(old)
 }

@@ -28,11 +28,10 @@
 //     nothing changes. The block goes on this P's cache (Free, the slow
 //     path, ends in the same push); a full cache sends
 //     its older half back to the slabs under the class lock (blocks freed
-//     on another goroutine thus travel in batches), and a cache holding
-//     maxCacheBytes (64 KiB) of free blocks sends a freed block straight
-//     to its slab. A slab whose blocks are all back goes to the arena as a
-//     free run, except one per class with small slabs: the lowest, so it
-//     never pins the top. FlushIdle and ReleaseIdle (the root package's
+//     on another goroutine thus travel in batches); a bin parks at most
+//     16 KiB (maxBinBytes, or one block). A slab whose blocks are all back
+//     goes to the arena as a free run, except one per class with small
+//     slabs: the lowest, so it never pins the top. FlushIdle and ReleaseIdle (the root package's
 //     background pass) retire caches and kept slabs that stopped being
 //     used.
 //
