@@ -18,8 +18,8 @@
 //     largealloc.
 //
 // PolicyBrk sends everything to the region (steps 1 and 2), PolicyMmap
-// everything to its own mapping (step 3), and DynamicThreshold lets the
-// threshold slide up as glibc's does. Package stats measures what each
+// everything to its own mapping (step 3). The threshold slides up as
+// glibc's does unless a knob pins it (see Config.DynamicThreshold). Package stats measures what each
 // choice costs: resident memory (measured with mincore, not guessed),
 // system calls, fragmentation.
 //
@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -104,20 +105,36 @@ const (
 	MaxDynamicThreshold  = 32 << 20 // DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 )
 
-// Config sets up an Allocator. The zero Config is glibc's defaults (with
-// the sliding threshold off; see DynamicThreshold).
+// The purge's settings (Config.PurgeDelay).
+const (
+	// DefaultPurgeDelay is the zero Config's: see the README for the
+	// measurements behind it.
+	DefaultPurgeDelay = 10 * time.Millisecond
+	// PurgeNever keeps free pages resident until Trim (or until the top
+	// of the region moves the break down), as glibc does.
+	PurgeNever time.Duration = -1
+	// PurgeImmediately releases free pages in the call that frees them
+	// (any delay below a microsecond does).
+	PurgeImmediately time.Duration = 1
+)
+
+// Config sets up an Allocator. The zero Config is glibc's defaults, the
+// sliding threshold included (see DynamicThreshold), plus the purge of
+// freed pages after PurgeDelay.
 type Config struct {
 	// Policy: PolicyThreshold (default), PolicyBrk or PolicyMmap.
 	Policy Policy
 	// MmapThreshold: requests of at least this many bytes get their own
 	// mapping under PolicyThreshold. 0 means 128 KiB.
 	MmapThreshold int
-	// DynamicThreshold turns on glibc's sliding threshold: freeing a mapped
-	// block larger than the threshold (and at most 32 MiB) raises the
-	// threshold to that block's size and the trim threshold to twice it,
-	// so repeated large temporary buffers come from the region instead of
-	// paying mmap, page faults and munmap every time. As in glibc, setting
-	// MmapThreshold, TrimThreshold or TopPad explicitly turns it off.
+	// The threshold slides as glibc's does unless it is pinned: freeing a
+	// mapped block larger than the threshold (and at most 32 MiB) raises
+	// the threshold to that block's size and the trim threshold to twice
+	// it, so repeated large temporary buffers come from the region instead
+	// of paying mmap, page faults and munmap every time. As with glibc's
+	// mallopt, setting MmapThreshold, TrimThreshold or TopPad pins it;
+	// DynamicThreshold keeps it sliding even then, starting from
+	// MmapThreshold. Stats.DynamicThreshold says which is in effect.
 	DynamicThreshold bool
 	// TrimThreshold: when the free space at the top of the region reaches
 	// this many bytes, the break moves down. 0 means 128 KiB; negative
@@ -159,6 +176,21 @@ type Config struct {
 	// HugePages: transparent huge pages for large blocks, for everything,
 	// or (the default) off. See HugePages.
 	HugePages HugePages
+	// PurgeDelay: free pages of the region (anywhere in it, not only at
+	// the top) are released to the kernel with madvise(MADV_DONTNEED)
+	// once they have been free this long, so freed memory goes back by
+	// itself. The work is done when a page run is freed, and by a one-shot
+	// timer armed while free pages wait; never on the small fast path.
+	// 0 means DefaultPurgeDelay; PurgeNever turns it off (glibc's
+	// behaviour: only Trim releases pages below the top);
+	// PurgeImmediately releases pages as soon as they are free.
+	PurgeDelay time.Duration
+	// PurgeInBackground starts a goroutine, stopped by Close, for a
+	// service that goes idle: every PurgeDelay (at least a millisecond) it
+	// also flushes P caches that have not gone to their classes since its
+	// last pass and gives back the empty slab a class keeps if it has not
+	// been used since, so nothing the allocator caches pins memory.
+	PurgeInBackground bool
 }
 
 // Allocator hands out off-heap memory. All methods are safe for
@@ -197,6 +229,7 @@ type Allocator struct {
 	closeMu sync.Mutex  // serializes Close: a second Close returns once the first is done
 	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
 	shared  bool        // Default's: Close refuses
+	idle    *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
 
 	debug        bool
 	debugState   *debugState
@@ -220,7 +253,7 @@ func New(cfg Config) (*Allocator, error) {
 		os:      &sys.OS{},
 		budget:  budget.New(uint64(cfg.Limit)),
 		page:    sys.PageSize,
-		dynamic: cfg.DynamicThreshold && cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
+		dynamic: cfg.DynamicThreshold || cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
 	}
 	threshold := uintptr(orDefault(cfg.MmapThreshold, DefaultMmapThreshold))
 	a.threshold.Store(threshold)
@@ -239,6 +272,10 @@ func New(cfg Config) (*Allocator, error) {
 	if a.huge, err = resolveHugePages(cfg.HugePages); err != nil {
 		return nil, err
 	}
+	delay := cfg.PurgeDelay
+	if delay == 0 {
+		delay = DefaultPurgeDelay
+	}
 	a.region, err = arena.New(arena.Config{
 		Reserve:       uintptr(orDefault(cfg.Reserve, DefaultReserve)),
 		TopPad:        uintptr(topPad),
@@ -246,6 +283,8 @@ func New(cfg Config) (*Allocator, error) {
 		OS:            a.os,
 		Budget:        a.budget,
 		HugePageSize:  a.huge.regionSize(),
+		Purge:         delay >= 0,
+		PurgeDelay:    purgeDelay(delay),
 	})
 	if err != nil {
 		return nil, err
@@ -275,6 +314,9 @@ func New(cfg Config) (*Allocator, error) {
 		a.debug, a.debugState = true, newDebugState()
 		a.large.EnableDebug()
 		a.smallLimit, a.pages = 0, arena.PageMap{}
+	}
+	if cfg.PurgeInBackground {
+		a.idle = startIdleLoop(a, max(delay, time.Millisecond))
 	}
 	return a, nil
 }
@@ -818,6 +860,7 @@ func (a *Allocator) Close() error {
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
 	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.idle.stop()
 	a.slabs.Close()
 	a.prof.closed()
 	err1 := a.large.Close()

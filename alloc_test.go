@@ -317,7 +317,7 @@ func pinnedTop(t *testing.T, a *alloc.Allocator) (allocated, freed, trimmed stat
 // TestPinnedTop is the lesson of glibc's heap: free pages below a live
 // block stay resident until Trim; a large mapping leaves at once.
 func TestPinnedTop(t *testing.T) {
-	a := newAlloc(t, alloc.Config{})
+	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever}) // glibc's behaviour: the purge would release them
 	_, afterFree, afterTrim, trimmed, _ := pinnedTop(t, a)
 	assert.GreaterOrEqual(t, afterFree.Resident, uint64(20<<20), "pinned below a live block")
 	assert.GreaterOrEqual(t, afterFree.Resident-afterTrim.Resident, uint64(15<<20), "Trim releases it")
@@ -378,11 +378,32 @@ func TestDynamicThreshold(t *testing.T) {
 	assert.EqualValues(t, alloc.MaxDynamicThreshold, s.MmapThreshold, "a 32 MiB block slides the threshold to the cap")
 	assert.EqualValues(t, 2*alloc.MaxDynamicThreshold, s.TrimThreshold)
 
-	fixed := newAlloc(t, alloc.Config{DynamicThreshold: true, MmapThreshold: 128 << 10})
-	b, err = fixed.Malloc(256 << 10)
-	require.NoError(t, err)
-	require.NoError(t, fixed.Free(b))
-	assert.EqualValues(t, 128<<10, fixed.Stats().MmapThreshold, "an explicit threshold turns sliding off")
+	for _, cfg := range []alloc.Config{{MmapThreshold: 128 << 10}, {TrimThreshold: 1 << 20}, {TopPad: 64 << 10}} {
+		fixed := newAlloc(t, cfg)
+		assert.False(t, fixed.Stats().DynamicThreshold, "%+v pins the threshold", cfg)
+		b, err = fixed.Malloc(256 << 10)
+		require.NoError(t, err)
+		require.NoError(t, fixed.Free(b))
+		assert.EqualValues(t, 128<<10, fixed.Stats().MmapThreshold, "an explicit knob turns sliding off: %+v", cfg)
+	}
+
+	for _, cfg := range []alloc.Config{{}, {DynamicThreshold: true, MmapThreshold: 200 << 10}} {
+		sliding := newAlloc(t, cfg)
+		assert.True(t, sliding.Stats().DynamicThreshold, "%+v slides", cfg)
+		assert.EqualValues(t, orDefault(cfg.MmapThreshold, 128<<10), sliding.Stats().MmapThreshold, "it starts at MmapThreshold")
+		b, err = sliding.Malloc(256 << 10)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, sliding.Stats().MmapCount)
+		require.NoError(t, sliding.Free(b))
+		assert.EqualValues(t, 256<<10, sliding.Stats().MmapThreshold, "%+v: the threshold slid", cfg)
+	}
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -613,7 +634,9 @@ func TestPinnedTopPolicies(t *testing.T) {
 	got := map[alloc.Policy]figures{}
 	for _, p := range policies {
 		t.Run(p.String(), func(t *testing.T) {
-			allocated, freed, trimmed, _, _ := pinnedTop(t, newAlloc(t, alloc.Config{Policy: p}))
+			// PurgeNever: glibc's behaviour, the lesson (the default purge
+			// would release the pinned pages by itself: TestFreeAllReturnsWithoutTrim)
+			allocated, freed, trimmed, _, _ := pinnedTop(t, newAlloc(t, alloc.Config{Policy: p, PurgeDelay: alloc.PurgeNever}))
 			got[p] = figures{allocated.Resident, trimmed.Syscalls()}
 			t.Logf("%-9s resident: allocated %6.2f MiB, small blocks freed %6.2f MiB, after Trim %6.2f MiB; system calls %d",
 				p, mb(allocated.Resident), mb(freed.Resident), mb(trimmed.Resident), trimmed.Syscalls())

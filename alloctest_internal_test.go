@@ -23,6 +23,15 @@ func ConfigOf(v alloctest.Variant) Config {
 	if v.HugePages != "" {
 		c.HugePages = hugePagesNamed(v.HugePages)
 	}
+	switch v.Purge {
+	case "":
+	case "never":
+		c.PurgeDelay = PurgeNever
+	case "immediately":
+		c.PurgeDelay = PurgeImmediately
+	default:
+		panic(fmt.Sprintf("alloctest: no purge setting %q", v.Purge))
+	}
 	return c
 }
 

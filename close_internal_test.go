@@ -359,7 +359,7 @@ func TestZeroCapacityReslice(t *testing.T) {
 // live (issue 11, item 10): an allocation the limit would refuse flushes
 // the quarantine first, and Trim empties it.
 func TestDebugQuarantineYieldsToLimit(t *testing.T) {
-	a, err := New(Config{Debug: true, Limit: 4 << 20})
+	a, err := New(Config{Debug: true, Limit: 4 << 20, MmapThreshold: DefaultMmapThreshold}) // pinned: the blocks stay mappings
 	require.NoError(t, err)
 	defer a.Close()
 	for range 3 {

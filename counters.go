@@ -31,6 +31,12 @@ func (a *Allocator) Counters() stats.Snapshot {
 	for _, c := range classes {
 		s.LiveBlocks += c.LiveBlocks
 		s.LiveBytes += c.LiveBytes
+		s.ClassRoundingBytes += c.Size*c.LiveBlocks - c.LiveBytes
+		s.SlabFreeBytes += c.Size * c.FreeBlocks
+		s.CachedBytes += c.Size * c.CachedBlocks
+		s.EmptySlabBytes += c.EmptySlabBytes
+		s.SlabTailBytes += c.TailBytes
+		s.MetadataBytes += c.MetaBytes
 	}
 	rc := a.region.Counters()
 	s.LiveBlocks += uint64(rc.MidRuns)
@@ -42,7 +48,12 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)
 	s.FreeRuns = uint64(rc.FreeRuns)
+	s.ReleasedBytes = uint64(rc.FreeBytes - rc.DirtyBytes)
+	s.PurgedBytes = uint64(rc.PurgedBytes)
+	s.RunRoundingBytes = uint64(rc.MidBytes - rc.MidUsed)
+	s.MetadataBytes += uint64(rc.PageMapBytes) + a.large.MetaBytes()
 	count, mapped, requested := a.large.Counters()
+	s.RunRoundingBytes += mapped - requested
 	s.MmapCount = count
 	s.MmapBytes = mapped
 	s.LiveBlocks += count
@@ -55,12 +66,13 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.Mremap = a.os.Calls(sys.OpMremap)
 	s.Mincore = a.os.Calls(sys.OpMincore)
 	s.MmapThreshold = uint64(a.threshold.Load())
+	s.DynamicThreshold = a.dynamic
 	if t := a.trim.Load(); t >= 0 {
 		s.TrimThreshold = uint64(t)
 	} else {
 		s.TrimThreshold = ^uint64(0)
 	}
-	s.Committed = a.budget.Used()
+	s.Committed = rc.BudgetUsed // with the region's counters: see arena.Counters
 	s.QuarantineBytes = a.large.QuarantineBytes()
 	s.Limit = a.budget.Limit()
 	s.MinorFaults = sys.MinorFaults()

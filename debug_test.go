@@ -128,7 +128,8 @@ func mapsLine(t *testing.T, addr uintptr) string {
 
 func TestDebugGuardPageAndQuarantine(t *testing.T) {
 	var rec recorder
-	a := newAlloc(t, alloc.Config{Debug: true, OnCorruption: rec.record})
+	// pinned: a sliding threshold would send the 256 KiB blocks below to the region
+	a := newAlloc(t, alloc.Config{Debug: true, OnCorruption: rec.record, MmapThreshold: alloc.DefaultMmapThreshold})
 	b, err := a.Malloc(1 << 20)
 	require.NoError(t, err)
 	alloctest.Fill(b, 3)

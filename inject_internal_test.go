@@ -51,19 +51,28 @@ var errInjected = errors.New("injected kernel failure")
 
 // injectConfigs are the configurations every row runs under (the rows say
 // which of them make the call at all): the shared test variants without
-// Debug or huge pages, whose system calls the rows count.
+// Debug or huge pages, whose system calls the rows count. Every one keeps
+// free pages until Trim (PurgeNever), so that what a row prepares is still
+// there when it acts; "purge" releases them at once, for the purge's own
+// rows.
 var injectConfigs = func() (cs []struct {
 	name string
 	cfg  Config
 }) {
+	add := func(name string, cfg Config) {
+		cs = append(cs, struct {
+			name string
+			cfg  Config
+		}{name, cfg})
+	}
 	for _, v := range alloctest.Variants {
-		if v.Plain() {
-			cs = append(cs, struct {
-				name string
-				cfg  Config
-			}{v.Name, ConfigOf(v)})
+		if v.Plain() && v.Purge == "" && v.Name != "default" {
+			cfg := ConfigOf(v)
+			cfg.PurgeDelay = PurgeNever
+			add(v.Name, cfg)
 		}
 	}
+	add("purge", Config{MmapThreshold: DefaultMmapThreshold, PurgeDelay: PurgeImmediately})
 	return cs
 }()
 
@@ -298,7 +307,7 @@ func (h *harness) midBlock() []byte {
 	var b []byte
 	var err error
 	switch h.cfg {
-	case "threshold", "dynamic", "brk":
+	case "threshold", "dynamic", "brk", "purge":
 		b, err = h.malloc(100 << 10)
 	case "low-threshold": // mid sizes are mapped: an over-aligned small request gets a run
 		b, err = h.aligned(8<<10, 6000)
@@ -472,7 +481,9 @@ const (
 	pathGrowResize   = "arena.(*Region).growLocked<arena.(*Region).Resize"
 	pathShrinkFree   = "arena.(*Region).shrinkLocked<arena.(*Region).releaseLocked"
 	pathShrinkTrim   = "arena.(*Region).shrinkLocked<arena.(*Region).Trim"
-	pathTrimRuns     = "arena.(*Region).Trim<alloc.(*Allocator).Trim"
+	pathTrimRuns     = "arena.(*Region).releaseRunLocked<arena.(*Region).Trim"
+	pathPurgeRuns    = "arena.(*Region).releaseRunLocked<arena.(*Region).purgeLocked"
+	pathPurgeTop     = "arena.(*Region).shrinkLocked<arena.(*Region).purgeLocked"
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
 	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
 	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
@@ -611,6 +622,38 @@ var injectCases = []injectCase{
 			assert.NotZero(h.t, h.a.Stats().DirtyBytes, "the run whose madvise was refused stays unreleased")
 			return nil
 		},
+	},
+	{
+		name: "madvise of the purge releasing a free run below a live block",
+		op:   sys.OpMadvise, path: pathPurgeRuns, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			b := h.midBlock()
+			h.midBlock() // stays live above b
+			return b
+		},
+		act: func(h *harness, b any) error {
+			err := h.free(b.([]byte))
+			assert.NotZero(h.t, h.a.Stats().DirtyBytes, "the run whose madvise was refused stays unreleased")
+			return err
+		},
+	},
+	{
+		name: "madvise of the purge moving the break down",
+		op:   sys.OpMadvise, path: pathPurgeTop, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			h.a.region.SetTrimThreshold(^uintptr(0)) // Free leaves the top to the purge
+			return h.topRuns()
+		},
+		act: func(h *harness, s any) error { return h.freeAll(s.([][]byte)) },
+	},
+	{
+		name: "mprotect(PROT_NONE) of the purge moving the break down",
+		op:   sys.OpMprotect, path: pathPurgeTop, configs: []string{"purge"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			h.a.region.SetTrimThreshold(^uintptr(0))
+			return h.topRuns()
+		},
+		act: func(h *harness, s any) error { return h.freeAll(s.([][]byte)) },
 	},
 	{
 		name: "mincore of Stats measuring the region",
@@ -876,6 +919,9 @@ func TestInjectionTableCoversEveryCall(t *testing.T) {
 			sort.Strings(paths)
 			t.Logf("system calls made under %s:\n%s", c.name, strings.Join(paths, "\n"))
 			for _, p := range paths {
+				if c.name == "purge" && !strings.Contains(p, "purgeLocked") {
+					continue // the other paths are the other configurations' rows
+				}
 				assert.True(t, covered[c.name+" "+p], "no injected-failure row for %q under %s", p, c.name)
 			}
 		})

@@ -17,7 +17,7 @@ func TestReallocWithoutMremap(t *testing.T) {
 	t.Cleanup(func() { sys.HasMremap = old })
 
 	for _, p := range []Policy{PolicyThreshold, PolicyMmap} {
-		a, err := New(Config{Policy: p})
+		a, err := New(Config{Policy: p, MmapThreshold: DefaultMmapThreshold}) // pinned: every size here stays a mapping
 		require.NoError(t, err)
 		b, err := a.Malloc(200 << 10)
 		require.NoError(t, err)

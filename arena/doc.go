@@ -27,6 +27,10 @@
 //     fragmentation story. Trim releases every free run with one madvise
 //     per run (runs are coalesced, so this is as few calls as it can be),
 //     then moves the break down to the last live run, like malloc_trim(0).
+//  5. With Config.Purge, a free run is released by itself once it has
+//     been free for PurgeDelay (the top one moves the break down, keeping
+//     TopPad), by Free, Purge, or a one-shot timer armed while dirty runs
+//     wait (purge.go).
 //
 // The page map holds, for every page below the break, the run that owns it:
 // every page of a run in use, and the first and last page of a free run.

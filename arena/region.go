@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc/internal/budget"
@@ -45,6 +46,8 @@ type Run struct {
 	live bool // in use: not free, not merged away
 	zero bool // free run: every page is known zero (fresh or released)
 
+	dirtyAt int64 // free and not zero: when it was last made dirty (Region.now)
+
 	bucket     int
 	prev, next *Run
 }
@@ -67,6 +70,13 @@ type Config struct {
 	OS            *sys.OS
 	Budget        *budget.Budget
 	HugePageSize  uintptr // non-zero: huge pages for the region (see huge.go)
+	// Purge turns on the release of dirty free runs PurgeDelay after
+	// they were freed (see purge.go); PurgeDelay 0 releases them at once.
+	Purge      bool
+	PurgeDelay time.Duration
+	// Now, if set, replaces the clock of the purge (monotonic
+	// nanoseconds), for tests.
+	Now func() int64
 }
 
 // Region is the brk-like region. All methods are safe for concurrent use.
@@ -86,6 +96,8 @@ type Region struct {
 	trimThreshold atomic.Uintptr
 
 	pagemap []atomic.Pointer[chunk]
+
+	purge purger // the delayed release of dirty free runs (purge.go)
 
 	mu      lock.Mutex
 	brk     uintptr // address of the break: [lo, brk) is usable
@@ -136,6 +148,7 @@ func New(c Config) (*Region, error) {
 	}
 	r.brk = r.lo
 	r.trimThreshold.Store(c.TrimThreshold)
+	r.purge.init(c)
 	npages := reserve >> r.shift
 	r.pagemap = make([]atomic.Pointer[chunk], (npages+chunkLength-1)>>chunkShift)
 	return r, nil
@@ -368,7 +381,7 @@ func (r *Region) carveLocked(f *Run, head, n uintptr, run *Run) *Run {
 	tail := f.pages - head - n
 	zero := f.zero
 	if tail > 0 {
-		t := &Run{kind: KindFree, start: run.start + n<<r.shift, pages: tail, zero: zero}
+		t := &Run{kind: KindFree, start: run.start + n<<r.shift, pages: tail, zero: zero, dirtyAt: f.dirtyAt}
 		r.insertFreeLocked(t)
 	}
 	if head > 0 {
@@ -479,6 +492,11 @@ func (r *Region) Free(run *Run) error {
 func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
 	r.mu.AssertHeld()
 	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
+	now := int64(0)
+	if !zero && r.purge.on {
+		now = r.purge.now()
+		f.dirtyAt = now
+	}
 	first := r.pageOf(start)
 	if first > 0 {
 		if left := r.at(first - 1); left != nil && left.kind == KindFree && left.start+left.pages<<r.shift == start {
@@ -498,6 +516,9 @@ func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
 	r.insertFreeLocked(f)
 	if f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
 		r.shrinkLocked(f, r.topPad)
+	}
+	if now != 0 {
+		r.purgeDueLocked(now)
 	}
 }
 
@@ -533,7 +554,9 @@ func (r *Region) shrinkLocked(f *Run, keep uintptr) uintptr {
 
 // Trim releases every free page of the region: one madvise(MADV_DONTNEED)
 // per free run not yet released, then the break moves down to the last run
-// in use. It returns the bytes given back. With huge pages every free run
+// in use. It returns the bytes given back: every byte released with
+// madvise, and every byte the break moved down past (no longer
+// committed), released before or not. With huge pages every free run
 // is released, even one never used: a huge page faulted in by a neighbour
 // made it resident as well.
 func (r *Region) Trim() uintptr {
@@ -544,26 +567,15 @@ func (r *Region) Trim() uintptr {
 	}
 	var released uintptr
 	if top := r.topFreeLocked(); top != nil {
-		wasDirty := !top.zero
-		if n := r.shrinkLocked(top, 0); n > 0 && wasDirty {
-			released += n
-		}
+		released += r.shrinkLocked(top, 0) // committed bytes given back, released or not
 	}
 	for b := range r.buckets {
 		for f := r.buckets[b]; f != nil; f = f.next {
-			if f.zero && r.huge == 0 {
-				continue // known released, or never touched
-			}
-			n := f.pages << r.shift
-			if err := r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), n, unix.MADV_DONTNEED); err != nil {
-				continue
-			}
-			if !f.zero { // with huge pages a zero run is released too: it was not counted dirty
-				r.dirtyPages -= f.pages
-			}
-			f.zero = true
-			released += n
+			released += r.releaseRunLocked(f)
 		}
+	}
+	if r.purge.on {
+		r.purge.next = never // nothing dirty waits
 	}
 	return released
 }
@@ -576,6 +588,7 @@ func (r *Region) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.purge.stop()
 	r.budget.Give(r.brk - r.lo)
 	r.brk = r.lo
 	for i := range r.pagemap {
@@ -652,6 +665,13 @@ type Counters struct {
 	DirtyBytes   uintptr // of those, not yet released (resident if touched)
 	FreeRuns     uintptr
 	TopFreeBytes uintptr // the free run at the break: what trimming the top releases (keepcost)
+	PurgedBytes  uintptr // released by the purge so far
+	PageMapBytes uintptr // the page map's chunks, in the Go heap
+	// BudgetUsed is the budget's bytes in use, read with the rest: the
+	// purge's timer moves the break and the budget together, under the
+	// region's lock, so a snapshot taken apart could see one and not the
+	// other.
+	BudgetUsed uint64
 }
 
 // Counters returns the region's bookkeeping.
@@ -659,17 +679,25 @@ func (r *Region) Counters() Counters {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := Counters{
-		Base:       r.lo,
-		Break:      r.brk,
-		ArenaBytes: r.brk - r.lo,
-		SlabBytes:  r.inUsePages[KindSlab] << r.shift,
-		MidBytes:   r.inUsePages[KindMid] << r.shift,
-		MidRuns:    r.inUseRuns[KindMid],
-		MidUsed:    r.midUsed,
-		FreeBytes:  r.freePages << r.shift,
-		DirtyBytes: r.dirtyPages << r.shift,
-		FreeRuns:   r.freeRuns,
+		Base:        r.lo,
+		Break:       r.brk,
+		ArenaBytes:  r.brk - r.lo,
+		SlabBytes:   r.inUsePages[KindSlab] << r.shift,
+		MidBytes:    r.inUsePages[KindMid] << r.shift,
+		MidRuns:     r.inUseRuns[KindMid],
+		MidUsed:     r.midUsed,
+		FreeBytes:   r.freePages << r.shift,
+		DirtyBytes:  r.dirtyPages << r.shift,
+		FreeRuns:    r.freeRuns,
+		PurgedBytes: r.purge.purged,
+		BudgetUsed:  r.budget.Used(),
 	}
+	for i := range r.pagemap {
+		if r.pagemap[i].Load() != nil {
+			c.PageMapBytes += unsafe.Sizeof(chunk{})
+		}
+	}
+	c.PageMapBytes += uintptr(len(r.pagemap)) * unsafe.Sizeof(r.pagemap[0])
 	if !r.closed {
 		if top := r.topFreeLocked(); top != nil {
 			c.TopFreeBytes = top.pages << r.shift

@@ -66,6 +66,9 @@ type Mappings struct {
 	defMu     sync.Mutex
 	deferred  []*Mapping
 	ndeferred atomic.Int32
+
+	resMu sync.Mutex // Resident's scratch
+	spans []span
 }
 
 // QuarantineLen is how many freed mappings Debug mode keeps PROT_NONE
@@ -461,6 +464,12 @@ func (ms *Mappings) Counters() (count, bytes, requested uint64) {
 	return uint64(ms.count.Load()), uint64(ms.bytes.Load()), uint64(ms.requested.Load())
 }
 
+// MetaBytes estimates the registry's bookkeeping in the Go heap: a
+// Mapping and a map entry (key and pointer) per live mapping.
+func (ms *Mappings) MetaBytes() uint64 {
+	return uint64(ms.count.Load()) * uint64(unsafe.Sizeof(Mapping{})+2*unsafe.Sizeof(uintptr(0)))
+}
+
 // Each calls fn for every live mapping (under its shard's lock: fn must not
 // call back into the allocator).
 func (ms *Mappings) Each(fn func(m Mapping)) {
@@ -475,18 +484,44 @@ func (ms *Mappings) Each(fn func(m Mapping)) {
 }
 
 // Resident measures with mincore how many bytes of live mappings are
-// resident in RAM.
+// resident in RAM. Mappings that touch (the kernel places new mappings
+// next to each other) are measured with one call: with thousands of live
+// mappings this is a few calls, not one per mapping. If a run of them can
+// no longer be measured as one (one was unmapped meanwhile: ENOMEM), each
+// is measured by itself.
 func (ms *Mappings) Resident(vec *[]byte) uintptr {
-	var spans []Mapping
-	ms.Each(func(m Mapping) { spans = append(spans, m) })
+	ms.resMu.Lock()
+	defer ms.resMu.Unlock()
+	spans := ms.spans[:0]
+	ms.Each(func(m Mapping) { spans = append(spans, span{m.ptr, m.Addr, m.Len, m.guard}) })
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.addr, b.addr) })
 	var total uintptr
-	for _, m := range spans {
-		n, err := ms.os.Resident(m.ptr, m.Len, vec)
-		if err == nil { // ENOMEM: unmapped meanwhile
-			total += n
+	for i := 0; i < len(spans); {
+		j, end := i+1, spans[i].addr+spans[i].len
+		for j < len(spans) && spans[j-1].guard == 0 && spans[j].addr == end {
+			end += spans[j].len
+			j++
 		}
+		n, err := ms.os.Resident(spans[i].ptr, end-spans[i].addr, vec)
+		if err != nil && j > i+1 {
+			n = 0
+			for _, sp := range spans[i:j] {
+				if k, err := ms.os.Resident(sp.ptr, sp.len, vec); err == nil {
+					n += k
+				}
+			}
+		}
+		total += n // an error: unmapped meanwhile, nothing resident
+		i = j
 	}
+	ms.spans = spans[:0]
 	return total
+}
+
+// span is a live mapping as Resident measures it.
+type span struct {
+	ptr              unsafe.Pointer
+	addr, len, guard uintptr
 }
 
 // Close unmaps every live mapping (and every one the quarantine or the

@@ -512,3 +512,38 @@ func TestConcurrent(t *testing.T) {
 	assert.Zero(t, count+mapped+requested)
 	assert.Zero(t, b.Used())
 }
+
+// Stats with many live mappings: mappings the kernel placed side by side
+// are measured with one mincore, so the calls are far fewer than the
+// mappings, and the figure is still exact.
+func TestResidentManyMappingsFewCalls(t *testing.T) {
+	a, o, _ := newLarge(t, 0)
+	const n = 10000
+	var ps []unsafe.Pointer
+	for i := range n {
+		p, err := a.Alloc(2*page, 0, 0)
+		require.NoError(t, err)
+		if i%3 == 0 {
+			bytesAt(p, page)[0] = 1
+		}
+		ps = append(ps, p)
+	}
+	var vec []byte
+	calls := o.Calls(sys.OpMincore)
+	assert.Equal(t, uintptr((n+2)/3)*page, a.Resident(&vec))
+	made := o.Calls(sys.OpMincore) - calls
+	t.Logf("%d mappings measured with %d mincore calls", n, made)
+	assert.Less(t, made, uint64(n/10), "adjacent mappings share a call")
+	// every other one freed: holes between them, each measured alone, still exact
+	for i := 0; i < n; i += 2 {
+		_, err := a.Free(uintptr(ps[i]))
+		require.NoError(t, err)
+	}
+	var want uintptr
+	for i := 1; i < n; i += 2 {
+		if i%3 == 0 {
+			want += page
+		}
+	}
+	assert.Equal(t, want, a.Resident(&vec))
+}

@@ -84,6 +84,7 @@ type Slab struct {
 	bump   uint32 // blocks [bump, nelems) were never handed out
 	free   uint32 // first block of the free list, index+1 (0: none)
 	key    uint32 // XORed into the free-list links stored in blocks
+	pages  uint32 // the run's length, fixed when the slab is made
 	states []uint16
 	prev   *Slab
 	next   *Slab

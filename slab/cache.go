@@ -24,6 +24,19 @@ type entry struct {
 // one lock.
 const maxBatch = 32
 
+// maxBinBytes bounds the bytes of free blocks one bin of a P's cache
+// parks (at least one block): a capacity in blocks alone (twice a batch)
+// let each class of big blocks park 4 of them, up to 128 KiB, per P. The
+// bound is on the bin, fixed when the cache is made, so the fast paths
+// keep their one comparison with the bin's capacity.
+const maxBinBytes = 16 << 10
+
+// binCap is the capacity of a bin of blocks of size bytes with batches of
+// batch blocks.
+func binCap(size uintptr, batch int) int32 {
+	return int32(max(1, min(2*batch, int(maxBinBytes/size))))
+}
+
 // batchOf returns how many blocks of size bytes move per refill or flush:
 // about 8 KiB worth, between 2 and maxBatch. A bin holds twice that.
 func batchOf(size uintptr) int { return int(min(max(8192/size, 2), maxBatch)) }
@@ -55,10 +68,11 @@ func (b *bin) fill(es []entry) int {
 	return k
 }
 
-// flushHalf moves the older half of a full bin into buf and returns how
-// many, for the caller to give back to the class once unpinned.
+// flushHalf moves the older half of a full bin (at least one block) into
+// buf and returns how many, for the caller to give back to the class once
+// unpinned.
 func (b *bin) flushHalf(buf *[maxBatch]entry) int {
-	k := copy(buf[:], b.e[:b.n/2])
+	k := copy(buf[:], b.e[:(b.n+1)/2])
 	copy(b.e[:], b.e[k:b.n])
 	b.n -= int32(k)
 	return k
@@ -73,6 +87,10 @@ func (b *bin) flushHalf(buf *[maxBatch]entry) int {
 type pcache struct {
 	cacheLock
 	nextSample countdown // bytes until the next heap-profile sample
+	// slow counts the refills and flushes of this cache (pinned); seen is
+	// its value at the last FlushIdle (under drainMu): equal, the cache
+	// has not gone to its classes since, and is idle or nearly so
+	slow, seen uint64
 	bins       [NumClasses]bin
 }
 
@@ -80,7 +98,7 @@ func newPcache(p *Pool) *pcache {
 	pc := new(pcache)
 	pc.nextSample = countdown(NextSample(p.opts.ProfileRate))
 	for c := range pc.bins {
-		pc.bins[c].cap = int32(2 * p.classes[c].batch)
+		pc.bins[c].cap = binCap(p.classes[c].size, p.classes[c].batch)
 	}
 	return pc
 }
@@ -218,6 +236,7 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 		sampled = pc.nextSample.due(&p.opts.ProfileRate, n)
 		handOut(first.st, cl.size, n, sampled, &b.counts)
 		rest = rest[b.fill(rest):]
+		pc.slow++
 	}
 	unpin(pc)
 	if pc == nil {
@@ -278,6 +297,7 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	b := &pc.bins[c]
 	if b.n == b.cap {
 		k = b.flushHalf(&buf)
+		pc.slow++
 	}
 	b.push(e, n)
 	unpin(pc)
@@ -291,9 +311,19 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 func (p *Pool) drain() {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
+	p.drainLocked(nil)
+}
+
+// drainLocked is drain for the caches retire says to retire (nil: all),
+// with drainMu held. It returns how many it retired.
+func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 	var old []*pcache
 	for i := range p.caches {
-		if pc := p.caches[i].Swap(nil); pc != nil {
+		pc := p.caches[i].Load()
+		if pc == nil || retire != nil && !retire(pc) {
+			continue
+		}
+		if p.caches[i].CompareAndSwap(pc, nil) {
 			old = append(old, pc)
 		}
 	}
@@ -313,4 +343,34 @@ func (p *Pool) drain() {
 			b.n, b.counts = 0, counts{}
 		}
 	}
+	return len(old)
+}
+
+// FlushIdle retires the P caches that have neither refilled nor flushed
+// since the last FlushIdle and hold blocks: their blocks go back to their
+// slabs, so that a P that stopped allocating pins no slab. A P that
+// allocates again makes a new cache on its next refill. It returns how
+// many caches it retired. Only the idle pass calls it (see the root
+// package's Config.PurgeDelay): it costs a stop-the-world when it
+// retires one.
+func (p *Pool) FlushIdle() int {
+	if p.closed.Load() {
+		return 0
+	}
+	p.drainMu.Lock()
+	defer p.drainMu.Unlock()
+	return p.drainLocked(func(pc *pcache) bool {
+		procPin() // as every holder of a cache's lock (cache_race.go)
+		defer procUnpin()
+		if !pc.lock() {
+			return false
+		}
+		idle, holds := pc.slow == pc.seen, false
+		pc.seen = pc.slow
+		for c := range pc.bins {
+			holds = holds || pc.bins[c].n > 0
+		}
+		pc.unlock()
+		return idle && holds
+	})
 }

@@ -1,6 +1,7 @@
 package slab
 
 import (
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"unsafe"
@@ -209,4 +210,95 @@ func TestCacheConcurrent(t *testing.T) {
 	assert.Zero(t, bytes)
 	h.Trim()
 	assert.Zero(t, r.Counters().SlabBytes)
+}
+
+// Every slab byte is a live, cached or free block, the kept empty slab, or
+// a slab's tail: exactly, class by class.
+func TestStatsAccountForEverySlabByte(t *testing.T) {
+	h, _ := newPool(t, Options{})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var live []unsafe.Pointer
+	check := func(when string) {
+		t.Helper()
+		for c, st := range h.Stats() {
+			got := uint64(st.Size)*(st.LiveBlocks+st.CachedBlocks+st.FreeBlocks) + st.EmptySlabBytes + st.TailBytes
+			require.Equal(t, st.SlabBytes, got, "%s: class %d (%d bytes): %+v", when, c, st.Size, st)
+		}
+	}
+	for round := range 4 {
+		for range 3000 {
+			n := uintptr(16 + rng.IntN(4000))
+			p, _, _, err := h.Alloc(SizeClass(n), n)
+			require.NoError(t, err)
+			live = append(live, p)
+		}
+		check("after allocating")
+		rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		keep := len(live) / (round + 2)
+		for _, p := range live[keep:] {
+			h.freeFast(t, p)
+		}
+		live = live[:keep]
+		check("after freeing")
+	}
+	for _, p := range live {
+		h.freeFast(t, p)
+	}
+	check("all freed")
+	var empty uint64
+	for _, st := range h.Stats() {
+		assert.Zero(t, st.LiveBlocks)
+		empty += st.EmptySlabBytes
+	}
+	assert.NotZero(t, empty, "classes keep an empty slab")
+	h.Trim()
+	check("trimmed")
+	for _, st := range h.Stats() {
+		assert.Zero(t, st.SlabBytes)
+	}
+}
+
+// The idle pass: a cache that has not refilled or flushed since the last
+// pass is retired; a kept empty slab unchanged over two passes goes back.
+func TestFlushIdleAndReleaseIdle(t *testing.T) {
+	h, r := newPool(t, Options{})
+	c := SizeClass(1000)
+	var ps []unsafe.Pointer
+	for range 200 {
+		p, _, _, err := h.Alloc(c, 1000)
+		require.NoError(t, err)
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		h.freeFast(t, p)
+	}
+	require.NotZero(t, cached(h)[c])
+	assert.Zero(t, h.FlushIdle(), "the first pass notes the refills and flushes since the cache was made")
+	assert.NotZero(t, cached(h)[c])
+	assert.GreaterOrEqual(t, h.FlushIdle(), 1, "the second finds the cache idle")
+	assert.Zero(t, cached(h)[c], "its blocks went back to the slabs")
+	assert.Zero(t, h.FlushIdle(), "nothing left to flush")
+	assert.NotZero(t, h.Stats()[c].EmptySlabBytes)
+	assert.Zero(t, h.ReleaseIdle(), "the first pass marks the empty slab")
+	assert.Equal(t, 1, h.ReleaseIdle(), "the second releases it")
+	assert.Zero(t, r.Counters().SlabBytes)
+}
+
+// The slab kept empty is the lowest, so it never pins the top.
+func TestKeptEmptySlabIsTheLowest(t *testing.T) {
+	h, _ := newPool(t, Options{})
+	c := SizeClass(2048)
+	cl := &h.classes[c]
+	var ps []unsafe.Pointer
+	for range 4 * int(cl.nelems) {
+		p, _, _, _, err := h.AllocDirect(c, 2048)
+		require.NoError(t, err)
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		_, err := h.FreeDirect(h.region.Lookup(uintptr(p)), uintptr(p))
+		require.NoError(t, err)
+	}
+	require.NotNil(t, cl.empty)
+	assert.Equal(t, uintptr(ps[0]), cl.empty.start, "the first slab, the lowest")
 }

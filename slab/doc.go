@@ -28,8 +28,12 @@
 //     nothing changes. The block goes on this P's cache (Free, the slow
 //     path, ends in the same push); a full cache sends
 //     its older half back to the slabs under the class lock (blocks freed
-//     on another goroutine thus travel in batches). A slab whose blocks are
-//     all back goes to the arena as a free run, except one per class.
+//     on another goroutine thus travel in batches); a bin parks at most
+//     16 KiB (maxBinBytes, or one block). A slab whose blocks are all back
+//     goes to the arena as a free run, except one per class with small
+//     slabs: the lowest, so it never pins the top. FlushIdle and ReleaseIdle (the root package's
+//     background pass) retire caches and kept slabs that stopped being
+//     used.
 //
 // Every slab keeps a uint16 per block: the block size minus the size
 // requested plus one for a live block (with a bit saying the heap profile

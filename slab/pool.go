@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
@@ -55,10 +56,23 @@ func New(r *arena.Region, opts Options) *Pool {
 		slab := (uintptr(classSlab[i]) + page - 1) &^ (page - 1)
 		cl.slabPages = slab / page
 		cl.nelems = uint32(slab / cl.size)
+		cl.minPages = minSlabPages(cl.size, page, cl.slabPages)
 		cl.batch = batchOf(cl.size)
 		cl.nextSample = countdown(NextSample(opts.ProfileRate))
 	}
 	return p
+}
+
+// minSlabPages is the size of a class's first slabs: the fewest pages
+// that hold a block of size bytes with at most 1/8 of them left over (at
+// most max).
+func minSlabPages(size, page, max uintptr) uintptr {
+	for p := (size + page - 1) / page; p < max; p++ {
+		if (p*page)%size <= p*page/8 {
+			return p
+		}
+	}
+	return max
 }
 
 // sampledFree calls OnSampledFree if v, the state of a block being freed,
@@ -162,6 +176,31 @@ func (p *Pool) Trim() {
 	}
 }
 
+// ReleaseIdle gives back to the arena every class's kept empty slab that
+// has not changed since the last ReleaseIdle, and returns how many: the
+// idle pass's (see FlushIdle).
+func (p *Pool) ReleaseIdle() int {
+	if p.closed.Load() {
+		return 0
+	}
+	n := 0
+	for i := range p.classes {
+		cl := &p.classes[i]
+		cl.mu.Lock()
+		if s := cl.empty; s != nil {
+			if cl.emptyIdle {
+				cl.empty, cl.emptyIdle = nil, false
+				p.releaseLocked(cl, s)
+				n++
+			} else {
+				cl.emptyIdle = true
+			}
+		}
+		cl.mu.Unlock()
+	}
+	return n
+}
+
 // Close refuses every later call and retires the caches.
 func (p *Pool) Close() {
 	p.closed.Store(true)
@@ -169,8 +208,10 @@ func (p *Pool) Close() {
 }
 
 // Stats returns every class's counters, in the type the allocator's
-// Snapshot reports (stats is a leaf package: slab may use its types): the
-// classes' own plus every P
+// Snapshot reports (stats is a leaf package: slab may use its types).
+// SlabBytes is, exactly when no operation is in flight: Size ×
+// (LiveBlocks + CachedBlocks + FreeBlocks) + EmptySlabBytes + TailBytes.
+// The counters are the classes' own plus every P
 // cache's. In the normal build the caches' counts are read without
 // synchronization (word-sized reads, which the Go memory model lets
 // observe only values actually written); the sum is exact when no
@@ -183,7 +224,15 @@ func (p *Pool) Stats() [NumClasses]stats.Class {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		sum[i] = cl.counts
-		out[i] = stats.Class{Size: uint64(cl.size), Slabs: cl.slabs, SlabBytes: cl.slabs * uint64(cl.slabPages*page)}
+		out[i] = stats.Class{Size: uint64(cl.size), Slabs: cl.slabs, SlabBytes: cl.slabBytes,
+			FreeBlocks: cl.freeBlocks, TailBytes: cl.tailBytes,
+			MetaBytes: cl.slabs*uint64(unsafe.Sizeof(Slab{})) + 2*cl.elems}
+		if s := cl.empty; s != nil {
+			slabBytes := uint64(s.pages) * uint64(page)
+			out[i].FreeBlocks -= uint64(s.nelems)
+			out[i].EmptySlabBytes = slabBytes // its tail included
+			out[i].TailBytes -= slabBytes - uint64(s.nelems)*uint64(cl.size)
+		}
 		cl.mu.Unlock()
 	}
 	for i := range p.caches {
@@ -192,6 +241,7 @@ func (p *Pool) Stats() [NumClasses]stats.Class {
 			for c := range pc.bins {
 				sum[c].blocks += pc.bins[c].blocks
 				sum[c].bytes += pc.bins[c].bytes
+				out[c].CachedBlocks += uint64(pc.bins[c].n)
 			}
 			pc.unlock()
 		}

@@ -169,9 +169,18 @@ func (h *Pool) free(t *testing.T, p unsafe.Pointer) uintptr {
 	return n
 }
 
+// fullSlabs makes every class's slabs their largest from the first (no
+// growth with demand), for the tests that count blocks per slab.
+func fullSlabs(h *Pool) {
+	for i := range h.classes {
+		h.classes[i].minPages = h.classes[i].slabPages
+	}
+}
+
 func TestAllocFreeEveryClass(t *testing.T) {
 	for c := range NumClasses {
 		h, r := newPool(t, Options{}) // fresh pages for every class
+		fullSlabs(h)
 		cl := &h.classes[c]
 		size := cl.size
 		count := int(cl.nelems) + 1 // a second slab
@@ -302,6 +311,7 @@ func TestFreeInAReleasedSlab(t *testing.T) {
 
 func TestEmptySlabsGoBack(t *testing.T) {
 	h, r := newPool(t, Options{})
+	fullSlabs(h)
 	c := SizeClass(1000)
 	cl := &h.classes[c]
 	slabBytes := cl.slabPages * page
@@ -494,7 +504,7 @@ func TestStatsPerClass(t *testing.T) {
 		assert.Equal(t, bytes, st[c].LiveBytes, "class %d", c)
 		if len(reqs[c]) > 0 {
 			assert.Equal(t, uint64(1), st[c].Slabs)
-			assert.Equal(t, uint64(h.classes[c].slabPages*page), st[c].SlabBytes)
+			assert.Equal(t, uint64(h.classes[c].minPages*page), st[c].SlabBytes, "a class's first slab is its smallest")
 		} else {
 			assert.Zero(t, st[c].Slabs)
 		}
@@ -568,4 +578,29 @@ func TestConcurrentClasses(t *testing.T) {
 		assert.Zero(t, st.LiveBlocks, "class %d", c)
 		assert.Zero(t, st.LiveBytes, "class %d", c)
 	}
+}
+
+// A class's slabs grow with its demand: small while it holds few, up to
+// the largest.
+func TestSlabsGrowWithDemand(t *testing.T) {
+	h, r := newPool(t, Options{})
+	c := SizeClass(64)
+	cl := &h.classes[c]
+	require.Less(t, cl.minPages, cl.slabPages, "a class of small blocks starts below its largest slab")
+	seen := map[*arena.Run]bool{}
+	var sizes []uintptr
+	for range 64 * int(cl.nelems) {
+		p, _, err := h.allocD(c, 64)
+		require.NoError(t, err)
+		run := r.Lookup(uintptr(p))
+		if !seen[run] {
+			seen[run] = true
+			sizes = append(sizes, run.Pages())
+		}
+	}
+	assert.Equal(t, cl.minPages, sizes[0], "the first slab is the smallest")
+	assert.Equal(t, cl.slabPages, sizes[len(sizes)-1], "the slabs grew to the largest")
+	assert.True(t, slices.IsSorted(sizes), "and never shrink while the class grows: %v", sizes)
+	st := h.Stats()[c]
+	assert.Equal(t, st.SlabBytes, uint64(st.Size)*(st.LiveBlocks+st.CachedBlocks+st.FreeBlocks)+st.EmptySlabBytes+st.TailBytes)
 }

@@ -47,9 +47,11 @@ type Snapshot struct {
 	ArenaResident uint64 `json:"arena_resident_bytes"`
 	MmapResident  uint64 `json:"mmap_resident_bytes"`
 
-	// The policy as it stands (the dynamic threshold moves them).
-	MmapThreshold uint64 `json:"mmap_threshold_bytes"`
-	TrimThreshold uint64 `json:"trim_threshold_bytes"`
+	// The policy as it stands (the dynamic threshold moves them), and
+	// whether the threshold slides (DynamicThreshold) or is pinned.
+	MmapThreshold    uint64 `json:"mmap_threshold_bytes"`
+	TrimThreshold    uint64 `json:"trim_threshold_bytes"`
+	DynamicThreshold bool   `json:"dynamic_threshold"`
 
 	// Committed is ArenaBytes + MmapBytes + QuarantineBytes, what Limit
 	// caps (0: no limit).
@@ -61,6 +63,25 @@ type Snapshot struct {
 
 	// MinorFaults is the process's minor page faults (getrusage).
 	MinorFaults uint64 `json:"minor_faults"`
+
+	// Where the committed bytes are. Committed is exactly LiveBytes plus
+	// every field below but MetadataBytes (plus DirtyBytes and
+	// QuarantineBytes above) when no operation is in flight; Breakdown
+	// lists them. Resident, measured, sits beside: committed pages are
+	// resident only if touched and not released.
+	ClassRoundingBytes uint64 `json:"class_rounding_bytes"` // slab blocks handed out, beyond what was asked for
+	SlabFreeBytes      uint64 `json:"slab_free_bytes"`      // free blocks in slabs that hold live or cached ones
+	CachedBytes        uint64 `json:"cached_bytes"`         // free blocks parked in the per-P caches
+	EmptySlabBytes     uint64 `json:"empty_slab_bytes"`     // the slab each class keeps with every block free
+	SlabTailBytes      uint64 `json:"slab_tail_bytes"`      // the ends of slabs too short for one more block
+	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
+	RunRoundingBytes   uint64 `json:"run_rounding_bytes"`   // mid-size runs and mappings: whole pages beyond the request
+	// MetadataBytes is the allocator's own bookkeeping in the Go heap (the
+	// page map, the slabs' block states, the mapping registry): not
+	// committed memory of the allocator, shown beside it.
+	MetadataBytes uint64 `json:"metadata_bytes"`
+	// PurgedBytes is the free memory the purge has released so far.
+	PurgedBytes uint64 `json:"purged_bytes"`
 
 	// Classes holds each size class's counters.
 	Classes []Class `json:"classes,omitempty"`
@@ -112,6 +133,17 @@ type Class struct {
 	LiveBytes  uint64 `json:"live_bytes"` // requested
 	Slabs      uint64 `json:"slabs"`
 	SlabBytes  uint64 `json:"slab_bytes"`
+	// CachedBlocks are free blocks parked in P caches; FreeBlocks, free
+	// blocks in slabs that hold live or cached ones (free lists, and
+	// blocks never handed out); EmptySlabBytes, the slab kept with every
+	// block free; TailBytes, the ends of slabs too short for a block.
+	CachedBlocks   uint64 `json:"cached_blocks"`
+	FreeBlocks     uint64 `json:"free_blocks"`
+	EmptySlabBytes uint64 `json:"empty_slab_bytes"`
+	TailBytes      uint64 `json:"tail_bytes"`
+	// MetaBytes is the slabs' bookkeeping in the Go heap: a Slab and a
+	// state per block, each.
+	MetaBytes uint64 `json:"meta_bytes"`
 }
 
 // Empty reports whether the class holds nothing: no live block and no slab.
@@ -131,6 +163,29 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 		}
 	}
 	return json.Marshal(p)
+}
+
+// Part is one named share of the committed bytes.
+type Part struct {
+	Name  string
+	Bytes uint64
+}
+
+// Breakdown returns the shares of Committed, in the order of a stacked
+// bar: their sum is Committed exactly when no operation was in flight.
+func (s Snapshot) Breakdown() []Part {
+	return []Part{
+		{"requested live", s.LiveBytes},
+		{"class rounding", s.ClassRoundingBytes},
+		{"page rounding", s.RunRoundingBytes},
+		{"free in slabs", s.SlabFreeBytes},
+		{"slab tails", s.SlabTailBytes},
+		{"P caches", s.CachedBytes},
+		{"empty slabs", s.EmptySlabBytes},
+		{"free, awaiting purge", s.DirtyBytes},
+		{"free, released", s.ReleasedBytes},
+		{"quarantine", s.QuarantineBytes},
+	}
 }
 
 // Syscalls returns the number of memory-management system calls made

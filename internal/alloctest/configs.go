@@ -12,6 +12,7 @@ type Variant struct {
 	TopPad           int
 	Debug            bool
 	HugePages        string // "" (off), "large" or "all": HugePages.String()
+	Purge            string // "" (the default delay), "never" or "immediately"
 }
 
 // Plain reports whether v is one of the plain variants: no Debug, no huge
@@ -24,7 +25,8 @@ func (v Variant) Plain() bool { return !v.Debug && v.HugePages == "" }
 // are mapped and the break moves often), Debug, and huge pages (where the
 // kernel gives them; elsewhere those rows are the plain ones again).
 var Variants = []Variant{
-	{Name: "threshold"},
+	{Name: "default"}, // Config{}: glibc's sliding threshold, the default purge
+	{Name: "threshold", MmapThreshold: 128 << 10},
 	{Name: "brk", Policy: "brk"},
 	{Name: "mmap", Policy: "mmap"},
 	{Name: "dynamic", DynamicThreshold: true},
@@ -34,6 +36,8 @@ var Variants = []Variant{
 	{Name: "huge-large", HugePages: "large"},
 	{Name: "huge-all", HugePages: "all", TrimThreshold: 16 << 10, TopPad: -1},
 	{Name: "huge-all-brk", HugePages: "all", Policy: "brk"},
+	{Name: "purge-now", Purge: "immediately"},
+	{Name: "purge-never", Purge: "never"},
 }
 
 // VariantNamed returns the variant called name; it panics on a name not in

@@ -35,6 +35,7 @@ type Instance struct {
 	PeakMap      stats.RegionMap
 	Moments      []Moment
 	peakResident uint64
+	peakStats    *Breakdown // at the sample of peak resident memory
 }
 
 // newInstance sets p up. threshold > 0 overrides the mmap threshold (for
@@ -153,6 +154,9 @@ func (in *Instance) Probe(s *sampler.Sample) {
 		return
 	}
 	st := in.A.Stats()
+	if in.peakStats == nil || st.Resident > in.peakStats.ResidentBytes {
+		in.peakStats = BreakdownOf(st)
+	}
 	s.Resident = st.Resident
 	s.LiveBytes = st.LiveBytes
 	s.ArenaBytes = st.ArenaBytes
@@ -218,6 +222,7 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 	if n, ok := res.Syscalls(); ok {
 		res.SyscallCount = &n
 	}
+	res.PeakBreakdown = in.peakStats
 	res.Series = s.Samples
 }
 

@@ -21,10 +21,10 @@ type Policy struct {
 // Policies are the policies -policy chooses from, in the order of every
 // table.
 var Policies = []Policy{
-	{Name: "threshold", Cfg: alloc.Config{},
+	{Name: "threshold", Cfg: alloc.Config{MmapThreshold: alloc.DefaultMmapThreshold},
 		About: "glibc's policy with the threshold pinned at 128 KiB: small from the region, large in their own mappings"},
 	{Name: "dynamic", Cfg: alloc.Config{DynamicThreshold: true},
-		About: "the same with glibc's sliding threshold: freeing a mapped block raises the threshold to its size"},
+		About: "the same with glibc's sliding threshold (the zero Config's default): freeing a mapped block raises the threshold to its size"},
 	{Name: "brk", Cfg: alloc.Config{Policy: alloc.PolicyBrk},
 		About: "everything from the brk-like region"},
 	{Name: "mmap", Cfg: alloc.Config{Policy: alloc.PolicyMmap},

@@ -47,11 +47,42 @@ type Result struct {
 	GoGrowthBytes      uint64 `json:"go_runtime_growth_bytes,omitempty"`
 	Error              string `json:"error,omitempty"`
 	Note               string `json:"note,omitempty"`
+	// PeakBreakdown: where the committed bytes were at the sample of
+	// peak resident memory (this allocator only; nil for libc).
+	PeakBreakdown *Breakdown `json:"peak_breakdown,omitempty"`
 
 	// For the report only; left out of `replay -json`.
 	Series  []sampler.Sample `json:"series,omitempty"`
 	PeakMap *stats.RegionMap `json:"peak_map,omitempty"`
 	Moments []Moment         `json:"moments,omitempty"`
+}
+
+// Breakdown is stats.Snapshot's breakdown of the committed bytes, with
+// resident memory (measured) and the metadata (Go heap) beside: the
+// shares down to QuarantineBytes sum to CommittedBytes.
+type Breakdown struct {
+	CommittedBytes     uint64 `json:"committed_bytes"`
+	RequestedBytes     uint64 `json:"requested_live_bytes"`
+	ClassRoundingBytes uint64 `json:"class_rounding_bytes"`
+	PageRoundingBytes  uint64 `json:"page_rounding_bytes"`
+	SlabFreeBytes      uint64 `json:"slab_free_bytes"`
+	SlabTailBytes      uint64 `json:"slab_tail_bytes"`
+	CachedBytes        uint64 `json:"cached_bytes"`
+	EmptySlabBytes     uint64 `json:"empty_slab_bytes"`
+	DirtyBytes         uint64 `json:"awaiting_purge_bytes"`
+	ReleasedBytes      uint64 `json:"released_bytes"`
+	QuarantineBytes    uint64 `json:"quarantine_bytes"`
+	ResidentBytes      uint64 `json:"resident_bytes"`
+	MetadataBytes      uint64 `json:"metadata_bytes"`
+}
+
+// BreakdownOf returns s's breakdown.
+func BreakdownOf(s stats.Snapshot) *Breakdown {
+	return &Breakdown{CommittedBytes: s.Committed, RequestedBytes: s.LiveBytes, ClassRoundingBytes: s.ClassRoundingBytes,
+		PageRoundingBytes: s.RunRoundingBytes, SlabFreeBytes: s.SlabFreeBytes, SlabTailBytes: s.SlabTailBytes,
+		CachedBytes: s.CachedBytes, EmptySlabBytes: s.EmptySlabBytes, DirtyBytes: s.DirtyBytes,
+		ReleasedBytes: s.ReleasedBytes, QuarantineBytes: s.QuarantineBytes, ResidentBytes: s.Resident,
+		MetadataBytes: s.MetadataBytes}
 }
 
 // Moment is the region map at a named moment of a run.

@@ -13,11 +13,13 @@ import (
 const hugePagesTitle = "an 8 MiB buffer allocated, written a byte per 4 KiB and freed 16 times; " +
 	"then 32 MiB of 64 KiB blocks written one byte each, all freed but the last, then Trim"
 
-// hugePagesPolicies are the three settings the lesson's test compares.
+// hugePagesPolicies are the three settings the lesson's test compares,
+// with the threshold pinned (the lesson is about fresh mappings; a sliding
+// threshold would serve the later buffers from the region).
 var hugePagesPolicies = []harness.Policy{
-	{Name: "huge-off", Cfg: alloc.Config{}},
-	{Name: "huge-large", Cfg: alloc.Config{HugePages: alloc.HugePagesLarge}},
-	{Name: "huge-all", Cfg: alloc.Config{HugePages: alloc.HugePagesAll}},
+	{Name: "huge-off", Cfg: alloc.Config{MmapThreshold: alloc.DefaultMmapThreshold}},
+	{Name: "huge-large", Cfg: alloc.Config{MmapThreshold: alloc.DefaultMmapThreshold, HugePages: alloc.HugePagesLarge}},
+	{Name: "huge-all", Cfg: alloc.Config{MmapThreshold: alloc.DefaultMmapThreshold, HugePages: alloc.HugePagesAll}},
 }
 
 // hugePagesLessons returns the lesson three times: huge pages off, for

@@ -19,8 +19,9 @@ func lessons() []Workload {
 			Lesson: "The pinned top. The break can only move down while the top of the region is free, so one " +
 				"small block allocated last keeps everything below it resident after it is freed: the region map " +
 				"at the moment \"freed\" shows those pages as trapped (free, resident) until Trim releases them with madvise — " +
-				"exactly glibc's behaviour until malloc_trim. One mapping per block (mmap) has no such trap, and " +
-				"pays for it in system calls."},
+				"exactly glibc's behaviour until malloc_trim. (The purge, on by default, releases them too once " +
+				"they have been free for PurgeDelay; the spike lesson shows it.) One mapping per block (mmap) has " +
+				"no such trap, and pays for it in system calls."},
 		{Name: "large-temp", Run: largeTemp,
 			Title: "a 256 KiB buffer allocated, touched page by page and freed 200 times",
 			Lesson: "Repeated large temporary buffers. Above the 128 KiB threshold every buffer gets a fresh mapping, " +

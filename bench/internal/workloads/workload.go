@@ -37,7 +37,7 @@ type Workload struct {
 
 // List is every built-in workload, in the order of the table and the
 // report.
-var List = append(lessons(), hugePagesLessons()...)
+var List = append(append(lessons(), spikeLesson()), hugePagesLessons()...)
 
 // Find returns the workload called name.
 func Find(name string) (Workload, bool) {

@@ -1,0 +1,227 @@
+package alloc_test
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/stats"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// requireBreakdown checks that the shares of Committed add up to it exactly
+// and that each share agrees with the counters it comes from.
+func requireBreakdown(t *testing.T, s stats.Snapshot, when string) {
+	t.Helper()
+	var sum uint64
+	for _, p := range s.Breakdown() {
+		sum += p.Bytes
+	}
+	require.Equal(t, s.Committed, sum, "%s: the breakdown %v sums to Committed", when, s.Breakdown())
+	require.Equal(t, s.ArenaBytes+s.MmapBytes+s.QuarantineBytes, s.Committed, when)
+	require.Equal(t, s.FreeBytes, s.DirtyBytes+s.ReleasedBytes, when)
+	require.Equal(t, s.InternalWaste(), s.ClassRoundingBytes, when)
+	require.Equal(t, s.SlabBytes, s.SlabFreeBytes+s.SlabTailBytes+s.CachedBytes+s.EmptySlabBytes+s.ClassRoundingBytes+slabLive(s), when)
+	if s.SlabBytes > 0 {
+		require.NotZero(t, s.MetadataBytes, when)
+	}
+}
+
+func slabLive(s stats.Snapshot) uint64 {
+	var n uint64
+	for _, c := range s.Classes {
+		n += c.LiveBytes
+	}
+	return n
+}
+
+func TestStatsBreakdownSumsExactly(t *testing.T) {
+	configs := map[string]alloc.Config{
+		"default":   {},
+		"pinned":    {MmapThreshold: alloc.DefaultMmapThreshold},
+		"brk":       {Policy: alloc.PolicyBrk},
+		"mmap":      {Policy: alloc.PolicyMmap},
+		"debug":     {Debug: true},
+		"huge-all":  {HugePages: alloc.HugePagesAll},
+		"huge-lg":   {HugePages: alloc.HugePagesLarge, Policy: alloc.PolicyBrk},
+		"never":     {PurgeDelay: alloc.PurgeNever},
+		"immediate": {PurgeDelay: alloc.PurgeImmediately},
+	}
+	for name, cfg := range configs {
+		t.Run(name, func(t *testing.T) {
+			a := newAlloc(t, cfg)
+			rng := rand.New(rand.NewPCG(3, 4))
+			var live [][]byte
+			requireBreakdown(t, a.Stats(), "new")
+			for round := range 3 {
+				for range 2000 {
+					n := 1 + rng.IntN(2000)
+					switch rng.IntN(20) {
+					case 0:
+						n = 40<<10 + rng.IntN(100<<10)
+					case 1:
+						n = 200<<10 + rng.IntN(1<<20)
+					}
+					b, err := a.Malloc(n)
+					require.NoError(t, err)
+					clear(b)
+					live = append(live, b)
+				}
+				for i := range live[:len(live)/4] {
+					b, err := a.Realloc(live[i], len(live[i])*3/2+1)
+					require.NoError(t, err)
+					live[i] = b
+				}
+				requireBreakdown(t, a.Stats(), "allocated")
+				rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+				keep := len(live) / (round + 2)
+				for _, b := range live[keep:] {
+					require.NoError(t, a.Free(b))
+				}
+				live = live[:keep]
+				requireBreakdown(t, a.Stats(), "freed")
+			}
+			for _, b := range live {
+				require.NoError(t, a.Free(b))
+			}
+			s := a.Stats()
+			requireBreakdown(t, s, "all freed")
+			assert.Zero(t, s.LiveBytes)
+			a.Trim()
+			s = a.Stats()
+			requireBreakdown(t, s, "trimmed")
+			assert.Zero(t, s.DirtyBytes+s.CachedBytes+s.EmptySlabBytes+s.SlabFreeBytes)
+		})
+	}
+}
+
+// freeAll builds a heap of total bytes of 1 KiB blocks with workers
+// goroutines, each freeing the blocks another allocated, and returns how
+// long after the last free the allocator's resident memory was back
+// within 2 MiB of what it was before (or the limit, failing).
+func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Duration) time.Duration {
+	t.Helper()
+	base := a.Stats().Resident
+	per := total / 1024 / workers
+	blocks := make([][][]byte, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			blocks[w] = make([][]byte, per)
+			for i := range blocks[w] {
+				b, err := a.Malloc(1024)
+				if err != nil {
+					panic(err)
+				}
+				b[0], b[512] = 1, 1 // touch both pages a block may span
+				blocks[w][i] = b
+			}
+		}()
+	}
+	wg.Wait()
+	grown := a.Stats().Resident
+	require.Greater(t, grown, base+uint64(total)*9/10, "the heap is resident")
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, b := range blocks[(w+1)%workers] {
+				if err := a.Free(b); err != nil {
+					panic(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := time.Now()
+	for {
+		s := a.Stats()
+		if s.Resident <= base+2<<20 {
+			return time.Since(last)
+		}
+		if time.Since(last) > limit {
+			t.Fatalf("%d workers: resident %d MiB, %d MiB before the heap was built (%v after the last free); breakdown %v",
+				workers, s.Resident>>20, base>>20, limit, s.Breakdown())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Freed memory goes back by itself: with the zero Config and no other
+// call, resident is back within 2 MiB of its value before the heap was
+// built within 100 ms of the last free.
+func TestFreeAllReturnsWithoutTrim(t *testing.T) {
+	total := 256 << 20
+	if testing.Short() || raceBuild {
+		total = 32 << 20
+	}
+	for _, workers := range []int{1, 8} {
+		a := newAlloc(t, alloc.Config{})
+		took := freeAll(t, a, total, workers, time.Second)
+		t.Logf("%d MiB, %d workers: back within 2 MiB %v after the last free", total>>20, workers, took)
+		assert.LessOrEqual(t, took, 100*time.Millisecond+raceSlack(), "%d workers", workers)
+		s := a.Stats()
+		assert.NotZero(t, s.PurgedBytes)
+		requireBreakdown(t, s, "after the purge")
+	}
+}
+
+// raceSlack is the extra time a race build may take (its Stats alone take
+// milliseconds).
+func raceSlack() time.Duration {
+	if raceBuild {
+		return 400 * time.Millisecond
+	}
+	return 0
+}
+
+// PurgeNever keeps the pages until Trim, as glibc does.
+func TestPurgeNeverKeepsUntilTrim(t *testing.T) {
+	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever})
+	var bs [][]byte
+	for range 8 << 10 {
+		b, err := a.Malloc(1024)
+		require.NoError(t, err)
+		clear(b)
+		bs = append(bs, b)
+	}
+	keep, err := a.Malloc(100) // a live block at the top pins what is below it
+	require.NoError(t, err)
+	for _, b := range bs {
+		require.NoError(t, a.Free(b))
+	}
+	time.Sleep(30 * time.Millisecond)
+	s := a.Stats()
+	assert.Zero(t, s.PurgedBytes)
+	assert.Greater(t, s.DirtyBytes, uint64(4<<20))
+	assert.Greater(t, a.Trim(), 4<<20)
+	assert.Zero(t, a.Stats().DirtyBytes)
+	require.NoError(t, a.Free(keep))
+}
+
+// The background pass flushes idle P caches and releases the kept empty
+// slabs too, so an idle allocator holds no free memory at all.
+func TestPurgeInBackgroundEmptiesCaches(t *testing.T) {
+	a := newAlloc(t, alloc.Config{PurgeDelay: 2 * time.Millisecond, PurgeInBackground: true})
+	var bs [][]byte
+	for i := range 4000 {
+		b, err := a.Malloc(16 + i%3000)
+		require.NoError(t, err)
+		clear(b)
+		bs = append(bs, b)
+	}
+	for _, b := range bs {
+		require.NoError(t, a.Free(b))
+	}
+	require.Eventually(t, func() bool {
+		s := a.Stats()
+		return s.CachedBytes == 0 && s.EmptySlabBytes == 0 && s.DirtyBytes == 0 && s.SlabBytes == 0
+	}, 5*time.Second, time.Millisecond, "caches flushed, empty slabs released, pages purged")
+	requireBreakdown(t, a.Stats(), "idle")
+	require.NoError(t, a.Close())
+}
