@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,6 +62,9 @@ func callRecovered(fn func()) (r any) {
 func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			if !debug {
+				alloctest.RequireChecks(t) // the free-list check is what reports
+			}
 			var a *alloc.Allocator
 			reports := 0
 			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
@@ -109,6 +113,9 @@ func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 func TestCorruptionHandlerCallsBack(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			if !debug {
+				alloctest.RequireChecks(t) // the free-list check is what reports
+			}
 			var a *alloc.Allocator
 			var inHandler []error
 			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
@@ -148,6 +155,9 @@ func TestCorruptionHandlerCallsBack(t *testing.T) {
 func TestCorruptionHandlerCloses(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		t.Run(map[bool]string{false: "free-list", true: "debug"}[debug], func(t *testing.T) {
+			if !debug {
+				alloctest.RequireChecks(t) // the free-list check is what reports
+			}
 			var a *alloc.Allocator
 			var closeErr error
 			closes := 0
