@@ -15,11 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 // span is a range of addresses [lo, hi).
@@ -49,14 +47,6 @@ func liveMappings(t *testing.T) []span {
 // testName labels the allocator's mappings in /proc/self/maps during
 // TestCloseUnderLoad.
 const testName = "brkmap-close-test"
-
-// nameMapping names [p, p+n) testName in /proc/self/maps (an anonymous
-// mapping's name, Linux 5.17 and later), and reports whether the kernel
-// did.
-func nameMapping(p, n uintptr) bool {
-	name := []byte(testName + "\x00")
-	return unix.Prctl(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, p, n, uintptr(unsafe.Pointer(&name[0]))) == nil
-}
 
 // namedMappings returns the lines of /proc/self/maps naming testName.
 func namedMappings(t *testing.T) []string {
