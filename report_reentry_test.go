@@ -31,8 +31,11 @@ func noHang(t *testing.T, what string, fn func()) {
 
 // damageFreeList leaves blocks of 64 bytes on their slab's free list with
 // every link damaged, so the next refill of the class finds them, and
-// returns a live block of the slab that keeps it.
-func damageFreeList(t *testing.T, a *alloc.Allocator) []byte {
+// returns the release of two live blocks that keep them mapped: one below
+// them that keeps their first slab, one above them that keeps the region's
+// top (a class's slabs are small at first, so the freed blocks span
+// several, and Trim would move the break down over the last ones).
+func damageFreeList(t *testing.T, a *alloc.Allocator) (release func()) {
 	t.Helper()
 	pin, err := a.Malloc(64)
 	require.NoError(t, err)
@@ -42,6 +45,8 @@ func damageFreeList(t *testing.T, a *alloc.Allocator) []byte {
 		require.NoError(t, err)
 		freed = append(freed, b)
 	}
+	top, err := a.Malloc(64)
+	require.NoError(t, err)
 	for _, b := range freed {
 		require.NoError(t, a.Free(b))
 	}
@@ -49,7 +54,10 @@ func damageFreeList(t *testing.T, a *alloc.Allocator) []byte {
 	for _, b := range freed {
 		*(*uint32)(unsafe.Pointer(&b[0])) ^= 0x12345679 // a write after free
 	}
-	return pin
+	return func() {
+		require.NoError(t, a.Free(pin))
+		require.NoError(t, a.Free(top))
+	}
 }
 
 // callRecovered calls fn and returns what it panicked with, or nil.
@@ -83,7 +91,7 @@ func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 					require.NotNil(t, r, "the handler's panic goes through Malloc")
 					assert.Nil(t, b, "the block Malloc was handing out is not the caller's")
 				} else {
-					pin := damageFreeList(t, a)
+					release := damageFreeList(t, a)
 					for reports == 0 {
 						r := callRecovered(func() {
 							x, err := a.Malloc(64)
@@ -92,7 +100,7 @@ func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 						})
 						require.True(t, r != nil || reports == 0)
 					}
-					require.NoError(t, a.Free(pin))
+					release()
 				}
 			})
 			require.Equal(t, 1, reports)
@@ -131,13 +139,13 @@ func TestCorruptionHandlerCallsBack(t *testing.T) {
 					past(x, 1)[64] = 1 // overflow, found by Free
 					require.NoError(t, a.Free(x))
 				} else {
-					pin := damageFreeList(t, a)
+					release := damageFreeList(t, a)
 					for len(inHandler) == 0 {
 						x, err := a.Malloc(64)
 						require.NoError(t, err)
 						require.NoError(t, a.Free(x))
 					}
-					require.NoError(t, a.Free(pin))
+					release()
 				}
 			})
 			require.NotEmpty(t, inHandler)
