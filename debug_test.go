@@ -179,30 +179,11 @@ func TestFreeListIntegrity(t *testing.T) {
 	for _, damage := range []uint32{0xFFFFFFFF, 0, 1, 0x12345678} {
 		t.Run(fmt.Sprintf("%#x", damage), func(t *testing.T) {
 			var rec recorder
-			// PurgeNever and a block pinned after the freed ones: the
-			// region's top stays where it is, so the freed blocks stay
-			// mapped (a class's slabs are small at first, so the 40 blocks
-			// span several; without the top pin Trim moves the break down
-			// over the last ones and the write after free faults).
+			// PurgeNever: the damaged blocks stay as they are until the
+			// Mallocs below meet them.
 			a := newAlloc(t, alloc.Config{OnCorruption: rec.record, PurgeDelay: alloc.PurgeNever})
-			pin, err := a.Malloc(64) // keeps the slab
-			require.NoError(t, err)
-			var freed [][]byte
-			for range 40 {
-				b, err := a.Malloc(64)
-				require.NoError(t, err)
-				freed = append(freed, b)
-			}
-			top, err := a.Malloc(64)
-			require.NoError(t, err)
-			for _, b := range freed {
-				require.NoError(t, a.Free(b))
-			}
-			a.Trim() // the caches go back: the blocks are on the slab's free list, links written
-			for _, b := range freed {
-				*(*uint32)(unsafe.Pointer(&b[0])) ^= damage | 1 // a write after free over every link
-			}
-			seen := map[uintptr]bool{addr(pin): true, addr(top): true}
+			kept, release := damageFreeList(t, a, damage|1) // a write after free over every link
+			seen := map[uintptr]bool{addr(kept[0]): true, addr(kept[1]): true}
 			var got [][]byte
 			for range 200 {
 				b, err := a.Malloc(64)
@@ -215,8 +196,7 @@ func TestFreeListIntegrity(t *testing.T) {
 			for _, b := range got {
 				require.NoError(t, a.Free(b))
 			}
-			require.NoError(t, a.Free(pin))
-			require.NoError(t, a.Free(top))
+			release()
 		})
 	}
 }

@@ -30,12 +30,13 @@ func noHang(t *testing.T, what string, fn func()) {
 }
 
 // damageFreeList leaves blocks of 64 bytes on their slab's free list with
-// every link damaged, so the next refill of the class finds them, and
-// returns the release of two live blocks that keep them mapped: one below
+// every link damaged (xor damage), so the next refill of the class finds
+// them, and
+// returns two live blocks that keep them mapped, and their release: one below
 // them that keeps their first slab, one above them that keeps the region's
 // top (a class's slabs are small at first, so the freed blocks span
 // several, and Trim would move the break down over the last ones).
-func damageFreeList(t *testing.T, a *alloc.Allocator) (release func()) {
+func damageFreeList(t *testing.T, a *alloc.Allocator, damage uint32) (kept [][]byte, release func()) {
 	t.Helper()
 	pin, err := a.Malloc(64)
 	require.NoError(t, err)
@@ -52,9 +53,9 @@ func damageFreeList(t *testing.T, a *alloc.Allocator) (release func()) {
 	}
 	a.Trim() // the caches go back: the links are written in the blocks
 	for _, b := range freed {
-		*(*uint32)(unsafe.Pointer(&b[0])) ^= 0x12345679 // a write after free
+		*(*uint32)(unsafe.Pointer(&b[0])) ^= damage // a write after free
 	}
-	return func() {
+	return [][]byte{pin, top}, func() {
 		require.NoError(t, a.Free(pin))
 		require.NoError(t, a.Free(top))
 	}
@@ -91,7 +92,7 @@ func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 					require.NotNil(t, r, "the handler's panic goes through Malloc")
 					assert.Nil(t, b, "the block Malloc was handing out is not the caller's")
 				} else {
-					release := damageFreeList(t, a)
+					_, release := damageFreeList(t, a, 0x12345679)
 					for reports == 0 {
 						r := callRecovered(func() {
 							x, err := a.Malloc(64)
@@ -139,7 +140,7 @@ func TestCorruptionHandlerCallsBack(t *testing.T) {
 					past(x, 1)[64] = 1 // overflow, found by Free
 					require.NoError(t, a.Free(x))
 				} else {
-					release := damageFreeList(t, a)
+					_, release := damageFreeList(t, a, 0x12345679)
 					for len(inHandler) == 0 {
 						x, err := a.Malloc(64)
 						require.NoError(t, err)
@@ -167,11 +168,11 @@ func TestCorruptionHandlerCloses(t *testing.T) {
 				alloctest.RequireChecks(t) // the free-list check is what reports
 			}
 			var a *alloc.Allocator
-			var closeErr error
+			var closeErrs []error
 			closes := 0
 			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(*alloc.Corruption) {
 				closes++
-				closeErr = a.Close()
+				closeErrs = append(closeErrs, a.Close())
 			}})
 			noHang(t, "a handler calling Close", func() {
 				if debug {
@@ -180,7 +181,7 @@ func TestCorruptionHandlerCloses(t *testing.T) {
 					past(x, 1)[64] = 1
 					assert.NoError(t, a.Free(x), "the block was freed before the report")
 				} else {
-					damageFreeList(t, a)
+					damageFreeList(t, a, 0x12345679)
 					for closes == 0 {
 						x, err := a.Malloc(64)
 						if err != nil {
@@ -191,8 +192,17 @@ func TestCorruptionHandlerCloses(t *testing.T) {
 					}
 				}
 			})
-			require.Equal(t, 1, closes)
-			assert.NoError(t, closeErr)
+			// One refill can meet several damaged links: each is reported,
+			// and a Close from the second report on is a second Close (nil).
+			require.GreaterOrEqual(t, closes, 1)
+			if !debug {
+				require.LessOrEqual(t, closes, 40, "at most one report a damaged block")
+			} else {
+				require.Equal(t, 1, closes)
+			}
+			for _, err := range closeErrs {
+				assert.NoError(t, err)
+			}
 			_, err := a.Malloc(64)
 			assert.ErrorIs(t, err, alloc.ErrClosed)
 		})

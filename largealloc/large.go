@@ -319,11 +319,7 @@ func (ms *Mappings) takeDeferred() []*Mapping {
 func (ms *Mappings) DeferredBytes() uint64 {
 	ms.defMu.Lock()
 	defer ms.defMu.Unlock()
-	var n uint64
-	for _, m := range ms.deferred {
-		n += uint64(m.Len)
-	}
-	return n
+	return totalLen(ms.deferred)
 }
 
 // errnoErr wraps ENOMEM (munmap splitting a mapping past vm.max_map_count)
@@ -404,8 +400,13 @@ func (m *Mapping) Pointer() unsafe.Pointer { return m.ptr }
 func (ms *Mappings) QuarantineBytes() uint64 {
 	ms.quarMu.Lock()
 	defer ms.quarMu.Unlock()
+	return totalLen(ms.quarantine)
+}
+
+// totalLen returns the bytes of the mappings in list.
+func totalLen(list []*Mapping) uint64 {
 	var n uint64
-	for _, m := range ms.quarantine {
+	for _, m := range list {
 		n += uint64(m.Len)
 	}
 	return n
