@@ -29,7 +29,7 @@ const (
 )
 
 // header is page 0 of every pool. Guarded by Lock, except the fields set
-// once when the pool is made (Magic … Boot) and Lock, LockSeq and Root,
+// once when the pool is made (Magic … Boot) and Lock, LockGen and Root,
 // which are atomics. Lock sits on a cache line of its own, away from the
 // fields its holder writes.
 type header struct {
@@ -44,8 +44,8 @@ type header struct {
 	Boot      [16]byte
 	_         [48]byte
 
-	Lock    uint64 // 0, or the holder's pid<<32 | an acquisition number
-	LockSeq uint64 // acquisition numbers
+	Lock    uint64 // 0, or the holder's pid<<32 | its generation
+	LockGen uint64 // generation of the last acquisition (written by its holder)
 	_       [48]byte
 
 	Root       uint64 // the user's root Ref

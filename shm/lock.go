@@ -9,7 +9,7 @@ import (
 )
 
 // The pool's lock is the header's Lock word: 0 when free, else the
-// holder's pid<<32 | a number drawn from LockSeq, so that two processes
+// holder's pid<<32 | the acquisition's generation (LockGen+1), so that two processes
 // that both find the holder dead and race to take the lock over cannot
 // both win (the compare-and-swap names the exact acquisition they saw).
 //
@@ -36,10 +36,14 @@ var inLock atomic.Int64
 func (p *Pool) lock(held *bool) error {
 	h := p.h
 	inLock.Add(1)
-	me := p.pid<<32 | uint64(uint32(atomic.AddUint64(&h.LockSeq, 1)))
+	var me uint64
 	for i := 0; ; i++ {
 		w := atomic.LoadUint64(&h.Lock)
 		if w == 0 {
+			// LockGen is read without the lock (it shares the lock's
+			// cache line): two acquirers may pick the same number, and
+			// only one of them wins the swap.
+			me = p.pid<<32 | uint64(uint32(atomic.LoadUint64(&h.LockGen)+1))
 			if atomic.CompareAndSwapUint64(&h.Lock, 0, me) {
 				break
 			}
@@ -49,6 +53,7 @@ func (p *Pool) lock(held *bool) error {
 			continue
 		}
 		if i%checkEvery == 0 && p.holderDead(w) {
+			me = p.pid<<32 | uint64(uint32(w+1))
 			if atomic.CompareAndSwapUint64(&h.Lock, w, me) {
 				break
 			}
@@ -61,6 +66,7 @@ func (p *Pool) lock(held *bool) error {
 		}
 	}
 	*held = true
+	h.LockGen = me & 0xffffffff
 	p.step()
 	if atomic.LoadUint64(&h.Log.N) != 0 {
 		if err := p.rollback(); err != nil {
@@ -95,7 +101,13 @@ func (p *Pool) holderDead(w uint64) bool {
 // an error, rollback). A process dying anywhere in between leaves a log
 // that rollback undoes exactly: an entry not yet counted was not yet
 // stored; a counted entry restores its old value whether or not the store
-// happened. Writes to pages that were free when the operation began (a new
+// happened. The stores are plain: Go's compiler keeps stores in program
+// order (they are chained through one memory state), and nobody reads the
+// log while its writer lives — a process that takes the lock over from a
+// dead one sees every store the dead one executed, in program order up to
+// where it was killed (its CPU's store buffer drains before the kernel
+// lets the process die). The lock's own compare-and-swap and release
+// store order the log against live successors. Writes to pages that were free when the operation began (a new
 // slab's bitmap) need no entry: rolling back frees those pages again.
 
 func (p *Pool) begin(op uint64) {
@@ -113,7 +125,7 @@ func (p *Pool) set(w *uint64, v uint64) {
 	}
 	l.Ent[n] = logEntry{Off: uint64(uintptr(unsafe.Pointer(w)) - uintptr(p.base)), Old: *w}
 	p.step()
-	atomic.StoreUint64(&l.N, n+1)
+	l.N = n + 1
 	p.step()
 	*w = v
 	p.step()
@@ -122,7 +134,7 @@ func (p *Pool) set(w *uint64, v uint64) {
 // commit ends the operation: its changes stand.
 func (p *Pool) commit() {
 	p.step()
-	atomic.StoreUint64(&p.h.Log.N, 0)
+	p.h.Log.N = 0
 }
 
 // end commits the operation if err is nil and rolls it back otherwise,
