@@ -51,7 +51,10 @@ func (p *Pool) unguard(old bool, held *bool, err *error) {
 func (p *Pool) abort(held *bool) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
-		recover()
+		if recover() != nil && *held {
+			*held = false // the lock is beyond reach; this process no longer counts it
+			inLock.Add(-1)
+		}
 		debug.SetPanicOnFault(old)
 	}()
 	p.rollback()

@@ -53,6 +53,14 @@ func child(p *Pool, name string, env ...string) *exec.Cmd {
 	return cmd
 }
 
+// childByPath is child for a pool the child opens by path (in env).
+func childByPath(name string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+name), env...)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
 // crashAt sets a hook that kills this process with SIGKILL at the n-th
 // step of its pool operations (n from the environment variable name, if
 // set).
