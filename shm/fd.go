@@ -2,44 +2,71 @@ package shm
 
 import (
 	"fmt"
-	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// SendFile sends f's descriptor, and msg (at least one byte is sent: a
+// Conn is a Unix-domain socket to pass a pool's descriptor over:
+// *net.UnixConn is one (this package does not import net, so that the
+// module's root, which imports it, does not either).
+type Conn interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// SendFile sends f's descriptor, with msg (at least one byte is sent: a
 // message carrying only a descriptor is not delivered by every system),
 // over the Unix socket c (SCM_RIGHTS). The receiver gets its own
 // descriptor of the same open file; f stays open here.
-func SendFile(c *net.UnixConn, f *os.File, msg []byte) error {
+func SendFile(c Conn, f *os.File, msg []byte) error {
 	if len(msg) == 0 {
 		msg = []byte{0}
 	}
-	rc, err := f.SyscallConn()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("shm: send file: %w", err)
 	}
-	var werr error
-	if err := rc.Control(func(fd uintptr) {
-		_, _, werr = c.WriteMsgUnix(msg, unix.UnixRights(int(fd)), nil)
-	}); err != nil {
+	frc, err := f.SyscallConn()
+	if err != nil {
 		return fmt.Errorf("shm: send file: %w", err)
 	}
-	if werr != nil {
-		return fmt.Errorf("shm: send file: %w", werr)
+	var serr error
+	cerr := frc.Control(func(ffd uintptr) {
+		rights := unix.UnixRights(int(ffd))
+		err = rc.Write(func(fd uintptr) bool {
+			serr = unix.Sendmsg(int(fd), msg, rights, nil, 0)
+			return serr != unix.EAGAIN
+		})
+	})
+	for _, e := range []error{cerr, err, serr} {
+		if e != nil {
+			return fmt.Errorf("shm: send file: %w", e)
+		}
 	}
 	return nil
 }
 
 // RecvFile receives a descriptor sent by SendFile over c, with its
-// message (up to 4 KiB).
-func RecvFile(c *net.UnixConn) (*os.File, []byte, error) {
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+// message (up to 4 KiB). A message without a descriptor is an error
+// wrapping ErrNotPool.
+func RecvFile(c Conn) (*os.File, []byte, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, nil, fmt.Errorf("shm: receive file: %w", err)
+	}
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4))
+	var n, oobn int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+		return rerr != unix.EAGAIN
+	}); err != nil {
+		return nil, nil, fmt.Errorf("shm: receive file: %w", err)
+	}
+	if rerr != nil {
+		return nil, nil, fmt.Errorf("shm: receive file: %w", rerr)
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
@@ -47,25 +74,23 @@ func RecvFile(c *net.UnixConn) (*os.File, []byte, error) {
 	}
 	for _, m := range msgs {
 		fds, err := unix.ParseUnixRights(&m)
-		if err != nil {
+		if err != nil || len(fds) == 0 {
 			continue
 		}
 		for _, fd := range fds[1:] {
 			unix.Close(fd)
 		}
-		if len(fds) > 0 {
-			unix.CloseOnExec(fds[0])
-			return os.NewFile(uintptr(fds[0]), "shm-pool"), buf[:n], nil
-		}
+		unix.CloseOnExec(fds[0])
+		return os.NewFile(uintptr(fds[0]), "shm-pool"), buf[:n], nil
 	}
 	return nil, buf[:n], fmt.Errorf("shm: receive file: the message carried no descriptor: %w", ErrNotPool)
 }
 
 // Send sends the pool's file over c, for the receiver to Receive.
-func (p *Pool) Send(c *net.UnixConn) error { return SendFile(c, p.f, nil) }
+func (p *Pool) Send(c Conn) error { return SendFile(c, p.f, nil) }
 
 // Receive receives a pool's file sent by Pool.Send over c and attaches it.
-func Receive(c *net.UnixConn) (*Pool, error) {
+func Receive(c Conn) (*Pool, error) {
 	f, _, err := RecvFile(c)
 	if err != nil {
 		return nil, err
