@@ -50,14 +50,13 @@ type header struct {
 
 	Root       uint64 // the user's root Ref
 	Recoveries uint64 // operations rolled back after their process died
-	LiveBlocks uint64
-	LiveBytes  uint64 // usable bytes of live blocks
-	FreePages  uint64
-	_          [24]byte
+	FreePages  uint64 // pages in free runs (changed only with the runs)
+	_          [40]byte
 
 	Bins    [numBins]uint64    // free runs, by pages: first page of each list (0 = empty)
 	Partial [numClasses]uint64 // each class's slabs with a free block (0 = none)
 
+	_   [40]byte // the log starts a cache line: N and the first entries share it
 	Log undoLog
 }
 
@@ -68,6 +67,7 @@ type undoLog struct {
 	N     uint64 // entries in use (published after the entry is written)
 	Owner uint64 // the lock word of the operation's process
 	Op    uint64 // what the operation was (opAlloc, …), for diagnostics
+	_     uint64
 	Ent   [logCap]logEntry
 }
 
@@ -84,7 +84,8 @@ const (
 	opRecover
 )
 
-var _ [PageSize - unsafe.Sizeof(header{})]byte // the header fits in page 0
+var _ [PageSize - unsafe.Sizeof(header{})]byte    // the header fits in page 0
+var _ [-(unsafe.Offsetof(header{}.Log) % 64)]byte // the log starts a cache line
 
 // entry is one page's row of the page table. Whose fields mean what
 // depends on the page's kind (tag & kindMask):

@@ -269,11 +269,8 @@ func (p *Pool) Alloc(n int) (r Ref, b []byte, err error) {
 }
 
 func (p *Pool) allocLocked(n int) (off uint64, err error) {
-	var usable uint64
 	if n <= MaxSmall {
-		c := uint64(classOf(n))
-		off, err = p.allocSmallLocked(c)
-		usable = classes[c].size
+		off, err = p.allocSmallLocked(uint64(classOf(n)))
 	} else {
 		pages := (uint64(n) + PageSize - 1) / PageSize
 		r := p.allocRunLocked(pages, makeTag(kindLarge, flagHead, 0, pages))
@@ -281,13 +278,11 @@ func (p *Pool) allocLocked(n int) (off uint64, err error) {
 			return 0, fmt.Errorf("no free run of %d pages: %w", pages, ErrNoMemory)
 		}
 		p.set(&p.ent(r).Size, uint64(n))
-		off, usable = r*PageSize, pages*PageSize
+		off = r * PageSize
 	}
 	if err != nil {
 		return 0, err
 	}
-	p.set(&p.h.LiveBlocks, p.h.LiveBlocks+1)
-	p.set(&p.h.LiveBytes, p.h.LiveBytes+usable)
 	return off, nil
 }
 
@@ -320,19 +315,11 @@ func (p *Pool) freeLocked(off uint64) error {
 	if err != nil {
 		return err
 	}
-	var usable uint64
 	if kind == kindSlab {
-		if usable, err = p.freeSmallLocked(head, off); err != nil {
-			return err
-		}
-	} else {
-		pages := tagValue(p.ent(head).Tag)
-		usable = pages * PageSize
-		p.set(&p.ent(head).Size, freedLarge) // so that a second free says double free
-		p.freeRunLocked(head, pages)
+		return p.freeSmallLocked(head, off)
 	}
-	p.set(&p.h.LiveBlocks, p.h.LiveBlocks-1)
-	p.set(&p.h.LiveBytes, p.h.LiveBytes-usable)
+	p.set(&p.ent(head).Size, freedLarge) // so that a second free says double free
+	p.freeRunLocked(head, tagValue(p.ent(head).Tag))
 	return nil
 }
 
@@ -459,7 +446,10 @@ type Stats struct {
 	Msync      uint64 // msync calls by this attachment
 }
 
-// Stats returns the pool's counters.
+// Stats returns the pool's counters. The live blocks are counted by a
+// walk of the page table (no operation pays for a shared counter), so it
+// takes time in proportion to the pool's size, under the lock: about a
+// millisecond a GiB.
 func (p *Pool) Stats() (s Stats, err error) {
 	var held bool
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
@@ -467,8 +457,21 @@ func (p *Pool) Stats() (s Stats, err error) {
 		return Stats{}, fmt.Errorf("shm: stats: %w", err)
 	}
 	h := p.h
-	s = Stats{Size: h.Size, FreePages: h.FreePages, LiveBlocks: h.LiveBlocks, LiveBytes: h.LiveBytes,
+	s = Stats{Size: h.Size, FreePages: h.FreePages,
 		Recoveries: atomic.LoadUint64(&h.Recoveries), Msync: p.os.Calls(sys.OpMsync)}
+	for pg := h.FirstData; pg < h.NPages; {
+		e := p.ent(pg)
+		n := max(tagValue(e.Tag), 1)
+		switch tagKind(e.Tag) {
+		case kindLarge:
+			s.LiveBlocks++
+			s.LiveBytes += n * PageSize
+		case kindSlab:
+			s.LiveBlocks += e.Used
+			s.LiveBytes += e.Used * classes[tagClass(e.Tag)].size
+		}
+		pg += n
+	}
 	p.unlock(&held)
 	return s, nil
 }

@@ -8,13 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 var blocksFlag = flag.Int("shm.blocks", 0, "blocks each process allocates and frees in TestTwoProcesses (0: 100k, 20k with -short)")
@@ -80,18 +80,31 @@ func init() {
 		if err != nil {
 			return err
 		}
+		cpu0 := cpuTime()
 		d, err := workload(p, n)
 		if err != nil {
 			return err
 		}
-		fmt.Println(d.Nanoseconds())
+		fmt.Println(d.Nanoseconds(), (cpuTime() - cpu0).Nanoseconds())
 		return p.Close()
 	}
 }
 
+// cpuTime is the CPU time this process has used (user and system).
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// run is one child's figures: the loop's wall time and its CPU time.
+type run struct{ wall, cpu time.Duration }
+
 // runWorkloads runs procs children at once, each allocating and freeing n
 // blocks of the pool, and returns each one's loop time.
-func runWorkloads(p *Pool, procs, n int) ([]time.Duration, error) {
+func runWorkloads(p *Pool, procs, n int) ([]run, error) {
 	cmds := make([]*exec.Cmd, procs)
 	outs := make([]bytes.Buffer, procs)
 	for i := range cmds {
@@ -101,18 +114,18 @@ func runWorkloads(p *Pool, procs, n int) ([]time.Duration, error) {
 			return nil, err
 		}
 	}
-	var ds []time.Duration
+	var rs []run
 	for i, cmd := range cmds {
 		if err := cmd.Wait(); err != nil {
 			return nil, fmt.Errorf("child %d: %w", i, err)
 		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(outs[i].String()), 10, 64)
-		if err != nil {
+		var r run
+		if _, err := fmt.Sscan(outs[i].String(), &r.wall, &r.cpu); err != nil {
 			return nil, fmt.Errorf("child %d printed %q", i, outs[i].String())
 		}
-		ds = append(ds, time.Duration(ns))
+		rs = append(rs, r)
 	}
-	return ds, nil
+	return rs, nil
 }
 
 // TestTwoProcesses: two processes allocating and freeing from one pool at
@@ -139,10 +152,13 @@ func TestTwoProcesses(t *testing.T) {
 	assert.Zero(t, rep.LiveBlocks)
 	assert.False(t, rep.Recovered)
 
-	slow := max(two[0], two[1])
-	t.Logf("%d blocks a process: one process alone %v (%.0f ns/pair); two at once %v and %v (%.0f ns/pair each); speed of each of two / alone = %.2f",
-		n, one[0], float64(one[0].Nanoseconds())/float64(n), two[0], two[1],
-		float64(slow.Nanoseconds())/float64(n), float64(one[0])/float64(slow))
+	perPair := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(n) }
+	slow := max(two[0].wall, two[1].wall)
+	t.Logf("%d blocks a process: one process alone %.0f ns/pair (CPU %.0f); two at once %.0f and %.0f ns/pair (CPU %.0f and %.0f); "+
+		"speed of each of two / alone = %.2f (wall), %.2f (CPU)",
+		n, perPair(one[0].wall), perPair(one[0].cpu), perPair(two[0].wall), perPair(two[1].wall),
+		perPair(two[0].cpu), perPair(two[1].cpu),
+		float64(one[0].wall)/float64(slow), float64(one[0].cpu)/float64(max(two[0].cpu, two[1].cpu)))
 }
 
 // BenchmarkProcesses: ns per Alloc+Free pair (block filled and checked)
@@ -152,13 +168,14 @@ func BenchmarkProcesses(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run(fmt.Sprintf("procs=%d", procs), func(b *testing.B) {
 			p := newTestPool(b, 64<<20)
-			ds, err := runWorkloads(p, procs, b.N)
+			rs, err := runWorkloads(p, procs, b.N)
 			require.NoError(b, err)
-			slow := ds[0]
-			for _, d := range ds {
-				slow = max(slow, d)
+			var slow, cpu time.Duration
+			for _, r := range rs {
+				slow, cpu = max(slow, r.wall), max(cpu, r.cpu)
 			}
 			b.ReportMetric(float64(slow.Nanoseconds())/float64(b.N), "ns/pair")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/pair")
 			b.ReportMetric(0, "ns/op")
 			rep := mustCheck(b, p)
 			require.Zero(b, rep.LiveBlocks)

@@ -84,17 +84,17 @@ func (p *Pool) newSlabLocked(c uint64) uint64 {
 }
 
 // freeSmallLocked frees the block at off of the slab at page s.
-func (p *Pool) freeSmallLocked(s, off uint64) (uint64, error) {
+func (p *Pool) freeSmallLocked(s, off uint64) error {
 	e := p.ent(s)
 	c := tagClass(e.Tag)
 	k := &classes[c]
 	i, ok := p.blockIndex(s, k, off)
 	if !ok {
-		return 0, fmt.Errorf("%#x is not the start of a %d-byte block: %w", off, k.size, ErrInvalidFree)
+		return fmt.Errorf("%#x is not the start of a %d-byte block: %w", off, k.size, ErrInvalidFree)
 	}
 	bm, bit := p.liveBit(s, i)
 	if *bm&bit == 0 {
-		return 0, fmt.Errorf("%d-byte block at %#x: %w", k.size, off, ErrDoubleFree)
+		return fmt.Errorf("%d-byte block at %#x: %w", k.size, off, ErrDoubleFree)
 	}
 	wasFull := e.Used == k.nblocks
 	p.set(bm, *bm&^bit)
@@ -107,7 +107,7 @@ func (p *Pool) freeSmallLocked(s, off uint64) (uint64, error) {
 	if e.Used == 0 && (p.h.Partial[c] != s || e.Next != 0) {
 		p.releaseSlabLocked(s, c)
 	}
-	return k.size, nil
+	return nil
 }
 
 // releaseSlabLocked gives the empty slab at s, of class c, back to the
