@@ -255,3 +255,98 @@ func TestSendReceive(t *testing.T) {
 	_, _, err = RecvFile(b)
 	assert.ErrorIs(t, err, ErrNotPool)
 }
+
+func init() {
+	// The receiver gets the pool's descriptor over the Unix socket that is
+	// its descriptor 3, attaches, checks the parent's block and answers
+	// with one of its own, whose Ref it sends back in a message.
+	children["receiver"] = func() error {
+		f := os.NewFile(3, "socket")
+		c, err := net.FileConn(f)
+		if err != nil {
+			return err
+		}
+		uc := c.(*net.UnixConn)
+		p, err := Receive(uc)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		root, err := p.Root()
+		if err != nil {
+			return err
+		}
+		b, err := p.Bytes(root)
+		if err != nil {
+			return err
+		}
+		if string(b[:6]) != "parent" {
+			return fmt.Errorf("the parent's block holds %q", b[:6])
+		}
+		r, nb, err := p.Alloc(100)
+		if err != nil {
+			return err
+		}
+		copy(nb, "child "+strconv.Itoa(os.Getpid()))
+		_, err = uc.Write([]byte(strconv.FormatUint(uint64(r), 10)))
+		return err
+	}
+}
+
+// The descriptor passed to another process over a Unix socket.
+func TestSendToChild(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	mine := os.NewFile(uintptr(fds[0]), "socket")
+	theirs := os.NewFile(uintptr(fds[1]), "socket")
+	c, err := net.FileConn(mine)
+	require.NoError(t, err)
+	mine.Close()
+	uc := c.(*net.UnixConn)
+	defer uc.Close()
+
+	p := newTestPool(t, 1<<20)
+	r, b, err := p.Alloc(64)
+	require.NoError(t, err)
+	copy(b, "parent")
+	require.NoError(t, p.SetRoot(r))
+
+	cmd := childByPath("receiver")
+	cmd.ExtraFiles = []*os.File{theirs}
+	require.NoError(t, cmd.Start())
+	theirs.Close()
+	require.NoError(t, p.Send(uc))
+	msg := make([]byte, 64)
+	n, err := uc.Read(msg)
+	require.NoError(t, err)
+	require.NoError(t, cmd.Wait())
+	v, err := strconv.ParseUint(string(msg[:n]), 10, 64)
+	require.NoError(t, err)
+	got, err := p.Bytes(Ref(v))
+	require.NoError(t, err)
+	assert.Equal(t, "child "+strconv.Itoa(cmd.Process.Pid), string(got[:len("child ")+len(strconv.Itoa(cmd.Process.Pid))]))
+	require.NoError(t, p.Free(Ref(v)))
+	require.NoError(t, p.Free(r))
+	assert.Zero(t, mustCheck(t, p).LiveBlocks)
+}
+
+// A named pool under /dev/shm: a second attachment opens it by name.
+func TestDevShm(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Skip("no /dev/shm")
+	}
+	path := filepath.Join("/dev/shm", fmt.Sprintf("brkmap-shm-test-%d", os.Getpid()))
+	p, err := CreateFile(path, 1<<20)
+	require.NoError(t, err)
+	defer os.Remove(path)
+	defer p.Close()
+	r, b, err := p.Alloc(10)
+	require.NoError(t, err)
+	copy(b, "by name")
+	q, err := Open(path)
+	require.NoError(t, err)
+	defer q.Close()
+	got, err := q.Bytes(r)
+	require.NoError(t, err)
+	assert.Equal(t, "by name", string(got[:7]))
+}
