@@ -61,6 +61,7 @@ type Pool struct {
 	base   unsafe.Pointer
 	size   uint64
 	npages uint64 // size / PageSize: bounds every page index followed
+	mapped uint64 // bytes mapped: the file's size when attached (≥ size)
 	f      *os.File
 	os     sys.OS
 	pid    uint64
@@ -208,7 +209,7 @@ func (p *Pool) checkHeader(fileSize uint64) error {
 }
 
 func mapPool(f *os.File, size uint64) (*Pool, error) {
-	p := &Pool{f: f, size: size, npages: size / PageSize, pid: uint64(os.Getpid())}
+	p := &Pool{f: f, size: size, npages: size / PageSize, mapped: size, pid: uint64(os.Getpid())}
 	base, err := p.os.MmapShared(int(f.Fd()), uintptr(size))
 	if err != nil {
 		return nil, fmt.Errorf("shm: map %d bytes: %w", size, err)
@@ -219,7 +220,7 @@ func mapPool(f *os.File, size uint64) (*Pool, error) {
 }
 
 func (p *Pool) unmap() {
-	p.os.Munmap(p.base, uintptr(p.size))
+	p.os.Munmap(p.base, uintptr(p.mapped))
 }
 
 // Close unmaps the pool from this process and closes its file. The pool
@@ -229,7 +230,7 @@ func (p *Pool) Close() error {
 	if p.closed.Swap(true) {
 		return fmt.Errorf("shm: close: %w", ErrClosed)
 	}
-	err := p.os.Munmap(p.base, uintptr(p.size))
+	err := p.os.Munmap(p.base, uintptr(p.mapped))
 	if cerr := p.f.Close(); err == nil {
 		err = cerr
 	}

@@ -247,3 +247,22 @@ func TestBadFiles(t *testing.T) {
 	_, _, err = p.Alloc(1)
 	assert.ErrorIs(t, err, ErrClosed)
 }
+
+// A file longer than its pool (someone extended it): the pool is the
+// header's size, and Close unmaps all that was mapped.
+func TestFileLongerThanPool(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pool")
+	p, err := CreateFile(path, 256<<10)
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	require.NoError(t, os.Truncate(path, 1<<20))
+	q, err := Open(path)
+	require.NoError(t, err)
+	assert.Equal(t, 256<<10, q.Size())
+	assert.Equal(t, uint64(1<<20), q.mapped)
+	_, _, err = q.Alloc(512 << 10)
+	assert.ErrorIs(t, err, ErrInvalidSize, "more than the pool")
+	_, _, err = q.Alloc(255 << 10)
+	assert.ErrorIs(t, err, ErrNoMemory, "the pool's data pages, not the file's")
+	require.NoError(t, q.Close())
+}
