@@ -25,7 +25,7 @@ type Report struct {
 // header's counters add up. It changes nothing (beyond the rollback), and
 // returns an error wrapping ErrCorrupt naming the first broken invariant.
 func (p *Pool) Check() (rep Report, err error) {
-	var held bool
+	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	before := p.h.Recoveries
 	if err := p.enter(&held); err != nil {

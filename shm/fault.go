@@ -24,7 +24,7 @@ type corruption string
 // unguard is deferred with the previous SetPanicOnFault setting: it
 // restores it, and turns a fault or corruption panic into *err. held is
 // the operation's lock flag, nil where none is taken.
-func (p *Pool) unguard(old bool, held *bool, err *error) {
+func (p *Pool) unguard(old bool, held *opState, err *error) {
 	r := recover()
 	debug.SetPanicOnFault(old)
 	if r == nil {
@@ -36,23 +36,33 @@ func (p *Pool) unguard(old bool, held *bool, err *error) {
 	case interface{ Addr() uintptr }:
 		*err = fmt.Errorf("shm: access at %#x: %w", r.Addr(), ErrFault)
 	default:
-		if held != nil && *held {
-			p.abort(held)
-		}
+		p.abandon(held)
 		panic(r)
 	}
-	if held != nil && *held {
+	p.abandon(held)
+}
+
+// abandon undoes what a panicking operation had done: rolls back and
+// unlocks if it held the lock, and stops counting it as a waiter if it
+// was still waiting.
+func (p *Pool) abandon(held *opState) {
+	switch {
+	case held == nil:
+	case held.held:
 		p.abort(held)
+	case held.waiting:
+		held.waiting = false
+		inLock.Add(-1)
 	}
 }
 
 // abort rolls back the operation in progress and unlocks, as far as the
 // pool's memory is still there.
-func (p *Pool) abort(held *bool) {
+func (p *Pool) abort(held *opState) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
-		if recover() != nil && *held {
-			*held = false // the lock is beyond reach; this process no longer counts it
+		if recover() != nil && held.held {
+			held.held = false // the lock is beyond reach; this process no longer counts it
 			inLock.Add(-1)
 		}
 		debug.SetPanicOnFault(old)

@@ -218,6 +218,7 @@ func TestTruncatedFile(t *testing.T) {
 	assert.ErrorIs(t, err, ErrFault)
 	_, err = Open(path)
 	assert.ErrorIs(t, err, ErrTooSmall)
+	assert.Zero(t, inLock.Load(), "a fault while waiting for the lock or holding it leaves no count behind")
 }
 
 // The pool's descriptor passed over a Unix socket (SCM_RIGHTS): the

@@ -31,11 +31,16 @@ const (
 // its holder.
 var inLock atomic.Int64
 
-// lock takes the pool's lock for this goroutine and sets *held. If the
+// opState is where an operation stands with the lock, for the fault
+// guard to undo: waiting (counted in inLock, not holding), or holding.
+type opState struct{ waiting, held bool }
+
+// lock takes the pool's lock for this goroutine and sets held. If the
 // previous holder died mid-operation, its operation is rolled back first.
-func (p *Pool) lock(held *bool) error {
+func (p *Pool) lock(held *opState) error {
 	h := p.h
 	inLock.Add(1)
+	held.waiting = true
 	var me uint64
 	for i := 0; ; i++ {
 		w := atomic.LoadUint64(&h.Lock)
@@ -65,7 +70,7 @@ func (p *Pool) lock(held *bool) error {
 			time.Sleep(sleepFor)
 		}
 	}
-	*held = true
+	held.waiting, held.held = false, true
 	h.LockGen = me & 0xffffffff
 	p.step()
 	if atomic.LoadUint64(&h.Log.N) != 0 {
@@ -79,9 +84,9 @@ func (p *Pool) lock(held *bool) error {
 
 // unlock releases the lock. The operation must be committed or rolled
 // back (the undo log empty).
-func (p *Pool) unlock(held *bool) {
+func (p *Pool) unlock(held *opState) {
 	p.step()
-	*held = false
+	held.held = false
 	atomic.StoreUint64(&p.h.Lock, 0)
 	inLock.Add(-1)
 }
@@ -139,7 +144,7 @@ func (p *Pool) commit() {
 
 // end commits the operation if err is nil and rolls it back otherwise,
 // then unlocks.
-func (p *Pool) end(err error, held *bool) error {
+func (p *Pool) end(err error, held *opState) error {
 	if err != nil {
 		if rerr := p.rollback(); rerr != nil {
 			err = fmt.Errorf("%w (and %w)", err, rerr)

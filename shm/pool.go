@@ -256,7 +256,7 @@ func (p *Pool) Alloc(n int) (r Ref, b []byte, err error) {
 	if n < 0 || uint64(n) > p.size {
 		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, ErrInvalidSize)
 	}
-	var held bool
+	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	if err := p.enter(&held); err != nil {
 		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, err)
@@ -294,7 +294,7 @@ func (p *Pool) Free(r Ref) (err error) {
 	if r == 0 {
 		return nil
 	}
-	var held bool
+	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	off, err := p.offset(r)
 	if err != nil {
@@ -366,7 +366,7 @@ func (p *Pool) locateLocked(off uint64) (kind, head uint64, err error) {
 // pool is refused with ErrInvalidRef. The slice is not guarded against a
 // truncated file: use Read and Write where that may happen.
 func (p *Pool) Bytes(r Ref) (b []byte, err error) {
-	var held bool
+	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	off, err := p.offset(r)
 	if err != nil {
@@ -452,7 +452,7 @@ type Stats struct {
 // takes time in proportion to the pool's size, under the lock: about a
 // millisecond a GiB.
 func (p *Pool) Stats() (s Stats, err error) {
-	var held bool
+	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	if err := p.enter(&held); err != nil {
 		return Stats{}, fmt.Errorf("shm: stats: %w", err)
@@ -478,7 +478,7 @@ func (p *Pool) Stats() (s Stats, err error) {
 }
 
 // enter checks the pool is open and takes its lock.
-func (p *Pool) enter(held *bool) error {
+func (p *Pool) enter(held *opState) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
