@@ -66,18 +66,19 @@ func crashSetup(t testing.TB, p *Pool) crashRefs {
 		return r
 	}
 	for i := range 4 {
-		c.keep = append(c.keep, alloc(24+i*300))
+		c.keep = append(c.keep, alloc(24+i*200)) // no block of crashCls's class
 	}
-	c.l1 = alloc(2 * PageSize)
-	l2 := alloc(3 * PageSize)
-	c.l3 = alloc(2 * PageSize)
-	c.keep = append(c.keep, alloc(2*PageSize)) // l3's right neighbour stays
-	require.NoError(t, p.Free(l2))
 	k := classes[classOf(crashCls)]
 	for range k.nblocks {
 		c.full = append(c.full, alloc(crashCls))
 	}
 	c.extra = alloc(crashCls)
+	// Last, so that no slab above takes the hole left by l2.
+	c.l1 = alloc(2 * PageSize)
+	l2 := alloc(3 * PageSize)
+	c.l3 = alloc(2 * PageSize)
+	c.keep = append(c.keep, alloc(2*PageSize)) // l3's right neighbour stays
+	require.NoError(t, p.Free(l2))
 	return c
 }
 
@@ -159,6 +160,14 @@ func TestCrashAtEveryStep(t *testing.T) {
 	states = append(states, mustCheck(t, p))
 	bounds = append(bounds, steps)
 	t.Logf("the script is %d operations, %d steps", len(bounds)-1, steps)
+	// The script takes the paths it says it takes.
+	assert.Equal(t, states[0].FreeRuns, states[1].FreeRuns, "l1 coalesced with the run on its right")
+	assert.Equal(t, states[1].FreeRuns, states[2].FreeRuns, "l3 coalesced with the run on its left")
+	assert.Equal(t, states[0].FreePages+4, states[2].FreePages)
+	assert.Equal(t, states[3].Slabs-1, states[4].Slabs, "the empty slab released")
+	assert.Equal(t, states[5].Slabs+1, states[6].Slabs, "a slab carved")
+	assert.Equal(t, states[6].Slabs, states[7].Slabs, "its class's only slab kept, empty")
+	assert.Equal(t, states[7].FreeRuns, states[8].FreeRuns, "a run split")
 
 	stride := 1
 	if testing.Short() {
@@ -207,4 +216,57 @@ func TestCrashAtEveryStep(t *testing.T) {
 	}
 	assert.Positive(t, recovered, "some crashes left an operation to roll back")
 	t.Logf("%d crashes, %d of them rolled back an operation", (steps+stride-1)/stride, recovered)
+}
+
+// TestCrashDuringRecovery: a child dies in the middle of an operation,
+// and the next child, rolling that operation back, is killed in turn at
+// each step of the rollback. The parent finishes the rollback, and the
+// pool is exactly as before the first child's interrupted operation:
+// recovery is idempotent.
+func TestCrashDuringRecovery(t *testing.T) {
+	const size = 1 << 20
+	// The fourth operation of the script frees the only block of a slab,
+	// which releases the slab into the runs: the longest log.
+	const op = 3
+	p := newTestPool(t, size)
+	c := crashSetup(t, p)
+	steps := 0
+	p.hook = func() { steps++ }
+	script := crashScript(p, c)
+	for _, f := range script[:op] {
+		require.NoError(t, f())
+	}
+	p.hook = nil
+	before := mustCheck(t, p)
+	start := steps
+	p.hook = func() { steps++ }
+	require.NoError(t, script[op]())
+	p.hook = nil
+	// Die two thirds of the way through it: many entries logged, not yet
+	// committed.
+	k := start + (steps-start)*2/3
+
+	rolledBack := 0
+	for m, entries := 2, uint64(1); uint64(m) <= entries+1; m++ {
+		p := newTestPool(t, size)
+		c := crashSetup(t, p)
+		env := setupEnv + "=" + c.encode()
+		err := child(p, "crash", fmt.Sprintf("%s=%d", crashEnv, k), env).Run()
+		require.True(t, killedBySIGKILL(err), "the first child: %v", err)
+		// The second child's step 1 is taking the lock over; then one
+		// step a word restored, entries of them (it dies before its own
+		// first operation).
+		entries = p.h.Log.N
+		require.Positive(t, entries, "the first child died with changes logged")
+		err = child(p, "crash", fmt.Sprintf("%s=%d", crashEnv, m), env).Run()
+		require.True(t, killedBySIGKILL(err), "the second child, m=%d: %v", m, err)
+		rep := mustCheck(t, p)
+		assert.True(t, rep.Recovered, "m=%d: the parent finished the rollback", m)
+		rep.Recovered, before.Recovered = false, false
+		require.Equal(t, before, rep, "killed at step %d of the rollback", m)
+		require.NoError(t, p.Close())
+		rolledBack++
+	}
+	assert.Greater(t, rolledBack, 3)
+	t.Logf("the second child killed at each of %d steps of rolling back the first's operation", rolledBack)
 }

@@ -175,6 +175,7 @@ func (p *Pool) rollback() error {
 	for i := n; i > 0; i-- {
 		e := l.Ent[i-1]
 		*p.word(e.Off) = e.Old
+		p.step()
 	}
 	if n > 0 {
 		atomic.AddUint64(&p.h.Recoveries, 1)
