@@ -2,6 +2,7 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -265,4 +266,62 @@ func TestFileLongerThanPool(t *testing.T) {
 	_, _, err = q.Alloc(255 << 10)
 	assert.ErrorIs(t, err, ErrNoMemory, "the pool's data pages, not the file's")
 	require.NoError(t, q.Close())
+}
+
+// Goroutines of one process share an attachment: the lock is the same
+// word, taken by each in turn.
+func TestGoroutines(t *testing.T) {
+	p := newTestPool(t, 16<<20)
+	const workers, n = 4, 5000
+	errc := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			type blk struct {
+				r    Ref
+				b    []byte
+				seed uint32
+			}
+			var live []blk
+			for i := range n {
+				if len(live) > 50 || (len(live) > 0 && rng.IntN(2) == 0) {
+					x := live[0]
+					live = live[1:]
+					if j := alloctest.Intact(x.b, x.seed); j >= 0 {
+						errc <- fmt.Errorf("worker %d: block %v corrupt at %d", w, x.r, j)
+						return
+					}
+					if err := p.Free(x.r); err != nil {
+						errc <- err
+						return
+					}
+					continue
+				}
+				sz := 1 + rng.IntN(600)
+				if rng.IntN(50) == 0 {
+					sz = 5000 + rng.IntN(20000)
+				}
+				r, b, err := p.Alloc(sz)
+				if err != nil {
+					errc <- err
+					return
+				}
+				seed := uint32(w<<20 | i)
+				alloctest.Fill(b, seed)
+				live = append(live, blk{r, b, seed})
+			}
+			for _, x := range live {
+				if err := p.Free(x.r); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range workers {
+		require.NoError(t, <-errc)
+	}
+	assert.Zero(t, mustCheck(t, p).LiveBlocks)
+	assert.Zero(t, inLock.Load())
 }
