@@ -19,17 +19,17 @@ const (
 	refShift = 48
 	offMask  = 1<<refShift - 1
 
-	logCap     = 128 // undo-log entries: the worst operation writes about 40 words
-	exactBins  = 32  // free runs of 1..32 pages have a bin each
-	numBins    = exactBins + 2
-	bigBin     = exactBins + 1 // runs of more than 32 pages, first fit
-	entrySize  = 64            // bytes of a page-table entry
-	minPages   = 8
-	headerPage = 0
+	logCap    = 128 // undo-log entries: the worst operation writes about 40 words
+	exactBins = 32  // free runs of 1..32 pages have a bin each
+	numBins   = exactBins + 2
+	bigBin    = exactBins + 1 // runs of more than 32 pages, first fit
+	entrySize = 64            // bytes of a page-table entry
+	minPages  = 8
 )
 
 // header is page 0 of every pool. Guarded by Lock, except the fields set
-// once when the pool is made (Magic … Boot) and Lock, LockGen and Root,
+// once when the pool is made (Magic … Classes; Boot, which Open rewrites
+// on the first attachment after a reboot) and Lock, LockGen and Root,
 // which are atomics. Lock sits on a cache line of its own, away from the
 // fields its holder writes.
 type header struct {
@@ -81,7 +81,6 @@ const (
 	opNone uint64 = iota
 	opAlloc
 	opFree
-	opRecover
 )
 
 var _ [PageSize - unsafe.Sizeof(header{})]byte    // the header fits in page 0
