@@ -1,10 +1,12 @@
 package shm_test
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -59,7 +61,14 @@ func worker() error {
 // in place and answers with a block of its own, which the service reads
 // by its Ref and frees.
 func Example_worker() {
-	pool, err := shm.Create(64 << 20) // a memfd; shm.CreateFile where there is none
+	pool, err := shm.Create(64 << 20) // a memfd (Linux)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// No memfd here: a file, removed at once (the pool lives on in
+		// its descriptor, which the worker inherits).
+		dir, _ := os.MkdirTemp("", "pool")
+		defer os.RemoveAll(dir)
+		pool, err = shm.CreateFile(filepath.Join(dir, "pool"), 64<<20)
+	}
 	if err != nil {
 		fmt.Println(err)
 		return
