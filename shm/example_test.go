@@ -63,8 +63,8 @@ func worker() error {
 func Example_worker() {
 	pool, err := shm.Create(64 << 20) // a memfd (Linux)
 	if errors.Is(err, errors.ErrUnsupported) {
-		// No memfd here: a file, removed at once (the pool lives on in
-		// its descriptor, which the worker inherits).
+		// No memfd here: a pool in a temporary file, removed when done
+		// (the worker inherits its descriptor all the same).
 		dir, _ := os.MkdirTemp("", "pool")
 		defer os.RemoveAll(dir)
 		pool, err = shm.CreateFile(filepath.Join(dir, "pool"), 64<<20)
