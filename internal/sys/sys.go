@@ -35,10 +35,11 @@ const (
 	OpMadvise
 	OpMremap
 	OpMincore
+	OpMsync
 	numOps
 )
 
-var opNames = [numOps]string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore"}
+var opNames = [numOps]string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync"}
 
 func (o Op) String() string { return opNames[o] }
 

@@ -127,7 +127,7 @@ func TestResident(t *testing.T) {
 }
 
 func TestOpNames(t *testing.T) {
-	want := []string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore"}
+	want := []string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync"}
 	for op := range numOps {
 		assert.Equal(t, want[op], op.String())
 	}
