@@ -53,12 +53,12 @@ func (p *Pipe) send(rc syscall.RawConn, b []byte) (int, error) {
 	sent := 0
 	for sent < len(b) {
 		chunk := b[sent:min(len(b), sent+p.size)]
-		if err := enter(OpVmsplice); err != nil {
-			return sent, err
+		m, err := 0, enter(OpVmsplice)
+		if err == nil {
+			iov := []unix.Iovec{{Base: unsafe.SliceData(chunk)}}
+			iov[0].SetLen(len(chunk))
+			m, err = unix.Vmsplice(p.w, iov, unix.SPLICE_F_NONBLOCK)
 		}
-		iov := []unix.Iovec{{Base: unsafe.SliceData(chunk)}}
-		iov[0].SetLen(len(chunk))
-		m, err := unix.Vmsplice(p.w, iov, unix.SPLICE_F_NONBLOCK)
 		if retry(err) {
 			continue
 		}
