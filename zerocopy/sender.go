@@ -118,12 +118,28 @@ func (s *Sender) Send(b []byte, release func([]byte)) error {
 // deadline.
 func (s *Sender) Flush() error {
 	s.mu.Lock()
-	err := s.flush()
+	err := s.wait(true)
 	ready := s.takeReady()
 	s.mu.Unlock()
 	handBack(ready)
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender flush (%d blocks pending): %w", s.Pending(), err)
+	}
+	return nil
+}
+
+// Wait waits until at least one block is released (or none is
+// pending), for a sender that keeps a few blocks in flight and reuses
+// each as it comes back. Like Flush it waits on the netpoller and
+// honours the write deadline.
+func (s *Sender) Wait() error {
+	s.mu.Lock()
+	err := s.wait(false)
+	ready := s.takeReady()
+	s.mu.Unlock()
+	handBack(ready)
+	if err != nil {
+		return fmt.Errorf("zerocopy: sender wait: %w", err)
 	}
 	return nil
 }

@@ -83,10 +83,16 @@ func (s *Sender) send(b []byte, release func([]byte)) error {
 	return err
 }
 
-// flush waits for the completions of every pending block. Caller holds
-// s.mu.
-func (s *Sender) flush() error {
-	if len(s.pending) == 0 {
+// wait waits until every pending block is complete (all), or at least
+// one block is ready or none pending. Caller holds s.mu.
+func (s *Sender) wait(all bool) error {
+	enough := func() bool {
+		if all {
+			return len(s.pending) == 0
+		}
+		return len(s.pending) == 0 || len(s.ready) > 0
+	}
+	if enough() {
 		return nil
 	}
 	var serr error
@@ -94,7 +100,7 @@ func (s *Sender) flush() error {
 		if serr = s.reap(int(fd)); serr != nil {
 			return true
 		}
-		return len(s.pending) == 0
+		return enough()
 	})
 	if err == nil {
 		err = serr

@@ -14,5 +14,5 @@ func (s *Sender) send(b []byte, release func([]byte)) error {
 	return err
 }
 
-// flush: nothing is ever pending.
-func (s *Sender) flush() error { return nil }
+// wait: nothing is ever pending.
+func (s *Sender) wait(bool) error { return nil }
