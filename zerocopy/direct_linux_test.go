@@ -37,4 +37,3 @@ func TestDirectTmpfs(t *testing.T) {
 	require.NoError(t, err)
 	requireSame(t, data, b)
 }
-
