@@ -160,7 +160,9 @@ func TestPipeSend(t *testing.T) {
 				require.NoError(t, err)
 				requireSame(t, want, got)
 				after := zerocopy.ReadCounts()
-				assert.Equal(t, before.CopiedBytes, after.CopiedBytes)
+				if p.ZeroCopy() {
+					assert.Equal(t, before.CopiedBytes, after.CopiedBytes, "no byte through user space")
+				}
 				if p.ZeroCopy() && n > 0 {
 					assert.Positive(t, after.Call(zerocopy.OpVmsplice)-before.Call(zerocopy.OpVmsplice))
 					assert.Positive(t, after.Call(zerocopy.OpSplice)-before.Call(zerocopy.OpSplice))
