@@ -127,8 +127,8 @@ func (d *Direct) ReadAt(b []byte, off int64) (int, error) {
 			return err
 		})
 		switch {
-		case retry(err):
-			continue
+		case retry(err), errors.Is(err, os.ErrClosed) && d.File() != f:
+			continue // interrupted, or the file was swapped by a fallback
 		case bypass && errors.Is(err, unix.EINVAL):
 			if ferr := d.fallBack(f); ferr != nil {
 				return done, ferr

@@ -553,3 +553,46 @@ func TestSenderWait(t *testing.T) {
 		require.NoError(t, a.Free(b))
 	}
 }
+
+// Readers in several goroutines while one of them meets the refusal and
+// reopens the file: every read succeeds with the right bytes.
+func TestDirectFallbackConcurrent(t *testing.T) {
+	data := random(16*4096, 16)
+	f := tempFile(t, data)
+	var once sync.Once
+	t.Cleanup(zerocopy.SetFailHook(func(o zerocopy.Op) error {
+		var err error
+		if o == zerocopy.OpRead {
+			once.Do(func() { err = unix.EINVAL })
+		}
+		return err
+	}))
+	d, err := zerocopy.OpenDirect(f.Name())
+	require.NoError(t, err)
+	defer d.Close()
+	if !d.Bypass() {
+		t.Skip("the test folder's filesystem refuses O_DIRECT: nothing to fall back from")
+	}
+	a, err := alloc.New(alloc.Config{})
+	require.NoError(t, err)
+	defer a.Close()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		b, err := a.AlignedAlloc(zerocopy.DirectAlign, 4096)
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				off := int64((g*50+i)%16) * 4096
+				n, err := d.ReadAt(b, off)
+				if !assert.NoError(t, err) || !assert.Equal(t, 4096, n) {
+					return
+				}
+				assert.Equal(t, data[off:off+4096], b)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.False(t, d.Bypass())
+}
