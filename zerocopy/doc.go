@@ -20,9 +20,11 @@
 //	                            the file's page-cache pages
 //	Pipe.Send (vmsplice+splice) 0 copies: the pipe, then the socket, take
 //	                            references to the block's own pages
-//	Sender (MSG_ZEROCOPY)       0 copies to a real NIC; on loopback or any
-//	                            local peer the kernel copies when the data
-//	                            is delivered, and says so (Counts)
+//	Sender (MSG_ZEROCOPY)       0 copies to a network card that gathers
+//	                            (scatter-gather, as nearly all do); on
+//	                            loopback or any local peer the kernel
+//	                            copies when it delivers the data, and says
+//	                            so (Counts.CopiedCompletions)
 //	Direct (O_DIRECT read)      0 CPU copies from the disk into an aligned
 //	                            block (the device writes it), page cache
 //	                            bypassed; falls back to a cached read
@@ -59,12 +61,13 @@
 // through user space when the bytes go to a file.
 //
 // Off Linux (macOS, FreeBSD): SendFile uses the system's sendfile (which
-// wants a socket as destination; other destinations fall back); Pipe,
-// Sender and Direct fall back to read and write through a buffer and say
-// so (Pipe.ZeroCopy, Sender.ZeroCopy, Direct.Bypass report false).
+// wants a socket as destination; other destinations fall back); Pipe and
+// Sender copy through a buffer and say so (ZeroCopy reports false);
+// Direct opens with O_DIRECT on FreeBSD and reads through the cache on
+// macOS (Bypass false).
 //
 // Every system call goes through this package's counted wrapper
-// (kernel.go): Counts reports calls by kind, bytes that went through a
+// (kernel.go): ReadCounts reports calls by kind, bytes that went through a
 // user-space buffer instead, and the MSG_ZEROCOPY completions the kernel
 // satisfied by copying.
 package zerocopy
