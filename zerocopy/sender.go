@@ -65,8 +65,9 @@ type held struct {
 // idRange is a completion: ids lo through hi, inclusive.
 type idRange struct{ lo, hi uint32 }
 
-// NewSender makes a Sender for c (a *net.TCPConn, or any syscall.Conn of
-// a socket; for anything else it copies).
+// NewSender makes a Sender for c: a *net.TCPConn, or any syscall.Conn of
+// a stream socket (on a datagram socket each Send would be one datagram);
+// for anything else it copies.
 func NewSender(c syscall.Conn) (*Sender, error) {
 	rc, err := rawConn("zerocopy: new sender", c)
 	if err != nil {
