@@ -68,6 +68,9 @@ func (p *Pipe) send(rc syscall.RawConn, b []byte) (int, error) {
 		if err != nil {
 			return sent, fmt.Errorf("vmsplice: %w", err)
 		}
+		if m == 0 { // the pipe is empty here: cannot happen, and must not spin
+			return sent, fmt.Errorf("vmsplice took no byte: %w", io.ErrShortWrite)
+		}
 		k, err := p.drain(rc, m)
 		sent += k
 		if err != nil {
