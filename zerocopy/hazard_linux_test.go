@@ -3,6 +3,7 @@ package zerocopy_test
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"testing"
 	"time"
@@ -159,4 +160,95 @@ func TestPipeSendHazard(t *testing.T) {
 			assert.Positive(t, changed, "vmsplice'd pages were expected to be still referenced")
 		})
 	}
+}
+
+// Random block sizes, random numbers of blocks in flight, a receiver
+// with random pauses: each block is refilled with new bytes the moment
+// the Sender hands it back, and the receiver must see every byte as it
+// was when its block was sent.
+func TestSenderReuseRandom(t *testing.T) {
+	for seed := range uint64(6) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 17))
+			a, err := alloc.New(alloc.Config{})
+			require.NoError(t, err)
+			defer a.Close()
+			conn, recv := tcpPair(t, 0)
+			require.NoError(t, recv.SetReadBuffer(32<<10+r.IntN(256<<10)))
+			s, err := zerocopy.NewSender(conn)
+			require.NoError(t, err)
+
+			inFlight := 1 + r.IntN(8)
+			var free [][]byte
+			for range inFlight {
+				b, err := a.Malloc(1 + r.IntN(300<<10))
+				require.NoError(t, err)
+				free = append(free, b)
+			}
+			// the receiver starts first: want is complete before it
+			// has read the last byte (it is filled as blocks are sent)
+			sends := 20 + r.IntN(40)
+			sizes := make([]int, sends)
+			total := 0
+			for i := range sizes {
+				sizes[i] = 1 + r.IntN(300<<10)
+				total += sizes[i]
+			}
+			pause := time.Duration(r.IntN(3)) * time.Millisecond
+			wait := receiver(pausing{recv, pause}, total)
+			var want []byte
+			for i := range sends {
+				for len(free) == 0 {
+					require.NoError(t, s.Wait())
+				}
+				b := free[len(free)-1]
+				free = free[:len(free)-1]
+				n := min(sizes[i], len(b))
+				if n < sizes[i] { // this block is too small: send the rest as a Go slice
+					extra := random(sizes[i]-n, seed<<40|uint64(i))
+					copy(b, random(n, seed<<20|uint64(i)))
+					want = append(want, b[:n]...)
+					require.NoError(t, s.Send(b[:n], func(sent []byte) {
+						for j := range sent {
+							sent[j] = 0xEE
+						}
+						free = append(free, b)
+					}))
+					want = append(want, extra...)
+					require.NoError(t, s.Send(extra, func(sent []byte) {
+						for j := range sent {
+							sent[j] = 0xEE
+						}
+					}))
+					continue
+				}
+				copy(b, random(n, seed<<20|uint64(i)))
+				want = append(want, b[:n]...)
+				require.NoError(t, s.Send(b[:n], func(sent []byte) {
+					for j := range sent {
+						sent[j] = 0xEE // reused at once
+					}
+					free = append(free, b)
+				}))
+			}
+			require.NoError(t, s.Close())
+			got, err := wait()
+			require.NoError(t, err)
+			requireSame(t, want, got)
+			for _, b := range free {
+				require.NoError(t, a.Free(b))
+			}
+		})
+	}
+}
+
+// pausing reads 16 KiB at a time with a pause before each read.
+type pausing struct {
+	r     io.Reader
+	pause time.Duration
+}
+
+func (p pausing) Read(b []byte) (int, error) {
+	time.Sleep(p.pause)
+	return p.r.Read(b[:min(len(b), 16<<10)])
 }
