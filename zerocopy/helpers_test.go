@@ -22,7 +22,10 @@ func random(n int, seed uint64) []byte {
 
 // tempFile writes data to a new file in a test folder (on disk where the
 // test folder is) and returns it open for reading.
-func tempFile(t *testing.T, data []byte) *os.File {
+func tempFile(t *testing.T, data []byte) *os.File { return tempFileB(t, data) }
+
+// tempFileB is tempFile for tests and benchmarks.
+func tempFileB(t testing.TB, data []byte) *os.File {
 	t.Helper()
 	name := filepath.Join(t.TempDir(), "data")
 	require.NoError(t, os.WriteFile(name, data, 0o600))
@@ -35,7 +38,12 @@ func tempFile(t *testing.T, data []byte) *os.File {
 // tcpPair returns the two ends of a loopback TCP connection. sndbuf,
 // when not 0, sets the sender's SO_SNDBUF (small: sends go partial and
 // meet EAGAIN).
-func tcpPair(t *testing.T, sndbuf int) (send, recv *net.TCPConn) {
+func tcpPair(t *testing.T, sndbuf int) (send, recv *net.TCPConn) { return tcpPairTB(t, sndbuf) }
+
+// tcpPairB is tcpPair for benchmarks, with the kernel's buffer sizes.
+func tcpPairB(b *testing.B) (send, recv *net.TCPConn) { return tcpPairTB(b, 0) }
+
+func tcpPairTB(t testing.TB, sndbuf int) (send, recv *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -68,6 +68,14 @@ type idRange struct{ lo, hi uint32 }
 // NewSender makes a Sender for c: a *net.TCPConn, or any syscall.Conn of
 // a stream socket (on a datagram socket each Send would be one datagram);
 // for anything else it copies.
+//
+// Make one Sender per connection and keep it for the connection's life
+// (Close ends the Sender, not the connection, and is needed only to wait
+// for the last completion). The kernel numbers a socket's zero-copy sends
+// from its first, so only the Sender that made them all can match the
+// completions: a second NewSender on the same socket (SO_ZEROCOPY is
+// already on) gets a Sender that copies, ZeroCopy false — never one that
+// would wait for completions it cannot recognize.
 func NewSender(c syscall.Conn) (*Sender, error) {
 	rc, err := rawConn("zerocopy: new sender", c)
 	if err != nil {

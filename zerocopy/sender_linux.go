@@ -11,15 +11,22 @@ import (
 )
 
 // enableZeroCopy turns SO_ZEROCOPY on; false when the socket refuses it
-// (not TCP or UDP, not a socket, an old kernel).
+// (not TCP or UDP, not a socket, an old kernel) — and when it is on
+// already: the kernel numbers a socket's zero-copy sends from the first
+// one, and a Sender that did not make them all could not tell which
+// completion is whose; it would wait for ids that never come.
 func enableZeroCopy(rc syscall.RawConn) bool {
-	var err error
+	var on bool
 	if cerr := rc.Control(func(fd uintptr) {
-		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY, 1)
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY)
+		if err != nil || v != 0 {
+			return
+		}
+		on = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY, 1) == nil
 	}); cerr != nil {
 		return false
 	}
-	return err == nil
+	return on
 }
 
 // send sends b with MSG_ZEROCOPY and keeps it until its completions come.

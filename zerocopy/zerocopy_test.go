@@ -596,3 +596,27 @@ func TestDirectFallbackConcurrent(t *testing.T) {
 	wg.Wait()
 	assert.False(t, d.Bypass())
 }
+
+// A second Sender on a connection whose zero-copy sends another Sender
+// numbered copies instead (it could not match the kernel's completions)
+// and so never waits for completions that are not its own.
+func TestSecondSenderCopies(t *testing.T) {
+	send, recv := tcpPair(t, 0)
+	first, err := zerocopy.NewSender(send)
+	require.NoError(t, err)
+	want := random(3<<20, 18)
+	wait := receiver(recv, 2*len(want))
+	require.NoError(t, first.Send(want, func([]byte) {}))
+	require.NoError(t, first.Close())
+
+	second, err := zerocopy.NewSender(send)
+	require.NoError(t, err)
+	assert.False(t, second.ZeroCopy())
+	released := false
+	require.NoError(t, second.Send(want, func([]byte) { released = true }))
+	assert.True(t, released)
+	require.NoError(t, second.Flush())
+	got, err := wait()
+	require.NoError(t, err)
+	requireSame(t, append(append([]byte(nil), want...), want...), got)
+}
