@@ -11,11 +11,13 @@ import (
 	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/bench/internal/replay"
 	"github.com/brkmap/alloc/bench/internal/workloads"
+	"github.com/brkmap/alloc/bench/internal/zcbench"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
-// The kinds of child job, besides gcbench.ChildKind and cachebench.ChildKind.
+// The kinds of child job, besides gcbench.ChildKind, cachebench.ChildKind
+// and zcbench.ChildKind.
 const (
 	kindReplay   = "replay"   // Target: a trace file
 	kindWorkload = "workload" // Target: a workload's name
@@ -27,6 +29,7 @@ var handlers = map[string]child.Handler{
 	kindWorkload:         measured(func(j child.Job, p harness.Policy) *harness.Result { return workloads.Measure(j.Target, p, j.Scale) }),
 	gcbench.ChildKind:    gcbench.ServeChild,
 	cachebench.ChildKind: cachebench.ServeChild,
+	zcbench.ChildKind:    zcbench.ServeChild,
 }
 
 // serveChild runs this process's job (the error is Lookup's) and returns

@@ -25,8 +25,15 @@
 // gcbench), and soak the allocator under every policy against a model
 // (package soak).
 //
+//	go run ./bench zerocopy [-dir DIR] [-size BYTES] [-runs N] [-methods a,b] [-json]
+//
+// sends a file (1 GiB) over loopback TCP with read+write through a 64 KiB
+// buffer and with each zero-copy way of package zerocopy, and compares
+// throughput and the sender's CPU time (package zcbench).
+//
 // The command is this file's dispatch and one file per subcommand (run.go,
-// replay.go, gc.go, soak.go); the work is in the packages under internal/.
+// replay.go, gc.go, soak.go, zerocopy.go); the work is in the packages
+// under internal/.
 // Every measured run is a child process of this same binary (package
 // child): main looks for a child's job before anything else.
 package main
@@ -43,9 +50,10 @@ import (
 // commands are the subcommands (`go run ./bench NAME args…`); with no
 // name, or flags first, the command is run.
 var commands = map[string]func(args []string) error{
-	"replay": replayCommand,
-	"gc":     gcCommand,
-	"soak":   soakCommand,
+	"replay":   replayCommand,
+	"gc":       gcCommand,
+	"soak":     soakCommand,
+	"zerocopy": zerocopyCommand,
 }
 
 func main() {
