@@ -612,9 +612,11 @@ var injectCases = []injectCase{
 		op:   sys.OpMadvise, path: pathTrimRuns, configs: regionConfigs, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
 			h.a.region.SetTrimThreshold(^uintptr(0))
-			b := h.midBlock()
-			h.midBlock() // stays live above b
-			require.NoError(h.t, h.free(b))
+			b, above := h.midBlock(), h.midBlock()
+			if addrOf(above) < addrOf(b) { // placed lowest first: the second may be below
+				b = above
+			}
+			require.NoError(h.t, h.free(b)) // the other stays live above b
 			return nil
 		},
 		act: func(h *harness, _ any) error {
@@ -627,9 +629,11 @@ var injectCases = []injectCase{
 		name: "madvise of the purge releasing a free run below a live block",
 		op:   sys.OpMadvise, path: pathPurgeRuns, configs: []string{"purge"}, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
-			b := h.midBlock()
-			h.midBlock() // stays live above b
-			return b
+			b, above := h.midBlock(), h.midBlock()
+			if addrOf(above) < addrOf(b) { // placed lowest first: the second may be below
+				b = above
+			}
+			return b // the other stays live above b
 		},
 		act: func(h *harness, b any) error {
 			err := h.free(b.([]byte))

@@ -21,6 +21,7 @@ type central struct {
 	minPages  uintptr // the first slabs' pages
 	nelems    uint32  // blocks in a largest slab
 	batch     int
+	binMax    int32 // the capacity a P cache's bin of this class grows to (binCap)
 	class     uint8
 	partial   *Slab // slabs with at least one block to hand out
 	empty     *Slab // one slab with every block free, kept for reuse: the lowest
@@ -57,11 +58,14 @@ func (p *Pool) takeLocked(cl *central, out []entry) (int, error) {
 	for k < len(out) {
 		s := cl.partial
 		if s == nil {
+			if k > 0 {
+				// The refill has its block: the rest of a batch is not
+				// worth a new slab (more of the heap for blocks that
+				// would only be parked).
+				return k, nil
+			}
 			var err error
 			if s, err = p.newSlabLocked(cl); err != nil {
-				if k > 0 {
-					return k, nil
-				}
 				return 0, err
 			}
 		}

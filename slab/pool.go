@@ -58,6 +58,7 @@ func New(r *arena.Region, opts Options) *Pool {
 		cl.nelems = uint32(slab / cl.size)
 		cl.minPages = minSlabPages(cl.size, page, cl.slabPages)
 		cl.batch = batchOf(cl.size)
+		cl.binMax = binCap(cl.size, cl.batch)
 		cl.nextSample = countdown(NextSample(opts.ProfileRate))
 	}
 	return p
