@@ -198,11 +198,13 @@ func (rep *Report) section(dir, name, title, lesson string, results []*harness.R
 		if p == nil {
 			continue
 		}
-		ph := h
+		pw, ph := w, h
 		if pl.dst == &s.Breakdown {
-			ph = max(h, 3.6*vg.Inch) // a legend row for each part
+			// full width, for the bars and the legend beside them, and a
+			// legend row for each part
+			pw, ph = max(w, 7*vg.Inch), max(h, 3.6*vg.Inch)
 		}
-		f, err := render(p, dir, name+pl.file, w, ph)
+		f, err := render(p, dir, name+pl.file, pw, ph)
 		if err != nil {
 			return s, err
 		}
