@@ -566,6 +566,22 @@ var injectCases = []injectCase{
 		act: func(h *harness, s any) error { _, err := h.realloc(s.([]byte), 120<<10); return err },
 	},
 	{
+		name: "mprotect of a Realloc growing a run in place at the top past the threshold (it moves to a mapping instead)",
+		op:   sys.OpMprotect, path: pathGrowResize, configs: []string{"low-threshold"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			b := h.midBlock()
+			h.a.Trim() // the break now ends at b: growing b must move it
+			return b
+		},
+		act: func(h *harness, s any) error {
+			b, err := h.realloc(s.([]byte), 20000)
+			if err == nil {
+				assert.Nil(h.t, h.a.region.Lookup(addrOf(b)), "moved to a mapping")
+			}
+			return err
+		},
+	},
+	{
 		name: "every mprotect refused while a Realloc grows a run at the top",
 		op:   sys.OpMprotect, path: "arena.(*Region).growLocked<", configs: runConfigs, want: wantOOM,
 		prepare: func(h *harness) any {
