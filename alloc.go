@@ -772,7 +772,12 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 		if ok {
 			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
 		}
-	case blk.run != nil && blk.run.Kind() == arena.KindMid && r == toMid:
+	case blk.run != nil && blk.run.Kind() == arena.KindMid && (r == toMid || r == toMapping && a.policy == PolicyThreshold):
+		// Past the threshold too, as glibc's realloc grows a heap chunk
+		// in place (into the free chunk after it, or the top) before it
+		// moves it: a block the program grows little by little past the
+		// threshold stays where it is instead of taking a mapping while
+		// the region keeps the pages it left.
 		pages := (un + a.page - 1) / a.page
 		if a.region.Resize(blk.run, pages) {
 			a.region.SetUsed(blk.run, un)

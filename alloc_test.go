@@ -152,6 +152,22 @@ func TestReallocInPlace(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, addr(s), addr(s2))
 
+	// Past the threshold too, as glibc's realloc grows a heap chunk: a
+	// mid-size block at the top grows in place instead of moving to a
+	// mapping (the sliding threshold of Config{} and a pinned one alike).
+	for _, cfg := range []alloc.Config{{}, {MmapThreshold: 128 << 10}} {
+		g := newAlloc(t, cfg)
+		b, err := g.Malloc(100 << 10)
+		require.NoError(t, err)
+		alloctest.Fill(b, 7)
+		g.Trim() // the break ends at b
+		nb, err := g.Realloc(b, 300<<10)
+		require.NoError(t, err)
+		assert.Equal(t, addr(b), addr(nb), "grown in place past the threshold")
+		assert.Equal(t, -1, alloctest.Intact(nb[:100<<10], 7))
+		assert.Zero(t, g.Stats().MmapBytes, "no mapping")
+	}
+
 	// A large mapping grows with mremap.
 	m := newAlloc(t, alloc.Config{})
 	big, err := m.Malloc(1 << 20)

@@ -566,6 +566,22 @@ var injectCases = []injectCase{
 		act: func(h *harness, s any) error { _, err := h.realloc(s.([]byte), 120<<10); return err },
 	},
 	{
+		name: "mprotect of a Realloc growing a run in place at the top past the threshold (it moves to a mapping instead)",
+		op:   sys.OpMprotect, path: pathGrowResize, configs: []string{"low-threshold"}, times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			b := h.midBlock()
+			h.a.Trim() // the break now ends at b: growing b must move it
+			return b
+		},
+		act: func(h *harness, s any) error {
+			b, err := h.realloc(s.([]byte), 20000)
+			if err == nil {
+				assert.False(h.t, h.a.region.Contains(addrOf(b)), "moved to a mapping")
+			}
+			return err
+		},
+	},
+	{
 		name: "every mprotect refused while a Realloc grows a run at the top",
 		op:   sys.OpMprotect, path: "arena.(*Region).growLocked<", configs: runConfigs, want: wantOOM,
 		prepare: func(h *harness) any {
@@ -612,9 +628,11 @@ var injectCases = []injectCase{
 		op:   sys.OpMadvise, path: pathTrimRuns, configs: regionConfigs, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
 			h.a.region.SetTrimThreshold(^uintptr(0))
-			b := h.midBlock()
-			h.midBlock() // stays live above b
-			require.NoError(h.t, h.free(b))
+			b, above := h.midBlock(), h.midBlock()
+			if addrOf(above) < addrOf(b) { // placed lowest first: the second may be below
+				b = above
+			}
+			require.NoError(h.t, h.free(b)) // the other stays live above b
 			return nil
 		},
 		act: func(h *harness, _ any) error {
@@ -627,9 +645,11 @@ var injectCases = []injectCase{
 		name: "madvise of the purge releasing a free run below a live block",
 		op:   sys.OpMadvise, path: pathPurgeRuns, configs: []string{"purge"}, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
-			b := h.midBlock()
-			h.midBlock() // stays live above b
-			return b
+			b, above := h.midBlock(), h.midBlock()
+			if addrOf(above) < addrOf(b) { // placed lowest first: the second may be below
+				b = above
+			}
+			return b // the other stays live above b
 		},
 		act: func(h *harness, b any) error {
 			err := h.free(b.([]byte))

@@ -1,6 +1,9 @@
 package alloc_test
 
 import (
+	"cmp"
+	"os"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -31,33 +34,51 @@ func noHang(t *testing.T, what string, fn func()) {
 
 // damageFreeList leaves blocks of 64 bytes on their slab's free list with
 // every link damaged (xor damage), so the next refill of the class finds
-// them, and
-// returns two live blocks that keep them mapped, and their release: one below
-// them that keeps their first slab, one above them that keeps the region's
-// top (a class's slabs are small at first, so the freed blocks span
-// several, and Trim would move the break down over the last ones).
+// them, and returns the live blocks that keep them mapped, and their
+// release. Of 42 blocks, those freed are the ones at an even index of
+// their slab whose neighbour below is one of the 42 and stays live: each
+// freed block's slab keeps a live block (Trim cannot give its pages
+// back, nor move the break down over them), and a damaged link that
+// decodes to a neighbour of the block it should name (damage 1) names a
+// live block, which the check refuses, whatever order the caches handed
+// the blocks out in. The first slabs of the 64-byte class are one page.
 func damageFreeList(t *testing.T, a *alloc.Allocator, damage uint32) (kept [][]byte, release func()) {
 	t.Helper()
-	pin, err := a.Malloc(64)
-	require.NoError(t, err)
-	var freed [][]byte
-	for range 40 {
+	page := uintptr(os.Getpagesize())
+	var blocks [][]byte
+	ours := map[uintptr]bool{}
+	for range 42 {
 		b, err := a.Malloc(64)
 		require.NoError(t, err)
-		freed = append(freed, b)
+		blocks = append(blocks, b)
+		ours[addr(b)] = true
 	}
-	top, err := a.Malloc(64)
-	require.NoError(t, err)
+	var freed [][]byte
+	for _, b := range blocks {
+		p := addr(b)
+		if idx := p % page / 64; idx > 0 && idx%2 == 0 && ours[p-64] {
+			freed = append(freed, b)
+		} else {
+			kept = append(kept, b)
+		}
+	}
+	require.GreaterOrEqual(t, len(freed), 8, "enough blocks of the 42 have a neighbour below among them")
+	// Trim first: with no cache on this P (only a refill makes one), each
+	// Free goes straight to its slab's free list, and every link is
+	// written in the blocks.
+	a.Trim()
+	slices.SortFunc(freed, func(x, y []byte) int { return cmp.Compare(addr(x), addr(y)) })
 	for _, b := range freed {
 		require.NoError(t, a.Free(b))
 	}
-	a.Trim() // the caches go back: the links are written in the blocks
+	a.Trim()
 	for _, b := range freed {
 		*(*uint32)(unsafe.Pointer(&b[0])) ^= damage // a write after free
 	}
-	return [][]byte{pin, top}, func() {
-		require.NoError(t, a.Free(pin))
-		require.NoError(t, a.Free(top))
+	return kept, func() {
+		for _, b := range kept {
+			require.NoError(t, a.Free(b))
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/bench/internal/report"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -46,7 +47,8 @@ func TestMainJobReport(t *testing.T) {
 	svgs, _ := filepath.Glob(filepath.Join(out, "*.svg"))
 	assert.Equal(t, len(svgs), plots, "every plot file is on the page")
 	for _, f := range []string{"results.json", "pinned-top-resident.svg", "pinned-top-region.svg",
-		"large-temp-resident.svg", "large-temp-threshold.svg", "mmap-wall-mappings.svg", "gen-resident.svg"} {
+		"large-temp-resident.svg", "large-temp-threshold.svg", "mmap-wall-mappings.svg", "gen-resident.svg",
+		"pinned-top-breakdown.svg", "large-temp-breakdown.svg", "mmap-wall-breakdown.svg", "gen-breakdown.svg"} {
 		assert.FileExists(t, filepath.Join(out, f))
 	}
 	assert.NotContains(t, string(page), `src="`, "the page is self-contained")
@@ -70,6 +72,29 @@ func TestMainJobReport(t *testing.T) {
 		}
 	}
 	require.NoError(t, json.Unmarshal(raw, &results))
+
+	// Every run of this allocator has its breakdown at the peak, whose
+	// parts sum exactly to its committed bytes; glibc has none. The page
+	// draws one set of bars per workload and trace, with its table.
+	var withBreakdown []harness.Result
+	require.NoError(t, json.Unmarshal(raw, &withBreakdown))
+	for _, r := range withBreakdown {
+		if r.Policy == "libc" || !r.OK {
+			assert.Nil(t, r.PeakBreakdown, "%s under %s", r.Trace, r.Policy)
+			continue
+		}
+		b := r.PeakBreakdown
+		require.NotNil(t, b, "%s under %s has a breakdown at its peak", r.Trace, r.Policy)
+		assert.Equal(t, b.CommittedBytes, b.RequestedBytes+b.ClassRoundingBytes+b.PageRoundingBytes+b.SlabFreeBytes+
+			b.SlabTailBytes+b.CachedBytes+b.EmptySlabBytes+b.DirtyBytes+b.ReleasedBytes+b.QuarantineBytes,
+			"%s under %s: the parts sum to the committed bytes", r.Trace, r.Policy)
+		assert.NotZero(t, b.ResidentBytes, "%s under %s", r.Trace, r.Policy)
+	}
+	bars := regexp.MustCompile(`<div class="breakdown" data-name="([^"]*)">`).FindAllSubmatch(page, -1)
+	assert.Len(t, bars, 4, "pinned-top, large-temp, mmap-wall and the trace")
+	parts := len(report.PartNames())
+	assert.Equal(t, (len(bars)+1)*parts, strings.Count(string(page), `<span class="swatch"`),
+		"each table lists every part with its colour, as the legend at the top does")
 
 	// Every series has a sample at each named moment of its workload.
 	labels := map[string]map[string]bool{}

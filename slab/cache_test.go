@@ -29,6 +29,20 @@ func cached(h *Pool) [NumClasses]uint64 {
 	return out
 }
 
+// warmBins gives every P a cache whose bins have grown to their full
+// capacity, as a class in steady use has them (a new cache's bins start
+// cold: grow).
+func warmBins(h *Pool) {
+	for i := range h.caches {
+		pc := newPcache(h)
+		for c := range pc.bins {
+			pc.bins[c].cap = h.classes[c].binMax
+			pc.misses[c] = coldMisses
+		}
+		h.caches[i].Store(pc)
+	}
+}
+
 // freeFast frees p the way the root package does: FreeFast, else Free.
 func (h *Pool) freeFast(t *testing.T, p unsafe.Pointer) {
 	t.Helper()
@@ -44,6 +58,7 @@ func (h *Pool) freeFast(t *testing.T, p unsafe.Pointer) {
 func TestCacheRoundTrip(t *testing.T) {
 	alloctest.RequireChecks(t)
 	h, r := newPool(t, Options{})
+	warmBins(h)
 	c := SizeClass(64)
 	p, _ := h.AllocFast(uint8(c), 64)
 	assert.Nil(t, p, "a new pool's caches are empty")
@@ -80,6 +95,69 @@ func TestCacheRoundTrip(t *testing.T) {
 	assert.Zero(t, cached(h)[c])
 }
 
+// A class a P uses once parks nothing: its bin is cold, a refill takes one
+// block and the free sends it straight back, so its slab empties.
+func TestColdBinParksNothing(t *testing.T) {
+	h, r := newPool(t, Options{})
+	for _, size := range []uintptr{100, 1000, 5000, 20000} {
+		c := SizeClass(size)
+		p, _, _, err := h.Alloc(c, size)
+		require.NoError(t, err)
+		assert.Zero(t, cached(h)[c], "size %d: a cold refill takes one block", size)
+		h.freeFast(t, p)
+		assert.Zero(t, cached(h)[c], "size %d: a cold bin parks nothing", size)
+		st := h.Stats()[c]
+		assert.Zero(t, st.LiveBlocks)
+		assert.Zero(t, st.CachedBlocks)
+	}
+	assert.EqualValues(t, keptSlabBytes(h), r.Counters().SlabBytes, "every slab but the kept empty ones went back")
+}
+
+// keptSlabBytes returns the bytes of the classes' kept empty slabs.
+func keptSlabBytes(h *Pool) uint64 {
+	var n uint64
+	for _, st := range h.Stats() {
+		n += st.EmptySlabBytes
+	}
+	return n
+}
+
+// A class in steady use grows its bin to binCap within a few misses, and
+// then refills a whole batch at a time, as before bins started cold.
+func TestBinGrowsWithDemand(t *testing.T) {
+	h, _ := newPool(t, Options{})
+	c := SizeClass(64)
+	cl := &h.classes[c]
+	var ps []unsafe.Pointer
+	for round := 0; round < 8; round++ {
+		for range 4 * int(cl.binMax) {
+			p, _, _, err := h.Alloc(c, 64)
+			require.NoError(t, err)
+			ps = append(ps, p)
+		}
+		for _, p := range ps {
+			h.freeFast(t, p)
+		}
+		ps = ps[:0]
+	}
+	var caps []int32
+	for i := range h.caches {
+		procPin()
+		if pc := h.caches[i].Load(); pc != nil && pc.lock() {
+			caps = append(caps, pc.bins[c].cap)
+			pc.unlock()
+		}
+		procUnpin()
+	}
+	require.NotEmpty(t, caps)
+	assert.Contains(t, caps, cl.binMax, "the busy bin grew to binCap")
+	for _, k := range caps {
+		assert.LessOrEqual(t, k, cl.binMax)
+	}
+	assert.LessOrEqual(t, cached(h)[c], uint64(len(caps))*uint64(cl.binMax))
+	assert.NotZero(t, cached(h)[c], "a warm bin parks freed blocks")
+}
+
 func TestCacheFlushesWhenFull(t *testing.T) {
 	h, r := newPool(t, Options{})
 	c := SizeClass(1000)
@@ -114,6 +192,7 @@ func TestSamplingMarksAndReports(t *testing.T) {
 	var freed []uintptr
 	var mu sync.Mutex
 	h, r := newPool(t, Options{ProfileRate: 1, OnSampledFree: func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() }})
+	warmBins(h)
 	c := SizeClass(100)
 	p, _, sampled, err := h.Alloc(c, 100)
 	require.NoError(t, err)

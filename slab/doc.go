@@ -15,7 +15,8 @@
 //     and pop a block from that P's cache for the class. No lock, no atomic
 //     instruction: only the goroutine pinned to a P touches its cache.
 //  3. If the cache is empty, Refill takes a batch (about 8 KiB worth, 2 to
-//     32 blocks) from the class's partial slabs under the class lock — from
+//     32 blocks, once the bin has grown; one block and half the bin's
+//     capacity before) from the class's partial slabs under the class lock — from
 //     a slab's free list, or the blocks never handed out (the "bump" index;
 //     those are still zero when the slab came from fresh pages, so Calloc
 //     need not clear them). If no slab has room, the class's one cached
@@ -29,9 +30,12 @@
 //     path, ends in the same push); a full cache sends
 //     its older half back to the slabs under the class lock (blocks freed
 //     on another goroutine thus travel in batches); a bin parks at most
-//     16 KiB (maxBinBytes, or one block). A slab whose blocks are all back
-//     goes to the arena as a free run, except one per class with small
-//     slabs: the lowest, so it never pins the top. FlushIdle and ReleaseIdle (the root package's
+//     16 KiB (maxBinBytes, or one block), and a new cache's bins park
+//     nothing: a bin's capacity grows from 0 only once its class has gone
+//     to the slabs coldMisses times, doubling on each miss after (a class
+//     a P uses a few times parks nothing; grow). A slab whose blocks are
+//     all back goes to the arena as a free run, except one one-page slab
+//     per class: the lowest, so it never pins the top. FlushIdle and ReleaseIdle (the root package's
 //     background pass) retire caches and kept slabs that stopped being
 //     used.
 //

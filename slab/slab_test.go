@@ -311,9 +311,12 @@ func TestFreeInAReleasedSlab(t *testing.T) {
 
 func TestEmptySlabsGoBack(t *testing.T) {
 	h, r := newPool(t, Options{})
-	fullSlabs(h)
 	c := SizeClass(1000)
 	cl := &h.classes[c]
+	// Slabs of one page: a class keeps one such slab when it empties
+	// (keepSlabMax).
+	cl.slabPages, cl.minPages = 1, 1
+	cl.nelems = uint32(page / cl.size)
 	slabBytes := cl.slabPages * page
 	n := int(cl.nelems)
 	var first, second []unsafe.Pointer
@@ -354,6 +357,28 @@ func TestEmptySlabsGoBack(t *testing.T) {
 	h.Trim()
 	assert.Zero(t, r.Counters().SlabBytes, "Trim gives the cached slab back")
 	assert.Zero(t, h.Stats()[c].Slabs)
+}
+
+// A slab bigger than keepSlabMax goes back to the arena as soon as it
+// empties: its pages serve any class.
+func TestBigEmptySlabNotKept(t *testing.T) {
+	h, r := newPool(t, Options{})
+	fullSlabs(h)
+	c := SizeClass(1000)
+	cl := &h.classes[c]
+	require.Greater(t, cl.slabPages*page, uintptr(keepSlabMax))
+	var ps []unsafe.Pointer
+	for range int(cl.nelems) {
+		p, _, err := h.allocD(c, 1000)
+		require.NoError(t, err)
+		ps = append(ps, p)
+	}
+	require.Equal(t, cl.slabPages*page, r.Counters().SlabBytes)
+	for _, p := range ps {
+		h.free(t, p)
+	}
+	assert.Zero(t, r.Counters().SlabBytes, "the empty slab went back")
+	assert.Zero(t, h.Stats()[c].EmptySlabBytes)
 }
 
 // TestCorruptedFreeList damages the link in a free block and checks that

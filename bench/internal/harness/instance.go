@@ -35,7 +35,32 @@ type Instance struct {
 	PeakMap      stats.RegionMap
 	Moments      []Moment
 	peakResident uint64
-	peakStats    *Breakdown // at the sample of peak resident memory
+	breakdowns   []Breakdown // at every sample (this allocator's policies)
+}
+
+// peakSlack: the breakdown at the peak is taken, of the samples whose
+// resident memory is within 1/peakSlack of the highest, at the one with
+// the most live bytes. While a program frees, resident memory stays up
+// until the purge runs (and a free may touch a page or two more), so the
+// highest sample can come after the live peak, when part of the memory
+// is already free: the bar would show that moment instead of the peak's
+// make-up.
+const peakSlack = 64
+
+// peakBreakdown returns the breakdown at the peak (peakSlack), or nil.
+func (in *Instance) peakBreakdown() *Breakdown {
+	var top uint64
+	for _, b := range in.breakdowns {
+		top = max(top, b.ResidentBytes)
+	}
+	var best *Breakdown
+	for i := range in.breakdowns {
+		b := &in.breakdowns[i]
+		if b.ResidentBytes >= top-top/peakSlack && (best == nil || b.RequestedBytes > best.RequestedBytes) {
+			best = b
+		}
+	}
+	return best
 }
 
 // newInstance sets p up. threshold > 0 overrides the mmap threshold (for
@@ -154,9 +179,7 @@ func (in *Instance) Probe(s *sampler.Sample) {
 		return
 	}
 	st := in.A.Stats()
-	if in.peakStats == nil || st.Resident > in.peakStats.ResidentBytes {
-		in.peakStats = BreakdownOf(st)
-	}
+	in.breakdowns = append(in.breakdowns, *BreakdownOf(st))
 	s.Resident = st.Resident
 	s.LiveBytes = st.LiveBytes
 	s.ArenaBytes = st.ArenaBytes
@@ -222,7 +245,7 @@ func (in *Instance) Finish(res *Result, s *sampler.Sampler) {
 	if n, ok := res.Syscalls(); ok {
 		res.SyscallCount = &n
 	}
-	res.PeakBreakdown = in.peakStats
+	res.PeakBreakdown = in.peakBreakdown()
 	res.Series = s.Samples
 }
 

@@ -47,8 +47,9 @@ type Result struct {
 	GoGrowthBytes      uint64 `json:"go_runtime_growth_bytes,omitempty"`
 	Error              string `json:"error,omitempty"`
 	Note               string `json:"note,omitempty"`
-	// PeakBreakdown: where the committed bytes were at the sample of
-	// peak resident memory (this allocator only; nil for libc).
+	// PeakBreakdown: where the committed bytes were at the peak — of the
+	// samples within 1/64 of the highest resident memory, the one with the
+	// most live bytes (this allocator only; nil for libc).
 	PeakBreakdown *Breakdown `json:"peak_breakdown,omitempty"`
 
 	// For the report only; left out of `replay -json`.

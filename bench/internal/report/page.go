@@ -72,7 +72,9 @@ type section struct {
 	Notes               []string
 	Resident, Region    *figure
 	Threshold, Mappings *figure
-	RegionRows          string // the region plot's row names, for the test (JSON)
+	Breakdown           *figure         // the stacked bars at each policy's peak
+	BreakdownTable      *breakdownTable // their figures
+	RegionRows          string          // the region plot's row names, for the test (JSON)
 }
 
 // row is one line of a section's table.
@@ -115,7 +117,7 @@ func (rep *Report) Write(dir string) (string, error) {
 		return "", err
 	}
 	// Plots of an earlier run would look like part of this one.
-	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg"} {
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg", "*-breakdown.svg"} {
 		old, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, f := range old {
 			os.Remove(f)
@@ -160,6 +162,7 @@ func (rep *Report) Write(dir string) (string, error) {
 		"Sections": sections, "Traces": traces, "TraceDir": rep.TraceDir, "Scale": rep.Scale,
 		"When": rep.When.Format(time.RFC1123), "Go": runtime.Version(), "OS": runtime.GOOS + "/" + runtime.GOARCH,
 		"CPUs": runtime.NumCPU(), "MaxMapCount": procfs.MaxMapCount(), "Policies": policyDocs(),
+		"Parts": partDocs(),
 	})
 	if err != nil {
 		return "", err
@@ -169,7 +172,8 @@ func (rep *Report) Write(dir string) (string, error) {
 }
 
 func (rep *Report) section(dir, name, title, lesson string, results []*harness.Result, w, h vg.Length) (section, error) {
-	s := section{Name: name, Title: title, Lesson: lesson, Rows: rowsOf(results), Verdict: verdict(results)}
+	s := section{Name: name, Title: title, Lesson: lesson, Rows: rowsOf(results), Verdict: verdict(results),
+		BreakdownTable: breakdownOf(results)}
 	for _, r := range results {
 		if r.Note != "" {
 			s.Notes = append(s.Notes, r.Policy+": "+r.Note)
@@ -182,6 +186,7 @@ func (rep *Report) section(dir, name, title, lesson string, results []*harness.R
 		dst  **figure
 	}{
 		{func() (*plot.Plot, error) { return residentPlot(name, results) }, "-resident.svg", &s.Resident},
+		{func() (*plot.Plot, error) { return breakdownPlot(name, results) }, "-breakdown.svg", &s.Breakdown},
 		{func() (*plot.Plot, error) { return thresholdPlot(name, results) }, "-threshold.svg", &s.Threshold},
 		{func() (*plot.Plot, error) { return mappingsPlot(name, results, procfs.MaxMapCount()) }, "-mappings.svg", &s.Mappings},
 	}
@@ -193,7 +198,13 @@ func (rep *Report) section(dir, name, title, lesson string, results []*harness.R
 		if p == nil {
 			continue
 		}
-		f, err := render(p, dir, name+pl.file, w, h)
+		pw, ph := w, h
+		if pl.dst == &s.Breakdown {
+			// full width, for the bars and the legend beside them, and a
+			// legend row for each part
+			pw, ph = max(w, 7*vg.Inch), max(h, 3.6*vg.Inch)
+		}
+		f, err := render(p, dir, name+pl.file, pw, ph)
 		if err != nil {
 			return s, err
 		}

@@ -30,6 +30,9 @@ td.bad { color: #b00; font-weight: bold; }
 svg.plot { display: block; margin: 0.5em 0; width: 100%; max-width: 100%; height: auto; }
 .note { background: #f6f6f0; padding: 0.4em 0.8em; border-left: 3px solid #cc9; }
 .small { color: #666; font-size: 0.85em; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; vertical-align: -0.1em; border: 1px solid #999; }
+ul.legend { list-style: none; padding-left: 0.5em; }
+table.parts td:first-child { white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -46,6 +49,13 @@ reserved and written through, /proc is read without allocating, and the run is m
 it from its main arena as it serves a C program. <code>results.json</code> has beside it glibc's own count of its heap
 (mallinfo2: arena + hblkhd, <code>libc_heap_peak_bytes</code>) and what the Go runtime still grew
 (<code>go_runtime_growth_bytes</code>).</li>
+<li><b>where the memory was</b> (the stacked bars): at each policy's peak (of its samples within 1/64 of its highest
+resident memory, the one with the most live bytes), the
+allocator's <code>Stats().Breakdown()</code>, whose parts sum exactly to the committed bytes (read from the allocator's
+counters, no guess), and beside them the resident memory measured by mincore at the same sample. The parts, bottom up:
+<ul class="legend">{{range .Parts}}<li><span class="swatch" style="background: {{.Color}}"></span><b>{{.Name}}</b>: {{.About}}.</li>{{end}}</ul>
+Committed but not resident: pages released, and pages never touched. glibc's bar is its peak RSS growth, measured as the
+resident column below; glibc's own count of its heap (mallinfo2) is in the table under the bars.</li>
 <li><b>time</b>: the run's own time, the sampler's excluded; <b>faults</b>: the process's minor page faults during the run.</li>
 <li><b>frag</b>: peak resident / peak live (requested bytes). It is below 1 when a workload writes only part of its blocks:
 a page never touched is never resident.</li>
@@ -67,6 +77,15 @@ One run each: time on a shared machine is noisy; memory and system calls are not
 {{range .Rows}}<tr><td{{if not .OK}} class="bad"{{end}}>{{.Policy}}{{if not .OK}} (failed){{end}}</td><td>{{.Time}}</td><td>{{.Syscalls}}</td><td>{{.Faults}}</td><td>{{.PeakLive}}</td><td>{{.PeakResident}}</td><td>{{.FinalResident}}</td><td>{{.Frag}}</td><td>{{.Trapped}}</td><td>{{.Score}}</td>{{if $.Ops}}<td>{{.OpsPerSec}}</td>{{end}}</tr>
 {{end}}</table></div>{{end}}
 
+{{define "breakdown"}}{{if .Breakdown}}<div class="breakdown" data-name="{{.Name}}">{{.Breakdown.SVG}}
+{{with .BreakdownTable}}<div class="tablewrap"><table class="parts">
+<tr><th>at the peak</th>{{range .Policies}}<th>{{.}}</th>{{end}}</tr>
+{{range .Rows}}<tr><td>{{if .Color}}<span class="swatch" style="background: {{.Color}}"></span>{{end}}{{.Name}}</td>{{range .Cells}}<td>{{.}}</td>{{end}}</tr>
+{{end}}</table></div>{{end}}
+<p class="small">Each bar is one policy's memory at its peak — of its samples within 1/64 of its highest resident memory,
+the one with the most live bytes — split as the allocator's Stats split it (the parts are explained at the top of the page); the black tick is the
+resident memory measured at that sample. glibc's bar is its peak resident growth, measured from outside: glibc does not say where its memory goes.</p></div>{{end}}{{end}}
+
 {{range .Sections}}
 <h2 id="{{.Name}}">{{.Name}}</h2>
 <p><i>{{.Title}}.</i></p>
@@ -77,6 +96,7 @@ One run each: time on a shared machine is noisy; memory and system calls are not
 {{range .Notes}}<p class="note">{{.}}</p>{{end}}
 {{range .Rows}}{{if .Error}}<p class="note">{{.Policy}}: {{.Error}}</p>{{end}}{{end}}
 {{with .Resident}}{{.SVG}}{{end}}
+{{template "breakdown" .}}
 {{with .Threshold}}{{.SVG}}<p class="small">The threshold as this allocator's Stats report it at each sample; a cross marks
 each sample where a free had just raised it (glibc slides its own threshold the same way, but does not report it).</p>{{end}}
 {{with .Mappings}}{{.SVG}}<p class="small">The process's mappings (lines of /proc/self/maps) at each sample, against the kernel's cap.</p>{{end}}
@@ -93,6 +113,7 @@ and checked before it is freed or moved. Peak live is the trace's own; ops/s cou
 {{with .Verdict}}<p class="verdict">{{.}}</p>{{end}}
 {{range .Rows}}{{if .Error}}<p class="note">{{.Policy}}: {{.Error}}</p>{{end}}{{end}}
 {{with .Resident}}{{.SVG}}{{end}}
+{{template "breakdown" .}}
 {{with .Threshold}}{{.SVG}}{{end}}
 {{end}}
 {{end}}
