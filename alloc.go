@@ -450,17 +450,14 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 }
 
 // smallFast is the small Malloc's fast path: a block popped from this P's
-// cache, or nil (not small, not served from slabs, or the cache is empty).
-// tried says it looked in the cache, so the slow path need not look again.
+// cache, or nil (not small, not served from slabs, the cache is empty, or
+// the block is the heap-profile sample). tried says it looked in the
+// cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
 	if uint(n) >= a.smallLimit {
 		return nil, false
 	}
-	p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n))
-	if sampled {
-		a.prof.record(p, n)
-	}
-	return p, true
+	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
 }
 
 func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
@@ -469,11 +466,13 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	p, tried := a.smallFast(n)
-	if p != nil {
-		return bytesAt(p, n), nil
+	if uint(n) < a.smallLimit {
+		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+			return bytesAt(p, n), nil
+		}
+		return a.allocGated(n, 16, true, false)
 	}
-	return a.allocGated(n, 16, tried, false)
+	return a.allocGated(n, 16, false, false)
 }
 
 // allocGated is the slow path of every allocation, inside the gate
