@@ -297,17 +297,10 @@ func (p *Pool) take(cl *central, out []entry) (int, error) {
 // goes on this P's cache (push, as FreeFast's); a full bin first sends its
 // older half back to the slabs under the class lock.
 func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
-	st, c, err := p.state(run, addr)
+	e, c, n, err := p.claim(run, addr)
 	if err != nil {
 		return 0, err
 	}
-	v, ok := takeAny(st)
-	if !ok {
-		return 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
-	}
-	p.sampledFree(v, addr) // before the block can be handed out again
-	n := requested(uintptr(classSize[c]), v)
-	e := entry{p: p.region.Ptr(addr), st: st}
 	cl := &p.classes[c]
 	pc := p.cacheOf(procPin())
 	if pc == nil {
@@ -329,6 +322,25 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	unpin(pc)
 	p.giveBack(cl, buf[:k])
 	return n, nil
+}
+
+// claim is the first half of every slow free (Pool's and Local's): it
+// validates that addr is the start of a live block of run's slab, claims
+// it (its state becomes stateCached: of two frees racing, one wins), runs
+// OnSampledFree for a sampled block, and returns the block's cache entry,
+// its class and the size that had been requested. A bad free changes
+// nothing.
+func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) {
+	st, c, err := p.state(run, addr)
+	if err != nil {
+		return entry{}, 0, 0, err
+	}
+	v, ok := takeAny(st)
+	if !ok {
+		return entry{}, 0, 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
+	}
+	p.sampledFree(v, addr) // before the block can be handed out again
+	return entry{p: p.region.Ptr(addr), st: st}, c, requested(uintptr(classSize[c]), v), nil
 }
 
 // drain takes every P's cache out of its slot, waits until no goroutine
