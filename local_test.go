@@ -49,6 +49,9 @@ func newLocalModels(t require.TestingT, v alloctest.Variant) (*alloc.Allocator, 
 // models are checked together: patterns intact, no overlap, Stats exact.
 func TestLocalModel(t *testing.T) {
 	for _, v := range alloctest.Variants {
+		if (raceBuild || testing.Short()) && !localModelQuick[v.Name] {
+			continue // ten times slower under -race: the variants whose paths differ
+		}
 		t.Run(v.Name, func(t *testing.T) {
 			rapid.Check(t, func(rt *rapid.T) {
 				a, l, ml, ma := newLocalModels(rt, v)
@@ -118,6 +121,11 @@ func TestLocalModel(t *testing.T) {
 		})
 	}
 }
+
+// localModelQuick are the variants TestLocalModel runs in a race build or
+// with -short: the Local's bins (default, low-threshold), no bins (Debug),
+// no slabs (mmap).
+var localModelQuick = map[string]bool{"default": true, "low-threshold": true, "debug": true, "mmap": true}
 
 // TestLocalCrossGoroutineFrees: workers each allocate from their own
 // Local and pass blocks to the next worker, which frees half of them with
