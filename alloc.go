@@ -3,8 +3,8 @@
 //
 // A request goes one of three ways, chosen by its size and the Policy:
 //
-//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (a table
-//     lookup) and popped from this P's cache for that class, with no lock
+//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (one
+//     table load) and popped from this P's cache for that class, with no lock
 //     and no atomic instruction; an empty cache is refilled with a batch
 //     from the class's slabs under the class lock — package slab. Slabs
 //     are page runs of the region.
@@ -29,6 +29,11 @@
 // is not the start of a live block — a Go slice, a block of another
 // Allocator, an interior pointer, a second free — is refused with an error
 // and changes nothing.
+//
+// A goroutine that allocates much — a worker, a connection — may take a
+// Local (NewLocal): a handle with its own cache in place of the P's, used
+// without pinning, whose blocks are the Allocator's like any other
+// (local.go).
 //
 // Memory from an Allocator must not hold Go pointers: the garbage collector
 // does not scan it, so what they point to could be collected. The typed
