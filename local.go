@@ -2,6 +2,7 @@ package alloc
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -26,15 +27,17 @@ import (
 // of blocks a class), then back to their slabs in batches.
 //
 // Close gives the cached blocks back; every call after Close returns
-// ErrClosed. A Local left unclosed keeps its cached blocks (Trim does not
-// take them, its owner may be using them) and its registration until the
-// Allocator is closed. The Allocator's Close may run with Locals still
+// ErrClosed. Until then, Trim does not take its cached blocks (its owner
+// may be using them); a Local dropped without Close gives them back once
+// the garbage collector finds it unreachable (a cleanup), but Close is
+// what gives them back at once. The Allocator's Close may run with Locals still
 // open: their later calls return ErrClosed, and their Close does nothing.
 // Stats counts a Local's cached blocks in CachedBytes, as a P cache's.
 type Local struct {
-	c     *slab.Local // nil for a zero Allocator's
-	a     *Allocator
-	small uint // the Allocator's smallLimit: requests below it go to the bins
+	c       *slab.Local // nil for a zero Allocator's
+	a       *Allocator
+	small   uint            // the Allocator's smallLimit: requests below it go to the bins
+	cleanup runtime.Cleanup // closes c if the Local is dropped unclosed
 }
 
 // NewLocal returns a Local on a; close it when the goroutine is done with
@@ -45,8 +48,27 @@ func (a *Allocator) NewLocal() *Local {
 	if a.slabs != nil {
 		l.c = a.slabs.NewLocal()
 		l.small = a.smallLimit
+		l.cleanup = runtime.AddCleanup(l, closeLocal, localOf{a, l.c})
 	}
 	return l
+}
+
+// localOf is what a dropped Local's cleanup needs: not the Local itself,
+// which must be unreachable for the cleanup to run.
+type localOf struct {
+	a *Allocator
+	c *slab.Local
+}
+
+// closeLocal gives a Local's blocks back: its Close, and the cleanup of
+// one dropped unclosed (nobody uses it then).
+func closeLocal(l localOf) {
+	if l.a.enter() {
+		l.c.Close()
+		l.a.leave(nil)
+	} else {
+		l.c.Drop() // the Allocator is closing: its memory is going
+	}
 }
 
 // Malloc is Allocator.Malloc from the Local's bins.
@@ -177,11 +199,7 @@ func (l *Local) Close() error {
 	if l.c == nil {
 		return l.a.usable()
 	}
-	if l.a.enter() {
-		l.c.Close()
-		l.a.leave(nil)
-	} else {
-		l.c.Drop() // the Allocator is closing: its memory is going
-	}
+	l.cleanup.Stop()
+	closeLocal(localOf{l.a, l.c})
 	return nil
 }

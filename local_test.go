@@ -3,6 +3,7 @@ package alloc_test
 import (
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -431,4 +432,28 @@ func TestLocalNoGoAllocations(t *testing.T) {
 		assert.Zero(t, allocs, "%d bytes", n)
 	}
 	require.NoError(t, l.Close())
+}
+
+// TestLocalDroppedUnclosed: a Local dropped without Close gives its
+// cached blocks back once the garbage collector finds it unreachable.
+func TestLocalDroppedUnclosed(t *testing.T) {
+	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever})
+	func() {
+		l := a.NewLocal()
+		b, err := l.Malloc(100)
+		require.NoError(t, err)
+		require.NoError(t, l.Free(b)) // its batch and this block wait in its bin
+	}()
+	a.Trim() // the P caches' blocks: not the Local's
+	require.NotZero(t, a.Stats().CachedBytes, "the Local's bin holds blocks")
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().CachedBytes != 0 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+		a.Trim()
+	}
+	s := a.Stats()
+	assert.Zero(t, s.CachedBytes, "the dropped Local's blocks went back")
+	assert.Zero(t, s.LiveBlocks)
+	requireBreakdown(t, s, "after the cleanup")
 }
