@@ -132,10 +132,19 @@ func (l *Local) usable() error {
 		return err
 	}
 	if l.c != nil && l.c.Closed() {
-		return fmt.Errorf("%w: the Local was closed", ErrClosed)
+		return errLocalClosed
 	}
 	return nil
 }
+
+// errLocalClosed is what a closed Local's calls return: ErrClosed to
+// errors.Is, with a message naming the handle (the Allocator may be open).
+var errLocalClosed error = localClosed{}
+
+type localClosed struct{}
+
+func (localClosed) Error() string { return "alloc: use of a closed Local" }
+func (localClosed) Unwrap() error { return ErrClosed }
 
 // Free is Allocator.Free onto the Local's bins: any block of the
 // Allocator, whoever allocated it. A bad free returns ErrDoubleFree or

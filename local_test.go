@@ -246,7 +246,9 @@ func TestLocalClose(t *testing.T) {
 		"Realloc": func() error { _, err := l.Realloc(nil, 10); return err },
 		"Free":    func() error { return l.Free(live) },
 	} {
-		assert.ErrorIs(t, call(), alloc.ErrClosed, name)
+		err := call()
+		assert.ErrorIs(t, err, alloc.ErrClosed, name)
+		assert.EqualError(t, err, "alloc: use of a closed Local", name)
 	}
 	assert.NoError(t, l.Close(), "a second Close")
 	require.NoError(t, a.Free(live), "the Local's block is still the Allocator's")
