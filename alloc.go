@@ -3,8 +3,8 @@
 //
 // A request goes one of three ways, chosen by its size and the Policy:
 //
-//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (a table
-//     lookup) and popped from this P's cache for that class, with no lock
+//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (one
+//     table load) and popped from this P's cache for that class, with no lock
 //     and no atomic instruction; an empty cache is refilled with a batch
 //     from the class's slabs under the class lock — package slab. Slabs
 //     are page runs of the region.
@@ -29,6 +29,11 @@
 // is not the start of a live block — a Go slice, a block of another
 // Allocator, an interior pointer, a second free — is refused with an error
 // and changes nothing.
+//
+// A goroutine that allocates much — a worker, a connection — may take a
+// Local (NewLocal): a handle with its own cache in place of the P's, used
+// without pinning, whose blocks are the Allocator's like any other
+// (local.go).
 //
 // Memory from an Allocator must not hold Go pointers: the garbage collector
 // does not scan it, so what they point to could be collected. The typed
@@ -450,17 +455,14 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 }
 
 // smallFast is the small Malloc's fast path: a block popped from this P's
-// cache, or nil (not small, not served from slabs, or the cache is empty).
-// tried says it looked in the cache, so the slow path need not look again.
+// cache, or nil (not small, not served from slabs, the cache is empty, or
+// the block is the heap-profile sample). tried says it looked in the
+// cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
 	if uint(n) >= a.smallLimit {
 		return nil, false
 	}
-	p, sampled := a.slabs.AllocFast(uint8(slab.SizeClass(uintptr(n))), uintptr(n))
-	if sampled {
-		a.prof.record(p, n)
-	}
-	return p, true
+	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
 }
 
 func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
@@ -469,11 +471,13 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	p, tried := a.smallFast(n)
-	if p != nil {
-		return bytesAt(p, n), nil
+	if uint(n) < a.smallLimit {
+		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+			return bytesAt(p, n), nil
+		}
+		return a.allocGated(n, 16, true, false)
 	}
-	return a.allocGated(n, 16, tried, false)
+	return a.allocGated(n, 16, false, false)
 }
 
 // allocGated is the slow path of every allocation, inside the gate

@@ -244,3 +244,50 @@ func ExampleDefault() {
 	// true
 	// true
 }
+
+// A worker goroutine takes a Local for its own allocations: its small
+// Malloc and Free use the Local's bins, with no pinning and no lock. The
+// blocks are the Allocator's: here the worker's results are freed by
+// another goroutine with the Allocator's Free.
+func ExampleAllocator_NewLocal() {
+	a, err := alloc.New(alloc.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer a.Close()
+
+	results := make(chan []byte)
+	go func() { // the worker: one goroutine, one Local
+		l := a.NewLocal()
+		defer l.Close() // gives its cached blocks back
+		defer close(results)
+		for i := range 3 {
+			scratch, err := l.Malloc(256) // a temporary: freed by the worker
+			if err != nil {
+				panic(err)
+			}
+			n := copy(scratch, fmt.Sprintf("job %d done", i))
+			out, err := l.Malloc(n) // a result: freed by whoever receives it
+			if err != nil {
+				panic(err)
+			}
+			copy(out, scratch[:n])
+			if err := l.Free(scratch); err != nil {
+				panic(err)
+			}
+			results <- out
+		}
+	}()
+	for out := range results {
+		fmt.Println(string(out))
+		if err := a.Free(out); err != nil { // any goroutine may free a Local's block
+			panic(err)
+		}
+	}
+	fmt.Println(a.Stats().LiveBlocks)
+	// Output:
+	// job 0 done
+	// job 1 done
+	// job 2 done
+	// 0
+}

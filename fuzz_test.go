@@ -69,6 +69,93 @@ func FuzzOps(f *testing.F) {
 	})
 }
 
+// FuzzLocal is FuzzOps through a Local: the stream's Malloc, Calloc,
+// Realloc and Free go through a Local on the allocator (its AlignedAlloc,
+// Trim and Stats are the Allocator's), and two more operations hand a
+// block to a second model driving the Allocator itself (which frees it
+// there, or hands it back) and close the Local for a new one. The same
+// model holds both: patterns intact, no overlap, Stats exact, bad frees
+// refused, nothing left once everything is freed.
+//
+//	go test -run '^$' -fuzz '^FuzzLocal$' -fuzztime 15s .
+func FuzzLocal(f *testing.F) {
+	for i := range alloctest.Variants {
+		c := byte(i)
+		f.Add([]byte{c})
+		f.Add([]byte{c, opMalloc, 1, 0, 0, opHand, 0, opMalloc, 0, 3, 0, opFree, 0, opTrim, opCloseLocal, opHand, 0, opFree, 0})
+		f.Add([]byte{c, opMalloc, 0, 9, 0, opCalloc, 1, 200, 0, opMalloc, 5, 0, 0, opHand, 1, opRealloc, 0, 9, 255, 255,
+			opBadFree, 0, 1, 7, opCloseLocal, opFree, 0, opHand, 0, opFree2, 0})
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 10 {
+		b := make([]byte, 1+r.IntN(600))
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		b[0] = byte(i % len(alloctest.Variants))
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		v := alloctest.Variants[int(data[0])%len(alloctest.Variants)]
+		a, l, ml, ma := newLocalModels(t, v)
+		defer a.Close()
+		d := &decoder{data: data[1:], local: true}
+		for op := 0; len(d.data) > 0 && op < maxOps; op++ {
+			var err error
+			switch o := d.op(ml); {
+			case o.Kind == opHandKind:
+				// the block goes to the Allocator's model, which frees it
+				// the Allocator's way, or back
+				var blk *alloctest.Block
+				if ml.Live() > 0 {
+					if blk, err = ml.Hand(o.Block); err == nil {
+						ma.Adopt(blk)
+						if o.Size%2 == 0 {
+							err = ma.Apply(alloctest.Op{Kind: alloctest.OpFree, Block: ma.Live() - 1})
+						}
+					}
+				} else if ma.Live() > 0 {
+					if blk, err = ma.Hand(o.Block); err == nil {
+						ml.Adopt(blk)
+					}
+				}
+			case o.Kind == opCloseKind:
+				if err = l.Close(); err == nil {
+					l = a.NewLocal()
+					ml.Retarget(localHeap{a, l})
+				}
+			case o.Kind == alloctest.OpFreeStale && (!alloctest.Checks || ma.Live() > 0):
+				// a stale slice is judged against this model's blocks only
+			case !alloctest.Checks && o.Kind == alloctest.OpFreeInside:
+			default:
+				err = ml.Apply(o)
+			}
+			if err == nil && op%checkEvery == 0 {
+				err = alloctest.CheckAll(ml, ma)
+			}
+			if err != nil {
+				t.Fatalf("%s, op %d: %v", v.Name, op, err)
+			}
+		}
+		for ma.Live() > 0 {
+			blk, err := ma.Hand(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ml.Adopt(blk)
+		}
+		if err := ml.FreeAll(); err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // The operations of a stream: the op byte modulo numOps.
 const (
 	opMalloc  = iota // size
@@ -80,6 +167,16 @@ const (
 	opBadFree        // kind: interior pointer of a block (block, offset) or a stale slice (index)
 	opFree2          // block: frees are as common as allocations
 	numOps
+	// FuzzLocal's two more (the op byte modulo numLocalOps)
+	opHand       = numOps     // block, way: hand a block between the Local's model and the Allocator's
+	opCloseLocal = numOps + 1 // close the Local and take a new one
+	numLocalOps  = numOps + 2
+)
+
+// The kinds decode gives FuzzLocal's operations (beyond alloctest's).
+const (
+	opHandKind  = alloctest.NumOps + iota // Block, Size (even: the Allocator frees it)
+	opCloseKind                           //
 )
 
 const (
@@ -88,8 +185,11 @@ const (
 	checkEvery   = 16
 )
 
-// decoder turns fuzz input into operations.
-type decoder struct{ data []byte }
+// decoder turns fuzz input into operations; local adds FuzzLocal's.
+type decoder struct {
+	data  []byte
+	local bool
+}
 
 // byte returns the next input byte (0 once the input is spent).
 func (d *decoder) byte() byte {
@@ -109,7 +209,11 @@ func (d *decoder) size() int { return alloctest.Size(int(d.byte()), d.u16()) }
 // op decodes the next operation; past maxLiveBytes live, allocations
 // become frees so that a stream cannot exhaust memory.
 func (d *decoder) op(m *alloctest.Model) alloctest.Op {
-	k := d.byte() % numOps
+	b := d.byte()
+	k := b % numOps
+	if d.local {
+		k = b % numLocalOps
+	}
 	if m.LiveBytes() > maxLiveBytes && k <= opAligned && k != opRealloc {
 		k = opFree
 	}
@@ -126,6 +230,10 @@ func (d *decoder) op(m *alloctest.Model) alloctest.Op {
 		return alloctest.Op{Kind: alloctest.OpRealloc, Block: blk, Size: d.size()}
 	case opTrim:
 		return alloctest.Op{Kind: alloctest.OpTrim}
+	case opHand:
+		return alloctest.Op{Kind: opHandKind, Block: int(d.byte()), Size: int(d.byte())}
+	case opCloseLocal:
+		return alloctest.Op{Kind: opCloseKind}
 	case opBadFree:
 		kind, blk, off := d.byte(), int(d.byte()), int(d.u16())
 		if kind%2 == 0 {

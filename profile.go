@@ -180,15 +180,15 @@ func (s *profileSampler) closed() {
 	s.nonSlab.Store(0)
 }
 
-// hideAllocator is the profile's Hide: the allocator's own methods and
-// typed helpers, so that a sample's leaf is the function that asked.
+// hideAllocator is the profile's Hide: the allocator's own methods (a
+// Local's too) and typed helpers, so that a sample's leaf is the function that asked.
 func hideAllocator(fn string) bool {
 	const root = "github.com/brkmap/alloc."
 	rest, ok := strings.CutPrefix(fn, root)
 	if !ok {
 		return false
 	}
-	return strings.HasPrefix(rest, "(*Allocator).") || strings.HasPrefix(rest, "(*profileSampler).") ||
+	return strings.HasPrefix(rest, "(*Allocator).") || strings.HasPrefix(rest, "(*Local).") || strings.HasPrefix(rest, "(*profileSampler).") ||
 		strings.HasPrefix(rest, "NewObject[") || strings.HasPrefix(rest, "MakeSlice[")
 }
 

@@ -94,6 +94,43 @@ func TestHeapProfileRecordsEveryAllocation(t *testing.T) {
 	}
 }
 
+//go:noinline
+func localAllocateForProfile(l *alloc.Local, n, size int) [][]byte {
+	bs := make([][]byte, n)
+	for i := range bs {
+		var err error
+		if bs[i], err = l.Malloc(size); err != nil {
+			panic(err)
+		}
+	}
+	return bs
+}
+
+// A Local's allocations are sampled as the Allocator's (its bins leave
+// the sample to their slow path), with the Local's frames cut, and its
+// frees of sampled blocks are counted.
+func TestHeapProfileLocal(t *testing.T) {
+	for _, size := range []int{64, 4096, 64 << 10} {
+		a := withProfileRate(t, 1, alloc.Config{})
+		l := a.NewLocal()
+		bs := localAllocateForProfile(l, 10, size)
+		for _, b := range bs[:4] {
+			require.NoError(t, l.Free(b))
+		}
+		p := parseProfile(t, a)
+		v, found := site(p, ".localAllocateForProfile")
+		require.True(t, found, "size %d: no sample names the allocating function", size)
+		assert.Equal(t, [4]int64{10, int64(10 * size), 6, int64(6 * size)}, v, "size %d", size)
+		for _, f := range p.Function {
+			assert.NotContains(t, f.Name, "(*Local)", "the Local's own frames are cut")
+		}
+		for _, b := range bs[4:] {
+			require.NoError(t, a.Free(b))
+		}
+		require.NoError(t, l.Close())
+	}
+}
+
 // The typed helpers are cut too: the leaf is their caller.
 func TestHeapProfileTypedHelper(t *testing.T) {
 	a := withProfileRate(t, 1, alloc.Config{})

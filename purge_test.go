@@ -53,6 +53,19 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {
 			a := newAlloc(t, cfg)
+			// a Local does a third of the work: its bins count in
+			// CachedBytes as a P cache's do
+			l := a.NewLocal()
+			type heap interface {
+				Malloc(int) ([]byte, error)
+				Free([]byte) error
+			}
+			pick := func(i int) heap {
+				if i%3 == 0 {
+					return l
+				}
+				return a
+			}
 			rng := rand.New(rand.NewPCG(3, 4))
 			var live [][]byte
 			requireBreakdown(t, a.Stats(), "new")
@@ -65,7 +78,7 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 					case 1:
 						n = 200<<10 + rng.IntN(1<<20)
 					}
-					b, err := a.Malloc(n)
+					b, err := pick(rng.IntN(3)).Malloc(n)
 					require.NoError(t, err)
 					clear(b)
 					live = append(live, b)
@@ -78,18 +91,23 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 				requireBreakdown(t, a.Stats(), "allocated")
 				rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
 				keep := len(live) / (round + 2)
-				for _, b := range live[keep:] {
-					require.NoError(t, a.Free(b))
+				for i, b := range live[keep:] {
+					require.NoError(t, pick(i).Free(b))
 				}
 				live = live[:keep]
 				requireBreakdown(t, a.Stats(), "freed")
 			}
-			for _, b := range live {
-				require.NoError(t, a.Free(b))
+			for i, b := range live {
+				require.NoError(t, pick(i).Free(b))
 			}
 			s := a.Stats()
 			requireBreakdown(t, s, "all freed")
 			assert.Zero(t, s.LiveBytes)
+			if !cfg.Debug && cfg.Policy != alloc.PolicyMmap {
+				assert.NotZero(t, s.CachedBytes, "the Local's bins and the P caches hold freed blocks")
+			}
+			require.NoError(t, l.Close())
+			requireBreakdown(t, a.Stats(), "Local closed")
 			a.Trim()
 			s = a.Stats()
 			requireBreakdown(t, s, "trimmed")

@@ -193,7 +193,7 @@ func (m *PageMap) Lookup(addr uintptr) *Run {
 	if off >= m.n {
 		return nil
 	}
-	return entryAt(m.chunks, off>>m.shift)
+	return entryAt(m.chunks, off>>(m.shift&63)) // the mask: one shift instruction, not Go's test for shifts past 63
 }
 
 // Lookup returns the run recorded for the page holding addr, or nil. addr

@@ -6,7 +6,8 @@ package main
 //	go test ./bench -run '^$' -bench . -count 10 | tee new.txt
 //	benchstat -col /peer new.txt
 //
-// Peers: this allocator ("brkmap"), Go's make with the GC running normally
+// Peers: this allocator ("brkmap"; "brkmap-local" through a Local in the
+// single-goroutine benchmarks), Go's make with the GC running normally
 // ("gomake"), glibc's malloc through cgo ("glibc", only with cgo),
 // modernc.org/memory ("modernc", behind a mutex in the parallel runs since
 // it has no locking of its own), and raw mmap/munmap for the large sizes.
@@ -49,6 +50,21 @@ var peers = withGlibc([]peer{
 		return m
 	}, serial: true},
 })
+
+// local is this allocator through a Local (Allocator.NewLocal): the
+// benchmark's goroutine owns it, so only the single-goroutine benchmarks
+// (Pair, LiveSet) run it.
+var local = peer{name: "brkmap-local", make: func(tb testing.TB) allocator {
+	l := newBrkmap(tb, alloc.Config{}).NewLocal()
+	tb.Cleanup(func() { _ = l.Close() }) // before the Allocator's Close (cleanups run last first)
+	return l
+}}
+
+// withLocal returns ps with the Local peer after brkmap.
+func withLocal(ps []peer) []peer {
+	out := append([]peer{}, ps[:1]...)
+	return append(append(out, local), ps[1:]...)
+}
 
 // glibc is the system malloc through cgo (libc.Heap), a peer only when
 // this binary has cgo.
@@ -128,7 +144,7 @@ func must(tb testing.TB, err error) {
 // BenchmarkPair: allocate, write one byte, free, at one size.
 func BenchmarkPair(b *testing.B) {
 	for _, size := range []int{16, 64, 256, 1024, 4096, 32768} {
-		for _, p := range peers {
+		for _, p := range withLocal(peers) {
 			b.Run(fmt.Sprintf("size=%d/peer=%s", size, p.name), func(b *testing.B) {
 				a := p.make(b)
 				b.ReportAllocs()
@@ -170,7 +186,7 @@ var liveStream = func() []liveOp {
 // BenchmarkLiveSet: 100k live blocks of 16 B–2 KiB; each op frees a random
 // block and allocates a new random size in its place.
 func BenchmarkLiveSet(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range withLocal(peers) {
 		b.Run("peer="+p.name, func(b *testing.B) {
 			a := p.make(b)
 			live := make([][]byte, liveBlocks)

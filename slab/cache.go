@@ -99,10 +99,14 @@ type bin struct {
 	e [2 * maxBatch]entry // inline: no slice header to load on the way
 }
 
+// binMask masks a bin's index into e: n is always below len(e), and the
+// mask tells the compiler so (no bounds check on the fast paths).
+const binMask = 2*maxBatch - 1
+
 // push puts a free block of n requested bytes on the bin (which has room)
 // and uncounts it: the one push of a freed block, for FreeFast and Free.
 func (b *bin) push(e entry, n uintptr) {
-	b.e[b.n] = e
+	b.e[b.n&binMask] = e
 	b.n++
 	b.takeBack(n)
 }
@@ -199,25 +203,25 @@ func (p *Pool) pinOrMake() *pcache {
 }
 
 // AllocFast pops a block of class c for a request of n bytes from this P's
-// cache, or returns nil when the cache has none: then the caller calls
-// Refill. This is the whole small Malloc: pin, pop, hand out (mark live,
-// sample, count), unpin — no lock, no atomic instruction. It says whether
-// the block is the heap-profile sample.
-func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
+// cache, or returns nil when the cache has none or the block would be the
+// heap-profile sample: then the caller calls Refill. This is the whole
+// small Malloc: pin, pop, hand out (mark live, count), unpin — no lock, no
+// atomic instruction, and no call but the pin's (see the cost table in
+// doc.go). The sample is left to Refill, so this path never records one.
+func (p *Pool) AllocFast(c uint8, n uintptr) unsafe.Pointer {
 	pc := p.cacheOf(procPin())
 	if pc != nil {
-		b := &pc.bins[c%NumClasses]
-		if b.n > 0 {
+		b := &pc.bins[c]
+		if b.n > 0 && pc.nextSample.skip(n) {
 			b.n--
-			e := b.e[b.n]
-			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
-			handOut(e.st, uintptr(classSize[c%NumClasses]), n, sampled, &b.counts)
+			e := b.e[b.n&binMask]
+			handOut(e.st, uintptr(classSize[c]), n, false, &b.counts)
 			unpin(pc)
-			return e.p, sampled
+			return e.p
 		}
 	}
 	unpin(pc)
-	return nil, false
+	return nil
 }
 
 // FreeFast frees the small block ptr if it can do so without a lock: ptr
@@ -226,16 +230,13 @@ func (p *Pool) AllocFast(c uint8, n uintptr) (unsafe.Pointer, bool) {
 // caller calls Free, which sorts out errors, sampled blocks and full
 // caches.
 func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
-	s := slabOf(run)
-	idx, ok := s.index(uintptr(ptr))
-	if checks && !ok {
-		return false
-	}
-	st := &s.states[idx]
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(procPin()) // first: nothing computed before lives across the call
 	if pc != nil {
-		b := &pc.bins[s.class%NumClasses]
-		if b.n < b.cap {
+		s := slabOf(run)
+		idx, ok := s.index(uintptr(ptr))
+		b := &pc.bins[s.class]
+		if (ok || !checks) && b.n < b.cap {
+			st := &s.states[idx]
 			if v, ok := takeLive(st); ok {
 				b.push(entry{p: ptr, st: st}, requested(uintptr(s.size), v))
 				unpin(pc)
@@ -251,19 +252,24 @@ func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 // to be zero, and whether it was sampled for the heap profile: AllocFast,
 // then Refill. Callers that tried AllocFast themselves call Refill.
 func (p *Pool) Alloc(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
-	if ptr, sampled := p.AllocFast(uint8(c), n); ptr != nil {
-		return ptr, false, sampled, nil
+	if ptr := p.AllocFast(uint8(c), n); ptr != nil {
+		return ptr, false, false, nil
 	}
 	return p.Refill(c, n)
 }
 
-// Refill is the slow path of a small allocation, for when AllocFast found
-// the cache empty: it takes a batch of blocks under the class lock (one
-// lock per batch; refillCount says how many, a bin that has not grown
-// taking fewer), hands out the first and puts the rest in this P's
-// cache. Without a cache, the block is handed out under the class lock
-// and the rest goes back.
+// Refill is the slow path of a small allocation, for when AllocFast
+// returned nil. If the bin has a block, AllocFast left it for the
+// heap-profile sample: it is handed out here, sampled. Otherwise Refill
+// takes a batch of blocks under the class lock (one lock per batch;
+// refillCount says how many, a bin that has not grown taking fewer),
+// hands out the first and puts the rest in this P's cache. Without a
+// cache, the block is handed out under the class lock and the rest goes
+// back.
 func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
+	if ptr, sampled := p.popSampled(c, n); ptr != nil {
+		return ptr, false, sampled, nil
+	}
 	cl := &p.classes[c]
 	var buf [maxBatch]entry
 	want := p.refillCount(c)
@@ -301,6 +307,26 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	return first.p, zero, sampled, nil
 }
 
+// popSampled pops a block of class c for n bytes from this P's cache with
+// the heap-profile countdown counted (AllocFast leaves the sample to it),
+// or returns nil if the bin is empty.
+func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
+	pc := p.cacheOf(procPin())
+	if pc != nil {
+		b := &pc.bins[c]
+		if b.n > 0 {
+			b.n--
+			e := b.e[b.n&binMask]
+			sampled := pc.nextSample.due(&p.opts.ProfileRate, n)
+			handOut(e.st, uintptr(classSize[c]), n, sampled, &b.counts)
+			unpin(pc)
+			return e.p, sampled
+		}
+	}
+	unpin(pc)
+	return nil, false
+}
+
 // take is takeLocked under the class lock, then reports damaged links
 // with the lock let go.
 func (p *Pool) take(cl *central, out []entry) (int, error) {
@@ -321,17 +347,10 @@ func (p *Pool) take(cl *central, out []entry) (int, error) {
 // goes on this P's cache (push, as FreeFast's); a full bin first sends its
 // older half back to the slabs under the class lock.
 func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
-	st, c, err := p.state(run, addr)
+	e, c, n, err := p.claim(run, addr)
 	if err != nil {
 		return 0, err
 	}
-	v, ok := takeAny(st)
-	if !ok {
-		return 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
-	}
-	p.sampledFree(v, addr) // before the block can be handed out again
-	n := requested(uintptr(classSize[c]), v)
-	e := entry{p: p.region.Ptr(addr), st: st}
 	cl := &p.classes[c]
 	pc := p.cacheOf(procPin())
 	if pc == nil {
@@ -363,6 +382,25 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 	unpin(pc)
 	p.giveBack(cl, buf[:k])
 	return n, nil
+}
+
+// claim is the first half of every slow free (Pool's and Local's): it
+// validates that addr is the start of a live block of run's slab, claims
+// it (its state becomes stateCached: of two frees racing, one wins), runs
+// OnSampledFree for a sampled block, and returns the block's cache entry,
+// its class and the size that had been requested. A bad free changes
+// nothing.
+func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) {
+	st, c, err := p.state(run, addr)
+	if err != nil {
+		return entry{}, 0, 0, err
+	}
+	v, ok := takeAny(st)
+	if !ok {
+		return entry{}, 0, 0, fmt.Errorf("%w: %d-byte block at %#x", errs.ErrDoubleFree, classSize[c], addr)
+	}
+	p.sampledFree(v, addr) // before the block can be handed out again
+	return entry{p: p.region.Ptr(addr), st: st}, c, requested(uintptr(classSize[c]), v), nil
 }
 
 // drain takes every P's cache out of its slot, waits until no goroutine

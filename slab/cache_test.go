@@ -60,7 +60,7 @@ func TestCacheRoundTrip(t *testing.T) {
 	h, r := newPool(t, Options{})
 	warmBins(h)
 	c := SizeClass(64)
-	p, _ := h.AllocFast(uint8(c), 64)
+	p := h.AllocFast(uint8(c), 64)
 	assert.Nil(t, p, "a new pool's caches are empty")
 	p, zero, sampled, err := h.Alloc(c, 64)
 	require.NoError(t, err)
@@ -71,7 +71,7 @@ func TestCacheRoundTrip(t *testing.T) {
 	assert.EqualValues(t, 64, st.LiveBytes)
 	assert.EqualValues(t, h.classes[c].batch-1, cached(h)[c], "the rest of the batch waits in this P's cache")
 
-	q, _ := h.AllocFast(uint8(c), 50)
+	q := h.AllocFast(uint8(c), 50)
 	require.NotNil(t, q, "served from the cache")
 	assert.NotEqual(t, p, q)
 	assert.EqualValues(t, 114, h.Stats()[c].LiveBytes)
@@ -83,7 +83,7 @@ func TestCacheRoundTrip(t *testing.T) {
 	assert.ErrorIs(t, err, errs.ErrDoubleFree)
 	_, _, err = h.Usable(run, uintptr(q))
 	assert.ErrorIs(t, err, errs.ErrDoubleFree, "a cached block is not live")
-	again, _ := h.AllocFast(uint8(c), 64)
+	again := h.AllocFast(uint8(c), 64)
 	assert.Equal(t, q, again, "the cache is a stack: the last freed comes back first")
 
 	h.freeFast(t, again)
@@ -197,9 +197,14 @@ func TestSamplingMarksAndReports(t *testing.T) {
 	p, _, sampled, err := h.Alloc(c, 100)
 	require.NoError(t, err)
 	assert.True(t, sampled, "rate 1 samples every block")
-	q, s2 := h.AllocFast(uint8(c), 90)
+	assert.Nil(t, h.AllocFast(uint8(c), 90), "the fast path leaves the sample to Refill")
+	assert.EqualValues(t, h.classes[c].batch-1, cached(h)[c], "and takes nothing from the bin")
+	q, zero, s2, err := h.Refill(c, 90)
+	require.NoError(t, err)
 	require.NotNil(t, q)
 	assert.True(t, s2)
+	assert.False(t, zero, "a cached block is not known zero")
+	assert.EqualValues(t, h.classes[c].batch-2, cached(h)[c], "Refill popped the sample from the bin, no new batch")
 	_, req, err := h.Usable(r.Lookup(uintptr(q)), uintptr(q))
 	require.NoError(t, err)
 	assert.EqualValues(t, 90, req, "the sampled bit does not change the requested size")
@@ -239,7 +244,7 @@ func TestCacheConcurrent(t *testing.T) {
 			for i := range 3000 {
 				n := uintptr(16 + (i*131+g*17)%2000)
 				c := SizeClass(n)
-				p, _ := h.AllocFast(uint8(c), n)
+				p := h.AllocFast(uint8(c), n)
 				if p == nil {
 					var err error
 					if p, _, _, err = h.Alloc(c, n); err != nil {

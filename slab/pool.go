@@ -25,6 +25,10 @@ type Pool struct {
 	drainMu sync.Mutex
 	classes [NumClasses]central
 	opts    Options // fixed by New
+	// locals are the Locals not yet closed, for Stats (localsMu guards
+	// the set; each Local's bins are its owner's: see Local)
+	localsMu sync.Mutex
+	locals   map[*Local]struct{}
 }
 
 // Options are a Pool's callbacks and sampling rate, fixed when it is made.
@@ -47,7 +51,8 @@ type Options struct {
 
 // New makes the classes over region r.
 func New(r *arena.Region, opts Options) *Pool {
-	p := &Pool{region: r, caches: make([]atomic.Pointer[pcache], runtime.GOMAXPROCS(0)), opts: opts}
+	p := &Pool{region: r, caches: make([]atomic.Pointer[pcache], runtime.GOMAXPROCS(0)), opts: opts,
+		locals: map[*Local]struct{}{}}
 	page := r.PageSize()
 	for i := range p.classes {
 		cl := &p.classes[i]
@@ -213,7 +218,7 @@ func (p *Pool) Close() {
 // SlabBytes is, exactly when no operation is in flight: Size ×
 // (LiveBlocks + CachedBlocks + FreeBlocks) + EmptySlabBytes + TailBytes.
 // The counters are the classes' own plus every P
-// cache's. In the normal build the caches' counts are read without
+// cache's and every Local's. In the normal build the caches' counts are read without
 // synchronization (word-sized reads, which the Go memory model lets
 // observe only values actually written); the sum is exact when no
 // operation is in flight.
@@ -248,6 +253,17 @@ func (p *Pool) Stats() [NumClasses]stats.Class {
 		}
 		procUnpin()
 	}
+	p.localsMu.Lock()
+	for l := range p.locals {
+		l.lock() // race builds: the owner's calls hold it (local_race.go)
+		for c := range l.bins {
+			sum[c].blocks += l.bins[c].blocks
+			sum[c].bytes += l.bins[c].bytes
+			out[c].CachedBlocks += uint64(l.bins[c].n)
+		}
+		l.unlock()
+	}
+	p.localsMu.Unlock()
 	for i := range out {
 		out[i].LiveBlocks, out[i].LiveBytes = uint64(max(sum[i].blocks, 0)), uint64(max(sum[i].bytes, 0))
 	}

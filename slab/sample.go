@@ -47,6 +47,16 @@ func (d *countdown) due(rate *int64, n uintptr) bool {
 	return true
 }
 
+// skip counts n bytes down if that does not reach the sample, and reports
+// whether it did: AllocFast's test, which leaves the sample to Refill.
+func (d *countdown) skip(n uintptr) bool {
+	if *d < countdown(n) {
+		return false
+	}
+	*d -= countdown(n)
+	return true
+}
+
 //go:noinline
 func (d *countdown) redraw(rate int64) { *d = countdown(NextSample(rate)) }
 

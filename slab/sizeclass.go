@@ -10,6 +10,19 @@ func SizeClass(n uintptr) int {
 	return int(sizeToClass128[(n-1024+127)>>7])
 }
 
+// ClassOf is SizeClass in one load, for the fast paths: n <= MaxSize.
+func ClassOf(n uintptr) uint8 { return sizeToClass[(n+15)>>4] }
+
+// sizeToClass[(n+15)/16] is the class of a request of n <= MaxSize bytes:
+// the two generated tables merged into one (2 KiB), so the fast path has
+// no branch on the size.
+var sizeToClass = func() (t [MaxSize/16 + 1]uint8) {
+	for i := range t {
+		t[i] = uint8(SizeClass(uintptr(i) * 16))
+	}
+	return t
+}()
+
 // ClassSize returns the block size of class c.
 func ClassSize(c int) uintptr { return uintptr(classSize[c]) }
 

@@ -25,6 +25,7 @@ func TestSizeClassIsTheSmallestThatFits(t *testing.T) {
 	for n := uintptr(0); n <= MaxSize; n++ {
 		c := SizeClass(n)
 		require.True(t, c >= 0 && c < NumClasses, "n=%d: class %d", n, c)
+		require.EqualValues(t, c, ClassOf(n), "n=%d: the fast path's one-load table agrees", n)
 		require.GreaterOrEqual(t, ClassSize(c), n, "n=%d: class %d too small", n, c)
 		if c > 0 {
 			require.Less(t, ClassSize(c-1), n, "n=%d: class %d is not the smallest that fits", n, c)

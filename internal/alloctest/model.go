@@ -137,6 +137,11 @@ func NewModel(a Allocator, errInvalidFree, errDoubleFree error) *Model {
 	return &Model{a: a, errInvalidFree: errInvalidFree, errDoubleFree: errDoubleFree}
 }
 
+// Retarget makes the model drive a instead, keeping its blocks: a must
+// serve the same memory (a new handle on the same allocator, as a new
+// alloc.Local replacing a closed one).
+func (m *Model) Retarget(a Allocator) { m.a = a }
+
 // ErrRefused is what Apply wraps when the allocator refused an operation
 // with the refusal sentinel (SetRefusal) and the model found that the
 // refusal changed nothing.
