@@ -625,12 +625,15 @@ func (a *Allocator) freeMapped(p uintptr) error {
 
 // regionRun returns the run in use that p, an address of the region,
 // starts: a slab (p still to be checked by the slab layer) or a mid-size
-// block. Free memory is ErrDoubleFree; the inside of a block, ErrInvalidFree.
+// block. Free memory is ErrDoubleFree; the inside of a block, or a
+// request arena's page (scratch.go), ErrInvalidFree.
 func (a *Allocator) regionRun(p uintptr) (*arena.Run, error) {
 	run := a.region.Lookup(p)
 	switch {
 	case run == nil || run.Kind() == arena.KindFree:
 		return nil, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	case run.Kind() == arena.KindScratch:
+		return nil, fmt.Errorf("%w: %#x is in a request arena (Scratch): its objects are freed with it", ErrInvalidFree, p)
 	case run.Kind() == arena.KindMid && p != run.Start():
 		return nil, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
 	}
