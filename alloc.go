@@ -224,12 +224,13 @@ type Allocator struct {
 	// past the fast paths, plus gateClosed once Close has begun: Close
 	// waits for the count to reach zero before it unmaps anything, and no
 	// call enters after (gate.go).
-	closed  atomic.Bool
-	gate    atomic.Int64
-	closeMu sync.Mutex  // serializes Close: a second Close returns once the first is done
-	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
-	shared  bool        // Default's: Close refuses
-	idle    *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
+	closed    atomic.Bool
+	gate      atomic.Int64
+	closeMu   sync.Mutex  // serializes Close: a second Close returns once the first is done
+	reports   reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
+	shared    bool        // Default's: Close refuses
+	idle      *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
+	scratches scratchSet  // the request arenas not yet freed (scratch.go)
 
 	debug        bool
 	debugState   *debugState
@@ -814,8 +815,9 @@ func (a *Allocator) Trim() int {
 	}
 	defer a.leave(nil)
 	a.slabs.Trim()
-	a.large.UnmapDeferred()   // freed mappings the map-count limit kept (largealloc)
-	a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE
+	a.large.UnmapDeferred()    // freed mappings the map-count limit kept (largealloc)
+	a.large.FlushQuarantine()  // Debug: freed mappings kept PROT_NONE
+	a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
 	return int(a.region.Trim())
 }
 
@@ -863,6 +865,7 @@ func (a *Allocator) Close() error {
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
 	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
 	a.prof.closed()
