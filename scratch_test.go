@@ -477,3 +477,88 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// FuzzScratch decodes its input into a stream of Scratch operations —
+// Alloc, AlignedAlloc (alignments up to 64 KiB: past a page, a run of its
+// own), ScratchNew, ScratchSlice, Reset, Free — and runs it on a Scratch of
+// a fresh allocator under the variant and chunk size the first two bytes
+// pick, held to the model: every object zeroed, aligned, in no other, its
+// content kept until Reset or Free; Held equal to the allocator's
+// ScratchBytes (outside Debug); the breakdown of Stats exact at the end.
+//
+//	go test -run '^$' -fuzz '^FuzzScratch$' -fuzztime 15s .
+func FuzzScratch(f *testing.F) {
+	for i := range alloctest.Variants {
+		c := byte(i)
+		f.Add([]byte{c, 0})
+		f.Add([]byte{c, 1, 0, 1, 0, 10, 2, 3, 4, 5, 3, 7, 0, 4, 0, 200, 7, 255, 255, 4, 5, 2, 2, 3})
+		f.Add([]byte{c, 2, 1, 16, 7, 255, 255, 1, 12, 6, 0, 0, 2, 4, 1, 1, 4, 2, 4, 5, 0, 1, 0, 1})
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range 10 {
+		b := make([]byte, 2+r.IntN(400))
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		b[0] = byte(i % len(alloctest.Variants))
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		v := alloctest.Variants[int(data[0])%len(alloctest.Variants)]
+		chunk := 16 << 10 << (data[1] % 8) // 16 KiB to 2 MiB
+		a, err := alloc.New(alloc.ConfigOf(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		m := alloctest.NewScratchModel(scratchTarget(a, !v.Debug, alloc.ScratchChunk(chunk)))
+		d := &decoder{data: data[2:]}
+		for op := 0; len(d.data) > 0 && op < maxOps; op++ {
+			o := d.scratchOp()
+			if err := m.Apply(o); err != nil {
+				t.Fatalf("%s, chunk %d, op %d: %v", v.Name, chunk, op, err)
+			}
+			if op%checkEvery == 0 {
+				if err := m.CheckAll(); err != nil {
+					t.Fatalf("%s, chunk %d, op %d: %v", v.Name, chunk, op, err)
+				}
+			}
+		}
+		if err := m.Apply(alloctest.ScratchOp{Kind: alloctest.ScratchFree}); err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
+		a.Trim() // Debug: empties the quarantine
+		s := a.Stats()
+		var sum uint64
+		for _, p := range s.Breakdown() {
+			sum += p.Bytes
+		}
+		if sum != s.Committed || s.ScratchBytes != 0 {
+			t.Fatalf("%s: breakdown %d, committed %d, scratch bytes %d after Free", v.Name, sum, s.Committed, s.ScratchBytes)
+		}
+	})
+}
+
+// scratchOp decodes the next Scratch operation: op byte, then operands.
+func (d *decoder) scratchOp() alloctest.ScratchOp {
+	switch k := d.byte() % 8; k {
+	case 0, 1:
+		return alloctest.ScratchOp{Kind: alloctest.ScratchAlloc, Size: alloctest.ScratchSize(int(d.byte()), d.u16())}
+	case 2:
+		align := 1 << (d.byte() % 17)
+		return alloctest.ScratchOp{Kind: alloctest.ScratchAligned, Align: align, Size: alloctest.ScratchSize(int(d.byte()), d.u16())}
+	case 3, 4:
+		return alloctest.ScratchOp{Kind: alloctest.ScratchNew}
+	case 5:
+		return alloctest.ScratchOp{Kind: alloctest.ScratchSlice, Size: int(d.u16()) % 5000, Cap: int(d.byte())}
+	case 6:
+		return alloctest.ScratchOp{Kind: alloctest.ScratchReset}
+	}
+	if d.byte()%4 == 0 {
+		return alloctest.ScratchOp{Kind: alloctest.ScratchFree}
+	}
+	return alloctest.ScratchOp{Kind: alloctest.ScratchReset}
+}
