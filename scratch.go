@@ -17,7 +17,7 @@ import (
 //
 // A Scratch hands out memory by bumping an offset through chunks, page
 // runs of the region (arena.KindScratch) taken one at a time as they fill:
-// the first 16 KiB, each next twice the last, up to the chunk size (1 MiB
+// the first 16 KiB, each next twice the last, up to the chunk size (8 MiB
 // by default, ScratchChunk). A request of more than a quarter of the chunk
 // size gets a run of its own. No object is freed by itself: Free gives
 // every run back in one call (one lock, arena.Region.FreeRuns), Reset
@@ -56,7 +56,7 @@ var ErrScratchFreed = errors.New("alloc: scratch arena already freed")
 const (
 	// DefaultScratchChunk is the largest chunk a Scratch takes from the
 	// region unless ScratchChunk says otherwise.
-	DefaultScratchChunk = 1 << 20
+	DefaultScratchChunk = 8 << 20
 	// scratchFirstChunk is a Scratch's first chunk: a request that needs
 	// little commits little.
 	scratchFirstChunk = 16 << 10
@@ -70,7 +70,8 @@ const (
 type ScratchOption func(*Scratch)
 
 // ScratchChunk sets the largest chunk the Scratch takes from the region
-// (rounded up to whole pages, at least 16 KiB; default 1 MiB). Requests
+// (rounded up to whole pages, at least 16 KiB; default 8 MiB, as Go's
+// arena experiment). Requests
 // above a quarter of it get a run of their own. A larger chunk means fewer
 // trips to the region for a big request, a smaller one less memory held
 // by a small one.

@@ -25,6 +25,12 @@
 // gcbench), and soak the allocator under every policy against a model
 // (package soak).
 //
+//	go run ./bench scratch [-count N] [-no-goarena]
+//
+// measures request arenas (alloc.Scratch) against the Go heap and Go's
+// arena experiment, in `go test -bench` lines for benchstat (package
+// scratchbench).
+//
 // The command is this file's dispatch and one file per subcommand (run.go,
 // replay.go, gc.go, soak.go); the work is in the packages under internal/.
 // Every measured run is a child process of this same binary (package
@@ -43,9 +49,10 @@ import (
 // commands are the subcommands (`go run ./bench NAME args…`); with no
 // name, or flags first, the command is run.
 var commands = map[string]func(args []string) error{
-	"replay": replayCommand,
-	"gc":     gcCommand,
-	"soak":   soakCommand,
+	"replay":  replayCommand,
+	"gc":      gcCommand,
+	"soak":    soakCommand,
+	"scratch": scratchCommand,
 }
 
 func main() {
