@@ -47,7 +47,10 @@ func object64(b *testing.B) {
 // free1M times Arena.Free of FreeObjects objects, the filling untimed
 // (as scratchbench.Free1MScratch).
 func free1M(b *testing.B) {
-	var took, cpu time.Duration
+	var (
+		took []time.Duration
+		cpu  time.Duration
+	)
 	b.StopTimer()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -58,7 +61,7 @@ func free1M(b *testing.B) {
 		}
 		t0, c0 := time.Now(), scratchbench.ThreadCPUTime()
 		a.Free()
-		took, cpu = took+time.Since(t0), cpu+scratchbench.ThreadCPUTime()-c0
+		took, cpu = append(took, time.Since(t0)), cpu+scratchbench.ThreadCPUTime()-c0
 	}
 	scratchbench.ReportRelease(b, took, cpu)
 }
