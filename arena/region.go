@@ -487,19 +487,14 @@ func (r *Region) Free(run *Run) error {
 	if run.kind == KindMid {
 		r.midUsed -= run.used
 	}
-	r.releaseLocked(run.start, run.pages, false)
+	r.releaseLocked(run.start, run.pages, false, true)
 	return nil
 }
 
 // releaseLocked makes [start, start+pages) a free run, coalesced with its
-// neighbours, and trims the top if it has grown past the threshold.
-func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
-	r.releaseTrimLocked(start, pages, zero, true)
-}
-
-// releaseTrimLocked is releaseLocked; with trim false the top is left for
-// the purge to trim after its delay (FreeRuns).
-func (r *Region) releaseTrimLocked(start, pages uintptr, zero, trim bool) {
+// neighbours, and with trim trims the top if it has grown past the
+// threshold (without, the top is left for the purge: FreeRuns).
+func (r *Region) releaseLocked(start, pages uintptr, zero, trim bool) {
 	r.mu.AssertHeld()
 	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
 	now := int64(0)
@@ -625,7 +620,7 @@ func (r *Region) Resize(run *Run, n uintptr) bool {
 		r.inUsePages[run.kind] -= cut
 		tail := r.pageOf(run.start) + n
 		r.setLocked(nil, tail, tail+cut) // the tail is no longer the run's
-		r.releaseLocked(run.start+n<<r.shift, cut, false)
+		r.releaseLocked(run.start+n<<r.shift, cut, false, true)
 		return true
 	}
 	more := n - run.pages

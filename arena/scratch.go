@@ -30,7 +30,7 @@ func (r *Region) FreeRuns(runs []*Run) error {
 		if run.kind == KindMid {
 			r.midUsed -= run.used
 		}
-		r.releaseTrimLocked(run.start, run.pages, false, false)
+		r.releaseLocked(run.start, run.pages, false, false)
 	}
 	if !r.purge.on {
 		if top := r.topFreeLocked(); top != nil && top.pages<<r.shift >= r.trimThreshold.Load() {
