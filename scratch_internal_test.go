@@ -28,15 +28,15 @@ func TestScratchInjectedFailures(t *testing.T) {
 		own     bool // act injects its own failure (and fails if it was not made)
 	}{
 		{"mprotect moving the break up for a chunk", Config{PurgeDelay: PurgeNever}, sys.OpMprotect,
-			func(a *Allocator, s *Scratch) error { _, err := s.Alloc(3 << 20); return err }, true},
+			func(a *Allocator, s *Scratch) error { _, err := s.Alloc(3 << 20); return err }, true, false},
 		{"madvise of the top trimmed by Free", Config{PurgeDelay: PurgeNever}, sys.OpMadvise,
-			func(a *Allocator, s *Scratch) error { return s.Free() }, false},
+			func(a *Allocator, s *Scratch) error { return s.Free() }, false, false},
 		{"mprotect(PROT_NONE) of the top trimmed by Free", Config{PurgeDelay: PurgeNever}, sys.OpMprotect,
-			func(a *Allocator, s *Scratch) error { return s.Free() }, false},
+			func(a *Allocator, s *Scratch) error { return s.Free() }, false, false},
 		{"Debug: mprotect(PROT_NONE) of a freed run", Config{Debug: true, PurgeDelay: PurgeNever}, sys.OpMprotect,
-			func(a *Allocator, s *Scratch) error { return s.Free() }, false},
+			func(a *Allocator, s *Scratch) error { return s.Free() }, false, false},
 		{"Debug: madvise releasing a quarantined run", Config{Debug: true, PurgeDelay: PurgeNever}, sys.OpMadvise,
-			func(a *Allocator, s *Scratch) error { return s.Free() }, false},
+			func(a *Allocator, s *Scratch) error { return s.Free() }, false, false},
 		{"Debug: mprotect making a quarantined run usable again", Config{Debug: true, PurgeDelay: PurgeNever}, sys.OpMprotect,
 			func(a *Allocator, s *Scratch) error {
 				a.os.Fail = nil // Free's PROT_NONE goes through, Trim's first unprotect is refused
