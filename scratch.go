@@ -23,10 +23,16 @@ import (
 // every run back in one call (one lock, arena.Region.FreeRuns), Reset
 // keeps the chunks the ended request used for the next one.
 //
-//  1. The fast path (bump): round the offset up to the alignment, compare
-//     with the end of the chunk's known-zero part, check the Allocator is
-//     not closed, add. Two loads, two compares, one store: no lock, no
-//     atomic read-modify-write, no memory touched.
+//  1. The fast path (fast): round the offset up to the alignment, compare
+//     with the end of the chunk's known-zero part (lim) and the type with
+//     the last one admitted as pointer-free, add. Three loads, two
+//     compares, one store: no lock, no atomic read-modify-write, no memory
+//     touched. The Allocator's Close shuts it by setting every open
+//     Scratch's lim to 0 (scratchSet), so it need not look at the
+//     Allocator at all. Measured: about 2.4 ns of the ~6 ns of CPU an
+//     object costs in `go run ./bench scratch`'s object64 (pprof: the
+//     call of the typed helper, which cannot be inlined, its dictionary
+//     and the bump), clearing a reused chunk about 1.2 ns.
 //  2. When the chunk's known-zero part is used up (slow, inside the gate
 //     of gate.go): clear the next piece of a chunk kept from an earlier
 //     request (16 KiB at a time, or what the request needs), or move to the
