@@ -55,7 +55,7 @@ func TestScratchInjectedFailures(t *testing.T) {
 				a.Trim()
 				a.os.Fail = nil
 				if !refused {
-					return errors.New("Trim made no mprotect")
+					return errors.New("no mprotect from Trim")
 				}
 				// the other Scratch holds its first chunk
 				if a.Counters().ScratchBytes <= scratchFirstChunk {

@@ -51,7 +51,7 @@ func scratchTarget(a *alloc.Allocator, held bool, opts ...alloc.ScratchOption) a
 			return nil, err
 		}
 		if len(v) != n || cap(v) != c {
-			return nil, errors.New("ScratchSlice: wrong length or capacity")
+			return nil, errors.New("wrong length or capacity from ScratchSlice")
 		}
 		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), uintptr(c)*unsafe.Sizeof(record{})), nil
 	}

@@ -147,10 +147,10 @@ func (m *ScratchModel) Apply(op ScratchOp) error {
 		}
 		m.live = m.live[:0]
 		if err := m.t.S.Reset(); err != nil {
-			return fmt.Errorf("Reset: %w", err)
+			return fmt.Errorf("scratch Reset: %w", err)
 		}
 		if u := m.t.S.Used(); u != 0 {
-			return fmt.Errorf("Used() = %d after Reset", u)
+			return fmt.Errorf("scratch Used() = %d after Reset", u)
 		}
 		return m.checkHeld()
 	case ScratchFree:
@@ -159,13 +159,13 @@ func (m *ScratchModel) Apply(op ScratchOp) error {
 		}
 		m.live = m.live[:0]
 		if err := m.t.S.Free(); err != nil {
-			return fmt.Errorf("Free: %w", err)
+			return fmt.Errorf("scratch Free: %w", err)
 		}
 		if _, err := m.t.S.Alloc(1); !errors.Is(err, m.t.ErrFreed) {
-			return fmt.Errorf("Alloc after Free: %v, want %v", err, m.t.ErrFreed)
+			return fmt.Errorf("scratch Alloc after Free: %v, want %v", err, m.t.ErrFreed)
 		}
 		if err := m.t.S.Free(); !errors.Is(err, m.t.ErrFreed) {
-			return fmt.Errorf("Free after Free: %v, want %v", err, m.t.ErrFreed)
+			return fmt.Errorf("scratch Free after Free: %v, want %v", err, m.t.ErrFreed)
 		}
 		m.t.S = m.t.Renew()
 		return m.checkHeld()
