@@ -411,8 +411,9 @@ func TestScratchRace(t *testing.T) {
 // TestScratchCloseRace: goroutines allocate from their Scratches, reset and
 // free them while the Allocator closes. Every call succeeds or returns
 // ErrClosed (a Free after its Scratch's end: ErrScratchFreed), none
-// crashes, every call after Close returned is ErrClosed, and nothing of
-// the Allocator is left mapped (Close unmaps the region whole).
+// crashes, and every call after Close returned is ErrClosed. Nothing can
+// leak: a Scratch's runs are pages of the region, which Close unmaps
+// whole, and Close forgets every Scratch (scratchSet).
 func TestScratchCloseRace(t *testing.T) {
 	rounds := 20
 	if raceBuild || testing.Short() {
