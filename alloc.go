@@ -229,12 +229,13 @@ type Allocator struct {
 	// past the fast paths, plus gateClosed once Close has begun: Close
 	// waits for the count to reach zero before it unmaps anything, and no
 	// call enters after (gate.go).
-	closed  atomic.Bool
-	gate    atomic.Int64
-	closeMu sync.Mutex  // serializes Close: a second Close returns once the first is done
-	reports reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
-	shared  bool        // Default's: Close refuses
-	idle    *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
+	closed    atomic.Bool
+	gate      atomic.Int64
+	closeMu   sync.Mutex  // serializes Close: a second Close returns once the first is done
+	reports   reportQueue // corruption reports waiting for their call to leave the gate (gate.go)
+	shared    bool        // Default's: Close refuses
+	idle      *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
+	scratches scratchSet  // the request arenas not yet freed (scratch.go)
 
 	debug        bool
 	debugState   *debugState
@@ -629,12 +630,15 @@ func (a *Allocator) freeMapped(p uintptr) error {
 
 // regionRun returns the run in use that p, an address of the region,
 // starts: a slab (p still to be checked by the slab layer) or a mid-size
-// block. Free memory is ErrDoubleFree; the inside of a block, ErrInvalidFree.
+// block. Free memory is ErrDoubleFree; the inside of a block, or a
+// request arena's page (scratch.go), ErrInvalidFree.
 func (a *Allocator) regionRun(p uintptr) (*arena.Run, error) {
 	run := a.region.Lookup(p)
 	switch {
 	case run == nil || run.Kind() == arena.KindFree:
 		return nil, fmt.Errorf("%w: %#x is in free memory of the region", ErrDoubleFree, p)
+	case run.Kind() == arena.KindScratch:
+		return nil, fmt.Errorf("%w: %#x is in a request arena (Scratch): its objects are freed with it", ErrInvalidFree, p)
 	case run.Kind() == arena.KindMid && p != run.Start():
 		return nil, fmt.Errorf("%w: %#x is inside a block that starts at %#x", ErrInvalidFree, p, run.Start())
 	}
@@ -820,8 +824,9 @@ func (a *Allocator) Trim() int {
 	}
 	defer a.leave(nil)
 	a.slabs.Trim()
-	a.large.UnmapDeferred()   // freed mappings the map-count limit kept (largealloc)
-	a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE
+	a.large.UnmapDeferred()    // freed mappings the map-count limit kept (largealloc)
+	a.large.FlushQuarantine()  // Debug: freed mappings kept PROT_NONE
+	a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
 	return int(a.region.Trim())
 }
 
@@ -869,6 +874,7 @@ func (a *Allocator) Close() error {
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
 	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
 	a.prof.closed()

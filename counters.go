@@ -44,6 +44,8 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.ArenaBytes = uint64(rc.ArenaBytes)
 	s.SlabBytes = uint64(rc.SlabBytes)
 	s.MidBytes = uint64(rc.MidBytes)
+	s.ScratchBytes = uint64(rc.ScratchBytes)
+	s.ScratchRuns = uint64(rc.ScratchRuns)
 	s.FreeBytes = uint64(rc.FreeBytes)
 	s.DirtyBytes = uint64(rc.DirtyBytes)
 	s.TopFreeBytes = uint64(rc.TopFreeBytes)

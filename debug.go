@@ -124,6 +124,8 @@ type debugState struct {
 	allocs map[uintptr][]uintptr
 	frees  map[uintptr][]uintptr
 	order  []uintptr // keys of frees, oldest first
+
+	scratch scratchQuarantine // freed Scratch runs, PROT_NONE (scratch.go)
 }
 
 func newDebugState() *debugState {

@@ -69,7 +69,14 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 4))
 			var live [][]byte
 			requireBreakdown(t, a.Stats(), "new")
+			sc := a.NewScratch() // a request arena, live through every round
 			for round := range 3 {
+				for range 500 {
+					_, err := sc.Alloc(rng.IntN(3000))
+					require.NoError(t, err)
+				}
+				_, err := sc.Alloc(600 << 10) // a run of its own
+				require.NoError(t, err)
 				for range 2000 {
 					n := 1 + rng.IntN(2000)
 					switch rng.IntN(20) {
@@ -96,7 +103,12 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 				}
 				live = live[:keep]
 				requireBreakdown(t, a.Stats(), "freed")
+				require.NotZero(t, a.Stats().ScratchBytes)
+				require.NoError(t, sc.Reset())
+				requireBreakdown(t, a.Stats(), "scratch reset")
 			}
+			require.NoError(t, sc.Free())
+			requireBreakdown(t, a.Stats(), "scratch freed")
 			for i, b := range live {
 				require.NoError(t, pick(i).Free(b))
 			}

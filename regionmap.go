@@ -6,7 +6,8 @@ import (
 )
 
 // RegionMap returns a page map of the region from its base to its break:
-// live pages (slabs and mid-size blocks), free pages still resident
+// live pages (slabs and mid-size blocks), pages of request arenas
+// (Scratch), free pages still resident
 // (trapped below a live block, the fragmentation glibc is known for), and
 // free pages released or never touched. Free pages not known to be
 // released are measured with mincore, one call per free run; live pages
@@ -30,6 +31,8 @@ func (a *Allocator) RegionMap() stats.RegionMap {
 	defer a.statsMu.Unlock()
 	for _, s := range spans {
 		switch {
+		case s.Kind == arena.KindScratch:
+			m.Add(uint64(s.Len), stats.PageScratch)
 		case s.Kind != arena.KindFree:
 			m.Add(uint64(s.Len), stats.PageLive)
 		case s.Released:

@@ -6,7 +6,10 @@
 // picture): the slab package asks it for page runs to carve into blocks of
 // one size class, and the root package asks it directly for runs that serve
 // mid-size requests (larger than the largest size class, smaller than the
-// mmap threshold) and, under PolicyBrk, everything else too.
+// mmap threshold) and, under PolicyBrk, everything else too; and the
+// chunks of request arenas (alloc.Scratch: KindScratch runs, bump
+// allocated by their owner and given back whole with FreeRuns, which
+// leaves a free top to the purge instead of trimming it in the call).
 //
 // The life of the region:
 //

@@ -25,6 +25,10 @@ const (
 	KindSlab
 	// KindMid marks a run that is one block by itself (mid-size requests).
 	KindMid
+	// KindScratch marks a run of a request arena (alloc.Scratch): bump
+	// allocated by its owner, never freed block by block, given back
+	// whole (FreeRuns).
+	KindScratch
 	numKinds
 )
 
@@ -483,13 +487,14 @@ func (r *Region) Free(run *Run) error {
 	if run.kind == KindMid {
 		r.midUsed -= run.used
 	}
-	r.releaseLocked(run.start, run.pages, false)
+	r.releaseLocked(run.start, run.pages, false, true)
 	return nil
 }
 
 // releaseLocked makes [start, start+pages) a free run, coalesced with its
-// neighbours, and trims the top if it has grown past the threshold.
-func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
+// neighbours, and with trim trims the top if it has grown past the
+// threshold (without, the top is left for the purge: FreeRuns).
+func (r *Region) releaseLocked(start, pages uintptr, zero, trim bool) {
 	r.mu.AssertHeld()
 	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
 	now := int64(0)
@@ -514,7 +519,7 @@ func (r *Region) releaseLocked(start, pages uintptr, zero bool) {
 		}
 	}
 	r.insertFreeLocked(f)
-	if f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
+	if trim && f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
 		r.shrinkLocked(f, r.topPad)
 	}
 	if now != 0 {
@@ -615,7 +620,7 @@ func (r *Region) Resize(run *Run, n uintptr) bool {
 		r.inUsePages[run.kind] -= cut
 		tail := r.pageOf(run.start) + n
 		r.setLocked(nil, tail, tail+cut) // the tail is no longer the run's
-		r.releaseLocked(run.start+n<<r.shift, cut, false)
+		r.releaseLocked(run.start+n<<r.shift, cut, false, true)
 		return true
 	}
 	more := n - run.pages
@@ -661,6 +666,8 @@ type Counters struct {
 	MidBytes     uintptr // pages given to mid-size blocks
 	MidRuns      uintptr // mid-size blocks live
 	MidUsed      uintptr // bytes requested by them
+	ScratchBytes uintptr // pages held by request arenas (KindScratch runs)
+	ScratchRuns  uintptr
 	FreeBytes    uintptr // free pages below the break
 	DirtyBytes   uintptr // of those, not yet released (resident if touched)
 	FreeRuns     uintptr
@@ -679,18 +686,20 @@ func (r *Region) Counters() Counters {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := Counters{
-		Base:        r.lo,
-		Break:       r.brk,
-		ArenaBytes:  r.brk - r.lo,
-		SlabBytes:   r.inUsePages[KindSlab] << r.shift,
-		MidBytes:    r.inUsePages[KindMid] << r.shift,
-		MidRuns:     r.inUseRuns[KindMid],
-		MidUsed:     r.midUsed,
-		FreeBytes:   r.freePages << r.shift,
-		DirtyBytes:  r.dirtyPages << r.shift,
-		FreeRuns:    r.freeRuns,
-		PurgedBytes: r.purge.purged,
-		BudgetUsed:  r.budget.Used(),
+		Base:         r.lo,
+		Break:        r.brk,
+		ArenaBytes:   r.brk - r.lo,
+		SlabBytes:    r.inUsePages[KindSlab] << r.shift,
+		MidBytes:     r.inUsePages[KindMid] << r.shift,
+		MidRuns:      r.inUseRuns[KindMid],
+		MidUsed:      r.midUsed,
+		ScratchBytes: r.inUsePages[KindScratch] << r.shift,
+		ScratchRuns:  r.inUseRuns[KindScratch],
+		FreeBytes:    r.freePages << r.shift,
+		DirtyBytes:   r.dirtyPages << r.shift,
+		FreeRuns:     r.freeRuns,
+		PurgedBytes:  r.purge.purged,
+		BudgetUsed:   r.budget.Used(),
 	}
 	for i := range r.pagemap {
 		if r.pagemap[i].Load() != nil {

@@ -31,8 +31,14 @@
 // buffer and with each zero-copy way of package zerocopy, and compares
 // throughput and the sender's CPU time (package zcbench).
 //
+//	go run ./bench scratch [-count N] [-no-goarena]
+//
+// measures request arenas (alloc.Scratch) against the Go heap and Go's
+// arena experiment, in `go test -bench` lines for benchstat (package
+// scratchbench).
+//
 // The command is this file's dispatch and one file per subcommand (run.go,
-// replay.go, gc.go, soak.go, zerocopy.go); the work is in the packages
+// replay.go, gc.go, soak.go, zerocopy.go, scratch.go); the work is in the packages
 // under internal/.
 // Every measured run is a child process of this same binary (package
 // child): main looks for a child's job before anything else.
@@ -54,6 +60,7 @@ var commands = map[string]func(args []string) error{
 	"gc":       gcCommand,
 	"soak":     soakCommand,
 	"zerocopy": zerocopyCommand,
+	"scratch":  scratchCommand,
 }
 
 func main() {

@@ -13,10 +13,13 @@ const (
 	// PageReleased: free and not resident (given back with madvise, or
 	// never touched).
 	PageReleased
+	// PageScratch: held by a request arena (alloc.Scratch), in use or
+	// kept for its next request.
+	PageScratch
 	numPageStates
 )
 
-var pageStateNames = [numPageStates]string{"live", "trapped", "released"}
+var pageStateNames = [numPageStates]string{"live", "trapped", "released", "scratch"}
 
 func (s PageState) String() string {
 	if s < numPageStates {

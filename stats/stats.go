@@ -76,6 +76,12 @@ type Snapshot struct {
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`      // the ends of slabs too short for one more block
 	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
 	RunRoundingBytes   uint64 `json:"run_rounding_bytes"`   // mid-size runs and mappings: whole pages beyond the request
+	// ScratchBytes is the pages of the region held by request arenas
+	// (alloc.Scratch): used, kept for the next request after a Reset, or
+	// (Debug) kept PROT_NONE after a Free or Reset. ScratchRuns counts
+	// their runs. Their objects are not in LiveBlocks or LiveBytes.
+	ScratchBytes uint64 `json:"scratch_bytes"`
+	ScratchRuns  uint64 `json:"scratch_runs"`
 	// MetadataBytes is the allocator's own bookkeeping in the Go heap (the
 	// page map, the slabs' block states, the mapping registry): not
 	// committed memory of the allocator, shown beside it.
@@ -185,6 +191,7 @@ func (s Snapshot) Breakdown() []Part {
 		{"free, awaiting purge", s.DirtyBytes},
 		{"free, released", s.ReleasedBytes},
 		{"quarantine", s.QuarantineBytes},
+		{"scratch arenas", s.ScratchBytes},
 	}
 }
 
@@ -235,6 +242,7 @@ func (s Snapshot) WriteTo(w io.Writer) (int64, error) {
 	}{
 		{"live blocks", s.LiveBlocks}, {"live bytes", s.LiveBytes},
 		{"arena bytes", s.ArenaBytes}, {"  slabs", s.SlabBytes}, {"  mid-size", s.MidBytes},
+		{"  scratch arenas", s.ScratchBytes},
 		{"  free", s.FreeBytes}, {"  free, not released", s.DirtyBytes}, {"  free at top", s.TopFreeBytes},
 		{"mmap bytes", s.MmapBytes}, {"mmap count", s.MmapCount},
 		{"resident", s.Resident}, {"  arena", s.ArenaResident}, {"  mappings", s.MmapResident},

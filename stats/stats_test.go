@@ -83,7 +83,7 @@ func TestSubAndSyscalls(t *testing.T) {
 
 func TestWriteTo(t *testing.T) {
 	s := stats.Snapshot{
-		LiveBlocks: 11, LiveBytes: 12345, ArenaBytes: 1 << 20, SlabBytes: 65536, MidBytes: 40960,
+		LiveBlocks: 11, LiveBytes: 12345, ArenaBytes: 1 << 20, SlabBytes: 65536, MidBytes: 40960, ScratchBytes: 24576,
 		FreeBytes: 8192, DirtyBytes: 4096, TopFreeBytes: 131072, MmapBytes: 3 << 20, MmapCount: 3,
 		Resident: 777216, ArenaResident: 700000, MmapResident: 77216,
 		Mmap: 17, Munmap: 14, Madvise: 5, Mprotect: 9, Mremap: 2,
@@ -96,7 +96,7 @@ func TestWriteTo(t *testing.T) {
 	out := buf.String()
 	rows := map[string]uint64{
 		"live blocks": 11, "live bytes": 12345, "arena bytes": 1 << 20, "slabs": 65536, "mid-size": 40960,
-		"free": 8192, "free, not released": 4096, "free at top": 131072, "mmap bytes": 3 << 20,
+		"scratch arenas": 24576, "free": 8192, "free, not released": 4096, "free at top": 131072, "mmap bytes": 3 << 20,
 		"mmap count": 3, "resident": 777216, "arena": 700000, "mappings": 77216,
 		"mmap calls": 17, "munmap calls": 14, "madvise calls": 5, "mprotect calls": 9, "mremap calls": 2,
 		"mmap threshold": 131072, "trim threshold": 262144,
