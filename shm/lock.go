@@ -57,6 +57,12 @@ func (p *Pool) lock(held *opState) error {
 		if i < spinIters {
 			continue
 		}
+		if i%checkEvery == 0 && p.closed.Load() {
+			// Close waits for this call: stop waiting.
+			held.waiting = false
+			inLock.Add(-1)
+			return ErrClosed
+		}
 		if i%checkEvery == 0 && p.holderDead(w) {
 			me = p.pid<<32 | uint64(uint32(w+1))
 			if atomic.CompareAndSwapUint64(&h.Lock, w, me) {
