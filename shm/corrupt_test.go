@@ -146,3 +146,33 @@ func TestCorruptMetadata(t *testing.T) {
 	}
 	t.Logf("%d of %d corrupted files opened", opened, n)
 }
+
+// A pool attached without a check (Attach runs none: a peer may scribble
+// on the metadata at any time) whose page table names an impossible size
+// class: every method says ErrCorrupt rather than index out of range.
+func TestCorruptClassAfterAttach(t *testing.T) {
+	p := newTestPool(t, 1<<20)
+	r, _, err := p.Alloc(100)
+	require.NoError(t, err)
+	pg := r.Offset() / PageSize
+	e := p.ent(pg)
+	require.Equal(t, uint64(kindSlab), tagKind(e.Tag))
+	e.Tag = e.Tag&^(0xff<<classShift) | 200<<classShift // class 200 of 26
+
+	calls := map[string]func() error{
+		"Bytes": func() error { _, err := p.Bytes(r); return err },
+		"Free":  func() error { return p.Free(r) },
+		"Stats": func() error { _, err := p.Stats(); return err },
+		"Check": func() error { _, err := p.Check(); return err },
+	}
+	for name, call := range calls {
+		func() {
+			defer func() {
+				if x := recover(); x != nil {
+					t.Errorf("%s panicked: %v", name, x)
+				}
+			}()
+			assert.ErrorIs(t, call(), ErrCorrupt, name)
+		}()
+	}
+}

@@ -360,8 +360,10 @@ func (p *Pool) locateLocked(off uint64) (kind, head uint64, err error) {
 		if s >= pg || s < p.h.FirstData || tagKind(p.ent(s).Tag) != kindSlab {
 			return 0, 0, fmt.Errorf("page %d names slab %d: %w", pg, s, ErrCorrupt)
 		}
+		slabClass(p.ent(s).Tag)
 		return kindSlab, s, nil
 	case kindSlab:
+		slabClass(t)
 		return kindSlab, pg, nil
 	case kindLarge:
 		if off != pg*PageSize {
@@ -419,7 +421,7 @@ func (p *Pool) usableLocked(off uint64) (uint64, error) {
 	if kind == kindLarge {
 		return tagValue(e.Tag) * PageSize, nil
 	}
-	k := &classes[tagClass(e.Tag)]
+	k := &classes[slabClass(e.Tag)]
 	i, ok := p.blockIndex(head, k, off)
 	if !ok {
 		return 0, fmt.Errorf("%#x is not the start of a %d-byte block", off, k.size)
@@ -508,7 +510,7 @@ func (p *Pool) Stats() (s Stats, err error) {
 			s.LiveBytes += n * PageSize
 		case kindSlab:
 			s.LiveBlocks += e.Used
-			s.LiveBytes += e.Used * classes[tagClass(e.Tag)].size
+			s.LiveBytes += e.Used * classes[slabClass(e.Tag)].size
 		}
 		pg += n
 	}
