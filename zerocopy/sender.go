@@ -115,7 +115,7 @@ func (s *Sender) Send(b []byte, release func([]byte)) error {
 	err := s.send(b, release)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("%s of %d bytes: %w", what, len(b), err)
 	}
@@ -130,7 +130,7 @@ func (s *Sender) Flush() error {
 	err := s.wait(true)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender flush (%d blocks pending): %w", s.Pending(), err)
 	}
@@ -146,7 +146,7 @@ func (s *Sender) Wait() error {
 	err := s.wait(false)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender wait: %w", err)
 	}
@@ -172,8 +172,22 @@ func (s *Sender) takeReady() []held {
 	return r
 }
 
-func handBack(r []held) {
-	for _, h := range r {
+// handBack calls the release function of each block of r, in order,
+// without the lock. If one panics, the blocks after it go back to ready
+// for the next Send, Wait, Flush or Close to hand back: the panic reaches
+// the caller, and no block is lost or released twice.
+func (s *Sender) handBack(r []held) {
+	i := 0
+	defer func() {
+		if i < len(r) {
+			s.mu.Lock()
+			s.ready = append(s.ready, r[i:]...)
+			s.mu.Unlock()
+		}
+	}()
+	for i < len(r) {
+		h := r[i]
+		i++
 		h.release(h.b)
 	}
 }

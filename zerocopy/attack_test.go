@@ -1,0 +1,86 @@
+package zerocopy_test
+
+import (
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/brkmap/alloc/zerocopy"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Hostile use of Sender: release functions that panic or call back in.
+
+// gatedSends sends 64 KiB blocks on s while nobody reads the other end,
+// until at least want blocks are pending (the peer's window is full:
+// their bytes sit unacknowledged in the send queue) or the socket is
+// full; it returns the number of bytes sent. release is each block's.
+func gatedSends(t *testing.T, s *zerocopy.Sender, send interface{ SetWriteDeadline(time.Time) error }, want int, release func([]byte)) int {
+	t.Helper()
+	total := 0
+	require.NoError(t, send.SetWriteDeadline(time.Now().Add(2*time.Second)))
+	for i := 0; i < 4096 && s.Pending() < want; i++ {
+		b := random(64<<10, uint64(i))
+		if err := s.Send(b, release); err != nil {
+			t.Skipf("the socket filled before %d blocks were pending: %v", want, err)
+		}
+		total += len(b)
+	}
+	require.NoError(t, send.SetWriteDeadline(time.Time{}))
+	if s.Pending() < want {
+		t.Skipf("only %d blocks pending", s.Pending())
+	}
+	return total
+}
+
+// A release function that panics: the panic reaches the caller of Flush,
+// and the blocks completed with it are not lost — each is still handed
+// back exactly once, by the next call.
+func TestSenderReleasePanics(t *testing.T) {
+	send, recv := tcpPair(t, 0)
+	s, err := zerocopy.NewSender(send)
+	require.NoError(t, err)
+	if !s.ZeroCopy() {
+		t.Skip("no MSG_ZEROCOPY: every block is released by its own Send")
+	}
+	var mu sync.Mutex
+	calls, armed, panicked := 0, false, false
+	release := func([]byte) {
+		mu.Lock()
+		calls++
+		boom := armed && !panicked
+		panicked = panicked || boom
+		mu.Unlock()
+		if boom {
+			panic("release")
+		}
+	}
+	total := gatedSends(t, s, send, 4, release)
+	blocks := total / (64 << 10)
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	got := make(chan error, 1)
+	go func() { _, err := io.CopyN(io.Discard, recv, int64(total)); got <- err }()
+
+	var r any
+	for range 3 { // the first panics; the next hand back what it left
+		func() {
+			defer func() {
+				if x := recover(); x != nil {
+					r = x
+				}
+			}()
+			assert.NoError(t, s.Flush())
+		}()
+	}
+	require.NoError(t, <-got)
+	assert.Equal(t, "release", r, "the release's panic reaches the caller")
+	assert.Zero(t, s.Pending())
+	mu.Lock()
+	assert.Equal(t, blocks, calls, "every block handed back once, the ones completed with the panicking one included")
+	mu.Unlock()
+	require.NoError(t, s.Close())
+}
