@@ -84,3 +84,44 @@ func TestSenderReleasePanics(t *testing.T) {
 	mu.Unlock()
 	require.NoError(t, s.Close())
 }
+
+// A release function run by Close that sends again (calls back in): the
+// Sender is closing, so that Send is refused with ErrClosed — it must not
+// leave a block pending that nobody will ever hand back once Close has
+// returned.
+func TestSenderSendDuringClose(t *testing.T) {
+	send, recv := tcpPair(t, 0)
+	s, err := zerocopy.NewSender(send)
+	require.NoError(t, err)
+	if !s.ZeroCopy() {
+		t.Skip("no MSG_ZEROCOPY: every block is released by its own Send")
+	}
+	var mu sync.Mutex
+	armed, resent := false, false
+	var resendErr error
+	extraReleased := false
+	release := func([]byte) {
+		mu.Lock()
+		again := armed && !resent
+		resent = resent || again
+		mu.Unlock()
+		if again {
+			// More than the peer will take: it stops reading (below).
+			require.NoError(t, send.SetWriteDeadline(time.Now().Add(time.Second)))
+			resendErr = s.Send(random(16<<20, 99), func([]byte) { extraReleased = true })
+		}
+	}
+	total := gatedSends(t, s, send, 2, release)
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	got := make(chan error, 1)
+	go func() { _, err := io.CopyN(io.Discard, recv, int64(total)); got <- err }()
+	closeErr := s.Close()
+	require.NoError(t, <-got)
+	require.True(t, resent)
+	assert.NoError(t, closeErr)
+	assert.ErrorIs(t, resendErr, zerocopy.ErrClosed, "a Send from a release run by Close")
+	assert.Zero(t, s.Pending(), "Close returned with a block pending")
+	assert.False(t, extraReleased && resendErr != nil, "a refused block is not the Sender's to release")
+}

@@ -155,15 +155,26 @@ func (s *Sender) Wait() error {
 
 // Close flushes and ends the Sender (the connection stays open: it is the
 // caller's).
+//
+// The Sender is closed first, then flushed: a Send racing Close, or made
+// by a release function that Close runs, is refused with ErrClosed, so
+// that no block is left pending once Close has returned.
 func (s *Sender) Close() error {
-	err := s.Flush()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return fmt.Errorf("zerocopy: sender close: %w", ErrClosed)
 	}
 	s.closed = true
-	return err
+	err := s.wait(true)
+	ready := s.takeReady()
+	pending := len(s.pending)
+	s.mu.Unlock()
+	s.handBack(ready)
+	if err != nil {
+		return fmt.Errorf("zerocopy: sender close (%d blocks pending): %w", pending, err)
+	}
+	return nil
 }
 
 func (s *Sender) takeReady() []held {
