@@ -5,10 +5,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/brkmap/alloc/zerocopy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // Hostile use of Sender: release functions that panic or call back in.
@@ -124,4 +126,66 @@ func TestSenderSendDuringClose(t *testing.T) {
 	assert.ErrorIs(t, resendErr, zerocopy.ErrClosed, "a Send from a release run by Close")
 	assert.Zero(t, s.Pending(), "Close returned with a block pending")
 	assert.False(t, extraReleased && resendErr != nil, "a refused block is not the Sender's to release")
+}
+
+// Readers racing the fallback from O_DIRECT, many times over: a reader
+// that took the O_DIRECT file just before another reader's fallback
+// closed it must not fail ("use of closed file") — it reads through the
+// new one.
+func TestDirectFallbackRace(t *testing.T) {
+	data := random(16*4096, 21)
+	f := tempFile(t, data)
+	rounds := 3000
+	if testing.Short() {
+		rounds = 300
+	}
+	for round := range rounds {
+		var once sync.Once
+		restore := zerocopy.SetFailHook(func(o zerocopy.Op) error {
+			var err error
+			if o == zerocopy.OpRead {
+				once.Do(func() { err = unix.EINVAL })
+			}
+			return err
+		})
+		d, err := zerocopy.OpenDirect(f.Name())
+		require.NoError(t, err)
+		if !d.Bypass() {
+			restore()
+			d.Close()
+			t.Skip("the test folder's filesystem refuses O_DIRECT: nothing to fall back from")
+		}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b := alignedBuf(4096)
+				for i := range 8 {
+					off := int64((g*8+i)%16) * 4096
+					if _, err := d.ReadAt(b, off); err != nil {
+						t.Errorf("round %d: %v", round, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		restore()
+		require.NoError(t, d.Close())
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// alignedBuf returns n bytes at an address aligned for O_DIRECT, from
+// the Go heap (over-allocated and sliced).
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+zerocopy.DirectAlign)
+	a := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % zerocopy.DirectAlign)
+	if a != 0 {
+		a = zerocopy.DirectAlign - a
+	}
+	return b[a : a+n : a+n]
 }

@@ -111,10 +111,12 @@ func (d *Direct) ReadAt(b []byte, off int64) (int, error) {
 	}
 	done := 0
 	for done < len(b) {
+		// The read lock is held across the read: a fallback (or Close)
+		// closes the file only once no read is using it.
 		d.mu.RLock()
 		f, bypass := d.f, d.bypass
-		d.mu.RUnlock()
 		if bypass && !aligned(b[done:], off+int64(done)) {
+			d.mu.RUnlock()
 			return done, fmt.Errorf("zerocopy: direct read of %d bytes at %d into %p: %w", len(b)-done, off+int64(done), unsafe.SliceData(b), ErrMisaligned)
 		}
 		var n int
@@ -126,9 +128,10 @@ func (d *Direct) ReadAt(b []byte, off int64) (int, error) {
 			n, err = unix.Pread(fd, b[done:], off+int64(done))
 			return err
 		})
+		d.mu.RUnlock()
 		switch {
-		case retry(err), errors.Is(err, os.ErrClosed) && d.File() != f:
-			continue // interrupted, or the file was swapped by a fallback
+		case retry(err):
+			continue
 		case bypass && errors.Is(err, unix.EINVAL):
 			if ferr := d.fallBack(f); ferr != nil {
 				return done, ferr
