@@ -2,6 +2,7 @@ package zerocopy_test
 
 import (
 	"io"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -188,4 +189,51 @@ func alignedBuf(n int) []byte {
 		a = zerocopy.DirectAlign - a
 	}
 	return b[a : a+n : a+n]
+}
+
+// Descriptors: pipes made and closed, a pipe reset by a broken send,
+// Direct files opened, fallen back and closed, sends to a closed peer —
+// none leaks one.
+func TestNoDescriptorLeak(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	count := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return len(ents)
+	}
+	data := random(8*4096, 22)
+	f := tempFile(t, data)
+	before := count()
+	for i := range 10 {
+		func() {
+			send, recv := tcpPair(t, 64<<10)
+			defer send.Close()
+			p, err := zerocopy.NewPipe()
+			require.NoError(t, err)
+			defer func() { require.NoError(t, p.Close()) }()
+			require.NoError(t, recv.Close())
+			_, err = p.Send(send, random(4<<20, uint64(i)))
+			require.Error(t, err, "the peer is gone")
+			_, err = zerocopy.SendFile(send, f, 0, int64(len(data)))
+			require.Error(t, err, "the peer is gone")
+
+			var once sync.Once
+			restore := zerocopy.SetFailHook(func(o zerocopy.Op) error {
+				var err error
+				if o == zerocopy.OpRead {
+					once.Do(func() { err = unix.EINVAL })
+				}
+				return err
+			})
+			defer restore()
+			d, err := zerocopy.OpenDirect(f.Name())
+			require.NoError(t, err)
+			_, err = d.ReadAt(alignedBuf(4096), 0)
+			require.NoError(t, err)
+			require.NoError(t, d.Close())
+		}()
+	}
+	assert.Equal(t, before, count())
 }
