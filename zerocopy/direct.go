@@ -53,22 +53,15 @@ func OpenDirect(name string) (*Direct, error) {
 // open when the filesystem refuses the flag.
 func openDirect(name string, want bool) (*os.File, bool, error) {
 	if want {
-		if err := enter(OpOpen); err == nil {
-			fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC|oDirect, 0)
-			if err == nil {
-				return os.NewFile(uintptr(fd), name), true, nil
-			}
-			if !errors.Is(err, unix.EINVAL) {
-				return nil, false, err
-			}
-		} else if !errors.Is(err, unix.EINVAL) {
+		fd, err := kernel.Open(name, unix.O_RDONLY|unix.O_CLOEXEC|oDirect, 0)
+		if err == nil {
+			return os.NewFile(uintptr(fd), name), true, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
 			return nil, false, err
 		}
 	}
-	if err := enter(OpOpen); err != nil {
-		return nil, false, err
-	}
-	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := kernel.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, false, err
 	}
@@ -121,11 +114,8 @@ func (d *Direct) ReadAt(b []byte, off int64) (int, error) {
 		}
 		var n int
 		err := withFile("zerocopy: direct read", f, func(fd int) error {
-			if err := enter(OpRead); err != nil {
-				return err
-			}
 			var err error
-			n, err = unix.Pread(fd, b[done:], off+int64(done))
+			n, err = kernel.Pread(fd, b[done:], off+int64(done))
 			return err
 		})
 		d.mu.RUnlock()

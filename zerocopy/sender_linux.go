@@ -46,10 +46,7 @@ func (s *Sender) send(b []byte, release func([]byte)) error {
 			if serr = s.reap(int(fd)); serr != nil {
 				return true
 			}
-			if serr = enter(OpSendmsg); serr != nil {
-				return true
-			}
-			n, err := unix.SendmsgN(int(fd), b[off:], nil, nil, unix.MSG_ZEROCOPY)
+			n, err := kernel.Sendmsg(int(fd), b[off:], unix.MSG_ZEROCOPY)
 			if n > 0 {
 				off += n
 				s.next++
@@ -132,10 +129,7 @@ func (s *Sender) reap(fd int) error {
 	}
 	var oob [256]byte
 	for {
-		if err := enter(OpErrqueue); err != nil {
-			return err
-		}
-		_, oobn, _, _, err := unix.Recvmsg(fd, nil, oob[:], unix.MSG_ERRQUEUE)
+		oobn, err := kernel.RecvErrqueue(fd, oob[:])
 		switch {
 		case retry(err):
 			continue
