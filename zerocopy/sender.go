@@ -31,9 +31,13 @@ import (
 // privileged); when the kernel refuses more (ENOBUFS), Send waits for
 // completions, or copies when it has none to wait for.
 //
-// Release functions are called by the goroutine in Send, Flush or Close,
-// never concurrently and never with the Sender's lock held. A Sender is
-// safe for concurrent use; its calls are serialized. Completions are read
+// Release functions are called by the goroutine in Send, Wait, Flush or
+// Close, one after another within that call and never with the Sender's
+// lock held (so a release may call the Sender again). A Sender is safe
+// for concurrent use; its calls are serialized, but the releases they
+// hand back are not: two goroutines calling it at once may each be
+// running a release. A release that panics panics its caller; the blocks
+// completed with it are handed back by the next call. Completions are read
 // from the error queue, which wakes the connection's pollers: on Linux a
 // goroutine blocked reading the same connection may see its read fail
 // (Go reports an error-only poll event to readers) — read the
