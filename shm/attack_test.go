@@ -2,7 +2,9 @@ package shm
 
 import (
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // Hostile use: what a caller can do wrong, and what another process or a
@@ -165,3 +168,44 @@ func TestCloseRacesMethods(t *testing.T) {
 	assert.LessOrEqual(t, runtime.NumGoroutine(), gs, "goroutines")
 }
 
+
+// Passing descriptors with no connection, or over one the peer closed:
+// errors, not a nil-pointer panic or a misleading ErrNotPool.
+func TestSendRecvBadConn(t *testing.T) {
+	p := newTestPool(t, 1<<20)
+	for name, call := range map[string]func() error{
+		"SendFile": func() error { return SendFile(nil, p.File(), nil) },
+		"RecvFile": func() error { _, _, err := RecvFile(nil); return err },
+		"Send":     func() error { return p.Send(nil) },
+		"Receive":  func() error { _, err := Receive(nil); return err },
+	} {
+		func() {
+			defer func() {
+				if x := recover(); x != nil {
+					t.Errorf("%s(nil) panicked: %v", name, x)
+				}
+			}()
+			assert.ErrorIs(t, call(), os.ErrInvalid, name)
+		}()
+	}
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socket")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		require.NoError(t, err)
+		return c.(*net.UnixConn)
+	}
+	a, b := conn(fds[0]), conn(fds[1])
+	defer b.Close()
+	require.NoError(t, a.Close())
+	before := openFds(t)
+	_, _, err = RecvFile(b)
+	assert.ErrorIs(t, err, io.EOF, "the peer closed: no message at all")
+	assert.NotErrorIs(t, err, ErrNotPool)
+	_, err = Receive(b)
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Equal(t, before, openFds(t))
+}
