@@ -209,3 +209,33 @@ func TestSendRecvBadConn(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF)
 	assert.Equal(t, before, openFds(t))
 }
+
+// Close while a call waits for the lock another attachment holds (as
+// another process would): the waiting call gives up with ErrClosed and
+// Close returns, rather than both waiting on the holder.
+func TestCloseWhileWaitingForLock(t *testing.T) {
+	other := newTestPool(t, 1<<20)
+	dup, err := os.OpenFile("/proc/self/fd/"+itoa(int(other.File().Fd())), os.O_RDWR, 0)
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	p, err := Attach(dup)
+	require.NoError(t, err)
+	var held opState
+	require.NoError(t, other.lock(&held))
+	got := make(chan error, 1)
+	go func() { _, _, err := p.Alloc(100); got <- err }()
+	time.Sleep(20 * time.Millisecond) // the Alloc is waiting (sleeping between looks)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		other.unlock(&held)
+		t.Fatal("Close waited for the lock's holder")
+	}
+	assert.ErrorIs(t, <-got, ErrClosed)
+	other.unlock(&held)
+	mustCheck(t, other)
+}
