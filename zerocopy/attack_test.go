@@ -237,3 +237,40 @@ func TestNoDescriptorLeak(t *testing.T) {
 	}
 	assert.Equal(t, before, count())
 }
+
+// The peer resets the connection in the middle of a Sender's sends: Send
+// fails, and Flush returns — every block released, or (a completion the
+// kernel never sends after a reset: about one run in five on loopback)
+// an error with the rest still pending — instead of waiting for the
+// write deadline, or forever without one.
+func TestSenderPeerClosesMidSend(t *testing.T) {
+	send, recv := tcpPair(t, 0)
+	s, err := zerocopy.NewSender(send)
+	require.NoError(t, err)
+	go func() {
+		_, _ = io.CopyN(io.Discard, recv, 1<<20)
+		_ = recv.SetLinger(0)
+		_ = recv.Close() // unread bytes: a reset
+	}()
+	var mu sync.Mutex
+	released := 0
+	require.NoError(t, send.SetWriteDeadline(time.Now().Add(10*time.Second)))
+	var sendErr error
+	sent := 0
+	for i := 0; i < 64 && sendErr == nil; i++ {
+		sendErr = s.Send(random(1<<20, uint64(i)), func([]byte) { mu.Lock(); released++; mu.Unlock() })
+		sent++
+	}
+	require.Error(t, sendErr, "the peer is gone")
+	assert.NotErrorIs(t, sendErr, os.ErrDeadlineExceeded, "a reset, not the deadline")
+	require.NoError(t, send.SetWriteDeadline(time.Now().Add(5*time.Second)))
+	ferr := s.Flush()
+	assert.NotErrorIs(t, ferr, os.ErrDeadlineExceeded, "Flush waited for completions that never came")
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d blocks sent, %d released; flush: %v", sent, released, ferr)
+	assert.Equal(t, sent, released+s.Pending(), "every block released or pending, none lost")
+	if ferr == nil {
+		assert.Equal(t, sent, released)
+	}
+}

@@ -68,8 +68,8 @@
 //
 // Every transfer's system call goes through the project's counted
 // wrapper (internal/sys, one value for this package: kernel.go); the
-// pipe's own pipe2, fcntl and close and the SO_ZEROCOPY socket option are
-// made directly and not counted. ReadCounts reports calls by kind, bytes
+// pipe's own pipe2, fcntl and close, the SO_ZEROCOPY socket option and
+// the TCP_INFO a waiting Sender reads are made directly and not counted. ReadCounts reports calls by kind, bytes
 // that went through a user-space buffer instead, and the MSG_ZEROCOPY
 // completions the kernel satisfied by copying.
 package zerocopy

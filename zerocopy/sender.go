@@ -43,9 +43,12 @@ import (
 // (Go reports an error-only poll event to readers) — read the
 // connection's replies after Flush, or from a separate connection.
 //
-// When the connection breaks with blocks pending, Flush returns the error
-// and those blocks are never released: the kernel may still hold their
-// pages, so leaking them is the safe choice (Pending counts them).
+// When the connection breaks with blocks pending, Flush (Wait, Close)
+// returns the error — a TCP socket reset by its peer is noticed while
+// waiting, since a completion the kernel still owes may then never come
+// — and those blocks are not released: the kernel may still hold their
+// pages, so leaking them is the safe choice (Pending counts them; a
+// completion that does come late is still reaped by a later call).
 type Sender struct {
 	mu      sync.Mutex
 	rc      syscall.RawConn
