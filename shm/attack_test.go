@@ -168,7 +168,6 @@ func TestCloseRacesMethods(t *testing.T) {
 	assert.LessOrEqual(t, runtime.NumGoroutine(), gs, "goroutines")
 }
 
-
 // Passing descriptors with no connection, or over one the peer closed:
 // errors, not a nil-pointer panic or a misleading ErrNotPool.
 func TestSendRecvBadConn(t *testing.T) {
