@@ -25,6 +25,10 @@ type Report struct {
 // header's counters add up. It changes nothing (beyond the rollback), and
 // returns an error wrapping ErrCorrupt naming the first broken invariant.
 func (p *Pool) Check() (rep Report, err error) {
+	if !p.use() {
+		return rep, fmt.Errorf("shm: check: %w", ErrClosed)
+	}
+	defer p.done()
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	before := p.h.Recoveries

@@ -75,6 +75,10 @@ func (p *Pool) abort(held *opState) {
 // and returns how many (up to the block's end). A fault — the pool's file
 // truncated under this mapping — is returned as ErrFault, never a crash.
 func (p *Pool) Read(r Ref, off int, dst []byte) (n int, err error) {
+	if !p.use() {
+		return 0, fmt.Errorf("shm: %v: %w", r, ErrClosed)
+	}
+	defer p.done() // the copy below is inside the call too
 	b, err := p.Bytes(r)
 	if err != nil {
 		return 0, err
@@ -90,6 +94,10 @@ func (p *Pool) Read(r Ref, off int, dst []byte) (n int, err error) {
 // returns how many bytes it wrote (up to the block's end). A fault is
 // returned as ErrFault, as by Read.
 func (p *Pool) Write(r Ref, off int, src []byte) (n int, err error) {
+	if !p.use() {
+		return 0, fmt.Errorf("shm: %v: %w", r, ErrClosed)
+	}
+	defer p.done() // the copy below is inside the call too
 	b, err := p.Bytes(r)
 	if err != nil {
 		return 0, err

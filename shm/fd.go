@@ -2,6 +2,7 @@ package shm
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 
@@ -20,6 +21,9 @@ type Conn interface {
 // over the Unix socket c (SCM_RIGHTS). The receiver gets its own
 // descriptor of the same open file; f stays open here.
 func SendFile(c Conn, f *os.File, msg []byte) error {
+	if c == nil || f == nil {
+		return fmt.Errorf("shm: send file: no connection or no file: %w", os.ErrInvalid)
+	}
 	if len(msg) == 0 {
 		msg = []byte{0}
 	}
@@ -49,8 +53,11 @@ func SendFile(c Conn, f *os.File, msg []byte) error {
 
 // RecvFile receives a descriptor sent by SendFile over c, with its
 // message (up to 4 KiB). A message without a descriptor is an error
-// wrapping ErrNotPool.
+// wrapping ErrNotPool; a connection its peer closed, io.EOF.
 func RecvFile(c Conn) (*os.File, []byte, error) {
+	if c == nil {
+		return nil, nil, fmt.Errorf("shm: receive file: no connection: %w", os.ErrInvalid)
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, nil, fmt.Errorf("shm: receive file: %w", err)
@@ -67,6 +74,9 @@ func RecvFile(c Conn) (*os.File, []byte, error) {
 	}
 	if rerr != nil {
 		return nil, nil, fmt.Errorf("shm: receive file: %w", rerr)
+	}
+	if n == 0 && oobn == 0 {
+		return nil, nil, fmt.Errorf("shm: receive file: %w", io.EOF)
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {

@@ -1,6 +1,9 @@
 package shm
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // PageSize is the pool's page: the unit of its page runs and of large
 // blocks. It is fixed (not the kernel's page size) so that a pool file is
@@ -139,6 +142,19 @@ func makeTag(kind, flags, class, value uint64) uint64 {
 func tagKind(t uint64) uint64  { return t & kindMask }
 func tagClass(t uint64) uint64 { return t >> classShift & 0xff }
 func tagValue(t uint64) uint64 { return t >> valueShift }
+
+// slabClass returns the size class of the slab whose head tag is t,
+// after checking t is a slab head's tag: a class past the table (a peer
+// or a bad disk wrote the page table) panics with a corruption, which
+// the method's guard turns into ErrCorrupt, instead of indexing past the
+// class table.
+func slabClass(t uint64) uint64 {
+	c := tagClass(t)
+	if c >= numClasses || t != makeTag(kindSlab, flagHead, c, classes[c].pages) {
+		panic(corruption(fmt.Sprintf("slab head tag %#x", t)))
+	}
+	return c
+}
 
 // tablePages is how many pages the page table of an npages pool takes.
 func tablePages(npages uint64) uint64 {

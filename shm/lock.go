@@ -25,6 +25,10 @@ const (
 	sleepFor   = 20 * time.Microsecond
 )
 
+// maxPid is the largest pid any kernel hands out (Linux's PID_MAX_LIMIT;
+// the BSDs' and macOS's are lower).
+const maxPid = 1 << 22
+
 // inLock counts this process's goroutines inside lock or holding one, for
 // any pool: a lock word bearing this process's own pid is a dead
 // predecessor's (the pid was reused) only when no goroutine here could be
@@ -56,6 +60,12 @@ func (p *Pool) lock(held *opState) error {
 		}
 		if i < spinIters {
 			continue
+		}
+		if i%checkEvery == 0 && p.closed.Load() {
+			// Close waits for this call: stop waiting.
+			held.waiting = false
+			inLock.Add(-1)
+			return ErrClosed
 		}
 		if i%checkEvery == 0 && p.holderDead(w) {
 			me = p.pid<<32 | uint64(uint32(w+1))
@@ -94,6 +104,11 @@ func (p *Pool) unlock(held *opState) {
 // holderDead reports whether the process holding lock word w is gone.
 func (p *Pool) holderDead(w uint64) bool {
 	pid := int(w >> 32)
+	if pid <= 0 || pid > maxPid {
+		// No process's (a corrupt word): and kill(pid, 0) would answer
+		// for a process group, or for every process (-1), as alive.
+		return true
+	}
 	if uint64(pid) == p.pid {
 		return inLock.Load() == 1 // only this goroutine: not ours, so a dead predecessor's
 	}

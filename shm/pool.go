@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc/internal/errs"
@@ -66,7 +68,10 @@ type Pool struct {
 	os     sys.OS
 	pid    uint64
 
+	// closed is set by Close; users counts the calls in progress, which
+	// Close waits for before it unmaps (use, done).
 	closed atomic.Bool
+	users  atomic.Int64
 	hook   func() // tests: called at every step of an operation
 }
 
@@ -223,12 +228,21 @@ func (p *Pool) unmap() {
 	p.os.Munmap(p.base, uintptr(p.mapped))
 }
 
-// Close unmaps the pool from this process and closes its file. The pool
-// lives on in the other processes that map it (and in its file). Refs and
-// slices from this Pool must not be used afterwards.
+// Close unmaps the pool from this process and closes its file, once the
+// calls in progress on it have returned (a call waiting for the pool's
+// lock gives up with ErrClosed); every later call returns ErrClosed. The
+// pool lives on in the other processes that map it (and in its file).
+// Slices from this Pool must not be used afterwards.
 func (p *Pool) Close() error {
 	if p.closed.Swap(true) {
 		return fmt.Errorf("shm: close: %w", ErrClosed)
+	}
+	for i := 0; p.users.Load() != 0; i++ {
+		if i < yieldIters {
+			runtime.Gosched()
+		} else {
+			time.Sleep(sleepFor)
+		}
 	}
 	err := p.os.Munmap(p.base, uintptr(p.mapped))
 	if cerr := p.f.Close(); err == nil {
@@ -256,6 +270,10 @@ func (p *Pool) Alloc(n int) (r Ref, b []byte, err error) {
 	if n < 0 || uint64(n) > p.size {
 		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, ErrInvalidSize)
 	}
+	if !p.use() {
+		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, ErrClosed)
+	}
+	defer p.done()
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	if err := p.enter(&held); err != nil {
@@ -294,6 +312,10 @@ func (p *Pool) Free(r Ref) (err error) {
 	if r == 0 {
 		return nil
 	}
+	if !p.use() {
+		return fmt.Errorf("shm: free %v: %w", r, ErrClosed)
+	}
+	defer p.done()
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	off, err := p.offset(r)
@@ -338,8 +360,10 @@ func (p *Pool) locateLocked(off uint64) (kind, head uint64, err error) {
 		if s >= pg || s < p.h.FirstData || tagKind(p.ent(s).Tag) != kindSlab {
 			return 0, 0, fmt.Errorf("page %d names slab %d: %w", pg, s, ErrCorrupt)
 		}
+		slabClass(p.ent(s).Tag)
 		return kindSlab, s, nil
 	case kindSlab:
+		slabClass(t)
 		return kindSlab, pg, nil
 	case kindLarge:
 		if off != pg*PageSize {
@@ -366,6 +390,10 @@ func (p *Pool) locateLocked(off uint64) (kind, head uint64, err error) {
 // pool is refused with ErrInvalidRef. The slice is not guarded against a
 // truncated file: use Read and Write where that may happen.
 func (p *Pool) Bytes(r Ref) (b []byte, err error) {
+	if !p.use() {
+		return nil, fmt.Errorf("shm: bytes of %v: %w", r, ErrClosed)
+	}
+	defer p.done()
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	off, err := p.offset(r)
@@ -393,7 +421,7 @@ func (p *Pool) usableLocked(off uint64) (uint64, error) {
 	if kind == kindLarge {
 		return tagValue(e.Tag) * PageSize, nil
 	}
-	k := &classes[tagClass(e.Tag)]
+	k := &classes[slabClass(e.Tag)]
 	i, ok := p.blockIndex(head, k, off)
 	if !ok {
 		return 0, fmt.Errorf("%#x is not the start of a %d-byte block", off, k.size)
@@ -407,6 +435,10 @@ func (p *Pool) usableLocked(off uint64) (uint64, error) {
 // SetRoot records r as the pool's root: the one Ref a program finds again
 // after Open (a table of its other blocks, say). Zero clears it.
 func (p *Pool) SetRoot(r Ref) (err error) {
+	if !p.use() {
+		return fmt.Errorf("shm: set root: %w", ErrClosed)
+	}
+	defer p.done()
 	defer p.unguard(debug.SetPanicOnFault(true), nil, &err)
 	if r != 0 {
 		if _, err := p.offset(r); err != nil {
@@ -419,6 +451,10 @@ func (p *Pool) SetRoot(r Ref) (err error) {
 
 // Root returns the Ref last given to SetRoot, or 0.
 func (p *Pool) Root() (r Ref, err error) {
+	if !p.use() {
+		return 0, fmt.Errorf("shm: root: %w", ErrClosed)
+	}
+	defer p.done()
 	defer p.unguard(debug.SetPanicOnFault(true), nil, &err)
 	return Ref(atomic.LoadUint64(&p.h.Root)), nil
 }
@@ -428,9 +464,10 @@ func (p *Pool) Root() (r Ref, err error) {
 // only of the process (a process's death alone loses nothing: the pages
 // are the kernel's).
 func (p *Pool) Sync() error {
-	if p.closed.Load() {
+	if !p.use() {
 		return fmt.Errorf("shm: sync: %w", ErrClosed)
 	}
+	defer p.done()
 	if err := p.os.Msync(p.base, uintptr(p.size)); err != nil {
 		return fmt.Errorf("shm: sync: %w", err)
 	}
@@ -452,6 +489,10 @@ type Stats struct {
 // takes time in proportion to the pool's size, under the lock: about a
 // millisecond a GiB.
 func (p *Pool) Stats() (s Stats, err error) {
+	if !p.use() {
+		return Stats{}, fmt.Errorf("shm: stats: %w", ErrClosed)
+	}
+	defer p.done()
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	if err := p.enter(&held); err != nil {
@@ -469,7 +510,7 @@ func (p *Pool) Stats() (s Stats, err error) {
 			s.LiveBytes += n * PageSize
 		case kindSlab:
 			s.LiveBlocks += e.Used
-			s.LiveBytes += e.Used * classes[tagClass(e.Tag)].size
+			s.LiveBytes += e.Used * classes[slabClass(e.Tag)].size
 		}
 		pg += n
 	}
@@ -477,13 +518,26 @@ func (p *Pool) Stats() (s Stats, err error) {
 	return s, nil
 }
 
-// enter checks the pool is open and takes its lock.
-func (p *Pool) enter(held *opState) error {
+// use counts a call in progress, so that Close waits for it before it
+// unmaps the pool; false (and nothing counted) once Close has begun. The
+// count goes up before closed is read, and Close sets closed before it
+// reads the count: a call that saw the pool open is waited for. Every
+// method that touches the mapping calls use first and defers done before
+// anything else (its fault guard included), so that done runs last.
+func (p *Pool) use() bool {
+	p.users.Add(1)
 	if p.closed.Load() {
-		return ErrClosed
+		p.users.Add(-1)
+		return false
 	}
-	return p.lock(held)
+	return true
 }
+
+// done ends a call counted by use.
+func (p *Pool) done() { p.users.Add(-1) }
+
+// enter takes the pool's lock, for a call counted by use.
+func (p *Pool) enter(held *opState) error { return p.lock(held) }
 
 func (p *Pool) ref(off uint64) Ref { return Ref(p.h.Tag<<refShift | off) }
 

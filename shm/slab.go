@@ -86,7 +86,7 @@ func (p *Pool) newSlabLocked(c uint64) uint64 {
 // freeSmallLocked frees the block at off of the slab at page s.
 func (p *Pool) freeSmallLocked(s, off uint64) error {
 	e := p.ent(s)
-	c := tagClass(e.Tag)
+	c := slabClass(e.Tag)
 	k := &classes[c]
 	i, ok := p.blockIndex(s, k, off)
 	if !ok {

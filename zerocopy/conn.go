@@ -71,10 +71,7 @@ func writeAll(rc syscall.RawConn, p []byte) (int, error) {
 	var werr error
 	err := rc.Write(func(fd uintptr) bool {
 		for done < len(p) {
-			if werr = enter(OpWrite); werr != nil {
-				return true
-			}
-			n, err := unix.Write(int(fd), p[done:])
+			n, err := kernel.Write(int(fd), p[done:])
 			if n > 0 {
 				done += n
 				counts.copied.Add(uint64(n))
@@ -105,10 +102,7 @@ func copyRange(dst syscall.RawConn, srcFd int, off, n int64) (int64, error) {
 	buf := make([]byte, min(n, fallbackBuf))
 	var sent int64
 	for sent < n {
-		if err := enter(OpRead); err != nil {
-			return sent, err
-		}
-		k, err := unix.Pread(srcFd, buf[:min(n-sent, int64(len(buf)))], off+sent)
+		k, err := kernel.Pread(srcFd, buf[:min(n-sent, int64(len(buf)))], off+sent)
 		if retry(err) {
 			continue
 		}

@@ -53,22 +53,15 @@ func OpenDirect(name string) (*Direct, error) {
 // open when the filesystem refuses the flag.
 func openDirect(name string, want bool) (*os.File, bool, error) {
 	if want {
-		if err := enter(OpOpen); err == nil {
-			fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC|oDirect, 0)
-			if err == nil {
-				return os.NewFile(uintptr(fd), name), true, nil
-			}
-			if !errors.Is(err, unix.EINVAL) {
-				return nil, false, err
-			}
-		} else if !errors.Is(err, unix.EINVAL) {
+		fd, err := kernel.Open(name, unix.O_RDONLY|unix.O_CLOEXEC|oDirect, 0)
+		if err == nil {
+			return os.NewFile(uintptr(fd), name), true, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
 			return nil, false, err
 		}
 	}
-	if err := enter(OpOpen); err != nil {
-		return nil, false, err
-	}
-	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := kernel.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, false, err
 	}
@@ -111,24 +104,24 @@ func (d *Direct) ReadAt(b []byte, off int64) (int, error) {
 	}
 	done := 0
 	for done < len(b) {
+		// The read lock is held across the read: a fallback (or Close)
+		// closes the file only once no read is using it.
 		d.mu.RLock()
 		f, bypass := d.f, d.bypass
-		d.mu.RUnlock()
 		if bypass && !aligned(b[done:], off+int64(done)) {
+			d.mu.RUnlock()
 			return done, fmt.Errorf("zerocopy: direct read of %d bytes at %d into %p: %w", len(b)-done, off+int64(done), unsafe.SliceData(b), ErrMisaligned)
 		}
 		var n int
 		err := withFile("zerocopy: direct read", f, func(fd int) error {
-			if err := enter(OpRead); err != nil {
-				return err
-			}
 			var err error
-			n, err = unix.Pread(fd, b[done:], off+int64(done))
+			n, err = kernel.Pread(fd, b[done:], off+int64(done))
 			return err
 		})
+		d.mu.RUnlock()
 		switch {
-		case retry(err), errors.Is(err, os.ErrClosed) && d.File() != f:
-			continue // interrupted, or the file was swapped by a fallback
+		case retry(err):
+			continue
 		case bypass && errors.Is(err, unix.EINVAL):
 			if ferr := d.fallBack(f); ferr != nil {
 				return done, ferr

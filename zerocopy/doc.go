@@ -66,8 +66,10 @@
 // Direct opens with O_DIRECT on FreeBSD and reads through the cache on
 // macOS (Bypass false).
 //
-// Every system call goes through this package's counted wrapper
-// (kernel.go): ReadCounts reports calls by kind, bytes that went through a
-// user-space buffer instead, and the MSG_ZEROCOPY completions the kernel
-// satisfied by copying.
+// Every transfer's system call goes through the project's counted
+// wrapper (internal/sys, one value for this package: kernel.go); the
+// pipe's own pipe2, fcntl and close, the SO_ZEROCOPY socket option and
+// the TCP_INFO a waiting Sender reads are made directly and not counted. ReadCounts reports calls by kind, bytes
+// that went through a user-space buffer instead, and the MSG_ZEROCOPY
+// completions the kernel satisfied by copying.
 package zerocopy

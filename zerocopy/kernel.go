@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+
+	"github.com/brkmap/alloc/internal/sys"
 )
 
 // Op names a system call this package makes, for Counts and for the
@@ -52,8 +54,25 @@ type Counts struct {
 // Call returns the number of calls of op.
 func (c Counts) Call(op Op) uint64 { return c.Calls[op] }
 
+// kernel makes and counts every system call of this package: the
+// project's counted wrapper, one value for the whole process (Counts are
+// the process's). Its failure hook is set once, here, and asks failHook.
+var kernel = sys.OS{Fail: func(op sys.Op, _ uint64) error {
+	if f := failHook.Load(); f != nil {
+		for o, so := range sysOps {
+			if so == op {
+				return (*f)(Op(o))
+			}
+		}
+	}
+	return nil
+}}
+
+// sysOps is each Op's name in the wrapper.
+var sysOps = [numOps]sys.Op{sys.OpSendfile, sys.OpSplice, sys.OpVmsplice, sys.OpSendmsg,
+	sys.OpErrqueue, sys.OpRead, sys.OpWrite, sys.OpOpen}
+
 var counts struct {
-	calls                          [numOps]atomic.Uint64
 	copied                         atomic.Uint64
 	completions, copiedCompletions atomic.Uint64
 }
@@ -62,7 +81,7 @@ var counts struct {
 func ReadCounts() Counts {
 	var c Counts
 	for i := range c.Calls {
-		c.Calls[i] = counts.calls[i].Load()
+		c.Calls[i] = kernel.Calls(sysOps[i])
 	}
 	c.CopiedBytes = counts.copied.Load()
 	c.Completions = counts.completions.Load()
@@ -74,15 +93,6 @@ func ReadCounts() Counts {
 // error is returned as if the kernel had refused, and the call is not
 // made.
 var failHook atomic.Pointer[func(Op) error]
-
-// enter counts a call of op and asks the failure hook.
-func enter(op Op) error {
-	counts.calls[op].Add(1)
-	if f := failHook.Load(); f != nil {
-		return (*f)(op)
-	}
-	return nil
-}
 
 // Errors. Compare with errors.Is; the errors returned wrap them with the
 // call and its arguments, and a kernel's refusal wraps its errno too.

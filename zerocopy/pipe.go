@@ -6,8 +6,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Pipe is a kernel pipe kept as the middle of splice transfers: a block's
@@ -128,11 +126,8 @@ func readSome(rc syscall.RawConn, buf []byte) (int, error) {
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
-			if rerr = enter(OpRead); rerr != nil {
-				return true
-			}
 			var err error
-			n, err = unix.Read(int(fd), buf)
+			n, err = kernel.Read(int(fd), buf)
 			switch {
 			case retry(err):
 				continue
@@ -166,10 +161,7 @@ func copyRecvFile(rc syscall.RawConn, ffd int, off, n int64) (int64, error) {
 			return got, err
 		}
 		for w := 0; w < k; {
-			if err := enter(OpWrite); err != nil {
-				return got, err
-			}
-			m, err := unix.Pwrite(ffd, buf[w:k], off+got)
+			m, err := kernel.Pwrite(ffd, buf[w:k], off+got)
 			if retry(err) {
 				continue
 			}

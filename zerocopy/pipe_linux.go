@@ -53,12 +53,9 @@ func (p *Pipe) send(rc syscall.RawConn, b []byte) (int, error) {
 	sent := 0
 	for sent < len(b) {
 		chunk := b[sent:min(len(b), sent+p.size)]
-		m, err := 0, enter(OpVmsplice)
-		if err == nil {
-			iov := []unix.Iovec{{Base: unsafe.SliceData(chunk)}}
-			iov[0].SetLen(len(chunk))
-			m, err = unix.Vmsplice(p.w, iov, unix.SPLICE_F_NONBLOCK)
-		}
+		iov := []unix.Iovec{{Base: unsafe.SliceData(chunk)}}
+		iov[0].SetLen(len(chunk))
+		m, err := kernel.Vmsplice(p.w, iov, unix.SPLICE_F_NONBLOCK)
 		if retry(err) {
 			continue
 		}
@@ -86,10 +83,7 @@ func (p *Pipe) drain(rc syscall.RawConn, m int) (int, error) {
 	var serr error
 	err := rc.Write(func(fd uintptr) bool {
 		for done < m {
-			if serr = enter(OpSplice); serr != nil {
-				return true
-			}
-			k, err := unix.Splice(p.r, nil, int(fd), nil, m-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			k, err := kernel.Splice(p.r, nil, int(fd), nil, m-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			if k > 0 {
 				done += int(k)
 			}
@@ -123,10 +117,7 @@ func (p *Pipe) recvFile(rc syscall.RawConn, ffd int, off, n int64) (int64, error
 		var serr error
 		err := rc.Read(func(fd uintptr) bool {
 			for {
-				if serr = enter(OpSplice); serr != nil {
-					return true
-				}
-				m, err := unix.Splice(int(fd), nil, p.w, nil, int(min(n-got, int64(p.size))), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				m, err := kernel.Splice(int(fd), nil, p.w, nil, int(min(n-got, int64(p.size))), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 				switch {
 				case retry(err):
 					continue
@@ -151,11 +142,8 @@ func (p *Pipe) recvFile(rc syscall.RawConn, ffd int, off, n int64) (int64, error
 			return got, err
 		}
 		for k > 0 {
-			if err := enter(OpSplice); err != nil {
-				return got, errors.Join(err, p.reset())
-			}
 			o := off + got
-			w, err := unix.Splice(p.r, nil, ffd, &o, k, unix.SPLICE_F_MOVE)
+			w, err := kernel.Splice(p.r, nil, ffd, &o, k, unix.SPLICE_F_MOVE)
 			if retry(err) {
 				continue
 			}

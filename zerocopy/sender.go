@@ -31,17 +31,24 @@ import (
 // privileged); when the kernel refuses more (ENOBUFS), Send waits for
 // completions, or copies when it has none to wait for.
 //
-// Release functions are called by the goroutine in Send, Flush or Close,
-// never concurrently and never with the Sender's lock held. A Sender is
-// safe for concurrent use; its calls are serialized. Completions are read
+// Release functions are called by the goroutine in Send, Wait, Flush or
+// Close, one after another within that call and never with the Sender's
+// lock held (so a release may call the Sender again). A Sender is safe
+// for concurrent use; its calls are serialized, but the releases they
+// hand back are not: two goroutines calling it at once may each be
+// running a release. A release that panics panics its caller; the blocks
+// completed with it are handed back by the next call. Completions are read
 // from the error queue, which wakes the connection's pollers: on Linux a
 // goroutine blocked reading the same connection may see its read fail
 // (Go reports an error-only poll event to readers) — read the
 // connection's replies after Flush, or from a separate connection.
 //
-// When the connection breaks with blocks pending, Flush returns the error
-// and those blocks are never released: the kernel may still hold their
-// pages, so leaking them is the safe choice (Pending counts them).
+// When the connection breaks with blocks pending, Flush (Wait, Close)
+// returns the error — a TCP socket reset by its peer is noticed while
+// waiting, since a completion the kernel still owes may then never come
+// — and those blocks are not released: the kernel may still hold their
+// pages, so leaking them is the safe choice (Pending counts them; a
+// completion that does come late is still reaped by a later call).
 type Sender struct {
 	mu      sync.Mutex
 	rc      syscall.RawConn
@@ -115,7 +122,7 @@ func (s *Sender) Send(b []byte, release func([]byte)) error {
 	err := s.send(b, release)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("%s of %d bytes: %w", what, len(b), err)
 	}
@@ -130,7 +137,7 @@ func (s *Sender) Flush() error {
 	err := s.wait(true)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender flush (%d blocks pending): %w", s.Pending(), err)
 	}
@@ -146,7 +153,7 @@ func (s *Sender) Wait() error {
 	err := s.wait(false)
 	ready := s.takeReady()
 	s.mu.Unlock()
-	handBack(ready)
+	s.handBack(ready)
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender wait: %w", err)
 	}
@@ -155,15 +162,26 @@ func (s *Sender) Wait() error {
 
 // Close flushes and ends the Sender (the connection stays open: it is the
 // caller's).
+//
+// The Sender is closed first, then flushed: a Send racing Close, or made
+// by a release function that Close runs, is refused with ErrClosed, so
+// that no block is left pending once Close has returned.
 func (s *Sender) Close() error {
-	err := s.Flush()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return fmt.Errorf("zerocopy: sender close: %w", ErrClosed)
 	}
 	s.closed = true
-	return err
+	err := s.wait(true)
+	ready := s.takeReady()
+	pending := len(s.pending)
+	s.mu.Unlock()
+	s.handBack(ready)
+	if err != nil {
+		return fmt.Errorf("zerocopy: sender close (%d blocks pending): %w", pending, err)
+	}
+	return nil
 }
 
 func (s *Sender) takeReady() []held {
@@ -172,8 +190,22 @@ func (s *Sender) takeReady() []held {
 	return r
 }
 
-func handBack(r []held) {
-	for _, h := range r {
+// handBack calls the release function of each block of r, in order,
+// without the lock. If one panics, the blocks after it go back to ready
+// for the next Send, Wait, Flush or Close to hand back: the panic reaches
+// the caller, and no block is lost or released twice.
+func (s *Sender) handBack(r []held) {
+	i := 0
+	defer func() {
+		if i < len(r) {
+			s.mu.Lock()
+			s.ready = append(s.ready, r[i:]...)
+			s.mu.Unlock()
+		}
+	}()
+	for i < len(r) {
+		h := r[i]
+		i++
 		h.release(h.b)
 	}
 }

@@ -46,10 +46,7 @@ func (s *Sender) send(b []byte, release func([]byte)) error {
 			if serr = s.reap(int(fd)); serr != nil {
 				return true
 			}
-			if serr = enter(OpSendmsg); serr != nil {
-				return true
-			}
-			n, err := unix.SendmsgN(int(fd), b[off:], nil, nil, unix.MSG_ZEROCOPY)
+			n, err := kernel.Sendmsg(int(fd), b[off:], unix.MSG_ZEROCOPY)
 			if n > 0 {
 				off += n
 				s.next++
@@ -104,15 +101,34 @@ func (s *Sender) wait(all bool) error {
 	}
 	var serr error
 	err := s.rc.Write(func(fd uintptr) bool {
-		if serr = s.reap(int(fd)); serr != nil {
+		if serr = s.reap(int(fd)); serr != nil || enough() {
 			return true
 		}
-		return enough()
+		if closedTCP(int(fd)) {
+			// Reset: the kernel dropped its queues, and a completion
+			// still missing may never come. Stop waiting; the blocks
+			// stay pending (a later call still reaps a late completion).
+			serr = fmt.Errorf("the connection is closed with %d blocks pending: %w", len(s.pending), unix.ECONNRESET)
+			return true
+		}
+		return false
 	})
 	if err == nil {
 		err = serr
 	}
 	return err
+}
+
+// tcpClose is TCP_CLOSE, the state of a TCP socket that is reset or done
+// (include/net/tcp_states.h).
+const tcpClose = 7
+
+// closedTCP reports whether fd is a TCP socket in state TCP_CLOSE: reset
+// by its peer, or failed. (A socket the peer merely shut down, CLOSE_WAIT,
+// still gets its data acknowledged, and its completions.)
+func closedTCP(fd int) bool {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == tcpClose
 }
 
 // reapNow reads the completions already queued, without waiting.
@@ -132,10 +148,7 @@ func (s *Sender) reap(fd int) error {
 	}
 	var oob [256]byte
 	for {
-		if err := enter(OpErrqueue); err != nil {
-			return err
-		}
-		_, oobn, _, _, err := unix.Recvmsg(fd, nil, oob[:], unix.MSG_ERRQUEUE)
+		oobn, err := kernel.RecvErrqueue(fd, oob[:])
 		switch {
 		case retry(err):
 			continue

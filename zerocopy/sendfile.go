@@ -44,11 +44,8 @@ func SendFile(dst syscall.Conn, src *os.File, off, n int64) (int64, error) {
 		fallback := false
 		werr := rc.Write(func(dfd uintptr) bool {
 			for sent < n {
-				if serr = enter(OpSendfile); serr != nil {
-					break
-				}
 				o := off + sent
-				w, err := unix.Sendfile(int(dfd), sfd, &o, int(min(n-sent, maxSendfile)))
+				w, err := kernel.Sendfile(int(dfd), sfd, &o, int(min(n-sent, maxSendfile)))
 				if w > 0 {
 					sent += int64(w)
 				}

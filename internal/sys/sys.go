@@ -4,12 +4,14 @@
 // publishes in /proc and /sys in internal/procfs).
 //
 // Every system call the allocator makes — mmap, munmap, mprotect, madvise,
-// mremap and mincore — goes through an *OS value, which counts it (so
+// mremap, mincore and msync — goes through an *OS value, which counts it (so
 // stats.Snapshot can report exactly how many calls a policy cost) and can be
 // told by a test to fail at a chosen call (the seam through which kernel
 // failures are injected). Each Allocator owns one OS value; the arena and
 // largealloc packages receive it and never call golang.org/x/sys/unix
-// themselves.
+// themselves. Package zerocopy's transfers (sendfile, splice, vmsplice,
+// sendmsg, read, write, open: io.go) go through one OS value of its own,
+// whose counts are its ReadCounts.
 //
 // Concurrency: the counters are atomics, and the failure hook is set once
 // before the OS value is shared (tests only).
@@ -36,10 +38,20 @@ const (
 	OpMremap
 	OpMincore
 	OpMsync
+	// The I/O calls of package zerocopy (io.go).
+	OpSendfile // sendfile(2)
+	OpSplice   // splice(2)
+	OpVmsplice // vmsplice(2)
+	OpSendmsg  // sendmsg(2)
+	OpErrqueue // recvmsg(2) of MSG_ERRQUEUE
+	OpRead     // read(2) or pread(2)
+	OpWrite    // write(2) or pwrite(2)
+	OpOpen     // open(2)
 	numOps
 )
 
-var opNames = [numOps]string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync"}
+var opNames = [numOps]string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync",
+	"sendfile", "splice", "vmsplice", "sendmsg", "errqueue", "read", "write", "open"}
 
 func (o Op) String() string { return opNames[o] }
 

@@ -31,6 +31,20 @@ func TestFailHook(t *testing.T) {
 		{OpMremap, func(s *OS, p unsafe.Pointer) error { _, err := s.Mremap(p, 2*page, 2*page); return err }},
 		{OpMincore, func(s *OS, p unsafe.Pointer) error { var v []byte; _, err := s.Resident(p, page, &v); return err }},
 		{OpMunmap, func(s *OS, p unsafe.Pointer) error { return s.Munmap(unsafe.Add(p, page), page) }},
+		{OpOpen, func(s *OS, _ unsafe.Pointer) error {
+			fd, err := s.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				_ = unix.Close(fd)
+			}
+			return err
+		}},
+		{OpWrite, func(s *OS, p unsafe.Pointer) error {
+			fd, err := unix.Open("/dev/null", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			require.NoError(t, err)
+			defer unix.Close(fd)
+			_, err = s.Write(fd, unsafe.Slice((*byte)(p), 8))
+			return err
+		}},
 	}
 	for _, tt := range ops {
 		t.Run(tt.op.String(), func(t *testing.T) {
@@ -127,7 +141,9 @@ func TestResident(t *testing.T) {
 }
 
 func TestOpNames(t *testing.T) {
-	want := []string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync"}
+	want := []string{"mmap", "munmap", "mprotect", "madvise", "mremap", "mincore", "msync",
+		"sendfile", "splice", "vmsplice", "sendmsg", "errqueue", "read", "write", "open"}
+	require.Len(t, want, int(numOps))
 	for op := range numOps {
 		assert.Equal(t, want[op], op.String())
 	}
