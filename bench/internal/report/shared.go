@@ -26,9 +26,9 @@ type sharedSection struct {
 }
 
 type sharedRow struct {
-	Size, Way, Payloads, Time, Socket, Copied, ParentCPU, ChildCPU, BothCPU, ChildFaults string
-	First, OK                                                                            bool // First: the first row of its size
-	Error                                                                                string
+	Size, Way, Payloads, Time, Socket, Copied, ParentCPU, ChildCPU, Work, Handover, ChildFaults string
+	First, OK                                                                                   bool // First: the first row of its size
+	Error                                                                                       string
 }
 
 type statsRow struct{ Name, Empty, Held, After string }
@@ -72,7 +72,7 @@ func sharedOf(r *shmbench.Result, skipped string) *sharedSection {
 	for _, x := range r.Rows {
 		row := sharedRow{Size: FormatBytes(uint64(x.Size)), Way: x.Way, Payloads: FormatCount(uint64(x.Payloads)),
 			Time: FormatMicro(x.MedianSeconds), Socket: formatBytesF(x.SocketBytes), Copied: formatBytesF(x.CopiedBytes),
-			ParentCPU: FormatMicro(x.ParentCPU), ChildCPU: FormatMicro(x.ChildCPU), BothCPU: FormatMicro(x.ParentCPU + x.ChildCPU),
+			ParentCPU: FormatMicro(x.ParentCPU), ChildCPU: FormatMicro(x.ChildCPU), Work: FormatMicro(x.ParentWork + x.ChildWork), Handover: FormatMicro(x.Handover()),
 			ChildFaults: fmt.Sprintf("%.1f", x.ChildFaults), First: x.Size != last, OK: x.OK, Error: x.Error}
 		last = x.Size
 		s.Rows = append(s.Rows, row)
@@ -129,7 +129,11 @@ func finding(sock, sh *shmbench.Row) template.HTML {
 	b.WriteString(string(fig(FormatMicro(sock.ParentCPU), sock.ParentCPU)))
 	b.WriteString(esc(" against "))
 	b.WriteString(string(fig(FormatMicro(sh.ParentCPU), sh.ParentCPU)))
-	b.WriteString(esc(". The socket copied "))
+	b.WriteString(esc(". Of the two sides' CPU time, handing the payload over (all but writing and reading it) cost "))
+	b.WriteString(string(fig(FormatMicro(sock.Handover()), sock.ParentCPU, sock.ParentWork, sock.ChildCPU, sock.ChildWork)))
+	b.WriteString(esc(" through the socket and "))
+	b.WriteString(string(fig(FormatMicro(sh.Handover()), sh.ParentCPU, sh.ParentWork, sh.ChildCPU, sh.ChildWork)))
+	b.WriteString(esc(" through the pool. The socket copied "))
 	b.WriteString(string(fig(formatBytesF(sock.CopiedBytes), sock.CopiedBytes)))
 	b.WriteString(esc(" a payload between the processes and the kernel, the pool "))
 	b.WriteString(string(fig(formatBytesF(sh.CopiedBytes), sh.CopiedBytes)))
@@ -140,15 +144,16 @@ func finding(sock, sh *shmbench.Row) template.HTML {
 // PrintShared prints the shared pool's table on the terminal.
 func PrintShared(w io.Writer, r *shmbench.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "payload\tway\tpayloads\ttime\tsocket bytes\tcopied bytes\tparent CPU\tchild CPU\tchild faults\t")
+	fmt.Fprintln(tw, "payload\tway\tpayloads\ttime\tsocket bytes\tcopied bytes\tparent CPU\tchild CPU\ton the payload\thanding over\tchild faults\t")
 	for _, x := range r.Rows {
 		ok := ""
 		if !x.OK {
 			ok = " FAILED"
 		}
-		fmt.Fprintf(tw, "%s\t%s%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", FormatBytes(uint64(x.Size)), x.Way, ok, x.Payloads,
+		fmt.Fprintf(tw, "%s\t%s%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", FormatBytes(uint64(x.Size)), x.Way, ok, x.Payloads,
 			FormatMicro(x.MedianSeconds), formatBytesF(x.SocketBytes), formatBytesF(x.CopiedBytes),
-			FormatMicro(x.ParentCPU), FormatMicro(x.ChildCPU), x.ChildFaults)
+			FormatMicro(x.ParentCPU), FormatMicro(x.ChildCPU), FormatMicro(x.ParentWork+x.ChildWork), FormatMicro(x.Handover()),
+			x.ChildFaults)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "pool: %s; live blocks at the end %d (%s free); its file holds %s (%s when made)\n",

@@ -29,6 +29,7 @@ th:first-child, td:first-child { text-align: left; }
 td.bad { color: #b00; font-weight: bold; }
 svg.plot { display: block; margin: 0.5em 0; width: 100%; max-width: 100%; height: auto; }
 tr.first td { border-top: 1px solid #bbb; }
+table.shm td { white-space: nowrap; }
 .shm-finding { background: #f0f5fa; padding: 0.4em 0.8em; border-left: 3px solid #2ca02c; }
 .note { background: #f6f6f0; padding: 0.4em 0.8em; border-left: 3px solid #cc9; }
 .small { color: #666; font-size: 0.85em; }
@@ -120,27 +121,31 @@ parent produces the payload (for the pool: <code>Alloc</code>, then writes it in
 child's one-byte answer, which the child sends once it has read every word of the payload and checked it against the
 pattern (and, for the pool, called <code>Free</code>). Both ways write each payload once and read it once; they differ only
 in how it travels. <b>time</b> is the median of the parent's round trips; <b>CPU</b> is each side's working thread
-(getrusage, user + system) over the payloads, divided by their number; <b>socket bytes</b> are what the parent wrote into
+(its CPU clock, user + system) over the payloads, divided by their number, and of the two sides' CPU time together,
+what went to writing the payload (the parent) and reading it (the child) — timed apart, the same work both ways — and
+what is left: what <b>handing it over</b> cost; <b>socket bytes</b> are what the parent wrote into
 the socket, and <b>copied</b> every byte that crossed between a process and the kernel through it (written and read, by
 both sides, answers included) — counted as <code>write</code> and <code>read</code> returned them. A first payload of each
 size is a warm-up, not counted.</p>
 {{if .Skipped}}<p class="note">Not measured in this run: {{.Skipped}}</p>{{else}}
 <div class="tablewrap"><table class="shm">
-<tr><th>payload</th><th>way</th><th>payloads</th><th>time</th><th>socket bytes</th><th>copied</th><th>parent CPU</th><th>child CPU</th><th>both CPUs</th><th>child faults</th></tr>
-{{range .Rows}}<tr{{if .First}} class="first"{{end}}><td>{{if .First}}{{.Size}}{{end}}</td><td{{if not .OK}} class="bad"{{end}}>{{.Way}}{{if not .OK}} (failed){{end}}</td><td>{{.Payloads}}</td><td>{{.Time}}</td><td>{{.Socket}}</td><td>{{.Copied}}</td><td>{{.ParentCPU}}</td><td>{{.ChildCPU}}</td><td>{{.BothCPU}}</td><td>{{.ChildFaults}}</td></tr>
+<tr><th>payload</th><th>way</th><th>payloads</th><th>time</th><th>socket bytes</th><th>copied</th><th>parent CPU</th><th>child CPU</th><th>of both: on the payload</th><th>of both: handing over</th></tr>
+{{range .Rows}}<tr{{if .First}} class="first"{{end}}><td>{{if .First}}{{.Size}}{{end}}</td><td{{if not .OK}} class="bad"{{end}}>{{.Way}}{{if not .OK}} (failed){{end}}</td><td>{{.Payloads}}</td><td>{{.Time}}</td><td>{{.Socket}}</td><td>{{.Copied}}</td><td>{{.ParentCPU}}</td><td>{{.ChildCPU}}</td><td>{{.Work}}</td><td>{{.Handover}}</td></tr>
 {{end}}</table></div>
-<p class="small">Each row per payload: time, CPU, socket bytes, copied bytes and the child's minor page faults are means over
-the payloads but time, which is a median. Times on a shared machine are noisy; bytes are not.</p>
+<p class="small">Each row per payload: time is the median of the round trips, the rest means over the payloads (the child's
+minor page faults too, in the JSON file: none once the warm-up has mapped the pages). Times on a shared machine are noisy; bytes are not.</p>
 {{with .Finding}}<p class="shm-finding">{{.}}</p>{{end}}
 {{with .Error}}<p class="note">The measurement failed: {{.}}</p>{{end}}
 {{range .Rows}}{{if .Error}}<p class="note">{{.Size}} {{.Way}}: {{.Error}}</p>{{end}}{{end}}
-<p><b>Where the copy goes.</b> Through the socket, the child's CPU time grows with the payload: its <code>read</code> copies
-every byte out of the kernel, and the parent's <code>write</code> copies it in — at the small sizes the fixed cost of the
-system calls and the wake-ups dominates, at the large ones the copies and the many round trips through a socket buffer
-far smaller than the payload. Through the pool, neither side copies: the parent's writes are the payload's one
-production, the child's reads its one consumption, and what travels is one 8-byte word and the answer. What is left is
-the pool's own work (a lock taken for <code>Alloc</code>, <code>Bytes</code> and <code>Free</code>, an undo log written)
-and the reading and writing both ways share.</p>
+<p><b>Where the copy goes.</b> Through the socket, the handing over grows with the payload: the parent's <code>write</code>
+copies every byte into the kernel and the child's <code>read</code> copies it out, in pieces no larger than the socket's
+buffer, far smaller than a large payload, each piece a system call and a wake-up. Through the pool, nothing is copied: the
+parent's writes are the payload's one production, the child's reads its one consumption, and what travels is one 8-byte
+word and the answer; what is left is the pool's own work (its lock taken for <code>Alloc</code>, <code>Bytes</code> and
+<code>Free</code>, an undo log written) and the one round trip. At the small sizes that round trip — a system call on
+each side, a wake-up of each — is most of the cost, and both ways pay it: a pool saves copies, not messages. Reading in
+place can cost the reader a little more than reading its own copy: the bytes come from the writer's cache or from memory,
+where a copy the reader has just made is in its own cache.</p>
 {{with .Block}}<p><b>Why a Ref is an offset.</b> The warm-up payload of {{.Size}}: the parent sent Ref
 <code>{{.Ref}}</code>, the block at offset <code>{{.Offset}}</code> in the pool's file. The parent wrote it at address
 <code>{{.ParentAddr}}</code> (it mapped the pool at <code>{{.ParentBase}}</code>); the child read it at

@@ -124,14 +124,17 @@ func parent(cfg Config, sock int, pool *shm.Pool, res *Result) error {
 			times := make([]time.Duration, 0, count)
 			var u0 usage
 			var wrote int
+			var work float64 // CPU in fill: producing the payloads
 			for k := 0; k <= count; k++ {
 				if k == 1 {
-					u0, wrote = threadUsage(), 0
+					u0, wrote, work = threadUsage(), 0, 0
 				}
 				t0 := time.Now()
 				switch way {
 				case WaySocket:
+					work -= threadCPU()
 					fill(buf[:n], k)
+					work += threadCPU()
 					if err := writeFull(sock, buf[:n]); err != nil {
 						return err
 					}
@@ -140,7 +143,9 @@ func parent(cfg Config, sock int, pool *shm.Pool, res *Result) error {
 					if err != nil {
 						return err
 					}
+					work -= threadCPU()
 					fill(b, k)
+					work += threadCPU()
 					if k == 0 {
 						addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 						row.Warmup = &Block{Ref: uint64(ref), Offset: ref.Offset(), ParentAddr: addr, ParentBase: addr - ref.Offset()}
@@ -165,6 +170,7 @@ func parent(cfg Config, sock int, pool *shm.Pool, res *Result) error {
 			slices.Sort(times)
 			row.MedianSeconds = times[len(times)/2].Seconds()
 			row.ParentCPU = u.cpu / float64(count)
+			row.ParentWork = work / float64(count)
 			row.ParentFaults = float64(u.faults) / float64(count)
 			row.SocketBytes = float64(wrote) / float64(count)
 			row.CopiedBytes = float64(wrote+count) / float64(count) // and the answers: a byte each
@@ -189,6 +195,7 @@ func merge(res *Result, rep *childReport) error {
 		}
 		c := float64(r.Payloads)
 		r.ChildCPU = p.CPU / c
+		r.ChildWork = p.Work / c
 		r.ChildFaults = float64(p.Faults) / c
 		// Copied: what the parent wrote and the child read, and the
 		// answers the child wrote and the parent read.
@@ -216,6 +223,7 @@ type childPhase struct {
 	Way     string    `json:"way"`
 	Size    int       `json:"size"`
 	CPU     float64   `json:"cpu_seconds"`
+	Work    float64   `json:"work_cpu_seconds"` // of which in check: reading the payloads
 	Faults  int64     `json:"minor_faults"`
 	Read    int       `json:"read_bytes"`  // from the socket
 	Wrote   int       `json:"wrote_bytes"` // into it: the answers
@@ -259,7 +267,7 @@ func ServeChild(j child.Job) (any, bool, error) {
 		var u0 usage
 		for k := 0; k < count; k++ {
 			if k == 1 {
-				u0, ph.Read, ph.Wrote = threadUsage(), 0, 0
+				u0, ph.Read, ph.Wrote, ph.Work = threadUsage(), 0, 0, 0
 			}
 			ok := true
 			switch ph.Way {
@@ -269,7 +277,9 @@ func ServeChild(j child.Job) (any, bool, error) {
 					return rep, false, nil
 				}
 				ph.Read += n
+				ph.Work -= threadCPU()
 				ok = check(buf[:n], k)
+				ph.Work += threadCPU()
 			case WayShm:
 				if err := readFull(childSocket, msg[:]); err != nil {
 					rep.Error = fmt.Sprintf("reading a Ref: %v", err)
@@ -282,7 +292,9 @@ func ServeChild(j child.Job) (any, bool, error) {
 					err = fmt.Errorf("%v has %d bytes, not %d", ref, len(b), n)
 				}
 				if err == nil {
+					ph.Work -= threadCPU()
 					ok = check(b[:n], k)
+					ph.Work += threadCPU()
 					if k == 0 {
 						ph.Addr = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 						ph.Holding, err = statsOf(pool)
@@ -377,14 +389,24 @@ type usage struct {
 
 func (u usage) sub(v usage) usage { return usage{u.cpu - v.cpu, u.faults - v.faults} }
 
-// threadUsage is the calling thread's usage (the caller is locked to it).
+// threadUsage is the calling thread's usage (the caller is locked to
+// it): its CPU clock and its minor faults.
 func threadUsage() usage {
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
 		return usage{}
 	}
-	tv := func(t unix.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return usage{tv(ru.Utime) + tv(ru.Stime), ru.Minflt}
+	return usage{threadCPU(), ru.Minflt}
+}
+
+// threadCPU is the calling thread's CPU time, user + system, in seconds
+// (CLOCK_THREAD_CPUTIME_ID: the scheduler's own count, to the nanosecond).
+func threadCPU() float64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
 }
 
 // writeFull writes all of b to the blocking socket fd.

@@ -23,8 +23,10 @@
 // What is measured, per way and payload size, over the payloads after a
 // first one (a warm-up, whose page faults would be counted otherwise):
 // the median round trip (wall time), each side's CPU time (its working
-// thread's getrusage RUSAGE_THREAD, user + system, over the phase, per
-// payload), the child's minor page faults, and the bytes that crossed the
+// thread's CPU clock, CLOCK_THREAD_CPUTIME_ID, user + system, over the
+// phase, per payload) and, of it, the time spent writing the payload
+// (parent) and reading it (child) — so that what is left is what handing
+// it over cost —, each side's minor page faults (getrusage RUSAGE_THREAD), and the bytes that crossed the
 // socket — counted by both sides as write and read return them, so that
 // "bytes copied" is measured, not inferred. During the warm-up payload of
 // each shm phase the child reads the pool's Stats while it holds the
@@ -98,16 +100,21 @@ type Row struct {
 	Size     int    `json:"payload_bytes"`
 	Payloads int    `json:"payloads"` // measured (the warm-up apart)
 	// Per payload.
-	MedianSeconds float64 `json:"median_seconds"`         // the parent's round trip: produce, hand over, child reads and answers
-	SocketBytes   float64 `json:"socket_bytes"`           // bytes the parent wrote into the socket
-	CopiedBytes   float64 `json:"copied_bytes"`           // bytes copied between user space and the kernel: written and read, both sides
-	ParentCPU     float64 `json:"parent_cpu_seconds"`     // user + system
-	ChildCPU      float64 `json:"child_cpu_seconds"`      // user + system
-	ChildFaults   float64 `json:"child_minor_faults"`     // the child's working thread's
-	ParentFaults  float64 `json:"parent_minor_faults"`    // the parent's working thread's
-	OK            bool    `json:"ok"`                     // every payload checked by the child
-	Error         string  `json:"error,omitempty"`        // the first thing that went wrong
-	Warmup        *Block  `json:"warmup_block,omitempty"` // shm: the warm-up payload's block, seen from both sides
+	MedianSeconds float64 `json:"median_seconds"`     // the parent's round trip: produce, hand over, child reads and answers
+	SocketBytes   float64 `json:"socket_bytes"`       // bytes the parent wrote into the socket
+	CopiedBytes   float64 `json:"copied_bytes"`       // bytes copied between user space and the kernel: written and read, both sides
+	ParentCPU     float64 `json:"parent_cpu_seconds"` // user + system
+	ChildCPU      float64 `json:"child_cpu_seconds"`  // user + system
+	// Of which the work on the payload itself, the same both ways: the
+	// parent writing it (its pattern), the child reading and checking it.
+	// CPU less work is what the handing over cost (Handover).
+	ParentWork   float64 `json:"parent_work_cpu_seconds"`
+	ChildWork    float64 `json:"child_work_cpu_seconds"`
+	ChildFaults  float64 `json:"child_minor_faults"`     // the child's working thread's
+	ParentFaults float64 `json:"parent_minor_faults"`    // the parent's working thread's
+	OK           bool    `json:"ok"`                     // every payload checked by the child
+	Error        string  `json:"error,omitempty"`        // the first thing that went wrong
+	Warmup       *Block  `json:"warmup_block,omitempty"` // shm: the warm-up payload's block, seen from both sides
 }
 
 // Block is one shm payload as both processes see it.
@@ -129,6 +136,12 @@ type PoolStats struct {
 	LiveBlocks uint64 `json:"live_blocks"`
 	LiveBytes  uint64 `json:"live_bytes"`
 	Recoveries uint64 `json:"recoveries"` // operations rolled back after their process died
+}
+
+// Handover is the CPU time, both sides together, that handing a payload
+// over cost: their CPU less their work on the payload.
+func (r *Row) Handover() float64 {
+	return max(0, r.ParentCPU-r.ParentWork) + max(0, r.ChildCPU-r.ChildWork)
 }
 
 // Row returns the row of way at size, or nil.

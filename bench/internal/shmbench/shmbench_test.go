@@ -48,6 +48,14 @@ func TestRun(t *testing.T) {
 			assert.Positive(t, r.MedianSeconds, "%s %d", r.Way, n)
 			assert.GreaterOrEqual(t, r.ParentCPU, 0.0)
 			assert.GreaterOrEqual(t, r.ChildCPU, 0.0)
+			assert.Positive(t, r.ParentWork, "%s %d: writing the payload takes time", r.Way, n)
+			assert.Positive(t, r.ChildWork, "%s %d: reading it too", r.Way, n)
+			assert.LessOrEqual(t, r.ParentWork, r.ParentCPU+1e-6, "%s %d: the work is part of the CPU time", r.Way, n)
+			assert.LessOrEqual(t, r.ChildWork, r.ChildCPU+1e-6, "%s %d", r.Way, n)
+		}
+		if n >= 1<<20 {
+			assert.Greater(t, sock.Handover(), sh.Handover(),
+				"%d: copying the payload twice costs more CPU than passing a Ref", n)
 		}
 		assert.Nil(t, sock.Warmup)
 		b := sh.Warmup
