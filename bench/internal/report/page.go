@@ -124,7 +124,7 @@ func (rep *Report) Write(dir string) (string, error) {
 		return "", err
 	}
 	// Plots of an earlier run would look like part of this one.
-	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg", "*-breakdown.svg"} {
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg", "*-breakdown.svg", sharedPlotFile} {
 		old, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, f := range old {
 			os.Remove(f)
@@ -174,12 +174,26 @@ func (rep *Report) Write(dir string) (string, error) {
 			traces = append(traces, s)
 		}
 	}
+	shared := sharedOf(rep.Shared, rep.SharedSkipped)
+	if shared != nil && rep.Shared != nil {
+		p, err := sharedPlot(rep.Shared)
+		if err != nil {
+			return "", err
+		}
+		if p != nil {
+			f, err := render(p, dir, sharedPlotFile, 7*vg.Inch, 3.2*vg.Inch)
+			if err != nil {
+				return "", err
+			}
+			shared.Plot = &f
+		}
+	}
 	var page bytes.Buffer
 	err = pageTemplate.Execute(&page, map[string]any{
 		"Sections": sections, "Traces": traces, "TraceDir": rep.TraceDir, "Scale": rep.Scale,
 		"When": rep.When.Format(time.RFC1123), "Go": runtime.Version(), "OS": runtime.GOOS + "/" + runtime.GOARCH,
 		"CPUs": runtime.NumCPU(), "MaxMapCount": procfs.MaxMapCount(), "Policies": policyDocs(),
-		"Parts": partDocs(), "Shared": sharedOf(rep.Shared, rep.SharedSkipped), "SharedFile": SharedFile,
+		"Parts": partDocs(), "Shared": shared, "SharedFile": SharedFile,
 	})
 	if err != nil {
 		return "", err

@@ -3,16 +3,24 @@ package report
 import (
 	"fmt"
 	"html/template"
+	"image/color"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/brkmap/alloc/bench/internal/shmbench"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
 )
 
 // SharedFile is the shared pool's measurement in the report folder
 // (results.json keeps its rows of harness.Result).
 const SharedFile = "shared-pool.json"
+
+// sharedPlotFile is its plot in the report folder.
+const sharedPlotFile = "shared-pool-handover.svg"
 
 // sharedSection is the shared pool's lesson as the page shows it: every
 // cell and figure from the run's shmbench.Result.
@@ -21,6 +29,7 @@ type sharedSection struct {
 	Finding template.HTML // the sentence made from the largest payload's figures
 	Stats   []statsRow
 	Block   *blockView // the largest payload's block, seen from both sides
+	Plot    *figure    // the CPU of handing a payload over, each way, by size
 	Error   string
 	Skipped string // why the lesson was not measured
 }
@@ -162,4 +171,76 @@ func PrintShared(w io.Writer, r *shmbench.Result) {
 	if r.Error != "" {
 		fmt.Fprintln(w, "error:", r.Error)
 	}
+}
+
+// wayColor gives each way one colour in the shared pool's plot.
+var wayColor = map[string]color.RGBA{
+	shmbench.WaySocket: {0xff, 0x7f, 0x0e, 0xff}, // orange
+	shmbench.WayShm:    {0x1f, 0x77, 0xb4, 0xff}, // blue
+}
+
+// logFloor is the bottom of the plot's log axis: 0.1 µs.
+const logFloor = 1e-7
+
+// logTicks labels a log10 axis over logFloor with times.
+type logTicks struct{}
+
+func (logTicks) Ticks(min, max float64) []plot.Tick {
+	var ts []plot.Tick
+	for d := math.Ceil(min); d <= max; d++ {
+		ts = append(ts, plot.Tick{Value: d, Label: powerLabel(int(d) - 7)})
+	}
+	return ts
+}
+
+// powerLabel names 10^e seconds: 100 ns, 1 µs, … 10 s.
+func powerLabel(e int) string {
+	units := []string{"ns", "µs", "ms", "s"}
+	i := min(max((e+9)/3, 0), len(units)-1)
+	return fmt.Sprintf("%g %s", math.Pow(10, float64(e+9-3*i)), units[i])
+}
+
+// sharedPlot draws, per payload size, the CPU time (both sides) that
+// handing one payload over cost each way, on a log scale.
+func sharedPlot(r *shmbench.Result) (*plot.Plot, error) {
+	sizes := r.Sizes()
+	if len(sizes) == 0 {
+		return nil, nil
+	}
+	p := plot.New()
+	p.Title.Text = "shared-pool: CPU time to hand one payload over (both sides, writing and reading it apart)"
+	p.Y.Label.Text = "CPU time (log scale)"
+	p.Y.Tick.Marker = logTicks{}
+	p.Add(plotter.NewGrid())
+	width := vg.Points(22)
+	top := 1.0
+	for i, way := range shmbench.Ways {
+		vals := make(plotter.Values, len(sizes))
+		for j, n := range sizes {
+			if row := r.Row(way, n); row != nil && row.Handover() > logFloor {
+				vals[j] = math.Log10(row.Handover() / logFloor)
+				top = max(top, vals[j])
+			}
+		}
+		bc, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return nil, err
+		}
+		bc.Color = wayColor[way]
+		bc.LineStyle.Width = 0
+		bc.Offset = (vg.Length(i) - 0.5) * width
+		p.Add(bc)
+		p.Legend.Add(map[string]string{shmbench.WaySocket: "through a socket: the bytes, copied twice",
+			shmbench.WayShm: "through a shared pool: an 8-byte Ref"}[way], bc)
+	}
+	var names []string
+	for _, n := range sizes {
+		names = append(names, FormatBytes(uint64(n))+" payload")
+	}
+	p.NominalX(names...)
+	p.Y.Min, p.Y.Max = 0, math.Ceil(top)+1 // a decade of room above the bars for the legend
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.TextStyle.Font.Size = vg.Points(9)
+	return p, nil
 }

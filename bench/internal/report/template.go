@@ -133,8 +133,10 @@ size is a warm-up, not counted.</p>
 {{range .Rows}}<tr{{if .First}} class="first"{{end}}><td>{{if .First}}{{.Size}}{{end}}</td><td{{if not .OK}} class="bad"{{end}}>{{.Way}}{{if not .OK}} (failed){{end}}</td><td>{{.Payloads}}</td><td>{{.Time}}</td><td>{{.Socket}}</td><td>{{.Copied}}</td><td>{{.ParentCPU}}</td><td>{{.ChildCPU}}</td><td>{{.Work}}</td><td>{{.Handover}}</td></tr>
 {{end}}</table></div>
 <p class="small">Each row per payload: time is the median of the round trips, the rest means over the payloads (the child's
-minor page faults too, in the JSON file: none once the warm-up has mapped the pages). Times on a shared machine are noisy; bytes are not.</p>
+minor page faults are in the JSON file). Times on a shared machine are noisy; bytes are not.</p>
 {{with .Finding}}<p class="shm-finding">{{.}}</p>{{end}}
+{{with .Plot}}{{.SVG}}<p class="small">The last column of the table, on a log scale: what handing one payload over cost the
+two processes' CPUs, less their work on the payload itself.</p>{{end}}
 {{with .Error}}<p class="note">The measurement failed: {{.}}</p>{{end}}
 {{range .Rows}}{{if .Error}}<p class="note">{{.Size}} {{.Way}}: {{.Error}}</p>{{end}}{{end}}
 <p><b>Where the copy goes.</b> Through the socket, the handing over grows with the payload: the parent's <code>write</code>
