@@ -211,7 +211,9 @@ func sharedPlot(r *shmbench.Result) (*plot.Plot, error) {
 	p.Title.Text = "shared-pool: CPU time to hand one payload over (both sides, writing and reading it apart)"
 	p.Y.Label.Text = "CPU time (log scale)"
 	p.Y.Tick.Marker = logTicks{}
-	p.Add(plotter.NewGrid())
+	grid := plotter.NewGrid()
+	grid.Vertical.Width = 0 // the sizes are names, not a scale
+	p.Add(grid)
 	width := vg.Points(22)
 	top := 1.0
 	for i, way := range shmbench.Ways {

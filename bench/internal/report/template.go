@@ -72,6 +72,8 @@ identical runs. glibc's system calls cannot be counted here, so it has no score.
 each policy's own time runs linearly, so the same x is the same phase of the work; the legend gives each policy's total
 time. A line breaks where the sampler did not look for a while, rather than drawing a straight line across.</p>
 <ul>{{range .Policies}}<li><b>{{.Name}}</b>: {{.About}}</li>{{end}}</ul>
+{{with .Shared}}<p>After the workloads, <a href="#shared-pool">the shared pool</a>: payloads handed to a worker process
+through a socket and through a pool both processes map, measured in the same run.</p>{{end}}
 <p class="small">{{.When}} · {{.Go}} {{.OS}} · {{.CPUs}} CPUs · vm.max_map_count {{.MaxMapCount}}{{if ne .Scale 1.0}} · workloads scaled by {{.Scale}}{{end}}.
 One run each: time on a shared machine is noisy; memory and system calls are not.</p>
 
