@@ -339,30 +339,6 @@ func header(way string, n, count int) []byte {
 	return b
 }
 
-// words views b (its length a multiple of 8, its start 8-aligned: a Go
-// allocation or a pool block) as words.
-func words(b []byte) []uint64 {
-	return unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
-}
-
-// fill writes payload k's pattern into b.
-func fill(b []byte, k int) {
-	ws := words(b)
-	for i := range ws {
-		ws[i] = word(k, i)
-	}
-}
-
-// check reads every word of b (no early exit: every payload is read
-// whole) and says whether it is payload k's.
-func check(b []byte, k int) bool {
-	var diff uint64
-	for i, w := range words(b) {
-		diff |= w ^ word(k, i)
-	}
-	return diff == 0
-}
-
 func statsOf(p *shm.Pool) (PoolStats, error) {
 	s, err := p.Stats()
 	if err != nil {

@@ -38,6 +38,7 @@ package shmbench
 import (
 	"errors"
 	"slices"
+	"unsafe"
 )
 
 // The ways of handing a payload over.
@@ -167,3 +168,27 @@ func (r *Result) Sizes() []int {
 
 // word is the pattern: word i of payload k.
 func word(k, i int) uint64 { return (uint64(k)<<32 | uint64(i)) * 0x9E3779B97F4A7C15 }
+
+// words views b (its length a multiple of 8, its start 8-aligned: a Go
+// allocation or a pool block) as words.
+func words(b []byte) []uint64 {
+	return unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
+}
+
+// fill writes payload k's pattern into b.
+func fill(b []byte, k int) {
+	ws := words(b)
+	for i := range ws {
+		ws[i] = word(k, i)
+	}
+}
+
+// check reads every word of b (no early exit: every payload is read
+// whole) and says whether it is payload k's.
+func check(b []byte, k int) bool {
+	var diff uint64
+	for i, w := range words(b) {
+		diff |= w ^ word(k, i)
+	}
+	return diff == 0
+}
