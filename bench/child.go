@@ -10,14 +10,15 @@ import (
 	"github.com/brkmap/alloc/bench/internal/gcbench"
 	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/bench/internal/replay"
+	"github.com/brkmap/alloc/bench/internal/shmbench"
 	"github.com/brkmap/alloc/bench/internal/workloads"
 	"github.com/brkmap/alloc/bench/internal/zcbench"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
-// The kinds of child job, besides gcbench.ChildKind, cachebench.ChildKind
-// and zcbench.ChildKind.
+// The kinds of child job, besides gcbench.ChildKind, cachebench.ChildKind,
+// zcbench.ChildKind and shmbench.ChildKind.
 const (
 	kindReplay   = "replay"   // Target: a trace file
 	kindWorkload = "workload" // Target: a workload's name
@@ -30,6 +31,7 @@ var handlers = map[string]child.Handler{
 	gcbench.ChildKind:    gcbench.ServeChild,
 	cachebench.ChildKind: cachebench.ServeChild,
 	zcbench.ChildKind:    zcbench.ServeChild,
+	shmbench.ChildKind:   shmbench.ServeChild,
 }
 
 // serveChild runs this process's job (the error is Lookup's) and returns

@@ -3,14 +3,16 @@
 // mapping for everything, glibc's sliding threshold — with each other and
 // with glibc's malloc, on the same workloads.
 //
-//	go run ./bench [-out DIR] [-traces DIR] [-policy P]
+//	go run ./bench [-out DIR] [-traces DIR] [-policy P] [-no-shm]
 //
 // runs the built-in workloads (and the traces of -traces, when that folder
 // exists) under every policy, each pair in a fresh child process, prints a
 // table — time, system calls, page faults, peak and final resident memory,
 // fragmentation — and writes a report to a folder: plots of resident
 // memory over time, maps of the region at its peak and at the end, and one
-// HTML page putting them together with a paragraph per lesson.
+// HTML page putting them together with a paragraph per lesson. Then, unless
+// -no-shm, the shared pool's lesson: payloads handed to a worker process
+// through a socket and through a shared pool (package shmbench).
 //
 //	go run ./bench replay [-policy P] [-threshold BYTES] [-json] FILE.rep…
 //

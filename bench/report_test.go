@@ -17,6 +17,7 @@ import (
 
 	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/bench/internal/report"
+	"github.com/brkmap/alloc/bench/internal/shmbench"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -28,7 +29,8 @@ import (
 // figure is written into a lesson's text. Rendered in headless Chromium at
 // 1400 and 700 px, every plot is laid out and drawn, no element is wider
 // than the viewport, and the screenshots (left in the report folder, to be
-// looked at) show the policies' colours.
+// looked at) show the policies' colours. The shared pool's lesson is on
+// the page with the figures of shared-pool.json (checkSharedSection).
 func TestMainJobReport(t *testing.T) {
 	dir := t.TempDir()
 	traces := filepath.Join(dir, "traces")
@@ -172,6 +174,8 @@ func TestMainJobReport(t *testing.T) {
 		assert.NotRegexp(t, `\d\s*(ms|µs|s|faults|calls)\b`, string(l[1]), "a lesson's text quotes no measurement")
 	}
 
+	checkSharedSection(t, out, page)
+
 	chromium := findChromium()
 	if chromium == "" {
 		t.Skip("chromium not installed (CI installs it): the page was written but not rendered")
@@ -233,6 +237,97 @@ func TestMainJobReport(t *testing.T) {
 		assert.Greater(t, blue, 1000, "%d px: live pages and the threshold line are drawn", width)
 		assert.Greater(t, grey, 1000, "%d px: released pages are drawn", width)
 	}
+}
+
+// checkSharedSection checks the shared pool's lesson on the page: its
+// table shows shared-pool.json's rows, formatted, and every figure of its
+// sentence is one of that file's numbers, shown as the report formats it.
+func checkSharedSection(t *testing.T, out string, page []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(out, report.SharedFile))
+	require.NoError(t, err, "the run measured the shared pool")
+	var res shmbench.Result
+	require.NoError(t, json.Unmarshal(raw, &res))
+	require.True(t, res.OK, res.Error)
+	require.Len(t, res.Rows, 2*len(shmbench.DefaultConfig().Sizes), "each way at each size")
+	html := string(page)
+	require.Contains(t, html, `<h2 id="shared-pool">shared-pool</h2>`)
+	assert.FileExists(t, filepath.Join(out, "shared-pool-handover.svg"))
+
+	table := regexp.MustCompile(`(?s)<table class="shm">(.*?)</table>`).FindStringSubmatch(html)
+	require.NotNil(t, table, "the section has its table")
+	rows := regexp.MustCompile(`(?s)<tr[^>]*>(.*?)</tr>`).FindAllStringSubmatch(table[1], -1)
+	require.Len(t, rows, 1+len(res.Rows), "a header and a row per way and size")
+	cellRE := regexp.MustCompile(`<td[^>]*>(.*?)</td>`)
+	for i, r := range res.Rows {
+		var cells []string
+		for _, c := range cellRE.FindAllStringSubmatch(rows[i+1][1], -1) {
+			cells = append(cells, htmlUnescape(c[1]))
+		}
+		assert.Positive(t, r.MedianSeconds, "%s %d", r.Way, r.Size)
+		assert.Positive(t, r.ParentCPU+r.ChildCPU, "%s %d", r.Way, r.Size)
+		assert.Equal(t, []string{cells[0], r.Way, report.FormatCount(uint64(r.Payloads)), report.FormatMicro(r.MedianSeconds),
+			report.FormatBytes(uint64(r.SocketBytes + 0.5)), report.FormatBytes(uint64(r.CopiedBytes + 0.5)),
+			report.FormatMicro(r.ParentCPU), report.FormatMicro(r.ChildCPU), report.FormatMicro(r.ParentWork + r.ChildWork),
+			report.FormatMicro(r.Handover())}, cells, "row %d: %s at %d bytes", i, r.Way, r.Size)
+		if i%2 == 0 {
+			assert.Equal(t, report.FormatBytes(uint64(r.Size)), cells[0], "the first row of a size names it")
+		}
+	}
+
+	numbers := jsonNumbers(raw)
+	finding := regexp.MustCompile(`(?s)<p class="shm-finding">(.*?)</p>`).FindStringSubmatch(html)
+	require.NotNil(t, finding, "the sentence from the largest payloads")
+	figRE := regexp.MustCompile(`<span class="fig" data-v="([^"]*)">([^<]*)</span>`)
+	figs := figRE.FindAllStringSubmatch(finding[1], -1)
+	assert.GreaterOrEqual(t, len(figs), 8)
+	for _, f := range figs {
+		var v []float64
+		for _, s := range strings.Fields(f[1]) {
+			x, err := strconv.ParseFloat(s, 64)
+			require.NoError(t, err)
+			assert.True(t, numbers[x], "figure %q (%v) is in %s", f[2], x, report.SharedFile)
+			v = append(v, x)
+		}
+		var want []string
+		switch len(v) {
+		case 1:
+			want = []string{report.FormatMicro(v[0]), report.FormatBytes(uint64(v[0] + 0.5))}
+		case 2:
+			want = []string{report.FormatRatio(v[0], v[1])}
+		case 4: // a handing over: each side's CPU less its work
+			want = []string{report.FormatMicro(max(0, v[0]-v[1]) + max(0, v[2]-v[3]))}
+		}
+		assert.Contains(t, want, htmlUnescape(f[2]), "figure %q shows its value", f[2])
+	}
+	assert.NotRegexp(t, `\d`, htmlUnescape(figRE.ReplaceAllString(finding[1], "")), "no number outside a figure")
+
+	// The block seen from both processes: one offset, two addresses.
+	var big *shmbench.Row
+	for i := range res.Rows {
+		if res.Rows[i].Way == shmbench.WayShm {
+			big = &res.Rows[i]
+		}
+	}
+	require.NotNil(t, big)
+	require.NotNil(t, big.Warmup)
+	for _, v := range []uint64{big.Warmup.Ref, big.Warmup.Offset, big.Warmup.ParentAddr, big.Warmup.ChildAddr} {
+		assert.Contains(t, html, fmt.Sprintf("<code>%#x</code>", v))
+	}
+	assert.Equal(t, uint64(1), big.Warmup.ChildStats.LiveBlocks, "the child saw the parent's block live")
+	assert.Contains(t, html, "docs/shared.md#the-lock-and-a-process-that-dies-holding-it")
+}
+
+// With -no-shm the run measures no shared pool: no section, no file.
+func TestMainJobNoShm(t *testing.T) {
+	out := t.TempDir()
+	require.NoError(t, run([]string{"-out", out, "-traces", "", "-scale", "0.01", "-policy", "brk",
+		"-workloads", "pinned-top", "-no-shm"}))
+	page, err := os.ReadFile(filepath.Join(out, "index.html"))
+	require.NoError(t, err)
+	assert.NotContains(t, string(page), `id="shared-pool"`)
+	assert.NoFileExists(t, filepath.Join(out, report.SharedFile))
+	assert.Contains(t, string(page), `id="pinned-top"`, "the rest of the report is there")
 }
 
 // jsonNumbers returns every number in a JSON document.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/brkmap/alloc/bench/internal/harness"
 	"github.com/brkmap/alloc/bench/internal/replay"
 	"github.com/brkmap/alloc/bench/internal/report"
+	"github.com/brkmap/alloc/bench/internal/shmbench"
 	"github.com/brkmap/alloc/bench/internal/workloads"
 )
 
@@ -25,6 +27,7 @@ func run(args []string) error {
 	pol := fs.String("policy", "all", fmt.Sprintf("policy: one of %v", harness.PolicyNames()))
 	only := fs.String("workloads", "", "comma-separated workloads to run (default: all)")
 	scale := fs.Float64("scale", 1, "shrink (or grow) every workload by this factor")
+	noShm := fs.Bool("no-shm", false, "skip the shared pool's lesson (payloads handed to a worker process through a socket and through a shared pool)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +80,9 @@ func run(args []string) error {
 	results := runJobs(jobs, func(*harness.Result) {})
 	rep := &report.Report{Lessons: lessonsOf(ws), Results: results, TraceDir: *traces, Traces: len(files) > 0,
 		Scale: *scale, When: time.Now()}
+	if !*noShm {
+		rep.Shared, rep.SharedSkipped = measureShared()
+	}
 
 	w := os.Stdout
 	for _, wl := range ws {
@@ -87,12 +93,39 @@ func run(args []string) error {
 		fmt.Fprintf(w, "\ntraces from %s (replayed with every byte checked):\n", *traces)
 		report.PrintTable(w, "", rep.TraceResults())
 	}
+	if rep.Shared != nil {
+		fmt.Fprintf(w, "\nshared-pool: payloads handed to a worker process through a socket and through a shared pool (per payload)\n")
+		report.PrintShared(w, rep.Shared)
+	} else if rep.SharedSkipped != "" {
+		fmt.Fprintf(w, "\nshared-pool: not measured: %s\n", rep.SharedSkipped)
+	}
 	index, err := rep.Write(*out)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nreport: %s\n", index)
-	return failures(results)
+	if err := failures(results); err != nil {
+		return err
+	}
+	if rep.Shared != nil && !rep.Shared.OK {
+		return fmt.Errorf("the shared pool's lesson failed: %s", rep.Shared.Error)
+	}
+	return nil
+}
+
+// measureShared measures the shared pool's lesson (package shmbench) with
+// its default sizes: a few hundred milliseconds. On a system without the
+// pool's memfd it returns why it was skipped; a measurement that could not
+// run is a result that is not ok.
+func measureShared() (*shmbench.Result, string) {
+	r, err := shmbench.Run(shmbench.DefaultConfig())
+	switch {
+	case errors.Is(err, shmbench.ErrUnsupported):
+		return nil, err.Error()
+	case err != nil:
+		return &shmbench.Result{Error: err.Error()}, ""
+	}
+	return r, ""
 }
 
 // The range of -scale: a workload shrunk or grown past it is no workload.

@@ -41,6 +41,9 @@ type Job struct {
 	// (GLIBC_TUNABLES, say). The parent sets it; the child does not see it
 	// in its job.
 	Environ []string `json:"-"`
+	// ExtraFiles are open files the child inherits as descriptors 3, 4, …
+	// (exec.Cmd.ExtraFiles): a socket to talk over, a shared pool's file.
+	ExtraFiles []*os.File `json:"-"`
 }
 
 // Handler runs a job in the child and returns what to print. ok false
@@ -103,6 +106,7 @@ func Command(j Job) (*exec.Cmd, error) {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(append(os.Environ(), j.Environ...), Env+"="+string(spec))
+	cmd.ExtraFiles = j.ExtraFiles
 	return cmd, nil
 }
 

@@ -1,7 +1,8 @@
 // Package report presents bench's results: the table on the terminal
 // (table.go), and a report folder — an SVG per plot (plot.go),
-// results.json, and index.html (template.go) putting them together with a
-// paragraph per lesson (page.go).
+// results.json, shared-pool.json (the shared pool's lesson, shared.go),
+// and index.html (template.go) putting them together with a paragraph per
+// lesson (page.go).
 package report
 
 import (
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc/bench/internal/harness"
+	"github.com/brkmap/alloc/bench/internal/shmbench"
 	"github.com/brkmap/alloc/internal/procfs"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
@@ -35,6 +37,11 @@ type Report struct {
 	Traces   bool
 	Scale    float64
 	When     time.Time
+
+	// Shared is the shared pool's lesson, measured in the same run (nil
+	// when it was not: SharedSkipped says why, or it was not asked for).
+	Shared        *shmbench.Result
+	SharedSkipped string
 }
 
 // Group returns the results of one workload (or trace), in policy order.
@@ -117,7 +124,7 @@ func (rep *Report) Write(dir string) (string, error) {
 		return "", err
 	}
 	// Plots of an earlier run would look like part of this one.
-	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg", "*-breakdown.svg"} {
+	for _, pattern := range []string{"*-resident.svg", "*-region.svg", "*-threshold.svg", "*-mappings.svg", "*-breakdown.svg", sharedPlotFile} {
 		old, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, f := range old {
 			os.Remove(f)
@@ -129,6 +136,16 @@ func (rep *Report) Write(dir string) (string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
 		return "", err
+	}
+	os.Remove(filepath.Join(dir, SharedFile)) // an earlier run's
+	if rep.Shared != nil {
+		data, err := json.MarshalIndent(rep.Shared, "", "  ")
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, SharedFile), data, 0o644); err != nil {
+			return "", err
+		}
 	}
 	var sections []section
 	for _, w := range rep.Lessons {
@@ -157,12 +174,26 @@ func (rep *Report) Write(dir string) (string, error) {
 			traces = append(traces, s)
 		}
 	}
+	shared := sharedOf(rep.Shared, rep.SharedSkipped)
+	if shared != nil && rep.Shared != nil {
+		p, err := sharedPlot(rep.Shared)
+		if err != nil {
+			return "", err
+		}
+		if p != nil {
+			f, err := render(p, dir, sharedPlotFile, 7*vg.Inch, 3.2*vg.Inch)
+			if err != nil {
+				return "", err
+			}
+			shared.Plot = &f
+		}
+	}
 	var page bytes.Buffer
 	err = pageTemplate.Execute(&page, map[string]any{
 		"Sections": sections, "Traces": traces, "TraceDir": rep.TraceDir, "Scale": rep.Scale,
 		"When": rep.When.Format(time.RFC1123), "Go": runtime.Version(), "OS": runtime.GOOS + "/" + runtime.GOARCH,
 		"CPUs": runtime.NumCPU(), "MaxMapCount": procfs.MaxMapCount(), "Policies": policyDocs(),
-		"Parts": partDocs(),
+		"Parts": partDocs(), "Shared": shared, "SharedFile": SharedFile,
 	})
 	if err != nil {
 		return "", err

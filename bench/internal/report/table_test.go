@@ -55,3 +55,10 @@ func TestPrintTable(t *testing.T) {
 	assert.Equal(t, "  mmap: a note", lines[6])
 	assert.Equal(t, "  brk error: op 3: changed", lines[7])
 }
+
+// The shared pool's plot labels its log axis in whole powers of ten.
+func TestPowerLabel(t *testing.T) {
+	for e, want := range map[int]string{-7: "100 ns", -6: "1 µs", -5: "10 µs", -4: "100 µs", -3: "1 ms", -2: "10 ms", 0: "1 s", 1: "10 s"} {
+		assert.Equal(t, want, powerLabel(e), "10^%d s", e)
+	}
+}
