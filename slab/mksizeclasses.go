@@ -5,8 +5,11 @@
 // multiply and a shift, and the tables that map a request size to its class
 // without a loop. Run it with `go generate ./slab`.
 //
-// The classes: multiples of 16 up to 128 bytes, then 8 classes per
-// doubling (step = a power of two / 8) up to 32 KiB. Every block is at
+// The classes: multiples of 16 up to 256 bytes, then 8 classes per
+// doubling (step = a power of two / 8) up to 32 KiB. The flags -fine,
+// -per and -waste give other shapes for experiments (docs/measured.md,
+// "Finer size classes, tried"); `go generate` uses the defaults, and
+// TestGeneratedFileIsUpToDate checks the file against them. Every block is at
 // least 16-byte aligned, so a request is first rounded up to 16; against
 // that, the worst-case waste of a class is a request one alignment step
 // above the class below it. With 8 classes per doubling that is below
@@ -77,8 +80,8 @@ func main() {
 	}
 }
 
-// classSizes returns the block sizes: multiples of 16 up to 128, then 8
-// per doubling up to maxSize.
+// classSizes returns the block sizes: multiples of 16 up to fineTo, then
+// perDoubling per doubling up to maxSize.
 func classSizes() []int {
 	var sizes []int
 	for s := align; s <= fineTo; s += align {
