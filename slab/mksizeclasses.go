@@ -5,8 +5,11 @@
 // multiply and a shift, and the tables that map a request size to its class
 // without a loop. Run it with `go generate ./slab`.
 //
-// The classes: multiples of 16 up to 128 bytes, then 8 classes per
-// doubling (step = a power of two / 8) up to 32 KiB. Every block is at
+// The classes: multiples of 16 up to 256 bytes, then 8 classes per
+// doubling (step = a power of two / 8) up to 32 KiB. The flags -fine,
+// -per and -waste give other shapes for experiments (docs/measured.md,
+// "Finer size classes, tried"); `go generate` uses the defaults, and
+// TestGeneratedFileIsUpToDate checks the file against them. Every block is at
 // least 16-byte aligned, so a request is first rounded up to 16; against
 // that, the worst-case waste of a class is a request one alignment step
 // above the class below it. With 8 classes per doubling that is below
@@ -32,6 +35,13 @@ const (
 	minObjects  = 4
 	maxTailFrac = 16 // tail waste at most 1/16 of the slab
 	divShift    = 40
+)
+
+// The table's shape: 16-byte steps up to fineTo bytes, then perDoubling
+// classes per doubling; no class may waste more than maxWaste.
+var (
+	fineTo      = 256
+	perDoubling = 8
 	maxWaste    = 0.125
 )
 
@@ -43,6 +53,9 @@ type class struct {
 
 func main() {
 	out := flag.String("o", "sizeclasses.go", "output file")
+	flag.IntVar(&fineTo, "fine", fineTo, "16-byte steps up to this size")
+	flag.IntVar(&perDoubling, "per", perDoubling, "classes per doubling above -fine")
+	flag.Float64Var(&maxWaste, "waste", maxWaste, "largest worst-case waste of a class")
 	flag.Parse()
 
 	classes := makeClasses(classSizes())
@@ -67,16 +80,16 @@ func main() {
 	}
 }
 
-// classSizes returns the block sizes: multiples of 16 up to 128, then 8
-// per doubling up to maxSize.
+// classSizes returns the block sizes: multiples of 16 up to fineTo, then
+// perDoubling per doubling up to maxSize.
 func classSizes() []int {
 	var sizes []int
-	for s := align; s <= 128; s += align {
+	for s := align; s <= fineTo; s += align {
 		sizes = append(sizes, s)
 	}
-	for p := 128; p < maxSize; p *= 2 {
-		for k := 1; k <= 8; k++ {
-			sizes = append(sizes, p+k*p/8)
+	for p := fineTo; p < maxSize; p *= 2 {
+		for k := 1; k <= perDoubling; k++ {
+			sizes = append(sizes, p+k*p/perDoubling)
 		}
 	}
 	return sizes
@@ -159,7 +172,8 @@ func printClassTables(w io.Writer, classes []class) {
 }
 
 // printSizeToClass writes the tables that map a request size to its class
-// without a loop: (n+15)/16 for n <= 1024, (n-1024+127)/128 above.
+// without a loop: (n+15)/16 for n <= 1024, (n-1024+step-1)/step above,
+// where step (1<<bigShift) is the smallest class step above 1024 bytes.
 func printSizeToClass(w io.Writer, classes []class) {
 	classOf := func(n int) int {
 		for i, c := range classes {
@@ -169,13 +183,29 @@ func printSizeToClass(w io.Writer, classes []class) {
 		}
 		panic(n)
 	}
+	step := maxSize
+	for i := 1; i < len(classes); i++ {
+		if classes[i-1].size >= 1024 {
+			step = min(step, classes[i].size-classes[i-1].size)
+		}
+	}
+	shift := 0
+	for 1<<(shift+1) <= step {
+		shift++
+	}
+	for _, c := range classes {
+		if c.size > 1024 && c.size%(1<<shift) != 0 {
+			log.Fatalf("class %d: not a multiple of the big step %d", c.size, 1<<shift)
+		}
+	}
 	fmt.Fprintf(w, "// sizeToClass16[(n+15)/16] is the class of a request of n <= 1024 bytes.\nvar sizeToClass16 = [1024/16 + 1]uint8{")
 	for i := 0; i <= 1024/16; i++ {
 		fmt.Fprintf(w, "%d, ", classOf(max(i*16, 1)))
 	}
-	fmt.Fprintf(w, "}\n\n// sizeToClass128[(n-1024+127)/128] is the class of a request of 1024 < n <= MaxSize bytes.\nvar sizeToClass128 = [(MaxSize-1024)/128 + 1]uint8{")
-	for i := 0; i <= (maxSize-1024)/128; i++ {
-		fmt.Fprintf(w, "%d, ", classOf(1024+i*128))
+	fmt.Fprintf(w, "}\n\n// bigShift is log2 of the step of sizeToClassBig.\nconst bigShift = %d\n\n", shift)
+	fmt.Fprintf(w, "// sizeToClassBig[(n-1024+1<<bigShift-1)>>bigShift] is the class of a request of 1024 < n <= MaxSize bytes.\nvar sizeToClassBig = [(MaxSize-1024)>>bigShift + 1]uint8{")
+	for i := 0; i <= (maxSize-1024)>>shift; i++ {
+		fmt.Fprintf(w, "%d, ", classOf(1024+i<<shift))
 	}
 	fmt.Fprintf(w, "}\n")
 }

@@ -7,7 +7,7 @@ func SizeClass(n uintptr) int {
 	if n <= 1024 {
 		return int(sizeToClass16[(n+15)>>4])
 	}
-	return int(sizeToClass128[(n-1024+127)>>7])
+	return int(sizeToClassBig[(n-1024+1<<bigShift-1)>>bigShift])
 }
 
 // ClassOf is SizeClass in one load, for the fast paths: n <= MaxSize.
