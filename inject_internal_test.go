@@ -476,9 +476,9 @@ type injectCase struct {
 
 // The paths of every system call the allocator makes.
 const (
-	pathReserve      = "arena.New<alloc.New"
-	pathGrow         = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
-	pathGrowResize   = "arena.(*Region).growLocked<arena.(*Region).Resize"
+	pathReserve    = "arena.New<alloc.New"
+	pathGrow       = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
+	pathGrowResize = "arena.(*Region).growLocked<arena.(*Region).Resize"
 	// The region gives pages back without its lock, in one place for
 	// every caller (arena's purge.go: a job taken out under the lock):
 	// the top trim of a Free, Trim's and the purge's share these two
