@@ -483,7 +483,7 @@ const (
 	// every caller (arena's purge.go: a job taken out under the lock):
 	// the top trim of a Free, Trim's and the purge's share these two
 	// paths, and their rows tell them apart by what they do.
-	pathTopCut       = "arena.(*Region).cutTop<arena.(*Region).unlockAndRelease"
+	pathTopCut       = "arena.(*Region).cutTop<arena.(*Region).giveTopLocked"
 	pathRunAdvise    = "arena.(*Region).adviseRun<arena.(*Region).unlockAndRelease"
 	pathShrinkFree   = pathTopCut
 	pathShrinkTrim   = pathTopCut

@@ -35,28 +35,36 @@ import (
 //
 //  1. Under the lock, the runs to release are taken out of the buckets and
 //     marked purging: no Alloc can find them, and no Free merges with them
-//     (a neighbour freed meanwhile stays a run of its own). For the top,
-//     the range from the new break to the old is split off as a run of its
-//     own and taken the same way, and topBusy freezes the break: an Alloc
-//     that must grow the region waits for the job (growLocked fails with
-//     errTopBusy, and AllocRun waits on done), as does one that finds
-//     neither a free run nor budget while anything is in flight (the job
-//     may give both back).
-//  2. Without the lock: madvise(MADV_DONTNEED) of each run; for the top,
-//     madvise (if dirty) and mprotect(PROT_NONE).
-//  3. Under the lock again: each run goes back to the buckets, known zero
-//     if its madvise succeeded (dirty as before, with its old dirtyAt, if
-//     it failed: nothing is lost), merged with its free neighbours; the
-//     top's range leaves the region (the break moves down, the budget is
-//     given back) or, if a call failed, comes back as a free run.
+//     (a neighbour freed meanwhile stays a run of its own, and merges when
+//     the run comes back). For the top, the range from the new break to
+//     the old is split off as a run of its own and taken the same way.
+//  2. Without the lock: madvise(MADV_DONTNEED) of each run.
+//  3. Under the lock again, as soon as its call returns: each run goes
+//     back to the buckets, known zero if its madvise succeeded (dirty as
+//     before, with its old dirtyAt, if it failed: nothing is lost), merged
+//     with its free neighbours. Merged with a dirty neighbour, it is dirty
+//     as a whole again (a run is clean or dirty as one, as before: the
+//     next purge advises its released pages once more, which costs little
+//     since they are not resident).
+//
+// The top range takes one more step. While it is released the break may
+// still move up (growLocked makes a new run above it; the range merges
+// with it when it comes back, a clean free run below the new top). If
+// it still ends at the break once released, it is cut: mprotect(PROT_NONE)
+// without the lock, the break frozen meanwhile (topBusy: growLocked fails
+// with errTopBusy and AllocRun waits on done), then the break moves down
+// and the budget gets the bytes back. mprotect of released pages takes
+// microseconds where the madvise of the same pages takes milliseconds, so
+// an Alloc that must grow the region waits that long at most. An Alloc that finds neither a free run nor budget while a job is
+// in flight waits for it too, and tries again: the job may give both back.
 //
 // Accounting while a job is in flight: its pages stay where they were
 // counted before it began, in FreeBytes and, if dirty, in DirtyBytes (they
 // are still resident until the madvise returns), and the top's range in
-// ArenaBytes and the budget; step 3 moves them to their new category in
-// the same critical section that changes the runs. Counters, read under the
-// lock, therefore always sums exactly; PurgingBytes says how much of
-// FreeBytes is in flight. The rescan condition of the purge ignores the
+// ArenaBytes and the budget; step 3 (and the cut) moves them to their new
+// category in the same critical section that changes the runs. Counters,
+// read under the lock, therefore always sums exactly; PurgingBytes says
+// how much of FreeBytes is in flight. The rescan condition of the purge ignores the
 // dirty pages in flight (purgingDirty), so frees during a job do not scan.
 //
 // Close and Trim wait for the jobs in flight (inflight, done): Close so
@@ -176,40 +184,24 @@ func (r *Region) takeDueLocked(now int64, j *job) {
 
 // job is the release work a call takes out under the region's lock and
 // does without it (unlockAndRelease). It lives on the caller's stack; its
-// slices come from the region's spare (jobSpace) so that a release
+// slice of runs comes from the region's spare, so that a release
 // allocates nothing in the steady state.
 type job struct {
-	*jobSpace          // nil until the first run is taken
-	top       *Run     // nil, or the range from the new break to the old
-	topPurge  bool     // the top is the purge's (counted in PurgedBytes)
-	topDone   topState // what step 2 did to the top
-	purge     bool     // the runs are the purge's
+	*jobSpace      // nil until the first run is taken
+	top       *Run // nil, or the range from the new break to the old
+	topPurge  bool // the top is the purge's (counted in PurgedBytes)
+	purge     bool // the runs are the purge's
 }
 
-// jobSpace holds a job's runs and, after step 2, whether each was released.
-type jobSpace struct {
-	runs []*Run
-	ok   []bool
-}
-
-type topState uint8
-
-const (
-	topKept     topState = iota // nothing done: a call failed before any change
-	topReleased                 // madvise done, mprotect refused
-	topCut                      // given back: the break moves down
-)
+// jobSpace holds a job's runs.
+type jobSpace struct{ runs []*Run }
 
 // takeLocked takes free run f out of its bucket for release by j; it stays
-// counted where it was (purge.go's accounting).
+// counted where it was (see the accounting above).
 func (r *Region) takeLocked(f *Run, j *job) {
 	r.mu.AssertHeld()
 	r.unlinkLocked(f)
-	f.purging = true
-	r.purgingPages += f.pages
-	if !f.zero {
-		r.purgingDirty += f.pages
-	}
+	r.startPurgingLocked(f)
 	if j.jobSpace == nil {
 		j.jobSpace = r.spare
 		r.spare = nil
@@ -220,16 +212,31 @@ func (r *Region) takeLocked(f *Run, j *job) {
 	j.runs = append(j.runs, f)
 }
 
-// takeTopLocked takes the part of top free run f above f.start+keep for
-// j to give back (the break moves down to there once it is released), and
-// reports whether it did (not when f is no longer than keep, nor when the
-// top is in flight already) and whether f kept pages: they stay a free run
-// in its bucket.
+func (r *Region) startPurgingLocked(f *Run) {
+	f.purging = true
+	r.purgingPages += f.pages
+	if !f.zero {
+		r.purgingDirty += f.pages
+	}
+}
+
+func (r *Region) endPurgingLocked(f *Run) {
+	f.purging = false
+	r.purgingPages -= f.pages
+	if !f.zero {
+		r.purgingDirty -= f.pages
+	}
+}
+
+// takeTopLocked splits off the part of top free run f above
+// f.start+keep and takes it for j to give back, and reports whether it
+// did (not when f is no longer than keep, nor when j has a top already)
+// and whether f kept pages: they stay a free run in its bucket.
 func (r *Region) takeTopLocked(f *Run, keep uintptr, purge bool, j *job) (taken, kept bool) {
 	r.mu.AssertHeld()
 	keep = r.hugeUp(f.start, alignUp(keep, r.page))
 	size := f.pages << r.shift
-	if size <= keep || r.topBusy || j.top != nil {
+	if size <= keep || j.top != nil {
 		return false, false
 	}
 	r.removeFreeLocked(f)
@@ -240,19 +247,15 @@ func (r *Region) takeTopLocked(f *Run, keep uintptr, purge bool, j *job) (taken,
 	}
 	r.insertFreeLocked(t)
 	r.unlinkLocked(t)
-	t.purging = true
-	r.purgingPages += t.pages
-	if !t.zero {
-		r.purgingDirty += t.pages
-	}
-	r.topBusy = true
+	r.startPurgingLocked(t)
 	j.top, j.topPurge = t, purge
 	return true, keep > 0
 }
 
-// unlockAndRelease does job j: it drops the lock (held on entry), makes
-// the job's system calls, and retakes the lock to put the runs back
-// (purge.go, steps 2 and 3). It returns the bytes given back.
+// unlockAndRelease does job j: with the lock held on entry, it drops it
+// around each system call and retakes it to put each run back as soon as
+// its call returns (the steps 2 and 3 above). It returns the bytes given
+// back, with the lock released.
 func (r *Region) unlockAndRelease(j *job) uintptr {
 	r.mu.AssertHeld()
 	if j.top == nil && j.jobSpace == nil {
@@ -260,49 +263,82 @@ func (r *Region) unlockAndRelease(j *job) uintptr {
 		return 0
 	}
 	r.inflight++
-	r.mu.Unlock()
-
+	var released uintptr
 	if j.jobSpace != nil {
-		j.ok = j.ok[:0]
 		for _, f := range j.runs {
-			j.ok = append(j.ok, r.adviseRun(f) == nil)
-		}
-	}
-	if j.top != nil {
-		j.topDone = r.cutTop(j.top)
-	}
-
-	r.mu.Lock()
-	var released, purged uintptr
-	if j.jobSpace != nil {
-		for i, f := range j.runs {
-			n := f.pages << r.shift
-			r.putBackLocked(f, j.ok[i])
-			if j.ok[i] {
-				released += n
+			r.mu.Unlock()
+			err := r.adviseRun(f)
+			r.mu.Lock()
+			if err == nil {
+				released += f.pages << r.shift
 			}
+			r.putBackLocked(f, err == nil)
 		}
 		if j.purge {
-			purged = released
+			r.purge.purged += released
 		}
 		clear(j.runs)
-		j.runs, j.ok = j.runs[:0], j.ok[:0]
+		j.runs = j.runs[:0]
 		if r.spare == nil {
 			r.spare = j.jobSpace
 		}
 	}
 	if t := j.top; t != nil {
-		n := r.putTopBackLocked(t, j.topDone)
+		n := r.giveTopLocked(t)
 		released += n
 		if j.topPurge {
-			purged += n
+			r.purge.purged += n
 		}
 	}
-	r.purge.purged += purged
 	r.inflight--
 	r.done.Broadcast()
 	r.mu.Unlock()
 	return released
+}
+
+// giveTopLocked gives back the top range t taken by takeTopLocked, in two
+// system calls, each without the lock: madvise (unless t is known zero),
+// while the break may still move up above t (growLocked makes a new run
+// there, and t merges with it when it comes back); then, if t still ends
+// at the break, mprotect(PROT_NONE) while the break is frozen (topBusy),
+// which takes microseconds once the pages are released. It returns the
+// bytes given back: t's, if it was cut or released here.
+func (r *Region) giveTopLocked(t *Run) uintptr {
+	r.mu.AssertHeld()
+	n := t.pages << r.shift
+	released := uintptr(0)
+	if !t.zero {
+		r.mu.Unlock()
+		err := r.cutTop(t, false)
+		r.mu.Lock()
+		if err != nil {
+			r.putBackLocked(t, false) // the pages stay as they are; nothing is lost
+			return 0
+		}
+		// released: the dirty pages in flight become released ones
+		r.purgingDirty -= t.pages
+		r.dirtyPages -= t.pages
+		t.zero = true
+		released = n
+	}
+	if t.start+n != r.brk {
+		r.putBackLocked(t, true) // the break moved up meanwhile: t is a clean free run below it
+		return released
+	}
+	r.topBusy = true
+	r.mu.Unlock()
+	err := r.cutTop(t, true)
+	r.mu.Lock()
+	r.topBusy = false
+	if err != nil {
+		r.putBackLocked(t, true)
+		return released
+	}
+	r.endPurgingLocked(t)
+	r.uncountLocked(t)
+	r.brk = t.start
+	r.budget.Give(n)
+	return n
 }
 
 // adviseRun releases the pages of run f, taken for a job, with madvise.
@@ -311,20 +347,15 @@ func (r *Region) adviseRun(f *Run) error {
 	return r.os.Madvise(unsafe.Add(r.base, f.start-r.lo), f.pages<<r.shift, unix.MADV_DONTNEED)
 }
 
-// cutTop gives back the top range t, taken for a job: madvise unless it is
-// known zero, then mprotect(PROT_NONE). Without the lock: t's fields do
-// not change while it is taken, and the break does not move (topBusy).
-func (r *Region) cutTop(t *Run) topState {
+// cutTop makes one of the top range t's system calls, without the lock:
+// madvise(MADV_DONTNEED), or with protect mprotect(PROT_NONE). t's start
+// and pages do not change while it is taken.
+func (r *Region) cutTop(t *Run, protect bool) error {
 	p, n := unsafe.Add(r.base, t.start-r.lo), t.pages<<r.shift
-	if !t.zero {
-		if err := r.os.Madvise(p, n, unix.MADV_DONTNEED); err != nil {
-			return topKept // the pages stay as they are; nothing is lost
-		}
+	if protect {
+		return r.os.Mprotect(p, n, unix.PROT_NONE)
 	}
-	if err := r.os.Mprotect(p, n, unix.PROT_NONE); err != nil {
-		return topReleased
-	}
-	return topCut
+	return r.os.Madvise(p, n, unix.MADV_DONTNEED)
 }
 
 // putBackLocked ends the release of run f: back in the buckets, known zero
@@ -337,36 +368,6 @@ func (r *Region) putBackLocked(f *Run, released bool) {
 		f.zero = true
 	}
 	r.coalesceLocked(f)
-}
-
-func (r *Region) endPurgingLocked(f *Run) {
-	f.purging = false
-	r.purgingPages -= f.pages
-	if !f.zero {
-		r.purgingDirty -= f.pages
-	}
-}
-
-// putTopBackLocked ends the release of the top range t: cut, it leaves the
-// region (the break moves down to its start and the budget gets it back);
-// otherwise it comes back as a free run. It returns the bytes given back.
-func (r *Region) putTopBackLocked(t *Run, done topState) uintptr {
-	r.mu.AssertHeld()
-	r.topBusy = false
-	n := t.pages << r.shift
-	if done != topCut {
-		wasDirty := !t.zero
-		r.putBackLocked(t, done == topReleased)
-		if done == topReleased && wasDirty {
-			return n
-		}
-		return 0
-	}
-	r.endPurgingLocked(t)
-	r.uncountLocked(t)
-	r.brk = t.start
-	r.budget.Give(n)
-	return n
 }
 
 // armLocked arms the timer for the next run due, if one waits and the

@@ -113,10 +113,13 @@ func TestPurgeImmediately(t *testing.T) {
 	checkConsistent(t, e.r)
 }
 
-// blocker is an OS.Fail hook that holds the first madvise made after arm
-// until release (then refuses it if fail is set): a release in flight
-// without the region's lock, for as long as a test needs.
+// blocker is an OS.Fail hook that holds a call made after arm — the
+// skip+1st of op (a madvise unless set) — until release, then refuses it
+// if fail is set: a release in flight without the region's lock, for as
+// long as a test needs.
 type blocker struct {
+	op      sys.Op
+	skip    int
 	armed   atomic.Bool
 	fail    atomic.Bool
 	started chan struct{}
@@ -124,15 +127,26 @@ type blocker struct {
 }
 
 func newBlocker(e env) *blocker {
-	b := &blocker{started: make(chan struct{}), release: make(chan struct{})}
+	b := &blocker{op: sys.OpMadvise, started: make(chan struct{}), release: make(chan struct{})}
+	var mu sync.Mutex
 	e.os.Fail = func(op sys.Op, _ uint64) error {
-		if op != sys.OpMadvise || !b.armed.CompareAndSwap(true, false) {
+		if op != b.op || !b.armed.Load() {
+			return nil
+		}
+		mu.Lock()
+		if b.skip > 0 {
+			b.skip--
+			mu.Unlock()
+			return nil
+		}
+		mu.Unlock()
+		if !b.armed.CompareAndSwap(true, false) {
 			return nil
 		}
 		close(b.started)
 		<-b.release
 		if b.fail.Load() {
-			return errors.New("injected madvise failure")
+			return errors.New("injected failure")
 		}
 		return nil
 	}
@@ -235,10 +249,44 @@ func TestPurgeReleasesWithoutTheLock(t *testing.T) {
 	}
 }
 
-// While the purge gives back the top, the break is frozen: an Alloc that
-// fits a free run goes ahead, one that must grow the region waits for the
-// release and then grows from the new break.
-func TestPurgeTopWithoutTheLock(t *testing.T) {
+// While the purge releases the top with madvise, the break may still
+// move up: an Alloc that must grow the region goes ahead, above the range
+// in flight, which comes back as a released free run below the new top.
+func TestPurgeTopMadviseWithoutTheLock(t *testing.T) {
+	e := purgeRegion(t, 0, nil)
+	low := e.alloc(t, 4)
+	keep := e.alloc(t, 1)
+	run := e.alloc(t, (16<<20)/page)
+	clear(e.bytes(run))
+	pad := e.r.Counters().TopFreeBytes // above run: it merges with it
+	b := newBlocker(e)
+	b.skip = 1 // the first is the pad the top keeps (TopPad), the second the range above it
+	b.armed.Store(true)
+	freed := done(func() { e.free(t, run) })
+	<-b.started
+	c := e.r.Counters()
+	requireExact(t, c)
+	assert.Equal(t, 16<<20+pad-64<<10, c.PurgingBytes, "the range above the pad is in flight")
+	var grown *arena.Run
+	require.True(t, returned(done(func() { grown = e.alloc(t, 64) }), 5*time.Second), "an Alloc that grows the region waited")
+	assert.GreaterOrEqual(t, grown.Start(), run.Start()+16<<20, "it grew above the range in flight")
+	close(b.release)
+	<-freed
+	c = e.r.Counters()
+	requireExact(t, c)
+	assert.Zero(t, c.DirtyBytes, "the range came back released, the pad too")
+	assert.Equal(t, 16<<20+pad, c.FreeBytes-c.TopFreeBytes, "one free run below the live top: the pad and the range")
+	for _, r := range []*arena.Run{low, keep, grown} {
+		e.free(t, r)
+	}
+	checkConsistent(t, e.r)
+}
+
+// Once the top is released, the break moves down with mprotect: while that
+// call is in flight the break is frozen. An Alloc that fits a free run
+// goes ahead; one that must grow the region waits for the call, then
+// grows from the new break.
+func TestPurgeTopCutWithoutTheLock(t *testing.T) {
 	e := purgeRegion(t, 0, nil)
 	low := e.alloc(t, 4)
 	hole := e.alloc(t, 4)
@@ -247,6 +295,7 @@ func TestPurgeTopWithoutTheLock(t *testing.T) {
 	clear(e.bytes(run))
 	e.free(t, hole) // a free run below, to allocate from while the top is in flight
 	b := newBlocker(e)
+	b.op = sys.OpMprotect
 	b.armed.Store(true)
 	freed := done(func() { e.free(t, run) })
 	<-b.started
@@ -272,15 +321,23 @@ func TestPurgeTopWithoutTheLock(t *testing.T) {
 // Close waits for a release in flight: no system call touches the
 // reservation after it is unmapped, and nothing leaks.
 func TestCloseWaitsForPurge(t *testing.T) {
-	for _, top := range []bool{false, true} {
-		t.Run(map[bool]string{false: "run", true: "top"}[top], func(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		top  bool
+		op   sys.Op
+	}{{"run", false, sys.OpMadvise}, {"top-madvise", true, sys.OpMadvise}, {"top-mprotect", true, sys.OpMprotect}} {
+		t.Run(c.name, func(t *testing.T) {
 			e := purgeRegion(t, 0, nil)
 			run := e.alloc(t, (8<<20)/page)
-			if !top {
+			if !c.top {
 				e.alloc(t, 1)
 			}
 			clear(e.bytes(run))
 			b := newBlocker(e)
+			b.op = c.op
+			if c.top && c.op == sys.OpMadvise {
+				b.skip = 1 // past the pad's
+			}
 			b.armed.Store(true)
 			freed := done(func() { assert.NoError(t, e.r.Free(run)) })
 			<-b.started

@@ -1,0 +1,132 @@
+package alloc_test
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/brkmap/alloc"
+)
+
+// BenchmarkLatencyDuringPurge measures the latency of operations that take
+// the region's lock while another goroutine keeps giving back touched 64
+// MiB request arenas, each released by the purge at once
+// (PurgeImmediately): a mid-size Malloc+Free pair (a run of the region
+// each), and small Mallocs and Frees whose slab refills and releases reach
+// the region. Each op is timed alone; the metrics are the percentiles of
+// those samples, the worst, and how many took over a millisecond
+// (stalls). The purge's madvise of 64 MiB takes milliseconds: an op that
+// waits for it shows in max and stalls.
+//
+//	go test -run '^$' -bench LatencyDuringPurge -benchtime 2000000x .
+func BenchmarkLatencyDuringPurge(b *testing.B) {
+	b.Run("mid-64KiB", func(b *testing.B) {
+		latencyDuringPurge(b, func(a *alloc.Allocator, lat []time.Duration) {
+			for i := range lat {
+				t0 := time.Now()
+				p, err := a.Malloc(64 << 10)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p[0] = 1
+				if err := a.Free(p); err != nil {
+					b.Fatal(err)
+				}
+				lat[i] = time.Since(t0)
+			}
+		})
+	})
+	b.Run("small-3KiB", func(b *testing.B) {
+		latencyDuringPurge(b, func(a *alloc.Allocator, lat []time.Duration) {
+			held := make([][]byte, 0, 4096)
+			for i := range lat {
+				t0 := time.Now()
+				if len(held) < cap(held) {
+					p, err := a.Malloc(3 << 10)
+					if err != nil {
+						b.Fatal(err)
+					}
+					p[0] = 1
+					held = append(held, p)
+				} else {
+					if err := a.Free(held[len(held)-1]); err != nil {
+						b.Fatal(err)
+					}
+					held = held[:len(held)-1]
+					if len(held) == 0 {
+						held = held[:0:cap(held)]
+					}
+				}
+				lat[i] = time.Since(t0)
+				if len(held) == cap(held) {
+					held = held[:cap(held)] // full: free them all, one op each
+					for j := len(held) - 1; j >= 0 && i+1 < len(lat); j-- {
+						i++
+						t0 := time.Now()
+						if err := a.Free(held[j]); err != nil {
+							b.Fatal(err)
+						}
+						lat[i] = time.Since(t0)
+					}
+					held = held[:0]
+				}
+			}
+			for _, p := range held {
+				_ = a.Free(p)
+			}
+		})
+	})
+}
+
+func latencyDuringPurge(b *testing.B, ops func(*alloc.Allocator, []time.Duration)) {
+	a, err := alloc.New(alloc.Config{PurgeDelay: alloc.PurgeImmediately})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	lat := make([]time.Duration, b.N)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var purges int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			sc := a.NewScratch()
+			p, err := sc.Alloc(64 << 20)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			clear(p) // touched: the purge has every page to release
+			if err := sc.Free(); err != nil {
+				b.Error(err)
+				return
+			}
+			purges++
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // the first release under way
+	b.ResetTimer()
+	ops(a, lat)
+	b.StopTimer()
+	stop.Store(true)
+	wg.Wait()
+	slices.Sort(lat)
+	at := func(q float64) float64 { return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Nanoseconds()) }
+	stalls := len(lat) - sort(lat, time.Millisecond)
+	b.ReportMetric(at(0.5), "p50-ns")
+	b.ReportMetric(at(0.99), "p99-ns")
+	b.ReportMetric(at(0.9999), "p99.99-ns")
+	b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+	b.ReportMetric(float64(stalls), "stalls>1ms")
+	b.ReportMetric(float64(purges), "purges")
+}
+
+// sort returns how many of the sorted latencies are below d.
+func sort(lat []time.Duration, d time.Duration) int {
+	n, _ := slices.BinarySearch(lat, d)
+	return n
+}
