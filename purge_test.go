@@ -3,10 +3,12 @@ package alloc_test
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -254,4 +256,140 @@ func TestPurgeInBackgroundEmptiesCaches(t *testing.T) {
 	}, 5*time.Second, time.Millisecond, "caches flushed, empty slabs released, pages purged")
 	requireBreakdown(t, a.Stats(), "idle")
 	require.NoError(t, a.Close())
+}
+
+// bigFrees gives back a touched 64 MiB run of the region rounds times —
+// a mid-size block under PolicyBrk, or a request arena's chunk — each
+// released by the purge (without the region's lock) as the others work.
+func bigFrees(t *testing.T, a *alloc.Allocator, rounds int, scratch bool) {
+	const big = 64 << 20
+	for range rounds {
+		if scratch {
+			sc := a.NewScratch()
+			b, err := sc.Alloc(big)
+			require.NoError(t, err)
+			clear(b)
+			require.NoError(t, sc.Free())
+		} else {
+			b, err := a.Malloc(big)
+			require.NoError(t, err)
+			clear(b)
+			require.NoError(t, a.Free(b))
+		}
+	}
+}
+
+// While big runs are released, other goroutines allocate and free small
+// and mid-size blocks, each filled with its own pattern and checked before
+// it is freed: none is handed out over pages being released.
+func TestPurgeInFlightContent(t *testing.T) {
+	cases := []struct {
+		name    string
+		cfg     alloc.Config
+		scratch bool
+	}{
+		{"brk-immediate", alloc.Config{Policy: alloc.PolicyBrk, PurgeDelay: alloc.PurgeImmediately}, false},
+		{"brk-1ms", alloc.Config{Policy: alloc.PolicyBrk, PurgeDelay: time.Millisecond}, false},
+		{"scratch-immediate", alloc.Config{PurgeDelay: alloc.PurgeImmediately}, true},
+		{"scratch-default", alloc.Config{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAlloc(t, c.cfg)
+			rounds := 8
+			if raceBuild {
+				rounds = 3
+			}
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			for w := range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(w), 15))
+					type block struct {
+						b    []byte
+						seed uint32
+					}
+					var held []block
+					check := func(k int) bool {
+						h := held[k]
+						at := alloctest.Intact(h.b, h.seed)
+						return assert.Equal(t, -1, at, "a block of %d bytes lost its pattern at %d", len(h.b), at) &&
+							assert.NoError(t, a.Free(h.b))
+					}
+					for seed := uint32(w) << 24; !stop.Load(); seed++ {
+						n := 16 + rng.IntN(2000)
+						if rng.IntN(6) == 0 {
+							n = 40<<10 + rng.IntN(80<<10) // mid-size: a run of its own
+						}
+						b, err := a.Malloc(n)
+						if !assert.NoError(t, err) {
+							return
+						}
+						alloctest.Fill(b, seed)
+						held = append(held, block{b, seed})
+						if len(held) > 64 || rng.IntN(3) == 0 {
+							k := rng.IntN(len(held))
+							if !check(k) {
+								return
+							}
+							held[k] = held[len(held)-1]
+							held = held[:len(held)-1]
+						}
+					}
+					for k := range held {
+						check(k)
+					}
+				}()
+			}
+			bigFrees(t, a, rounds, c.scratch)
+			stop.Store(true)
+			wg.Wait()
+			s := a.Stats()
+			assert.NotZero(t, s.PurgedBytes)
+			assert.Zero(t, s.LiveBytes)
+		})
+	}
+}
+
+// The breakdown of Committed is exact at every moment Stats can observe,
+// also while the purge releases 64 MiB without the region's lock.
+func TestStatsBreakdownDuringPurge(t *testing.T) {
+	for _, scratch := range []bool{false, true} {
+		cfg := alloc.Config{PurgeDelay: alloc.PurgeImmediately}
+		if !scratch {
+			cfg.Policy = alloc.PolicyBrk
+		}
+		t.Run(map[bool]string{false: "brk", true: "scratch"}[scratch], func(t *testing.T) {
+			a := newAlloc(t, cfg)
+			keep, err := a.Malloc(100) // a slab, so every share has a source
+			require.NoError(t, err)
+			var stop atomic.Bool
+			reads, inFlight := 0, 0
+			read := make(chan struct{})
+			go func() {
+				defer close(read)
+				for !stop.Load() {
+					s := a.Counters()
+					requireBreakdown(t, s, "during the purge")
+					reads++
+					if s.DirtyBytes >= 64<<20 {
+						inFlight++ // freed, not released yet: a release in flight
+					}
+				}
+			}()
+			rounds := 6
+			if raceBuild {
+				rounds = 2
+			}
+			bigFrees(t, a, rounds, scratch)
+			stop.Store(true)
+			<-read
+			assert.NotZero(t, reads)
+			t.Logf("%d reads, %d of them during a release", reads, inFlight)
+			require.NoError(t, a.Free(keep))
+			requireBreakdown(t, a.Stats(), "after")
+		})
+	}
 }

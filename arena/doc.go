@@ -45,5 +45,9 @@
 // advised MADV_HUGEPAGE, and the break moves in whole huge pages (huge.go).
 //
 // Concurrency: one mutex per Region guards the break, the free runs and the
-// counters. Lookup is lock-free.
+// counters. Lookup is lock-free. The system calls that give pages back
+// (the purge, the top trimmed by Free, Trim) are made without the mutex:
+// the runs they release are taken out of the free runs first and put back
+// known zero after (purge.go), so a release of 64 MiB does not hold up the
+// other goroutines' Alloc and Free.
 package arena

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -47,8 +48,9 @@ type Run struct {
 	pages uintptr
 	used  uintptr // bytes the owner uses of it (KindMid: the request)
 
-	live bool // in use: not free, not merged away
-	zero bool // free run: every page is known zero (fresh or released)
+	live    bool // in use: not free, not merged away
+	zero    bool // free run: every page is known zero (fresh or released)
+	purging bool // free run out of the buckets, its pages being released without the lock (purge.go)
 
 	dirtyAt int64 // free and not zero: when it was last made dirty (Region.now)
 
@@ -109,6 +111,14 @@ type Region struct {
 	buckets [numBuckets]*Run
 	nonzero [2]uint64 // bit b set: buckets[b] is not empty
 
+	// Releases in flight without the lock (purge.go), under mu.
+	done         sync.Cond // L is &mu: broadcast when a release in flight ends
+	inflight     int       // releases in flight
+	topBusy      bool      // one of them gives back the top: the break must not move
+	purgingPages uintptr   // free pages in flight (counted in freePages, and dirtyPages if dirty)
+	purgingDirty uintptr   // of those, the dirty ones
+	spare        *jobSpace // slices for the next job, reused
+
 	// counters, under mu
 	inUsePages [numKinds]uintptr
 	inUseRuns  [numKinds]uintptr
@@ -151,6 +161,7 @@ func New(c Config) (*Region, error) {
 		huge:   c.HugePageSize,
 	}
 	r.brk = r.lo
+	r.done.L = &r.mu
 	r.trimThreshold.Store(c.TrimThreshold)
 	r.purge.init(c)
 	npages := reserve >> r.shift
@@ -249,7 +260,40 @@ func bucketOf(pages uintptr) int {
 	return int(pages) - 1
 }
 
+// insertFreeLocked puts free run f in its bucket and counts it.
 func (r *Region) insertFreeLocked(f *Run) {
+	r.linkLocked(f)
+	r.countLocked(f)
+}
+
+// removeFreeLocked takes free run f out of its bucket and the counters.
+func (r *Region) removeFreeLocked(f *Run) {
+	r.unlinkLocked(f)
+	r.uncountLocked(f)
+}
+
+// countLocked counts free run f in the free (and dirty) pages and runs.
+func (r *Region) countLocked(f *Run) {
+	r.mu.AssertHeld()
+	r.freePages += f.pages
+	if !f.zero {
+		r.dirtyPages += f.pages
+	}
+	r.freeRuns++
+}
+
+func (r *Region) uncountLocked(f *Run) {
+	r.mu.AssertHeld()
+	r.freePages -= f.pages
+	if !f.zero {
+		r.dirtyPages -= f.pages
+	}
+	r.freeRuns--
+}
+
+// linkLocked puts free run f in its bucket and records its boundary pages
+// in the page map.
+func (r *Region) linkLocked(f *Run) {
 	r.mu.AssertHeld()
 	b := bucketOf(f.pages)
 	f.bucket = b
@@ -260,11 +304,6 @@ func (r *Region) insertFreeLocked(f *Run) {
 	}
 	r.buckets[b] = f
 	r.nonzero[b>>6] |= 1 << (b & 63)
-	r.freePages += f.pages
-	if !f.zero {
-		r.dirtyPages += f.pages
-	}
-	r.freeRuns++
 	// boundary pages
 	first := r.pageOf(f.start)
 	r.setLocked(f, first, first+1)
@@ -273,7 +312,9 @@ func (r *Region) insertFreeLocked(f *Run) {
 	}
 }
 
-func (r *Region) removeFreeLocked(f *Run) {
+// unlinkLocked takes free run f out of its bucket; its page-map entries
+// stay.
+func (r *Region) unlinkLocked(f *Run) {
 	r.mu.AssertHeld()
 	if f.prev != nil {
 		f.prev.next = f.next
@@ -287,11 +328,6 @@ func (r *Region) removeFreeLocked(f *Run) {
 		f.next.prev = f.prev
 	}
 	f.prev, f.next = nil, nil
-	r.freePages -= f.pages
-	if !f.zero {
-		r.dirtyPages -= f.pages
-	}
-	r.freeRuns--
 }
 
 // findFreeLocked returns the best-fitting free run of at least n pages, or nil.
@@ -323,23 +359,28 @@ func (r *Region) findFreeLocked(n uintptr) *Run {
 	return nil
 }
 
-// topFreeLocked returns the free run that ends at the break, or nil.
+// topFreeLocked returns the free run that ends at the break, or nil (also
+// while that run is being released: purge.go).
 func (r *Region) topFreeLocked() *Run {
 	r.mu.AssertHeld()
 	if r.brk == r.lo {
 		return nil
 	}
 	f := r.at(r.pageOf(r.brk) - 1)
-	if f != nil && f.kind == KindFree {
+	if f != nil && f.kind == KindFree && !f.purging {
 		return f
 	}
 	return nil
 }
 
 // growLocked moves the break up so that a free run of at least n pages ends at
-// it, and returns that run (already in its bucket).
+// it, and returns that run (already in its bucket). It fails with
+// errTopBusy while the top is being given back without the lock.
 func (r *Region) growLocked(n uintptr) (*Run, error) {
 	r.mu.AssertHeld()
+	if r.topBusy {
+		return nil, errTopBusy
+	}
 	top := r.topFreeLocked()
 	need := n
 	if top != nil {
@@ -430,10 +471,19 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 		return nil, false, errClosed
 	}
 	f := r.findFreeLocked(n + extra)
-	if f == nil {
+	for f == nil {
 		var err error
 		if f, err = r.growLocked(n + extra); err != nil {
-			return nil, false, err
+			if r.inflight == 0 {
+				return nil, false, err
+			}
+			// Pages being released come back as free runs, or give
+			// the budget back: wait for them rather than fail.
+			r.done.Wait()
+			if r.closed {
+				return nil, false, errClosed
+			}
+			f = r.findFreeLocked(n + extra)
 		}
 	}
 	r.removeFreeLocked(f)
@@ -454,6 +504,11 @@ func (r *Region) AllocRun(run *Run, n, align uintptr, used uintptr) (*Run, bool,
 // alloc.ErrClosed).
 var errClosed error = errs.ErrClosed
 
+// errTopBusy is growLocked's refusal while the top is being given back
+// without the lock (purge.go): AllocRun waits for it, Resize moves the
+// block instead.
+var errTopBusy = errors.New("arena: the top is being released")
+
 // SetUsed records how many bytes of a KindMid run the caller uses.
 func (r *Region) SetUsed(run *Run, n uintptr) {
 	r.mu.Lock()
@@ -471,90 +526,100 @@ func (r *Region) Used(run *Run) (used, size uintptr, live bool) {
 }
 
 // Free gives a live run back. It fails with ErrNotLive if the run was
-// already given back, and never touches anything else then.
+// already given back, and never touches anything else then. Pages it
+// gives back to the kernel (the top past the trim threshold, runs the
+// purge finds due) are released after the lock is dropped (purge.go).
 func (r *Region) Free(run *Run) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return errClosed
 	}
 	if !run.live {
+		r.mu.Unlock()
 		return ErrNotLive
 	}
+	r.retireLocked(run)
+	var j job
+	r.freeLocked(run.start, run.pages, true, &j)
+	r.unlockAndRelease(&j)
+	return nil
+}
+
+// retireLocked takes live run out of the counters of runs in use.
+func (r *Region) retireLocked(run *Run) {
+	r.mu.AssertHeld()
 	run.live = false
 	r.inUsePages[run.kind] -= run.pages
 	r.inUseRuns[run.kind]--
 	if run.kind == KindMid {
 		r.midUsed -= run.used
 	}
-	r.releaseLocked(run.start, run.pages, false, true)
-	return nil
 }
 
-// releaseLocked makes [start, start+pages) a free run, coalesced with its
-// neighbours, and with trim trims the top if it has grown past the
-// threshold (without, the top is left for the purge: FreeRuns).
-func (r *Region) releaseLocked(start, pages uintptr, zero, trim bool) {
+// freeLocked makes [start, start+pages) a free run and takes into j what
+// is to be given back with it: with trim, the top if it has grown past the
+// threshold, and the dirty runs the purge finds due.
+func (r *Region) freeLocked(start, pages uintptr, trim bool, j *job) {
+	f, now := r.releaseLocked(start, pages)
+	if trim && f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
+		r.takeTopLocked(f, r.topPad, false, j)
+	}
+	if now != 0 {
+		r.purgeDueLocked(now, j)
+	}
+}
+
+// releaseLocked makes [start, start+pages) a dirty free run, coalesced
+// with its neighbours, and returns it with the purge's time of the free
+// (0 without the purge).
+func (r *Region) releaseLocked(start, pages uintptr) (*Run, int64) {
 	r.mu.AssertHeld()
-	f := &Run{kind: KindFree, start: start, pages: pages, zero: zero}
+	f := &Run{kind: KindFree, start: start, pages: pages}
 	now := int64(0)
-	if !zero && r.purge.on {
+	if r.purge.on {
 		now = r.purge.now()
 		f.dirtyAt = now
 	}
-	first := r.pageOf(start)
+	return r.coalesceLocked(f), now
+}
+
+// coalesceLocked merges free run f (in no bucket, not counted) with the
+// free runs on either side, puts the result in its bucket and returns it.
+// A neighbour being released without the lock (purging) is left alone: it
+// merges when it comes back. The merged run is zero only if every part
+// is, and was made dirty when its newest dirty part was.
+func (r *Region) coalesceLocked(f *Run) *Run {
+	r.mu.AssertHeld()
+	first := r.pageOf(f.start)
 	if first > 0 {
-		if left := r.at(first - 1); left != nil && left.kind == KindFree && left.start+left.pages<<r.shift == start {
+		if left := r.at(first - 1); left != nil && left.kind == KindFree && !left.purging && left.start+left.pages<<r.shift == f.start {
 			r.removeFreeLocked(left)
 			f.start = left.start
 			f.pages += left.pages
-			f.zero = f.zero && left.zero
+			mergeDirt(f, left)
 		}
 	}
-	if end := start + pages<<r.shift; end < r.brk {
-		if right := r.at(r.pageOf(end)); right != nil && right.kind == KindFree && right.start == end {
+	if end := f.start + f.pages<<r.shift; end < r.brk {
+		if right := r.at(r.pageOf(end)); right != nil && right.kind == KindFree && !right.purging && right.start == end {
 			r.removeFreeLocked(right)
 			f.pages += right.pages
-			f.zero = f.zero && right.zero
+			mergeDirt(f, right)
 		}
 	}
 	r.insertFreeLocked(f)
-	if trim && f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
-		r.shrinkLocked(f, r.topPad)
-	}
-	if now != 0 {
-		r.purgeDueLocked(now)
-	}
+	return f
 }
 
-// shrinkLocked moves the break down to f.start+keep, f being the top free run,
-// giving the pages above back to the kernel. Returns the bytes released.
-func (r *Region) shrinkLocked(f *Run, keep uintptr) uintptr {
-	r.mu.AssertHeld()
-	keep = r.hugeUp(f.start, alignUp(keep, r.page))
-	size := f.pages << r.shift
-	if size <= keep {
-		return 0
+// mergeDirt gives f, merged with free run o, its zero flag and dirtyAt.
+func mergeDirt(f, o *Run) {
+	switch {
+	case o.zero:
+	case f.zero:
+		f.zero, f.dirtyAt = false, o.dirtyAt
+	default:
+		f.dirtyAt = max(f.dirtyAt, o.dirtyAt)
 	}
-	cut := f.start + keep
-	n := r.brk - cut
-	p := unsafe.Add(r.base, cut-r.lo)
-	if !f.zero {
-		if err := r.os.Madvise(p, n, unix.MADV_DONTNEED); err != nil {
-			return 0 // the pages stay as they are; nothing is lost
-		}
-	}
-	if err := r.os.Mprotect(p, n, unix.PROT_NONE); err != nil {
-		return 0
-	}
-	r.removeFreeLocked(f)
-	r.brk = cut
-	r.budget.Give(n)
-	if keep > 0 {
-		f.pages = keep >> r.shift
-		r.insertFreeLocked(f)
-	}
-	return n
 }
 
 // Trim releases every free page of the region: one madvise(MADV_DONTNEED)
@@ -564,28 +629,41 @@ func (r *Region) shrinkLocked(f *Run, keep uintptr) uintptr {
 // committed), released before or not. With huge pages every free run
 // is released, even one never used: a huge page faulted in by a neighbour
 // made it resident as well.
+//
+// Trim first waits for the releases in flight (purge.go), so that every
+// free run is in reach, then takes them all out and releases them without
+// the lock, as the purge does.
 func (r *Region) Trim() uintptr {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	for r.inflight > 0 && !r.closed {
+		r.done.Wait()
+	}
 	if r.closed {
+		r.mu.Unlock()
 		return 0
 	}
-	var released uintptr
+	var j job
 	if top := r.topFreeLocked(); top != nil {
-		released += r.shrinkLocked(top, 0) // committed bytes given back, released or not
+		r.takeTopLocked(top, 0, false, &j) // committed bytes given back, released or not
 	}
 	for b := range r.buckets {
-		for f := r.buckets[b]; f != nil; f = f.next {
-			released += r.releaseRunLocked(f)
+		for f := r.buckets[b]; f != nil; {
+			next := f.next
+			if !f.zero || r.huge != 0 {
+				r.takeLocked(f, &j)
+			}
+			f = next
 		}
 	}
 	if r.purge.on {
 		r.purge.next = never // nothing dirty waits
 	}
-	return released
+	return r.unlockAndRelease(&j)
 }
 
-// Close gives the whole reservation back. Every run becomes invalid.
+// Close gives the whole reservation back. Every run becomes invalid. It
+// waits for the releases in flight (purge.go): none of them may touch the
+// reservation once it is unmapped.
 func (r *Region) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -594,6 +672,9 @@ func (r *Region) Close() error {
 	}
 	r.closed = true
 	r.purge.stop()
+	for r.inflight > 0 {
+		r.done.Wait()
+	}
 	r.budget.Give(r.brk - r.lo)
 	r.brk = r.lo
 	for i := range r.pagemap {
@@ -607,20 +688,22 @@ func (r *Region) Close() error {
 // With n smaller than the run, it shrinks the run and frees the tail.
 func (r *Region) Resize(run *Run, n uintptr) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed || !run.live || n == 0 {
-		return false
-	}
-	switch {
-	case n == run.pages:
-		return true
-	case n < run.pages:
+	if !r.closed && run.live && 0 < n && n < run.pages {
 		cut := run.pages - n
 		run.pages = n
 		r.inUsePages[run.kind] -= cut
 		tail := r.pageOf(run.start) + n
 		r.setLocked(nil, tail, tail+cut) // the tail is no longer the run's
-		r.releaseLocked(run.start+n<<r.shift, cut, false, true)
+		var j job
+		r.freeLocked(run.start+n<<r.shift, cut, true, &j)
+		r.unlockAndRelease(&j)
+		return true
+	}
+	defer r.mu.Unlock()
+	if r.closed || !run.live || n == 0 {
+		return false
+	}
+	if n == run.pages {
 		return true
 	}
 	more := n - run.pages
@@ -628,7 +711,7 @@ func (r *Region) Resize(run *Run, n uintptr) bool {
 	var next *Run
 	if end < r.brk {
 		next = r.at(r.pageOf(end))
-		if next == nil || next.kind != KindFree || next.start != end {
+		if next == nil || next.kind != KindFree || next.purging || next.start != end {
 			return false
 		}
 	}
@@ -673,6 +756,10 @@ type Counters struct {
 	FreeRuns     uintptr
 	TopFreeBytes uintptr // the free run at the break: what trimming the top releases (keepcost)
 	PurgedBytes  uintptr // released by the purge so far
+	// PurgingBytes is the free pages being released right now without
+	// the region's lock (purge.go): part of FreeBytes, and of DirtyBytes
+	// if they were dirty, until the release is done.
+	PurgingBytes uintptr
 	PageMapBytes uintptr // the page map's chunks, in the Go heap
 	// BudgetUsed is the budget's bytes in use, read with the rest: the
 	// purge's timer moves the break and the budget together, under the
@@ -699,6 +786,7 @@ func (r *Region) Counters() Counters {
 		DirtyBytes:   r.dirtyPages << r.shift,
 		FreeRuns:     r.freeRuns,
 		PurgedBytes:  r.purge.purged,
+		PurgingBytes: r.purgingPages << r.shift,
 		BudgetUsed:   r.budget.Used(),
 	}
 	for i := range r.pagemap {

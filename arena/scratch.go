@@ -14,28 +14,26 @@ package arena
 // as Free would.
 func (r *Region) FreeRuns(runs []*Run) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return errClosed
 	}
 	for _, run := range runs {
 		if !run.live {
+			r.mu.Unlock()
 			return ErrNotLive
 		}
 	}
+	var j job
 	for _, run := range runs {
-		run.live = false
-		r.inUsePages[run.kind] -= run.pages
-		r.inUseRuns[run.kind]--
-		if run.kind == KindMid {
-			r.midUsed -= run.used
-		}
-		r.releaseLocked(run.start, run.pages, false, false)
+		r.retireLocked(run)
+		r.freeLocked(run.start, run.pages, false, &j)
 	}
 	if !r.purge.on {
 		if top := r.topFreeLocked(); top != nil && top.pages<<r.shift >= r.trimThreshold.Load() {
-			r.shrinkLocked(top, r.topPad)
+			r.takeTopLocked(top, r.topPad, false, &j)
 		}
 	}
+	r.unlockAndRelease(&j)
 	return nil
 }
