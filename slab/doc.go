@@ -85,7 +85,8 @@
 // region.
 //
 // Files, in the order of the path: sizeclass.go (the size-class API over
-// the generated sizeclasses.go), cache.go (the per-P cache: pin, AllocFast
+// the generated sizeclasses.go), pin.go (procPin and procUnpin, the
+// runtime's), cache.go (the per-P cache: pin, AllocFast
 // and FreeFast, Refill and Free, drain), local.go (the goroutine-owned
 // Local), central.go (one class: take, give
 // back, new slab, release — the …Locked helpers need the class lock),
