@@ -122,12 +122,19 @@ func (p *Pipe) RecvFile(dst *os.File, off int64, src syscall.Conn, n int64) (int
 // netpoller while there is nothing to read; 0 bytes and io.EOF at the
 // end.
 func readSome(rc syscall.RawConn, buf []byte) (int, error) {
+	return readOnce(rc, func(fd int) (int, error) { return kernel.Read(fd, buf) }, io.EOF)
+}
+
+// readOnce calls op on rc's descriptor until it does not block, waiting
+// on the netpoller meanwhile and retrying an interrupted call, and returns
+// what it read: 0 and end when op read nothing, 0 and op's error when it
+// failed (never the -1 a failed system call returns as its count).
+func readOnce(rc syscall.RawConn, op func(fd int) (int, error), end error) (int, error) {
 	var n int
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
-			var err error
-			n, err = kernel.Read(int(fd), buf)
+			m, err := op(int(fd))
 			switch {
 			case retry(err):
 				continue
@@ -135,9 +142,11 @@ func readSome(rc syscall.RawConn, buf []byte) (int, error) {
 				return false
 			case err != nil:
 				rerr = err
-			case n == 0:
-				rerr = io.EOF
+				return true
+			case m == 0:
+				rerr = end
 			}
+			n = m
 			return true
 		}
 	})
