@@ -69,15 +69,11 @@ func (p *Pipe) Close() error {
 // receiver has read it.
 func (p *Pipe) Send(dst syscall.Conn, b []byte) (int, error) {
 	const what = "zerocopy: pipe send"
-	rc, err := rawConn(what, dst)
+	rc, err := p.lockFor(what, dst)
 	if err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, fmt.Errorf("%s: %w", what, ErrClosed)
-	}
 	n, err := p.send(rc, b)
 	if err != nil {
 		return n, fmt.Errorf("%s of %d bytes (%d sent): %w", what, len(b), n, err)
@@ -97,15 +93,11 @@ func (p *Pipe) RecvFile(dst *os.File, off int64, src syscall.Conn, n int64) (int
 	if err := checkRange(what, off, n); err != nil {
 		return 0, err
 	}
-	rc, err := rawConn(what, src)
+	rc, err := p.lockFor(what, src)
 	if err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, fmt.Errorf("%s: %w", what, ErrClosed)
-	}
 	var got int64
 	err = withFile(what, dst, func(ffd int) error {
 		var err error
@@ -116,6 +108,22 @@ func (p *Pipe) RecvFile(dst *os.File, off int64, src syscall.Conn, n int64) (int
 		return got, fmt.Errorf("%s, %d bytes at %d (%d received): %w", what, n, off, got, err)
 	}
 	return got, nil
+}
+
+// lockFor returns c's raw connection with p locked, for one transfer of
+// what; the caller unlocks p. Without a raw connection, or with p closed,
+// it returns the error with p unlocked.
+func (p *Pipe) lockFor(what string, c syscall.Conn) (syscall.RawConn, error) {
+	rc, err := rawConn(what, c)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%s: %w", what, ErrClosed)
+	}
+	return rc, nil
 }
 
 // readSome reads once into buf from rc's descriptor, waiting on the
