@@ -70,10 +70,7 @@ func free1M(b *testing.B) {
 func request(b *testing.B) {
 	scratchbench.BuildLiveHeap()
 	var sum uint64
-	runtime.GC()
-	before, cpu := scratchbench.ReadGC(), scratchbench.CPUTime()
-	b.ReportAllocs()
-	b.ResetTimer()
+	t := scratchbench.StartLoop(b)
 	for r := 0; r < b.N; r++ {
 		a := arena.NewArena()
 		var first *scratchbench.Object
@@ -87,9 +84,7 @@ func request(b *testing.B) {
 		sum += first.Vals[6]
 		a.Free()
 	}
-	b.StopTimer()
-	scratchbench.ReportGC(b, before)
-	scratchbench.ReportCPU(b, cpu)
+	t.End(b)
 	scratchbench.Sink += sum
 }
 
