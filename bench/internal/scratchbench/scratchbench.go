@@ -238,14 +238,7 @@ func Object64Heap(b *testing.B) {
 func Free1MScratch(b *testing.B) {
 	a := newAllocator(b)
 	defer a.Close()
-	var (
-		took []time.Duration
-		cpu  time.Duration
-	)
-	b.StopTimer()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for range b.N {
+	TimeReleases(b, func() (release func() error) {
 		s := a.NewScratch()
 		for i := range FreeObjects {
 			o, err := alloc.ScratchNew[Object](s)
@@ -254,8 +247,26 @@ func Free1MScratch(b *testing.B) {
 			}
 			o.ID = uint64(i)
 		}
+		return s.Free
+	})
+}
+
+// TimeReleases runs b.N rounds of fill, untimed, on a thread of its own,
+// and times by the clock the release each round returns (wall clock and
+// the thread's CPU time); a release's error stops the benchmark. It
+// reports them with ReportRelease.
+func TimeReleases(b *testing.B, fill func() (release func() error)) {
+	var (
+		took []time.Duration
+		cpu  time.Duration
+	)
+	b.StopTimer()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for range b.N {
+		release := fill()
 		t0, c0 := time.Now(), ThreadCPUTime()
-		err := s.Free()
+		err := release()
 		took, cpu = append(took, time.Since(t0)), cpu+ThreadCPUTime()-c0
 		if err != nil {
 			b.Fatal(err)

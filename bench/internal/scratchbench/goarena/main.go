@@ -14,9 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/brkmap/alloc/bench/internal/scratchbench"
 )
@@ -47,23 +45,13 @@ func object64(b *testing.B) {
 // free1M times Arena.Free of FreeObjects objects, the filling untimed
 // (as scratchbench.Free1MScratch).
 func free1M(b *testing.B) {
-	var (
-		took []time.Duration
-		cpu  time.Duration
-	)
-	b.StopTimer()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for range b.N {
+	scratchbench.TimeReleases(b, func() func() error {
 		a := arena.NewArena()
 		for i := range scratchbench.FreeObjects {
 			arena.New[scratchbench.Object](a).ID = uint64(i)
 		}
-		t0, c0 := time.Now(), scratchbench.ThreadCPUTime()
-		a.Free()
-		took, cpu = append(took, time.Since(t0)), cpu+scratchbench.ThreadCPUTime()-c0
-	}
-	scratchbench.ReportRelease(b, took, cpu)
+		return func() error { a.Free(); return nil }
+	})
 }
 
 // request is the request loop with an arena a request.
