@@ -492,15 +492,22 @@ func (a *Allocator) allocGated(n int, align uintptr, cacheTried, zeroed bool) ([
 		return nil, ErrClosed
 	}
 	p, zero, err := a.alloc(n, align, cacheTried)
-	var b []byte
-	if err == nil {
-		b = bytesAt(p, n)
-		if zeroed && !zero {
-			clear(b)
-		}
-	}
+	b := blockAt(p, n, zeroed, zero, err)
 	a.leave(b)
 	return b, err
+}
+
+// blockAt is the end of an allocation: the block at p as n bytes, cleared
+// if zeroed and not known zero; nil if the allocation failed (err).
+func blockAt(p unsafe.Pointer, n int, zeroed, zero bool, err error) []byte {
+	if err != nil {
+		return nil
+	}
+	b := bytesAt(p, n)
+	if zeroed && !zero {
+		clear(b)
+	}
+	return b
 }
 
 // Calloc is Malloc with the memory zeroed. Memory known to be fresh from
@@ -517,13 +524,7 @@ func (a *Allocator) Calloc(n int) ([]byte, error) {
 	if p == nil {
 		p, zero, err = a.alloc(n, 16, tried)
 	}
-	var b []byte
-	if err == nil {
-		b = bytesAt(p, n)
-		if !zero {
-			clear(b)
-		}
-	}
+	b := blockAt(p, n, true, zero, err)
 	a.leave(b)
 	return b, err
 }

@@ -114,13 +114,7 @@ func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 	} else {
 		p, zero, err = a.alloc(n, 16, false)
 	}
-	var b []byte
-	if err == nil {
-		b = bytesAt(p, n)
-		if zeroed && !zero {
-			clear(b)
-		}
-	}
+	b := blockAt(p, n, zeroed, zero, err)
 	a.leave(b)
 	return b, err
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 // Hostile use: what a caller can do wrong, and what another process or a
@@ -188,20 +186,11 @@ func TestSendRecvBadConn(t *testing.T) {
 		}()
 	}
 
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	require.NoError(t, err)
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "socket")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		require.NoError(t, err)
-		return c.(*net.UnixConn)
-	}
-	a, b := conn(fds[0]), conn(fds[1])
+	a, b := socketPair(t)
 	defer b.Close()
 	require.NoError(t, a.Close())
 	before := openFds(t)
-	_, _, err = RecvFile(b)
+	_, _, err := RecvFile(b)
 	assert.ErrorIs(t, err, io.EOF, "the peer closed: no message at all")
 	assert.NotErrorIs(t, err, ErrNotPool)
 	_, err = Receive(b)

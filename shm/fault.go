@@ -75,25 +75,21 @@ func (p *Pool) abort(held *opState) {
 // and returns how many (up to the block's end). A fault — the pool's file
 // truncated under this mapping — is returned as ErrFault, never a crash.
 func (p *Pool) Read(r Ref, off int, dst []byte) (n int, err error) {
-	if !p.use() {
-		return 0, fmt.Errorf("shm: %v: %w", r, ErrClosed)
-	}
-	defer p.done() // the copy below is inside the call too
-	b, err := p.Bytes(r)
-	if err != nil {
-		return 0, err
-	}
-	if off < 0 || off > len(b) {
-		return 0, fmt.Errorf("shm: read %v at %d of %d bytes: %w", r, off, len(b), ErrInvalidSize)
-	}
-	defer p.unguard(debug.SetPanicOnFault(true), nil, &err)
-	return copy(dst, b[off:]), nil
+	return p.copyAt("read", r, off, func(b []byte) int { return copy(dst, b) })
 }
 
 // Write copies src into the live block r from offset off in it, and
 // returns how many bytes it wrote (up to the block's end). A fault is
 // returned as ErrFault, as by Read.
 func (p *Pool) Write(r Ref, off int, src []byte) (n int, err error) {
+	return p.copyAt("write", r, off, func(b []byte) int { return copy(b, src) })
+}
+
+// copyAt is Read and Write (op names which in errors): it checks that the
+// pool is open and r is a live block with off inside it, then calls
+// copyFn on the block from off, inside the call (done waits for it) and
+// with a fault returned as ErrFault.
+func (p *Pool) copyAt(op string, r Ref, off int, copyFn func(b []byte) int) (n int, err error) {
 	if !p.use() {
 		return 0, fmt.Errorf("shm: %v: %w", r, ErrClosed)
 	}
@@ -103,8 +99,8 @@ func (p *Pool) Write(r Ref, off int, src []byte) (n int, err error) {
 		return 0, err
 	}
 	if off < 0 || off > len(b) {
-		return 0, fmt.Errorf("shm: write %v at %d of %d bytes: %w", r, off, len(b), ErrInvalidSize)
+		return 0, fmt.Errorf("shm: %s %v at %d of %d bytes: %w", op, r, off, len(b), ErrInvalidSize)
 	}
 	defer p.unguard(debug.SetPanicOnFault(true), nil, &err)
-	return copy(b[off:], src), nil
+	return copyFn(b[off:]), nil
 }

@@ -224,16 +224,7 @@ func TestTruncatedFile(t *testing.T) {
 // The pool's descriptor passed over a Unix socket (SCM_RIGHTS): the
 // receiver's attachment sees the sender's blocks.
 func TestSendReceive(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	require.NoError(t, err)
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "socket")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		require.NoError(t, err)
-		return c.(*net.UnixConn)
-	}
-	a, b := conn(fds[0]), conn(fds[1])
+	a, b := socketPair(t)
 	defer a.Close()
 	defer b.Close()
 

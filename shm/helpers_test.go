@@ -3,6 +3,7 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // Child processes: the test binary re-execs itself with childEnv naming
@@ -112,4 +114,19 @@ func mustCheck(t testing.TB, p *Pool) Report {
 	rep, err := p.Check()
 	require.NoError(t, err)
 	return rep
+}
+
+// socketPair returns the two ends of a connected pair of Unix stream
+// sockets, for passing descriptors.
+func socketPair(t testing.TB) (a, b *net.UnixConn) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socket")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		require.NoError(t, err)
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
 }

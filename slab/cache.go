@@ -273,14 +273,7 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 	cl := &p.classes[c]
 	var buf [maxBatch]entry
 	want := p.refillCount(c)
-	k, err := p.take(cl, buf[:want])
-	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
-		// Out of memory under a cap (Config.Limit): other Ps' caches may
-		// hold free blocks, and classes their kept empty slabs. Give them
-		// back (Trim's work) and try once more before refusing.
-		p.Trim()
-		k, err = p.take(cl, buf[:want])
-	}
+	k, err := p.takeForRefill(cl, buf[:want])
 	if k == 0 {
 		return nil, false, false, err
 	}
@@ -325,6 +318,19 @@ func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
 	}
 	unpin(pc)
 	return nil, false
+}
+
+// takeForRefill is take for a cache's refill (a P's or a Local's): out of
+// memory under a cap (Config.Limit), other caches may hold free blocks,
+// and classes their kept empty slabs, so it gives them back (Trim's work)
+// and tries once more before refusing.
+func (p *Pool) takeForRefill(cl *central, out []entry) (int, error) {
+	k, err := p.take(cl, out)
+	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
+		p.Trim()
+		k, err = p.take(cl, out)
+	}
+	return k, err
 }
 
 // take is takeLocked under the class lock, then reports damaged links

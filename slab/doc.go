@@ -44,7 +44,9 @@
 //
 // A Local (local.go) is the same bins owned by one goroutine instead of a
 // P: AllocFast and FreeFast without the pin, Refill and Free with the
-// Local's bins for the P's, Close to give its blocks back. Blocks are
+// Local's bins for the P's, Close to give its blocks back. A Local's bins
+// do not start cold: each starts at its full capacity (binCap), and every
+// refill takes a whole batch (a goroutine takes a Local to allocate much). Blocks are
 // shared: any block may be freed through a P cache or any Local.
 //
 // What the fast paths cost, in instructions per Malloc+Free pair of 64 B
@@ -83,7 +85,8 @@
 // region.
 //
 // Files, in the order of the path: sizeclass.go (the size-class API over
-// the generated sizeclasses.go), cache.go (the per-P cache: pin, AllocFast
+// the generated sizeclasses.go), pin.go (procPin and procUnpin, the
+// runtime's), cache.go (the per-P cache: pin, AllocFast
 // and FreeFast, Refill and Free, drain), local.go (the goroutine-owned
 // Local), central.go (one class: take, give
 // back, new slab, release — the …Locked helpers need the class lock),

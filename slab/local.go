@@ -1,7 +1,6 @@
 package slab
 
 import (
-	"errors"
 	"sync/atomic"
 	"unsafe"
 
@@ -111,11 +110,7 @@ func (l *Local) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool
 	l.unlock()
 	cl := &p.classes[c]
 	var buf [maxBatch]entry
-	k, err := p.take(cl, buf[:cl.batch])
-	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
-		p.Trim() // as Pool.Refill: other caches may hold free blocks
-		k, err = p.take(cl, buf[:cl.batch])
-	}
+	k, err := p.takeForRefill(cl, buf[:cl.batch])
 	if k == 0 {
 		return nil, false, false, err
 	}

@@ -69,15 +69,11 @@ func (p *Pipe) Close() error {
 // receiver has read it.
 func (p *Pipe) Send(dst syscall.Conn, b []byte) (int, error) {
 	const what = "zerocopy: pipe send"
-	rc, err := rawConn(what, dst)
+	rc, err := p.lockFor(what, dst)
 	if err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, fmt.Errorf("%s: %w", what, ErrClosed)
-	}
 	n, err := p.send(rc, b)
 	if err != nil {
 		return n, fmt.Errorf("%s of %d bytes (%d sent): %w", what, len(b), n, err)
@@ -97,15 +93,11 @@ func (p *Pipe) RecvFile(dst *os.File, off int64, src syscall.Conn, n int64) (int
 	if err := checkRange(what, off, n); err != nil {
 		return 0, err
 	}
-	rc, err := rawConn(what, src)
+	rc, err := p.lockFor(what, src)
 	if err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return 0, fmt.Errorf("%s: %w", what, ErrClosed)
-	}
 	var got int64
 	err = withFile(what, dst, func(ffd int) error {
 		var err error
@@ -118,16 +110,39 @@ func (p *Pipe) RecvFile(dst *os.File, off int64, src syscall.Conn, n int64) (int
 	return got, nil
 }
 
+// lockFor returns c's raw connection with p locked, for one transfer of
+// what; the caller unlocks p. Without a raw connection, or with p closed,
+// it returns the error with p unlocked.
+func (p *Pipe) lockFor(what string, c syscall.Conn) (syscall.RawConn, error) {
+	rc, err := rawConn(what, c)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%s: %w", what, ErrClosed)
+	}
+	return rc, nil
+}
+
 // readSome reads once into buf from rc's descriptor, waiting on the
 // netpoller while there is nothing to read; 0 bytes and io.EOF at the
 // end.
 func readSome(rc syscall.RawConn, buf []byte) (int, error) {
+	return readOnce(rc, func(fd int) (int, error) { return kernel.Read(fd, buf) }, io.EOF)
+}
+
+// readOnce calls op on rc's descriptor until it does not block, waiting
+// on the netpoller meanwhile and retrying an interrupted call, and returns
+// what it read: 0 and end when op read nothing, 0 and op's error when it
+// failed (never the -1 a failed system call returns as its count).
+func readOnce(rc syscall.RawConn, op func(fd int) (int, error), end error) (int, error) {
 	var n int
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
-			var err error
-			n, err = kernel.Read(int(fd), buf)
+			m, err := op(int(fd))
 			switch {
 			case retry(err):
 				continue
@@ -135,9 +150,11 @@ func readSome(rc syscall.RawConn, buf []byte) (int, error) {
 				return false
 			case err != nil:
 				rerr = err
-			case n == 0:
-				rerr = io.EOF
+				return true
+			case m == 0:
+				rerr = end
 			}
+			n = m
 			return true
 		}
 	})

@@ -113,28 +113,10 @@ func (p *Pipe) drain(rc syscall.RawConn, m int) (int, error) {
 func (p *Pipe) recvFile(rc syscall.RawConn, ffd int, off, n int64) (int64, error) {
 	var got int64
 	for got < n {
-		var k int
-		var serr error
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				m, err := kernel.Splice(int(fd), nil, p.w, nil, int(min(n-got, int64(p.size))), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				switch {
-				case retry(err):
-					continue
-				case wouldBlock(err):
-					return false
-				case err != nil:
-					serr = err
-				case m == 0:
-					serr = io.ErrUnexpectedEOF
-				}
-				k = int(m)
-				return true
-			}
-		})
-		if err == nil {
-			err = serr
-		}
+		k, err := readOnce(rc, func(fd int) (int, error) {
+			m, err := kernel.Splice(fd, nil, p.w, nil, int(min(n-got, int64(p.size))), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return int(m), err
+		}, io.ErrUnexpectedEOF)
 		if err != nil && got == 0 && k == 0 && spliceRefused(err) {
 			return copyRecvFile(rc, ffd, off, n)
 		}

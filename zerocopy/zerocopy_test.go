@@ -620,3 +620,36 @@ func TestSecondSenderCopies(t *testing.T) {
 	require.NoError(t, err)
 	requireSame(t, append(append([]byte(nil), want...), want...), got)
 }
+
+// A failed system call returns -1 as its count: readOnce reports 0 bytes
+// with the error (RecvFile falls back to a copy only when a refused splice
+// moved nothing), retries an interrupted call, and ends with the given
+// error when nothing was read.
+func TestReadOnceCounts(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	rc, err := r.SyscallConn()
+	require.NoError(t, err)
+
+	n, err := zerocopy.ReadOnce(rc, func(int) (int, error) { return -1, unix.EINVAL }, io.EOF)
+	assert.Equal(t, 0, n)
+	assert.ErrorIs(t, err, unix.EINVAL)
+
+	calls := 0
+	n, err = zerocopy.ReadOnce(rc, func(int) (int, error) {
+		calls++
+		if calls == 1 {
+			return -1, unix.EINTR
+		}
+		return 7, nil
+	}, io.EOF)
+	assert.Equal(t, 7, n)
+	assert.NoError(t, err)
+	assert.Equal(t, 2, calls)
+
+	n, err = zerocopy.ReadOnce(rc, func(int) (int, error) { return 0, nil }, io.ErrUnexpectedEOF)
+	assert.Equal(t, 0, n)
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}

@@ -87,24 +87,32 @@ type breakdownRow struct {
 // hasBreakdown reports whether r has a breakdown at its peak.
 func hasBreakdown(r *harness.Result) bool { return r.OK && r.PeakBreakdown != nil }
 
-// breakdownOf returns the figures of a breakdown plot: a row per part, a
-// column per policy with a breakdown, then glibc's peak resident (and its
-// own count of its heap) when it ran; nil if no policy has a breakdown.
-func breakdownOf(results []*harness.Result) *breakdownTable {
-	t := &breakdownTable{}
-	var cols []*harness.Result
-	var libc *harness.Result
+// breakdownColumns splits a section's results into the policies with a
+// breakdown, in order, and glibc's run (its resident memory measured as
+// RSS), nil when it did not run.
+func breakdownColumns(results []*harness.Result) (cols []*harness.Result, libc *harness.Result) {
 	for _, r := range results {
 		switch {
 		case hasBreakdown(r):
 			cols = append(cols, r)
-			t.Policies = append(t.Policies, r.Policy)
 		case r.OK && r.ResidentFrom == "rss":
 			libc = r
 		}
 	}
+	return cols, libc
+}
+
+// breakdownOf returns the figures of a breakdown plot: a row per part, a
+// column per policy with a breakdown, then glibc's peak resident (and its
+// own count of its heap) when it ran; nil if no policy has a breakdown.
+func breakdownOf(results []*harness.Result) *breakdownTable {
+	cols, libc := breakdownColumns(results)
 	if len(cols) == 0 {
 		return nil
+	}
+	t := &breakdownTable{}
+	for _, r := range cols {
+		t.Policies = append(t.Policies, r.Policy)
 	}
 	if libc != nil {
 		t.Policies = append(t.Policies, libc.Policy)
@@ -147,16 +155,7 @@ func cssColor(c color.RGBA) template.CSS {
 // and beside them glibc's peak resident as one bar; nil if no policy has
 // a breakdown.
 func breakdownPlot(title string, results []*harness.Result) (*plot.Plot, error) {
-	var cols []*harness.Result
-	var libc *harness.Result
-	for _, r := range results {
-		switch {
-		case hasBreakdown(r):
-			cols = append(cols, r)
-		case r.OK && r.ResidentFrom == "rss":
-			libc = r
-		}
-	}
+	cols, libc := breakdownColumns(results)
 	if len(cols) == 0 {
 		return nil, nil
 	}

@@ -143,6 +143,31 @@ func ReportCPU(b *testing.B, before time.Duration) {
 	b.ReportMetric(float64(CPUTime()-before)/float64(b.N), "cpu-ns/op")
 }
 
+// Loop is a timed request loop's starting point: the collector's counters
+// and the process's CPU time when its timer started.
+type Loop struct {
+	gc  GCStats
+	cpu time.Duration
+}
+
+// StartLoop collects the garbage, reads the collector's counters and the
+// CPU time, and starts b's timer afresh, allocations reported.
+func StartLoop(b *testing.B) Loop {
+	runtime.GC()
+	l := Loop{ReadGC(), CPUTime()}
+	b.ReportAllocs()
+	b.ResetTimer()
+	return l
+}
+
+// End stops b's timer and reports what the collector did and the CPU per
+// op since StartLoop (ReportGC, ReportCPU).
+func (l Loop) End(b *testing.B) {
+	b.StopTimer()
+	ReportGC(b, l.gc)
+	ReportCPU(b, l.cpu)
+}
+
 // newAllocator is the allocator of the Scratch variants: the zero Config.
 func newAllocator(b *testing.B) *alloc.Allocator {
 	a, err := alloc.New(alloc.Config{})
@@ -213,14 +238,7 @@ func Object64Heap(b *testing.B) {
 func Free1MScratch(b *testing.B) {
 	a := newAllocator(b)
 	defer a.Close()
-	var (
-		took []time.Duration
-		cpu  time.Duration
-	)
-	b.StopTimer()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for range b.N {
+	TimeReleases(b, func() (release func() error) {
 		s := a.NewScratch()
 		for i := range FreeObjects {
 			o, err := alloc.ScratchNew[Object](s)
@@ -229,8 +247,26 @@ func Free1MScratch(b *testing.B) {
 			}
 			o.ID = uint64(i)
 		}
+		return s.Free
+	})
+}
+
+// TimeReleases runs b.N rounds of fill, untimed, on a thread of its own,
+// and times by the clock the release each round returns (wall clock and
+// the thread's CPU time); a release's error stops the benchmark. It
+// reports them with ReportRelease.
+func TimeReleases(b *testing.B, fill func() (release func() error)) {
+	var (
+		took []time.Duration
+		cpu  time.Duration
+	)
+	b.StopTimer()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for range b.N {
+		release := fill()
 		t0, c0 := time.Now(), ThreadCPUTime()
-		err := s.Free()
+		err := release()
 		took, cpu = append(took, time.Since(t0)), cpu+ThreadCPUTime()-c0
 		if err != nil {
 			b.Fatal(err)
@@ -268,10 +304,7 @@ func RequestScratch(b *testing.B) {
 	defer a.Close()
 	s := a.NewScratch()
 	var sum uint64
-	runtime.GC()
-	before, cpu := ReadGC(), CPUTime()
-	b.ReportAllocs()
-	b.ResetTimer()
+	t := StartLoop(b)
 	for r := 0; r < b.N; r++ {
 		var first *Object
 		for i := range ObjectsPerRequest {
@@ -289,9 +322,7 @@ func RequestScratch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.StopTimer()
-	ReportGC(b, before)
-	ReportCPU(b, cpu)
+	t.End(b)
 	Sink += sum
 	if err := s.Free(); err != nil {
 		b.Fatal(err)
@@ -304,10 +335,7 @@ func RequestHeap(b *testing.B) {
 	BuildLiveHeap()
 	held := make([]*Object, 0, ObjectsPerRequest)
 	var sum uint64
-	runtime.GC()
-	before, cpu := ReadGC(), CPUTime()
-	b.ReportAllocs()
-	b.ResetTimer()
+	t := StartLoop(b)
 	for r := 0; r < b.N; r++ {
 		for i := range ObjectsPerRequest {
 			o := new(Object)
@@ -318,9 +346,7 @@ func RequestHeap(b *testing.B) {
 		clear(held)
 		held = held[:0]
 	}
-	b.StopTimer()
-	ReportGC(b, before)
-	ReportCPU(b, cpu)
+	t.End(b)
 	Sink += sum
 }
 

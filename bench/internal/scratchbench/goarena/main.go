@@ -14,9 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/brkmap/alloc/bench/internal/scratchbench"
 )
@@ -47,33 +45,20 @@ func object64(b *testing.B) {
 // free1M times Arena.Free of FreeObjects objects, the filling untimed
 // (as scratchbench.Free1MScratch).
 func free1M(b *testing.B) {
-	var (
-		took []time.Duration
-		cpu  time.Duration
-	)
-	b.StopTimer()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for range b.N {
+	scratchbench.TimeReleases(b, func() func() error {
 		a := arena.NewArena()
 		for i := range scratchbench.FreeObjects {
 			arena.New[scratchbench.Object](a).ID = uint64(i)
 		}
-		t0, c0 := time.Now(), scratchbench.ThreadCPUTime()
-		a.Free()
-		took, cpu = append(took, time.Since(t0)), cpu+scratchbench.ThreadCPUTime()-c0
-	}
-	scratchbench.ReportRelease(b, took, cpu)
+		return func() error { a.Free(); return nil }
+	})
 }
 
 // request is the request loop with an arena a request.
 func request(b *testing.B) {
 	scratchbench.BuildLiveHeap()
 	var sum uint64
-	runtime.GC()
-	before, cpu := scratchbench.ReadGC(), scratchbench.CPUTime()
-	b.ReportAllocs()
-	b.ResetTimer()
+	t := scratchbench.StartLoop(b)
 	for r := 0; r < b.N; r++ {
 		a := arena.NewArena()
 		var first *scratchbench.Object
@@ -87,9 +72,7 @@ func request(b *testing.B) {
 		sum += first.Vals[6]
 		a.Free()
 	}
-	b.StopTimer()
-	scratchbench.ReportGC(b, before)
-	scratchbench.ReportCPU(b, cpu)
+	t.End(b)
 	scratchbench.Sink += sum
 }
 
