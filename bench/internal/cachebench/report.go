@@ -227,12 +227,10 @@ func barPlot(rs []result, ylabel string, value func(r result) (float64, bool)) (
 		for g := range labels {
 			values[g] = vals[key{st, g}] // 0 where the store sat out
 		}
-		b, err := plotter.NewBarChart(values, w)
+		b, err := report.Bars(values, w, colorOf(st))
 		if err != nil {
 			continue
 		}
-		b.Color = colorOf(st)
-		b.LineStyle.Width = 0
 		b.Offset = w * vg.Length(float64(i)-float64(len(stores)-1)/2)
 		p.Add(b)
 		p.Legend.Add(st, b)

@@ -520,6 +520,18 @@ type figure struct {
 	SVG  template.HTML
 }
 
+// Bars returns a bar chart of vals, each bar width wide, filled with c
+// and drawn without an outline, as every bar plot of the reports is.
+func Bars(vals plotter.Values, width vg.Length, c color.RGBA) (*plotter.BarChart, error) {
+	bc, err := plotter.NewBarChart(vals, width)
+	if err != nil {
+		return nil, err
+	}
+	bc.Color = c
+	bc.LineStyle.Width = 0
+	return bc, nil
+}
+
 // render writes p as an SVG file in dir and returns it for the page.
 func render(p *plot.Plot, dir, file string, w, h vg.Length) (figure, error) {
 	wt, err := p.WriterTo(w, h, "svg")

@@ -224,12 +224,10 @@ func sharedPlot(r *shmbench.Result) (*plot.Plot, error) {
 				top = max(top, vals[j])
 			}
 		}
-		bc, err := plotter.NewBarChart(vals, width)
+		bc, err := Bars(vals, width, wayColor[way])
 		if err != nil {
 			return nil, err
 		}
-		bc.Color = wayColor[way]
-		bc.LineStyle.Width = 0
 		bc.Offset = (vg.Length(i) - 0.5) * width
 		p.Add(bc)
 		p.Legend.Add(map[string]string{shmbench.WaySocket: "through a socket: the bytes, copied twice",
