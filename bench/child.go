@@ -34,10 +34,6 @@ var handlers = map[string]child.Handler{
 	shmbench.ChildKind:   shmbench.ServeChild,
 }
 
-// serveChild runs this process's job (the error is Lookup's) and returns
-// the exit status.
-func serveChild(j child.Job, err error) int { return child.Serve(j, err, handlers) }
-
 // measured makes a handler of a run under one policy: the result is
 // printed whether or not it is ok.
 func measured(f func(j child.Job, p harness.Policy) *harness.Result) child.Handler {

@@ -66,9 +66,7 @@ var commands = map[string]func(args []string) error{
 }
 
 func main() {
-	if j, ok, err := child.Lookup(); ok {
-		os.Exit(serveChild(j, err))
-	}
+	child.ServeIfChild(handlers)
 	var err error
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "cache":

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/brkmap/alloc/bench/internal/zcbench"
@@ -29,7 +30,7 @@ func zerocopyCommand(args []string) error {
 	}
 	ms := strings.Split(*methods, ",")
 	for _, m := range ms {
-		if !contains(zcbench.Methods, m) {
+		if !slices.Contains(zcbench.Methods, m) {
 			return fmt.Errorf("zerocopy: unknown method %q (one of %s)", m, strings.Join(zcbench.Methods, ", "))
 		}
 	}
@@ -61,13 +62,4 @@ func zerocopyCommand(args []string) error {
 		return fmt.Errorf("zerocopy: %d runs did not deliver the file intact", bad)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -205,7 +206,7 @@ func barPlot(rs []result, ylabel string, value func(r result) (float64, bool)) (
 				labels = append(labels, fmt.Sprintf("%s %s", grp[0].Workload, shortCount(grp[0].Entries)))
 				kept = true
 			}
-			if !contains(stores, r.Store) {
+			if !slices.Contains(stores, r.Store) {
 				stores = append(stores, r.Store)
 			}
 			vals[key{r.Store, len(labels) - 1}] = v
@@ -226,12 +227,10 @@ func barPlot(rs []result, ylabel string, value func(r result) (float64, bool)) (
 		for g := range labels {
 			values[g] = vals[key{st, g}] // 0 where the store sat out
 		}
-		b, err := plotter.NewBarChart(values, w)
+		b, err := report.Bars(values, w, colorOf(st))
 		if err != nil {
 			continue
 		}
-		b.Color = colorOf(st)
-		b.LineStyle.Width = 0
 		b.Offset = w * vg.Length(float64(i)-float64(len(stores)-1)/2)
 		p.Add(b)
 		p.Legend.Add(st, b)
@@ -239,15 +238,6 @@ func barPlot(rs []result, ylabel string, value func(r result) (float64, bool)) (
 	p.NominalX(labels...)
 	p.Y.Max = top * legendRoom
 	return p, true
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // shortCount writes 1000000 as 1M, 20000 as 20K.

@@ -7,9 +7,9 @@
 //
 // The parent puts the Job, as JSON, in the child's environment under Env
 // and starts os.Executable() with no arguments. The child's main (or the
-// test binary's TestMain) calls Lookup first of all and, when it finds a
-// job, Serve, which runs the job's handler and prints its result as one
-// JSON line on stdout. Exit status: 0 when the run is ok, 3 when it ran
+// test binary's TestMain) calls ServeIfChild first of all: Lookup and,
+// when it finds a job, Serve, which runs the job's handler and prints its
+// result as one JSON line on stdout. Exit status: 0 when the run is ok, 3 when it ran
 // but is not ok (the line says why), 2 when it could not run (stderr says
 // why, and stdout has no line).
 package child
@@ -91,6 +91,16 @@ func Serve(j Job, lookupErr error, handlers map[string]Handler) int {
 		return 3
 	}
 	return 0
+}
+
+// ServeIfChild is the first thing a child's main (or TestMain) does: if
+// this process is a child, it serves its job with handlers and exits with
+// Serve's status; otherwise it returns and the process goes on as a
+// parent.
+func ServeIfChild(handlers map[string]Handler) {
+	if j, ok, err := Lookup(); ok {
+		os.Exit(Serve(j, err, handlers))
+	}
 }
 
 // Command returns the command that runs j in a child: this executable,

@@ -187,12 +187,10 @@ func breakdownPlot(title string, results []*harness.Result) (*plot.Plot, error) 
 		if !seen {
 			continue // a part this workload never had: no legend entry either
 		}
-		bc, err := plotter.NewBarChart(vals, width)
+		bc, err := Bars(vals, width, pt.Color)
 		if err != nil {
 			return nil, err
 		}
-		bc.Color = pt.Color
-		bc.LineStyle.Width = 0
 		if below != nil {
 			bc.StackOn(below)
 		}
@@ -208,12 +206,10 @@ func breakdownPlot(title string, results []*harness.Result) (*plot.Plot, error) 
 		vals := make(plotter.Values, n)
 		vals[n-1] = float64(libc.PeakResidentBytes) / mib
 		top = max(top, vals[n-1])
-		bc, err := plotter.NewBarChart(vals, width)
+		bc, err := Bars(vals, width, glibcColor)
 		if err != nil {
 			return nil, err
 		}
-		bc.Color = glibcColor
-		bc.LineStyle.Width = 0
 		p.Add(bc)
 		p.Legend.Add("glibc: peak resident (RSS)", bc)
 	}

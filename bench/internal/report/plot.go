@@ -221,13 +221,10 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 				return nil
 			}
 			if len(seg) == 1 { // a lone sample, gaps on both sides: a small dot
-				sc, err := plotter.NewScatter(seg)
+				sc, err := glyphs(seg, policyColor[r.Policy], vg.Points(1.5), draw.CircleGlyph{})
 				if err != nil {
 					return err
 				}
-				sc.GlyphStyle.Color = policyColor[r.Policy]
-				sc.GlyphStyle.Radius = vg.Points(1.5)
-				sc.GlyphStyle.Shape = draw.CircleGlyph{}
 				p.Add(sc)
 				seg = append(seg, seg[0]) // and a line of no length, for the legend
 			}
@@ -270,13 +267,10 @@ func seriesPlot(title, ylabel string, results []*harness.Result, value func(r *h
 			continue
 		}
 		if len(marks) > 0 {
-			sc, err := plotter.NewScatter(marks)
+			sc, err := glyphs(marks, policyColor[r.Policy], vg.Points(3), draw.CircleGlyph{})
 			if err != nil {
 				return nil, err
 			}
-			sc.GlyphStyle.Color = policyColor[r.Policy]
-			sc.GlyphStyle.Radius = vg.Points(3)
-			sc.GlyphStyle.Shape = draw.CircleGlyph{}
 			p.Add(sc)
 		}
 		name := r.Policy + " (" + FormatSeconds(r.Seconds) + ")"
@@ -372,13 +366,10 @@ func thresholdPlot(title string, results []*harness.Result) (*plot.Plot, error) 
 			p.Add(l)
 		}
 		if len(moves) > 0 {
-			sc, err := plotter.NewScatter(moves)
+			sc, err := glyphs(moves, policyColor[r.Policy], vg.Points(4), draw.CrossGlyph{})
 			if err != nil {
 				return nil, err
 			}
-			sc.GlyphStyle.Color = policyColor[r.Policy]
-			sc.GlyphStyle.Radius = vg.Points(4)
-			sc.GlyphStyle.Shape = draw.CrossGlyph{}
 			p.Add(sc)
 			p.Legend.Add(r.Policy+": a free that moved it ("+fmt.Sprint(len(moves))+")", sc)
 		}
@@ -518,6 +509,31 @@ func regionPlot(title string, rows []RegionRow) *plot.Plot {
 type figure struct {
 	File string
 	SVG  template.HTML
+}
+
+// Bars returns a bar chart of vals, each bar width wide, filled with c
+// and drawn without an outline, as every bar plot of the reports is.
+func Bars(vals plotter.Values, width vg.Length, c color.RGBA) (*plotter.BarChart, error) {
+	bc, err := plotter.NewBarChart(vals, width)
+	if err != nil {
+		return nil, err
+	}
+	bc.Color = c
+	bc.LineStyle.Width = 0
+	return bc, nil
+}
+
+// glyphs returns a scatter of xys drawn as glyphs of shape, radius r and
+// colour c: the marks the timelines put on their lines.
+func glyphs(xys plotter.XYs, c color.RGBA, r vg.Length, shape draw.GlyphDrawer) (*plotter.Scatter, error) {
+	sc, err := plotter.NewScatter(xys)
+	if err != nil {
+		return nil, err
+	}
+	sc.GlyphStyle.Color = c
+	sc.GlyphStyle.Radius = r
+	sc.GlyphStyle.Shape = shape
+	return sc, nil
 }
 
 // render writes p as an SVG file in dir and returns it for the page.

@@ -120,33 +120,26 @@ func sharedOf(r *shmbench.Result, skipped string) *sharedSection {
 // time and CPU of both sides, each way, and bytes copied. Every figure is
 // a fig of shared-pool.json's.
 func finding(sock, sh *shmbench.Row) template.HTML {
+	text := func(s string) template.HTML { return template.HTML(template.HTMLEscapeString(s)) }
 	var b strings.Builder
-	esc := template.HTMLEscapeString
-	b.WriteString(esc("A payload of "))
-	b.WriteString(string(fig(FormatBytes(uint64(sock.Size)), float64(sock.Size))))
-	b.WriteString(esc(" took "))
-	b.WriteString(string(fig(FormatMicro(sock.MedianSeconds), sock.MedianSeconds)))
-	b.WriteString(esc(" through the socket and "))
-	b.WriteString(string(fig(FormatMicro(sh.MedianSeconds), sh.MedianSeconds)))
-	b.WriteString(esc(" through the pool ("))
-	b.WriteString(string(fig(FormatRatio(sock.MedianSeconds, sh.MedianSeconds), sock.MedianSeconds, sh.MedianSeconds)))
-	b.WriteString(esc("); the child's CPU time was "))
-	b.WriteString(string(fig(FormatMicro(sock.ChildCPU), sock.ChildCPU)))
-	b.WriteString(esc(" against "))
-	b.WriteString(string(fig(FormatMicro(sh.ChildCPU), sh.ChildCPU)))
-	b.WriteString(esc(", the parent's "))
-	b.WriteString(string(fig(FormatMicro(sock.ParentCPU), sock.ParentCPU)))
-	b.WriteString(esc(" against "))
-	b.WriteString(string(fig(FormatMicro(sh.ParentCPU), sh.ParentCPU)))
-	b.WriteString(esc(". Of the two sides' CPU time, handing the payload over (all but writing and reading it) cost "))
-	b.WriteString(string(fig(FormatMicro(sock.Handover()), sock.ParentCPU, sock.ParentWork, sock.ChildCPU, sock.ChildWork)))
-	b.WriteString(esc(" through the socket and "))
-	b.WriteString(string(fig(FormatMicro(sh.Handover()), sh.ParentCPU, sh.ParentWork, sh.ChildCPU, sh.ChildWork)))
-	b.WriteString(esc(" through the pool. The socket copied "))
-	b.WriteString(string(fig(formatBytesF(sock.CopiedBytes), sock.CopiedBytes)))
-	b.WriteString(esc(" a payload between the processes and the kernel, the pool "))
-	b.WriteString(string(fig(formatBytesF(sh.CopiedBytes), sh.CopiedBytes)))
-	b.WriteString(esc("."))
+	for _, h := range []template.HTML{
+		text("A payload of "), fig(FormatBytes(uint64(sock.Size)), float64(sock.Size)),
+		text(" took "), fig(FormatMicro(sock.MedianSeconds), sock.MedianSeconds),
+		text(" through the socket and "), fig(FormatMicro(sh.MedianSeconds), sh.MedianSeconds),
+		text(" through the pool ("), fig(FormatRatio(sock.MedianSeconds, sh.MedianSeconds), sock.MedianSeconds, sh.MedianSeconds),
+		text("); the child's CPU time was "), fig(FormatMicro(sock.ChildCPU), sock.ChildCPU),
+		text(" against "), fig(FormatMicro(sh.ChildCPU), sh.ChildCPU),
+		text(", the parent's "), fig(FormatMicro(sock.ParentCPU), sock.ParentCPU),
+		text(" against "), fig(FormatMicro(sh.ParentCPU), sh.ParentCPU),
+		text(". Of the two sides' CPU time, handing the payload over (all but writing and reading it) cost "),
+		fig(FormatMicro(sock.Handover()), sock.ParentCPU, sock.ParentWork, sock.ChildCPU, sock.ChildWork),
+		text(" through the socket and "), fig(FormatMicro(sh.Handover()), sh.ParentCPU, sh.ParentWork, sh.ChildCPU, sh.ChildWork),
+		text(" through the pool. The socket copied "), fig(formatBytesF(sock.CopiedBytes), sock.CopiedBytes),
+		text(" a payload between the processes and the kernel, the pool "), fig(formatBytesF(sh.CopiedBytes), sh.CopiedBytes),
+		text("."),
+	} {
+		b.WriteString(string(h))
+	}
 	return template.HTML(b.String())
 }
 
@@ -224,12 +217,10 @@ func sharedPlot(r *shmbench.Result) (*plot.Plot, error) {
 				top = max(top, vals[j])
 			}
 		}
-		bc, err := plotter.NewBarChart(vals, width)
+		bc, err := Bars(vals, width, wayColor[way])
 		if err != nil {
 			return nil, err
 		}
-		bc.Color = wayColor[way]
-		bc.LineStyle.Width = 0
 		bc.Offset = (vg.Length(i) - 0.5) * width
 		p.Add(bc)
 		p.Legend.Add(map[string]string{shmbench.WaySocket: "through a socket: the bytes, copied twice",

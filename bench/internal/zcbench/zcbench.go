@@ -17,6 +17,7 @@
 package zcbench
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -242,7 +243,7 @@ func Medians(results []Result, methods []string) []Result {
 		if len(rs) == 0 {
 			continue
 		}
-		slices.SortFunc(rs, func(a, b Result) int { return cmpF(a.SenderCPU, b.SenderCPU) })
+		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(a.SenderCPU, b.SenderCPU) })
 		med := rs[len(rs)/2]
 		mb := make([]float64, len(rs))
 		rc := make([]float64, len(rs))
@@ -257,16 +258,6 @@ func Medians(results []Result, methods []string) []Result {
 		out = append(out, med)
 	}
 	return out
-}
-
-func cmpF(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ErrNoBaseline is returned by Ratio when the baseline did not run.
