@@ -422,12 +422,8 @@ func (p *Pool) usableLocked(off uint64) (uint64, error) {
 		return tagValue(e.Tag) * PageSize, nil
 	}
 	k := &classes[slabClass(e.Tag)]
-	i, ok := p.blockIndex(head, k, off)
-	if !ok {
-		return 0, fmt.Errorf("%#x is not the start of a %d-byte block", off, k.size)
-	}
-	if bm, bit := p.liveBit(head, i); *bm&bit == 0 {
-		return 0, fmt.Errorf("%d-byte block at %#x is free", k.size, off)
+	if _, err := p.liveBlockLocked(head, k, off); err != nil {
+		return 0, err
 	}
 	return k.size, nil
 }
