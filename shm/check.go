@@ -32,7 +32,7 @@ func (p *Pool) Check() (rep Report, err error) {
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	before := p.h.Recoveries
-	if err := p.enter(&held); err != nil {
+	if err := p.lock(&held); err != nil {
 		return rep, fmt.Errorf("shm: check: %w", err)
 	}
 	rep.Recovered = p.h.Recoveries != before
