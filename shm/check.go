@@ -92,8 +92,8 @@ func (p *Pool) checkLocked(rep *Report) error {
 			rep.LargePgs += n
 			rep.LiveBytes += n * PageSize
 		case kindSlab:
-			c := tagClass(t)
-			if c >= numClasses || t != makeTag(kindSlab, flagHead, c, classes[c].pages) {
+			c, ok := slabTag(t)
+			if !ok {
 				return bad("page %d: slab tag %#x", pg, t)
 			}
 			used, err := p.checkSlab(pg, c)
