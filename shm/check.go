@@ -32,7 +32,7 @@ func (p *Pool) Check() (rep Report, err error) {
 	var held opState
 	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
 	before := p.h.Recoveries
-	if err := p.enter(&held); err != nil {
+	if err := p.lock(&held); err != nil {
 		return rep, fmt.Errorf("shm: check: %w", err)
 	}
 	rep.Recovered = p.h.Recoveries != before
@@ -92,8 +92,8 @@ func (p *Pool) checkLocked(rep *Report) error {
 			rep.LargePgs += n
 			rep.LiveBytes += n * PageSize
 		case kindSlab:
-			c := tagClass(t)
-			if c >= numClasses || t != makeTag(kindSlab, flagHead, c, classes[c].pages) {
+			c, ok := slabTag(t)
+			if !ok {
 				return bad("page %d: slab tag %#x", pg, t)
 			}
 			used, err := p.checkSlab(pg, c)
@@ -114,23 +114,10 @@ func (p *Pool) checkLocked(rep *Report) error {
 		pg += n
 	}
 	// Every bin holds exactly the free runs of its lengths.
-	listed := uint64(0)
 	for b := uint64(1); b < numBins; b++ {
-		prev := uint64(0)
-		for r, i := h.Bins[b], uint64(0); r != 0; r, i = p.ent(r).Next, i+1 {
-			n, ok := freeRuns[r]
-			if !ok || i > h.NPages {
-				return bad("bin %d holds page %d, not a free run", b, r)
-			}
-			if binOf(n) != b {
-				return bad("bin %d holds a run of %d pages", b, n)
-			}
-			if p.ent(r).Prev != prev {
-				return bad("bin %d: page %d links back to %d, not %d", b, r, p.ent(r).Prev, prev)
-			}
-			delete(freeRuns, r) // a run listed twice is not found the second time
-			prev = r
-			listed++
+		fits := func(n uint64) bool { return binOf(n) == b }
+		if err := p.checkList(fmt.Sprintf("bin %d", b), "a free run of its lengths", h.Bins[b], freeRuns, fits); err != nil {
+			return err
 		}
 	}
 	if len(freeRuns) != 0 {
@@ -138,17 +125,9 @@ func (p *Pool) checkLocked(rep *Report) error {
 	}
 	// Every partial list holds exactly its class's slabs with room.
 	for c := uint64(0); c < numClasses; c++ {
-		prev := uint64(0)
-		for s, i := h.Partial[c], uint64(0); s != 0; s, i = p.ent(s).Next, i+1 {
-			sc, ok := partial[s]
-			if !ok || sc != c || i > h.NPages {
-				return bad("partial list of class %d holds page %d, not a slab of it with room", c, s)
-			}
-			if p.ent(s).Prev != prev {
-				return bad("partial list of class %d: page %d links back to %d, not %d", c, s, p.ent(s).Prev, prev)
-			}
-			delete(partial, s)
-			prev = s
+		fits := func(sc uint64) bool { return sc == c }
+		if err := p.checkList(fmt.Sprintf("partial list of class %d", c), "a slab of it with room", h.Partial[c], partial, fits); err != nil {
+			return err
 		}
 	}
 	if len(partial) != 0 {
@@ -160,6 +139,27 @@ func (p *Pool) checkLocked(rep *Report) error {
 	}
 	if rep.FreePages+rep.LargePgs+rep.SlabPages != h.NPages-h.FirstData {
 		return bad("the runs cover %d pages of %d", rep.FreePages+rep.LargePgs+rep.SlabPages, h.NPages-h.FirstData)
+	}
+	return nil
+}
+
+// checkList checks the list whose first page is head (a bin, a partial
+// list; what names it): every page on it is a key of members whose value
+// fits, and links back to the page before it. Each page met is deleted
+// from members, so a page listed twice, or a list that loops, is not
+// found the second time; what is left in members is on no list.
+func (p *Pool) checkList(what, member string, head uint64, members map[uint64]uint64, fits func(v uint64) bool) error {
+	prev := uint64(0)
+	for r := head; r != 0; r = p.ent(r).Next {
+		v, ok := members[r]
+		if !ok || !fits(v) {
+			return fmt.Errorf("%s holds page %d, not %s: %w", what, r, member, ErrCorrupt)
+		}
+		if back := p.ent(r).Prev; back != prev {
+			return fmt.Errorf("%s: page %d links back to %d, not %d: %w", what, r, back, prev, ErrCorrupt)
+		}
+		delete(members, r)
+		prev = r
 	}
 	return nil
 }

@@ -149,11 +149,18 @@ func tagValue(t uint64) uint64 { return t >> valueShift }
 // the method's guard turns into ErrCorrupt, instead of indexing past the
 // class table.
 func slabClass(t uint64) uint64 {
-	c := tagClass(t)
-	if c >= numClasses || t != makeTag(kindSlab, flagHead, c, classes[c].pages) {
+	c, ok := slabTag(t)
+	if !ok {
 		panic(corruption(fmt.Sprintf("slab head tag %#x", t)))
 	}
 	return c
+}
+
+// slabTag returns the class of the slab head tag t, and whether t is one
+// (a class that exists, its page count, the head flag alone).
+func slabTag(t uint64) (uint64, bool) {
+	c := tagClass(t)
+	return c, c < numClasses && t == makeTag(kindSlab, flagHead, c, classes[c].pages)
 }
 
 // tablePages is how many pages the page table of an npages pool takes.

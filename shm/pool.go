@@ -270,18 +270,11 @@ func (p *Pool) Alloc(n int) (r Ref, b []byte, err error) {
 	if n < 0 || uint64(n) > p.size {
 		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, ErrInvalidSize)
 	}
-	if !p.use() {
-		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, ErrClosed)
-	}
-	defer p.done()
-	var held opState
-	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
-	if err := p.enter(&held); err != nil {
-		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, err)
-	}
-	p.begin(opAlloc)
-	off, err := p.allocLocked(n)
-	if err = p.end(err, &held); err != nil {
+	var off uint64
+	if err := p.locked(opAlloc, func() (err error) {
+		off, err = p.allocLocked(n)
+		return err
+	}); err != nil {
 		return 0, nil, fmt.Errorf("shm: alloc %d bytes: %w", n, err)
 	}
 	return p.ref(off), unsafe.Slice((*byte)(unsafe.Add(p.base, off)), n), nil
@@ -312,22 +305,13 @@ func (p *Pool) Free(r Ref) (err error) {
 	if r == 0 {
 		return nil
 	}
-	if !p.use() {
-		return fmt.Errorf("shm: free %v: %w", r, ErrClosed)
-	}
-	defer p.done()
-	var held opState
-	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
-	off, err := p.offset(r)
-	if err != nil {
-		return fmt.Errorf("shm: free %v: %w: %w", r, ErrInvalidFree, err)
-	}
-	if err := p.enter(&held); err != nil {
-		return fmt.Errorf("shm: free %v: %w", r, err)
-	}
-	p.begin(opFree)
-	err = p.freeLocked(off)
-	if err = p.end(err, &held); err != nil {
+	if err := p.locked(opFree, func() error {
+		off, err := p.offset(r)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidFree, err)
+		}
+		return p.freeLocked(off)
+	}); err != nil {
 		return fmt.Errorf("shm: free %v: %w", r, err)
 	}
 	return nil
@@ -390,23 +374,17 @@ func (p *Pool) locateLocked(off uint64) (kind, head uint64, err error) {
 // pool is refused with ErrInvalidRef. The slice is not guarded against a
 // truncated file: use Read and Write where that may happen.
 func (p *Pool) Bytes(r Ref) (b []byte, err error) {
-	if !p.use() {
-		return nil, fmt.Errorf("shm: bytes of %v: %w", r, ErrClosed)
-	}
-	defer p.done()
-	var held opState
-	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
-	off, err := p.offset(r)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.enter(&held); err != nil {
+	var off, n uint64
+	if err := p.locked(opNone, func() (err error) {
+		if off, err = p.offset(r); err != nil {
+			return err
+		}
+		if n, err = p.usableLocked(off); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidRef, err)
+		}
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("shm: bytes of %v: %w", r, err)
-	}
-	n, err := p.usableLocked(off)
-	p.unlock(&held)
-	if err != nil {
-		return nil, fmt.Errorf("shm: bytes of %v: %w: %w", r, ErrInvalidRef, err)
 	}
 	return unsafe.Slice((*byte)(unsafe.Add(p.base, off)), n), nil
 }
@@ -422,12 +400,8 @@ func (p *Pool) usableLocked(off uint64) (uint64, error) {
 		return tagValue(e.Tag) * PageSize, nil
 	}
 	k := &classes[slabClass(e.Tag)]
-	i, ok := p.blockIndex(head, k, off)
-	if !ok {
-		return 0, fmt.Errorf("%#x is not the start of a %d-byte block", off, k.size)
-	}
-	if bm, bit := p.liveBit(head, i); *bm&bit == 0 {
-		return 0, fmt.Errorf("%d-byte block at %#x is free", k.size, off)
+	if _, err := p.liveBlockLocked(head, k, off); err != nil {
+		return 0, err
 	}
 	return k.size, nil
 }
@@ -489,17 +463,16 @@ type Stats struct {
 // takes time in proportion to the pool's size, under the lock: about a
 // millisecond a GiB.
 func (p *Pool) Stats() (s Stats, err error) {
-	if !p.use() {
-		return Stats{}, fmt.Errorf("shm: stats: %w", ErrClosed)
-	}
-	defer p.done()
-	var held opState
-	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
-	if err := p.enter(&held); err != nil {
+	if err := p.locked(opNone, func() error { s = p.statsLocked(); return nil }); err != nil {
 		return Stats{}, fmt.Errorf("shm: stats: %w", err)
 	}
+	return s, nil
+}
+
+// statsLocked counts the live blocks by a walk of the page table.
+func (p *Pool) statsLocked() Stats {
 	h := p.h
-	s = Stats{Size: h.Size, FreePages: h.FreePages,
+	s := Stats{Size: h.Size, FreePages: h.FreePages,
 		Recoveries: atomic.LoadUint64(&h.Recoveries), Msync: p.os.Calls(sys.OpMsync)}
 	for pg := h.FirstData; pg < h.NPages; {
 		e := p.ent(pg)
@@ -514,8 +487,7 @@ func (p *Pool) Stats() (s Stats, err error) {
 		}
 		pg += n
 	}
-	p.unlock(&held)
-	return s, nil
+	return s
 }
 
 // use counts a call in progress, so that Close waits for it before it
@@ -536,8 +508,31 @@ func (p *Pool) use() bool {
 // done ends a call counted by use.
 func (p *Pool) done() { p.users.Add(-1) }
 
-// enter takes the pool's lock, for a call counted by use.
-func (p *Pool) enter(held *opState) error { return p.lock(held) }
+// locked is the frame of every call that takes the pool's lock: counted
+// by use (Close waits for it), under the fault guard (a fault or a
+// corruption panic is an error, the operation rolled back), with the lock
+// held while fn runs. For op other than opNone, fn's changes are logged
+// as operation op and committed, or rolled back if fn fails; with opNone
+// fn changes nothing. Its errors are returned unwrapped, for the caller
+// to name its call.
+func (p *Pool) locked(op uint64, fn func() error) (err error) {
+	if !p.use() {
+		return ErrClosed
+	}
+	defer p.done()
+	var held opState
+	defer p.unguard(debug.SetPanicOnFault(true), &held, &err)
+	if err := p.lock(&held); err != nil {
+		return err
+	}
+	if op == opNone {
+		err = fn()
+		p.unlock(&held)
+		return err
+	}
+	p.begin(op)
+	return p.end(fn(), &held)
+}
 
 func (p *Pool) ref(off uint64) Ref { return Ref(p.h.Tag<<refShift | off) }
 

@@ -88,14 +88,11 @@ func (p *Pool) freeSmallLocked(s, off uint64) error {
 	e := p.ent(s)
 	c := slabClass(e.Tag)
 	k := &classes[c]
-	i, ok := p.blockIndex(s, k, off)
-	if !ok {
-		return fmt.Errorf("%#x is not the start of a %d-byte block: %w", off, k.size, ErrInvalidFree)
+	i, err := p.liveBlockLocked(s, k, off)
+	if err != nil {
+		return err
 	}
 	bm, bit := p.liveBit(s, i)
-	if *bm&bit == 0 {
-		return fmt.Errorf("%d-byte block at %#x: %w", k.size, off, ErrDoubleFree)
-	}
 	wasFull := e.Used == k.nblocks
 	p.set(bm, *bm&^bit)
 	p.set(p.word(off), e.Free)
@@ -119,6 +116,21 @@ func (p *Pool) releaseSlabLocked(s, c uint64) {
 		p.set(&p.ent(s+i).Tag, 0)
 	}
 	p.freeRunLocked(s, k.pages)
+}
+
+// liveBlockLocked returns the index of the live block at off of the slab
+// at page s (class k): the one check of a small block's Ref, for Free and
+// Bytes. An off that is not the start of a block handed out is
+// ErrInvalidFree; a block that is free, ErrDoubleFree.
+func (p *Pool) liveBlockLocked(s uint64, k *class, off uint64) (uint64, error) {
+	i, ok := p.blockIndex(s, k, off)
+	if !ok {
+		return 0, fmt.Errorf("%#x is not the start of a %d-byte block: %w", off, k.size, ErrInvalidFree)
+	}
+	if bm, bit := p.liveBit(s, i); *bm&bit == 0 {
+		return 0, fmt.Errorf("%d-byte block at %#x is free: %w", k.size, off, ErrDoubleFree)
+	}
+	return i, nil
 }
 
 // blockIndex returns which block of the slab at page s (class k) starts at

@@ -68,18 +68,31 @@ func wouldBlock(err error) bool { return errors.Is(err, unix.EAGAIN) }
 // user-space buffer.
 func writeAll(rc syscall.RawConn, p []byte) (int, error) {
 	var done int
+	err := writeLoop(rc, func() bool { return done < len(p) }, func(fd int) error {
+		n, err := kernel.Write(fd, p[done:])
+		if n > 0 {
+			done += n
+			counts.copied.Add(uint64(n))
+		}
+		if err == nil && n == 0 {
+			return io.ErrShortWrite
+		}
+		return err
+	})
+	return done, err
+}
+
+// writeLoop is the loop of every send: it calls call on rc's descriptor
+// while more reports true, retrying an interrupted call and waiting on
+// the netpoller while the call would block, and stops at any other error
+// call returns. call makes one system call and counts what it moved; one
+// that moved nothing returns an error of its own (a short write, an early
+// end of file), since calling again would spin.
+func writeLoop(rc syscall.RawConn, more func() bool, call func(fd int) error) error {
 	var werr error
 	err := rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			n, err := kernel.Write(int(fd), p[done:])
-			if n > 0 {
-				done += n
-				counts.copied.Add(uint64(n))
-			}
-			switch {
-			case err == nil && n == 0:
-				werr = io.ErrShortWrite
-				return true
+		for more() {
+			switch err := call(int(fd)); {
 			case err == nil, retry(err):
 			case wouldBlock(err):
 				return false
@@ -93,7 +106,7 @@ func writeAll(rc syscall.RawConn, p []byte) (int, error) {
 	if err == nil {
 		err = werr
 	}
-	return done, err
+	return err
 }
 
 // copyRange is the fallback of every send from a file: pread into a

@@ -80,30 +80,19 @@ func (p *Pipe) send(rc syscall.RawConn, b []byte) (int, error) {
 // drain splices m bytes from the pipe to rc's descriptor.
 func (p *Pipe) drain(rc syscall.RawConn, m int) (int, error) {
 	done := 0
-	var serr error
-	err := rc.Write(func(fd uintptr) bool {
-		for done < m {
-			k, err := kernel.Splice(p.r, nil, int(fd), nil, m-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			if k > 0 {
-				done += int(k)
-			}
-			switch {
-			case err == nil && k == 0:
-				serr = io.ErrShortWrite
-				return true
-			case err == nil, retry(err):
-			case wouldBlock(err):
-				return false
-			default:
-				serr = fmt.Errorf("splice: %w", err)
-				return true
-			}
+	err := writeLoop(rc, func() bool { return done < m }, func(fd int) error {
+		k, err := kernel.Splice(p.r, nil, fd, nil, m-done, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if k > 0 {
+			done += int(k)
 		}
-		return true
+		switch {
+		case err == nil && k == 0:
+			return io.ErrShortWrite
+		case err == nil, retry(err), wouldBlock(err):
+			return err
+		}
+		return fmt.Errorf("splice: %w", err)
 	})
-	if err == nil {
-		err = serr
-	}
 	return done, err
 }
 

@@ -120,9 +120,7 @@ func (s *Sender) Send(b []byte, release func([]byte)) error {
 		return fmt.Errorf("%s: %w", what, ErrClosed)
 	}
 	err := s.send(b, release)
-	ready := s.takeReady()
-	s.mu.Unlock()
-	s.handBack(ready)
+	s.unlockHandBack()
 	if err != nil {
 		return fmt.Errorf("%s of %d bytes: %w", what, len(b), err)
 	}
@@ -135,9 +133,7 @@ func (s *Sender) Send(b []byte, release func([]byte)) error {
 func (s *Sender) Flush() error {
 	s.mu.Lock()
 	err := s.wait(true)
-	ready := s.takeReady()
-	s.mu.Unlock()
-	s.handBack(ready)
+	s.unlockHandBack()
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender flush (%d blocks pending): %w", s.Pending(), err)
 	}
@@ -151,9 +147,7 @@ func (s *Sender) Flush() error {
 func (s *Sender) Wait() error {
 	s.mu.Lock()
 	err := s.wait(false)
-	ready := s.takeReady()
-	s.mu.Unlock()
-	s.handBack(ready)
+	s.unlockHandBack()
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender wait: %w", err)
 	}
@@ -174,20 +168,21 @@ func (s *Sender) Close() error {
 	}
 	s.closed = true
 	err := s.wait(true)
-	ready := s.takeReady()
 	pending := len(s.pending)
-	s.mu.Unlock()
-	s.handBack(ready)
+	s.unlockHandBack()
 	if err != nil {
 		return fmt.Errorf("zerocopy: sender close (%d blocks pending): %w", pending, err)
 	}
 	return nil
 }
 
-func (s *Sender) takeReady() []held {
+// unlockHandBack ends every call: it takes the blocks made ready under
+// the lock, unlocks, and hands them back. Caller holds s.mu.
+func (s *Sender) unlockHandBack() {
 	r := s.ready
 	s.ready = nil
-	return r
+	s.mu.Unlock()
+	s.handBack(r)
 }
 
 // handBack calls the release function of each block of r, in order,

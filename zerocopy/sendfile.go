@@ -40,36 +40,18 @@ func SendFile(dst syscall.Conn, src *os.File, off, n int64) (int64, error) {
 	}
 	var sent int64
 	err = withFile(what, src, func(sfd int) error {
-		var serr error
-		fallback := false
-		werr := rc.Write(func(dfd uintptr) bool {
-			for sent < n {
-				o := off + sent
-				w, err := kernel.Sendfile(int(dfd), sfd, &o, int(min(n-sent, maxSendfile)))
-				if w > 0 {
-					sent += int64(w)
-				}
-				switch {
-				case err == nil && w == 0:
-					serr = fmt.Errorf("file ends at %d: %w", off+sent, ErrPastEOF)
-					return true
-				case err == nil, retry(err):
-				case wouldBlock(err):
-					return false
-				default:
-					serr = err
-					return true
-				}
+		serr := writeLoop(rc, func() bool { return sent < n }, func(dfd int) error {
+			o := off + sent
+			w, err := kernel.Sendfile(dfd, sfd, &o, int(min(n-sent, maxSendfile)))
+			if w > 0 {
+				sent += int64(w)
 			}
-			return true
+			if err == nil && w == 0 {
+				return fmt.Errorf("file ends at %d: %w", off+sent, ErrPastEOF)
+			}
+			return err
 		})
-		if werr != nil {
-			return werr
-		}
-		if serr != nil && sendfileRefused(serr) {
-			fallback, serr = true, nil
-		}
-		if serr != nil || !fallback {
+		if serr == nil || !sendfileRefused(serr) {
 			return serr
 		}
 		k, err := copyRange(rc, sfd, off+sent, n-sent)
