@@ -111,8 +111,7 @@ type Scratch struct {
 	chunks   []scratchChunk // the chunk set, in the order of use
 	cur      int            // index of the current chunk; -1: none yet since New or Reset
 	big      []*arena.Run   // runs of requests beyond a chunk
-	bigBytes uintptr
-	runs     []*arena.Run // reused to hand runs to the region
+	runs     []*arena.Run   // reused to hand runs to the region
 	freed    bool
 }
 
@@ -292,7 +291,6 @@ func (s *Scratch) bigRun(n, align uintptr) (unsafe.Pointer, error) {
 		clear(unsafe.Slice((*byte)(p), n))
 	}
 	s.big = append(s.big, run)
-	s.bigBytes += size
 	return p, nil
 }
 
@@ -424,15 +422,11 @@ func (s *Scratch) Reset() error {
 	if s.a.debug {
 		keep = 0
 	}
-	runs := s.runs[:0]
-	for _, c := range s.chunks[keep:] {
-		runs = append(runs, c.run)
-	}
-	runs = append(runs, s.big...)
+	runs := s.runsFrom(keep)
 	clear(s.chunks[keep:])
 	s.chunks = s.chunks[:keep]
 	clear(s.big)
-	s.big, s.bigBytes = s.big[:0], 0
+	s.big = s.big[:0]
 	s.cur, s.off = -1, 0
 	s.lim.Store(0)
 	err := s.a.releaseScratch(runs)
@@ -450,14 +444,10 @@ func (s *Scratch) Free() error {
 	if err := s.usable(); err != nil && !errors.Is(err, ErrClosed) {
 		return err
 	}
-	runs := s.runs[:0]
-	for _, c := range s.chunks {
-		runs = append(runs, c.run)
-	}
-	runs = append(runs, s.big...)
+	runs := s.runsFrom(0)
 	s.off, s.okType, s.base, s.cur, s.freed = 0, 0, nil, -1, true
 	s.lim.Store(0)
-	s.chunks, s.big, s.bigBytes, s.runs = nil, nil, 0, nil
+	s.chunks, s.big, s.runs = nil, nil, nil
 	s.a.scratches.remove(s)
 	if !s.a.enter() {
 		return ErrClosed
@@ -466,10 +456,29 @@ func (s *Scratch) Free() error {
 	return s.a.releaseScratch(runs)
 }
 
+// runsFrom returns, in s.runs' space, the runs of the chunks from index
+// keep on and of the big requests: what Reset or Free gives back.
+func (s *Scratch) runsFrom(keep int) []*arena.Run {
+	runs := s.runs[:0]
+	for _, c := range s.chunks[keep:] {
+		runs = append(runs, c.run)
+	}
+	return append(runs, s.big...)
+}
+
+// bigBytes returns the bytes of the runs of s's big requests.
+func (s *Scratch) bigBytes() uintptr {
+	var n uintptr
+	for _, run := range s.big {
+		n += run.Pages() * s.page
+	}
+	return n
+}
+
 // Held returns the bytes of pages s holds: its chunks and the runs of its
 // big requests.
 func (s *Scratch) Held() int {
-	n := s.bigBytes
+	n := s.bigBytes()
 	for _, c := range s.chunks {
 		n += c.end - c.start
 	}
@@ -520,7 +529,7 @@ func (ss *scratchSet) close() {
 // reset, alignment padding included (what its chunks are used up to, and
 // its big requests' runs).
 func (s *Scratch) Used() int {
-	n := s.bigBytes
+	n := s.bigBytes()
 	for i, c := range s.chunks {
 		switch {
 		case i < s.cur:

@@ -562,11 +562,19 @@ func (r *Region) retireLocked(run *Run) {
 // threshold, and the dirty runs the purge finds due.
 func (r *Region) freeLocked(start, pages uintptr, trim bool, j *job) {
 	f, now := r.releaseLocked(start, pages)
-	if trim && f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
-		r.takeTopLocked(f, r.topPad, false, j)
+	if trim {
+		r.trimTopLocked(f, j)
 	}
 	if now != 0 {
 		r.purgeDueLocked(now, j)
+	}
+}
+
+// trimTopLocked takes into j the part of free run f above TopPad, if f
+// (nil: none) ends at the break and has grown past the trim threshold.
+func (r *Region) trimTopLocked(f *Run, j *job) {
+	if f != nil && f.start+f.pages<<r.shift == r.brk && f.pages<<r.shift >= r.trimThreshold.Load() {
+		r.takeTopLocked(f, r.topPad, false, j)
 	}
 }
 

@@ -30,9 +30,7 @@ func (r *Region) FreeRuns(runs []*Run) error {
 		r.freeLocked(run.start, run.pages, false, &j)
 	}
 	if !r.purge.on {
-		if top := r.topFreeLocked(); top != nil && top.pages<<r.shift >= r.trimThreshold.Load() {
-			r.takeTopLocked(top, r.topPad, false, &j)
-		}
+		r.trimTopLocked(r.topFreeLocked(), &j)
 	}
 	r.unlockAndRelease(&j)
 	return nil

@@ -349,15 +349,25 @@ func (ms *Mappings) quarantineAdd(m *Mapping) error {
 	ms.quarantine = append(ms.quarantine, m)
 	ms.quarantined[m.Addr] = m
 	for len(ms.quarantine) > QuarantineLen {
-		old := ms.quarantine[0]
-		if ms.os.Munmap(old.ptr, old.Len+old.guard) != nil {
+		if !ms.unquarantineLocked(ms.quarantine[0]) {
 			break // keep it; try again next time
 		}
-		ms.budget.Give(old.Len)
 		ms.quarantine = ms.quarantine[1:]
-		delete(ms.quarantined, old.Addr)
 	}
 	return nil
+}
+
+// unquarantineLocked unmaps quarantined mapping m, guard included, and
+// gives its bytes back to the budget; it reports false, changing nothing,
+// if the kernel refused. ms.quarMu must be held; the caller takes m off
+// ms.quarantine.
+func (ms *Mappings) unquarantineLocked(m *Mapping) bool {
+	if ms.os.Munmap(m.ptr, m.Len+m.guard) != nil {
+		return false
+	}
+	ms.budget.Give(m.Len)
+	delete(ms.quarantined, m.Addr)
+	return true
 }
 
 // FlushQuarantine unmaps every freed mapping Debug mode keeps in
@@ -370,12 +380,10 @@ func (ms *Mappings) FlushQuarantine() uintptr {
 	var n uintptr
 	kept := ms.quarantine[:0]
 	for _, m := range ms.quarantine {
-		if ms.os.Munmap(m.ptr, m.Len+m.guard) != nil {
+		if !ms.unquarantineLocked(m) {
 			kept = append(kept, m) // try again next time
 			continue
 		}
-		ms.budget.Give(m.Len)
-		delete(ms.quarantined, m.Addr)
 		n += m.Len
 	}
 	ms.quarantine = kept
