@@ -182,13 +182,8 @@ func (l *Local) retire(giveBack bool) {
 	defer l.unlock()
 	for c := range l.bins {
 		b := &l.bins[c]
-		if giveBack && (b.n > 0 || b.counts != (counts{})) {
-			cl := &p.classes[c]
-			cl.mu.Lock()
-			cl.blocks += b.blocks
-			cl.bytes += b.bytes
-			p.giveBackLocked(cl, b.e[:b.n])
-			cl.mu.Unlock()
+		if giveBack {
+			p.emptyBin(c, b)
 		}
 		b.n, b.cap, b.counts = 0, 0, counts{}
 	}
