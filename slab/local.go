@@ -87,10 +87,11 @@ func (l *Local) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 	return false
 }
 
-// Refill is the slow path of the Local's small allocation: the sample
-// from the bin if AllocFast left one, or a batch of blocks from the class
-// (one lock per batch), the first handed out and the rest in the bin. The
-// caller keeps the Pool open (the root package's gate).
+// Refill is the slow path of the Local's small allocation: a block from
+// the bin if it has one (the sample AllocFast left, with the countdown
+// counted: a caller need not try AllocFast first), or a batch of blocks
+// from the class (one lock per batch), the first handed out and the rest
+// in the bin. The caller keeps the Pool open (the root package's gate).
 func (l *Local) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
 	l.touch()
 	if l.Closed() {
