@@ -84,9 +84,9 @@ func (l *Local) Malloc(n int) ([]byte, error) {
 // Calloc is Allocator.Calloc from the Local's bins.
 func (l *Local) Calloc(n int) ([]byte, error) { return l.allocSlow(n, true) }
 
-// allocSlow is the Local's allocation inside the gate: the bins' slow path
-// for a small request, the Allocator's for the rest; zeroed, the block is
-// cleared unless known zero.
+// allocSlow is the Local's allocation inside the gate: the bins' Refill
+// for a small request, the Allocator's alloc for the rest; zeroed, the
+// block is cleared unless known zero.
 func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 	a := l.a
 	if n < 0 {
@@ -104,12 +104,11 @@ func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 		err  error
 	)
 	if uint(n) < l.small {
-		c := int(slab.ClassOf(uintptr(n)))
-		if p = l.c.AllocFast(uint8(c), uintptr(n)); p == nil {
-			var sampled bool
-			if p, zero, sampled, err = l.c.Refill(c, uintptr(n)); sampled {
-				a.prof.record(p, n)
-			}
+		// Refill pops the bin first (counting the sample, which AllocFast
+		// leaves to it): Malloc's AllocFast is not tried again.
+		var sampled bool
+		if p, zero, sampled, err = l.c.Refill(int(slab.ClassOf(uintptr(n))), uintptr(n)); sampled {
+			a.prof.record(p, n)
 		}
 	} else {
 		p, zero, err = a.alloc(n, 16, false)

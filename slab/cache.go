@@ -434,20 +434,27 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 	quiesce(old)
 	for _, pc := range old {
 		for c := range pc.bins {
-			b := &pc.bins[c]
-			if b.n == 0 && b.counts == (counts{}) {
-				continue
-			}
-			cl := &p.classes[c]
-			cl.mu.Lock()
-			cl.blocks += b.blocks
-			cl.bytes += b.bytes
-			p.giveBackLocked(cl, b.e[:b.n])
-			cl.mu.Unlock()
-			b.n, b.counts = 0, counts{}
+			p.emptyBin(c, &pc.bins[c])
 		}
 	}
 	return len(old)
+}
+
+// emptyBin gives bin b of class c back to the class: its blocks to their
+// slabs and its counts to the class's, under the class lock (taken only
+// if the bin holds something). The bin is left empty with no counts; its
+// capacity is the caller's. For drain and a Local's Close.
+func (p *Pool) emptyBin(c int, b *bin) {
+	if b.n == 0 && b.counts == (counts{}) {
+		return
+	}
+	cl := &p.classes[c]
+	cl.mu.Lock()
+	cl.blocks += b.blocks
+	cl.bytes += b.bytes
+	p.giveBackLocked(cl, b.e[:b.n])
+	cl.mu.Unlock()
+	b.n, b.counts = 0, counts{}
 }
 
 // FlushIdle retires the P caches that have neither refilled nor flushed

@@ -1,7 +1,6 @@
 package slab
 
 import (
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -20,13 +19,13 @@ import (
 // Pool.Stats counts a Local's bins like a P cache's; Trim and Pool.Close
 // do not touch them (the owner may be using them): Close returns them to
 // the classes. After the Pool is closed, AllocFast finds nothing (the
-// check of closed is the one load the per-P path does not need).
+// check of the Pool's closed is the one load the per-P path does not
+// need).
 type Local struct {
 	localLock
 	ownerCheck
-	closed     *atomic.Bool // the Pool's: no block handed out once it is set
-	nextSample countdown
 	p          *Pool
+	nextSample countdown
 	bins       [NumClasses]bin
 }
 
@@ -34,7 +33,7 @@ type Local struct {
 // Close must be called: until then, its blocks stay cached and it stays
 // registered.
 func (p *Pool) NewLocal() *Local {
-	l := &Local{p: p, closed: &p.closed}
+	l := &Local{p: p}
 	l.nextSample = countdown(NextSample(p.opts.ProfileRate))
 	for c := range l.bins {
 		l.bins[c].cap = binCap(p.classes[c].size, p.classes[c].batch)
@@ -54,7 +53,7 @@ func (l *Local) AllocFast(c uint8, n uintptr) unsafe.Pointer {
 	l.touch()
 	l.lock()
 	b := &l.bins[c]
-	if b.n > 0 && l.nextSample.skip(n) && !l.closed.Load() {
+	if b.n > 0 && l.nextSample.skip(n) && !l.p.closed.Load() {
 		b.n--
 		e := b.e[b.n&binMask]
 		handOut(e.st, uintptr(classSize[c]), n, false, &b.counts)
@@ -88,10 +87,11 @@ func (l *Local) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
 	return false
 }
 
-// Refill is the slow path of the Local's small allocation: the sample
-// from the bin if AllocFast left one, or a batch of blocks from the class
-// (one lock per batch), the first handed out and the rest in the bin. The
-// caller keeps the Pool open (the root package's gate).
+// Refill is the slow path of the Local's small allocation: a block from
+// the bin if it has one (the sample AllocFast left, with the countdown
+// counted: a caller need not try AllocFast first), or a batch of blocks
+// from the class (one lock per batch), the first handed out and the rest
+// in the bin. The caller keeps the Pool open (the root package's gate).
 func (l *Local) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool, err error) {
 	l.touch()
 	if l.Closed() {
@@ -155,7 +155,7 @@ func (l *Local) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 }
 
 // Closed reports whether the Local or its Pool is closed.
-func (l *Local) Closed() bool { return l.bins[0].cap == 0 || l.closed.Load() }
+func (l *Local) Closed() bool { return l.bins[0].cap == 0 || l.p.closed.Load() }
 
 // Close gives the Local's blocks back to their slabs and its counts to
 // the classes, and unregisters it; every later call of the Local fails
@@ -183,13 +183,8 @@ func (l *Local) retire(giveBack bool) {
 	defer l.unlock()
 	for c := range l.bins {
 		b := &l.bins[c]
-		if giveBack && (b.n > 0 || b.counts != (counts{})) {
-			cl := &p.classes[c]
-			cl.mu.Lock()
-			cl.blocks += b.blocks
-			cl.bytes += b.bytes
-			p.giveBackLocked(cl, b.e[:b.n])
-			cl.mu.Unlock()
+		if giveBack {
+			p.emptyBin(c, b)
 		}
 		b.n, b.cap, b.counts = 0, 0, counts{}
 	}
