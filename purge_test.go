@@ -131,7 +131,8 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 }
 
 // freeAll builds a heap of total bytes of 1 KiB blocks with workers
-// goroutines, each freeing the blocks another allocated, and returns how
+// goroutines, pins the top with a block above it, frees the heap with each
+// goroutine freeing the blocks another allocated, and returns how
 // long after the last free the allocator's resident memory was back
 // within 2 MiB of what it was before (or the limit, failing).
 func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Duration) time.Duration {
@@ -158,6 +159,14 @@ func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Du
 	wg.Wait()
 	grown := a.Stats().Resident
 	require.Greater(t, grown, base+uint64(total)*9/10, "the heap is resident")
+	// A block above the heap, live until the end: the break cannot move
+	// down past it, so the heap's pages can go back only through the purge
+	// (not through Free's own trim of the top, which a fast run could
+	// otherwise do first: then nothing would be purged).
+	pin, err := a.Malloc(64 << 10)
+	require.NoError(t, err)
+	pin[0] = 1
+	defer func() { require.NoError(t, a.Free(pin)) }()
 	for w := range workers {
 		wg.Add(1)
 		go func() {
