@@ -229,12 +229,9 @@ type Allocator struct {
 	trim      atomic.Int64
 	dynamic   bool
 
-	// cold counts the blocks each class has had from the best-fit heap
-	// before it takes slabs of its own (place).
-	cold [slab.NumClasses]atomic.Uint32
-
 	// smallLimit: requests below it go to the slabs' P caches (0 under
-	// PolicyMmap and Debug).
+	// PolicyMmap and Debug), but for the medium ones the best-fit heap
+	// serves (fitted).
 	smallLimit uint
 
 	// closed is set first thing by Close. gate counts the calls in flight
@@ -329,9 +326,9 @@ func New(cfg Config) (*Allocator, error) {
 	case a.policy == PolicyMmap:
 		a.smallLimit = 0
 	case a.policy == PolicyThreshold:
-		a.smallLimit = min(fit.MinRequest, uint(threshold))
+		a.smallLimit = min(slab.MaxSize+1, uint(threshold))
 	default:
-		a.smallLimit = fit.MinRequest
+		a.smallLimit = slab.MaxSize + 1
 	}
 	a.large = largealloc.New(a.os, a.budget)
 	a.large.SetHugePages(a.huge.largeSize())
@@ -391,12 +388,21 @@ func (a *Allocator) route(n uintptr) route {
 	case n < fit.MinRequest:
 		return toSlab
 	case n <= slab.MaxSize:
-		if a.fit == nil || slab.ClassSize(int(slab.ClassOf(n))) <= fit.BlockSize(n) {
-			return toSlab // a class's block as small as the chunk: no header, the fast path
+		if a.fitted(n) {
+			return toFit
 		}
-		return toFit
+		return toSlab
 	}
 	return toMid
+}
+
+// fitted says whether the best-fit heap serves a request of n bytes,
+// MinRequest <= n <= slab.MaxSize: unless the size class's block is no
+// larger than the heap's chunk less its header (a request of a class's
+// exact size, 2048 or 4096, takes no header in a slab), with the P cache's
+// fast path.
+func (a *Allocator) fitted(n uintptr) bool {
+	return a.fit != nil && slab.ClassSize(int(slab.ClassOf(n))) > fit.BlockSize(n)
 }
 
 // alloc returns a block of n bytes aligned to align (a power of two, at
@@ -437,15 +443,6 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 		}
 		r = toSlab // an aligned medium block: a class whose blocks are aligned
 	}
-	if r == toSlab && a.fit != nil && align <= 16 && n < fit.MinRequest {
-		// A class's first blocks come from the best-fit heap: a slab
-		// (16 KiB and more) for a class that holds a few blocks would
-		// be mostly free. The class takes slabs once it has asked for
-		// coldBlocks.
-		if c := slab.ClassOf(n); a.cold[c].Load() < coldBlocks && a.cold[c].Add(1) <= coldBlocks {
-			return a.fitBlock(n)
-		}
-	}
 	if r == toSlab {
 		if c := a.smallClass(n, align); c >= 0 {
 			if cacheTried {
@@ -460,11 +457,6 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	return a.mappedBlock(n, 0, align)
 }
-
-// coldBlocks is how many blocks a size class gets from the best-fit heap
-// before it takes slabs: enough that a program that uses a class for a
-// handful of blocks never carves a slab for it.
-const coldBlocks = 64
 
 // maxRegionAlign is the largest alignment PolicyThreshold serves from the
 // region whatever the threshold: up to it, the padding (reused as free
@@ -514,7 +506,7 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 // the block is the heap-profile sample). tried says it looked in the
 // cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
-	if uint(n) >= a.smallLimit {
+	if uint(n) >= a.smallLimit || uint(n) >= fit.MinRequest && a.fitted(uintptr(n)) {
 		return nil, false
 	}
 	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
@@ -526,7 +518,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit {
+	if uint(n) < a.smallLimit && (uint(n) < fit.MinRequest || !a.fitted(uintptr(n))) {
 		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}

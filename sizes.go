@@ -28,7 +28,7 @@ func (a *Allocator) BlockSize(n int) int {
 	switch {
 	case r == toFit:
 		return int(fit.BlockSize(u))
-	case r == toSlab && a.smallLimit != 0:
+	case r == toSlab && uint(n) < a.smallLimit:
 		return int(slab.ClassSize(slab.SizeClass(u)))
 	}
 	pages := max((u+a.page-1)/a.page, 1)

@@ -58,6 +58,7 @@ const (
 
 	flagPrevInUse = 1
 	flagInUse     = 2
+	flagReleased  = 4 // a free chunk whose inside pages were given back (Trim, Idle)
 	sizeMask      = (uint64(1)<<slackShift - 1) &^ (granule - 1)
 	slackShift    = 36
 
@@ -112,10 +113,11 @@ type Heap struct {
 	summary uint64  // bit w: bitmap[w] != 0
 	big     uintptr // the sorted list of chunks of exactLimit bytes and more
 
-	top   *run // the last run made: the one grown in place
-	spare *run // an empty run kept for the next request, or nil
-	runs  int
-	grow  uintptr // bytes of the next run (doubles up to maxRunBytes)
+	top      *run // the last run made: the one grown in place
+	spare    *run // an empty run kept for the next request, or nil
+	runs     int
+	liveRuns map[*run]struct{} // every run the heap holds
+	grow     uintptr           // bytes of the next run (doubles up to maxRunBytes)
 
 	// counters, under mu
 	liveChunks uintptr
@@ -123,11 +125,13 @@ type Heap struct {
 	chunkBytes uintptr // sum of the sizes of chunks in use
 	freeBytes  uintptr // sum of the sizes of free chunks
 	metaBytes  uintptr // the runs' bitmaps
+	ops        uint64  // allocations, frees and resizes so far
+	idleSeen   uint64  // ops at the last Idle
 }
 
 // New makes a heap over region.
 func New(region *arena.Region, opts Options) *Heap {
-	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes}
+	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{}}
 }
 
 // Errors the heap returns, wrapped: the allocator's.
@@ -259,6 +263,7 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	s := chunkSize(n)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.ops++
 	c := h.find(s)
 	if c == 0 {
 		var err error
@@ -335,6 +340,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 	h.insert(c, cs)
 	h.top = r
 	h.runs++
+	h.liveRuns[r] = struct{}{}
 	h.grow = min(2*h.grow, maxRunBytes)
 	return c, nil
 }
@@ -399,6 +405,7 @@ func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
+	h.ops++
 	if h.opts.OnFree != nil {
 		h.opts.OnFree(p)
 	}
@@ -465,6 +472,7 @@ func (h *Heap) giveBack(r *run) {
 		h.top = nil
 	}
 	h.runs--
+	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
 	_ = h.region.Free(&r.Run) // only a closed region refuses, and then nothing matters
@@ -480,6 +488,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	h.ops++
 	s := sizeOf(hd)
 	old := s - overhead - uintptr(hd>>slackShift)
 	want := chunkSize(n)
@@ -521,15 +530,51 @@ func (h *Heap) Trim() uintptr {
 		h.remove(r.start, r.end-fenceSize-r.start)
 		h.giveBack(r)
 	}
+	return h.releaseFree()
+}
+
+// Idle is the purge's pass for a heap gone idle (Config.PurgeInBackground
+// calls it every PurgeDelay): if nothing was allocated, freed or resized
+// since the last pass, it does what Trim does, so the free chunks of a
+// heap nobody uses go back to the kernel by themselves. Chunks released
+// already are skipped. It returns the bytes released.
+func (h *Heap) Idle() uintptr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ops != h.idleSeen {
+		h.idleSeen = h.ops
+		return 0
+	}
+	if r := h.spare; r != nil {
+		h.spare = nil
+		h.remove(r.start, r.end-fenceSize-r.start)
+		h.giveBack(r)
+	}
+	return h.releaseFree()
+}
+
+// releaseFree releases the inside of every free chunk not released yet.
+func (h *Heap) releaseFree() uintptr {
+	h.mu.AssertHeld()
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
-		// keep the header, links and boundary tag: the pages strictly inside
-		lo, hi := alignUp(c+minChunk, h.page), (c+s)&^(h.page-1)
-		if hi > lo && h.region.Release(lo, hi-lo) == nil {
-			released += hi - lo
+		if hd := h.header(c); hd&flagReleased == 0 {
+			released += h.releaseInside(c, s)
+			h.setHeader(runOf(h.region.Lookup(c)), c, hd|flagReleased)
 		}
 	})
 	return released
+}
+
+// releaseInside gives back to the kernel the whole pages inside free
+// chunk c of s bytes, past its header and links (the boundary tag, at
+// c+s, is the next chunk's), and returns the bytes released.
+func (h *Heap) releaseInside(c, s uintptr) uintptr {
+	lo, hi := alignUp(c+minChunk, h.page), (c+s)&^(h.page-1)
+	if hi <= lo || h.region.Release(lo, hi-lo) != nil {
+		return 0
+	}
+	return hi - lo
 }
 
 // eachFree calls fn for every free chunk in a bin.
