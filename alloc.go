@@ -3,22 +3,27 @@
 //
 // A request goes one of three ways, chosen by its size and the Policy:
 //
-//  1. Small (up to 32 KiB): rounded up to one of 72 size classes (one
+//  1. Small (up to 1 KiB): rounded up to one of the size classes (one
 //     table load) and popped from this P's cache for that class, with no lock
 //     and no atomic instruction; an empty cache is refilled with a batch
 //     from the class's slabs under the class lock — package slab. Slabs
 //     are page runs of the region.
-//  2. Mid-size (above 32 KiB, below the mmap threshold): one page run of
+//  2. Medium (above 1 KiB, up to 32 KiB): a chunk of exactly its size
+//     (rounded to 16 bytes) from the best-fit heap, whose free chunks merge
+//     with their free neighbours as glibc's do — package fit. Its runs are
+//     page runs of the region too.
+//  3. Mid-size (above 32 KiB, below the mmap threshold): one page run of
 //     the region by itself — package arena. The region is a brk-like range
 //     of address space reserved once; its break moves up (mprotect) when no
 //     free run fits, and down (madvise + PROT_NONE) when at least
 //     TrimThreshold bytes at its top are free.
-//  3. Large (at or above the mmap threshold, 128 KiB by default): its own
+//  4. Large (at or above the mmap threshold, 128 KiB by default): its own
 //     anonymous mapping, unmapped the moment it is freed — package
 //     largealloc.
 //
-// PolicyBrk sends everything to the region (steps 1 and 2), PolicyMmap
-// everything to its own mapping (step 3). The threshold slides up as
+// PolicyBrk sends everything to the region (steps 1 to 3), PolicyMmap
+// everything to its own mapping (step 4). Debug serves medium requests
+// from the slabs, whose blocks its checks know. The threshold slides up as
 // glibc's does unless a knob pins it (see Config.DynamicThreshold). Package stats measures what each
 // choice costs: resident memory (measured with mincore, not guessed),
 // system calls, fragmentation.
@@ -49,6 +54,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/fit"
 	"github.com/brkmap/alloc/internal/budget"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
@@ -210,6 +216,7 @@ type Allocator struct {
 	pages  arena.PageMap // the region's page map, kept here: one hop less on Free
 	region *arena.Region
 	slabs  *slab.Pool
+	fit    *fit.Heap // medium requests; nil under Debug and PolicyMmap
 	large  *largealloc.Mappings
 	page   uintptr
 
@@ -222,7 +229,9 @@ type Allocator struct {
 	trim      atomic.Int64
 	dynamic   bool
 
-	// smallLimit: requests below it go to the slabs (0 under PolicyMmap).
+	// smallLimit: requests below it go to the slabs' P caches (0 under
+	// PolicyMmap and Debug), but for the medium ones the best-fit heap
+	// serves (fitted).
 	smallLimit uint
 
 	// closed is set first thing by Close. gate counts the calls in flight
@@ -305,6 +314,14 @@ func New(cfg Config) (*Allocator, error) {
 		},
 	})
 	a.pages = a.region.PageMap()
+	if a.policy != PolicyMmap && !cfg.Debug {
+		a.fit = fit.New(a.region, fit.Options{
+			OnFree: a.prof.freeingLarge,
+			OnCorruption: func(addr, size uintptr, detail string) {
+				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
+			},
+		})
+	}
 	switch {
 	case a.policy == PolicyMmap:
 		a.smallLimit = 0
@@ -359,6 +376,7 @@ type route int
 
 const (
 	toSlab route = iota
+	toFit
 	toMid
 	toMapping
 )
@@ -367,10 +385,24 @@ func (a *Allocator) route(n uintptr) route {
 	switch {
 	case a.policy == PolicyMmap, a.policy == PolicyThreshold && n >= a.mmapFrom.Load():
 		return toMapping
+	case n < fit.MinRequest:
+		return toSlab
 	case n <= slab.MaxSize:
+		if a.fitted(n) {
+			return toFit
+		}
 		return toSlab
 	}
 	return toMid
+}
+
+// fitted says whether the best-fit heap serves a request of n bytes,
+// MinRequest <= n <= slab.MaxSize: unless the size class's block is no
+// larger than the heap's chunk less its header (a request of a class's
+// exact size, 2048 or 4096, takes no header in a slab), with the P cache's
+// fast path.
+func (a *Allocator) fitted(n uintptr) bool {
+	return a.fit != nil && slab.ClassSize(int(slab.ClassOf(n))) > fit.BlockSize(n)
 }
 
 // alloc returns a block of n bytes aligned to align (a power of two, at
@@ -405,6 +437,12 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	if a.debug {
 		return a.debugAlloc(r, n, align)
 	}
+	if r == toFit {
+		if align <= 16 {
+			return a.fitBlock(n)
+		}
+		r = toSlab // an aligned medium block: a class whose blocks are aligned
+	}
 	if r == toSlab {
 		if c := a.smallClass(n, align); c >= 0 {
 			if cacheTried {
@@ -424,6 +462,14 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 // region whatever the threshold: up to it, the padding (reused as free
 // runs) costs at most this much committed memory.
 const maxRegionAlign = 1 << 20
+
+// fitBlock serves a medium block of n bytes from the best-fit heap.
+func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	if p, err = a.fit.Alloc(n); err != nil {
+		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+	}
+	return p, false, a.prof.sampleLarge(n), nil
+}
 
 // midBlock serves a mid-size block of n bytes (and room more, for Debug's
 // canary) with a page run of the region.
@@ -460,7 +506,7 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 // the block is the heap-profile sample). tried says it looked in the
 // cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
-	if uint(n) >= a.smallLimit {
+	if uint(n) >= a.smallLimit || uint(n) >= fit.MinRequest && a.fitted(uintptr(n)) {
 		return nil, false
 	}
 	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
@@ -472,7 +518,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit {
+	if uint(n) < a.smallLimit && (uint(n) < fit.MinRequest || !a.fitted(uintptr(n))) {
 		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}
@@ -651,8 +697,12 @@ func (a *Allocator) freeRegion(p uintptr) error {
 	if err != nil {
 		return err
 	}
-	if run.Kind() == arena.KindSlab {
+	switch run.Kind() {
+	case arena.KindSlab:
 		_, err := a.slabs.Free(run, p) // a sampled block's record goes in the slab's onFree hook
+		return err
+	case arena.KindFit:
+		_, err := a.fit.Free(run, p) // a sampled block's record goes in the heap's OnFree hook
 		return err
 	}
 	a.prof.freeingLarge(p)
@@ -693,8 +743,12 @@ func (a *Allocator) find(p uintptr) (block, error) {
 		if err != nil {
 			return block{}, err
 		}
-		if run.Kind() == arena.KindSlab {
+		switch run.Kind() {
+		case arena.KindSlab:
 			size, req, err := a.slabs.Usable(run, p)
+			return block{run: run, size: size, requested: req}, err
+		case arena.KindFit:
+			size, req, err := a.fit.Usable(run, p)
 			return block{run: run, size: size, requested: req}, err
 		}
 		used, size, live := a.region.Used(run)
@@ -781,6 +835,15 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 		if ok {
 			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
 		}
+	case blk.run != nil && blk.run.Kind() == arena.KindFit && r == toFit:
+		// glibc's way: shrink by splitting, grow into the free chunk after
+		ok, err := a.fit.Resize(blk.run, p, un)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return bytesAt(unsafe.Pointer(unsafe.SliceData(b)), n), nil
+		}
 	case blk.run != nil && blk.run.Kind() == arena.KindMid && (r == toMid || r == toMapping && a.policy == PolicyThreshold):
 		// Past the threshold too, as glibc's realloc grows a heap chunk
 		// in place (into the free chunk after it, or the top) before it
@@ -828,7 +891,11 @@ func (a *Allocator) Trim() int {
 	a.large.UnmapDeferred()    // freed mappings the map-count limit kept (largealloc)
 	a.large.FlushQuarantine()  // Debug: freed mappings kept PROT_NONE
 	a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
-	return int(a.region.Trim())
+	released := uintptr(0)
+	if a.fit != nil {
+		released = a.fit.Trim() // the pages inside its free chunks; its empty runs to the region
+	}
+	return int(released + a.region.Trim())
 }
 
 // Stats returns the allocator's counters (Counters) and its resident

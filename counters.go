@@ -38,12 +38,21 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.SlabTailBytes += c.TailBytes
 		s.MetadataBytes += c.MetaBytes
 	}
+	if a.fit != nil {
+		fs := a.fit.Stats()
+		s.LiveBlocks += uint64(fs.LiveChunks)
+		s.LiveBytes += uint64(fs.LiveBytes)
+		s.FitRoundingBytes = uint64(fs.ChunkBytes - fs.LiveBytes + fs.FenceBytes)
+		s.FitFreeBytes = uint64(fs.FreeBytes)
+		s.MetadataBytes += uint64(fs.MetaBytes)
+	}
 	rc := a.region.Counters()
 	s.LiveBlocks += uint64(rc.MidRuns)
 	s.LiveBytes += uint64(rc.MidUsed)
 	s.ArenaBytes = uint64(rc.ArenaBytes)
 	s.SlabBytes = uint64(rc.SlabBytes)
 	s.MidBytes = uint64(rc.MidBytes)
+	s.FitBytes = uint64(rc.FitBytes)
 	s.ScratchBytes = uint64(rc.ScratchBytes)
 	s.ScratchRuns = uint64(rc.ScratchRuns)
 	s.FreeBytes = uint64(rc.FreeBytes)

@@ -575,9 +575,18 @@ var injectCases = []injectCase{
 		name: "mprotect of a Realloc growing a run in place at the top past the threshold (it moves to a mapping instead)",
 		op:   sys.OpMprotect, path: pathGrowResize, configs: []string{"low-threshold"}, times: 1, want: wantOK,
 		prepare: func(h *harness) any {
-			b := h.midBlock()
-			h.a.Trim() // the break now ends at b: growing b must move it
-			return b
+			// the break must end at b, so that growing b must move it: a
+			// block the harness holds may sit above the first one tried
+			for range 8 {
+				b := h.midBlock()
+				h.a.Trim()
+				run := h.a.region.Lookup(addrOf(b))
+				if run.Start()+run.Pages()*h.a.page == h.a.region.Counters().Break {
+					return b
+				}
+			}
+			h.t.Fatal("no run at the top")
+			return nil
 		},
 		act: func(h *harness, s any) error {
 			b, err := h.realloc(s.([]byte), 20000)
@@ -646,6 +655,22 @@ var injectCases = []injectCase{
 			assert.NotZero(h.t, h.a.Stats().DirtyBytes, "the run whose madvise was refused stays unreleased")
 			return nil
 		},
+	},
+	{
+		name: "madvise of Trim releasing the pages inside a free chunk of the best-fit heap",
+		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).releaseInside", configs: regionConfigs,
+		times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			var bs [][]byte
+			for range 5 {
+				bs = append(bs, h.mustMalloc(6000))
+			}
+			for _, b := range bs[1:4] { // a free chunk of 18 KB between two live blocks
+				require.NoError(h.t, h.free(b))
+			}
+			return nil
+		},
+		act: func(h *harness, _ any) error { h.a.Trim(); return nil },
 	},
 	{
 		name: "madvise of the purge releasing a free run below a live block",

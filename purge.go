@@ -62,5 +62,8 @@ func (a *Allocator) idlePass() {
 	}
 	a.slabs.FlushIdle()
 	a.slabs.ReleaseIdle()
+	if a.fit != nil {
+		a.fit.Idle() // an idle heap's free chunks and empty run
+	}
 	a.region.Purge()
 }

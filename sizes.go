@@ -1,11 +1,15 @@
 package alloc
 
-import "github.com/brkmap/alloc/slab"
+import (
+	"github.com/brkmap/alloc/fit"
+	"github.com/brkmap/alloc/slab"
+)
 
 // BlockSize returns the usable size of the block that Malloc(n) would
 // return now: what UsableSize reports for it, so a caller can account for
 // the memory a request really takes (its size class, its whole pages)
 // before making it. A small request gets its size class's block size, a
+// medium one its chunk less the header (a multiple of 16, plus 8), a
 // mid-size one its whole pages of the region, a large one its whole pages
 // of a mapping. Under Debug it is n (the rest of a debug block is its
 // canary). A negative n returns 0.
@@ -21,7 +25,10 @@ func (a *Allocator) BlockSize(n int) int {
 	}
 	u := uintptr(n)
 	r := a.route(u)
-	if r == toSlab && uint(n) < a.smallLimit {
+	switch {
+	case r == toFit:
+		return int(fit.BlockSize(u))
+	case r == toSlab && uint(n) < a.smallLimit:
 		return int(slab.ClassSize(slab.SizeClass(u)))
 	}
 	pages := max((u+a.page-1)/a.page, 1)

@@ -403,3 +403,11 @@ func (r *Region) onTimer() {
 	r.armLocked(now)
 	r.unlockAndRelease(&j)
 }
+
+// Release gives back to the kernel, with madvise(MADV_DONTNEED), the
+// pages [addr, addr+n) of a live run its owner holds (page-aligned): free
+// space inside the run that the owner keeps. The run stays the owner's;
+// the pages read as zero when next touched.
+func (r *Region) Release(addr, n uintptr) error {
+	return r.os.Madvise(unsafe.Add(r.base, addr-r.lo), n, unix.MADV_DONTNEED)
+}

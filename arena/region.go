@@ -30,6 +30,9 @@ const (
 	// allocated by its owner, never freed block by block, given back
 	// whole (FreeRuns).
 	KindScratch
+	// KindFit marks a run of the best-fit heap (package fit): chunks of
+	// any size with boundary tags, glibc's way.
+	KindFit
 	numKinds
 )
 
@@ -691,7 +694,7 @@ func (r *Region) Close() error {
 	return r.os.Munmap(r.base, r.hi-r.lo)
 }
 
-// Resize grows a live KindMid run in place to n pages, taking the free
+// Resize grows a live KindMid or KindFit run in place to n pages, taking the free
 // run that follows it or moving the break, and reports whether it could.
 // With n smaller than the run, it shrinks the run and frees the tail.
 func (r *Region) Resize(run *Run, n uintptr) bool {
@@ -759,6 +762,7 @@ type Counters struct {
 	MidUsed      uintptr // bytes requested by them
 	ScratchBytes uintptr // pages held by request arenas (KindScratch runs)
 	ScratchRuns  uintptr
+	FitBytes     uintptr // pages held by the best-fit heap (KindFit runs)
 	FreeBytes    uintptr // free pages below the break
 	DirtyBytes   uintptr // of those, not yet released (resident if touched)
 	FreeRuns     uintptr
@@ -790,6 +794,7 @@ func (r *Region) Counters() Counters {
 		MidUsed:      r.midUsed,
 		ScratchBytes: r.inUsePages[KindScratch] << r.shift,
 		ScratchRuns:  r.inUseRuns[KindScratch],
+		FitBytes:     r.inUsePages[KindFit] << r.shift,
 		FreeBytes:    r.freePages << r.shift,
 		DirtyBytes:   r.dirtyPages << r.shift,
 		FreeRuns:     r.freeRuns,

@@ -38,6 +38,7 @@ type Snapshot struct {
 	// Inside the region.
 	SlabBytes    uint64 `json:"slab_bytes"`     // pages carved into slabs
 	MidBytes     uint64 `json:"mid_bytes"`      // pages given to mid-size blocks (one run each)
+	FitBytes     uint64 `json:"fit_bytes"`      // pages of the best-fit heap (medium blocks)
 	FreeBytes    uint64 `json:"free_bytes"`     // free pages below the break
 	DirtyBytes   uint64 `json:"dirty_bytes"`    // free pages not yet released: resident if they were touched ("trapped")
 	TopFreeBytes uint64 `json:"top_free_bytes"` // the free run at the break: what moving the break down can release
@@ -76,6 +77,8 @@ type Snapshot struct {
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`      // the ends of slabs too short for one more block
 	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
 	RunRoundingBytes   uint64 `json:"run_rounding_bytes"`   // mid-size runs and mappings: whole pages beyond the request
+	FitRoundingBytes   uint64 `json:"fit_rounding_bytes"`   // best-fit heap: chunk headers, 16-byte rounding, the ends of its runs
+	FitFreeBytes       uint64 `json:"fit_free_bytes"`       // best-fit heap: free chunks (resident if touched and not released by Trim)
 	// ScratchBytes is the pages of the region held by request arenas
 	// (alloc.Scratch): used, kept for the next request after a Reset, or
 	// (Debug) kept PROT_NONE after a Free or Reset. ScratchRuns counts
@@ -184,7 +187,9 @@ func (s Snapshot) Breakdown() []Part {
 		{"requested live", s.LiveBytes},
 		{"class rounding", s.ClassRoundingBytes},
 		{"page rounding", s.RunRoundingBytes},
+		{"fit headers", s.FitRoundingBytes},
 		{"free in slabs", s.SlabFreeBytes},
+		{"free in fit heap", s.FitFreeBytes},
 		{"slab tails", s.SlabTailBytes},
 		{"P caches", s.CachedBytes},
 		{"empty slabs", s.EmptySlabBytes},

@@ -67,6 +67,8 @@ type Breakdown struct {
 	ClassRoundingBytes uint64 `json:"class_rounding_bytes"`
 	PageRoundingBytes  uint64 `json:"page_rounding_bytes"`
 	SlabFreeBytes      uint64 `json:"slab_free_bytes"`
+	FitRoundingBytes   uint64 `json:"fit_header_bytes"`
+	FitFreeBytes       uint64 `json:"fit_free_bytes"`
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`
 	CachedBytes        uint64 `json:"cached_bytes"`
 	EmptySlabBytes     uint64 `json:"empty_slab_bytes"`
@@ -83,7 +85,7 @@ func BreakdownOf(s stats.Snapshot) *Breakdown {
 		PageRoundingBytes: s.RunRoundingBytes, SlabFreeBytes: s.SlabFreeBytes, SlabTailBytes: s.SlabTailBytes,
 		CachedBytes: s.CachedBytes, EmptySlabBytes: s.EmptySlabBytes, DirtyBytes: s.DirtyBytes,
 		ReleasedBytes: s.ReleasedBytes, QuarantineBytes: s.QuarantineBytes, ResidentBytes: s.Resident,
-		MetadataBytes: s.MetadataBytes}
+		MetadataBytes: s.MetadataBytes, FitRoundingBytes: s.FitRoundingBytes, FitFreeBytes: s.FitFreeBytes}
 }
 
 // Moment is the region map at a named moment of a run.

@@ -5,12 +5,15 @@ package libc
 /*
 #include <stdlib.h>
 #include <malloc.h>
+#include <unistd.h>
 */
 import "C"
 
 import (
 	"runtime"
 	"unsafe"
+
+	"github.com/brkmap/alloc/internal/sys"
 )
 
 // init keeps the main goroutine on the main thread: glibc serves the
@@ -52,3 +55,25 @@ func Mallinfo2() (arena, hblkhd, uordblks uint64) {
 	m := C.mallinfo2()
 	return uint64(m.arena), uint64(m.hblkhd), uint64(m.uordblks)
 }
+
+// Break returns the program break, sbrk(0): the end of glibc's main arena
+// while the break is contiguous.
+func Break() unsafe.Pointer { return unsafe.Pointer(C.sbrk(0)) }
+
+// HeapResident measures with mincore the bytes resident between from (a
+// break returned by Break earlier) and the break now: what glibc's main
+// arena grew by and holds in RAM. vec is scratch space, kept between
+// calls.
+func HeapResident(from unsafe.Pointer, vec *[]byte) uint64 {
+	to := Break()
+	if uintptr(to) <= uintptr(from) {
+		return 0
+	}
+	n, err := mincoreOS.Resident(from, uintptr(to)-uintptr(from), vec)
+	if err != nil {
+		return 0
+	}
+	return uint64(n)
+}
+
+var mincoreOS sys.OS

@@ -1,0 +1,619 @@
+// Package fit is the region's best-fit heap: the home of mid-size blocks
+// (above 1 KiB and up to slab.MaxSize), kept the way glibc keeps its heap.
+//
+// Size classes round a request up to the next class and keep the free
+// blocks of one class apart from every other's: above 1 KiB, where the
+// classes are an eighth of an octave apart, that costs about 6% in
+// rounding, and a block freed in one class is no use to a request of
+// another until its whole slab is empty. Replaying real programs' traces,
+// those two were most of the memory this allocator held beyond glibc's. So
+// above 1 KiB a request gets a chunk of exactly its size rounded to 16
+// bytes, and free chunks merge with their free neighbours at once, so free
+// space is one pool for every size — glibc's chunks:
+//
+//	chunk c:  [c, c+8)    the size of the chunk before, when that one is free
+//	          [c+8, c+16) the header: size | in use | previous in use | slack
+//	          [c+16, …)   the block handed out (p = c+16), up to c+size+8:
+//	                      the next chunk's first word is the block's last 8 bytes
+//
+// A free chunk keeps its bin links at c+16 and c+24 and its size again in
+// the next chunk's first word (the boundary tag), so freeing finds both
+// neighbours in constant time and merges with those that are free. Free
+// chunks below 64 KiB sit in an exact bin per 16 bytes found through a
+// two-level bitmap; larger ones in one list sorted by size then address.
+// Allocation takes the smallest free chunk that fits (best fit), splits
+// off the rest, and only when none fits grows the heap: the last run in
+// place when the break or a free run follows it, else a new run of the
+// region (KindFit). A run whose chunks are all free goes back to the
+// region, except one, kept for the next request (the lowest such run).
+//
+// What glibc trusts to the header alone, this heap checks against a
+// bitmap outside the heap, one bit per 16 bytes of a run, set for each
+// chunk in use: a pointer that is not the start of a block in use is
+// refused before anything is read from it, whatever the bytes before it
+// hold, so a bad free never changes anything. The header's slack (usable
+// minus requested bytes) gives the requested size back, so the live bytes
+// and the breakdown of a Snapshot stay exact.
+package fit
+
+import (
+	"fmt"
+	"math/bits"
+	"unsafe"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/lock"
+)
+
+const (
+	// MinRequest is the smallest request the heap serves; smaller ones
+	// are the slabs'.
+	MinRequest = 1024 + 1
+
+	granule   = 16
+	minChunk  = 32 // a header, two links and a boundary tag
+	overhead  = 8  // a block in use costs its header word
+	fenceSize = 16 // the in-use chunk that ends every run
+
+	flagPrevInUse = 1
+	flagInUse     = 2
+	flagReleased  = 4 // a free chunk whose inside pages were given back (Trim, Idle)
+	sizeMask      = (uint64(1)<<slackShift - 1) &^ (granule - 1)
+	slackShift    = 36
+
+	numExact   = 4096 // exact bins for chunks below 64 KiB: chunk size / 16
+	exactLimit = numExact * granule
+
+	minRunBytes = 64 << 10
+	maxRunBytes = 1 << 20
+)
+
+// run is a run of the region given to the heap: the page map points at it.
+type run struct {
+	arena.Run
+	start, end uintptr  // the chunks tile [start, end-fenceSize); the fence is the rest
+	live       []uint64 // bit g: the block at start+16+16g is in use
+	gone       bool     // given back to the region (the page map may still point here)
+	// fence is the last 16 bytes of the run as the heap sees them: the
+	// boundary tag of a free last chunk, and the fence's header (in use,
+	// so nothing merges past the end). They are kept here rather than
+	// in the run, so that a run's last page is touched only by a block
+	// that reaches it: a run grows well ahead of its use.
+	fence [2]uint64
+}
+
+func runOf(r *arena.Run) *run { return (*run)(unsafe.Pointer(r)) }
+
+func (r *run) bit(p uintptr) (word int, mask uint64) {
+	g := (p - r.start - 2*overhead) / granule
+	return int(g / 64), 1 << (g % 64)
+}
+
+// Options sets up a Heap.
+type Options struct {
+	// OnFree, if set, is called with the address of each block freed,
+	// once it is known to be a block in use and before it can be handed
+	// out again (the heap profile's hook).
+	OnFree func(addr uintptr)
+	// OnCorruption is told of a damaged header (a write past the end of a
+	// block); the chunk is then left alone, in use.
+	OnCorruption func(addr, size uintptr, detail string)
+}
+
+// Heap is the best-fit heap. All methods are safe for concurrent use.
+type Heap struct {
+	mu     lock.Mutex
+	region *arena.Region
+	page   uintptr
+	opts   Options
+
+	exact   [numExact]uintptr // heads of the exact bins (chunk addresses; 0: empty)
+	bitmap  [numExact / 64]uint64
+	summary uint64  // bit w: bitmap[w] != 0
+	big     uintptr // the sorted list of chunks of exactLimit bytes and more
+
+	top      *run // the last run made: the one grown in place
+	spare    *run // an empty run kept for the next request, or nil
+	runs     int
+	liveRuns map[*run]struct{} // every run the heap holds
+	grow     uintptr           // bytes of the next run (doubles up to maxRunBytes)
+
+	// counters, under mu
+	liveChunks uintptr
+	liveBytes  uintptr // requested
+	chunkBytes uintptr // sum of the sizes of chunks in use
+	freeBytes  uintptr // sum of the sizes of free chunks
+	metaBytes  uintptr // the runs' bitmaps
+	ops        uint64  // allocations, frees and resizes so far
+	idleSeen   uint64  // ops at the last Idle
+}
+
+// New makes a heap over region.
+func New(region *arena.Region, opts Options) *Heap {
+	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{}}
+}
+
+// Errors the heap returns, wrapped: the allocator's.
+var (
+	errInvalid = errs.ErrInvalidFree
+	errDouble  = errs.ErrDoubleFree
+)
+
+// chunkSize returns the chunk that holds a block of n bytes.
+func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-1), minChunk) }
+
+// BlockSize returns the usable size of the block a request of n bytes
+// gets: its chunk less the header.
+func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
+
+func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(h.region.Ptr(addr)) }
+
+// header returns the header of chunk c, which is not a fence.
+func (h *Heap) header(c uintptr) uint64 { return *h.word(c + 8) }
+func sizeOf(hd uint64) uintptr          { return uintptr(hd & sizeMask) }
+
+// slot returns the heap's word at addr in run r: the fence's words are r's.
+func (h *Heap) slot(r *run, addr uintptr) *uint64 {
+	if f := r.end - fenceSize; addr >= f {
+		return &r.fence[(addr-f)/8]
+	}
+	return h.word(addr)
+}
+
+// headerIn and setHeader read and write the header of chunk c of run r,
+// which may be its fence.
+func (h *Heap) headerIn(r *run, c uintptr) uint64     { return *h.slot(r, c+8) }
+func (h *Heap) setHeader(r *run, c uintptr, v uint64) { *h.slot(r, c+8) = v }
+
+// setFree writes c's header and boundary tag as a free chunk of size s
+// whose previous chunk is in use (two free chunks are never neighbours).
+func (h *Heap) setFree(r *run, c, s uintptr) {
+	h.setHeader(r, c, uint64(s)|flagPrevInUse)
+	*h.slot(r, c+s) = uint64(s)
+}
+
+func (h *Heap) fd(c uintptr) *uint64 { return h.word(c + 16) }
+func (h *Heap) bk(c uintptr) *uint64 { return h.word(c + 24) }
+
+// insert puts free chunk c of size s in its bin.
+func (h *Heap) insert(c, s uintptr) {
+	h.freeBytes += s
+	if s < exactLimit {
+		i := s / granule
+		head := h.exact[i]
+		*h.fd(c), *h.bk(c) = uint64(head), 0
+		if head != 0 {
+			*h.bk(head) = uint64(c)
+		}
+		h.exact[i] = c
+		h.bitmap[i/64] |= 1 << (i % 64)
+		h.summary |= 1 << (i / 64)
+		return
+	}
+	// sorted by size, then address: the first that fits is the best fit
+	var prev uintptr
+	next := h.big
+	for next != 0 {
+		ns := sizeOf(h.header(next))
+		if ns > s || ns == s && next > c {
+			break
+		}
+		prev, next = next, uintptr(*h.fd(next))
+	}
+	*h.fd(c), *h.bk(c) = uint64(next), uint64(prev)
+	if next != 0 {
+		*h.bk(next) = uint64(c)
+	}
+	if prev != 0 {
+		*h.fd(prev) = uint64(c)
+	} else {
+		h.big = c
+	}
+}
+
+// remove takes free chunk c of size s out of its bin.
+func (h *Heap) remove(c, s uintptr) {
+	h.freeBytes -= s
+	next, prev := uintptr(*h.fd(c)), uintptr(*h.bk(c))
+	if next != 0 {
+		*h.bk(next) = uint64(prev)
+	}
+	if prev != 0 {
+		*h.fd(prev) = uint64(next)
+		return
+	}
+	if s >= exactLimit {
+		h.big = next
+		return
+	}
+	i := s / granule
+	h.exact[i] = next
+	if next == 0 {
+		h.bitmap[i/64] &^= 1 << (i % 64)
+		if h.bitmap[i/64] == 0 {
+			h.summary &^= 1 << (i / 64)
+		}
+	}
+}
+
+// find returns the smallest free chunk of at least s bytes, or 0.
+func (h *Heap) find(s uintptr) uintptr {
+	if i := s / granule; i < numExact {
+		w := i / 64
+		if m := h.bitmap[w] & (^uint64(0) << (i % 64)); m != 0 {
+			return h.exact[w*64+uintptr(bits.TrailingZeros64(m))]
+		}
+		if m := h.summary & (^uint64(0) << (w + 1)); m != 0 {
+			w = uintptr(bits.TrailingZeros64(m))
+			return h.exact[w*64+uintptr(bits.TrailingZeros64(h.bitmap[w]))]
+		}
+	}
+	for c := h.big; c != 0; c = uintptr(*h.fd(c)) {
+		if sizeOf(h.header(c)) >= s {
+			return c
+		}
+	}
+	return 0
+}
+
+// Alloc returns a block of n bytes (MinRequest <= n; any size the region
+// can hold).
+func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
+	s := chunkSize(n)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops++
+	c := h.find(s)
+	if c == 0 {
+		var err error
+		if c, err = h.extend(s); err != nil {
+			return nil, err
+		}
+	}
+	h.take(c, s, n)
+	return h.region.Ptr(c + 2*overhead), nil
+}
+
+// take hands out free chunk c for a block of n bytes in a chunk of s:
+// out of its bin, the rest split off as a free chunk of its own.
+func (h *Heap) take(c, s, n uintptr) {
+	cs := sizeOf(h.header(c))
+	h.remove(c, cs)
+	r := runOf(h.region.Lookup(c))
+	if r == h.spare {
+		h.spare = nil
+	}
+	if rest := cs - s; rest >= minChunk {
+		h.setFree(r, c+s, rest) // the chunk after keeps "previous free"
+		h.insert(c+s, rest)
+	} else {
+		s = cs
+		h.setHeader(r, c+s, h.headerIn(r, c+s)|flagPrevInUse)
+	}
+	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	w, m := r.bit(c + 2*overhead)
+	r.live[w] |= m
+	h.liveChunks++
+	h.liveBytes += n
+	h.chunkBytes += s
+}
+
+// extend makes room for a chunk of s bytes and returns a free chunk of at
+// least s, in its bin: the top run grown in place, or a new run.
+func (h *Heap) extend(s uintptr) (uintptr, error) {
+	if t := h.top; t != nil {
+		// the free chunk before the fence, if any, is part of the room
+		fence := t.end - fenceSize
+		last := uintptr(0)
+		if t.fence[1]&flagPrevInUse == 0 {
+			last = uintptr(t.fence[0])
+		}
+		more := alignUp(max(s-last+fenceSize, h.grow/4), h.page)
+		if h.region.Resize(&t.Run, t.Pages()+more/h.page) {
+			end := t.end + more
+			h.growBits(t, end)
+			c, cs := fence, more
+			if last != 0 {
+				c -= last
+				h.remove(c, last)
+				cs += last
+			}
+			t.end = end
+			t.fence = [2]uint64{0, fenceSize | flagInUse}
+			h.setFree(t, c, cs)
+			h.insert(c, cs)
+			return c, nil
+		}
+	}
+	bytes := alignUp(max(s+fenceSize, h.grow), h.page)
+	r := &run{Run: arena.NewRun(arena.KindFit)}
+	if _, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0); err != nil {
+		return 0, fmt.Errorf("fit: a run of %d bytes: %w", bytes, err)
+	}
+	r.start = r.Start()
+	r.end = r.start + bytes
+	h.growBits(r, r.end)
+	c, cs := r.start, bytes-fenceSize
+	r.fence = [2]uint64{0, fenceSize | flagInUse}
+	h.setFree(r, c, cs)
+	h.insert(c, cs)
+	h.top = r
+	h.runs++
+	h.liveRuns[r] = struct{}{}
+	h.grow = min(2*h.grow, maxRunBytes)
+	return c, nil
+}
+
+// growBits makes r's bitmap cover a run that ends at end.
+func (h *Heap) growBits(r *run, end uintptr) {
+	words := int((end-r.start)/granule+63) / 64
+	if words > len(r.live) {
+		h.metaBytes -= uintptr(cap(r.live)) * 8
+		r.live = append(r.live, make([]uint64, words-len(r.live))...)
+		h.metaBytes += uintptr(cap(r.live)) * 8
+	}
+}
+
+func alignUp(n, a uintptr) uintptr { return (n + a - 1) &^ (a - 1) }
+
+// check validates p, in run ar, as a block in use, and returns its chunk
+// and header.
+func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
+	h.mu.AssertHeld()
+	r := runOf(ar)
+	if r.gone || p&(granule-1) != 0 || p < r.start+2*overhead || p >= r.end-fenceSize {
+		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block", errInvalid, p)
+	}
+	w, m := r.bit(p)
+	c := p - 2*overhead
+	if r.live[w]&m == 0 {
+		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize {
+			return nil, 0, 0, fmt.Errorf("%w: block at %#x", errDouble, p)
+		}
+		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block in use", errInvalid, p)
+	}
+	hd := h.header(c)
+	if s := sizeOf(hd); hd&flagInUse == 0 || s < minChunk || c+s > r.end-fenceSize || uintptr(hd>>slackShift) > s-overhead {
+		if h.opts.OnCorruption != nil {
+			h.opts.OnCorruption(p, s, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
+		}
+		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
+	}
+	return r, c, hd, nil
+}
+
+// Usable returns the usable and requested bytes of the block at p, in run
+// ar, after checking it is a block in use.
+func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, _, hd, err := h.check(ar, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	size = sizeOf(hd) - overhead
+	return size, size - uintptr(hd>>slackShift), nil
+}
+
+// Free frees the block at p, in run ar, and returns its requested size. A
+// pointer that is not the start of a block in use changes nothing.
+func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, c, hd, err := h.check(ar, p)
+	if err != nil {
+		return 0, err
+	}
+	h.ops++
+	if h.opts.OnFree != nil {
+		h.opts.OnFree(p)
+	}
+	s := sizeOf(hd)
+	n := s - overhead - uintptr(hd>>slackShift)
+	w, m := r.bit(p)
+	r.live[w] &^= m
+	h.liveChunks--
+	h.liveBytes -= n
+	h.chunkBytes -= s
+	h.release(r, c, s, hd&flagPrevInUse != 0)
+	return n, nil
+}
+
+// release makes chunk c of s bytes, in r, free: merged with its free
+// neighbours, then binned, or the whole run given back.
+func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
+	if !prevInUse {
+		ps := uintptr(*h.word(c))
+		c -= ps
+		h.remove(c, ps)
+		s += ps
+	}
+	next := c + s
+	if nh := h.headerIn(r, next); nh&flagInUse == 0 {
+		ns := sizeOf(nh)
+		h.remove(next, ns)
+		s += ns
+	} else {
+		h.setHeader(r, next, nh&^flagPrevInUse)
+	}
+	h.setFree(r, c, s)
+	if c == r.start && c+s == r.end-fenceSize {
+		if h.retire(r) {
+			return
+		}
+	}
+	h.insert(c, s)
+}
+
+// retire decides what becomes of run r, now empty: kept as the spare (it
+// or the spare, whichever is lower) or given back to the region. It
+// reports whether r was given back.
+func (h *Heap) retire(r *run) bool {
+	if h.spare == nil {
+		h.spare = r
+		return false
+	}
+	if r.start < h.spare.start {
+		// keep the lower: give back the old spare, whose chunk is binned
+		old := h.spare
+		h.remove(old.start, old.end-fenceSize-old.start)
+		h.spare = r
+		h.giveBack(old)
+		return false
+	}
+	h.giveBack(r)
+	return true
+}
+
+// giveBack returns empty run r to the region.
+func (h *Heap) giveBack(r *run) {
+	if h.top == r {
+		h.top = nil
+	}
+	h.runs--
+	delete(h.liveRuns, r)
+	r.gone = true
+	h.metaBytes -= uintptr(cap(r.live)) * 8
+	_ = h.region.Free(&r.Run) // only a closed region refuses, and then nothing matters
+}
+
+// Resize resizes the block at p, in run ar, to n bytes in place if it
+// can: it shrinks by splitting off the rest, and grows into the free chunk
+// after it. It reports whether it did; the block is unchanged if not.
+func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, c, hd, err := h.check(ar, p)
+	if err != nil {
+		return false, err
+	}
+	h.ops++
+	s := sizeOf(hd)
+	old := s - overhead - uintptr(hd>>slackShift)
+	want := chunkSize(n)
+	if want > s {
+		next := c + s
+		nh := h.headerIn(r, next)
+		if nh&flagInUse != 0 || s+sizeOf(nh) < want {
+			return false, nil
+		}
+		ns := sizeOf(nh)
+		h.remove(next, ns)
+		if rest := s + ns - want; rest >= minChunk {
+			h.setFree(r, c+want, rest)
+			h.insert(c+want, rest)
+		} else {
+			want = s + ns
+			h.setHeader(r, c+want, h.headerIn(r, c+want)|flagPrevInUse)
+		}
+	} else if rest := s - want; rest >= minChunk {
+		h.release(r, c+want, rest, true)
+	} else {
+		want = s
+	}
+	h.setHeader(r, c, uint64(want)|flagInUse|hd&flagPrevInUse|uint64(want-overhead-n)<<slackShift)
+	h.chunkBytes += want - s
+	h.liveBytes += n - old
+	return true, nil
+}
+
+// Trim gives back every empty run (the spare) to the region, and releases
+// with madvise the whole pages inside every other free chunk, as glibc's
+// malloc_trim does: it returns the bytes it released itself (the region
+// counts the runs it gets back when it releases them).
+func (h *Heap) Trim() uintptr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.spare; r != nil {
+		h.spare = nil
+		h.remove(r.start, r.end-fenceSize-r.start)
+		h.giveBack(r)
+	}
+	return h.releaseFree()
+}
+
+// Idle is the purge's pass for a heap gone idle (Config.PurgeInBackground
+// calls it every PurgeDelay): if nothing was allocated, freed or resized
+// since the last pass, it does what Trim does, so the free chunks of a
+// heap nobody uses go back to the kernel by themselves. Chunks released
+// already are skipped. It returns the bytes released.
+func (h *Heap) Idle() uintptr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ops != h.idleSeen {
+		h.idleSeen = h.ops
+		return 0
+	}
+	if r := h.spare; r != nil {
+		h.spare = nil
+		h.remove(r.start, r.end-fenceSize-r.start)
+		h.giveBack(r)
+	}
+	return h.releaseFree()
+}
+
+// releaseFree releases the inside of every free chunk not released yet.
+func (h *Heap) releaseFree() uintptr {
+	h.mu.AssertHeld()
+	var released uintptr
+	h.eachFree(func(c, s uintptr) {
+		if hd := h.header(c); hd&flagReleased == 0 {
+			released += h.releaseInside(c, s)
+			h.setHeader(runOf(h.region.Lookup(c)), c, hd|flagReleased)
+		}
+	})
+	return released
+}
+
+// releaseInside gives back to the kernel the whole pages inside free
+// chunk c of s bytes, past its header and links (the boundary tag, at
+// c+s, is the next chunk's), and returns the bytes released.
+func (h *Heap) releaseInside(c, s uintptr) uintptr {
+	lo, hi := alignUp(c+minChunk, h.page), (c+s)&^(h.page-1)
+	if hi <= lo || h.region.Release(lo, hi-lo) != nil {
+		return 0
+	}
+	return hi - lo
+}
+
+// eachFree calls fn for every free chunk in a bin.
+func (h *Heap) eachFree(fn func(c, s uintptr)) {
+	for w, m := range h.bitmap {
+		for ; m != 0; m &= m - 1 {
+			i := uintptr(w*64 + bits.TrailingZeros64(m))
+			for c := h.exact[i]; c != 0; c = uintptr(*h.fd(c)) {
+				fn(c, i*granule)
+			}
+		}
+	}
+	for c := h.big; c != 0; c = uintptr(*h.fd(c)) {
+		fn(c, sizeOf(h.header(c)))
+	}
+}
+
+// Stats is the heap's bookkeeping.
+type Stats struct {
+	Runs       uintptr
+	LiveChunks uintptr // blocks in use
+	LiveBytes  uintptr // their requested bytes
+	ChunkBytes uintptr // the chunks that hold them: headers and rounding beyond LiveBytes
+	FreeBytes  uintptr // free chunks
+	FenceBytes uintptr // the ends of runs
+	MetaBytes  uintptr // the bitmaps of blocks in use and the bins, in the Go heap
+}
+
+// Stats returns the heap's bookkeeping.
+func (h *Heap) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Stats{
+		Runs:       uintptr(h.runs),
+		LiveChunks: h.liveChunks,
+		LiveBytes:  h.liveBytes,
+		ChunkBytes: h.chunkBytes,
+		FreeBytes:  h.freeBytes,
+		FenceBytes: uintptr(h.runs) * fenceSize,
+		MetaBytes:  unsafe.Sizeof(*h) + h.metaBytes + uintptr(h.runs)*unsafe.Sizeof(run{}),
+	}
+}

@@ -1,0 +1,309 @@
+package fit
+
+import (
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/sys"
+)
+
+func newHeap(t testing.TB) (*Heap, *arena.Region) {
+	r, err := arena.New(arena.Config{Reserve: 4 << 30, TopPad: 128 << 10, TrimThreshold: 128 << 10,
+		OS: &sys.OS{}, Budget: budget.New(0)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	return New(r, Options{}), r
+}
+
+type block struct {
+	p   uintptr
+	n   uintptr
+	tag byte
+}
+
+func bytesOf(h *Heap, p, n uintptr) []byte { return unsafe.Slice((*byte)(h.region.Ptr(p)), n) }
+
+func fill(h *Heap, b block) {
+	s := bytesOf(h, b.p, b.n)
+	for i := range s {
+		s[i] = b.tag
+	}
+}
+
+func intact(h *Heap, b block) bool {
+	for _, c := range bytesOf(h, b.p, b.n) {
+		if c != b.tag {
+			return false
+		}
+	}
+	return true
+}
+
+// walk checks the heap's invariants over every run: the chunks tile it,
+// no two free chunks are neighbours, each free chunk is binned and its
+// boundary tag matches, flags agree with the bitmap, and the counters sum.
+func walk(t testing.TB, h *Heap) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	binned := map[uintptr]uintptr{}
+	h.eachFree(func(c, s uintptr) { binned[c] = s })
+	var live, chunk, free uintptr
+	seen := map[*run]bool{}
+	for c := range binned {
+		seen[runOf(h.region.Lookup(c))] = true
+	}
+	for r := range h.liveRuns {
+		seen[r] = true
+	}
+	for r := range seen {
+		require.False(t, r.gone)
+		c, prevFree := r.start, false
+		for c < r.end-fenceSize {
+			hd := h.headerIn(r, c)
+			s := sizeOf(hd)
+			require.GreaterOrEqual(t, s, uintptr(minChunk), "chunk %#x", c)
+			require.LessOrEqual(t, c+s, r.end-fenceSize, "chunk %#x overruns its run", c)
+			require.Equal(t, !prevFree, hd&flagPrevInUse != 0, "chunk %#x: previous in use", c)
+			w, m := r.bit(c + 16)
+			if hd&flagInUse != 0 {
+				require.NotZero(t, r.live[w]&m, "chunk %#x in use, not in the bitmap", c)
+				live++
+				chunk += s
+				prevFree = false
+			} else {
+				require.Zero(t, r.live[w]&m, "chunk %#x free, in the bitmap", c)
+				require.False(t, prevFree, "two free chunks side by side at %#x", c)
+				require.Equal(t, s, binned[c], "free chunk %#x not binned with its size", c)
+				require.Equal(t, uint64(s), *h.slot(r, c+s), "boundary tag of %#x", c)
+				free += s
+				prevFree = true
+			}
+			c += s
+		}
+		require.Equal(t, r.end-fenceSize, c)
+		require.Equal(t, !prevFree, h.headerIn(r, c)&flagPrevInUse != 0, "fence")
+	}
+	require.Equal(t, h.liveChunks, live)
+	require.Equal(t, h.chunkBytes, chunk)
+	require.Equal(t, h.freeBytes, free)
+}
+
+// TestModel runs random allocations, frees and resizes against a model,
+// checking contents (no two live blocks overlap) and the invariants.
+func TestModel(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		h, _ := newHeap(t)
+		rng := rand.New(rand.NewPCG(seed, seed))
+		var live []block
+		for i := 0; i < 2000; i++ {
+			switch op := rng.IntN(10); {
+			case op < 5 || len(live) == 0:
+				n := uintptr(rng.IntN(40000))
+				if rng.IntN(4) == 0 {
+					n = uintptr(rng.IntN(1100))
+				}
+				p, err := h.Alloc(n)
+				require.NoError(t, err)
+				b := block{p: uintptr(p), n: n, tag: byte(rng.Uint32())}
+				require.Zero(t, b.p%16)
+				fill(h, b)
+				live = append(live, b)
+			case op < 8:
+				k := rng.IntN(len(live))
+				b := live[k]
+				require.True(t, intact(h, b), "block %#x changed", b.p)
+				ar := h.region.Lookup(b.p)
+				size, req, err := h.Usable(ar, b.p)
+				require.NoError(t, err)
+				require.Equal(t, b.n, req)
+				require.GreaterOrEqual(t, size, b.n)
+				n, err := h.Free(ar, b.p)
+				require.NoError(t, err)
+				require.Equal(t, b.n, n)
+				live[k] = live[len(live)-1]
+				live = live[:len(live)-1]
+				_, err = h.Free(ar, b.p)
+				require.Error(t, err, "a second free")
+			default:
+				k := rng.IntN(len(live))
+				b := live[k]
+				n := uintptr(rng.IntN(40000))
+				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+				require.NoError(t, err)
+				if ok {
+					keep := min(n, b.n)
+					for _, c := range bytesOf(h, b.p, keep) {
+						require.Equal(t, b.tag, c)
+					}
+					b.n = n
+					fill(h, b)
+					live[k] = b
+				}
+			}
+			if i%250 == 0 {
+				walk(t, h)
+			}
+		}
+		walk(t, h)
+		for _, b := range live {
+			require.True(t, intact(h, b))
+			_, err := h.Free(h.region.Lookup(b.p), b.p)
+			require.NoError(t, err)
+		}
+		walk(t, h)
+		st := h.Stats()
+		require.Zero(t, st.LiveChunks)
+		require.LessOrEqual(t, st.Runs, uintptr(1), "every empty run but the spare goes back")
+	}
+}
+
+// TestBadFrees: interior pointers, misaligned ones, double frees are
+// refused and change nothing.
+func TestBadFrees(t *testing.T) {
+	h, _ := newHeap(t)
+	p, err := h.Alloc(5000)
+	require.NoError(t, err)
+	q, err := h.Alloc(3000)
+	require.NoError(t, err)
+	b := block{p: uintptr(q), n: 3000, tag: 7}
+	fill(h, b)
+	a := uintptr(p)
+	ar := h.region.Lookup(a)
+	for _, bad := range []uintptr{a + 1, a + 16, a + 4096, a - 16, a + 8} {
+		_, err := h.Free(ar, bad)
+		require.ErrorIs(t, err, errs.ErrInvalidFree, "%#x", bad)
+	}
+	// a forged header inside a live block changes nothing
+	s := bytesOf(h, a, 5000)
+	*(*uint64)(unsafe.Pointer(&s[1024-8])) = 64 | flagInUse | flagPrevInUse
+	_, err = h.Free(ar, a+1024)
+	require.ErrorIs(t, err, errs.ErrInvalidFree)
+	_, err = h.Free(ar, a)
+	require.NoError(t, err)
+	_, err = h.Free(ar, a)
+	require.True(t, errors.Is(err, errs.ErrDoubleFree) || errors.Is(err, errs.ErrInvalidFree), "%v", err)
+	require.True(t, intact(h, b))
+	walk(t, h)
+}
+
+// TestConcurrent: goroutines allocating, resizing and freeing, handing
+// blocks to each other, with contents checked.
+func TestConcurrent(t *testing.T) {
+	h, _ := newHeap(t)
+	const workers = 8
+	ch := make(chan block, 64)
+	done := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func(seed uint64) {
+			rng := rand.New(rand.NewPCG(seed, 9))
+			var mine []block
+			var err error
+			for i := 0; i < 4000 && err == nil; i++ {
+				switch op := rng.IntN(10); {
+				case op < 5 || len(mine) == 0:
+					n := uintptr(rng.IntN(20000))
+					p, e := h.Alloc(n)
+					if e != nil {
+						err = e
+						break
+					}
+					b := block{p: uintptr(p), n: n, tag: byte(rng.Uint32())}
+					fill(h, b)
+					select {
+					case ch <- b:
+					default:
+						mine = append(mine, b)
+					}
+				case op < 8:
+					var b block
+					select {
+					case b = <-ch:
+					default:
+						k := rng.IntN(len(mine))
+						b = mine[k]
+						mine[k] = mine[len(mine)-1]
+						mine = mine[:len(mine)-1]
+					}
+					if !intact(h, b) {
+						err = errors.New("a block changed")
+						break
+					}
+					_, err = h.Free(h.region.Lookup(b.p), b.p)
+				default:
+					k := rng.IntN(len(mine))
+					b := mine[k]
+					n := uintptr(rng.IntN(20000))
+					ok, e := h.Resize(h.region.Lookup(b.p), b.p, n)
+					if e != nil {
+						err = e
+					} else if ok {
+						b.n = n
+						fill(h, b)
+						mine[k] = b
+					}
+				}
+			}
+			for _, b := range mine {
+				if err == nil {
+					_, err = h.Free(h.region.Lookup(b.p), b.p)
+				}
+			}
+			done <- err
+		}(uint64(w))
+	}
+	for w := 0; w < workers; w++ {
+		require.NoError(t, <-done)
+	}
+	close(ch)
+	for b := range ch {
+		require.True(t, intact(h, b))
+		_, err := h.Free(h.region.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	walk(t, h)
+}
+
+// TestIdleAndTrimRelease: the free chunks of an idle heap go back to the
+// kernel (their inside pages read as zero after), once; live blocks are
+// untouched; Trim gives back the spare run.
+func TestIdleAndTrimRelease(t *testing.T) {
+	h, r := newHeap(t)
+	var bs []block
+	for i := range 40 {
+		p, err := h.Alloc(8000)
+		require.NoError(t, err)
+		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
+		fill(h, b)
+		bs = append(bs, b)
+	}
+	for i, b := range bs {
+		if i%4 != 0 {
+			_, err := h.Free(r.Lookup(b.p), b.p)
+			require.NoError(t, err)
+		}
+	}
+	require.Zero(t, h.Idle(), "the first pass sees the frees: not idle yet")
+	released := h.Idle()
+	require.Greater(t, released, uintptr(30*4096), "three free blocks in four, merged: most of their pages")
+	require.Zero(t, h.Idle(), "released chunks are not released again")
+	require.Zero(t, h.Trim(), "nothing left to release")
+	for i, b := range bs {
+		if i%4 == 0 {
+			require.True(t, intact(h, b))
+		}
+	}
+	walk(t, h)
+	// the released pages are usable again
+	p, err := h.Alloc(20000)
+	require.NoError(t, err)
+	fill(h, block{p: uintptr(p), n: 20000, tag: 9})
+	walk(t, h)
+}
