@@ -67,7 +67,7 @@ const (
 	numExact   = 4096 // exact bins for chunks below 64 KiB: chunk size / 16
 	exactLimit = numExact * granule
 
-	minRunBytes = 64 << 10
+	minRunBytes = 1 << 20
 	maxRunBytes = 1 << 20
 
 	// purgeMin is the smallest free chunk the purge's timer releases the
