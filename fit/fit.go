@@ -346,9 +346,18 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 			return c, nil
 		}
 	}
-	bytes := alignUp(max(s+fenceSize, h.grow), h.page)
+	need := alignUp(s+fenceSize, h.page)
+	bytes := max(need, alignUp(h.grow, h.page))
 	r := &run{Run: arena.NewRun(arena.KindFit)}
-	if _, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0); err != nil {
+	_, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
+	if err != nil && bytes > need {
+		// under Config.Limit, or short of address space: the run this
+		// chunk needs, and no more
+		r = &run{Run: arena.NewRun(arena.KindFit)}
+		bytes = need
+		_, _, err = h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("fit: a run of %d bytes: %w", bytes, err)
 	}
 	r.start = r.Start()
