@@ -316,7 +316,9 @@ func New(cfg Config) (*Allocator, error) {
 	a.pages = a.region.PageMap()
 	if a.policy != PolicyMmap && !cfg.Debug {
 		a.fit = fit.New(a.region, fit.Options{
-			OnFree: a.prof.freeingLarge,
+			Purge:      delay >= 0,
+			PurgeDelay: purgeDelay(delay),
+			OnFree:     a.prof.freeingLarge,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
@@ -945,6 +947,9 @@ func (a *Allocator) Close() error {
 	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
+	if a.fit != nil {
+		a.fit.Close() // its purge's timer: nothing is released once the region goes
+	}
 	a.prof.closed()
 	err1 := a.large.Close()
 	err2 := a.region.Close()

@@ -533,6 +533,13 @@ var injectCases = []injectCase{
 		name: "mprotect growing the break for a zeroed small block (Calloc)",
 		op:   sys.OpMprotect, path: pathGrow, configs: regionConfigs, times: 1, want: wantOOM,
 		act: func(h *harness, _ any) error {
+			return h.untilFired(func() error { _, err := h.calloc(2048); return err })
+		},
+	},
+	{
+		name: "mprotect growing the break for a new run of the best-fit heap (it asks again for only the pages the block needs)",
+		op:   sys.OpMprotect, path: pathGrow, configs: regionConfigs, times: 1, want: wantOK,
+		act: func(h *harness, _ any) error {
 			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
 		},
 	},
@@ -556,7 +563,7 @@ var injectCases = []injectCase{
 		act: func(h *harness, _ any) error {
 			return h.untilFired(func() error {
 				b := h.mustMalloc(100)
-				_, err := h.realloc(b, 3000)
+				_, err := h.realloc(b, 2048)
 				return err
 			})
 		},

@@ -9,7 +9,9 @@ import (
 // return now: what UsableSize reports for it, so a caller can account for
 // the memory a request really takes (its size class, its whole pages)
 // before making it. A small request gets its size class's block size, a
-// medium one its chunk less the header (a multiple of 16, plus 8), a
+// medium one its chunk less the header (a multiple of 16, plus 8; the
+// block UsableSize reports can be 16 bytes more, when the free chunk it
+// came from had just 16 bytes to spare, too few to split off), a
 // mid-size one its whole pages of the region, a large one its whole pages
 // of a mapping. Under Debug it is n (the rest of a debug block is its
 // canary). A negative n returns 0.

@@ -89,7 +89,7 @@ func TestMainJobReport(t *testing.T) {
 		require.NotNil(t, b, "%s under %s has a breakdown at its peak", r.Trace, r.Policy)
 		assert.Equal(t, b.CommittedBytes, b.RequestedBytes+b.ClassRoundingBytes+b.PageRoundingBytes+b.SlabFreeBytes+
 			b.SlabTailBytes+b.CachedBytes+b.EmptySlabBytes+b.DirtyBytes+b.ReleasedBytes+b.QuarantineBytes+
-			b.FitRoundingBytes+b.FitFreeBytes,
+			b.FitRoundingBytes+b.FitFreeBytes+b.FitReleasedBytes,
 			"%s under %s: the parts sum to the committed bytes", r.Trace, r.Policy)
 		assert.NotZero(t, b.ResidentBytes, "%s under %s", r.Trace, r.Policy)
 	}

@@ -39,6 +39,7 @@ package fit
 import (
 	"fmt"
 	"math/bits"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
@@ -58,15 +59,21 @@ const (
 
 	flagPrevInUse = 1
 	flagInUse     = 2
-	flagReleased  = 4 // a free chunk whose inside pages were given back (Trim, Idle)
+	flagReleased  = 4 // a free chunk whose inside pages were given back (the purge, Trim, Idle)
+	flagAged      = 8 // a free chunk the purge has seen dirty once: released at its next pass
 	sizeMask      = (uint64(1)<<slackShift - 1) &^ (granule - 1)
 	slackShift    = 36
 
 	numExact   = 4096 // exact bins for chunks below 64 KiB: chunk size / 16
 	exactLimit = numExact * granule
 
-	minRunBytes = 64 << 10
+	minRunBytes = 1 << 20
 	maxRunBytes = 1 << 20
+
+	// purgeMin is the smallest free chunk the purge's timer releases the
+	// inside of: below it the pages inside are few, and the next request
+	// that lands there would fault them back in.
+	purgeMin = 64 << 10
 )
 
 // run is a run of the region given to the heap: the page map points at it.
@@ -92,6 +99,12 @@ func (r *run) bit(p uintptr) (word int, mask uint64) {
 
 // Options sets up a Heap.
 type Options struct {
+	// Purge turns on the timed release of the pages inside free chunks
+	// of at least 64 KiB: a chunk still free and unchanged between
+	// PurgeDelay and twice that after it was made goes back to the
+	// kernel (PurgeDelay 0: at once, as it is freed). Close stops it.
+	Purge      bool
+	PurgeDelay time.Duration
 	// OnFree, if set, is called with the address of each block freed,
 	// once it is known to be a block in use and before it can be handed
 	// out again (the heap profile's hook).
@@ -127,6 +140,10 @@ type Heap struct {
 	metaBytes  uintptr // the runs' bitmaps
 	ops        uint64  // allocations, frees and resizes so far
 	idleSeen   uint64  // ops at the last Idle
+	released   uintptr // of freeBytes, the pages given back inside free chunks
+	purgeAt    bool    // the purge's timer is armed
+	timer      *time.Timer
+	closed     bool
 }
 
 // New makes a heap over region.
@@ -215,6 +232,9 @@ func (h *Heap) insert(c, s uintptr) {
 // remove takes free chunk c of size s out of its bin.
 func (h *Heap) remove(c, s uintptr) {
 	h.freeBytes -= s
+	if h.header(c)&flagReleased != 0 {
+		h.released -= h.inside(c, s)
+	}
 	next, prev := uintptr(*h.fd(c)), uintptr(*h.bk(c))
 	if next != 0 {
 		*h.bk(next) = uint64(prev)
@@ -326,9 +346,18 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 			return c, nil
 		}
 	}
-	bytes := alignUp(max(s+fenceSize, h.grow), h.page)
+	need := alignUp(s+fenceSize, h.page)
+	bytes := max(need, alignUp(h.grow, h.page))
 	r := &run{Run: arena.NewRun(arena.KindFit)}
-	if _, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0); err != nil {
+	_, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
+	if err != nil && bytes > need {
+		// under Config.Limit, or short of address space: the run this
+		// chunk needs, and no more
+		r = &run{Run: arena.NewRun(arena.KindFit)}
+		bytes = need
+		_, _, err = h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("fit: a run of %d bytes: %w", bytes, err)
 	}
 	r.start = r.Start()
@@ -444,6 +473,56 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		}
 	}
 	h.insert(c, s)
+	if h.opts.Purge && s >= purgeMin {
+		if h.opts.PurgeDelay <= 0 {
+			h.releaseChunk(c, s)
+		} else if !h.purgeAt && !h.closed {
+			h.purgeAt = true
+			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
+		}
+	}
+}
+
+// purgePass is the purge's timer: it releases the inside of every free
+// chunk of purgeMin bytes or more that was dirty at the last pass and has
+// not changed since (its header is rewritten, without the flags, whenever
+// it is split or merged), and marks the others. While some wait, it arms
+// itself again.
+func (h *Heap) purgePass() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.purgeAt = false
+	if h.closed {
+		return
+	}
+	waiting := false
+	h.eachFree(func(c, s uintptr) {
+		hd := h.header(c)
+		switch {
+		case s < purgeMin || hd&flagReleased != 0:
+		case hd&flagAged != 0:
+			h.releaseChunk(c, s)
+		default:
+			h.setHeader(runOf(h.region.Lookup(c)), c, hd|flagAged)
+			waiting = true
+		}
+	})
+	if waiting {
+		h.purgeAt = true
+		h.timer.Reset(h.opts.PurgeDelay)
+	}
+}
+
+// Close stops the purge's timer; a pass already running sees the heap
+// closed and does nothing, so nothing is released once the region may be
+// unmapped.
+func (h *Heap) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	if h.timer != nil {
+		h.timer.Stop()
+	}
 }
 
 // retire decides what becomes of run r, now empty: kept as the spare (it
@@ -558,23 +637,49 @@ func (h *Heap) releaseFree() uintptr {
 	h.mu.AssertHeld()
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
-		if hd := h.header(c); hd&flagReleased == 0 {
-			released += h.releaseInside(c, s)
-			h.setHeader(runOf(h.region.Lookup(c)), c, hd|flagReleased)
+		if h.header(c)&flagReleased == 0 {
+			released += h.releaseChunk(c, s)
 		}
 	})
 	return released
+}
+
+// releaseChunk releases the inside of free chunk c of s bytes and marks
+// it released; it returns the bytes released.
+func (h *Heap) releaseChunk(c, s uintptr) uintptr {
+	if h.closed {
+		return 0
+	}
+	n := h.releaseInside(c, s)
+	if n > 0 {
+		h.setHeader(runOf(h.region.Lookup(c)), c, h.header(c)|flagReleased)
+		h.released += n
+	}
+	return n
+}
+
+// inside returns the whole pages inside free chunk c of s bytes, past its
+// header and links (the boundary tag, at c+s, is the next chunk's).
+func (h *Heap) inside(c, s uintptr) uintptr {
+	lo, hi := alignUp(c+minChunk, h.page), (c+s)&^(h.page-1)
+	if hi <= lo {
+		return 0
+	}
+	return hi - lo
 }
 
 // releaseInside gives back to the kernel the whole pages inside free
 // chunk c of s bytes, past its header and links (the boundary tag, at
 // c+s, is the next chunk's), and returns the bytes released.
 func (h *Heap) releaseInside(c, s uintptr) uintptr {
-	lo, hi := alignUp(c+minChunk, h.page), (c+s)&^(h.page-1)
-	if hi <= lo || h.region.Release(lo, hi-lo) != nil {
+	n := h.inside(c, s)
+	if n == 0 {
 		return 0
 	}
-	return hi - lo
+	if h.region.Release(alignUp(c+minChunk, h.page), n) != nil {
+		return 0
+	}
+	return n
 }
 
 // eachFree calls fn for every free chunk in a bin.
@@ -598,7 +703,8 @@ type Stats struct {
 	LiveChunks uintptr // blocks in use
 	LiveBytes  uintptr // their requested bytes
 	ChunkBytes uintptr // the chunks that hold them: headers and rounding beyond LiveBytes
-	FreeBytes  uintptr // free chunks
+	FreeBytes  uintptr // free chunks, their pages given back included
+	Released   uintptr // of FreeBytes, the pages inside free chunks given back
 	FenceBytes uintptr // the ends of runs
 	MetaBytes  uintptr // the bitmaps of blocks in use and the bins, in the Go heap
 }
@@ -613,6 +719,7 @@ func (h *Heap) Stats() Stats {
 		LiveBytes:  h.liveBytes,
 		ChunkBytes: h.chunkBytes,
 		FreeBytes:  h.freeBytes,
+		Released:   h.released,
 		FenceBytes: uintptr(h.runs) * fenceSize,
 		MetaBytes:  unsafe.Sizeof(*h) + h.metaBytes + uintptr(h.runs)*unsafe.Sizeof(run{}),
 	}

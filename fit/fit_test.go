@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -14,12 +15,18 @@ import (
 	"github.com/brkmap/alloc/internal/sys"
 )
 
-func newHeap(t testing.TB) (*Heap, *arena.Region) {
+func newHeap(t testing.TB) (*Heap, *arena.Region) { return newHeapWith(t, Options{}) }
+
+func newHeapWith(t testing.TB, opts Options) (*Heap, *arena.Region) {
 	r, err := arena.New(arena.Config{Reserve: 4 << 30, TopPad: 128 << 10, TrimThreshold: 128 << 10,
 		OS: &sys.OS{}, Budget: budget.New(0)})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	return New(r, Options{}), r
+	h := New(r, opts)
+	t.Cleanup(func() {
+		h.Close()
+		_ = r.Close()
+	})
+	return h, r
 }
 
 type block struct {
@@ -54,7 +61,14 @@ func walk(t testing.TB, h *Heap) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	binned := map[uintptr]uintptr{}
-	h.eachFree(func(c, s uintptr) { binned[c] = s })
+	var released uintptr
+	h.eachFree(func(c, s uintptr) {
+		binned[c] = s
+		if h.header(c)&flagReleased != 0 {
+			released += h.inside(c, s)
+		}
+	})
+	require.Equal(t, h.released, released, "released bytes: the flagged chunks' insides")
 	var live, chunk, free uintptr
 	seen := map[*run]bool{}
 	for c := range binned {
@@ -100,7 +114,11 @@ func walk(t testing.TB, h *Heap) {
 // checking contents (no two live blocks overlap) and the invariants.
 func TestModel(t *testing.T) {
 	for seed := uint64(1); seed <= 6; seed++ {
-		h, _ := newHeap(t)
+		opts := Options{}
+		if seed%2 == 0 {
+			opts = Options{Purge: true} // at once: every free chunk of 64 KiB gives its pages back as it is made
+		}
+		h, _ := newHeapWith(t, opts)
 		rng := rand.New(rand.NewPCG(seed, seed))
 		var live []block
 		for i := 0; i < 2000; i++ {
@@ -305,5 +323,65 @@ func TestIdleAndTrimRelease(t *testing.T) {
 	p, err := h.Alloc(20000)
 	require.NoError(t, err)
 	fill(h, block{p: uintptr(p), n: 20000, tag: 9})
+	walk(t, h)
+}
+
+// TestPurgeAfterDelay: a free chunk of 64 KiB and more gives the pages
+// inside back by itself once it has stayed free a delay; smaller ones and
+// live blocks are left alone; Close stops the timer.
+func TestPurgeAfterDelay(t *testing.T) {
+	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: 5 * time.Millisecond})
+	var bs []block
+	for i := range 40 {
+		p, err := h.Alloc(8000)
+		require.NoError(t, err)
+		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
+		fill(h, b)
+		bs = append(bs, b)
+	}
+	for _, b := range bs[1:13] { // 96 KB of neighbours: one free chunk
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	_, err := h.Free(r.Lookup(bs[20].p), bs[20].p) // 8 KB alone: kept
+	require.NoError(t, err)
+	require.Zero(t, h.Stats().Released, "not before the delay")
+	require.Eventually(t, func() bool { return h.Stats().Released >= 80<<10 }, 5*time.Second, time.Millisecond)
+	require.Zero(t, h.header(bs[20].p-16)&flagReleased, "a chunk of 8 KB is left alone")
+	for i, b := range bs {
+		if i == 0 || i >= 13 && i != 20 {
+			require.True(t, intact(h, b), "block %d", i)
+		}
+	}
+	walk(t, h)
+	// the released chunk is reused, its pages fault back in as zero
+	before := h.Stats().Released
+	p, err := h.Alloc(90000)
+	require.NoError(t, err)
+	fill(h, block{p: uintptr(p), n: 90000, tag: 3})
+	require.Less(t, h.Stats().Released, before, "the chunk it came from is no longer counted released")
+	walk(t, h)
+	h.Close()
+	before = h.Stats().Released
+	_, err = h.Free(r.Lookup(uintptr(p)), uintptr(p))
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond)
+	require.LessOrEqual(t, h.Stats().Released, before, "no purge after Close")
+}
+
+// TestUnderLimit: with a budget smaller than a run, a medium block still
+// gets the pages it needs.
+func TestUnderLimit(t *testing.T) {
+	r, err := arena.New(arena.Config{Reserve: 1 << 30, TopPad: 0, TrimThreshold: 128 << 10,
+		OS: &sys.OS{}, Budget: budget.New(64 << 10)})
+	require.NoError(t, err)
+	defer r.Close()
+	h := New(r, Options{})
+	defer h.Close()
+	p, err := h.Alloc(5000)
+	require.NoError(t, err)
+	fill(h, block{p: uintptr(p), n: 5000, tag: 1})
+	_, err = h.Alloc(100 << 10)
+	require.ErrorIs(t, err, errs.ErrNoMemory, "past the budget")
 	walk(t, h)
 }

@@ -78,7 +78,8 @@ type Snapshot struct {
 	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
 	RunRoundingBytes   uint64 `json:"run_rounding_bytes"`   // mid-size runs and mappings: whole pages beyond the request
 	FitRoundingBytes   uint64 `json:"fit_rounding_bytes"`   // best-fit heap: chunk headers, 16-byte rounding, the ends of its runs
-	FitFreeBytes       uint64 `json:"fit_free_bytes"`       // best-fit heap: free chunks (resident if touched and not released by Trim)
+	FitReleasedBytes   uint64 `json:"fit_released_bytes"`   // best-fit heap: the pages inside free chunks given back (not resident)
+	FitFreeBytes       uint64 `json:"fit_free_bytes"`       // best-fit heap: free chunks, less the pages inside them given back (FitReleasedBytes)
 	// ScratchBytes is the pages of the region held by request arenas
 	// (alloc.Scratch): used, kept for the next request after a Reset, or
 	// (Debug) kept PROT_NONE after a Free or Reset. ScratchRuns counts
@@ -195,6 +196,7 @@ func (s Snapshot) Breakdown() []Part {
 		{"empty slabs", s.EmptySlabBytes},
 		{"free, awaiting purge", s.DirtyBytes},
 		{"free, released", s.ReleasedBytes},
+		{"fit heap, released", s.FitReleasedBytes},
 		{"quarantine", s.QuarantineBytes},
 		{"scratch arenas", s.ScratchBytes},
 	}

@@ -69,6 +69,7 @@ type Breakdown struct {
 	SlabFreeBytes      uint64 `json:"slab_free_bytes"`
 	FitRoundingBytes   uint64 `json:"fit_header_bytes"`
 	FitFreeBytes       uint64 `json:"fit_free_bytes"`
+	FitReleasedBytes   uint64 `json:"fit_released_bytes"`
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`
 	CachedBytes        uint64 `json:"cached_bytes"`
 	EmptySlabBytes     uint64 `json:"empty_slab_bytes"`
@@ -85,7 +86,8 @@ func BreakdownOf(s stats.Snapshot) *Breakdown {
 		PageRoundingBytes: s.RunRoundingBytes, SlabFreeBytes: s.SlabFreeBytes, SlabTailBytes: s.SlabTailBytes,
 		CachedBytes: s.CachedBytes, EmptySlabBytes: s.EmptySlabBytes, DirtyBytes: s.DirtyBytes,
 		ReleasedBytes: s.ReleasedBytes, QuarantineBytes: s.QuarantineBytes, ResidentBytes: s.Resident,
-		MetadataBytes: s.MetadataBytes, FitRoundingBytes: s.FitRoundingBytes, FitFreeBytes: s.FitFreeBytes}
+		MetadataBytes: s.MetadataBytes, FitRoundingBytes: s.FitRoundingBytes, FitFreeBytes: s.FitFreeBytes,
+		FitReleasedBytes: s.FitReleasedBytes}
 }
 
 // Moment is the region map at a named moment of a run.
