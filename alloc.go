@@ -315,10 +315,16 @@ func New(cfg Config) (*Allocator, error) {
 	})
 	a.pages = a.region.PageMap()
 	if a.policy != PolicyMmap && !cfg.Debug {
+		fitTrim := trimBytes
+		if trim < 0 {
+			fitTrim = 0 // never
+		}
 		a.fit = fit.New(a.region, fit.Options{
-			Purge:      delay >= 0,
-			PurgeDelay: purgeDelay(delay),
-			OnFree:     a.prof.freeingLarge,
+			Purge:         delay >= 0,
+			PurgeDelay:    purgeDelay(delay),
+			TrimThreshold: fitTrim,
+			TopPad:        uintptr(topPad),
+			OnFree:        a.prof.freeingLarge,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
@@ -728,6 +734,9 @@ func (a *Allocator) slide(size uintptr) {
 	a.mmapFrom.Store(size + 1)
 	a.trim.Store(int64(2 * size))
 	a.region.SetTrimThreshold(2 * size)
+	if a.fit != nil {
+		a.fit.SetTrimThreshold(2 * size)
+	}
 }
 
 // block describes a live block found from its address.

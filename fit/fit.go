@@ -88,9 +88,21 @@ type run struct {
 	// in the run, so that a run's last page is touched only by a block
 	// that reaches it: a run grows well ahead of its use.
 	fence [2]uint64
+	// clean: every page from here to the end of the run is known not
+	// resident (never touched, or given back), and lies inside the run's
+	// last free chunk. It rises as blocks and the heap's own words reach
+	// further (touch), and falls when the tail is trimmed or released.
+	clean uintptr
 }
 
 func runOf(r *arena.Run) *run { return (*run)(unsafe.Pointer(r)) }
+
+// touch notes that the heap wrote, or handed out, memory up to hi.
+func (r *run) touch(hi, page uintptr) {
+	if hi > r.clean {
+		r.clean = alignUp(hi, page)
+	}
+}
 
 func (r *run) bit(p uintptr) (word int, mask uint64) {
 	g := (p - r.start - 2*overhead) / granule
@@ -105,6 +117,13 @@ type Options struct {
 	// kernel (PurgeDelay 0: at once, as it is freed). Close stops it.
 	Purge      bool
 	PurgeDelay time.Duration
+	// TrimThreshold and TopPad are glibc's M_TRIM_THRESHOLD and
+	// M_TOP_PAD for each run's last free chunk, its top: when a free
+	// leaves that chunk TrimThreshold bytes or more, the touched pages
+	// past its first TopPad bytes go back to the kernel at once. 0 means
+	// never (SetTrimThreshold changes it).
+	TrimThreshold uintptr
+	TopPad        uintptr
 	// OnFree, if set, is called with the address of each block freed,
 	// once it is known to be a block in use and before it can be handed
 	// out again (the heap profile's hook).
@@ -144,11 +163,14 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	trim       uintptr // Options.TrimThreshold, as SetTrimThreshold leaves it
+	trimmed    uint64  // bytes the trim of runs' tops gave back, in all
 }
 
 // New makes a heap over region.
 func New(region *arena.Region, opts Options) *Heap {
-	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{}}
+	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{},
+		trim: opts.TrimThreshold}
 }
 
 // Errors the heap returns, wrapped: the allocator's.
@@ -186,6 +208,7 @@ func (h *Heap) setHeader(r *run, c uintptr, v uint64) { *h.slot(r, c+8) = v }
 // setFree writes c's header and boundary tag as a free chunk of size s
 // whose previous chunk is in use (two free chunks are never neighbours).
 func (h *Heap) setFree(r *run, c, s uintptr) {
+	r.touch(c+minChunk, h.page) // the header, and the links insert writes
 	h.setHeader(r, c, uint64(s)|flagPrevInUse)
 	*h.slot(r, c+s) = uint64(s)
 }
@@ -312,6 +335,7 @@ func (h *Heap) take(c, s, n uintptr) {
 		h.setHeader(r, c+s, h.headerIn(r, c+s)|flagPrevInUse)
 	}
 	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	r.touch(c+s+overhead, h.page) // the block's last bytes are the next chunk's first word
 	w, m := r.bit(c + 2*overhead)
 	r.live[w] |= m
 	h.liveChunks++
@@ -362,6 +386,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 	}
 	r.start = r.Start()
 	r.end = r.start + bytes
+	r.clean = r.start
 	h.growBits(r, r.end)
 	c, cs := r.start, bytes-fenceSize
 	r.fence = [2]uint64{0, fenceSize | flagInUse}
@@ -473,6 +498,9 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		}
 	}
 	h.insert(c, s)
+	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
+		h.trimTop(r, c)
+	}
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
 			h.releaseChunk(c, s)
@@ -481,6 +509,27 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
 		}
 	}
+}
+
+// trimTop gives back the touched pages of run r's last free chunk c past
+// its first TopPad bytes, as glibc's free trims its heap's top chunk.
+func (h *Heap) trimTop(r *run, c uintptr) {
+	lo := alignUp(c+minChunk+h.opts.TopPad, h.page)
+	if lo >= r.clean || h.closed {
+		return
+	}
+	if h.region.Release(lo, r.clean-lo) == nil {
+		h.trimmed += uint64(r.clean - lo)
+		r.clean = lo
+	}
+}
+
+// SetTrimThreshold changes the trim threshold of the runs' tops (the
+// dynamic threshold raises it); 0 turns the trim off.
+func (h *Heap) SetTrimThreshold(n uintptr) {
+	h.mu.Lock()
+	h.trim = n
+	h.mu.Unlock()
 }
 
 // purgePass is the purge's timer: it releases the inside of every free
@@ -592,6 +641,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 		want = s
 	}
 	h.setHeader(r, c, uint64(want)|flagInUse|hd&flagPrevInUse|uint64(want-overhead-n)<<slackShift)
+	r.touch(c+want+overhead, h.page)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
 	return true, nil
@@ -652,8 +702,12 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	}
 	n := h.releaseInside(c, s)
 	if n > 0 {
-		h.setHeader(runOf(h.region.Lookup(c)), c, h.header(c)|flagReleased)
+		r := runOf(h.region.Lookup(c))
+		h.setHeader(r, c, h.header(c)|flagReleased)
 		h.released += n
+		if c+s == r.end-fenceSize {
+			r.clean = min(r.clean, alignUp(c+minChunk, h.page))
+		}
 	}
 	return n
 }
