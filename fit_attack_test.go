@@ -278,15 +278,11 @@ func TestFitBreakdown(t *testing.T) {
 					int64(after.ReleasedBytes) - int64(before.ReleasedBytes) +
 					int64(before.ArenaBytes) - int64(after.ArenaBytes) +
 					int64(before.MmapBytes) - int64(after.MmapBytes)
-				// the region counts the free run at its top whole, pages
-				// released already included: exact when nothing was
+				// Exact when nothing but Trim gives pages back: no purge
+				// (its timers, or a Free releasing at once, would release
+				// pages between the two snapshots, not counted by Trim).
 				if cfg.PurgeDelay == alloc.PurgeNever && !v.Debug && v.Policy != "mmap" {
 					assert.Equal(t, given, int64(got), "Trim's result: the bytes it gave back")
-				} else if cfg.PurgeDelay != alloc.PurgeImmediately {
-					// PurgeImmediately: a run Trim frees to the region (the
-					// heap's spare, empty slabs) is released by the region's
-					// Free, which Trim does not count
-					assert.LessOrEqual(t, given, int64(got), "Trim's result: the bytes it gave back")
 				}
 				if v.HugePages == "" { // huge pages: the region releases its zero runs again
 					assert.Zero(t, a.Trim(), "nothing left to give back")
