@@ -490,3 +490,123 @@ func TestFitConcurrentContents(t *testing.T) {
 	require.Zero(t, s.LiveBlocks)
 	requireBreakdown(t, s, "after the workers")
 }
+
+// TestFitOverflowIntoNextHeader: a write past the end of a medium block
+// damages the header of the chunk after it, in use or free. Whatever the
+// damage, it is reported through OnCorruption (a handler that counts, one
+// that panics, one that calls back in), no call crashes or hangs, no other
+// block changes, and the allocator stays usable.
+func TestFitOverflowIntoNextHeader(t *testing.T) {
+	damages := map[string]func(h uint64) uint64{
+		"zero":             func(uint64) uint64 { return 0 },
+		"ones":             func(uint64) uint64 { return ^uint64(0) },
+		"pattern":          func(uint64) uint64 { return 0x4141414141414141 },
+		"not in use":       func(h uint64) uint64 { return h &^ 2 },
+		"larger":           func(h uint64) uint64 { return h + 4096 },
+		"much larger":      func(h uint64) uint64 { return h + 1<<20 },
+		"smaller":          func(h uint64) uint64 { return h - 1024 },
+		"previous free":    func(h uint64) uint64 { return h &^ 1 },
+		"free and smaller": func(h uint64) uint64 { return (h - 1024) &^ 2 },
+		"free and larger":  func(h uint64) uint64 { return (h + 4096) &^ 2 },
+		"links":            nil, // the header kept, the 16 bytes after it (a free chunk's links) overwritten
+	}
+	handlers := []string{"count", "panic", "callback"}
+	for name, damage := range damages {
+		for _, nextFree := range []bool{false, true} {
+			for _, handler := range handlers {
+				t.Run(name+"/"+map[bool]string{false: "next in use", true: "next free"}[nextFree]+"/"+handler, func(t *testing.T) {
+					overflowAttack(t, damage, nextFree, handler)
+				})
+			}
+		}
+	}
+}
+
+func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, handler string) {
+	var a *alloc.Allocator
+	reports := 0
+	a = newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
+		reports++
+		switch handler {
+		case "panic":
+			panic(c)
+		case "callback":
+			_ = a.Stats()
+			b, err := a.Malloc(3000)
+			if err == nil {
+				_ = a.Free(b)
+			}
+		}
+	}})
+	call := func(fn func()) {
+		if handler == "panic" {
+			callRecovered(fn)
+		} else {
+			fn()
+		}
+	}
+	var bs []medium
+	for i := range 6 {
+		bs = append(bs, newMedium(t, a, 4000+i*16, byte(0x10+i)))
+	}
+	for i := 1; i < len(bs); i++ {
+		require.Equal(t, addr(bs[i-1].b)+uintptr(a.UsableSize(bs[i-1].b))+8, addr(bs[i].b), "the blocks are neighbours")
+	}
+	victim, over := bs[2], bs[1]
+	keep := []medium{bs[0], bs[3], bs[4], bs[5]}
+	if nextFree {
+		require.NoError(t, a.Free(victim.b))
+	}
+	past := at(over.b, a.UsableSize(over.b), 24) // the write past the end
+	hdr := (*uint64)(unsafe.Pointer(&past[0]))
+	was := *hdr
+	if damage == nil {
+		for i := 8; i < 24; i++ {
+			past[i] = 0x41
+		}
+	} else {
+		*hdr = damage(*hdr)
+	}
+	changed := damage == nil && nextFree || damage != nil && *hdr != was
+	noHang(t, "using the damaged heap", func() {
+		if !nextFree {
+			call(func() { _ = a.Free(victim.b) })
+			call(func() { _ = a.UsableSize(victim.b) })
+			call(func() { _, _ = a.Realloc(victim.b, 9000) })
+		}
+		call(func() {
+			nb, err := a.Realloc(over.b, len(over.b)+2000) // grows into the next chunk if it can
+			if err == nil {
+				over.b = nb
+			}
+		})
+		call(func() { _ = a.Free(over.b) })
+		var more []medium
+		for i := range 40 {
+			call(func() {
+				b, err := a.Malloc(1100 + i*97)
+				if err == nil {
+					for k := range b {
+						b[k] = 0x99
+					}
+					more = append(more, medium{b, 0x99})
+				}
+			})
+			call(func() { a.Trim() })
+		}
+		for i, m := range keep {
+			require.True(t, m.intact(), "block %d changed", i)
+		}
+		for _, m := range more {
+			require.True(t, m.intact(), "a new block changed")
+		}
+		for _, m := range append(keep, more...) {
+			call(func() { require.NoError(t, a.Free(m.b)) })
+		}
+		s := a.Stats()
+		requireBreakdown(t, s, "after the damage")
+	})
+	if changed {
+		require.Positive(t, reports, "the damage is reported")
+	}
+}
