@@ -510,7 +510,7 @@ func TestFitOverflowIntoNextHeader(t *testing.T) {
 		"free and larger":  func(h uint64) uint64 { return (h + 4096) &^ 2 },
 		"links":            nil, // the header kept, the 16 bytes after it (a free chunk's links) overwritten
 	}
-	handlers := []string{"count", "panic", "callback"}
+	handlers := []string{"count", "panic", "callback", "free-it"}
 	for name, damage := range damages {
 		for _, nextFree := range []bool{false, true} {
 			for _, handler := range handlers {
@@ -524,6 +524,7 @@ func TestFitOverflowIntoNextHeader(t *testing.T) {
 
 func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, handler string) {
 	var a *alloc.Allocator
+	var victim, over medium
 	reports := 0
 	a = newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
 		reports++
@@ -536,6 +537,10 @@ func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, han
 			if err == nil {
 				_ = a.Free(b)
 			}
+		case "free-it": // frees the blocks the damage is next to, again and again
+			_ = a.Free(victim.b)
+			_ = a.Free(over.b)
+			_ = a.UsableSize(over.b)
 		}
 	}})
 	call := func(fn func()) {
@@ -552,7 +557,7 @@ func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, han
 	for i := 1; i < len(bs); i++ {
 		require.Equal(t, addr(bs[i-1].b)+uintptr(a.UsableSize(bs[i-1].b))+8, addr(bs[i].b), "the blocks are neighbours")
 	}
-	victim, over := bs[2], bs[1]
+	victim, over = bs[2], bs[1]
 	keep := []medium{bs[0], bs[3], bs[4], bs[5]}
 	if nextFree {
 		require.NoError(t, a.Free(victim.b))

@@ -149,6 +149,7 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }
 
 // New makes a heap over region.
@@ -383,11 +384,29 @@ func (h *Heap) freeOK(c, s uintptr) bool {
 	return h.runAt(bk) != nil && uintptr(*h.fd(bk)) == c
 }
 
-// damaged reports free chunk c, found damaged, to OnCorruption.
+// damaged reports chunk c, found damaged, to OnCorruption.
 func (h *Heap) damaged(c uintptr, what string) {
-	if h.opts.OnCorruption != nil {
-		h.opts.OnCorruption(c+2*overhead, sizeOf(h.headerOr(c)), fmt.Sprintf("%s at %#x is damaged (header %#x): a write past the end of the block before it, or after its free; it is not used again", what, c, h.headerOr(c)))
+	hd := h.headerOr(c)
+	h.report(c, hd, fmt.Sprintf("%s at %#x is damaged (header %#x): a write past the end of the block before it, or after its free; it is not used again", what, c, hd))
+}
+
+// report tells OnCorruption of damage at chunk c, whose header reads hd,
+// once: the same damage found again (a Free of the block retried, by the
+// handler itself too) is not reported again, so a handler that frees the
+// block it is told of does not call itself without end.
+func (h *Heap) report(c uintptr, hd uint64, detail string) {
+	if h.opts.OnCorruption == nil {
+		return
 	}
+	k := [2]uint64{uint64(c), hd}
+	if _, ok := h.reported[k]; ok {
+		return
+	}
+	if h.reported == nil {
+		h.reported = map[[2]uint64]struct{}{}
+	}
+	h.reported[k] = struct{}{}
+	h.opts.OnCorruption(c+2*overhead, sizeOf(hd), detail)
 }
 
 // headerOr returns the header of chunk c if c is in a run of the heap, else 0.
@@ -529,9 +548,7 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	}
 	hd := h.header(c)
 	if s := sizeOf(hd); hd&flagInUse == 0 || s < minChunk || c+s > r.end-fenceSize || uintptr(hd>>slackShift) > s-overhead {
-		if h.opts.OnCorruption != nil {
-			h.opts.OnCorruption(p, s, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
-		}
+		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
 	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeOK(next, 0) {
