@@ -615,3 +615,22 @@ func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, han
 		require.Positive(t, reports, "the damage is reported")
 	}
 }
+
+// TestFitTrimSpare: the heap's empty run, kept for the next request, is
+// what Trim gives back when nothing else is free: Trim counts it.
+func TestFitTrimSpare(t *testing.T) {
+	for _, delay := range []time.Duration{alloc.PurgeNever, 0} {
+		a := newAlloc(t, alloc.Config{PurgeDelay: delay})
+		m := newMedium(t, a, 20000, 1)
+		require.NoError(t, a.Free(m.b))
+		before := a.Stats()
+		got := a.Trim()
+		after := a.Stats()
+		requireBreakdown(t, after, "trimmed")
+		// the whole region goes: the run, and the top pad above it (the
+		// region counts the top it gives back whole, released or not)
+		assert.Zero(t, after.ArenaBytes)
+		assert.Equal(t, int(before.ArenaBytes), got, "delay %v: Trim counts the run the heap gave back", delay)
+		assert.Zero(t, after.FitBytes, "the empty run went back")
+	}
+}

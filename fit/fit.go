@@ -719,8 +719,10 @@ func (h *Heap) takeSpare() *run {
 	return nil
 }
 
-// giveBack returns empty run r to the region.
-func (h *Heap) giveBack(r *run) {
+// giveBack returns empty run r to the region, and returns the bytes the
+// region gave back to the kernel as it took it (the top it trimmed, the
+// runs its purge found due).
+func (h *Heap) giveBack(r *run) uintptr {
 	if h.top == r {
 		h.top = nil
 	}
@@ -728,7 +730,8 @@ func (h *Heap) giveBack(r *run) {
 	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
-	_ = h.region.Free(&r.Run) // only a closed region refuses, and then nothing matters
+	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
+	return n
 }
 
 // Resize resizes the block at p, in run ar, to n bytes in place if it
@@ -772,15 +775,17 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 
 // Trim gives back every empty run (the spare) to the region, and releases
 // with madvise the whole pages inside every other free chunk, as glibc's
-// malloc_trim does: it returns the bytes it released itself (the region
-// counts the runs it gets back when it releases them).
+// malloc_trim does: it returns the bytes given back to the kernel, by
+// itself and by the region as it took the spare (the top it trimmed then;
+// a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var given uintptr
 	if r := h.takeSpare(); r != nil {
-		h.giveBack(r)
+		given = h.giveBack(r)
 	}
-	return h.releaseFree()
+	return given + h.releaseFree()
 }
 
 // Idle is the purge's pass for a heap gone idle (Config.PurgeInBackground
@@ -795,10 +800,11 @@ func (h *Heap) Idle() uintptr {
 		h.idleSeen = h.ops
 		return 0
 	}
+	var given uintptr
 	if r := h.takeSpare(); r != nil {
-		h.giveBack(r)
+		given = h.giveBack(r)
 	}
-	return h.releaseFree()
+	return given + h.releaseFree()
 }
 
 // releaseFree releases the inside of every free chunk not released yet.
