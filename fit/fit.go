@@ -372,7 +372,7 @@ func (h *Heap) freeOK(c, s uintptr) bool {
 		return false
 	}
 	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
-	if fd != 0 && (h.runAt(fd) == nil || uintptr(*h.bk(fd)) != c) {
+	if fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
 		return false
 	}
 	if bk == 0 {
@@ -381,7 +381,15 @@ func (h *Heap) freeOK(c, s uintptr) bool {
 		}
 		return h.exact[cs/granule] == c
 	}
-	return h.runAt(bk) != nil && uintptr(*h.fd(bk)) == c
+	return h.runNear(r, bk) != nil && uintptr(*h.fd(bk)) == c
+}
+
+// runNear is runAt, for a chunk often in run r: then without a look-up.
+func (h *Heap) runNear(r *run, c uintptr) *run {
+	if c >= r.start && c+minChunk <= r.end-fenceSize && (c-r.start)%granule == 0 {
+		return r
+	}
+	return h.runAt(c)
 }
 
 // damaged reports chunk c, found damaged, to OnCorruption.
