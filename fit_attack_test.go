@@ -634,3 +634,50 @@ func TestFitTrimSpare(t *testing.T) {
 		assert.Zero(t, after.FitBytes, "the empty run went back")
 	}
 }
+
+// TestFitCallocAndSizes: a medium Calloc is zeroed even in a chunk used
+// before; UsableSize of a medium block is BlockSize or 16 bytes more, also
+// after Realloc in place.
+func TestFitCallocAndSizes(t *testing.T) {
+	a := newAlloc(t, alloc.Config{})
+	rng := rand.New(rand.NewPCG(3, 4))
+	var live []medium
+	for i := range 500 {
+		n := 1025 + rng.IntN(31<<10)
+		if len(live) > 10 {
+			k := rng.IntN(len(live))
+			require.True(t, live[k].intact())
+			require.NoError(t, a.Free(live[k].b))
+			live = append(live[:k], live[k+1:]...)
+		}
+		var b []byte
+		var err error
+		if i%2 == 0 {
+			b, err = a.Calloc(n)
+			require.NoError(t, err)
+			for k, c := range b {
+				if c != 0 {
+					t.Fatalf("Calloc(%d): byte %d is %#x", n, k, c)
+				}
+			}
+		} else {
+			b, err = a.Malloc(n)
+			require.NoError(t, err)
+			if rng.IntN(2) == 0 {
+				b, err = a.Realloc(b, 1025+rng.IntN(31<<10))
+				require.NoError(t, err)
+			}
+		}
+		u, bs := a.UsableSize(b), a.BlockSize(len(b))
+		require.True(t, u == bs || u == bs+16, "%d bytes: usable %d, BlockSize %d", len(b), u, bs)
+		m := medium{b, byte(i)}
+		for k := range b {
+			b[k] = m.tag
+		}
+		live = append(live, m)
+	}
+	for _, m := range live {
+		require.True(t, m.intact())
+		require.NoError(t, a.Free(m.b))
+	}
+}
