@@ -681,3 +681,27 @@ func TestFitCallocAndSizes(t *testing.T) {
 		require.NoError(t, a.Free(m.b))
 	}
 }
+
+// TestFitPurgeTimerAfterClose: Close with the heap's purge timer armed (a
+// free chunk of 64 KiB and more, waiting its delay): the timer's pass must
+// not touch the region once it is unmapped.
+func TestFitPurgeTimerAfterClose(t *testing.T) {
+	for round := range 30 {
+		a, err := alloc.New(alloc.Config{PurgeDelay: time.Duration(round%3+1) * time.Millisecond})
+		require.NoError(t, err)
+		var bs [][]byte
+		for range 20 {
+			b, err := a.Malloc(8000)
+			require.NoError(t, err)
+			bs = append(bs, b)
+		}
+		for _, b := range bs[:19] { // 150 KB free in one chunk, the run kept by the last
+			require.NoError(t, a.Free(b))
+		}
+		if round%2 == 0 {
+			time.Sleep(time.Duration(round%3) * time.Millisecond) // the first pass marks, the second releases
+		}
+		require.NoError(t, a.Close())
+	}
+	time.Sleep(10 * time.Millisecond) // every timer has fired
+}
