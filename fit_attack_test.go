@@ -10,6 +10,7 @@ import (
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/internal/alloctest"
+	"github.com/brkmap/alloc/stats"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -514,19 +515,21 @@ func TestFitOverflowIntoNextHeader(t *testing.T) {
 	for name, damage := range damages {
 		for _, nextFree := range []bool{false, true} {
 			for _, handler := range handlers {
-				t.Run(name+"/"+map[bool]string{false: "next in use", true: "next free"}[nextFree]+"/"+handler, func(t *testing.T) {
-					overflowAttack(t, damage, nextFree, handler)
-				})
+				for _, delay := range []time.Duration{alloc.PurgeNever, alloc.PurgeImmediately, time.Millisecond} {
+					t.Run(name+"/"+map[bool]string{false: "next in use", true: "next free"}[nextFree]+"/"+handler+"/"+delay.String(), func(t *testing.T) {
+						overflowAttack(t, damage, nextFree, handler, delay)
+					})
+				}
 			}
 		}
 	}
 }
 
-func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, handler string) {
+func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, handler string, delay time.Duration) {
 	var a *alloc.Allocator
 	var victim, over medium
 	reports := 0
-	a = newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
+	a = newAlloc(t, alloc.Config{PurgeDelay: delay, OnCorruption: func(c *alloc.Corruption) {
 		reports++
 		switch handler {
 		case "panic":
@@ -608,7 +611,10 @@ func overflowAttack(t *testing.T, damage func(uint64) uint64, nextFree bool, han
 		for _, m := range append(keep, more...) {
 			call(func() { require.NoError(t, a.Free(m.b)) })
 		}
-		s := a.Stats()
+		time.Sleep(3 * time.Millisecond) // the purge's passes walk the bins
+		var s stats.Snapshot
+		call(func() { s = a.Stats() })
+		call(func() { s = a.Stats() }) // delivered reports (a panic) before
 		requireBreakdown(t, s, "after the damage")
 	})
 	if changed {
