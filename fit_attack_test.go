@@ -711,3 +711,40 @@ func TestFitPurgeTimerAfterClose(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond) // every timer has fired
 }
+
+// TestFitOverflowSizeSpansChunks: a write past the end of a block that
+// sets the next block's size to one that ends on a real chunk boundary
+// further on — over a block in use, or over a free chunk — is caught when
+// that block is freed: freed with that size, it would cover the other
+// chunk, and the next allocation would hand out memory twice.
+func TestFitOverflowSizeSpansChunks(t *testing.T) {
+	for _, overFree := range []bool{false, true} {
+		reports := 0
+		a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(*alloc.Corruption) { reports++ }})
+		var bs []medium
+		for i := range 6 {
+			bs = append(bs, newMedium(t, a, 4000+i*16, byte(0x20+i)))
+		}
+		over, victim, spanned := bs[1], bs[2], bs[3]
+		keep := []medium{bs[0], bs[4], bs[5]}
+		span := uint64(a.UsableSize(spanned.b) + 8) // its chunk
+		if overFree {
+			require.NoError(t, a.Free(spanned.b))
+		} else {
+			keep = append(keep, spanned)
+		}
+		hdr := (*uint64)(unsafe.Pointer(&at(over.b, a.UsableSize(over.b), 8)[0]))
+		*hdr += span // the victim's chunk now ends where the spanned one does
+		assert.True(t, badFree(a.Free(victim.b)), "free %v", overFree)
+		assert.Positive(t, reports)
+		var more []medium
+		for i := range 20 {
+			more = append(more, newMedium(t, a, 1100+i*400, byte(0x70+i)))
+		}
+		for i, m := range append(keep, more...) {
+			require.True(t, m.intact(), "block %d changed", i)
+			require.NoError(t, a.Free(m.b))
+		}
+		requireBreakdown(t, a.Stats(), "after the damage")
+	}
+}

@@ -345,6 +345,23 @@ func (h *Heap) runAt(c uintptr) *run {
 	return r
 }
 
+// liveWithin reports whether a chunk in use starts in [lo, hi) of run r.
+func (h *Heap) liveWithin(r *run, lo, hi uintptr) bool {
+	g0, g1 := (lo-r.start)/granule, (hi-r.start)/granule
+	for g := g0; g < g1; {
+		w, b := g/64, g%64
+		m := r.live[w] >> b
+		if n := g1 - g; n < 64-b {
+			m &= 1<<n - 1
+		}
+		if m != 0 {
+			return true
+		}
+		g += 64 - b
+	}
+	return false
+}
+
 // inUse reports whether chunk c of run r is in use: the bitmap says so,
 // whatever its header says (the fence is in use).
 func inUse(r *run, c uintptr) bool {
@@ -557,6 +574,12 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	hd := h.header(c)
 	if s := sizeOf(hd); hd&flagInUse == 0 || s < minChunk || c+s > r.end-fenceSize || uintptr(hd>>slackShift) > s-overhead {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
+		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
+	}
+	if next := c + sizeOf(hd); h.liveWithin(r, c+granule, next) || h.headerIn(r, next)&flagPrevInUse == 0 {
+		// the size ends past a block in use, or on a chunk that says the
+		// one before it is free: not this block's own size
+		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
 	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeOK(next, 0) {
