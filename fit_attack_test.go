@@ -748,3 +748,61 @@ func TestFitOverflowSizeSpansChunks(t *testing.T) {
 		requireBreakdown(t, a.Stats(), "after the damage")
 	}
 }
+
+// TestFitDamagedBigFreeChunk: a write after free over the header or the
+// links of a free chunk of the sorted list (64 KiB and more) is reported
+// when an allocation, Trim or the purge reaches it; no live block changes
+// (Trim would release the pages of whatever a damaged size covers).
+func TestFitDamagedBigFreeChunk(t *testing.T) {
+	for _, what := range []string{"size", "links", "flags"} {
+		for _, delay := range []time.Duration{alloc.PurgeNever, time.Millisecond} {
+			reports := 0
+			a := newAlloc(t, alloc.Config{PurgeDelay: delay, OnCorruption: func(*alloc.Corruption) { reports++ }})
+			var bs []medium
+			for i := range 30 {
+				bs = append(bs, newMedium(t, a, 8000, byte(0x30+i)))
+			}
+			for _, m := range bs[5:15] { // one free chunk of 80 KB, in the sorted list
+				require.NoError(t, a.Free(m.b))
+			}
+			stale := bs[5].b
+			keep := append(append([]medium{}, bs[:4]...), bs[15:]...)
+			before := bs[4] // its Free is refused if the chunk after it is found damaged
+			switch hdr := (*uint64)(unsafe.Pointer(&at(stale, -8, 8)[0])); what {
+			case "size":
+				*hdr += 64 << 10 // covers the blocks after it
+			case "flags":
+				*hdr |= 2 // in use
+			case "links":
+				for i := range 16 {
+					stale[i] = 0x41
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+			a.Trim()
+			var more []medium
+			for i := range 30 {
+				more = append(more, newMedium(t, a, 20000+i*100, byte(0x80+i)))
+			}
+			a.Trim()
+			assert.Positive(t, reports, "%s, delay %v", what, delay)
+			require.True(t, before.intact())
+			if err := a.Free(before.b); err != nil {
+				require.ErrorIs(t, err, alloc.ErrInvalidFree)
+			}
+			for i, m := range append(keep, more...) {
+				require.True(t, m.intact(), "%s, delay %v: block %d changed", what, delay, i)
+				err := a.Free(m.b)
+				if what == "links" && err != nil {
+					// the links damaged, the chunks after it in the list
+					// are lost with it (not followed): a block next to one
+					// is left alone too
+					require.ErrorIs(t, err, alloc.ErrInvalidFree)
+					continue
+				}
+				require.NoError(t, err, "%s, delay %v: block %d at +%d", what, delay, i, int(addr(m.b))-int(addr(stale)))
+			}
+			requireBreakdown(t, a.Stats(), what)
+		}
+	}
+}

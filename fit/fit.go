@@ -289,13 +289,13 @@ func (h *Heap) find(s uintptr) uintptr {
 			return c
 		}
 		h.damaged(c, "a free chunk of an exact bin")
-		h.emptyBin(j)
+		h.drop(0, c, j*granule)
 	}
 	var prev uintptr
 	for c := h.big; c != 0; prev, c = c, uintptr(*h.fd(c)) {
 		if !h.freeOK(c, 0) {
 			h.damaged(c, "a free chunk of the sorted list")
-			h.cut(prev, exactLimit)
+			h.drop(prev, c, exactLimit)
 			return 0
 		}
 		if sizeOf(h.header(c)) >= s {
@@ -312,6 +312,36 @@ func (h *Heap) emptyBin(j uintptr) {
 	h.bitmap[j/64] &^= 1 << (j % 64)
 	if h.bitmap[j/64] == 0 {
 		h.summary &^= 1 << (j / 64)
+	}
+}
+
+// drop takes damaged chunk c, after prev (0: the head) in the bin of
+// chunks of size s (exactLimit: the sorted list), out of the bin, still
+// counted free. If its forward link is sound (the chunk it names, in a run
+// of the heap, names c back) the bin is mended around it; otherwise the
+// bin is cut before it and the chunks after are lost too.
+func (h *Heap) drop(prev, c, s uintptr) {
+	r := h.runAt(c)
+	fd := uintptr(0)
+	if r != nil {
+		fd = uintptr(*h.fd(c))
+	}
+	if r == nil || fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
+		h.cut(prev, s)
+		return
+	}
+	if fd != 0 {
+		*h.bk(fd) = uint64(prev)
+	}
+	switch {
+	case prev != 0:
+		*h.fd(prev) = uint64(fd)
+	case s >= exactLimit:
+		h.big = fd
+	case fd != 0:
+		h.exact[s/granule] = fd
+	default:
+		h.emptyBin(s / granule)
 	}
 }
 
@@ -911,7 +941,7 @@ func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
 			if bin == 0 {
 				bin = exactLimit
 			}
-			h.cut(prev, bin)
+			h.drop(prev, c, bin)
 			return
 		}
 		fn(c, sizeOf(h.header(c)))
