@@ -113,9 +113,10 @@ type Options struct {
 	// past the end of a block) or damaged bin links (a write after free).
 	// Nothing damaged is used again: a block whose header, or the chunk
 	// after it, is damaged is left alone, in use (its Free fails); a
-	// damaged free chunk is dropped from its bin with the chunks after it
-	// in the bin (their links are not followed), still counted free; a
-	// block is not merged with a damaged chunk before it.
+	// damaged free chunk is taken out of its bin, still counted free (if
+	// its own links are damaged, with the chunks after it in the bin:
+	// those links are not followed); a block is not merged with a
+	// damaged chunk before it. Each damage is reported once.
 	OnCorruption func(addr, size uintptr, detail string)
 }
 
