@@ -432,3 +432,28 @@ func TestTrimTop(t *testing.T) {
 	require.GreaterOrEqual(t, run.clean, uintptr(p)+200<<10)
 	walk(t, h)
 }
+
+// BenchmarkReplace keeps 1000 medium blocks live and replaces a random
+// one each step: Free and Alloc with their checks (bins, neighbours).
+func BenchmarkReplace(b *testing.B) {
+	h, r := newHeap(b)
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := make([]uintptr, 1000)
+	for i := range live {
+		p, err := h.Alloc(uintptr(1025 + rng.IntN(31<<10)))
+		require.NoError(b, err)
+		live[i] = uintptr(p)
+	}
+	b.ResetTimer()
+	for range b.N {
+		k := rng.IntN(len(live))
+		if _, err := h.Free(r.Lookup(live[k]), live[k]); err != nil {
+			b.Fatal(err)
+		}
+		p, err := h.Alloc(uintptr(1025 + rng.IntN(31<<10)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		live[k] = uintptr(p)
+	}
+}
