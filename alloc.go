@@ -315,10 +315,16 @@ func New(cfg Config) (*Allocator, error) {
 	})
 	a.pages = a.region.PageMap()
 	if a.policy != PolicyMmap && !cfg.Debug {
+		fitTrim := trimBytes
+		if trim < 0 {
+			fitTrim = 0 // never
+		}
 		a.fit = fit.New(a.region, fit.Options{
-			Purge:      delay >= 0,
-			PurgeDelay: purgeDelay(delay),
-			OnFree:     a.prof.freeingLarge,
+			Purge:         delay >= 0,
+			PurgeDelay:    purgeDelay(delay),
+			TrimThreshold: fitTrim,
+			TopPad:        uintptr(topPad),
+			OnFree:        a.prof.freeingLarge,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
@@ -403,9 +409,19 @@ func (a *Allocator) route(n uintptr) route {
 // larger than the heap's chunk less its header (a request of a class's
 // exact size, 2048 or 4096, takes no header in a slab), with the P cache's
 // fast path.
-func (a *Allocator) fitted(n uintptr) bool {
-	return a.fit != nil && slab.ClassSize(int(slab.ClassOf(n))) > fit.BlockSize(n)
-}
+func (a *Allocator) fitted(n uintptr) bool { return a.fit != nil && fitSize[(n+7)>>3] }
+
+// fitSize[(n+7)/8] says whether the best-fit heap rather than a slab is
+// the better home of n bytes, MinRequest <= n <= slab.MaxSize (fitted):
+// one load on Malloc's fast path. Both the class and the chunk are the
+// same for every n of an 8-byte step (classes are multiples of 16, chunks
+// round n+8 to 16), so the table is exact.
+var fitSize = func() (t [slab.MaxSize/8 + 1]bool) {
+	for n := uintptr(fit.MinRequest); n <= slab.MaxSize; n++ {
+		t[(n+7)>>3] = slab.ClassSize(int(slab.ClassOf(n))) > fit.BlockSize(n)
+	}
+	return t
+}()
 
 // alloc returns a block of n bytes aligned to align (a power of two, at
 // least 16), and whether its memory is known to be zero; cacheTried says
@@ -520,7 +536,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit && (uint(n) < fit.MinRequest || !a.fitted(uintptr(n))) {
+	if uint(n) < a.smallLimit && (uint(n) < fit.MinRequest || !fitSize[(uint(n)+7)>>3]) {
 		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}
@@ -728,6 +744,9 @@ func (a *Allocator) slide(size uintptr) {
 	a.mmapFrom.Store(size + 1)
 	a.trim.Store(int64(2 * size))
 	a.region.SetTrimThreshold(2 * size)
+	if a.fit != nil {
+		a.fit.SetTrimThreshold(2 * size)
+	}
 }
 
 // block describes a live block found from its address.

@@ -27,10 +27,12 @@ package alloc
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -678,6 +680,28 @@ var injectCases = []injectCase{
 			return nil
 		},
 		act: func(h *harness, _ any) error { h.a.Trim(); return nil },
+	},
+	{
+		name: "madvise of the trim of the best-fit heap's top (the pages stay resident until a later trim)",
+		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).trimTop", configs: regionConfigs,
+		times: 1, want: wantOK,
+		prepare: func(h *harness) any {
+			var bs [][]byte
+			for range 80 {
+				bs = append(bs, h.mustMalloc(6000))
+			}
+			return bs
+		},
+		act: func(h *harness, s any) error {
+			bs := s.([][]byte)
+			slices.SortFunc(bs, func(x, y []byte) int { return cmp.Compare(addrOf(y), addrOf(x)) })
+			for _, b := range bs { // from the top down: the top chunk grows past the trim threshold
+				if err := h.free(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
 	},
 	{
 		name: "madvise of the purge releasing a free run below a live block",

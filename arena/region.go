@@ -533,20 +533,27 @@ func (r *Region) Used(run *Run) (used, size uintptr, live bool) {
 // gives back to the kernel (the top past the trim threshold, runs the
 // purge finds due) are released after the lock is dropped (purge.go).
 func (r *Region) Free(run *Run) error {
+	_, err := r.FreeCounted(run)
+	return err
+}
+
+// FreeCounted is Free, and returns the bytes it gave back to the kernel
+// (the top past the trim threshold, runs the purge found due): for a
+// caller that counts what it gives back (Trim).
+func (r *Region) FreeCounted(run *Run) (uintptr, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return errClosed
+		return 0, errClosed
 	}
 	if !run.live {
 		r.mu.Unlock()
-		return ErrNotLive
+		return 0, ErrNotLive
 	}
 	r.retireLocked(run)
 	var j job
 	r.freeLocked(run.start, run.pages, true, &j)
-	r.unlockAndRelease(&j)
-	return nil
+	return r.unlockAndRelease(&j), nil
 }
 
 // retireLocked takes live run out of the counters of runs in use.

@@ -88,9 +88,21 @@ type run struct {
 	// in the run, so that a run's last page is touched only by a block
 	// that reaches it: a run grows well ahead of its use.
 	fence [2]uint64
+	// clean: every page from here to the end of the run is known not
+	// resident (never touched, or given back), and lies inside the run's
+	// last free chunk. It rises as blocks and the heap's own words reach
+	// further (touch), and falls when the tail is trimmed or released.
+	clean uintptr
 }
 
 func runOf(r *arena.Run) *run { return (*run)(unsafe.Pointer(r)) }
+
+// touch notes that the heap wrote, or handed out, memory up to hi.
+func (r *run) touch(hi, page uintptr) {
+	if hi > r.clean {
+		r.clean = alignUp(hi, page)
+	}
+}
 
 func (r *run) bit(p uintptr) (word int, mask uint64) {
 	g := (p - r.start - 2*overhead) / granule
@@ -105,12 +117,25 @@ type Options struct {
 	// kernel (PurgeDelay 0: at once, as it is freed). Close stops it.
 	Purge      bool
 	PurgeDelay time.Duration
+	// TrimThreshold and TopPad are glibc's M_TRIM_THRESHOLD and
+	// M_TOP_PAD for each run's last free chunk, its top: when a free
+	// leaves that chunk TrimThreshold bytes or more, the touched pages
+	// past its first TopPad bytes go back to the kernel at once. 0 means
+	// never (SetTrimThreshold changes it).
+	TrimThreshold uintptr
+	TopPad        uintptr
 	// OnFree, if set, is called with the address of each block freed,
 	// once it is known to be a block in use and before it can be handed
 	// out again (the heap profile's hook).
 	OnFree func(addr uintptr)
-	// OnCorruption is told of a damaged header (a write past the end of a
-	// block); the chunk is then left alone, in use.
+	// OnCorruption is told of a damaged header or boundary tag (a write
+	// past the end of a block) or damaged bin links (a write after free).
+	// Nothing damaged is used again: a block whose header, or the chunk
+	// after it, is damaged is left alone, in use (its Free fails); a
+	// damaged free chunk is taken out of its bin, still counted free (if
+	// its own links are damaged, with the chunks after it in the bin:
+	// those links are not followed); a block is not merged with a
+	// damaged chunk before it. Each damage is reported once.
 	OnCorruption func(addr, size uintptr, detail string)
 }
 
@@ -144,11 +169,15 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
+	trimmed    uint64                 // bytes the trim of runs' tops gave back, in all
+	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }
 
 // New makes a heap over region.
 func New(region *arena.Region, opts Options) *Heap {
-	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{}}
+	return &Heap{region: region, page: region.PageSize(), opts: opts, grow: minRunBytes, liveRuns: map[*run]struct{}{},
+		trim: opts.TrimThreshold}
 }
 
 // Errors the heap returns, wrapped: the allocator's.
@@ -186,6 +215,7 @@ func (h *Heap) setHeader(r *run, c uintptr, v uint64) { *h.slot(r, c+8) = v }
 // setFree writes c's header and boundary tag as a free chunk of size s
 // whose previous chunk is in use (two free chunks are never neighbours).
 func (h *Heap) setFree(r *run, c, s uintptr) {
+	r.touch(c+minChunk, h.page) // the header, and the links insert writes
 	h.setHeader(r, c, uint64(s)|flagPrevInUse)
 	*h.slot(r, c+s) = uint64(s)
 }
@@ -212,6 +242,11 @@ func (h *Heap) insert(c, s uintptr) {
 	var prev uintptr
 	next := h.big
 	for next != 0 {
+		if !h.freeOK(next, 0) {
+			h.damaged(next, "a free chunk of the sorted list")
+			next = 0 // the rest of the list is dropped: its links are not followed
+			break
+		}
 		ns := sizeOf(h.header(next))
 		if ns > s || ns == s && next > c {
 			break
@@ -257,24 +292,208 @@ func (h *Heap) remove(c, s uintptr) {
 	}
 }
 
-// find returns the smallest free chunk of at least s bytes, or 0.
+// find returns the smallest free chunk of at least s bytes, or 0. A
+// damaged chunk on the way is reported and dropped from its bin with the
+// rest of the bin (their links are not followed), and the search goes on.
 func (h *Heap) find(s uintptr) uintptr {
-	if i := s / granule; i < numExact {
+	for i := s / granule; i < numExact; {
 		w := i / 64
+		j := uintptr(numExact)
 		if m := h.bitmap[w] & (^uint64(0) << (i % 64)); m != 0 {
-			return h.exact[w*64+uintptr(bits.TrailingZeros64(m))]
-		}
-		if m := h.summary & (^uint64(0) << (w + 1)); m != 0 {
+			j = w*64 + uintptr(bits.TrailingZeros64(m))
+		} else if m := h.summary & (^uint64(0) << (w + 1)); m != 0 {
 			w = uintptr(bits.TrailingZeros64(m))
-			return h.exact[w*64+uintptr(bits.TrailingZeros64(h.bitmap[w]))]
+			j = w*64 + uintptr(bits.TrailingZeros64(h.bitmap[w]))
 		}
+		if j == numExact {
+			break
+		}
+		c := h.exact[j]
+		if h.freeOK(c, j*granule) {
+			return c
+		}
+		h.damaged(c, "a free chunk of an exact bin")
+		h.drop(0, c, j*granule)
 	}
-	for c := h.big; c != 0; c = uintptr(*h.fd(c)) {
+	var prev uintptr
+	for c := h.big; c != 0; prev, c = c, uintptr(*h.fd(c)) {
+		if !h.freeOK(c, 0) {
+			h.damaged(c, "a free chunk of the sorted list")
+			h.drop(prev, c, exactLimit)
+			return 0
+		}
 		if sizeOf(h.header(c)) >= s {
 			return c
 		}
 	}
 	return 0
+}
+
+// emptyBin drops exact bin j (a damaged chunk in it): the chunks it held
+// are lost, still counted free.
+func (h *Heap) emptyBin(j uintptr) {
+	h.exact[j] = 0
+	h.bitmap[j/64] &^= 1 << (j % 64)
+	if h.bitmap[j/64] == 0 {
+		h.summary &^= 1 << (j / 64)
+	}
+}
+
+// drop takes damaged chunk c, after prev (0: the head) in the bin of
+// chunks of size s (exactLimit: the sorted list), out of the bin, still
+// counted free. If its forward link is sound (the chunk it names, in a run
+// of the heap, names c back) the bin is mended around it; otherwise the
+// bin is cut before it and the chunks after are lost too.
+func (h *Heap) drop(prev, c, s uintptr) {
+	r := h.runAt(c)
+	fd := uintptr(0)
+	if r != nil {
+		fd = uintptr(*h.fd(c))
+	}
+	if r == nil || fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
+		h.cut(prev, s)
+		return
+	}
+	if fd != 0 {
+		*h.bk(fd) = uint64(prev)
+	}
+	switch {
+	case prev != 0:
+		*h.fd(prev) = uint64(fd)
+	case s >= exactLimit:
+		h.big = fd
+	case fd != 0:
+		h.exact[s/granule] = fd
+	default:
+		h.emptyBin(s / granule)
+	}
+}
+
+// cut ends the bin of chunks of size s after prev (0: empties it), at a
+// damaged chunk: the chunks after are lost, still counted free.
+func (h *Heap) cut(prev, s uintptr) {
+	switch {
+	case prev != 0:
+		*h.fd(prev) = 0
+	case s >= exactLimit:
+		h.big = 0
+	default:
+		h.emptyBin(s / granule)
+	}
+}
+
+// runAt returns the live run of the heap in which c can be a chunk: 16-byte
+// aligned, before the run's fence; or nil. Any address may be asked.
+func (h *Heap) runAt(c uintptr) *run {
+	if !h.region.Contains(c) {
+		return nil
+	}
+	ar := h.region.Lookup(c)
+	if ar == nil || ar.Kind() != arena.KindFit {
+		return nil
+	}
+	r := runOf(ar)
+	if r.gone || c < r.start || c+minChunk > r.end-fenceSize || (c-r.start)%granule != 0 {
+		return nil
+	}
+	return r
+}
+
+// liveWithin reports whether a chunk in use starts in [lo, hi) of run r.
+func (h *Heap) liveWithin(r *run, lo, hi uintptr) bool {
+	g0, g1 := (lo-r.start)/granule, (hi-r.start)/granule
+	for g := g0; g < g1; {
+		w, b := g/64, g%64
+		m := r.live[w] >> b
+		if n := g1 - g; n < 64-b {
+			m &= 1<<n - 1
+		}
+		if m != 0 {
+			return true
+		}
+		g += 64 - b
+	}
+	return false
+}
+
+// inUse reports whether chunk c of run r is in use: the bitmap says so,
+// whatever its header says (the fence is in use).
+func inUse(r *run, c uintptr) bool {
+	if c >= r.end-fenceSize {
+		return true
+	}
+	w, m := r.bit(c + 2*overhead)
+	return r.live[w]&m != 0
+}
+
+// freeOK reports whether c is a free chunk as the heap left it, of s bytes
+// (0: any): not in use in the bitmap, its header and boundary tag agree,
+// the chunk after it is in use, and its bin's links point back at it. Its
+// memory is read only once it is known to be inside a run of the heap, and
+// so is each link's, so a damaged chunk is never followed anywhere.
+func (h *Heap) freeOK(c, s uintptr) bool {
+	r := h.runAt(c)
+	if r == nil || inUse(r, c) {
+		return false
+	}
+	hd := h.header(c)
+	cs := sizeOf(hd)
+	if hd&(flagInUse|flagPrevInUse) != flagPrevInUse || cs < minChunk || s != 0 && cs != s || c+cs > r.end-fenceSize ||
+		*h.slot(r, c+cs) != uint64(cs) || !inUse(r, c+cs) {
+		return false
+	}
+	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
+	if fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
+		return false
+	}
+	if bk == 0 {
+		if cs >= exactLimit {
+			return h.big == c
+		}
+		return h.exact[cs/granule] == c
+	}
+	return h.runNear(r, bk) != nil && uintptr(*h.fd(bk)) == c
+}
+
+// runNear is runAt, for a chunk often in run r: then without a look-up.
+func (h *Heap) runNear(r *run, c uintptr) *run {
+	if c >= r.start && c+minChunk <= r.end-fenceSize && (c-r.start)%granule == 0 {
+		return r
+	}
+	return h.runAt(c)
+}
+
+// damaged reports chunk c, found damaged, to OnCorruption.
+func (h *Heap) damaged(c uintptr, what string) {
+	hd := h.headerOr(c)
+	h.report(c, hd, fmt.Sprintf("%s at %#x is damaged (header %#x): a write past the end of the block before it, or after its free; it is not used again", what, c, hd))
+}
+
+// report tells OnCorruption of damage at chunk c, whose header reads hd,
+// once: the same damage found again (a Free of the block retried, by the
+// handler itself too) is not reported again, so a handler that frees the
+// block it is told of does not call itself without end.
+func (h *Heap) report(c uintptr, hd uint64, detail string) {
+	if h.opts.OnCorruption == nil {
+		return
+	}
+	k := [2]uint64{uint64(c), hd}
+	if _, ok := h.reported[k]; ok {
+		return
+	}
+	if h.reported == nil {
+		h.reported = map[[2]uint64]struct{}{}
+	}
+	h.reported[k] = struct{}{}
+	h.opts.OnCorruption(c+2*overhead, sizeOf(hd), detail)
+}
+
+// headerOr returns the header of chunk c if c is in a run of the heap, else 0.
+func (h *Heap) headerOr(c uintptr) uint64 {
+	if h.runAt(c) == nil {
+		return 0
+	}
+	return h.header(c)
 }
 
 // Alloc returns a block of n bytes (MinRequest <= n; any size the region
@@ -312,6 +531,7 @@ func (h *Heap) take(c, s, n uintptr) {
 		h.setHeader(r, c+s, h.headerIn(r, c+s)|flagPrevInUse)
 	}
 	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	r.touch(c+s+overhead, h.page) // the block's last bytes are the next chunk's first word
 	w, m := r.bit(c + 2*overhead)
 	r.live[w] |= m
 	h.liveChunks++
@@ -328,6 +548,10 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 		last := uintptr(0)
 		if t.fence[1]&flagPrevInUse == 0 {
 			last = uintptr(t.fence[0])
+			if last > fence-t.start || last%granule != 0 || !h.freeOK(fence-last, last) {
+				h.damaged(fence-min(last&^(granule-1), fence-t.start), "the last free chunk of a run")
+				last = 0
+			}
 		}
 		more := alignUp(max(s-last+fenceSize, h.grow/4), h.page)
 		if h.region.Resize(&t.Run, t.Pages()+more/h.page) {
@@ -362,6 +586,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 	}
 	r.start = r.Start()
 	r.end = r.start + bytes
+	r.clean = r.start
 	h.growBits(r, r.end)
 	c, cs := r.start, bytes-fenceSize
 	r.fence = [2]uint64{0, fenceSize | flagInUse}
@@ -404,10 +629,20 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	}
 	hd := h.header(c)
 	if s := sizeOf(hd); hd&flagInUse == 0 || s < minChunk || c+s > r.end-fenceSize || uintptr(hd>>slackShift) > s-overhead {
-		if h.opts.OnCorruption != nil {
-			h.opts.OnCorruption(p, s, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
-		}
+		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
+	}
+	if next := c + sizeOf(hd); h.liveWithin(r, c+granule, next) || h.headerIn(r, next)&flagPrevInUse == 0 {
+		// the size ends past a block in use, or on a chunk that says the
+		// one before it is free: not this block's own size
+		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
+		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
+	}
+	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeOK(next, 0) {
+		// the chunk after is neither in use nor a sound free chunk: its
+		// header was overwritten, or this block's size was
+		h.damaged(next, "the chunk after a block")
+		return nil, 0, 0, fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, p)
 	}
 	return r, c, hd, nil
 }
@@ -440,31 +675,39 @@ func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 	}
 	s := sizeOf(hd)
 	n := s - overhead - uintptr(hd>>slackShift)
-	w, m := r.bit(p)
-	r.live[w] &^= m
 	h.liveChunks--
 	h.liveBytes -= n
 	h.chunkBytes -= s
-	h.release(r, c, s, hd&flagPrevInUse != 0)
+	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
+	w, m := r.bit(p)
+	r.live[w] &^= m
 	return n, nil
 }
 
 // release makes chunk c of s bytes, in r, free: merged with its free
 // neighbours, then binned, or the whole run given back.
+// The chunk after it is free if the bitmap says so (check has found it
+// sound); the chunk before, found through the boundary tag, is checked
+// here: if it is not a sound free chunk, that is reported and c is not
+// merged with it.
 func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
+	next := c + s
 	if !prevInUse {
 		ps := uintptr(*h.word(c))
-		c -= ps
-		h.remove(c, ps)
-		s += ps
+		if ps <= c-r.start && ps%granule == 0 && h.freeOK(c-ps, ps) {
+			c -= ps
+			h.remove(c, ps)
+			s += ps
+		} else {
+			h.damaged(c, "a chunk whose header says the chunk before it is free, and whose boundary tag names no free chunk,")
+		}
 	}
-	next := c + s
-	if nh := h.headerIn(r, next); nh&flagInUse == 0 {
-		ns := sizeOf(nh)
+	if !inUse(r, next) {
+		ns := sizeOf(h.header(next))
 		h.remove(next, ns)
 		s += ns
 	} else {
-		h.setHeader(r, next, nh&^flagPrevInUse)
+		h.setHeader(r, next, h.headerIn(r, next)&^flagPrevInUse)
 	}
 	h.setFree(r, c, s)
 	if c == r.start && c+s == r.end-fenceSize {
@@ -473,6 +716,9 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		}
 	}
 	h.insert(c, s)
+	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
+		h.trimTop(r, c)
+	}
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
 			h.releaseChunk(c, s)
@@ -481,6 +727,27 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
 		}
 	}
+}
+
+// trimTop gives back the touched pages of run r's last free chunk c past
+// its first TopPad bytes, as glibc's free trims its heap's top chunk.
+func (h *Heap) trimTop(r *run, c uintptr) {
+	lo := alignUp(c+minChunk+h.opts.TopPad, h.page)
+	if lo >= r.clean || h.closed {
+		return
+	}
+	if h.region.Release(lo, r.clean-lo) == nil {
+		h.trimmed += uint64(r.clean - lo)
+		r.clean = lo
+	}
+}
+
+// SetTrimThreshold changes the trim threshold of the runs' tops (the
+// dynamic threshold raises it); 0 turns the trim off.
+func (h *Heap) SetTrimThreshold(n uintptr) {
+	h.mu.Lock()
+	h.trim = n
+	h.mu.Unlock()
 }
 
 // purgePass is the purge's timer: it releases the inside of every free
@@ -535,18 +802,38 @@ func (h *Heap) retire(r *run) bool {
 	}
 	if r.start < h.spare.start {
 		// keep the lower: give back the old spare, whose chunk is binned
-		old := h.spare
-		h.remove(old.start, old.end-fenceSize-old.start)
+		old := h.takeSpare()
 		h.spare = r
-		h.giveBack(old)
+		if old != nil {
+			h.giveBack(old)
+		}
 		return false
 	}
 	h.giveBack(r)
 	return true
 }
 
-// giveBack returns empty run r to the region.
-func (h *Heap) giveBack(r *run) {
+// takeSpare takes the spare's chunk out of its bin and returns the spare,
+// no longer the spare, or nil if there is none or its chunk is damaged
+// (reported; the run is kept, never used again).
+func (h *Heap) takeSpare() *run {
+	r := h.spare
+	if r == nil {
+		return nil
+	}
+	h.spare = nil
+	if s := r.end - fenceSize - r.start; h.freeOK(r.start, s) {
+		h.remove(r.start, s)
+		return r
+	}
+	h.damaged(r.start, "the free chunk of an empty run")
+	return nil
+}
+
+// giveBack returns empty run r to the region, and returns the bytes the
+// region gave back to the kernel as it took it (the top it trimmed, the
+// runs its purge found due).
+func (h *Heap) giveBack(r *run) uintptr {
 	if h.top == r {
 		h.top = nil
 	}
@@ -554,7 +841,8 @@ func (h *Heap) giveBack(r *run) {
 	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
-	_ = h.region.Free(&r.Run) // only a closed region refuses, and then nothing matters
+	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
+	return n
 }
 
 // Resize resizes the block at p, in run ar, to n bytes in place if it
@@ -573,11 +861,10 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	want := chunkSize(n)
 	if want > s {
 		next := c + s
-		nh := h.headerIn(r, next)
-		if nh&flagInUse != 0 || s+sizeOf(nh) < want {
+		if inUse(r, next) || s+sizeOf(h.header(next)) < want {
 			return false, nil
 		}
-		ns := sizeOf(nh)
+		ns := sizeOf(h.header(next))
 		h.remove(next, ns)
 		if rest := s + ns - want; rest >= minChunk {
 			h.setFree(r, c+want, rest)
@@ -592,6 +879,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 		want = s
 	}
 	h.setHeader(r, c, uint64(want)|flagInUse|hd&flagPrevInUse|uint64(want-overhead-n)<<slackShift)
+	r.touch(c+want+overhead, h.page)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
 	return true, nil
@@ -599,17 +887,17 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 
 // Trim gives back every empty run (the spare) to the region, and releases
 // with madvise the whole pages inside every other free chunk, as glibc's
-// malloc_trim does: it returns the bytes it released itself (the region
-// counts the runs it gets back when it releases them).
+// malloc_trim does: it returns the bytes given back to the kernel, by
+// itself and by the region as it took the spare (the top it trimmed then;
+// a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r := h.spare; r != nil {
-		h.spare = nil
-		h.remove(r.start, r.end-fenceSize-r.start)
-		h.giveBack(r)
+	var given uintptr
+	if r := h.takeSpare(); r != nil {
+		given = h.giveBack(r)
 	}
-	return h.releaseFree()
+	return given + h.releaseFree()
 }
 
 // Idle is the purge's pass for a heap gone idle (Config.PurgeInBackground
@@ -624,12 +912,11 @@ func (h *Heap) Idle() uintptr {
 		h.idleSeen = h.ops
 		return 0
 	}
-	if r := h.spare; r != nil {
-		h.spare = nil
-		h.remove(r.start, r.end-fenceSize-r.start)
-		h.giveBack(r)
+	var given uintptr
+	if r := h.takeSpare(); r != nil {
+		given = h.giveBack(r)
 	}
-	return h.releaseFree()
+	return given + h.releaseFree()
 }
 
 // releaseFree releases the inside of every free chunk not released yet.
@@ -652,8 +939,12 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	}
 	n := h.releaseInside(c, s)
 	if n > 0 {
-		h.setHeader(runOf(h.region.Lookup(c)), c, h.header(c)|flagReleased)
+		r := runOf(h.region.Lookup(c))
+		h.setHeader(r, c, h.header(c)|flagReleased)
 		h.released += n
+		if c+s == r.end-fenceSize {
+			r.clean = min(r.clean, alignUp(c+minChunk, h.page))
+		}
 	}
 	return n
 }
@@ -682,18 +973,34 @@ func (h *Heap) releaseInside(c, s uintptr) uintptr {
 	return n
 }
 
-// eachFree calls fn for every free chunk in a bin.
+// eachFree calls fn for every free chunk in a bin. A damaged chunk is
+// reported, and its bin cut before it.
 func (h *Heap) eachFree(fn func(c, s uintptr)) {
 	for w, m := range h.bitmap {
 		for ; m != 0; m &= m - 1 {
 			i := uintptr(w*64 + bits.TrailingZeros64(m))
-			for c := h.exact[i]; c != 0; c = uintptr(*h.fd(c)) {
-				fn(c, i*granule)
-			}
+			h.eachIn(h.exact[i], i*granule, fn)
 		}
 	}
-	for c := h.big; c != 0; c = uintptr(*h.fd(c)) {
+	h.eachIn(h.big, 0, fn)
+}
+
+// eachIn calls fn for every chunk of the bin that starts at c, whose
+// chunks are of s bytes (0: the sorted list).
+func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
+	var prev uintptr
+	for c != 0 {
+		if !h.freeOK(c, s) {
+			h.damaged(c, "a free chunk")
+			bin := s
+			if bin == 0 {
+				bin = exactLimit
+			}
+			h.drop(prev, c, bin)
+			return
+		}
 		fn(c, sizeOf(h.header(c)))
+		prev, c = c, uintptr(*h.fd(c))
 	}
 }
 

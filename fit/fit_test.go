@@ -385,3 +385,75 @@ func TestUnderLimit(t *testing.T) {
 	require.ErrorIs(t, err, errs.ErrNoMemory, "past the budget")
 	walk(t, h)
 }
+
+// TestTrimTop: a free that leaves a run's last free chunk TrimThreshold
+// bytes or more gives back its touched pages past TopPad at once, as
+// glibc's free trims the top chunk; the blocks below are untouched, and
+// the pages come back zero when a block reaches them again.
+func TestTrimTop(t *testing.T) {
+	h, r := newHeapWith(t, Options{TrimThreshold: 128 << 10, TopPad: 64 << 10})
+	var bs []block
+	for i := range 80 {
+		p, err := h.Alloc(8000)
+		require.NoError(t, err)
+		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
+		fill(h, b)
+		bs = append(bs, b)
+	}
+	run := runOf(r.Lookup(bs[0].p))
+	os := &sys.OS{}
+	var vec []byte
+	resident := func(lo, hi uintptr) uintptr {
+		lo &^= h.page - 1
+		n, err := os.Resident(r.Ptr(lo), hi-lo, &vec)
+		require.NoError(t, err)
+		return n
+	}
+	top := bs[79].p + 8000
+	require.Greater(t, resident(bs[40].p, top), uintptr(300<<10))
+	for i := 79; i >= 40; i-- { // the top 320 KB, from the top down
+		_, err := h.Free(r.Lookup(bs[i].p), bs[i].p)
+		require.NoError(t, err)
+	}
+	require.NotZero(t, h.trimmed)
+	lo := alignUp(bs[40].p-16+minChunk+64<<10, h.page)
+	require.Equal(t, lo, run.clean, "the pad is kept, the rest known clean")
+	require.Zero(t, resident(lo, top&^(h.page-1)), "past the pad, nothing resident")
+	for _, b := range bs[:40] {
+		require.True(t, intact(h, b))
+	}
+	walk(t, h)
+	p, err := h.Alloc(200 << 10)
+	require.NoError(t, err)
+	for _, c := range bytesOf(h, uintptr(p)+80<<10, 100<<10) {
+		require.Zero(t, c, "a trimmed page comes back zero")
+	}
+	fill(h, block{p: uintptr(p), n: 200 << 10, tag: 5})
+	require.GreaterOrEqual(t, run.clean, uintptr(p)+200<<10)
+	walk(t, h)
+}
+
+// BenchmarkReplace keeps 1000 medium blocks live and replaces a random
+// one each step: Free and Alloc with their checks (bins, neighbours).
+func BenchmarkReplace(b *testing.B) {
+	h, r := newHeap(b)
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := make([]uintptr, 1000)
+	for i := range live {
+		p, err := h.Alloc(uintptr(1025 + rng.IntN(31<<10)))
+		require.NoError(b, err)
+		live[i] = uintptr(p)
+	}
+	b.ResetTimer()
+	for range b.N {
+		k := rng.IntN(len(live))
+		if _, err := h.Free(r.Lookup(live[k]), live[k]); err != nil {
+			b.Fatal(err)
+		}
+		p, err := h.Alloc(uintptr(1025 + rng.IntN(31<<10)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		live[k] = uintptr(p)
+	}
+}
