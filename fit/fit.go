@@ -243,7 +243,7 @@ func (h *Heap) insert(c, s uintptr) {
 	var prev uintptr
 	next := h.big
 	for next != 0 {
-		if !h.freeOK(next, 0) {
+		if h.freeOK(next, 0) == nil {
 			h.damaged(next, "a free chunk of the sorted list")
 			next = 0 // the rest of the list is dropped: its links are not followed
 			break
@@ -293,10 +293,11 @@ func (h *Heap) remove(c, s uintptr) {
 	}
 }
 
-// find returns the smallest free chunk of at least s bytes, or 0. A
-// damaged chunk on the way is reported and dropped from its bin with the
-// rest of the bin (their links are not followed), and the search goes on.
-func (h *Heap) find(s uintptr) uintptr {
+// find returns the smallest free chunk of at least s bytes and its run, or
+// 0. A damaged chunk on the way is reported and dropped from its bin with
+// the rest of the bin (their links are not followed), and the search goes
+// on.
+func (h *Heap) find(s uintptr) (uintptr, *run) {
 	for i := s / granule; i < numExact; {
 		w := i / 64
 		j := uintptr(numExact)
@@ -310,24 +311,25 @@ func (h *Heap) find(s uintptr) uintptr {
 			break
 		}
 		c := h.exact[j]
-		if h.freeOK(c, j*granule) {
-			return c
+		if r := h.freeOK(c, j*granule); r != nil {
+			return c, r
 		}
 		h.damaged(c, "a free chunk of an exact bin")
 		h.drop(0, c, j*granule)
 	}
 	var prev uintptr
 	for c := h.big; c != 0; prev, c = c, uintptr(*h.fd(c)) {
-		if !h.freeOK(c, 0) {
+		r := h.freeOK(c, 0)
+		if r == nil {
 			h.damaged(c, "a free chunk of the sorted list")
 			h.drop(prev, c, exactLimit)
-			return 0
+			return 0, nil
 		}
 		if sizeOf(h.header(c)) >= s {
-			return c
+			return c, r
 		}
 	}
-	return 0
+	return 0, nil
 }
 
 // emptyBin drops exact bin j (a damaged chunk in it): the chunks it held
@@ -428,13 +430,23 @@ func inUse(r *run, c uintptr) bool {
 }
 
 // freeOK reports whether c is a free chunk as the heap left it, of s bytes
-// (0: any): not in use in the bitmap, its header and boundary tag agree,
-// the chunk after it is in use, and its bin's links point back at it. Its
-// memory is read only once it is known to be inside a run of the heap, and
-// so is each link's, so a damaged chunk is never followed anywhere.
-func (h *Heap) freeOK(c, s uintptr) bool {
-	r := h.runAt(c)
-	if r == nil || inUse(r, c) {
+// (0: any), and returns its run (nil: not one): freeIn, for a c whose run
+// is not known yet.
+func (h *Heap) freeOK(c, s uintptr) *run {
+	if r := h.runAt(c); r != nil && h.freeIn(r, c, s) {
+		return r
+	}
+	return nil
+}
+
+// freeIn reports whether c, a chunk's place in run r (runAt's bounds), is
+// a free chunk as the heap left it, of s bytes (0: any): not in use in the
+// bitmap, its header and boundary tag agree, the chunk after it is in use,
+// and its bin's links point back at it. Each link's memory is read only
+// once it is known to be inside a run of the heap, so a damaged chunk is
+// never followed anywhere.
+func (h *Heap) freeIn(r *run, c, s uintptr) bool {
+	if inUse(r, c) {
 		return false
 	}
 	hd := h.header(c)
@@ -504,23 +516,22 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ops++
-	c := h.find(s)
+	c, r := h.find(s)
 	if c == 0 {
 		var err error
-		if c, err = h.extend(s); err != nil {
+		if c, r, err = h.extend(s); err != nil {
 			return nil, err
 		}
 	}
-	h.take(c, s, n)
+	h.take(r, c, s, n)
 	return h.region.Ptr(c + 2*overhead), nil
 }
 
-// take hands out free chunk c for a block of n bytes in a chunk of s:
-// out of its bin, the rest split off as a free chunk of its own.
-func (h *Heap) take(c, s, n uintptr) {
+// take hands out free chunk c of run r for a block of n bytes in a chunk
+// of s: out of its bin, the rest split off as a free chunk of its own.
+func (h *Heap) take(r *run, c, s, n uintptr) {
 	cs := sizeOf(h.header(c))
 	h.remove(c, cs)
-	r := runOf(h.region.Lookup(c))
 	if r == h.spare {
 		h.spare = nil
 	}
@@ -541,15 +552,16 @@ func (h *Heap) take(c, s, n uintptr) {
 }
 
 // extend makes room for a chunk of s bytes and returns a free chunk of at
-// least s, in its bin: the top run grown in place, or a new run.
-func (h *Heap) extend(s uintptr) (uintptr, error) {
+// least s, in its bin, and its run: the top run grown in place, or a new
+// run.
+func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	if t := h.top; t != nil {
 		// the free chunk before the fence, if any, is part of the room
 		fence := t.end - fenceSize
 		last := uintptr(0)
 		if t.fence[1]&flagPrevInUse == 0 {
 			last = uintptr(t.fence[0])
-			if last > fence-t.start || last%granule != 0 || !h.freeOK(fence-last, last) {
+			if last > fence-t.start || last%granule != 0 || !h.freeIn(t, fence-last, last) {
 				h.damaged(fence-min(last&^(granule-1), fence-t.start), "the last free chunk of a run")
 				last = 0
 			}
@@ -568,7 +580,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 			t.fence = [2]uint64{0, fenceSize | flagInUse}
 			h.setFree(t, c, cs)
 			h.insert(c, cs)
-			return c, nil
+			return c, t, nil
 		}
 	}
 	need := alignUp(s+fenceSize, h.page)
@@ -583,7 +595,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 		_, _, err = h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("fit: a run of %d bytes: %w", bytes, err)
+		return 0, nil, fmt.Errorf("fit: a run of %d bytes: %w", bytes, err)
 	}
 	r.start = r.Start()
 	r.end = r.start + bytes
@@ -595,7 +607,7 @@ func (h *Heap) extend(s uintptr) (uintptr, error) {
 	h.insert(c, cs)
 	h.top = r
 	h.liveRuns[r] = struct{}{}
-	return c, nil
+	return c, r, nil
 }
 
 // growBits makes r's bitmap cover a run that ends at end.
@@ -637,7 +649,7 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
-	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeOK(next, 0) {
+	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeIn(r, next, 0) {
 		// the chunk after is neither in use nor a sound free chunk: its
 		// header was overwritten, or this block's size was
 		h.damaged(next, "the chunk after a block")
@@ -693,7 +705,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 	next := c + s
 	if !prevInUse {
 		ps := uintptr(*h.word(c))
-		if ps <= c-r.start && ps%granule == 0 && h.freeOK(c-ps, ps) {
+		if ps <= c-r.start && ps%granule == 0 && h.freeIn(r, c-ps, ps) {
 			c -= ps
 			h.remove(c, ps)
 			s += ps
@@ -820,7 +832,7 @@ func (h *Heap) takeSpare() *run {
 		return nil
 	}
 	h.spare = nil
-	if s := r.end - fenceSize - r.start; h.freeOK(r.start, s) {
+	if s := r.end - fenceSize - r.start; h.freeIn(r, r.start, s) {
 		h.remove(r.start, s)
 		return r
 	}
@@ -988,7 +1000,7 @@ func (h *Heap) eachFree(fn func(c, s uintptr)) {
 func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
 	var prev uintptr
 	for c != 0 {
-		if !h.freeOK(c, s) {
+		if h.freeOK(c, s) == nil {
 			h.damaged(c, "a free chunk")
 			bin := s
 			if bin == 0 {
