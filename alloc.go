@@ -411,6 +411,15 @@ func (a *Allocator) route(n uintptr) route {
 // fast path.
 func (a *Allocator) fitted(n uintptr) bool { return a.fit != nil && fitSize[(n+7)>>3] }
 
+// slabCached says whether a request of n bytes is served from bins (a P's
+// cache, a Local's): below limit (the Allocator's smallLimit, which a
+// Local copies: 0 where there is no best-fit heap, under Debug and
+// PolicyMmap), and small, or a medium size the slabs serve. One table
+// load for a medium size, none for a small one: the fast paths' test.
+func slabCached(n, limit uint) bool {
+	return n < limit && (n < fit.MinRequest || !fitSize[(n+7)>>3])
+}
+
 // fitSize[(n+7)/8] says whether the best-fit heap rather than a slab is
 // the better home of n bytes, MinRequest <= n <= slab.MaxSize (fitted):
 // one load on Malloc's fast path. Both the class and the chunk are the
@@ -524,7 +533,7 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 // the block is the heap-profile sample). tried says it looked in the
 // cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
-	if uint(n) >= a.smallLimit || uint(n) >= fit.MinRequest && a.fitted(uintptr(n)) {
+	if !slabCached(uint(n), a.smallLimit) {
 		return nil, false
 	}
 	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
@@ -536,7 +545,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if uint(n) < a.smallLimit && (uint(n) < fit.MinRequest || !fitSize[(uint(n)+7)>>3]) {
+	if slabCached(uint(n), a.smallLimit) {
 		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}

@@ -6,7 +6,6 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
-	"github.com/brkmap/alloc/fit"
 	"github.com/brkmap/alloc/slab"
 )
 
@@ -74,7 +73,7 @@ func closeLocal(l localOf) {
 
 // Malloc is Allocator.Malloc from the Local's bins.
 func (l *Local) Malloc(n int) ([]byte, error) {
-	if uint(n) < l.small && (uint(n) < fit.MinRequest || !l.a.fitted(uintptr(n))) {
+	if slabCached(uint(n), l.small) {
 		if p := l.c.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}
@@ -104,7 +103,7 @@ func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 		zero bool
 		err  error
 	)
-	if uint(n) < l.small && (uint(n) < fit.MinRequest || !a.fitted(uintptr(n))) {
+	if slabCached(uint(n), l.small) {
 		// Refill pops the bin first (counting the sample, which AllocFast
 		// leaves to it): Malloc's AllocFast is not tried again.
 		var sampled bool
