@@ -249,6 +249,17 @@ func (h *harness) mustMalloc(n int) []byte {
 	return b
 }
 
+// mediums allocates count blocks of 6000 bytes: medium under every
+// region config (below low-threshold's 8 KiB), from the best-fit heap.
+func (h *harness) mediums(count int) [][]byte {
+	h.t.Helper()
+	bs := make([][]byte, count)
+	for i := range bs {
+		bs[i] = h.mustMalloc(6000)
+	}
+	return bs
+}
+
 // index returns b's index among the model's live blocks.
 func (h *harness) index(b []byte) int {
 	h.t.Helper()
@@ -670,10 +681,7 @@ var injectCases = []injectCase{
 		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).releaseInside", configs: regionConfigs,
 		times: 1, want: wantOK,
 		prepare: func(h *harness) any {
-			var bs [][]byte
-			for range 5 {
-				bs = append(bs, h.mustMalloc(6000))
-			}
+			bs := h.mediums(5)
 			for _, b := range bs[1:4] { // a free chunk of 18 KB between two live blocks
 				require.NoError(h.t, h.free(b))
 			}
@@ -686,10 +694,7 @@ var injectCases = []injectCase{
 		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).trimTop", configs: regionConfigs,
 		times: 1, want: wantOK,
 		prepare: func(h *harness) any {
-			var bs [][]byte
-			for range 80 {
-				bs = append(bs, h.mustMalloc(6000))
-			}
+			bs := h.mediums(80)
 			return bs
 		},
 		act: func(h *harness, s any) error {

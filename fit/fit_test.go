@@ -110,6 +110,21 @@ func walk(t testing.TB, h *Heap) {
 	require.Equal(t, h.freeBytes, free)
 }
 
+// allocFilled allocates count blocks of n bytes, each filled with its own
+// tag (1, 2, …).
+func allocFilled(t testing.TB, h *Heap, count int, n uintptr) []block {
+	t.Helper()
+	bs := make([]block, 0, count)
+	for i := range count {
+		p, err := h.Alloc(n)
+		require.NoError(t, err)
+		b := block{p: uintptr(p), n: n, tag: byte(i + 1)}
+		fill(h, b)
+		bs = append(bs, b)
+	}
+	return bs
+}
+
 // TestModel runs random allocations, frees and resizes against a model,
 // checking contents (no two live blocks overlap) and the invariants.
 func TestModel(t *testing.T) {
@@ -294,14 +309,7 @@ func TestConcurrent(t *testing.T) {
 // untouched; Trim gives back the spare run.
 func TestIdleAndTrimRelease(t *testing.T) {
 	h, r := newHeap(t)
-	var bs []block
-	for i := range 40 {
-		p, err := h.Alloc(8000)
-		require.NoError(t, err)
-		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
-		fill(h, b)
-		bs = append(bs, b)
-	}
+	bs := allocFilled(t, h, 40, 8000)
 	for i, b := range bs {
 		if i%4 != 0 {
 			_, err := h.Free(r.Lookup(b.p), b.p)
@@ -331,14 +339,7 @@ func TestIdleAndTrimRelease(t *testing.T) {
 // live blocks are left alone; Close stops the timer.
 func TestPurgeAfterDelay(t *testing.T) {
 	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: 5 * time.Millisecond})
-	var bs []block
-	for i := range 40 {
-		p, err := h.Alloc(8000)
-		require.NoError(t, err)
-		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
-		fill(h, b)
-		bs = append(bs, b)
-	}
+	bs := allocFilled(t, h, 40, 8000)
 	for _, b := range bs[1:13] { // 96 KB of neighbours: one free chunk
 		_, err := h.Free(r.Lookup(b.p), b.p)
 		require.NoError(t, err)
@@ -392,14 +393,7 @@ func TestUnderLimit(t *testing.T) {
 // the pages come back zero when a block reaches them again.
 func TestTrimTop(t *testing.T) {
 	h, r := newHeapWith(t, Options{TrimThreshold: 128 << 10, TopPad: 64 << 10})
-	var bs []block
-	for i := range 80 {
-		p, err := h.Alloc(8000)
-		require.NoError(t, err)
-		b := block{p: uintptr(p), n: 8000, tag: byte(i + 1)}
-		fill(h, b)
-		bs = append(bs, b)
-	}
+	bs := allocFilled(t, h, 80, 8000)
 	run := runOf(r.Lookup(bs[0].p))
 	os := &sys.OS{}
 	var vec []byte
