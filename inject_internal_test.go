@@ -678,7 +678,7 @@ var injectCases = []injectCase{
 	},
 	{
 		name: "madvise of Trim releasing the pages inside a free chunk of the best-fit heap",
-		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).releaseInside", configs: regionConfigs,
+		op:   sys.OpMadvise, path: "arena.(*Region).Release<fit.(*Heap).releaseChunk", configs: regionConfigs,
 		times: 1, want: wantOK,
 		prepare: func(h *harness) any {
 			bs := h.mediums(5)

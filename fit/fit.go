@@ -944,17 +944,15 @@ func (h *Heap) releaseFree() uintptr {
 // releaseChunk releases the inside of free chunk c of s bytes and marks
 // it released; it returns the bytes released.
 func (h *Heap) releaseChunk(c, s uintptr) uintptr {
-	if h.closed {
+	lo, n := alignUp(c+minChunk, h.page), h.inside(c, s)
+	if h.closed || n == 0 || h.region.Release(lo, n) != nil {
 		return 0
 	}
-	n := h.releaseInside(c, s)
-	if n > 0 {
-		r := runOf(h.region.Lookup(c))
-		h.setHeader(r, c, h.header(c)|flagReleased)
-		h.released += n
-		if c+s == r.end-fenceSize {
-			r.clean = min(r.clean, alignUp(c+minChunk, h.page))
-		}
+	r := runOf(h.region.Lookup(c))
+	h.setHeader(r, c, h.header(c)|flagReleased)
+	h.released += n
+	if c+s == r.end-fenceSize {
+		r.clean = min(r.clean, lo)
 	}
 	return n
 }
@@ -967,20 +965,6 @@ func (h *Heap) inside(c, s uintptr) uintptr {
 		return 0
 	}
 	return hi - lo
-}
-
-// releaseInside gives back to the kernel the whole pages inside free
-// chunk c of s bytes, past its header and links (the boundary tag, at
-// c+s, is the next chunk's), and returns the bytes released.
-func (h *Heap) releaseInside(c, s uintptr) uintptr {
-	n := h.inside(c, s)
-	if n == 0 {
-		return 0
-	}
-	if h.region.Release(alignUp(c+minChunk, h.page), n) != nil {
-		return 0
-	}
-	return n
 }
 
 // eachFree calls fn for every free chunk in a bin. A damaged chunk is
