@@ -544,8 +544,10 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 		return h.region.Ptr(c + 2*overhead), nil
 	}
 	c, r := h.find(s)
-	if c == 0 && h.fastBytes != 0 {
-		h.consolidate() // what the fast bins hold may merge into room: the heap grows only if not
+	if h.fastBytes != 0 && (c == 0 || c+s+overhead > r.clean) {
+		// what the fast bins hold may merge into room: the heap grows,
+		// or a block reaches pages never touched, only if not
+		h.consolidate()
 		c, r = h.find(s)
 	}
 	if c == 0 {
@@ -953,6 +955,9 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	s := sizeOf(hd)
 	old := s - overhead - uintptr(hd>>slackShift)
 	want := chunkSize(n)
+	if want > s && h.fastBytes != 0 && held(r, c+s) {
+		h.consolidate() // the chunk after may merge into room to grow into
+	}
 	if want > s {
 		next := c + s
 		if inUse(r, next) || s+sizeOf(h.header(next)) < want {
