@@ -955,8 +955,9 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	s := sizeOf(hd)
 	old := s - overhead - uintptr(hd>>slackShift)
 	want := chunkSize(n)
-	if want > s && h.fastBytes != 0 && held(r, c+s) {
-		h.consolidate() // the chunk after may merge into room to grow into
+	if want > s && h.fastBytes != 0 && c+s < r.end-fenceSize && held(r, c+s) {
+		h.consolidate()  // the chunk after may merge into room to grow into
+		hd = h.header(c) // and the chunk before may be free now
 	}
 	if want > s {
 		next := c + s

@@ -481,3 +481,49 @@ func BenchmarkReplace(b *testing.B) {
 		live[k] = uintptr(p)
 	}
 }
+
+// TestFastBins: a freed medium block is held on its fast bin and handed
+// back to the next request of its size; a second free of it is a double
+// free that changes nothing; growing a block in place into a held chunk
+// first consolidates, and the block's header then says the chunk before
+// it is free (the held chunk before it merged with a free one).
+func TestFastBins(t *testing.T) {
+	h, r := newHeap(t)
+	free := func(b block) {
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	// in address order: live blocks, a free chunk, A held, B live, C held, D live
+	bs := allocFilled(t, h, 5, 3000)
+	big, err := h.Alloc(40000) // not held when freed: above the fast bins' sizes
+	require.NoError(t, err)
+	a, b, c, d := allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 4000)[0], allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 3000)[0]
+	free(block{p: uintptr(big)})
+	free(a)
+	free(c)
+	walk(t, h)
+	require.Equal(t, uintptr(2*chunkSize(3000)), h.fastBytes, "A and C are held")
+	_, err = h.Free(r.Lookup(a.p), a.p)
+	require.ErrorIs(t, err, errs.ErrDoubleFree)
+	walk(t, h)
+
+	ok, err := h.Resize(r.Lookup(b.p), b.p, 6000) // into C's chunk
+	require.NoError(t, err)
+	require.True(t, ok)
+	b.n = 6000
+	fill(h, b)
+	require.Zero(t, h.fastBytes, "consolidated")
+	require.Zero(t, h.header(b.p-16)&flagPrevInUse, "A merged with the free chunk before it")
+	require.True(t, intact(h, d))
+	walk(t, h)
+
+	// a held chunk comes back to the next request of its size
+	free(d)
+	p, err := h.Alloc(3000)
+	require.NoError(t, err)
+	require.Equal(t, d.p, uintptr(p))
+	walk(t, h)
+	for _, x := range bs {
+		require.True(t, intact(h, x))
+	}
+}
