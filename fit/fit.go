@@ -26,6 +26,9 @@
 // place when the break or a free run follows it, else a new run of the
 // region (KindFit). A run whose chunks are all free goes back to the
 // region, except one, kept for the next request (the lowest such run).
+// In front of the bins, fast bins (fast.go) hold freed chunks unmerged, a
+// list per exact size, for the next request of that size: glibc's
+// fastbins, bounded, and emptied into the heap before it grows.
 //
 // What glibc trusts to the header alone, this heap checks against a
 // bitmap outside the heap, one bit per 16 bytes of a run, set for each
