@@ -547,9 +547,10 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 		return h.region.Ptr(c + 2*overhead), nil
 	}
 	c, r := h.find(s)
-	if h.fastBytes != 0 && (c == 0 || c+s+overhead > r.clean) {
+	if h.fastBytes != 0 && (c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0) {
 		// what the fast bins hold may merge into room: the heap grows,
-		// or a block reaches pages never touched, only if not
+		// or a block reaches pages never touched or given back, only if
+		// not
 		h.consolidate()
 		c, r = h.find(s)
 	}
