@@ -545,13 +545,31 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // unspecified. Malloc(0) returns a non-nil empty slice that must be freed
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
-	if slabCached(uint(n), a.smallLimit) {
-		if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
-			return bytesAt(p, n), nil
+	if uint(n) < a.smallLimit {
+		if n < fit.MinRequest || !fitSize[(n+7)>>3] { // slabCached
+			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+				return bytesAt(p, n), nil
+			}
+			return a.allocGated(n, 16, true, false)
 		}
-		return a.allocGated(n, 16, true, false)
+		return a.fitMalloc(n)
 	}
 	return a.allocGated(n, 16, false, false)
+}
+
+// fitMalloc is Malloc of a medium block the best-fit heap serves
+// (fitted): place's path for it, without the routing.
+func (a *Allocator) fitMalloc(n int) ([]byte, error) {
+	if !a.enter() {
+		return nil, ErrClosed
+	}
+	p, _, sampled, err := a.fitBlock(uintptr(n))
+	if sampled {
+		a.prof.record(p, n)
+	}
+	b := blockAt(p, n, false, false, err)
+	a.leave(b)
+	return b, err
 }
 
 // allocGated is the slow path of every allocation, inside the gate
@@ -629,13 +647,19 @@ func (a *Allocator) Free(b []byte) error {
 	}
 	// the fast path: a small block, and this P's cache has room
 	p := unsafe.Pointer(unsafe.SliceData(b))
-	if run := a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
+	run := a.pages.Lookup(uintptr(p))
+	if run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
 		return nil
 	}
 	if !a.enter() {
 		return ErrClosed
 	}
-	err := a.free(b)
+	var err error
+	if run != nil && run.Kind() == arena.KindFit {
+		_, err = a.fit.Free(run, uintptr(p)) // freeRegion's path for it, the run known
+	} else {
+		err = a.free(b)
+	}
 	a.leave(nil)
 	return err
 }

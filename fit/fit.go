@@ -26,6 +26,9 @@
 // place when the break or a free run follows it, else a new run of the
 // region (KindFit). A run whose chunks are all free goes back to the
 // region, except one, kept for the next request (the lowest such run).
+// In front of the bins, fast bins (fast.go) hold freed chunks unmerged, a
+// list per exact size, for the next request of that size: glibc's
+// fastbins, bounded, and emptied into the heap before it grows.
 //
 // What glibc trusts to the header alone, this heap checks against a
 // bitmap outside the heap, one bit per 16 bytes of a run, set for each
@@ -79,6 +82,10 @@ const (
 	// that lands there would fault them back in.
 	purgeMin = 64 << 10
 )
+
+// The purge's pass walks the sorted list only: purgeMin is no smaller than
+// the chunks it holds.
+const _ = uint(purgeMin - exactLimit)
 
 // run is a run of the region given to the heap: the page map points at it.
 type run struct {
@@ -155,6 +162,16 @@ type Heap struct {
 	summary uint64  // bit w: bitmap[w] != 0
 	big     uintptr // the sorted list of chunks of exactLimit bytes and more
 
+	// the fast bins (fast.go): heads, counts, which are not empty, and
+	// the bytes they hold (also counted in freeBytes), bounded by fastCap
+	fast          [numFast]uintptr
+	fastN         [numFast]uint8
+	fastMap       [(numFast + 63) / 64]uint64
+	fastBytes     uintptr
+	fastCap       uintptr
+	consolidating bool
+	mergeHeld     bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)
+
 	top      *run              // the last run made: the one grown in place
 	spare    *run              // an empty run kept for the next request, or nil
 	liveRuns map[*run]struct{} // every run the heap holds
@@ -167,6 +184,7 @@ type Heap struct {
 	metaBytes  uintptr // the runs' bitmaps
 	ops        uint64  // allocations, frees and resizes so far
 	idleSeen   uint64  // ops at the last Idle
+	purgeSeen  uint64  // ops at the last purge's pass
 	released   uintptr // of freeBytes, the pages given back inside free chunks
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
@@ -177,8 +195,12 @@ type Heap struct {
 
 // New makes a heap over region.
 func New(region *arena.Region, opts Options) *Heap {
-	return &Heap{region: region, page: region.PageSize(), opts: opts, liveRuns: map[*run]struct{}{},
-		trim: opts.TrimThreshold}
+	h := &Heap{region: region, page: region.PageSize(), opts: opts, liveRuns: map[*run]struct{}{},
+		trim: opts.TrimThreshold, fastCap: fastCap}
+	if opts.Purge && opts.PurgeDelay <= 0 {
+		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
+	}
+	return h
 }
 
 // Errors the heap returns, wrapped: the allocator's.
@@ -402,31 +424,35 @@ func (h *Heap) runAt(c uintptr) *run {
 	return r
 }
 
-// liveWithin reports whether a chunk in use starts in [lo, hi) of run r.
+// liveWithin reports whether a chunk in use starts in [lo, hi) of run r
+// (lo < hi): one word of the bitmap at a time.
 func (h *Heap) liveWithin(r *run, lo, hi uintptr) bool {
-	g0, g1 := (lo-r.start)/granule, (hi-r.start)/granule
-	for g := g0; g < g1; {
-		w, b := g/64, g%64
-		m := r.live[w] >> b
-		if n := g1 - g; n < 64-b {
-			m &= 1<<n - 1
-		}
+	g0, g1 := (lo-r.start)/granule, (hi-r.start)/granule-1 // the first and last bit
+	w0, w1 := g0/64, g1/64
+	first := ^uint64(0) << (g0 % 64)
+	last := ^uint64(0) >> (63 - g1%64)
+	if w0 == w1 {
+		return r.live[w0]&first&last != 0
+	}
+	if r.live[w0]&first != 0 || r.live[w1]&last != 0 {
+		return true
+	}
+	for _, m := range r.live[w0+1 : w1] {
 		if m != 0 {
 			return true
 		}
-		g += 64 - b
 	}
 	return false
 }
 
-// inUse reports whether chunk c of run r is in use: the bitmap says so,
-// whatever its header says (the fence is in use).
+// inUse reports whether chunk c of run r is in use, or held in a fast bin:
+// the bitmap says so, whatever its header says (the fence is in use).
 func inUse(r *run, c uintptr) bool {
 	if c >= r.end-fenceSize {
 		return true
 	}
 	w, m := r.bit(c + 2*overhead)
-	return r.live[w]&m != 0
+	return r.live[w]&m != 0 || held(r, c)
 }
 
 // freeOK reports whether c is a free chunk as the heap left it, of s bytes
@@ -516,7 +542,18 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ops++
+	if c, r := h.popFast(s); c != 0 {
+		h.handOut(r, c, s, n)
+		return h.region.Ptr(c + 2*overhead), nil
+	}
 	c, r := h.find(s)
+	if h.fastBytes != 0 && (c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0) {
+		// what the fast bins hold may merge into room: the heap grows,
+		// or a block reaches pages never touched or given back, only if
+		// not
+		h.consolidate()
+		c, r = h.find(s)
+	}
 	if c == 0 {
 		var err error
 		if c, r, err = h.extend(s); err != nil {
@@ -633,6 +670,9 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	w, m := r.bit(p)
 	c := p - 2*overhead
 	if r.live[w]&m == 0 {
+		if held(r, c) {
+			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
+		}
 		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x", errDouble, p)
 		}
@@ -649,13 +689,29 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
-	if next := c + sizeOf(hd); !inUse(r, next) && !h.freeIn(r, next, 0) {
-		// the chunk after is neither in use nor a sound free chunk: its
-		// header was overwritten, or this block's size was
-		h.damaged(next, "the chunk after a block")
-		return nil, 0, 0, fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, p)
-	}
 	return r, c, hd, nil
+}
+
+// checkAll is check, and checks the chunk after the block too (checkNext):
+// for the calls that may merge the block with it, or grow into it.
+func (h *Heap) checkAll(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
+	r, c, hd, err := h.check(ar, p)
+	if err == nil {
+		err = h.checkNext(r, c+sizeOf(hd))
+	}
+	return r, c, hd, err
+}
+
+// checkNext checks chunk next of r, after a block in use: in use, or a
+// sound free chunk. If not, its header was overwritten, or the size of
+// the block before it was: that is reported, and the block is to be left
+// alone.
+func (h *Heap) checkNext(r *run, next uintptr) error {
+	if !inUse(r, next) && !h.freeIn(r, next, 0) {
+		h.damaged(next, "the chunk after a block")
+		return fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, next-2*overhead)
+	}
+	return nil
 }
 
 // Usable returns the usable and requested bytes of the block at p, in run
@@ -663,7 +719,7 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, _, hd, err := h.check(ar, p)
+	_, _, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -680,18 +736,29 @@ func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
+	s := sizeOf(hd)
+	hold := h.holds(r, c, s)
+	if !hold {
+		if err := h.checkNext(r, c+s); err != nil {
+			return 0, err // merged, the chunk after would be trusted
+		}
+	}
 	h.ops++
 	if h.opts.OnFree != nil {
 		h.opts.OnFree(p)
 	}
-	s := sizeOf(hd)
 	n := s - overhead - uintptr(hd>>slackShift)
 	h.liveChunks--
 	h.liveBytes -= n
 	h.chunkBytes -= s
+	if hold {
+		h.pushFast(r, c, s)
+		return n, nil
+	}
 	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
 	w, m := r.bit(p)
 	r.live[w] &^= m
+	h.settle()
 	return n, nil
 }
 
@@ -733,9 +800,23 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
 			h.releaseChunk(c, s)
-		} else if !h.purgeAt && !h.closed {
-			h.purgeAt = true
+		} else {
+			h.armPurge()
+		}
+	}
+	if s >= purgeMin && h.fastBytes != 0 {
+		h.mergeHeld = true // by the caller, once its own chunk is settled: settle
+	}
+}
+
+// armPurge arms the purge's timer, if the purge is on and it is not armed.
+func (h *Heap) armPurge() {
+	if !h.purgeAt && h.opts.Purge && h.opts.PurgeDelay > 0 && !h.closed {
+		h.purgeAt = true
+		if h.timer == nil {
 			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
+		} else {
+			h.timer.Reset(h.opts.PurgeDelay)
 		}
 	}
 }
@@ -773,7 +854,17 @@ func (h *Heap) purgePass() {
 		return
 	}
 	waiting := false
-	h.eachFree(func(c, s uintptr) {
+	if h.fastBytes != 0 {
+		// the fast bins are emptied once they have seen no operation for
+		// a whole pass: a heap in use keeps them
+		if h.ops == h.purgeSeen {
+			h.consolidate()
+		} else {
+			waiting = true
+		}
+	}
+	h.purgeSeen = h.ops
+	h.eachIn(h.big, 0, func(c, s uintptr) { // every chunk of purgeMin bytes or more is there
 		hd := h.header(c)
 		switch {
 		case s < purgeMin || hd&flagReleased != 0:
@@ -860,7 +951,7 @@ func (h *Heap) giveBack(r *run) uintptr {
 func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r, c, hd, err := h.check(ar, p)
+	r, c, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return false, err
 	}
@@ -868,6 +959,10 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	s := sizeOf(hd)
 	old := s - overhead - uintptr(hd>>slackShift)
 	want := chunkSize(n)
+	if want > s && h.fastBytes != 0 && c+s < r.end-fenceSize && held(r, c+s) {
+		h.consolidate()  // the chunk after may merge into room to grow into
+		hd = h.header(c) // and the chunk before may be free now
+	}
 	if want > s {
 		next := c + s
 		if inUse(r, next) || s+sizeOf(h.header(next)) < want {
@@ -891,6 +986,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	r.touch(c+want+overhead, h.page)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
+	h.settle()
 	return true, nil
 }
 
@@ -922,6 +1018,7 @@ func (h *Heap) Idle() uintptr {
 
 // trimLocked is Trim with the lock held.
 func (h *Heap) trimLocked() uintptr {
+	h.consolidate()
 	var given uintptr
 	if r := h.takeSpare(); r != nil {
 		given = h.giveBack(r)

@@ -61,6 +61,21 @@ func walk(t testing.TB, h *Heap) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	binned := map[uintptr]uintptr{}
+	fast := map[uintptr]uintptr{} // held in a fast bin: its size
+	var fastBytes uintptr
+	for i, c := range h.fast {
+		s, k := (uintptr(i)+fastFirst)*granule, uint8(0)
+		for ; c != 0; c = uintptr(*h.fd(c)) {
+			require.NotNil(t, h.heldOK(c, s), "fast bin %d: chunk %#x", i, c)
+			fast[c] = s
+			fastBytes += s
+			k++
+		}
+		require.Equal(t, h.fastN[i], k, "fast bin %d's count", i)
+		require.Equal(t, k != 0, h.fastMap[i/64]&(1<<(i%64)) != 0, "fast bin %d's bit", i)
+	}
+	require.Equal(t, h.fastBytes, fastBytes, "the fast bins' bytes")
+	require.LessOrEqual(t, fastBytes, h.fastCap)
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
 		binned[c] = s
@@ -72,6 +87,9 @@ func walk(t testing.TB, h *Heap) {
 	var live, chunk, free uintptr
 	seen := map[*run]bool{}
 	for c := range binned {
+		seen[runOf(h.region.Lookup(c))] = true
+	}
+	for c := range fast {
 		seen[runOf(h.region.Lookup(c))] = true
 	}
 	for r := range h.liveRuns {
@@ -87,13 +105,20 @@ func walk(t testing.TB, h *Heap) {
 			require.LessOrEqual(t, c+s, r.end-fenceSize, "chunk %#x overruns its run", c)
 			require.Equal(t, !prevFree, hd&flagPrevInUse != 0, "chunk %#x: previous in use", c)
 			w, m := r.bit(c + 16)
-			if hd&flagInUse != 0 {
+			switch {
+			case hd&flagInUse != 0 && held(r, c):
+				require.Zero(t, r.live[w]&m, "chunk %#x held in a fast bin and in use", c)
+				require.Equal(t, s, fast[c], "held chunk %#x not in its fast bin", c)
+				free += s
+				prevFree = false
+			case hd&flagInUse != 0:
 				require.NotZero(t, r.live[w]&m, "chunk %#x in use, not in the bitmap", c)
 				live++
 				chunk += s
 				prevFree = false
-			} else {
+			default:
 				require.Zero(t, r.live[w]&m, "chunk %#x free, in the bitmap", c)
+				require.False(t, held(r, c), "chunk %#x free, held in a fast bin", c)
 				require.False(t, prevFree, "two free chunks side by side at %#x", c)
 				require.Equal(t, s, binned[c], "free chunk %#x not binned with its size", c)
 				require.Equal(t, uint64(s), *h.slot(r, c+s), "boundary tag of %#x", c)
@@ -347,7 +372,12 @@ func TestPurgeAfterDelay(t *testing.T) {
 	_, err := h.Free(r.Lookup(bs[20].p), bs[20].p) // 8 KB alone: kept
 	require.NoError(t, err)
 	require.Zero(t, h.Stats().Released, "not before the delay")
-	require.Eventually(t, func() bool { return h.Stats().Released >= 80<<10 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { // the fast bin of their size holds 8 of them: merged at a pass that saw no operation
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.header(bs[1].p-16)&flagReleased != 0
+	}, 5*time.Second, time.Millisecond)
+	require.GreaterOrEqual(t, h.Stats().Released, uintptr(80<<10))
 	require.Zero(t, h.header(bs[20].p-16)&flagReleased, "a chunk of 8 KB is left alone")
 	for i, b := range bs {
 		if i == 0 || i >= 13 && i != 20 {
@@ -449,5 +479,51 @@ func BenchmarkReplace(b *testing.B) {
 			b.Fatal(err)
 		}
 		live[k] = uintptr(p)
+	}
+}
+
+// TestFastBins: a freed medium block is held on its fast bin and handed
+// back to the next request of its size; a second free of it is a double
+// free that changes nothing; growing a block in place into a held chunk
+// first consolidates, and the block's header then says the chunk before
+// it is free (the held chunk before it merged with a free one).
+func TestFastBins(t *testing.T) {
+	h, r := newHeap(t)
+	free := func(b block) {
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	// in address order: live blocks, a free chunk, A held, B live, C held, D live
+	bs := allocFilled(t, h, 5, 3000)
+	big, err := h.Alloc(40000) // not held when freed: above the fast bins' sizes
+	require.NoError(t, err)
+	a, b, c, d := allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 4000)[0], allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 3000)[0]
+	free(block{p: uintptr(big)})
+	free(a)
+	free(c)
+	walk(t, h)
+	require.Equal(t, uintptr(2*chunkSize(3000)), h.fastBytes, "A and C are held")
+	_, err = h.Free(r.Lookup(a.p), a.p)
+	require.ErrorIs(t, err, errs.ErrDoubleFree)
+	walk(t, h)
+
+	ok, err := h.Resize(r.Lookup(b.p), b.p, 6000) // into C's chunk
+	require.NoError(t, err)
+	require.True(t, ok)
+	b.n = 6000
+	fill(h, b)
+	require.Zero(t, h.fastBytes, "consolidated")
+	require.Zero(t, h.header(b.p-16)&flagPrevInUse, "A merged with the free chunk before it")
+	require.True(t, intact(h, d))
+	walk(t, h)
+
+	// a held chunk comes back to the next request of its size
+	free(d)
+	p, err := h.Alloc(3000)
+	require.NoError(t, err)
+	require.Equal(t, d.p, uintptr(p))
+	walk(t, h)
+	for _, x := range bs {
+		require.True(t, intact(h, x))
 	}
 }

@@ -1,0 +1,243 @@
+package fit
+
+import (
+	"fmt"
+	"math/bits"
+)
+
+// The fast bins: glibc's fastbins (and, under one lock, what its tcache
+// does per thread), for the whole range of the heap. A freed block whose
+// chunk is below fastLimit goes on a singly linked list of chunks of
+// exactly its size, still in use as far as its neighbours know: nothing is
+// merged, split or binned, and the next request of that size takes it
+// back. Merging and best fit cost a block's neighbours and bin neighbours
+// their cache lines, on both sides of the pair: a program that frees and
+// allocates the same sizes over and over (most do) pays them once per
+// pair instead of twice, or not at all.
+//
+// What a fast bin holds is bounded (fastCount chunks per size, fastCap
+// bytes in all); a chunk whose free would trim its run's top is merged at
+// once (trims); a free that merges into a chunk of purgeMin bytes or more
+// empties the fast bins into the heap (glibc's
+// FASTBIN_CONSOLIDATION_THRESHOLD: a heap giving back memory in bulk
+// merges what they hold too); and a fast bin never makes the heap grow: before a request finds
+// no free chunk and grows the heap, every fast bin is emptied into the
+// heap, its chunks merged with their free neighbours (consolidate, as
+// glibc's malloc_consolidate). Trim, Idle and the purge's pass do the
+// same first, so memory held there goes back with the rest.
+//
+// A held chunk is marked in the bitmap of blocks in use by the bit after
+// its own: its own bit is clear (a Free of it is a double free), the next
+// one set (the inside of a chunk in use or held never has a bit of its
+// own, chunks being at least minChunk). Its neighbours see it in use.
+// Its link lives in the block (p), the user's memory: every chunk taken
+// from a fast bin, and the one its link names, is checked against the
+// bitmap and its header before use, so a write after free is reported and
+// never followed.
+
+const (
+	fastFirst = (MinRequest + overhead + granule - 1) / granule // the smallest chunk's size / 16
+	// fastLimit is the first chunk size the fast bins do not hold: the
+	// whole medium range.
+	fastLimit = 32<<10 + overhead + granule
+	numFast   = fastLimit/granule - fastFirst
+	// fastCount is the most chunks of one size a fast bin holds: a
+	// program's steady sizes find theirs, and a size freed in a burst
+	// goes to the heap, to be merged, past it.
+	fastCount = 8
+	// fastCap bounds the bytes all fast bins hold.
+	fastCap = 256 << 10
+)
+
+// fastIndex returns the fast bin of chunks of s bytes, or -1.
+func fastIndex(s uintptr) int {
+	i := s/granule - fastFirst
+	if s >= fastLimit || i >= numFast {
+		return -1
+	}
+	return int(i)
+}
+
+// heldBit returns the word and mask of chunk c's held mark in r's bitmap:
+// the bit after its own.
+func (r *run) heldBit(c uintptr) (word int, mask uint64) {
+	g := (c-r.start)/granule + 1
+	return int(g / 64), 1 << (g % 64)
+}
+
+// held reports whether chunk c of run r is in a fast bin.
+func held(r *run, c uintptr) bool {
+	w, m := r.heldBit(c)
+	return r.live[w]&m != 0
+}
+
+// heldOK returns the run of c if c is a chunk of s bytes in a fast bin as
+// the heap left it: held in the bitmap, not in use there, its header in
+// use with that size; else nil.
+func (h *Heap) heldOK(c, s uintptr) *run { return h.heldIn(h.runAt(c), c, s) }
+
+// heldIn is heldOK for a c known to be a chunk's place in run r (runAt's
+// bounds; nil: none).
+func (h *Heap) heldIn(r *run, c, s uintptr) *run {
+	if r == nil || c+s > r.end-fenceSize || !held(r, c) {
+		return nil
+	}
+	if w, m := r.bit(c + 2*overhead); r.live[w]&m != 0 {
+		return nil
+	}
+	if hd := h.header(c); sizeOf(hd) != s || hd&flagInUse == 0 {
+		return nil
+	}
+	return r
+}
+
+// holds reports whether chunk c of s bytes, in r, whose block is being
+// freed, goes on its fast bin (pushFast): the bin and the bins' bound
+// have room, and its free would not trim the top.
+func (h *Heap) holds(r *run, c, s uintptr) bool {
+	i := fastIndex(s)
+	return i >= 0 && h.fastN[i] < fastCount && h.fastBytes+s <= h.fastCap && !h.trims(r, c, s)
+}
+
+// pushFast puts chunk c of s bytes, in r, whose block was just freed, on
+// its fast bin (holds said it has room). The block's bit is cleared and
+// the held mark set.
+func (h *Heap) pushFast(r *run, c, s uintptr) {
+	i := fastIndex(s)
+	*h.fd(c) = uint64(h.fast[i])
+	h.fast[i] = c
+	h.fastN[i]++
+	h.fastMap[i/64] |= 1 << (i % 64)
+	h.fastBytes += s
+	h.freeBytes += s
+	w, m := r.bit(c + 2*overhead)
+	r.live[w] &^= m
+	w, m = r.heldBit(c)
+	r.live[w] |= m
+	h.armPurge()
+}
+
+// trims reports whether freeing chunk c of s bytes, in r, at once would
+// trim its run's top: the chunk after it is the run's last free chunk,
+// the two reach the trim threshold, and pages past the top pad are
+// touched. Such a chunk is merged at once, so the top is trimmed as free
+// gives it back, as it would be without fast bins; a chunk freed on a
+// clean top (a block taken from the top and given back, over and over)
+// is held.
+func (h *Heap) trims(r *run, c, s uintptr) bool {
+	if h.trim == 0 || alignUp(c+minChunk+h.opts.TopPad, h.page) >= r.clean {
+		return false // no page past the pad touched: nothing to trim
+	}
+	next := c + s
+	if inUse(r, next) {
+		return false
+	}
+	ns := sizeOf(h.header(next))
+	return next+ns == r.end-fenceSize && s+ns >= h.trim
+}
+
+// popFast takes a chunk of s bytes from its fast bin and returns it and
+// its run, or 0. The chunk stays marked held (take's caller hands it out:
+// handOut). A damaged chunk, or a damaged link, is reported and the bin
+// dropped from there on: its chunks are lost, still counted free.
+func (h *Heap) popFast(s uintptr) (uintptr, *run) {
+	i := fastIndex(s)
+	if i < 0 {
+		return 0, nil
+	}
+	c := h.fast[i]
+	if c == 0 {
+		return 0, nil
+	}
+	r := h.heldOK(c, s)
+	if r == nil {
+		h.damaged(c, "a chunk of a fast bin")
+		h.loseFast(i, s, h.fastN[i])
+		return 0, nil
+	}
+	next := uintptr(*h.fd(c))
+	if next != 0 && h.heldIn(h.runNear(r, next), next, s) == nil {
+		h.report(c, h.header(c), fmt.Sprintf("the block at %#x was written after it was freed (its fast bin's link): the link is not followed", c+2*overhead))
+		h.loseFast(i, s, h.fastN[i]-1)
+		next = 0
+	}
+	h.unlinkFast(i, next, s)
+	return c, r
+}
+
+// unlinkFast makes next the head of fast bin i after its head, of s
+// bytes, was taken.
+func (h *Heap) unlinkFast(i int, next, s uintptr) {
+	h.fast[i] = next
+	h.fastN[i]--
+	if next == 0 {
+		h.fastMap[i/64] &^= 1 << (i % 64)
+	}
+	h.fastBytes -= s
+	h.freeBytes -= s
+}
+
+// loseFast drops k chunks of s bytes of fast bin i, found damaged or
+// reached through a damaged link: the bin is emptied of them, and they
+// stay counted free (never reused: their memory may be anyone's).
+func (h *Heap) loseFast(i int, s uintptr, k uint8) {
+	h.fastBytes -= uintptr(k) * s
+	h.fastN[i] -= k
+	if h.fastN[i] == 0 {
+		h.fast[i] = 0
+		h.fastMap[i/64] &^= 1 << (i % 64)
+	}
+}
+
+// handOut hands out chunk c of s bytes, popped from its fast bin, for a
+// block of n bytes.
+func (h *Heap) handOut(r *run, c, s, n uintptr) {
+	w, m := r.heldBit(c)
+	r.live[w] &^= m
+	hd := h.header(c)
+	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	w, m = r.bit(c + 2*overhead)
+	r.live[w] |= m
+	h.liveChunks++
+	h.liveBytes += n
+	h.chunkBytes += s
+}
+
+// settle consolidates the fast bins if a free asked for it (mergeHeld):
+// called once the freeing chunk's own state is settled, never within
+// release, where the chunk being freed may still be marked in use.
+func (h *Heap) settle() {
+	if h.mergeHeld {
+		h.consolidate()
+	}
+}
+
+// consolidate empties every fast bin into the heap: each chunk is freed
+// for real, merged with its free neighbours and binned (or its run given
+// back), as glibc's malloc_consolidate.
+func (h *Heap) consolidate() {
+	if h.consolidating {
+		return // a release within: the loop below goes on
+	}
+	h.consolidating, h.mergeHeld = true, false
+	defer func() { h.consolidating, h.mergeHeld = false, false }()
+	for w, m := range h.fastMap {
+		for ; m != 0; m &= m - 1 {
+			i := w*64 + bits.TrailingZeros64(m)
+			s := (uintptr(i) + fastFirst) * granule
+			for h.fast[i] != 0 {
+				c, r := h.popFast(s)
+				if c == 0 {
+					break // damaged: reported, the bin dropped
+				}
+				if h.checkNext(r, c+s) != nil {
+					h.freeBytes += s // lost: left held, out of its bin, still counted free
+					continue
+				}
+				h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
+				hw, hm := r.heldBit(c)
+				r.live[hw] &^= hm
+			}
+		}
+	}
+}
