@@ -396,7 +396,7 @@ func (a *Allocator) route(n uintptr) route {
 	case n < fit.MinRequest:
 		return toSlab
 	case n <= slab.MaxSize:
-		if a.fitted(n) {
+		if a.fitted(n) || a.fit != nil && !a.slabs.Steady(int(slab.ClassOf(n))) {
 			return toFit
 		}
 		return toSlab
@@ -405,25 +405,37 @@ func (a *Allocator) route(n uintptr) route {
 }
 
 // fitted says whether the best-fit heap serves a request of n bytes,
-// MinRequest <= n <= slab.MaxSize: unless the size class's block is no
-// larger than the heap's chunk less its header (a request of a class's
-// exact size, 2048 or 4096, takes no header in a slab), with the P cache's
-// fast path.
-func (a *Allocator) fitted(n uintptr) bool { return a.fit != nil && fitSize[(n+7)>>3] }
+// MinRequest <= n <= slab.MaxSize, whatever its class has served so far:
+// every size but a class's exact size (2048, 4096, 32768), which takes no
+// header and no rounding in a slab. A size a few bytes below a class's
+// (4095, 8190) is the heap's too: its slab block would waste only those
+// bytes, but it would sit in a slab of its own class, of no use to any
+// other size and unable to merge with its neighbours, where the heap's
+// chunks of a 4095-byte pair merge into the home of an 8190-byte one
+// (coalescing-bal: 16 KiB with the pair in slabs, 12 KiB in the heap, as
+// glibc). An exact size goes to the heap too while its class is cold
+// (route, slab.Pool.Steady).
+func (a *Allocator) fitted(n uintptr) bool {
+	return a.fit != nil && (fitSize[(n+7)>>3] || n&7 != 0)
+}
 
 // slabCached says whether a request of n bytes is served from bins (a P's
 // cache, a Local's): below limit (the Allocator's smallLimit, which a
 // Local copies: 0 where there is no best-fit heap, under Debug and
-// PolicyMmap), and small, or a medium size the slabs serve. One table
-// load for a medium size, none for a small one: the fast paths' test.
+// PolicyMmap), and small, or a class's exact size (fitted). One table
+// load for a medium size, none for a small one: the fast paths' test. (A
+// cold class's bins are empty: its requests go on to the slow path, which
+// routes them.)
 func slabCached(n, limit uint) bool {
-	return n < limit && (n < fit.MinRequest || !fitSize[(n+7)>>3])
+	return n < limit && (n < fit.MinRequest || !fitSize[(n+7)>>3] && n&7 == 0)
 }
 
-// fitSize[(n+7)/8] says whether the best-fit heap rather than a slab is
-// the better home of n bytes, MinRequest <= n <= slab.MaxSize (fitted):
-// one load on Malloc's fast path. Both the class and the chunk are the
-// same for every n of an 8-byte step (classes are multiples of 16, chunks
+// fitSize[(n+7)/8] is false for the 8-byte step (c-8, c] that ends at a
+// class's size c, MinRequest <= n <= slab.MaxSize, true for every other:
+// one load on Malloc's fast path, and n&7 == 0 in such a step is c itself
+// (classes are multiples of 16), the one size there a slab serves
+// (fitted). It is where the class's block is no larger than the heap's
+// chunk less its header, which is the same for every n of a step (chunks
 // round n+8 to 16), so the table is exact.
 var fitSize = func() (t [slab.MaxSize/8 + 1]bool) {
 	for n := uintptr(fit.MinRequest); n <= slab.MaxSize; n++ {
@@ -466,6 +478,9 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	if r == toFit {
 		if align <= 16 {
+			if !a.fitted(n) {
+				a.slabs.Ask(int(slab.ClassOf(n))) // an exact size while its class is cold
+			}
 			return a.fitBlock(n)
 		}
 		r = toSlab // an aligned medium block: a class whose blocks are aligned
@@ -546,7 +561,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if n < fit.MinRequest || !fitSize[(n+7)>>3] { // slabCached
+		if slabCached(uint(n), ^uint(0)) {
 			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 				return bytesAt(p, n), nil
 			}

@@ -3,8 +3,10 @@ package alloc
 import (
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/fit"
 	"github.com/brkmap/alloc/slab"
 )
@@ -14,5 +16,45 @@ import (
 func TestFitSizeTable(t *testing.T) {
 	for n := uintptr(fit.MinRequest); n <= slab.MaxSize; n++ {
 		require.Equal(t, slab.ClassSize(int(slab.ClassOf(n))) > fit.BlockSize(n), fitSize[(n+7)>>3], "%d bytes", n)
+	}
+}
+
+// TestMediumRouting: a medium size a few bytes below a class's goes to the
+// best-fit heap, always; a class's exact size goes there too while the
+// class is cold, and to a slab once it is steady (fitted, route).
+func TestMediumRouting(t *testing.T) {
+	a, err := New(Config{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, a.Close()) }()
+	kind := func(b []byte) arena.Kind {
+		blk, err := a.find(addrOf(b))
+		require.NoError(t, err)
+		require.NotNil(t, blk.run)
+		return blk.run.Kind()
+	}
+	var held [][]byte
+	hold := func(n int) []byte {
+		b, err := a.Malloc(n)
+		require.NoError(t, err)
+		held = append(held, b)
+		return b
+	}
+	for _, n := range []int{4095, 4089, 8190, 32767} {
+		assert.Equal(t, arena.KindFit, kind(hold(n)), "%d bytes", n)
+	}
+	c := int(slab.ClassOf(4096))
+	asked := 0
+	for !a.slabs.Steady(c) {
+		require.Less(t, asked, 64, "the class never became steady")
+		assert.Equal(t, int(fit.BlockSize(4096)), a.BlockSize(4096), "cold: the heap's block")
+		assert.Equal(t, arena.KindFit, kind(hold(4096)), "request %d of a cold class's exact size", asked+1)
+		asked++
+	}
+	assert.Positive(t, asked)
+	assert.Equal(t, 4096, a.BlockSize(4096), "steady: the class's block")
+	assert.Equal(t, arena.KindSlab, kind(hold(4096)), "a steady class's exact size")
+	assert.Equal(t, arena.KindFit, kind(hold(4095)), "a size below a steady class's")
+	for _, b := range held {
+		require.NoError(t, a.Free(b))
 	}
 }
