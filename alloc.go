@@ -396,7 +396,7 @@ func (a *Allocator) route(n uintptr) route {
 	case n < fit.MinRequest:
 		return toSlab
 	case n <= slab.MaxSize:
-		if a.fitted(n) || a.fit != nil && !a.slabs.Steady(int(slab.ClassOf(n))) {
+		if a.fitted(n) {
 			return toFit
 		}
 		return toSlab
@@ -413,8 +413,7 @@ func (a *Allocator) route(n uintptr) route {
 // other size and unable to merge with its neighbours, where the heap's
 // chunks of a 4095-byte pair merge into the home of an 8190-byte one
 // (coalescing-bal: 16 KiB with the pair in slabs, 12 KiB in the heap, as
-// glibc). An exact size goes to the heap too while its class is cold
-// (route, slab.Pool.Steady).
+// glibc).
 func (a *Allocator) fitted(n uintptr) bool {
 	return a.fit != nil && (fitSize[(n+7)>>3] || n&7 != 0)
 }
@@ -423,9 +422,7 @@ func (a *Allocator) fitted(n uintptr) bool {
 // cache, a Local's): below limit (the Allocator's smallLimit, which a
 // Local copies: 0 where there is no best-fit heap, under Debug and
 // PolicyMmap), and small, or a class's exact size (fitted). One table
-// load for a medium size, none for a small one: the fast paths' test. (A
-// cold class's bins are empty: its requests go on to the slow path, which
-// routes them.)
+// load for a medium size, none for a small one: the fast paths' test.
 func slabCached(n, limit uint) bool {
 	return n < limit && (n < fit.MinRequest || !fitSize[(n+7)>>3] && n&7 == 0)
 }
@@ -478,9 +475,6 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	if r == toFit {
 		if align <= 16 {
-			if !a.fitted(n) {
-				a.slabs.Ask(int(slab.ClassOf(n))) // an exact size while its class is cold
-			}
 			return a.fitBlock(n)
 		}
 		r = toSlab // an aligned medium block: a class whose blocks are aligned

@@ -18,10 +18,6 @@ import (
 //
 // Under DynamicThreshold the answer for a size near the threshold can
 // change when the threshold slides; it is always a page multiple there.
-// The answer for a medium class's exact size (2048, 4096, …) changes once:
-// the heap's chunk less its header (the size plus 8) while the class is
-// cold, the class's block (the size itself) once the class has been asked
-// for a few times (see fitted).
 func (a *Allocator) BlockSize(n int) int {
 	switch {
 	case n < 0:

@@ -20,8 +20,7 @@ func TestFitSizeTable(t *testing.T) {
 }
 
 // TestMediumRouting: a medium size a few bytes below a class's goes to the
-// best-fit heap, always; a class's exact size goes there too while the
-// class is cold, and to a slab once it is steady (fitted, route).
+// best-fit heap; a class's exact size to a slab (fitted, route).
 func TestMediumRouting(t *testing.T) {
 	a, err := New(Config{})
 	require.NoError(t, err)
@@ -42,18 +41,9 @@ func TestMediumRouting(t *testing.T) {
 	for _, n := range []int{4095, 4089, 8190, 32767} {
 		assert.Equal(t, arena.KindFit, kind(hold(n)), "%d bytes", n)
 	}
-	c := int(slab.ClassOf(4096))
-	asked := 0
-	for !a.slabs.Steady(c) {
-		require.Less(t, asked, 64, "the class never became steady")
-		assert.Equal(t, int(fit.BlockSize(4096)), a.BlockSize(4096), "cold: the heap's block")
-		assert.Equal(t, arena.KindFit, kind(hold(4096)), "request %d of a cold class's exact size", asked+1)
-		asked++
-	}
-	assert.Positive(t, asked)
-	assert.Equal(t, 4096, a.BlockSize(4096), "steady: the class's block")
-	assert.Equal(t, arena.KindSlab, kind(hold(4096)), "a steady class's exact size")
-	assert.Equal(t, arena.KindFit, kind(hold(4095)), "a size below a steady class's")
+	assert.Equal(t, 4096, a.BlockSize(4096), "a class's exact size: the class's block")
+	assert.Equal(t, arena.KindSlab, kind(hold(4096)), "a class's exact size")
+	assert.Equal(t, arena.KindFit, kind(hold(4095)), "a size just below a class's")
 	for _, b := range held {
 		require.NoError(t, a.Free(b))
 	}

@@ -29,9 +29,6 @@ type Pool struct {
 	// the set; each Local's bins are its owner's: see Local)
 	localsMu sync.Mutex
 	locals   map[*Local]struct{}
-	// asks counts, per class, the requests a caller served elsewhere while
-	// the class was cold (Ask, Steady); it stops at coldMisses.
-	asks [NumClasses]atomic.Uint32
 }
 
 // Options are a Pool's callbacks and sampling rate, fixed when it is made.
@@ -70,23 +67,6 @@ func New(r *arena.Region, opts Options) *Pool {
 		cl.nextSample = countdown(NextSample(opts.ProfileRate))
 	}
 	return p
-}
-
-// Steady says whether class c is in steady use, for a caller that may
-// serve a request of the class's size elsewhere (the root package's
-// best-fit heap, for a medium class's exact size): once Ask has counted
-// coldMisses requests. Until then, a slab of a class used a few times
-// would hold a page or more for each of its blocks (random-bal asks for
-// three medium classes' exact sizes, once each), and the blocks would
-// park in no P's cache anyway (grow). Lock-free: one atomic load.
-func (p *Pool) Steady(c int) bool { return p.asks[c].Load() >= coldMisses }
-
-// Ask counts a request of class c's size served elsewhere because the
-// class is not Steady.
-func (p *Pool) Ask(c int) {
-	if u := &p.asks[c]; u.Load() < coldMisses {
-		u.Add(1)
-	}
 }
 
 // minSlabPages is the size of a class's first slabs: the fewest pages

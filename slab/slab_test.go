@@ -630,18 +630,3 @@ func TestSlabsGrowWithDemand(t *testing.T) {
 	st := h.Stats()[c]
 	assert.Equal(t, st.SlabBytes, uint64(st.Size)*(st.LiveBlocks+st.CachedBlocks+st.FreeBlocks)+st.EmptySlabBytes+st.TailBytes)
 }
-
-// TestSteady: a class is steady once Ask has counted coldMisses requests,
-// each class on its own, and stays so.
-func TestSteady(t *testing.T) {
-	p, _ := newPool(t, Options{})
-	c, other := int(ClassOf(4096)), int(ClassOf(8192))
-	for i := range coldMisses {
-		require.False(t, p.Steady(c), "after %d asks", i)
-		p.Ask(c)
-	}
-	assert.True(t, p.Steady(c))
-	p.Ask(c)
-	assert.True(t, p.Steady(c), "still steady after more asks")
-	assert.False(t, p.Steady(other), "another class is not")
-}
