@@ -1,0 +1,181 @@
+package fit
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/internal/errs"
+)
+
+// Attacks on the fast bins: bad frees that name the inside of a held
+// block, and writes after free over a held block's link.
+
+// word returns the 8 bytes at off in the block at p, as a uint64.
+func wordAt(h *Heap, p, off uintptr) *uint64 { return (*uint64)(h.region.Ptr(p + off)) }
+
+// reportsTo returns a heap whose OnCorruption appends to *got.
+func reportsTo(t *testing.T, got *[]uintptr) *Heap {
+	h, _ := newHeapWith(t, Options{OnCorruption: func(addr, size uintptr, detail string) {
+		*got = append(*got, addr)
+		t.Logf("reported %#x: %s", addr, detail)
+	}})
+	return h
+}
+
+// TestFastHeldInsideFree: a stale pointer 16 or 32 bytes into a block held
+// in a fast bin (its own bit clear, the bit after it its held mark) is a
+// bad free: refused, nothing reported (nothing is damaged), nothing
+// changed. The held mark is the bit a chunk starting 16 bytes into the
+// block would have: the bytes the user left in the block (written while
+// it was live, not after its free) are then read as that chunk's header.
+func TestFastHeldInsideFree(t *testing.T) {
+	for _, forged := range []bool{true, false} {
+		var got []uintptr
+		h := reportsTo(t, &got)
+		bs := allocFilled(t, h, 3, 3000)
+		a := bs[1]
+		if forged {
+			// the block's own data, while live: a word that reads as the
+			// header of a chunk in use, 16 bytes into its chunk, that ends
+			// where the block's chunk does
+			*wordAt(h, a.p, 8) = uint64(chunkSize(3000)-16) | flagInUse | flagPrevInUse
+		}
+		ar := h.region.Lookup(a.p)
+		_, err := h.Free(ar, a.p)
+		require.NoError(t, err)
+		walk(t, h)
+		for _, bad := range []uintptr{a.p + 16, a.p + 32} {
+			_, err = h.Free(ar, bad)
+			require.ErrorIs(t, err, errs.ErrInvalidFree, "forged %v: Free(%#x), 16 or 32 bytes into a held block", forged, bad)
+			_, _, err = h.Usable(ar, bad)
+			require.ErrorIs(t, err, errs.ErrInvalidFree)
+			ok, err := h.Resize(ar, bad, 100)
+			require.ErrorIs(t, err, errs.ErrInvalidFree)
+			require.False(t, ok)
+			walk(t, h)
+		}
+		require.Empty(t, got, "forged %v: a bad free damages nothing: nothing to report", forged)
+		// the held chunk comes back whole, and the others are intact
+		p, err := h.Alloc(3000)
+		require.NoError(t, err)
+		require.Equal(t, a.p, uintptr(p))
+		require.True(t, intact(h, bs[0]))
+		require.True(t, intact(h, bs[2]))
+		walk(t, h)
+	}
+}
+
+// TestFastBeforeLiveFree: a pointer 16 bytes before a block in use (its
+// chunk's header) is not the start of a block, not a freed one: the bit a
+// chunk 16 bytes before it would be held by is the block's own.
+func TestFastBeforeLiveFree(t *testing.T) {
+	h, _ := newHeap(t)
+	bs := allocFilled(t, h, 3, 3000)
+	ar := h.region.Lookup(bs[1].p)
+	_, err := h.Free(ar, bs[1].p-16)
+	require.ErrorIs(t, err, errs.ErrInvalidFree)
+	require.NotErrorIs(t, err, errs.ErrDoubleFree, "no block was freed there")
+	walk(t, h)
+}
+
+// TestFastForgedLink: a write after free sets a held block's link to a
+// place that reads as a held chunk of its size: 16 bytes before a block in
+// use (whose own bit is the held mark such a chunk would have), with a
+// header written in the live block before it — by its owner, inside its
+// own block. The link is reported and not followed: no block is handed
+// out over the block in use.
+func TestFastForgedLink(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	s := chunkSize(n)
+	bs := allocFilled(t, h, 4, n) // w, z, x, guard
+	w, z, x := bs[0], bs[1], bs[2]
+	ar := h.region.Lookup(x.p)
+	_, err := h.Free(ar, x.p)
+	require.NoError(t, err)
+	fake := z.p - 16 - 16 // a chunk 16 bytes before z's
+	// w's last words, in w: the fake chunk's header, and its link (z's
+	// chunk's first word, which is w's last)
+	*wordAt(h, w.p, s-24) = uint64(s) | flagInUse | flagPrevInUse
+	*wordAt(h, w.p, s-overhead-8) = 0
+	w.tag = 0 // w's bytes are its owner's to write: not checked below
+	*wordAt(h, x.p, 0) = uint64(fake) // the write after free
+	for range 3 {
+		p, err := h.Alloc(n)
+		if err != nil {
+			continue
+		}
+		q := uintptr(p)
+		require.False(t, q < z.p+n && z.p < q+n, "a block at %#x handed out over the block in use at %#x", q, z.p)
+	}
+	require.True(t, intact(h, z))
+	_, err = h.Free(h.region.Lookup(z.p), z.p)
+	require.NoError(t, err, "the block in use is still in use")
+	require.NotEmpty(t, got, "the forged link is reported")
+}
+
+// TestFastSkippedLink: a write after free sets a held block's link to
+// another held block of its bin further on, skipping one: the skipped
+// chunk is lost from the bin, and its count no longer matches. That is
+// reported, once; the counts stay true (fastN, fastBytes), and the bins
+// empty to zero when consolidated.
+func TestFastSkippedLink(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	bs := allocFilled(t, h, 7, n) // a, g, b, g, c, g, guard
+	a, b, c := bs[0], bs[2], bs[4]
+	ar := h.region.Lookup(a.p)
+	for _, x := range []block{c, b, a} { // the bin: a -> b -> c
+		_, err := h.Free(ar, x.p)
+		require.NoError(t, err)
+	}
+	walk(t, h)
+	*wordAt(h, a.p, 0) = uint64(c.p - 16) // a -> c: b skipped
+	for range 4 {
+		_, err := h.Alloc(n)
+		require.NoError(t, err)
+	}
+	require.NotEmpty(t, got, "the skipped chunk's loss is reported")
+	i := fastIndex(chunkSize(n))
+	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count")
+	h.Trim()
+	require.Zero(t, h.fastBytes, "the fast bins' bytes once consolidated")
+	require.Zero(t, h.fastN[i])
+}
+
+// TestFastLostLinked: a chunk lost from its bin (the link before it was
+// damaged) is named by a later write after free over the link of the bin's
+// only chunk: the bin's count (1) says the link should be the end. The
+// counts never wrap.
+func TestFastLostLinked(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	bs := allocFilled(t, h, 9, n)
+	a, b, c, d := bs[0], bs[2], bs[4], bs[6]
+	ar := h.region.Lookup(a.p)
+	for _, x := range []block{c, b, a} { // a -> b -> c
+		_, err := h.Free(ar, x.p)
+		require.NoError(t, err)
+	}
+	*wordAt(h, b.p, 0) = 0xdead0 // b's link damaged: c is lost
+	for range 2 {
+		_, err := h.Alloc(n) // a, then b (its link reported)
+		require.NoError(t, err)
+	}
+	require.Len(t, got, 1)
+	i := fastIndex(chunkSize(n))
+	require.Zero(t, h.fastN[i])
+	_, err := h.Free(ar, d.p)
+	require.NoError(t, err)
+	*wordAt(h, d.p, 0) = uint64(c.p - 16) // d -> c, lost
+	for range 3 {
+		_, err := h.Alloc(n)
+		require.NoError(t, err)
+	}
+	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count does not wrap")
+	require.LessOrEqual(t, h.fastBytes, h.fastCap, "the fast bins' bytes do not wrap")
+}
