@@ -11,7 +11,7 @@ import (
 // Attacks on the fast bins: bad frees that name the inside of a held
 // block, and writes after free over a held block's link.
 
-// word returns the 8 bytes at off in the block at p, as a uint64.
+// wordAt returns the 8 bytes at off in the block at p, as a uint64.
 func wordAt(h *Heap, p, off uintptr) *uint64 { return (*uint64)(h.region.Ptr(p + off)) }
 
 // reportsTo returns a heap whose OnCorruption appends to *got.
@@ -91,7 +91,7 @@ func TestFastForgedLink(t *testing.T) {
 	const n = 3000
 	s := chunkSize(n)
 	bs := allocFilled(t, h, 4, n) // w, z, x, guard
-	w, z, x := bs[0], bs[1], bs[2]
+	w, z, x := bs[0], bs[1], bs[2] // w's bytes are its owner's to write: not checked
 	ar := h.region.Lookup(x.p)
 	_, err := h.Free(ar, x.p)
 	require.NoError(t, err)
@@ -100,7 +100,6 @@ func TestFastForgedLink(t *testing.T) {
 	// chunk's first word, which is w's last)
 	*wordAt(h, w.p, s-24) = uint64(s) | flagInUse | flagPrevInUse
 	*wordAt(h, w.p, s-overhead-8) = 0
-	w.tag = 0 // w's bytes are its owner's to write: not checked below
 	*wordAt(h, x.p, 0) = uint64(fake) // the write after free
 	for range 3 {
 		p, err := h.Alloc(n)
