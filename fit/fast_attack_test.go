@@ -90,7 +90,7 @@ func TestFastForgedLink(t *testing.T) {
 	h := reportsTo(t, &got)
 	const n = 3000
 	s := chunkSize(n)
-	bs := allocFilled(t, h, 4, n) // w, z, x, guard
+	bs := allocFilled(t, h, 4, n)  // w, z, x, guard
 	w, z, x := bs[0], bs[1], bs[2] // w's bytes are its owner's to write: not checked
 	ar := h.region.Lookup(x.p)
 	_, err := h.Free(ar, x.p)
