@@ -26,10 +26,14 @@ import (
 // glibc's malloc_consolidate). Trim, Idle and the purge's pass do the
 // same first, so memory held there goes back with the rest.
 //
-// A held chunk is marked in the bitmap of blocks in use by the bit after
-// its own: its own bit is clear (a Free of it is a double free), the next
-// one set (the inside of a chunk in use or held never has a bit of its
-// own, chunks being at least minChunk). Its neighbours see it in use.
+// A held chunk is marked in the bitmap of blocks in use by the two bits
+// after its own: its own bit is clear (a Free of it is a double free), the
+// next two set. Chunks in use never set two bits side by side (a chunk is
+// at least minChunk), so the mark cannot be read as a chunk in use, nor a
+// chunk in use as a mark, whatever the user's bytes hold: one bit alone
+// would be the bit of a chunk in use 16 bytes further, and a pointer 16
+// bytes into a held block, or a link to 16 bytes before a block in use,
+// would pass for one. Its neighbours see it in use.
 // Its link lives in the block (p), the user's memory: every chunk taken
 // from a fast bin, and the one its link names, is checked against the
 // bitmap and its header before use, so a write after free is reported and
@@ -58,17 +62,54 @@ func fastIndex(s uintptr) int {
 	return int(i)
 }
 
-// heldBit returns the word and mask of chunk c's held mark in r's bitmap:
-// the bit after its own.
-func (r *run) heldBit(c uintptr) (word int, mask uint64) {
+// heldAt returns the word and the bit of the first of chunk c's two held
+// bits in r's bitmap: the two after its own (a held chunk is no smaller
+// than fastFirst granules: both are inside it).
+func (r *run) heldAt(c uintptr) (word int, bit uint) {
 	g := (c-r.start)/granule + 1
-	return int(g / 64), 1 << (g % 64)
+	return int(g / 64), uint(g % 64)
 }
 
-// held reports whether chunk c of run r is in a fast bin.
+// held reports whether chunk c of run r is in a fast bin: both its held
+// bits are set.
 func held(r *run, c uintptr) bool {
-	w, m := r.heldBit(c)
-	return r.live[w]&m != 0
+	w, b := r.heldAt(c)
+	if b < 63 {
+		return r.live[w]>>b&3 == 3
+	}
+	return r.live[w]>>63 != 0 && r.live[w+1]&1 != 0
+}
+
+// markHeld sets chunk c's held bits; unmarkHeld clears them.
+func (r *run) markHeld(c uintptr) {
+	w, b := r.heldAt(c)
+	r.live[w] |= 3 << b
+	if b == 63 {
+		r.live[w+1] |= 1
+	}
+}
+
+func (r *run) unmarkHeld(c uintptr) {
+	w, b := r.heldAt(c)
+	r.live[w] &^= 3 << b
+	if b == 63 {
+		r.live[w+1] &^= 1
+	}
+}
+
+// marked reports whether bit m of word w of r's bitmap, which is set, is
+// half of a held mark rather than a chunk in use: a bit beside it is set.
+func (r *run) marked(w int, m uint64) bool {
+	if r.live[w]&(m<<1|m>>1) != 0 {
+		return true
+	}
+	switch m {
+	case 1:
+		return w > 0 && r.live[w-1]>>63 != 0
+	case 1 << 63:
+		return w+1 < len(r.live) && r.live[w+1]&1 != 0
+	}
+	return false
 }
 
 // heldOK returns the run of c if c is a chunk of s bytes in a fast bin as
@@ -112,8 +153,7 @@ func (h *Heap) pushFast(r *run, c, s uintptr) {
 	h.freeBytes += s
 	w, m := r.bit(c + 2*overhead)
 	r.live[w] &^= m
-	w, m = r.heldBit(c)
-	r.live[w] |= m
+	r.markHeld(c)
 	h.armPurge()
 }
 
@@ -192,11 +232,10 @@ func (h *Heap) loseFast(i int, s uintptr, k uint8) {
 // handOut hands out chunk c of s bytes, popped from its fast bin, for a
 // block of n bytes.
 func (h *Heap) handOut(r *run, c, s, n uintptr) {
-	w, m := r.heldBit(c)
-	r.live[w] &^= m
+	r.unmarkHeld(c)
 	hd := h.header(c)
 	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
-	w, m = r.bit(c + 2*overhead)
+	w, m := r.bit(c + 2*overhead)
 	r.live[w] |= m
 	h.liveChunks++
 	h.liveBytes += n
@@ -235,8 +274,7 @@ func (h *Heap) consolidate() {
 					continue
 				}
 				h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-				hw, hm := r.heldBit(c)
-				r.live[hw] &^= hm
+				r.unmarkHeld(c)
 			}
 		}
 	}

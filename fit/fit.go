@@ -665,7 +665,10 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	}
 	w, m := r.bit(p)
 	c := p - 2*overhead
-	if r.live[w]&m == 0 {
+	if r.live[w]&m == 0 || r.marked(w, m) {
+		if r.live[w]&m != 0 {
+			return nil, 0, 0, fmt.Errorf("%w: %#x is inside a freed block (in a fast bin)", errInvalid, p)
+		}
 		if held(r, c) {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
 		}
