@@ -196,8 +196,11 @@ func (h *Heap) popFast(s uintptr) (uintptr, *run) {
 		return 0, nil
 	}
 	next := uintptr(*h.fd(c))
-	if next != 0 && h.heldIn(h.runNear(r, next), next, s) == nil {
-		h.report(c, h.header(c), fmt.Sprintf("the block at %#x was written after it was freed (its fast bin's link): the link is not followed", c+2*overhead))
+	if (next == 0) != (h.fastN[i] == 1) || next != 0 && h.heldIn(h.runNear(r, next), next, s) == nil {
+		// a link that is no held chunk of the size, or that ends the bin
+		// before its count does, or names one past it (a chunk lost from
+		// it): some link of the bin was written after its block was freed
+		h.report(c, h.header(c), fmt.Sprintf("the block at %#x, or one before it in its fast bin, was written after it was freed (the bin's link): the link is not followed", c+2*overhead))
 		h.loseFast(i, s, h.fastN[i]-1)
 		next = 0
 	}
