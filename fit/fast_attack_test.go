@@ -2,6 +2,7 @@ package fit
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -177,4 +178,46 @@ func TestFastLostLinked(t *testing.T) {
 	}
 	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count does not wrap")
 	require.LessOrEqual(t, h.fastBytes, h.fastCap, "the fast bins' bytes do not wrap")
+}
+
+// TestFastHeldGoesBack: blocks freed into the fast bins only (no free
+// merges 64 KiB, nothing reaches the top) go back by themselves: the
+// purge's pass empties the bins once a pass has seen no operation, the
+// chunks merge, and the next passes release them; then the timer stops.
+// Idle does the same for a heap without the purge's timer.
+func TestFastHeldGoesBack(t *testing.T) {
+	for _, timer := range []bool{true, false} {
+		opts := Options{}
+		if timer {
+			opts = Options{Purge: true, PurgeDelay: 2 * time.Millisecond}
+		}
+		h, _ := newHeapWith(t, opts)
+		lo := allocFilled(t, h, 1, 5000)
+		var bs []block // 8 of each of 8 sizes: what the bins hold, side by side
+		for i := range 64 {
+			bs = append(bs, allocFilled(t, h, 1, 4000-uintptr(i%8)*16)...)
+		}
+		hi := allocFilled(t, h, 1, 5000)
+		for _, b := range bs {
+			_, err := h.Free(h.region.Lookup(b.p), b.p)
+			require.NoError(t, err)
+		}
+		require.Greater(t, h.fastBytes, uintptr(240<<10), "all held")
+		walk(t, h)
+		gone := func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.fastBytes == 0 && h.released >= 200<<10 && !h.purgeAt
+		}
+		if timer {
+			require.Eventually(t, gone, 5*time.Second, time.Millisecond, "held, merged, released, and the timer stopped")
+		} else {
+			require.Zero(t, h.Idle(), "the first Idle sees the operations since the last")
+			require.GreaterOrEqual(t, h.Idle(), uintptr(200<<10))
+			require.True(t, gone())
+		}
+		walk(t, h)
+		require.True(t, intact(h, lo[0]))
+		require.True(t, intact(h, hi[0]))
+	}
 }
