@@ -113,3 +113,118 @@ func TestFitFastFreeAll(t *testing.T) {
 		}
 	}
 }
+
+// TestFitFastRace: many goroutines allocate, reallocate and free medium
+// blocks of a few sizes (the fast bins' case), handing blocks to each
+// other to free; Trim, Stats and UsableSize run beside them. Contents are
+// checked before every free.
+func TestFitFastRace(t *testing.T) {
+	a := newAlloc(t, alloc.Config{PurgeDelay: time.Millisecond})
+	const workers = 16
+	rounds := 3000
+	if testing.Short() || raceBuild {
+		rounds = 600
+	}
+	sizes := []int{1025, 1040, 2000, 3000, 3008, 9000, 30000}
+	ch := make(chan medium, workers)
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	fail := func(format string, args ...any) {
+		select {
+		case errc <- fmt.Errorf(format, args...):
+		default:
+		}
+	}
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 5))
+			var mine []medium
+			for i := range rounds {
+				switch op := rng.IntN(12); {
+				case op < 5 || len(mine) == 0:
+					n := sizes[rng.IntN(len(sizes))]
+					b, err := a.Malloc(n)
+					if err != nil {
+						fail("Malloc(%d): %v", n, err)
+						return
+					}
+					m := medium{b, byte(rng.Uint32())}
+					for j := range b {
+						b[j] = m.tag
+					}
+					select {
+					case ch <- m: // another goroutine frees it
+					default:
+						mine = append(mine, m)
+					}
+				case op < 8:
+					var m medium
+					select {
+					case m = <-ch:
+					default:
+						k := rng.IntN(len(mine))
+						m = mine[k]
+						mine[k] = mine[len(mine)-1]
+						mine = mine[:len(mine)-1]
+					}
+					if !m.intact() {
+						fail("a block changed")
+						return
+					}
+					if a.UsableSize(m.b) < len(m.b) {
+						fail("UsableSize %d < %d", a.UsableSize(m.b), len(m.b))
+					}
+					if err := a.Free(m.b); err != nil {
+						fail("Free: %v", err)
+						return
+					}
+				case op < 11:
+					k := rng.IntN(len(mine))
+					m := mine[k]
+					n := sizes[rng.IntN(len(sizes))] + rng.IntN(64)
+					nb, err := a.Realloc(m.b, n)
+					if err != nil {
+						fail("Realloc: %v", err)
+						return
+					}
+					for j := range min(n, len(m.b)) {
+						if nb[j] != m.tag {
+							fail("Realloc lost the contents")
+							return
+						}
+					}
+					for j := range nb {
+						nb[j] = m.tag
+					}
+					mine[k] = medium{nb, m.tag}
+				default:
+					if i%50 == 0 {
+						a.Trim()
+					}
+					_ = a.Stats()
+				}
+			}
+			for _, m := range mine {
+				if !m.intact() || a.Free(m.b) != nil {
+					fail("the last frees")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(ch)
+	for m := range ch {
+		require.True(t, m.intact())
+		require.NoError(t, a.Free(m.b))
+	}
+	close(errc)
+	for err := range errc {
+		require.NoError(t, err)
+	}
+	s := a.Stats()
+	requireBreakdown(t, s, "after the race")
+	require.Zero(t, s.LiveBlocks)
+}
