@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
 )
 
@@ -220,4 +221,49 @@ func TestFastHeldGoesBack(t *testing.T) {
 		require.True(t, intact(h, lo[0]))
 		require.True(t, intact(h, hi[0]))
 	}
+}
+
+// TestFastTrimCountsRetiredRun: Trim empties the fast bins first; when
+// that empties a run whose blocks were all held, and a lower empty run is
+// the spare, the run goes back to the region then, and the region gives
+// back its top with it: Trim counts those bytes too.
+func TestFastTrimCountsRetiredRun(t *testing.T) {
+	h, r := newHeap(t)
+	const n = 30000
+	first := allocFilled(t, h, 1, n)[0]
+	lowRun := runOf(r.Lookup(first.p))
+	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
+	require.NoError(t, err)
+	var low, high []block
+	low = append(low, first)
+	for len(high) < fastCount {
+		b := allocFilled(t, h, 1, n)[0]
+		if runOf(r.Lookup(b.p)) == lowRun {
+			low = append(low, b)
+		} else {
+			high = append(high, b)
+		}
+	}
+	require.Greater(t, len(low), 2*fastCount, "the first run is full")
+	for _, b := range low { // merged: the run empties, the spare
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	h.mu.Lock()
+	h.consolidate() // the last few were held
+	h.mu.Unlock()
+	require.Equal(t, lowRun, h.spare)
+	for _, b := range high { // held: the run is empty only once they merge
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	require.Equal(t, uintptr(fastCount*chunkSize(n)), h.fastBytes)
+	walk(t, h)
+	before := r.Counters()
+	got := h.Trim()
+	after := r.Counters()
+	walk(t, h)
+	require.Less(t, after.ArenaBytes, before.ArenaBytes, "the top went back")
+	require.GreaterOrEqual(t, got, before.ArenaBytes-after.ArenaBytes, "Trim counts the top given back with the run it emptied")
+	require.NoError(t, r.Free(mid))
 }
