@@ -186,6 +186,7 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	gaveBack   uintptr                // bytes the region gave back to the kernel as it took runs (giveBack), so far
 	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
 	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }
@@ -941,6 +942,7 @@ func (h *Heap) giveBack(r *run) uintptr {
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
 	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
+	h.gaveBack += n
 	return n
 }
 
@@ -992,7 +994,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 // Trim gives back every empty run (the spare) to the region, and releases
 // with madvise the whole pages inside every other free chunk, as glibc's
 // malloc_trim does: it returns the bytes given back to the kernel, by
-// itself and by the region as it took the spare (the top it trimmed then;
+// itself and by the region as it took the spare, or a run that emptying
+// the fast bins emptied (the top it trimmed then;
 // a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
@@ -1017,12 +1020,12 @@ func (h *Heap) Idle() uintptr {
 
 // trimLocked is Trim with the lock held.
 func (h *Heap) trimLocked() uintptr {
-	h.consolidate()
-	var given uintptr
+	was := h.gaveBack
+	h.consolidate() // a run it empties may go back, and the region's top with it: counted
 	if r := h.takeSpare(); r != nil {
-		given = h.giveBack(r)
+		h.giveBack(r)
 	}
-	return given + h.releaseFree()
+	return h.gaveBack - was + h.releaseFree()
 }
 
 // releaseFree releases the inside of every free chunk not released yet.
