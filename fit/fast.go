@@ -62,54 +62,49 @@ func fastIndex(s uintptr) int {
 	return int(i)
 }
 
-// heldAt returns the word and the bit of the first of chunk c's two held
-// bits in r's bitmap: the two after its own (a held chunk is no smaller
-// than fastFirst granules: both are inside it).
-func (r *run) heldAt(c uintptr) (word int, bit uint) {
-	g := (c-r.start)/granule + 1
-	return int(g / 64), uint(g % 64)
+// The three bits of a chunk's place in a run's bitmap, its own and the
+// two after it (window): 1 in use, 6 held, 0 free, the third being the
+// next chunk's own after a chunk of minChunk bytes (a held chunk is
+// larger). A chunk in use never has a bit set beside its own.
+const (
+	bitsLive = 1
+	bitsHeld = 6
+)
+
+// window returns the three bits from chunk c's own (c is a chunk's place
+// in r). The bitmap ends with a word to spare, so the bits may run into
+// the next word without a test.
+func (r *run) window(c uintptr) uint64 {
+	g := (c - r.start) / granule
+	w, b := g/64, g%64
+	return (r.live[w]>>b | r.live[w+1]<<(63-b)<<1) & 7
 }
 
-// held reports whether chunk c of run r is in a fast bin: both its held
-// bits are set.
-func held(r *run, c uintptr) bool {
-	w, b := r.heldAt(c)
-	if b < 63 {
-		return r.live[w]>>b&3 == 3
-	}
-	return r.live[w]>>63 != 0 && r.live[w+1]&1 != 0
+// flip toggles the bits x (of a window) at chunk c's place in r: 7 makes
+// a chunk in use held (pushFast) and a held one in use (handOut), 6 a
+// held one free (consolidate).
+func (r *run) flip(c uintptr, x uint64) {
+	g := (c - r.start) / granule
+	w, b := g/64, g%64
+	r.live[w] ^= x << b
+	r.live[w+1] ^= x >> (63 - b) >> 1
 }
 
-// markHeld sets chunk c's held bits; unmarkHeld clears them.
-func (r *run) markHeld(c uintptr) {
-	w, b := r.heldAt(c)
-	r.live[w] |= 3 << b
-	if b == 63 {
-		r.live[w+1] |= 1
-	}
-}
+// held reports whether chunk c of run r is in a fast bin.
+func held(r *run, c uintptr) bool { return r.window(c) == bitsHeld }
 
-func (r *run) unmarkHeld(c uintptr) {
-	w, b := r.heldAt(c)
-	r.live[w] &^= 3 << b
-	if b == 63 {
-		r.live[w+1] &^= 1
+// liveAt reports whether the block at p, a block's place in r, is in
+// use: its bit set, and neither bit beside it (half of a held mark: p
+// would be 16 or 32 bytes into a held block). The bit before the run's
+// first is clear.
+func (r *run) liveAt(p uintptr) bool {
+	g := (p - r.start) / granule // the bit after the block's own
+	if g < 2 {
+		return r.live[0]&3 == 1
 	}
-}
-
-// marked reports whether bit m of word w of r's bitmap, which is set, is
-// half of a held mark rather than a chunk in use: a bit beside it is set.
-func (r *run) marked(w int, m uint64) bool {
-	if r.live[w]&(m<<1|m>>1) != 0 {
-		return true
-	}
-	switch m {
-	case 1:
-		return w > 0 && r.live[w-1]>>63 != 0
-	case 1 << 63:
-		return w+1 < len(r.live) && r.live[w+1]&1 != 0
-	}
-	return false
+	g -= 2
+	w, b := g/64, g%64
+	return (r.live[w]>>b|r.live[w+1]<<(63-b)<<1)&7 == 2
 }
 
 // heldOK returns the run of c if c is a chunk of s bytes in a fast bin as
@@ -120,10 +115,7 @@ func (h *Heap) heldOK(c, s uintptr) *run { return h.heldIn(h.runAt(c), c, s) }
 // heldIn is heldOK for a c known to be a chunk's place in run r (runAt's
 // bounds; nil: none).
 func (h *Heap) heldIn(r *run, c, s uintptr) *run {
-	if r == nil || c+s > r.end-fenceSize || !held(r, c) {
-		return nil
-	}
-	if w, m := r.bit(c + 2*overhead); r.live[w]&m != 0 {
+	if r == nil || c+s > r.end-fenceSize || r.window(c) != bitsHeld {
 		return nil
 	}
 	if hd := h.header(c); sizeOf(hd) != s || hd&flagInUse == 0 {
@@ -151,9 +143,7 @@ func (h *Heap) pushFast(r *run, c, s uintptr) {
 	h.fastMap[i/64] |= 1 << (i % 64)
 	h.fastBytes += s
 	h.freeBytes += s
-	w, m := r.bit(c + 2*overhead)
-	r.live[w] &^= m
-	r.markHeld(c)
+	r.flip(c, bitsLive|bitsHeld)
 	h.armPurge()
 }
 
@@ -235,11 +225,9 @@ func (h *Heap) loseFast(i int, s uintptr, k uint8) {
 // handOut hands out chunk c of s bytes, popped from its fast bin, for a
 // block of n bytes.
 func (h *Heap) handOut(r *run, c, s, n uintptr) {
-	r.unmarkHeld(c)
+	r.flip(c, bitsLive|bitsHeld)
 	hd := h.header(c)
 	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
-	w, m := r.bit(c + 2*overhead)
-	r.live[w] |= m
 	h.liveChunks++
 	h.liveBytes += n
 	h.chunkBytes += s
@@ -277,7 +265,7 @@ func (h *Heap) consolidate() {
 					continue
 				}
 				h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-				r.unmarkHeld(c)
+				r.flip(c, bitsHeld)
 			}
 		}
 	}

@@ -267,3 +267,41 @@ func TestFastTrimCountsRetiredRun(t *testing.T) {
 	require.GreaterOrEqual(t, got, before.ArenaBytes-after.ArenaBytes, "Trim counts the top given back with the run it emptied")
 	require.NoError(t, r.Free(mid))
 }
+
+// TestFastMarks: the held mark and the bit of a block in use at every
+// place of a word of the bitmap and across words: flip makes a chunk in
+// use held and back, window and liveAt read them, and a place 16 or 32
+// bytes into a held chunk, or 16 bytes before a chunk in use, is neither.
+func TestFastMarks(t *testing.T) {
+	const words = 4
+	for g := uintptr(0); g < words*64-3; g++ {
+		r := &run{live: make([]uint64, words+1)} // and the word to spare
+		r.start = 1 << 20
+		c := r.start + g*granule
+		r.flip(c, bitsLive)
+		require.Equal(t, uint64(bitsLive), r.window(c), "g %d", g)
+		require.True(t, r.liveAt(c+16), "g %d", g)
+		require.False(t, r.liveAt(c+32), "g %d", g)
+		if g > 0 {
+			require.False(t, r.liveAt(c), "g %d: 16 bytes before a chunk in use", g)
+			require.False(t, held(r, c-granule), "g %d", g)
+		}
+		if g > 1 {
+			require.Equal(t, uint64(4), r.window(c-2*granule)&4, "g %d", g)
+		}
+		r.flip(c, bitsLive|bitsHeld)
+		require.True(t, held(r, c), "g %d", g)
+		require.Equal(t, uint64(bitsHeld), r.window(c))
+		require.False(t, r.liveAt(c+16), "g %d", g)
+		require.False(t, r.liveAt(c+32), "g %d: 16 bytes into a held block", g)
+		require.False(t, r.liveAt(c+48), "g %d: 32 bytes into a held block", g)
+		require.False(t, held(r, c+granule), "g %d", g)
+		r.flip(c, bitsLive|bitsHeld)
+		require.Equal(t, uint64(bitsLive), r.window(c))
+		r.flip(c, bitsLive|bitsHeld)
+		r.flip(c, bitsHeld)
+		for w, v := range r.live {
+			require.Zero(t, v, "g %d: word %d", g, w)
+		}
+	}
+}

@@ -449,8 +449,7 @@ func inUse(r *run, c uintptr) bool {
 	if c >= r.end-fenceSize {
 		return true
 	}
-	w, m := r.bit(c + 2*overhead)
-	return r.live[w]&m != 0 || held(r, c)
+	return r.window(c)&3 != 0 // its own bit, or the first of a held mark (the third may be the next chunk's own)
 }
 
 // freeOK reports whether c is a free chunk as the heap left it, of s bytes
@@ -646,7 +645,7 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 
 // growBits makes r's bitmap cover a run that ends at end.
 func (h *Heap) growBits(r *run, end uintptr) {
-	words := int((end-r.start)/granule+63) / 64
+	words := int((end-r.start)/granule+63)/64 + 1 // and one to spare: window reads past the last
 	if words > len(r.live) {
 		h.metaBytes -= uintptr(cap(r.live)) * 8
 		r.live = append(r.live, make([]uint64, words-len(r.live))...)
@@ -664,10 +663,9 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	if r.gone || p&(granule-1) != 0 || p < r.start+2*overhead || p >= r.end-fenceSize {
 		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block", errInvalid, p)
 	}
-	w, m := r.bit(p)
 	c := p - 2*overhead
-	if r.live[w]&m == 0 || r.marked(w, m) {
-		if r.live[w]&m != 0 {
+	if !r.liveAt(p) {
+		if w, m := r.bit(p); r.live[w]&m != 0 {
 			return nil, 0, 0, fmt.Errorf("%w: %#x is inside a freed block (in a fast bin)", errInvalid, p)
 		}
 		if held(r, c) {
