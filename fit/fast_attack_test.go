@@ -305,3 +305,56 @@ func TestFastMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestFastDamagedHeldHeader: a write past the end of a block over the
+// header of the held chunk after it (its size, its in-use flag) is
+// reported once when the chunk is next taken or consolidated, and the
+// chunk is never handed out: no block overlaps another, the blocks around
+// are intact, and Trim does not follow it. (Its slack, which handOut
+// rewrites, and its previous-in-use flag, which the block's Free checks
+// against the chunk before, are not looked at here.)
+func TestFastDamagedHeldHeader(t *testing.T) {
+	const n = 3000
+	s := chunkSize(n)
+	for name, damage := range map[string]func(uint64) uint64{
+		"size": func(hd uint64) uint64 { return hd + 4*granule },
+		"free": func(hd uint64) uint64 { return hd &^ flagInUse },
+		"zero": func(uint64) uint64 { return 0 },
+		"huge": func(hd uint64) uint64 { return hd | 1<<34 },
+		"ones": func(uint64) uint64 { return ^uint64(0) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []uintptr
+			h := reportsTo(t, &got)
+			bs := allocFilled(t, h, 5, n) // a, b (to be held), c, d, guard
+			a, b := bs[0], bs[1]
+			ar := h.region.Lookup(b.p)
+			_, err := h.Free(ar, b.p)
+			require.NoError(t, err)
+			hdr := wordAt(h, a.p, s-overhead) // b's header: the word past a's block
+			*hdr = damage(*hdr)
+			var more []block
+			for i := range 4 {
+				p, err := h.Alloc(n)
+				require.NoError(t, err)
+				q := block{p: uintptr(p), n: n, tag: byte(100 + i)}
+				for _, x := range bs {
+					require.False(t, q.p < x.p+n && x.p < q.p+n || q.p == b.p, "%#x handed out over %#x", q.p, x.p)
+				}
+				fill(h, q)
+				more = append(more, q)
+			}
+			h.Trim()
+			require.Len(t, got, 1, "reported once")
+			for _, x := range []block{bs[2], bs[3], bs[4]} {
+				require.True(t, intact(h, x))
+			}
+			for _, x := range more {
+				require.True(t, intact(h, x))
+				_, err := h.Free(h.region.Lookup(x.p), x.p)
+				require.NoError(t, err)
+			}
+			h.Trim()
+		})
+	}
+}
