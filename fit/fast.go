@@ -26,10 +26,14 @@ import (
 // glibc's malloc_consolidate). Trim, Idle and the purge's pass do the
 // same first, so memory held there goes back with the rest.
 //
-// A held chunk is marked in the bitmap of blocks in use by the bit after
-// its own: its own bit is clear (a Free of it is a double free), the next
-// one set (the inside of a chunk in use or held never has a bit of its
-// own, chunks being at least minChunk). Its neighbours see it in use.
+// A held chunk is marked in the bitmap of blocks in use by the two bits
+// after its own: its own bit is clear (a Free of it is a double free), the
+// next two set. Chunks in use never set two bits side by side (a chunk is
+// at least minChunk), so the mark cannot be read as a chunk in use, nor a
+// chunk in use as a mark, whatever the user's bytes hold: one bit alone
+// would be the bit of a chunk in use 16 bytes further, and a pointer 16
+// bytes into a held block, or a link to 16 bytes before a block in use,
+// would pass for one. Its neighbours see it in use.
 // Its link lives in the block (p), the user's memory: every chunk taken
 // from a fast bin, and the one its link names, is checked against the
 // bitmap and its header before use, so a write after free is reported and
@@ -58,17 +62,49 @@ func fastIndex(s uintptr) int {
 	return int(i)
 }
 
-// heldBit returns the word and mask of chunk c's held mark in r's bitmap:
-// the bit after its own.
-func (r *run) heldBit(c uintptr) (word int, mask uint64) {
-	g := (c-r.start)/granule + 1
-	return int(g / 64), 1 << (g % 64)
+// The three bits of a chunk's place in a run's bitmap, its own and the
+// two after it (window): 1 in use, 6 held, 0 free, the third being the
+// next chunk's own after a chunk of minChunk bytes (a held chunk is
+// larger). A chunk in use never has a bit set beside its own.
+const (
+	bitsLive = 1
+	bitsHeld = 6
+)
+
+// window returns the three bits from chunk c's own (c is a chunk's place
+// in r). The bitmap ends with a word to spare, so the bits may run into
+// the next word without a test.
+func (r *run) window(c uintptr) uint64 {
+	g := (c - r.start) / granule
+	w, b := g/64, g%64
+	return (r.live[w]>>b | r.live[w+1]<<(63-b)<<1) & 7
+}
+
+// flip toggles the bits x (of a window) at chunk c's place in r: 7 makes
+// a chunk in use held (pushFast) and a held one in use (handOut), 6 a
+// held one free (consolidate).
+func (r *run) flip(c uintptr, x uint64) {
+	g := (c - r.start) / granule
+	w, b := g/64, g%64
+	r.live[w] ^= x << b
+	r.live[w+1] ^= x >> (63 - b) >> 1
 }
 
 // held reports whether chunk c of run r is in a fast bin.
-func held(r *run, c uintptr) bool {
-	w, m := r.heldBit(c)
-	return r.live[w]&m != 0
+func held(r *run, c uintptr) bool { return r.window(c) == bitsHeld }
+
+// liveAt reports whether the block at p, a block's place in r, is in
+// use: its bit set, and neither bit beside it (half of a held mark: p
+// would be 16 or 32 bytes into a held block). The bit before the run's
+// first is clear.
+func (r *run) liveAt(p uintptr) bool {
+	g := (p - r.start) / granule // the bit after the block's own
+	if g < 2 {
+		return r.live[0]&3 == 1
+	}
+	g -= 2
+	w, b := g/64, g%64
+	return (r.live[w]>>b|r.live[w+1]<<(63-b)<<1)&7 == 2
 }
 
 // heldOK returns the run of c if c is a chunk of s bytes in a fast bin as
@@ -79,10 +115,7 @@ func (h *Heap) heldOK(c, s uintptr) *run { return h.heldIn(h.runAt(c), c, s) }
 // heldIn is heldOK for a c known to be a chunk's place in run r (runAt's
 // bounds; nil: none).
 func (h *Heap) heldIn(r *run, c, s uintptr) *run {
-	if r == nil || c+s > r.end-fenceSize || !held(r, c) {
-		return nil
-	}
-	if w, m := r.bit(c + 2*overhead); r.live[w]&m != 0 {
+	if r == nil || c+s > r.end-fenceSize || r.window(c) != bitsHeld {
 		return nil
 	}
 	if hd := h.header(c); sizeOf(hd) != s || hd&flagInUse == 0 {
@@ -110,10 +143,7 @@ func (h *Heap) pushFast(r *run, c, s uintptr) {
 	h.fastMap[i/64] |= 1 << (i % 64)
 	h.fastBytes += s
 	h.freeBytes += s
-	w, m := r.bit(c + 2*overhead)
-	r.live[w] &^= m
-	w, m = r.heldBit(c)
-	r.live[w] |= m
+	r.flip(c, bitsLive|bitsHeld)
 	h.armPurge()
 }
 
@@ -156,8 +186,11 @@ func (h *Heap) popFast(s uintptr) (uintptr, *run) {
 		return 0, nil
 	}
 	next := uintptr(*h.fd(c))
-	if next != 0 && h.heldIn(h.runNear(r, next), next, s) == nil {
-		h.report(c, h.header(c), fmt.Sprintf("the block at %#x was written after it was freed (its fast bin's link): the link is not followed", c+2*overhead))
+	if (next == 0) != (h.fastN[i] == 1) || next != 0 && h.heldIn(h.runNear(r, next), next, s) == nil {
+		// a link that is no held chunk of the size, or that ends the bin
+		// before its count does, or names one past it (a chunk lost from
+		// it): some link of the bin was written after its block was freed
+		h.report(c, h.header(c), fmt.Sprintf("the block at %#x, or one before it in its fast bin, was written after it was freed (the bin's link): the link is not followed", c+2*overhead))
 		h.loseFast(i, s, h.fastN[i]-1)
 		next = 0
 	}
@@ -192,12 +225,9 @@ func (h *Heap) loseFast(i int, s uintptr, k uint8) {
 // handOut hands out chunk c of s bytes, popped from its fast bin, for a
 // block of n bytes.
 func (h *Heap) handOut(r *run, c, s, n uintptr) {
-	w, m := r.heldBit(c)
-	r.live[w] &^= m
+	r.flip(c, bitsLive|bitsHeld)
 	hd := h.header(c)
 	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
-	w, m = r.bit(c + 2*overhead)
-	r.live[w] |= m
 	h.liveChunks++
 	h.liveBytes += n
 	h.chunkBytes += s
@@ -235,8 +265,7 @@ func (h *Heap) consolidate() {
 					continue
 				}
 				h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-				hw, hm := r.heldBit(c)
-				r.live[hw] &^= hm
+				r.flip(c, bitsHeld)
 			}
 		}
 	}

@@ -193,6 +193,7 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	gaveBack   uintptr                // bytes the region gave back to the kernel as it took runs (giveBack), so far
 	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
 	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }
@@ -455,8 +456,7 @@ func inUse(r *run, c uintptr) bool {
 	if c >= r.end-fenceSize {
 		return true
 	}
-	w, m := r.bit(c + 2*overhead)
-	return r.live[w]&m != 0 || held(r, c)
+	return r.window(c)&3 != 0 // its own bit, or the first of a held mark (the third may be the next chunk's own)
 }
 
 // freeOK reports whether c is a free chunk as the heap left it, of s bytes
@@ -653,7 +653,7 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 
 // growBits makes r's bitmap cover a run that ends at end.
 func (h *Heap) growBits(r *run, end uintptr) {
-	words := int((end-r.start)/granule+63) / 64
+	words := int((end-r.start)/granule+63)/64 + 1 // and one to spare: window reads past the last
 	if words > len(r.live) {
 		h.metaBytes -= uintptr(cap(r.live)) * 8
 		r.live = append(r.live, make([]uint64, words-len(r.live))...)
@@ -671,9 +671,11 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 	if r.gone || p&(granule-1) != 0 || p < r.start+2*overhead || p >= r.end-fenceSize {
 		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block", errInvalid, p)
 	}
-	w, m := r.bit(p)
 	c := p - 2*overhead
-	if r.live[w]&m == 0 {
+	if !r.liveAt(p) {
+		if w, m := r.bit(p); r.live[w]&m != 0 {
+			return nil, 0, 0, fmt.Errorf("%w: %#x is inside a freed block (in a fast bin)", errInvalid, p)
+		}
 		if held(r, c) {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
 		}
@@ -946,6 +948,7 @@ func (h *Heap) giveBack(r *run) uintptr {
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
 	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
+	h.gaveBack += n
 	return n
 }
 
@@ -997,7 +1000,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 // Trim gives back every empty run (the spare) to the region, and releases
 // with madvise the whole pages inside every other free chunk, as glibc's
 // malloc_trim does: it returns the bytes given back to the kernel, by
-// itself and by the region as it took the spare (the top it trimmed then;
+// itself and by the region as it took the spare, or a run that emptying
+// the fast bins emptied (the top it trimmed then;
 // a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
@@ -1022,12 +1026,12 @@ func (h *Heap) Idle() uintptr {
 
 // trimLocked is Trim with the lock held.
 func (h *Heap) trimLocked() uintptr {
-	h.consolidate()
-	var given uintptr
+	was := h.gaveBack
+	h.consolidate() // a run it empties may go back, and the region's top with it: counted
 	if r := h.takeSpare(); r != nil {
-		given = h.giveBack(r)
+		h.giveBack(r)
 	}
-	return given + h.releaseFree()
+	return h.gaveBack - was + h.releaseFree()
 }
 
 // releaseFree releases the inside of every free chunk not released yet.

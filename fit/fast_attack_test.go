@@ -1,0 +1,360 @@
+package fit
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/errs"
+)
+
+// Attacks on the fast bins: bad frees that name the inside of a held
+// block, and writes after free over a held block's link.
+
+// wordAt returns the 8 bytes at off in the block at p, as a uint64.
+func wordAt(h *Heap, p, off uintptr) *uint64 { return (*uint64)(h.region.Ptr(p + off)) }
+
+// reportsTo returns a heap whose OnCorruption appends to *got.
+func reportsTo(t *testing.T, got *[]uintptr) *Heap {
+	h, _ := newHeapWith(t, Options{OnCorruption: func(addr, size uintptr, detail string) {
+		*got = append(*got, addr)
+		t.Logf("reported %#x: %s", addr, detail)
+	}})
+	return h
+}
+
+// TestFastHeldInsideFree: a stale pointer 16 or 32 bytes into a block held
+// in a fast bin (its own bit clear, the bit after it its held mark) is a
+// bad free: refused, nothing reported (nothing is damaged), nothing
+// changed. The held mark is the bit a chunk starting 16 bytes into the
+// block would have: the bytes the user left in the block (written while
+// it was live, not after its free) are then read as that chunk's header.
+func TestFastHeldInsideFree(t *testing.T) {
+	for _, forged := range []bool{true, false} {
+		var got []uintptr
+		h := reportsTo(t, &got)
+		bs := allocFilled(t, h, 3, 3000)
+		a := bs[1]
+		if forged {
+			// the block's own data, while live: a word that reads as the
+			// header of a chunk in use, 16 bytes into its chunk, that ends
+			// where the block's chunk does
+			*wordAt(h, a.p, 8) = uint64(chunkSize(3000)-16) | flagInUse | flagPrevInUse
+		}
+		ar := h.region.Lookup(a.p)
+		_, err := h.Free(ar, a.p)
+		require.NoError(t, err)
+		walk(t, h)
+		for _, bad := range []uintptr{a.p + 16, a.p + 32} {
+			_, err = h.Free(ar, bad)
+			require.ErrorIs(t, err, errs.ErrInvalidFree, "forged %v: Free(%#x), 16 or 32 bytes into a held block", forged, bad)
+			_, _, err = h.Usable(ar, bad)
+			require.ErrorIs(t, err, errs.ErrInvalidFree)
+			ok, err := h.Resize(ar, bad, 100)
+			require.ErrorIs(t, err, errs.ErrInvalidFree)
+			require.False(t, ok)
+			walk(t, h)
+		}
+		require.Empty(t, got, "forged %v: a bad free damages nothing: nothing to report", forged)
+		// the held chunk comes back whole, and the others are intact
+		p, err := h.Alloc(3000)
+		require.NoError(t, err)
+		require.Equal(t, a.p, uintptr(p))
+		require.True(t, intact(h, bs[0]))
+		require.True(t, intact(h, bs[2]))
+		walk(t, h)
+	}
+}
+
+// TestFastBeforeLiveFree: a pointer 16 bytes before a block in use (its
+// chunk's header) is not the start of a block, not a freed one: the bit a
+// chunk 16 bytes before it would be held by is the block's own.
+func TestFastBeforeLiveFree(t *testing.T) {
+	h, _ := newHeap(t)
+	bs := allocFilled(t, h, 3, 3000)
+	ar := h.region.Lookup(bs[1].p)
+	_, err := h.Free(ar, bs[1].p-16)
+	require.ErrorIs(t, err, errs.ErrInvalidFree)
+	require.NotErrorIs(t, err, errs.ErrDoubleFree, "no block was freed there")
+	walk(t, h)
+}
+
+// TestFastForgedLink: a write after free sets a held block's link to a
+// place that reads as a held chunk of its size: 16 bytes before a block in
+// use (whose own bit is the held mark such a chunk would have), with a
+// header written in the live block before it — by its owner, inside its
+// own block. The link is reported and not followed: no block is handed
+// out over the block in use.
+func TestFastForgedLink(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	s := chunkSize(n)
+	bs := allocFilled(t, h, 4, n)  // w, z, x, guard
+	w, z, x := bs[0], bs[1], bs[2] // w's bytes are its owner's to write: not checked
+	ar := h.region.Lookup(x.p)
+	_, err := h.Free(ar, x.p)
+	require.NoError(t, err)
+	fake := z.p - 16 - 16 // a chunk 16 bytes before z's
+	// w's last words, in w: the fake chunk's header, and its link (z's
+	// chunk's first word, which is w's last)
+	*wordAt(h, w.p, s-24) = uint64(s) | flagInUse | flagPrevInUse
+	*wordAt(h, w.p, s-overhead-8) = 0
+	*wordAt(h, x.p, 0) = uint64(fake) // the write after free
+	for range 3 {
+		p, err := h.Alloc(n)
+		if err != nil {
+			continue
+		}
+		q := uintptr(p)
+		require.False(t, q < z.p+n && z.p < q+n, "a block at %#x handed out over the block in use at %#x", q, z.p)
+	}
+	require.True(t, intact(h, z))
+	_, err = h.Free(h.region.Lookup(z.p), z.p)
+	require.NoError(t, err, "the block in use is still in use")
+	require.NotEmpty(t, got, "the forged link is reported")
+}
+
+// TestFastSkippedLink: a write after free sets a held block's link to
+// another held block of its bin further on, skipping one: the skipped
+// chunk is lost from the bin, and its count no longer matches. That is
+// reported, once; the counts stay true (fastN, fastBytes), and the bins
+// empty to zero when consolidated.
+func TestFastSkippedLink(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	bs := allocFilled(t, h, 7, n) // a, g, b, g, c, g, guard
+	a, b, c := bs[0], bs[2], bs[4]
+	ar := h.region.Lookup(a.p)
+	for _, x := range []block{c, b, a} { // the bin: a -> b -> c
+		_, err := h.Free(ar, x.p)
+		require.NoError(t, err)
+	}
+	walk(t, h)
+	*wordAt(h, a.p, 0) = uint64(c.p - 16) // a -> c: b skipped
+	for range 4 {
+		_, err := h.Alloc(n)
+		require.NoError(t, err)
+	}
+	require.NotEmpty(t, got, "the skipped chunk's loss is reported")
+	i := fastIndex(chunkSize(n))
+	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count")
+	h.Trim()
+	require.Zero(t, h.fastBytes, "the fast bins' bytes once consolidated")
+	require.Zero(t, h.fastN[i])
+}
+
+// TestFastLostLinked: a chunk lost from its bin (the link before it was
+// damaged) is named by a later write after free over the link of the bin's
+// only chunk: the bin's count (1) says the link should be the end. The
+// counts never wrap.
+func TestFastLostLinked(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	const n = 3000
+	bs := allocFilled(t, h, 9, n)
+	a, b, c, d := bs[0], bs[2], bs[4], bs[6]
+	ar := h.region.Lookup(a.p)
+	for _, x := range []block{c, b, a} { // a -> b -> c
+		_, err := h.Free(ar, x.p)
+		require.NoError(t, err)
+	}
+	*wordAt(h, b.p, 0) = 0xdead0 // b's link damaged: c is lost
+	for range 2 {
+		_, err := h.Alloc(n) // a, then b (its link reported)
+		require.NoError(t, err)
+	}
+	require.Len(t, got, 1)
+	i := fastIndex(chunkSize(n))
+	require.Zero(t, h.fastN[i])
+	_, err := h.Free(ar, d.p)
+	require.NoError(t, err)
+	*wordAt(h, d.p, 0) = uint64(c.p - 16) // d -> c, lost
+	for range 3 {
+		_, err := h.Alloc(n)
+		require.NoError(t, err)
+	}
+	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count does not wrap")
+	require.LessOrEqual(t, h.fastBytes, h.fastCap, "the fast bins' bytes do not wrap")
+}
+
+// TestFastHeldGoesBack: blocks freed into the fast bins only (no free
+// merges 64 KiB, nothing reaches the top) go back by themselves: the
+// purge's pass empties the bins once a pass has seen no operation, the
+// chunks merge, and the next passes release them; then the timer stops.
+// Idle does the same for a heap without the purge's timer.
+func TestFastHeldGoesBack(t *testing.T) {
+	for _, timer := range []bool{true, false} {
+		opts := Options{}
+		if timer {
+			opts = Options{Purge: true, PurgeDelay: 2 * time.Millisecond}
+		}
+		h, _ := newHeapWith(t, opts)
+		lo := allocFilled(t, h, 1, 5000)
+		var bs []block // 8 of each of 8 sizes: what the bins hold, side by side
+		for i := range 64 {
+			bs = append(bs, allocFilled(t, h, 1, 4000-uintptr(i%8)*16)...)
+		}
+		hi := allocFilled(t, h, 1, 5000)
+		for _, b := range bs {
+			_, err := h.Free(h.region.Lookup(b.p), b.p)
+			require.NoError(t, err)
+		}
+		require.Greater(t, h.fastBytes, uintptr(240<<10), "all held")
+		walk(t, h)
+		gone := func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.fastBytes == 0 && h.released >= 200<<10 && !h.purgeAt
+		}
+		if timer {
+			require.Eventually(t, gone, 5*time.Second, time.Millisecond, "held, merged, released, and the timer stopped")
+		} else {
+			require.Zero(t, h.Idle(), "the first Idle sees the operations since the last")
+			require.GreaterOrEqual(t, h.Idle(), uintptr(200<<10))
+			require.True(t, gone())
+		}
+		walk(t, h)
+		require.True(t, intact(h, lo[0]))
+		require.True(t, intact(h, hi[0]))
+	}
+}
+
+// TestFastTrimCountsRetiredRun: Trim empties the fast bins first; when
+// that empties a run whose blocks were all held, and a lower empty run is
+// the spare, the run goes back to the region then, and the region gives
+// back its top with it: Trim counts those bytes too.
+func TestFastTrimCountsRetiredRun(t *testing.T) {
+	h, r := newHeap(t)
+	const n = 30000
+	first := allocFilled(t, h, 1, n)[0]
+	lowRun := runOf(r.Lookup(first.p))
+	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
+	require.NoError(t, err)
+	var low, high []block
+	low = append(low, first)
+	for len(high) < fastCount {
+		b := allocFilled(t, h, 1, n)[0]
+		if runOf(r.Lookup(b.p)) == lowRun {
+			low = append(low, b)
+		} else {
+			high = append(high, b)
+		}
+	}
+	require.Greater(t, len(low), 2*fastCount, "the first run is full")
+	for _, b := range low { // merged: the run empties, the spare
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	h.mu.Lock()
+	h.consolidate() // the last few were held
+	h.mu.Unlock()
+	require.Equal(t, lowRun, h.spare)
+	for _, b := range high { // held: the run is empty only once they merge
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	require.Equal(t, uintptr(fastCount*chunkSize(n)), h.fastBytes)
+	walk(t, h)
+	before := r.Counters()
+	got := h.Trim()
+	after := r.Counters()
+	walk(t, h)
+	require.Less(t, after.ArenaBytes, before.ArenaBytes, "the top went back")
+	require.GreaterOrEqual(t, got, before.ArenaBytes-after.ArenaBytes, "Trim counts the top given back with the run it emptied")
+	require.NoError(t, r.Free(mid))
+}
+
+// TestFastMarks: the held mark and the bit of a block in use at every
+// place of a word of the bitmap and across words: flip makes a chunk in
+// use held and back, window and liveAt read them, and a place 16 or 32
+// bytes into a held chunk, or 16 bytes before a chunk in use, is neither.
+func TestFastMarks(t *testing.T) {
+	const words = 4
+	for g := uintptr(0); g < words*64-3; g++ {
+		r := &run{live: make([]uint64, words+1)} // and the word to spare
+		r.start = 1 << 20
+		c := r.start + g*granule
+		r.flip(c, bitsLive)
+		require.Equal(t, uint64(bitsLive), r.window(c), "g %d", g)
+		require.True(t, r.liveAt(c+16), "g %d", g)
+		require.False(t, r.liveAt(c+32), "g %d", g)
+		if g > 0 {
+			require.False(t, r.liveAt(c), "g %d: 16 bytes before a chunk in use", g)
+			require.False(t, held(r, c-granule), "g %d", g)
+		}
+		if g > 1 {
+			require.Equal(t, uint64(4), r.window(c-2*granule)&4, "g %d", g)
+		}
+		r.flip(c, bitsLive|bitsHeld)
+		require.True(t, held(r, c), "g %d", g)
+		require.Equal(t, uint64(bitsHeld), r.window(c))
+		require.False(t, r.liveAt(c+16), "g %d", g)
+		require.False(t, r.liveAt(c+32), "g %d: 16 bytes into a held block", g)
+		require.False(t, r.liveAt(c+48), "g %d: 32 bytes into a held block", g)
+		require.False(t, held(r, c+granule), "g %d", g)
+		r.flip(c, bitsLive|bitsHeld)
+		require.Equal(t, uint64(bitsLive), r.window(c))
+		r.flip(c, bitsLive|bitsHeld)
+		r.flip(c, bitsHeld)
+		for w, v := range r.live {
+			require.Zero(t, v, "g %d: word %d", g, w)
+		}
+	}
+}
+
+// TestFastDamagedHeldHeader: a write past the end of a block over the
+// header of the held chunk after it (its size, its in-use flag) is
+// reported once when the chunk is next taken or consolidated, and the
+// chunk is never handed out: no block overlaps another, the blocks around
+// are intact, and Trim does not follow it. (Its slack, which handOut
+// rewrites, and its previous-in-use flag, which the block's Free checks
+// against the chunk before, are not looked at here.)
+func TestFastDamagedHeldHeader(t *testing.T) {
+	const n = 3000
+	s := chunkSize(n)
+	for name, damage := range map[string]func(uint64) uint64{
+		"size": func(hd uint64) uint64 { return hd + 4*granule },
+		"free": func(hd uint64) uint64 { return hd &^ flagInUse },
+		"zero": func(uint64) uint64 { return 0 },
+		"huge": func(hd uint64) uint64 { return hd | 1<<34 },
+		"ones": func(uint64) uint64 { return ^uint64(0) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []uintptr
+			h := reportsTo(t, &got)
+			bs := allocFilled(t, h, 5, n) // a, b (to be held), c, d, guard
+			a, b := bs[0], bs[1]
+			ar := h.region.Lookup(b.p)
+			_, err := h.Free(ar, b.p)
+			require.NoError(t, err)
+			hdr := wordAt(h, a.p, s-overhead) // b's header: the word past a's block
+			*hdr = damage(*hdr)
+			var more []block
+			for i := range 4 {
+				p, err := h.Alloc(n)
+				require.NoError(t, err)
+				q := block{p: uintptr(p), n: n, tag: byte(100 + i)}
+				for _, x := range bs {
+					require.False(t, q.p < x.p+n && x.p < q.p+n || q.p == b.p, "%#x handed out over %#x", q.p, x.p)
+				}
+				fill(h, q)
+				more = append(more, q)
+			}
+			h.Trim()
+			require.Len(t, got, 1, "reported once")
+			for _, x := range []block{bs[2], bs[3], bs[4]} {
+				require.True(t, intact(h, x))
+			}
+			for _, x := range more {
+				require.True(t, intact(h, x))
+				_, err := h.Free(h.region.Lookup(x.p), x.p)
+				require.NoError(t, err)
+			}
+			h.Trim()
+		})
+	}
+}
