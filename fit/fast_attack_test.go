@@ -229,7 +229,7 @@ func TestFastHeldGoesBack(t *testing.T) {
 // back its top with it: Trim counts those bytes too.
 func TestFastTrimCountsRetiredRun(t *testing.T) {
 	h, r := newHeap(t)
-	const n = 30000
+	const n = 3000 // the fast bins hold it
 	first := allocFilled(t, h, 1, n)[0]
 	lowRun := runOf(r.Lookup(first.p))
 	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
