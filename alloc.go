@@ -246,6 +246,15 @@ type Allocator struct {
 	idle      *idleLoop   // PurgeInBackground's goroutine, or nil (purge.go)
 	scratches scratchSet  // the request arenas not yet freed (scratch.go)
 
+	// moves is held for writing by the passes no caller makes — the
+	// idle pass, the best-fit heap's purge timer — while they move memory
+	// from one layer to another (a P cache's blocks to their slabs, an
+	// empty slab or run to the region), and for reading by Counters while
+	// it reads the layers' counters one after the other: a snapshot sees
+	// each block, slab and run in exactly one layer (counters.go). No
+	// Malloc, Free or other call of a caller takes it.
+	moves sync.RWMutex
+
 	debug        bool
 	debugState   *debugState
 	onCorruption func(*Corruption)
@@ -325,6 +334,7 @@ func New(cfg Config) (*Allocator, error) {
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
 			OnFree:        a.prof.freeingLarge,
+			Moves:         &a.moves,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/brkmap/alloc/fit"
 	"github.com/brkmap/alloc/internal/procfs"
 	"github.com/brkmap/alloc/internal/sys"
 	"github.com/brkmap/alloc/stats"
@@ -26,7 +27,21 @@ func (a *Allocator) Counters() stats.Snapshot {
 		return s
 	}
 	defer a.leave(nil)
+	// The layers' counters, each read whole under its own locks, and all
+	// of them under a.moves: no pass moves memory from one layer to
+	// another between two of the reads (see Allocator.moves). A call of a
+	// caller still may: the breakdown is exact when none is in flight.
+	a.moves.RLock()
 	classes := a.slabs.Stats()
+	var fs fit.Stats
+	if a.fit != nil {
+		fs = a.fit.Stats()
+	}
+	rc := a.region.Counters()
+	count, mapped, requested := a.large.Counters()
+	largeMeta, quarantine := a.large.MetaBytes(), a.large.QuarantineBytes()
+	a.moves.RUnlock()
+
 	s.Classes = classes[:]
 	for _, c := range classes {
 		s.LiveBlocks += c.LiveBlocks
@@ -39,7 +54,6 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.MetadataBytes += c.MetaBytes
 	}
 	if a.fit != nil {
-		fs := a.fit.Stats()
 		s.LiveBlocks += uint64(fs.LiveChunks)
 		s.LiveBytes += uint64(fs.LiveBytes)
 		s.FitRoundingBytes = uint64(fs.ChunkBytes - fs.LiveBytes + fs.FenceBytes)
@@ -47,7 +61,6 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.FitReleasedBytes = uint64(fs.Released)
 		s.MetadataBytes += uint64(fs.MetaBytes)
 	}
-	rc := a.region.Counters()
 	s.LiveBlocks += uint64(rc.MidRuns)
 	s.LiveBytes += uint64(rc.MidUsed)
 	s.ArenaBytes = uint64(rc.ArenaBytes)
@@ -63,8 +76,7 @@ func (a *Allocator) Counters() stats.Snapshot {
 	s.ReleasedBytes = uint64(rc.FreeBytes - rc.DirtyBytes)
 	s.PurgedBytes = uint64(rc.PurgedBytes)
 	s.RunRoundingBytes = uint64(rc.MidBytes - rc.MidUsed)
-	s.MetadataBytes += uint64(rc.PageMapBytes) + a.large.MetaBytes()
-	count, mapped, requested := a.large.Counters()
+	s.MetadataBytes += uint64(rc.PageMapBytes) + largeMeta
 	s.RunRoundingBytes += mapped - requested
 	s.MmapCount = count
 	s.MmapBytes = mapped
@@ -85,7 +97,7 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.TrimThreshold = ^uint64(0)
 	}
 	s.Committed = rc.BudgetUsed // with the region's counters: see arena.Counters
-	s.QuarantineBytes = a.large.QuarantineBytes()
+	s.QuarantineBytes = quarantine
 	s.Limit = a.budget.Limit()
 	s.MinorFaults = sys.MinorFaults()
 	a.hugeSettings(&s)

@@ -55,15 +55,26 @@ func (l *idleLoop) stop() {
 
 // idlePass flushes the P caches idle since the last pass, gives back the
 // classes' kept empty slabs unused since the last pass, and releases the
-// free pages whose delay has passed.
+// free pages whose delay has passed. The first three move memory between
+// layers, under a.moves, so that no snapshot sees it in two layers or in
+// none: a retired P cache is out of its slot before its blocks and counts
+// are back in their classes (for as long as the stop-the-world of its
+// quiesce takes, milliseconds on a loaded machine), and an empty slab or
+// run given back between a snapshot's read of its layer and its read of
+// the region would be counted by both. The
+// region's purge changes only the region's counters, which Counters reads
+// whole under the region's lock: it runs outside, so that no Stats waits
+// for its releases.
 func (a *Allocator) idlePass() {
 	if a.closed.Load() {
 		return
 	}
+	a.moves.Lock()
 	a.slabs.FlushIdle()
 	a.slabs.ReleaseIdle()
 	if a.fit != nil {
 		a.fit.Idle() // an idle heap's free chunks and empty run
 	}
+	a.moves.Unlock()
 	a.region.Purge()
 }

@@ -1,6 +1,7 @@
 package fit
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -357,4 +358,60 @@ func TestFastDamagedHeldHeader(t *testing.T) {
 			h.Trim()
 		})
 	}
+}
+
+// TestPurgePassHoldsMoves: the purge's timer takes Options.Moves before it
+// consolidates the fast bins, which may give an emptied run back to the
+// region, so an owner holding Moves while it reads the heap's counters and
+// then the region's never sees the run in both or in neither. The run's
+// blocks are all held in the fast bins, a lower empty run is the spare:
+// while the test holds Moves the run stays the heap's, and once it lets
+// go the timer's pass gives it back.
+func TestPurgePassHoldsMoves(t *testing.T) {
+	var moves sync.Mutex
+	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: time.Millisecond, Moves: &moves})
+	const n = 30000
+	first := allocFilled(t, h, 1, n)[0]
+	lowRun := runOf(r.Lookup(first.p))
+	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
+	require.NoError(t, err)
+	defer func() { require.NoError(t, r.Free(mid)) }()
+	low := []block{first}
+	var high []block
+	for len(high) < fastCount {
+		b := allocFilled(t, h, 1, n)[0]
+		if runOf(r.Lookup(b.p)) == lowRun {
+			low = append(low, b)
+		} else {
+			high = append(high, b)
+		}
+	}
+	highRun := runOf(r.Lookup(high[0].p))
+	for _, b := range low {
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	h.mu.Lock()
+	h.consolidate() // the last few were held: the run empties, the spare
+	h.mu.Unlock()
+	require.Equal(t, lowRun, h.spare)
+	holds := func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		_, ok := h.liveRuns[highRun]
+		return ok
+	}
+	moves.Lock()
+	for _, b := range high { // held: the run is empty only once they merge
+		_, err := h.Free(r.Lookup(b.p), b.p)
+		require.NoError(t, err)
+	}
+	fitBytes := r.Counters().FitBytes
+	time.Sleep(30 * time.Millisecond) // many delays: the timer has fired
+	require.True(t, holds(), "the pass waits for Moves")
+	require.Equal(t, fitBytes, r.Counters().FitBytes)
+	moves.Unlock()
+	require.Eventually(t, func() bool { return !holds() }, 5*time.Second, time.Millisecond, "the pass merged the held chunks and gave the run back")
+	require.Less(t, r.Counters().FitBytes, fitBytes)
+	walk(t, h)
 }

@@ -42,6 +42,7 @@ package fit
 import (
 	"fmt"
 	"math/bits"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -152,6 +153,13 @@ type Options struct {
 	// those links are not followed); a block is not merged with a
 	// damaged chunk before it. Each damage is reported once.
 	OnCorruption func(addr, size uintptr, detail string)
+	// Moves, if set, is locked around each pass of the purge's timer,
+	// before the heap's lock: the pass's consolidation may give an
+	// emptied run back to the region, and an owner that reads the heap's
+	// counters and then the region's holds Moves meanwhile (as a
+	// reader), so that it never sees the run in both or in neither. Nothing a
+	// caller of the heap calls takes it.
+	Moves sync.Locker
 }
 
 // Heap is the best-fit heap. All methods are safe for concurrent use.
@@ -853,6 +861,10 @@ func (h *Heap) SetTrimThreshold(n uintptr) {
 // it is split or merged), and marks the others. While some wait, it arms
 // itself again.
 func (h *Heap) purgePass() {
+	if m := h.opts.Moves; m != nil {
+		m.Lock()
+		defer m.Unlock()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.purgeAt = false
@@ -1013,7 +1025,9 @@ func (h *Heap) Trim() uintptr {
 // calls it every PurgeDelay): if nothing was allocated, freed or resized
 // since the last pass, it does what Trim does, so the free chunks of a
 // heap nobody uses go back to the kernel by themselves. Chunks released
-// already are skipped. It returns the bytes released.
+// already are skipped. It returns the bytes released. Like Trim it may give
+// runs back to the region, and like Trim it leaves Options.Moves to its
+// caller.
 func (h *Heap) Idle() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -67,7 +67,9 @@ type Snapshot struct {
 
 	// Where the committed bytes are. Committed is exactly LiveBytes plus
 	// every field below but MetadataBytes (plus DirtyBytes and
-	// QuarantineBytes above) when no operation is in flight; Breakdown
+	// QuarantineBytes above) when no operation is in flight (the
+	// allocator's own passes, PurgeInBackground's and the purge's, are
+	// not: a snapshot never sees what they move between layers); Breakdown
 	// lists them. Resident, measured, sits beside: committed pages are
 	// resident only if touched and not released.
 	ClassRoundingBytes uint64 `json:"class_rounding_bytes"` // slab blocks handed out, beyond what was asked for
