@@ -55,7 +55,7 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 		case 4:
 			return 1025 + uintptr(b)*120 // the medium range
 		case 5:
-			return 30000 + uintptr(b)*16 // the fast bins' last sizes, and past them
+			return 4000 + uintptr(b)*16 // the fast bins' last sizes, and past them
 		case 6:
 			return 64<<10 + uintptr(b)*1024
 		}
