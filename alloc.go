@@ -950,13 +950,16 @@ func (a *Allocator) Trim() int {
 		return 0
 	}
 	defer a.leave(nil)
-	a.slabs.Trim()
-	a.large.UnmapDeferred()    // freed mappings the map-count limit kept (largealloc)
-	a.large.FlushQuarantine()  // Debug: freed mappings kept PROT_NONE
-	a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
-	released := uintptr(0)
+	released := a.slabs.Trim() // what the region gave back as it took the empty slabs
+	// Freed mappings the map-count limit kept (largealloc): their pages
+	// were released and their bytes left the budget when they were
+	// freed, so unmapping them now gives back neither: nothing to count.
+	a.large.UnmapDeferred()
+	released += a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE, committed until unmapped
+	_, gave := a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
+	released += gave                      // what the region gave back as it took them
 	if a.fit != nil {
-		released = a.fit.Trim() // the pages inside its free chunks; its empty runs to the region
+		released += a.fit.Trim() // the pages inside its free chunks; its empty runs to the region
 	}
 	return int(released + a.region.Trim())
 }

@@ -298,8 +298,10 @@ func (s *Scratch) bigRun(n, align uintptr) (unsafe.Pointer, error) {
 // want of memory first empties the quarantine of freed runs.
 func (s *Scratch) takeRun(pages, align uintptr) (*arena.Run, bool, error) {
 	run, zero, err := s.a.region.Alloc(pages, align, arena.KindScratch, 0)
-	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug && s.a.flushScratchQuarantine() > 0 {
-		run, zero, err = s.a.region.Alloc(pages, align, arena.KindScratch, 0)
+	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug {
+		if handed, _ := s.a.flushScratchQuarantine(); handed > 0 {
+			run, zero, err = s.a.region.Alloc(pages, align, arena.KindScratch, 0)
+		}
 	}
 	return run, zero, err
 }
@@ -601,12 +603,14 @@ func (a *Allocator) unprotect(run *arena.Run) error {
 }
 
 // flushScratchQuarantine gives every run of Debug's quarantine back to
-// the region and returns their bytes (Trim; and a Scratch refused memory).
+// the region and returns their bytes (a Scratch refused memory), and the
+// bytes the region gave back to the kernel as it took them (Trim counts
+// those; the free runs it keeps are the region's Trim's to release).
 // Inside the gate.
-func (a *Allocator) flushScratchQuarantine() uintptr {
+func (a *Allocator) flushScratchQuarantine() (handed, gave uintptr) {
 	d := a.debugState
 	if d == nil {
-		return 0
+		return 0, 0
 	}
 	d.mu.Lock()
 	var out, kept []*arena.Run
@@ -621,8 +625,9 @@ func (a *Allocator) flushScratchQuarantine() uintptr {
 	}
 	d.scratch.runs = kept
 	d.mu.Unlock()
-	if a.region.FreeRuns(out) != nil {
-		return 0
+	gave, err := a.region.FreeRunsCounted(out)
+	if err != nil {
+		return 0, 0
 	}
-	return n
+	return n, gave
 }

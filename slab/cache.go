@@ -423,15 +423,17 @@ func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) 
 // drain takes every P's cache out of its slot, waits until no goroutine
 // uses them (quiesce), and returns their blocks to the slabs and their
 // counts to the classes.
-func (p *Pool) drain() {
+func (p *Pool) drain() uintptr {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
-	p.drainLocked(nil)
+	_, n := p.drainLocked(nil)
+	return n
 }
 
 // drainLocked is drain for the caches retire says to retire (nil: all),
-// with drainMu held. It returns how many it retired.
-func (p *Pool) drainLocked(retire func(*pcache) bool) int {
+// with drainMu held. It returns how many it retired, and the bytes the
+// region gave back to the kernel as it took the slabs they emptied.
+func (p *Pool) drainLocked(retire func(*pcache) bool) (int, uintptr) {
 	var old []*pcache
 	for i := range p.caches {
 		pc := p.caches[i].Load()
@@ -443,29 +445,35 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 		}
 	}
 	quiesce(old)
+	var gave uintptr
 	for _, pc := range old {
 		for c := range pc.bins {
-			p.emptyBin(c, &pc.bins[c])
+			gave += p.emptyBin(c, &pc.bins[c])
 		}
 	}
-	return len(old)
+	return len(old), gave
 }
 
 // emptyBin gives bin b of class c back to the class: its blocks to their
 // slabs and its counts to the class's, under the class lock (taken only
 // if the bin holds something). The bin is left empty with no counts; its
-// capacity is the caller's. For drain and a Local's Close.
-func (p *Pool) emptyBin(c int, b *bin) {
+// capacity is the caller's. For drain and a Local's Close. It returns the
+// bytes the region gave back to the kernel as it took the slabs the bin's
+// blocks emptied.
+func (p *Pool) emptyBin(c int, b *bin) uintptr {
 	if b.n == 0 && b.counts == (counts{}) {
-		return
+		return 0
 	}
 	cl := &p.classes[c]
 	cl.mu.Lock()
 	cl.blocks += b.blocks
 	cl.bytes += b.bytes
+	was := cl.gaveBack
 	p.giveBackLocked(cl, b.e[:b.n])
+	gave := cl.gaveBack - was
 	cl.mu.Unlock()
 	b.n, b.counts = 0, counts{}
+	return gave
 }
 
 // FlushIdle retires the P caches that have neither refilled nor flushed
@@ -481,7 +489,7 @@ func (p *Pool) FlushIdle() int {
 	}
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
-	return p.drainLocked(func(pc *pcache) bool {
+	n, _ := p.drainLocked(func(pc *pcache) bool {
 		procPin() // as every holder of a cache's lock (cache_race.go)
 		defer procUnpin()
 		if !pc.lock() {
@@ -495,4 +503,5 @@ func (p *Pool) FlushIdle() int {
 		pc.unlock()
 		return idle && holds
 	})
+	return n
 }

@@ -165,21 +165,27 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 }
 
 // Trim empties every P's cache into the slabs, then gives every class's
-// cached empty slab back to the arena.
-func (p *Pool) Trim() {
+// cached empty slab back to the arena. It returns the bytes the region gave
+// back to the kernel as it took the slabs (its top, once past the trim
+// threshold; the runs its purge found due): the free runs it keeps are
+// the region's to release (Region.Trim counts them).
+func (p *Pool) Trim() uintptr {
 	if p.closed.Load() {
-		return
+		return 0
 	}
-	p.drain()
+	gave := p.drain()
 	for i := range p.classes {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		if s := cl.empty; s != nil {
 			cl.empty = nil
+			was := cl.gaveBack
 			p.releaseLocked(cl, s)
+			gave += cl.gaveBack - was
 		}
 		cl.mu.Unlock()
 	}
+	return gave
 }
 
 // ReleaseIdle gives back to the arena every class's kept empty slab that
@@ -210,7 +216,7 @@ func (p *Pool) ReleaseIdle() int {
 // Close refuses every later call and retires the caches.
 func (p *Pool) Close() {
 	p.closed.Store(true)
-	p.drain()
+	_ = p.drain() // the region goes whole next: nothing to count
 }
 
 // Stats returns every class's counters, in the type the allocator's
