@@ -170,3 +170,59 @@ func TestTrimCountsEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimCountsQuarantinesAndRuns: the same with large blocks and a
+// request arena beside small and medium ones, under Debug (freed mappings
+// and Scratch runs kept PROT_NONE until Trim: the mappings committed
+// until Trim unmaps them, the runs the region's once Trim hands them
+// back) and under PolicyBrk (large blocks as runs of the region).
+func TestTrimCountsQuarantinesAndRuns(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  alloc.Config
+	}{
+		{"debug-never", alloc.Config{Debug: true, PurgeDelay: alloc.PurgeNever}},
+		{"debug-default", alloc.Config{Debug: true}},
+		{"brk-never", alloc.Config{Policy: alloc.PolicyBrk, PurgeDelay: alloc.PurgeNever}},
+		{"brk-default", alloc.Config{Policy: alloc.PolicyBrk}},
+		{"threshold-never", alloc.Config{PurgeDelay: alloc.PurgeNever}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAlloc(t, c.cfg)
+			rng := rand.New(rand.NewPCG(5, 6))
+			var bs [][]byte
+			for i := range 3000 {
+				size := 16 + rng.IntN(32<<10)
+				if i%100 == 0 {
+					size = 200<<10 + rng.IntN(1<<20) // large: a mapping, or a run under PolicyBrk
+				}
+				b, err := a.Malloc(size)
+				require.NoError(t, err)
+				alloctest.Fill(b, uint32(i))
+				bs = append(bs, b)
+			}
+			sc := a.NewScratch()
+			for i := range 200 {
+				b, err := sc.Alloc(100 + 97*i)
+				require.NoError(t, err)
+				clear(b)
+			}
+			for i, b := range bs {
+				require.Equal(t, -1, alloctest.Intact(b, uint32(i)))
+				require.NoError(t, a.Free(b))
+			}
+			require.NoError(t, sc.Free())
+			if c.cfg.PurgeDelay == 0 {
+				settle(t, a)
+			}
+			before, after, got := checkTrimCount(t, a, "first")
+			assert.Zero(t, after.Committed, "nothing live: everything goes")
+			assert.Equal(t, int(before.Committed), got, "free-all: Trim gives back every committed byte")
+			if c.cfg.Debug {
+				assert.Zero(t, after.QuarantineBytes)
+			}
+			_, _, again := checkTrimCount(t, a, "second")
+			assert.Zero(t, again, "nothing left to give back")
+		})
+	}
+}
