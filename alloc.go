@@ -944,7 +944,17 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 // Trim gives free memory back to the kernel, like malloc_trim(0): cached
 // empty slabs go back to the region first, then every free page run is
 // released with madvise and the break moves down to the last block in
-// use. It returns the bytes given back.
+// use. It returns the bytes given back, each once: a byte committed
+// before the call and no longer after it (the break moved down past it,
+// a quarantined mapping was unmapped), whether it had been released
+// before or not, and a byte still committed that the allocator did not
+// know to be released (Stats' ReleasedBytes and FitReleasedBytes) and
+// released now. So, nothing else running, with C the committed bytes and
+// R the known released ones before (b) and after (a):
+// C_b-C_a + R_a-R_b <= Trim() <= C_b-C_a + R_a, and Trim() is at least
+// the drop of the measured Resident; when nothing stays live, it is C_b.
+// Every layer counts what it gives back, and what the region gives back
+// as it takes what that layer hands it (TestTrimCountsEverything).
 func (a *Allocator) Trim() int {
 	if a.usable() != nil || !a.enter() {
 		return 0
