@@ -298,10 +298,8 @@ func (s *Scratch) bigRun(n, align uintptr) (unsafe.Pointer, error) {
 // want of memory first empties the quarantine of freed runs.
 func (s *Scratch) takeRun(pages, align uintptr) (*arena.Run, bool, error) {
 	run, zero, err := s.a.region.Alloc(pages, align, arena.KindScratch, 0)
-	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug {
-		if handed, _ := s.a.flushScratchQuarantine(); handed > 0 {
-			run, zero, err = s.a.region.Alloc(pages, align, arena.KindScratch, 0)
-		}
+	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug && s.a.flushScratchQuarantine(false) > 0 {
+		run, zero, err = s.a.region.Alloc(pages, align, arena.KindScratch, 0)
 	}
 	return run, zero, err
 }
@@ -603,14 +601,14 @@ func (a *Allocator) unprotect(run *arena.Run) error {
 }
 
 // flushScratchQuarantine gives every run of Debug's quarantine back to
-// the region and returns their bytes (a Scratch refused memory), and the
-// bytes the region gave back to the kernel as it took them (Trim counts
-// those; the free runs it keeps are the region's Trim's to release).
+// the region and returns their bytes (Trim; and a Scratch refused memory).
+// With hold (Trim's), they go back held (arena.Region.FreeHeld): the
+// region's Trim, called next, gives them back and counts them once.
 // Inside the gate.
-func (a *Allocator) flushScratchQuarantine() (handed, gave uintptr) {
+func (a *Allocator) flushScratchQuarantine(hold bool) uintptr {
 	d := a.debugState
 	if d == nil {
-		return 0, 0
+		return 0
 	}
 	d.mu.Lock()
 	var out, kept []*arena.Run
@@ -625,9 +623,16 @@ func (a *Allocator) flushScratchQuarantine() (handed, gave uintptr) {
 	}
 	d.scratch.runs = kept
 	d.mu.Unlock()
-	gave, err := a.region.FreeRunsCounted(out)
-	if err != nil {
-		return 0, 0
+	if hold {
+		for _, run := range out {
+			if a.region.FreeHeld(run) != nil {
+				return 0 // closed: nothing matters
+			}
+		}
+		return n
 	}
-	return n, gave
+	if a.region.FreeRuns(out) != nil {
+		return 0
+	}
+	return n
 }

@@ -40,14 +40,16 @@ var trimMixes = []trimMix{
 	{"mixed", 16, 32 << 10},
 }
 
-// trimConfigs are the purge's settings: never (glibc's), the default
-// delay, and a delay that does not run out during the test (the purge's
-// bookkeeping on, its timers never firing).
+// trimConfigs are the purge's settings: never (glibc's), at once (in the
+// call that frees: no fast bins), the default delay, and a delay that does
+// not run out during the test (the purge's bookkeeping on, its timers
+// never firing).
 var trimConfigs = []struct {
 	name string
 	cfg  alloc.Config
 }{
 	{"never", alloc.Config{PurgeDelay: alloc.PurgeNever}},
+	{"immediately", alloc.Config{PurgeDelay: alloc.PurgeImmediately}},
 	{"default", alloc.Config{}},
 	{"hour", alloc.Config{PurgeDelay: time.Hour}},
 }

@@ -13,23 +13,15 @@ package arena
 // them all in again. With the purge off, the top is trimmed here, once,
 // as Free would.
 func (r *Region) FreeRuns(runs []*Run) error {
-	_, err := r.FreeRunsCounted(runs)
-	return err
-}
-
-// FreeRunsCounted is FreeRuns, and returns the bytes it gave back to the
-// kernel (the top, with the purge off; the runs the purge found due): for
-// a caller that counts what it gives back (Trim), as FreeCounted.
-func (r *Region) FreeRunsCounted(runs []*Run) (uintptr, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return 0, errClosed
+		return errClosed
 	}
 	for _, run := range runs {
 		if !run.live {
 			r.mu.Unlock()
-			return 0, ErrNotLive
+			return ErrNotLive
 		}
 	}
 	var j job
@@ -40,5 +32,6 @@ func (r *Region) FreeRunsCounted(runs []*Run) (uintptr, error) {
 	if !r.purge.on {
 		r.trimTopLocked(r.topFreeLocked(), &j)
 	}
-	return r.unlockAndRelease(&j), nil
+	r.unlockAndRelease(&j)
+	return nil
 }

@@ -338,7 +338,7 @@ func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
 func (p *Pool) takeForRefill(cl *central, out []entry) (int, error) {
 	k, err := p.take(cl, out)
 	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
-		p.Trim()
+		p.trim(false) // given back as Free gives back: no Trim of the region follows
 		k, err = p.take(cl, out)
 	}
 	return k, err
@@ -423,17 +423,17 @@ func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) 
 // drain takes every P's cache out of its slot, waits until no goroutine
 // uses them (quiesce), and returns their blocks to the slabs and their
 // counts to the classes.
-func (p *Pool) drain() uintptr {
+func (p *Pool) drain(hold bool) {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
-	_, n := p.drainLocked(nil)
-	return n
+	p.drainLocked(nil, hold)
 }
 
 // drainLocked is drain for the caches retire says to retire (nil: all),
-// with drainMu held. It returns how many it retired, and the bytes the
-// region gave back to the kernel as it took the slabs they emptied.
-func (p *Pool) drainLocked(retire func(*pcache) bool) (int, uintptr) {
+// with drainMu held. It returns how many it retired. With hold, the slabs
+// the caches' blocks empty go to the region held (Trim's: see
+// Region.FreeHeld).
+func (p *Pool) drainLocked(retire func(*pcache) bool, hold bool) int {
 	var old []*pcache
 	for i := range p.caches {
 		pc := p.caches[i].Load()
@@ -445,35 +445,33 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) (int, uintptr) {
 		}
 	}
 	quiesce(old)
-	var gave uintptr
 	for _, pc := range old {
 		for c := range pc.bins {
-			gave += p.emptyBin(c, &pc.bins[c])
+			p.emptyBin(c, &pc.bins[c], hold)
 		}
 	}
-	return len(old), gave
+	return len(old)
 }
 
 // emptyBin gives bin b of class c back to the class: its blocks to their
 // slabs and its counts to the class's, under the class lock (taken only
 // if the bin holds something). The bin is left empty with no counts; its
-// capacity is the caller's. For drain and a Local's Close. It returns the
-// bytes the region gave back to the kernel as it took the slabs the bin's
-// blocks emptied.
-func (p *Pool) emptyBin(c int, b *bin) uintptr {
+// capacity is the caller's. For drain and a Local's Close. With hold, the
+// slabs its blocks empty go to the region held (Trim's: see
+// Region.FreeHeld).
+func (p *Pool) emptyBin(c int, b *bin, hold bool) {
 	if b.n == 0 && b.counts == (counts{}) {
-		return 0
+		return
 	}
 	cl := &p.classes[c]
 	cl.mu.Lock()
 	cl.blocks += b.blocks
 	cl.bytes += b.bytes
-	was := cl.gaveBack
+	cl.hold = hold
 	p.giveBackLocked(cl, b.e[:b.n])
-	gave := cl.gaveBack - was
+	cl.hold = false
 	cl.mu.Unlock()
 	b.n, b.counts = 0, counts{}
-	return gave
 }
 
 // FlushIdle retires the P caches that have neither refilled nor flushed
@@ -489,7 +487,7 @@ func (p *Pool) FlushIdle() int {
 	}
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
-	n, _ := p.drainLocked(func(pc *pcache) bool {
+	return p.drainLocked(func(pc *pcache) bool {
 		procPin() // as every holder of a cache's lock (cache_race.go)
 		defer procUnpin()
 		if !pc.lock() {
@@ -502,6 +500,5 @@ func (p *Pool) FlushIdle() int {
 		}
 		pc.unlock()
 		return idle && holds
-	})
-	return n
+	}, false)
 }

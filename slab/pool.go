@@ -165,27 +165,31 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 }
 
 // Trim empties every P's cache into the slabs, then gives every class's
-// cached empty slab back to the arena. It returns the bytes the region gave
-// back to the kernel as it took the slabs (its top, once past the trim
-// threshold; the runs its purge found due): the free runs it keeps are
-// the region's to release (Region.Trim counts them).
-func (p *Pool) Trim() uintptr {
+// cached empty slab back to the arena. The slabs it empties go to the
+// region held (Region.FreeHeld): nothing goes back to the kernel here,
+// the region's Trim, which the caller calls next, gives back and counts
+// every byte once.
+func (p *Pool) Trim() { p.trim(true) }
+
+// trim is Trim; with hold false, the slabs go back to the region as Free
+// gives them (its top trimmed, its purge run), for a caller that calls no
+// Trim of the region after.
+func (p *Pool) trim(hold bool) {
 	if p.closed.Load() {
-		return 0
+		return
 	}
-	gave := p.drain()
+	p.drain(hold)
 	for i := range p.classes {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		if s := cl.empty; s != nil {
 			cl.empty = nil
-			was := cl.gaveBack
+			cl.hold = hold
 			p.releaseLocked(cl, s)
-			gave += cl.gaveBack - was
+			cl.hold = false
 		}
 		cl.mu.Unlock()
 	}
-	return gave
 }
 
 // ReleaseIdle gives back to the arena every class's kept empty slab that
@@ -216,7 +220,7 @@ func (p *Pool) ReleaseIdle() int {
 // Close refuses every later call and retires the caches.
 func (p *Pool) Close() {
 	p.closed.Store(true)
-	_ = p.drain() // the region goes whole next: nothing to count
+	p.drain(false)
 }
 
 // Stats returns every class's counters, in the type the allocator's
