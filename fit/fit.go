@@ -194,7 +194,7 @@ type Heap struct {
 	timer      *time.Timer
 	closed     bool
 	gaveBack   uintptr                // bytes the region gave back to the kernel as it took runs (giveBack), so far
-	hold       bool                   // Trim is running: runs go to the region held (giveBack)
+	hold       bool                   // TrimHeld is running: runs go to the region held (giveBack)
 	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
 	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }

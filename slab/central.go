@@ -297,7 +297,7 @@ func (p *Pool) releaseLocked(cl *central, s *Slab) {
 		_ = p.region.FreeHeld(&s.Run) // the run is live: it cannot fail but for Close
 		return
 	}
-	_ = p.region.Free(&s.Run)
+	_ = p.region.Free(&s.Run) // the same
 }
 
 // keepSlabMax: an empty slab is kept by its class only if it is at most
