@@ -954,19 +954,37 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 // Trim gives free memory back to the kernel, like malloc_trim(0): cached
 // empty slabs go back to the region first, then every free page run is
 // released with madvise and the break moves down to the last block in
-// use. It returns the bytes given back.
+// use. It returns the bytes given back, each once: a byte committed
+// before the call and no longer after it (the break moved down past it,
+// a quarantined mapping was unmapped), whether it had been released
+// before or not, and a byte still committed that the allocator did not
+// know to be released (Stats' ReleasedBytes and FitReleasedBytes) and
+// released now. So, nothing else running, with C the committed bytes and
+// R the known released ones before (b) and after (a):
+// C_b-C_a + R_a-R_b <= Trim() <= C_b-C_a + R_a, and Trim() is at least
+// the drop of the measured Resident; when nothing stays live, it is C_b.
+// Every layer counts what it gives back itself, and hands the region
+// what it empties held (arena.Region.FreeHeld), nothing given back
+// then: the region's Trim, last, gives back and counts its free runs and
+// its top once. Freed one by one with Free, each run at the top would
+// trim it, keeping the pad, which the purge (at once) releases and the
+// next run's trim cuts: counted again for every run
+// (TestTrimCountsEverything, TestTrimCountsQuarantinesAndRuns).
 func (a *Allocator) Trim() int {
 	if a.usable() != nil || !a.enter() {
 		return 0
 	}
 	defer a.leave(nil)
-	a.slabs.Trim()
-	a.large.UnmapDeferred()    // freed mappings the map-count limit kept (largealloc)
-	a.large.FlushQuarantine()  // Debug: freed mappings kept PROT_NONE
-	a.flushScratchQuarantine() // Debug: freed Scratch runs kept PROT_NONE
-	released := uintptr(0)
+	a.slabs.Trim() // the slabs it empties go to the region held: its Trim gives them back
+	var released uintptr
+	// Freed mappings the map-count limit kept (largealloc): their pages
+	// were released and their bytes left the budget when they were
+	// freed, so unmapping them now gives back neither: nothing to count.
+	a.large.UnmapDeferred()
+	released += a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE, committed until unmapped
+	a.flushScratchQuarantine(true)        // Debug: freed Scratch runs kept PROT_NONE, to the region held
 	if a.fit != nil {
-		released = a.fit.Trim() // the pages inside its free chunks; its empty runs to the region
+		released += a.fit.TrimHeld() // the pages inside its free chunks; its empty runs to the region, held
 	}
 	return int(released + a.region.Trim())
 }

@@ -556,6 +556,27 @@ func (r *Region) FreeCounted(run *Run) (uintptr, error) {
 	return r.unlockAndRelease(&j), nil
 }
 
+// FreeHeld is Free for a caller that calls Trim next (the allocator's
+// Trim): the run becomes a free run, coalesced with its neighbours, and
+// nothing is given back in this call, neither the top past the trim
+// threshold nor the runs the purge finds due: Trim gives every byte
+// back once and counts it once. Freed one by one with Free, a run at the
+// top merges with the pad kept (released by a purge at once) and the
+// pad is given back, and counted, once for every run.
+func (r *Region) FreeHeld(run *Run) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errClosed
+	}
+	if !run.live {
+		return ErrNotLive
+	}
+	r.retireLocked(run)
+	r.releaseLocked(run.start, run.pages)
+	return nil
+}
+
 // retireLocked takes live run out of the counters of runs in use.
 func (r *Region) retireLocked(run *Run) {
 	r.mu.AssertHeld()
