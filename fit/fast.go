@@ -252,11 +252,6 @@ func (h *Heap) settle() {
 // for real, merged with its free neighbours and binned (or its run given
 // back), as glibc's malloc_consolidate.
 func (h *Heap) consolidate() {
-	if h.consolidating {
-		return // a release within: the loop below goes on
-	}
-	h.consolidating, h.mergeHeld = true, false
-	defer func() { h.consolidating, h.mergeHeld = false, false }()
 	for w, m := range h.fastMap {
 		for ; m != 0; m &= m - 1 {
 			i := w*64 + bits.TrailingZeros64(m)
@@ -275,4 +270,5 @@ func (h *Heap) consolidate() {
 			}
 		}
 	}
+	h.mergeHeld = false // asked for by the releases above: done
 }

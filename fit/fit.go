@@ -176,13 +176,12 @@ type Heap struct {
 
 	// the fast bins (fast.go): heads, counts, which are not empty, and
 	// the bytes they hold (also counted in freeBytes), bounded by fastCap
-	fast          [numFast]uintptr
-	fastN         [numFast]uint8
-	fastMap       [(numFast + 63) / 64]uint64
-	fastBytes     uintptr
-	fastCap       uintptr
-	consolidating bool
-	mergeHeld     bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)
+	fast      [numFast]uintptr
+	fastN     [numFast]uint8
+	fastMap   [(numFast + 63) / 64]uint64
+	fastBytes uintptr
+	fastCap   uintptr
+	mergeHeld bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)
 
 	top      *run              // the last run made: the one grown in place
 	spare    *run              // an empty run kept for the next request, or nil
@@ -886,7 +885,7 @@ func (h *Heap) purgePass() {
 	h.eachIn(h.big, 0, func(c, s uintptr) { // every chunk of purgeMin bytes or more is there
 		hd := h.header(c)
 		switch {
-		case s < purgeMin || hd&flagReleased != 0:
+		case hd&flagReleased != 0:
 		case hd&flagAged != 0:
 			h.releaseChunk(c, s)
 		default:
