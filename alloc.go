@@ -963,30 +963,29 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 // R the known released ones before (b) and after (a):
 // C_b-C_a + R_a-R_b <= Trim() <= C_b-C_a + R_a, and Trim() is at least
 // the drop of the measured Resident; when nothing stays live, it is C_b.
-// Every layer counts what it gives back itself, and hands the region
-// what it empties held (arena.Region.FreeHeld), nothing given back
-// then: the region's Trim, last, gives back and counts its free runs and
-// its top once. Freed one by one with Free, each run at the top would
-// trim it, keeping the pad, which the purge (at once) releases and the
-// next run's trim cuts: counted again for every run
-// (TestTrimCountsEverything, TestTrimCountsQuarantinesAndRuns).
+// Every layer gives the region what it empties and counts what it
+// releases itself; the region, holding the runs freed meanwhile, gives
+// back and counts its free runs and its top once (arena.Region.TrimAfter;
+// TestTrimCountsEverything, TestTrimCountsQuarantinesAndRuns).
 func (a *Allocator) Trim() int {
 	if a.usable() != nil || !a.enter() {
 		return 0
 	}
 	defer a.leave(nil)
-	a.slabs.Trim() // the slabs it empties go to the region held: its Trim gives them back
-	var released uintptr
-	// Freed mappings the map-count limit kept (largealloc): their pages
-	// were released and their bytes left the budget when they were
-	// freed, so unmapping them now gives back neither: nothing to count.
-	a.large.UnmapDeferred()
-	released += a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE, committed until unmapped
-	a.flushScratchQuarantine(true)        // Debug: freed Scratch runs kept PROT_NONE, to the region held
-	if a.fit != nil {
-		released += a.fit.TrimHeld() // the pages inside its free chunks; its empty runs to the region, held
-	}
-	return int(released + a.region.Trim())
+	return int(a.region.TrimAfter(func() uintptr {
+		a.slabs.Trim()
+		// Freed mappings the map-count limit kept (largealloc): their
+		// pages were released and their bytes left the budget when they
+		// were freed, so unmapping them now gives back neither: nothing
+		// to count.
+		a.large.UnmapDeferred()
+		released := a.large.FlushQuarantine() // Debug: freed mappings kept PROT_NONE, committed until unmapped
+		a.flushScratchQuarantine()            // Debug: freed Scratch runs kept PROT_NONE
+		if a.fit != nil {
+			released += a.fit.Trim() // the pages inside its free chunks; its empty runs to the region
+		}
+		return released
+	}))
 }
 
 // Stats returns the allocator's counters (Counters) and its resident

@@ -298,7 +298,7 @@ func (s *Scratch) bigRun(n, align uintptr) (unsafe.Pointer, error) {
 // want of memory first empties the quarantine of freed runs.
 func (s *Scratch) takeRun(pages, align uintptr) (*arena.Run, bool, error) {
 	run, zero, err := s.a.region.Alloc(pages, align, arena.KindScratch, 0)
-	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug && s.a.flushScratchQuarantine(false) > 0 {
+	if err != nil && errors.Is(err, errs.ErrNoMemory) && s.a.debug && s.a.flushScratchQuarantine() > 0 {
 		run, zero, err = s.a.region.Alloc(pages, align, arena.KindScratch, 0)
 	}
 	return run, zero, err
@@ -602,10 +602,8 @@ func (a *Allocator) unprotect(run *arena.Run) error {
 
 // flushScratchQuarantine gives every run of Debug's quarantine back to
 // the region and returns their bytes (Trim; and a Scratch refused memory).
-// With hold (Trim's), they go back held (arena.Region.FreeHeld): the
-// region's Trim, called next, gives them back and counts them once.
 // Inside the gate.
-func (a *Allocator) flushScratchQuarantine(hold bool) uintptr {
+func (a *Allocator) flushScratchQuarantine() uintptr {
 	d := a.debugState
 	if d == nil {
 		return 0
@@ -623,14 +621,6 @@ func (a *Allocator) flushScratchQuarantine(hold bool) uintptr {
 	}
 	d.scratch.runs = kept
 	d.mu.Unlock()
-	if hold {
-		for _, run := range out {
-			if a.region.FreeHeld(run) != nil {
-				return 0 // closed: nothing matters
-			}
-		}
-		return n
-	}
 	if a.region.FreeRuns(out) != nil {
 		return 0
 	}

@@ -113,6 +113,7 @@ type Region struct {
 	closed  bool
 	buckets [numBuckets]*Run
 	nonzero [2]uint64 // bit b set: buckets[b] is not empty
+	holding int       // TrimAfter calls emptying the layers: a freed run waits for their Trim
 
 	// Releases in flight without the lock (purge.go), under mu.
 	done         sync.Cond // L is &mu: broadcast when a release in flight ends
@@ -556,27 +557,6 @@ func (r *Region) FreeCounted(run *Run) (uintptr, error) {
 	return r.unlockAndRelease(&j), nil
 }
 
-// FreeHeld is Free for a caller that calls Trim next (the allocator's
-// Trim): the run becomes a free run, coalesced with its neighbours, and
-// nothing is given back in this call, neither the top past the trim
-// threshold nor the runs the purge finds due: Trim gives every byte
-// back once and counts it once. Freed one by one with Free, a run at the
-// top merges with the pad kept (released by a purge at once) and the
-// pad is given back, and counted, once for every run.
-func (r *Region) FreeHeld(run *Run) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	if !run.live {
-		return ErrNotLive
-	}
-	r.retireLocked(run)
-	r.releaseLocked(run.start, run.pages)
-	return nil
-}
-
 // retireLocked takes live run out of the counters of runs in use.
 func (r *Region) retireLocked(run *Run) {
 	r.mu.AssertHeld()
@@ -593,6 +573,9 @@ func (r *Region) retireLocked(run *Run) {
 // threshold, and the dirty runs the purge finds due.
 func (r *Region) freeLocked(start, pages uintptr, trim bool, j *job) {
 	f, now := r.releaseLocked(start, pages)
+	if r.holding > 0 {
+		return // a TrimAfter gives it back, and counts it, once
+	}
 	if trim {
 		r.trimTopLocked(f, j)
 	}
@@ -698,6 +681,31 @@ func (r *Region) Trim() uintptr {
 		r.purge.next = never // nothing dirty waits
 	}
 	return r.unlockAndRelease(&j)
+}
+
+// TrimAfter calls empty, then Trim, and returns what both gave back: the
+// allocator's Trim, whose empty lets every layer give the region what it
+// holds empty (a P cache's slabs, the best-fit heap's runs, Debug's
+// quarantined runs) and returns what it released itself. While empty
+// runs, a run freed (by anyone) is only made a free run: the top past the
+// trim threshold and the runs the purge finds due wait for Trim, which
+// gives back and counts each byte once. Freed one by one as usual, each
+// run at the top would trim it, keeping the pad, which the purge (at
+// once) releases and the next run's trim cuts: counted again for every
+// run.
+func (r *Region) TrimAfter(empty func() uintptr) uintptr {
+	r.mu.Lock()
+	r.holding++
+	r.mu.Unlock()
+	n := func() uintptr {
+		defer func() {
+			r.mu.Lock()
+			r.holding--
+			r.mu.Unlock()
+		}()
+		return empty()
+	}()
+	return n + r.Trim()
 }
 
 // Close gives the whole reservation back. Every run becomes invalid. It

@@ -29,7 +29,7 @@ func (r *Region) FreeRuns(runs []*Run) error {
 		r.retireLocked(run)
 		r.freeLocked(run.start, run.pages, false, &j)
 	}
-	if !r.purge.on {
+	if !r.purge.on && r.holding == 0 {
 		r.trimTopLocked(r.topFreeLocked(), &j)
 	}
 	r.unlockAndRelease(&j)

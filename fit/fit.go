@@ -201,7 +201,6 @@ type Heap struct {
 	timer      *time.Timer
 	closed     bool
 	gaveBack   uintptr                // bytes the region gave back to the kernel as it took runs (giveBack), so far
-	hold       bool                   // TrimHeld is running: runs go to the region held (giveBack)
 	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
 	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
 }
@@ -949,25 +948,19 @@ func (h *Heap) takeSpare() *run {
 	return nil
 }
 
-// giveBack returns empty run r to the region, and returns the bytes the
-// region gave back to the kernel as it took it (the top it trimmed, the
-// runs its purge found due). Within Trim (h.hold) the run goes back held
-// (Region.FreeHeld): the region's Trim, which the caller calls next, gives
-// it back and counts it, once.
-func (h *Heap) giveBack(r *run) uintptr {
+// giveBack returns empty run r to the region, and adds to gaveBack the
+// bytes the region gave back to the kernel as it took it (the top it
+// trimmed, the runs its purge found due): none within a
+// Region.TrimAfter, which gives it all back and counts it.
+func (h *Heap) giveBack(r *run) {
 	if h.top == r {
 		h.top = nil
 	}
 	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
-	if h.hold {
-		_ = h.region.FreeHeld(&r.Run) // only a closed region refuses, and then nothing matters
-		return 0
-	}
 	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
 	h.gaveBack += n
-	return n
 }
 
 // Resize resizes the block at p, in run ar, to n bytes in place if it
@@ -1024,18 +1017,6 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.trimLocked()
-}
-
-// TrimHeld is Trim for a caller that calls the region's Trim next (the
-// allocator's Trim): the empty runs go back held (Region.FreeHeld), and
-// the region's Trim gives them back and counts them, each byte once. It
-// returns the bytes it released itself: the pages inside free chunks.
-func (h *Heap) TrimHeld() uintptr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.hold = true
-	defer func() { h.hold = false }()
 	return h.trimLocked()
 }
 

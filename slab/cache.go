@@ -338,7 +338,7 @@ func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
 func (p *Pool) takeForRefill(cl *central, out []entry) (int, error) {
 	k, err := p.take(cl, out)
 	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
-		p.trim(false) // given back as Free gives back: no Trim of the region follows
+		p.Trim()
 		k, err = p.take(cl, out)
 	}
 	return k, err
@@ -423,17 +423,15 @@ func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) 
 // drain takes every P's cache out of its slot, waits until no goroutine
 // uses them (quiesce), and returns their blocks to the slabs and their
 // counts to the classes.
-func (p *Pool) drain(hold bool) {
+func (p *Pool) drain() {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
-	p.drainLocked(nil, hold)
+	p.drainLocked(nil)
 }
 
 // drainLocked is drain for the caches retire says to retire (nil: all),
-// with drainMu held. It returns how many it retired. With hold, the slabs
-// the caches' blocks empty go to the region held (Trim's: see
-// Region.FreeHeld).
-func (p *Pool) drainLocked(retire func(*pcache) bool, hold bool) int {
+// with drainMu held. It returns how many it retired.
+func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 	var old []*pcache
 	for i := range p.caches {
 		pc := p.caches[i].Load()
@@ -447,7 +445,7 @@ func (p *Pool) drainLocked(retire func(*pcache) bool, hold bool) int {
 	quiesce(old)
 	for _, pc := range old {
 		for c := range pc.bins {
-			p.emptyBin(c, &pc.bins[c], hold)
+			p.emptyBin(c, &pc.bins[c])
 		}
 	}
 	return len(old)
@@ -456,10 +454,8 @@ func (p *Pool) drainLocked(retire func(*pcache) bool, hold bool) int {
 // emptyBin gives bin b of class c back to the class: its blocks to their
 // slabs and its counts to the class's, under the class lock (taken only
 // if the bin holds something). The bin is left empty with no counts; its
-// capacity is the caller's. For drain and a Local's Close. With hold, the
-// slabs its blocks empty go to the region held (Trim's: see
-// Region.FreeHeld).
-func (p *Pool) emptyBin(c int, b *bin, hold bool) {
+// capacity is the caller's. For drain and a Local's Close.
+func (p *Pool) emptyBin(c int, b *bin) {
 	if b.n == 0 && b.counts == (counts{}) {
 		return
 	}
@@ -467,9 +463,7 @@ func (p *Pool) emptyBin(c int, b *bin, hold bool) {
 	cl.mu.Lock()
 	cl.blocks += b.blocks
 	cl.bytes += b.bytes
-	cl.hold = hold
 	p.giveBackLocked(cl, b.e[:b.n])
-	cl.hold = false
 	cl.mu.Unlock()
 	b.n, b.counts = 0, counts{}
 }
@@ -500,5 +494,5 @@ func (p *Pool) FlushIdle() int {
 		}
 		pc.unlock()
 		return idle && holds
-	}, false)
+	})
 }

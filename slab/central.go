@@ -43,10 +43,6 @@ type central struct {
 	// caches that drain has retired
 	counts
 	bad []badLink // damaged links found, reported once mu is let go
-	// hold: Trim is emptying this class (under mu): the slabs it empties
-	// go to the region held (Region.FreeHeld), for the region's Trim to
-	// give back and count once
-	hold bool
 }
 
 // takeLocked pops up to len(out) blocks from the class's slabs into out and
@@ -283,8 +279,7 @@ func (p *Pool) giveBack(cl *central, es []entry) {
 	cl.mu.Unlock()
 }
 
-// releaseLocked gives an empty slab back to the arena (held while Trim
-// empties the class: cl.hold).
+// releaseLocked gives an empty slab back to the arena.
 func (p *Pool) releaseLocked(cl *central, s *Slab) {
 	cl.mu.AssertHeld()
 	cl.slabs--
@@ -293,11 +288,7 @@ func (p *Pool) releaseLocked(cl *central, s *Slab) {
 	cl.slabBytes -= bytes
 	cl.elems -= uint64(s.nelems)
 	cl.tailBytes -= bytes - uint64(s.nelems)*uint64(cl.size)
-	if cl.hold {
-		_ = p.region.FreeHeld(&s.Run) // the run is live: it cannot fail but for Close
-		return
-	}
-	_ = p.region.Free(&s.Run) // the same
+	_ = p.region.Free(&s.Run) // the run is live: it cannot fail but for Close
 }
 
 // keepSlabMax: an empty slab is kept by its class only if it is at most

@@ -184,7 +184,7 @@ func (l *Local) retire(giveBack bool) {
 	for c := range l.bins {
 		b := &l.bins[c]
 		if giveBack {
-			p.emptyBin(c, b, false)
+			p.emptyBin(c, b)
 		}
 		b.n, b.cap, b.counts = 0, 0, counts{}
 	}

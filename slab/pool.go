@@ -165,28 +165,18 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 }
 
 // Trim empties every P's cache into the slabs, then gives every class's
-// cached empty slab back to the arena. The slabs it empties go to the
-// region held (Region.FreeHeld): nothing goes back to the kernel here,
-// the region's Trim, which the caller calls next, gives back and counts
-// every byte once.
-func (p *Pool) Trim() { p.trim(true) }
-
-// trim is Trim; with hold false, the slabs go back to the region as Free
-// gives them (its top trimmed, its purge run), for a caller that calls no
-// Trim of the region after.
-func (p *Pool) trim(hold bool) {
+// cached empty slab back to the arena.
+func (p *Pool) Trim() {
 	if p.closed.Load() {
 		return
 	}
-	p.drain(hold)
+	p.drain()
 	for i := range p.classes {
 		cl := &p.classes[i]
 		cl.mu.Lock()
 		if s := cl.empty; s != nil {
 			cl.empty = nil
-			cl.hold = hold
 			p.releaseLocked(cl, s)
-			cl.hold = false
 		}
 		cl.mu.Unlock()
 	}
@@ -220,7 +210,7 @@ func (p *Pool) ReleaseIdle() int {
 // Close refuses every later call and retires the caches.
 func (p *Pool) Close() {
 	p.closed.Store(true)
-	p.drain(false)
+	p.drain()
 }
 
 // Stats returns every class's counters, in the type the allocator's
