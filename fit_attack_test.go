@@ -28,10 +28,51 @@ func newMedium(t *testing.T, a *alloc.Allocator, n int, tag byte) medium {
 	t.Helper()
 	b, err := a.Malloc(n)
 	require.NoError(t, err)
+	return filled(b, tag)
+}
+
+// filled fills b with tag and returns it as a medium.
+func filled(b []byte, tag byte) medium {
 	for i := range b {
 		b[i] = tag
 	}
 	return medium{b, tag}
+}
+
+// handOff gives m to whichever goroutine takes it from ch next (to free),
+// or keeps it in *mine if ch is full.
+func handOff(ch chan medium, mine *[]medium, m medium) {
+	select {
+	case ch <- m:
+	default:
+		*mine = append(*mine, m)
+	}
+}
+
+// takeOne takes a block another goroutine handed off, or else one of
+// *mine (not empty) at random, out of it.
+func takeOne(ch chan medium, mine *[]medium, rng *rand.Rand) medium {
+	select {
+	case m := <-ch:
+		return m
+	default:
+		k := rng.IntN(len(*mine))
+		m := (*mine)[k]
+		(*mine)[k] = (*mine)[len(*mine)-1]
+		*mine = (*mine)[:len(*mine)-1]
+		return m
+	}
+}
+
+// drainHanded frees, checking them, the blocks left in ch once every
+// goroutine is done.
+func drainHanded(t *testing.T, a *alloc.Allocator, ch chan medium) {
+	t.Helper()
+	close(ch)
+	for m := range ch {
+		require.True(t, m.intact())
+		require.NoError(t, a.Free(m.b))
+	}
 }
 
 func (m medium) intact() bool {
@@ -426,24 +467,9 @@ func TestFitConcurrentContents(t *testing.T) {
 					if !assert.NoError(t, err) {
 						return
 					}
-					m := medium{b, byte(rng.Uint32())}
-					for k := range b {
-						b[k] = m.tag
-					}
-					select {
-					case ch <- m:
-					default:
-						mine = append(mine, m)
-					}
+					handOff(ch, &mine, filled(b, byte(rng.Uint32())))
 				case op < 7:
-					var m medium
-					select {
-					case m = <-ch:
-					default:
-						k := rng.IntN(len(mine))
-						m = mine[k]
-						mine = append(mine[:k], mine[k+1:]...)
-					}
+					m := takeOne(ch, &mine, rng)
 					if !assert.True(t, m.intact(), "a block changed") {
 						return
 					}
@@ -482,11 +508,7 @@ func TestFitConcurrentContents(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	close(ch)
-	for m := range ch {
-		require.True(t, m.intact())
-		require.NoError(t, a.Free(m.b))
-	}
+	drainHanded(t, a, ch)
 	s := a.Stats()
 	require.Zero(t, s.LiveBlocks)
 	requireBreakdown(t, s, "after the workers")

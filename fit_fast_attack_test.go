@@ -49,18 +49,7 @@ func mediumFreeAll(t *testing.T, a *alloc.Allocator, total, workers int) {
 	require.NoError(t, err)
 	pin[0] = 1
 	t.Cleanup(func() { _ = a.Free(pin) })
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, b := range blocks[(w+1)%workers] {
-				if err := a.Free(b); err != nil {
-					panic(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	freeCrosswise(a, blocks)
 }
 
 // TestFitFastFreeAll: issue 10's free-all with medium blocks only. With
@@ -150,25 +139,9 @@ func TestFitFastRace(t *testing.T) {
 						fail("Malloc(%d): %v", n, err)
 						return
 					}
-					m := medium{b, byte(rng.Uint32())}
-					for j := range b {
-						b[j] = m.tag
-					}
-					select {
-					case ch <- m: // another goroutine frees it
-					default:
-						mine = append(mine, m)
-					}
+					handOff(ch, &mine, filled(b, byte(rng.Uint32()))) // another goroutine frees it
 				case op < 8:
-					var m medium
-					select {
-					case m = <-ch:
-					default:
-						k := rng.IntN(len(mine))
-						m = mine[k]
-						mine[k] = mine[len(mine)-1]
-						mine = mine[:len(mine)-1]
-					}
+					m := takeOne(ch, &mine, rng)
 					if !m.intact() {
 						fail("a block changed")
 						return
@@ -215,11 +188,7 @@ func TestFitFastRace(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(ch)
-	for m := range ch {
-		require.True(t, m.intact())
-		require.NoError(t, a.Free(m.b))
-	}
+	drainHanded(t, a, ch)
 	close(errc)
 	for err := range errc {
 		require.NoError(t, err)

@@ -131,6 +131,24 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 	}
 }
 
+// freeCrosswise frees every worker's blocks from another goroutine: the
+// next worker's.
+func freeCrosswise(a *alloc.Allocator, blocks [][][]byte) {
+	var wg sync.WaitGroup
+	for w := range blocks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, b := range blocks[(w+1)%len(blocks)] {
+				if err := a.Free(b); err != nil {
+					panic(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // freeAll builds a heap of total bytes of 1 KiB blocks with workers
 // goroutines, pins the top with a block above it, frees the heap with each
 // goroutine freeing the blocks another allocated, and returns how
@@ -168,18 +186,7 @@ func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Du
 	require.NoError(t, err)
 	pin[0] = 1
 	defer func() { require.NoError(t, a.Free(pin)) }()
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, b := range blocks[(w+1)%workers] {
-				if err := a.Free(b); err != nil {
-					panic(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	freeCrosswise(a, blocks)
 	last := time.Now()
 	for {
 		s := a.Stats()
