@@ -224,19 +224,21 @@ func TestFastHeldGoesBack(t *testing.T) {
 	}
 }
 
-// TestFastTrimCountsRetiredRun: Trim empties the fast bins first; when
-// that empties a run whose blocks were all held, and a lower empty run is
-// the spare, the run goes back to the region then, and the region gives
-// back its top with it: Trim counts those bytes too.
-func TestFastTrimCountsRetiredRun(t *testing.T) {
-	h, r := newHeap(t)
-	const n = 3000 // the fast bins hold it
+// spareAndHeld sets up a run whose blocks all end up held in the fast
+// bins: it fills the first run with blocks of n bytes (the fast bins hold
+// them), pins a page above it (it cannot grow in place), allocates
+// fastCount blocks in a second run, and frees the first run's blocks and
+// consolidates, so the first run is the spare. It returns the second
+// run's blocks, still in use, for the caller to free.
+func spareAndHeld(t *testing.T, h *Heap, r *arena.Region, n uintptr) []block {
+	t.Helper()
 	first := allocFilled(t, h, 1, n)[0]
 	lowRun := runOf(r.Lookup(first.p))
 	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
 	require.NoError(t, err)
-	var low, high []block
-	low = append(low, first)
+	t.Cleanup(func() { require.NoError(t, r.Free(mid)) })
+	low := []block{first}
+	var high []block
 	for len(high) < fastCount {
 		b := allocFilled(t, h, 1, n)[0]
 		if runOf(r.Lookup(b.p)) == lowRun {
@@ -246,14 +248,25 @@ func TestFastTrimCountsRetiredRun(t *testing.T) {
 		}
 	}
 	require.Greater(t, len(low), 2*fastCount, "the first run is full")
-	for _, b := range low { // merged: the run empties, the spare
+	for _, b := range low { // merged: the run empties
 		_, err := h.Free(r.Lookup(b.p), b.p)
 		require.NoError(t, err)
 	}
 	h.mu.Lock()
-	h.consolidate() // the last few were held
+	h.consolidate() // the last few were held: the run empties, the spare
 	h.mu.Unlock()
 	require.Equal(t, lowRun, h.spare)
+	return high
+}
+
+// TestFastTrimCountsRetiredRun: Trim empties the fast bins first; when
+// that empties a run whose blocks were all held, and a lower empty run is
+// the spare, the run goes back to the region then, and the region gives
+// back its top with it: Trim counts those bytes too.
+func TestFastTrimCountsRetiredRun(t *testing.T) {
+	h, r := newHeap(t)
+	const n = 3000 // the fast bins hold it
+	high := spareAndHeld(t, h, r, n)
 	for _, b := range high { // held: the run is empty only once they merge
 		_, err := h.Free(r.Lookup(b.p), b.p)
 		require.NoError(t, err)
@@ -266,7 +279,6 @@ func TestFastTrimCountsRetiredRun(t *testing.T) {
 	walk(t, h)
 	require.Less(t, after.ArenaBytes, before.ArenaBytes, "the top went back")
 	require.GreaterOrEqual(t, got, before.ArenaBytes-after.ArenaBytes, "Trim counts the top given back with the run it emptied")
-	require.NoError(t, r.Free(mid))
 }
 
 // TestFastMarks: the held mark and the bit of a block in use at every
@@ -370,31 +382,8 @@ func TestFastDamagedHeldHeader(t *testing.T) {
 func TestPurgePassHoldsMoves(t *testing.T) {
 	var moves sync.Mutex
 	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: time.Millisecond, Moves: &moves})
-	const n = 3000 // the fast bins hold it
-	first := allocFilled(t, h, 1, n)[0]
-	lowRun := runOf(r.Lookup(first.p))
-	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: it cannot grow in place
-	require.NoError(t, err)
-	defer func() { require.NoError(t, r.Free(mid)) }()
-	low := []block{first}
-	var high []block
-	for len(high) < fastCount {
-		b := allocFilled(t, h, 1, n)[0]
-		if runOf(r.Lookup(b.p)) == lowRun {
-			low = append(low, b)
-		} else {
-			high = append(high, b)
-		}
-	}
+	high := spareAndHeld(t, h, r, 3000)
 	highRun := runOf(r.Lookup(high[0].p))
-	for _, b := range low {
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
-	}
-	h.mu.Lock()
-	h.consolidate() // the last few were held: the run empties, the spare
-	h.mu.Unlock()
-	require.Equal(t, lowRun, h.spare)
 	holds := func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
