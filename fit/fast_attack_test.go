@@ -201,8 +201,7 @@ func TestFastHeldGoesBack(t *testing.T) {
 		}
 		hi := allocFilled(t, h, 1, 5000)
 		for _, b := range bs {
-			_, err := h.Free(h.region.Lookup(b.p), b.p)
-			require.NoError(t, err)
+			freeBlock(t, h, b)
 		}
 		require.Greater(t, h.fastBytes, uintptr(240<<10), "all held")
 		walk(t, h)
@@ -249,8 +248,7 @@ func spareAndHeld(t *testing.T, h *Heap, r *arena.Region, n uintptr) []block {
 	}
 	require.Greater(t, len(low), 2*fastCount, "the first run is full")
 	for _, b := range low { // merged: the run empties
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeBlock(t, h, b)
 	}
 	h.mu.Lock()
 	h.consolidate() // the last few were held: the run empties, the spare
@@ -268,8 +266,7 @@ func TestFastTrimCountsRetiredRun(t *testing.T) {
 	const n = 3000 // the fast bins hold it
 	high := spareAndHeld(t, h, r, n)
 	for _, b := range high { // held: the run is empty only once they merge
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeBlock(t, h, b)
 	}
 	require.Equal(t, uintptr(fastCount*chunkSize(n)), h.fastBytes)
 	walk(t, h)
@@ -392,8 +389,7 @@ func TestPurgePassHoldsMoves(t *testing.T) {
 	}
 	moves.Lock()
 	for _, b := range high { // held: the run is empty only once they merge
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeBlock(t, h, b)
 	}
 	fitBytes := r.Counters().FitBytes
 	time.Sleep(30 * time.Millisecond) // many delays: the timer has fired

@@ -120,9 +120,7 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 		walk(t, h)
 	}
 	for _, b := range live {
-		require.True(t, intact(h, b))
-		_, err := h.Free(h.region.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeIntact(t, h, b)
 	}
 	walk(t, h)
 	h.Trim()

@@ -135,6 +135,20 @@ func walk(t testing.TB, h *Heap) {
 	require.Equal(t, h.freeBytes, free)
 }
 
+// freeBlock frees block b, which must succeed.
+func freeBlock(t testing.TB, h *Heap, b block) {
+	t.Helper()
+	_, err := h.Free(h.region.Lookup(b.p), b.p)
+	require.NoError(t, err)
+}
+
+// freeIntact checks that b's contents are intact, and frees it.
+func freeIntact(t testing.TB, h *Heap, b block) {
+	t.Helper()
+	require.True(t, intact(h, b))
+	freeBlock(t, h, b)
+}
+
 // allocFilled allocates count blocks of n bytes, each filled with its own
 // tag (1, 2, …).
 func allocFilled(t testing.TB, h *Heap, count int, n uintptr) []block {
@@ -212,9 +226,7 @@ func TestModel(t *testing.T) {
 		}
 		walk(t, h)
 		for _, b := range live {
-			require.True(t, intact(h, b))
-			_, err := h.Free(h.region.Lookup(b.p), b.p)
-			require.NoError(t, err)
+			freeIntact(t, h, b)
 		}
 		walk(t, h)
 		st := h.Stats()
@@ -322,9 +334,7 @@ func TestConcurrent(t *testing.T) {
 	}
 	close(ch)
 	for b := range ch {
-		require.True(t, intact(h, b))
-		_, err := h.Free(h.region.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeIntact(t, h, b)
 	}
 	walk(t, h)
 }
@@ -333,12 +343,11 @@ func TestConcurrent(t *testing.T) {
 // kernel (their inside pages read as zero after), once; live blocks are
 // untouched; Trim gives back the spare run.
 func TestIdleAndTrimRelease(t *testing.T) {
-	h, r := newHeap(t)
+	h, _ := newHeap(t)
 	bs := allocFilled(t, h, 40, 8000)
 	for i, b := range bs {
 		if i%4 != 0 {
-			_, err := h.Free(r.Lookup(b.p), b.p)
-			require.NoError(t, err)
+			freeBlock(t, h, b)
 		}
 	}
 	require.Zero(t, h.Idle(), "the first pass sees the frees: not idle yet")
@@ -366,8 +375,7 @@ func TestPurgeAfterDelay(t *testing.T) {
 	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: 5 * time.Millisecond})
 	bs := allocFilled(t, h, 40, 8000)
 	for _, b := range bs[1:13] { // 96 KB of neighbours: one free chunk
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
+		freeBlock(t, h, b)
 	}
 	_, err := h.Free(r.Lookup(bs[20].p), bs[20].p) // 8 KB alone: kept
 	require.NoError(t, err)
@@ -489,18 +497,14 @@ func BenchmarkReplace(b *testing.B) {
 // it is free (the held chunk before it merged with a free one).
 func TestFastBins(t *testing.T) {
 	h, r := newHeap(t)
-	free := func(b block) {
-		_, err := h.Free(r.Lookup(b.p), b.p)
-		require.NoError(t, err)
-	}
 	// in address order: live blocks, a free chunk, A held, B live, C held, D live
 	bs := allocFilled(t, h, 5, 3000)
 	big, err := h.Alloc(40000) // not held when freed: above the fast bins' sizes
 	require.NoError(t, err)
 	a, b, c, d := allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 4000)[0], allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 3000)[0]
-	free(block{p: uintptr(big)})
-	free(a)
-	free(c)
+	freeBlock(t, h, block{p: uintptr(big)})
+	freeBlock(t, h, a)
+	freeBlock(t, h, c)
 	walk(t, h)
 	require.Equal(t, uintptr(2*chunkSize(3000)), h.fastBytes, "A and C are held")
 	_, err = h.Free(r.Lookup(a.p), a.p)
@@ -518,7 +522,7 @@ func TestFastBins(t *testing.T) {
 	walk(t, h)
 
 	// a held chunk comes back to the next request of its size
-	free(d)
+	freeBlock(t, h, d)
 	p, err := h.Alloc(3000)
 	require.NoError(t, err)
 	require.Equal(t, d.p, uintptr(p))
