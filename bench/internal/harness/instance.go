@@ -141,8 +141,7 @@ func (in *Instance) Start(s *sampler.Sampler) error {
 		// minor faults were the collector's).
 		runtime.GC()
 		in.gcPercent = debug.SetGCPercent(-1)
-	}
-	if in.A == nil {
+	} else {
 		s.Reserve(1 << 15)
 		// Collect, and give the Go heap's free pages back now: the
 		// scavenger would otherwise give them back during the run, and
