@@ -23,28 +23,22 @@ func mediumFreeAll(t *testing.T, a *alloc.Allocator, total, workers int) {
 	t.Helper()
 	sizes := []int{1025, 1500, 3000, 4100, 8000, 20000, 32<<10 - 100} // none a class's exact size: all the heap's
 	per := total / workers
-	blocks := make([][][]byte, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 3))
-			for got := 0; got < per; {
-				n := sizes[rng.IntN(len(sizes))]
-				b, err := a.Malloc(n)
-				if err != nil {
-					panic(err)
-				}
-				for i := 0; i < n; i += 512 {
-					b[i] = byte(w)
-				}
-				blocks[w] = append(blocks[w], b)
-				got += n
+	blocks := perWorker(workers, func(w int) (bs [][]byte) {
+		rng := rand.New(rand.NewPCG(uint64(w), 3))
+		for got := 0; got < per; {
+			n := sizes[rng.IntN(len(sizes))]
+			b, err := a.Malloc(n)
+			if err != nil {
+				panic(err)
 			}
-		}()
-	}
-	wg.Wait()
+			for i := 0; i < n; i += 512 {
+				b[i] = byte(w)
+			}
+			bs = append(bs, b)
+			got += n
+		}
+		return bs
+	})
 	pin, err := a.Malloc(200 << 10) // above the heap: its runs cannot go back whole
 	require.NoError(t, err)
 	pin[0] = 1

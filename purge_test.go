@@ -131,6 +131,22 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 	}
 }
 
+// perWorker runs build(w) for each of workers goroutines at once and
+// returns the blocks each built.
+func perWorker(workers int, build func(w int) [][]byte) [][][]byte {
+	blocks := make([][][]byte, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			blocks[w] = build(w)
+		}()
+	}
+	wg.Wait()
+	return blocks
+}
+
 // freeCrosswise frees every worker's blocks from another goroutine: the
 // next worker's.
 func freeCrosswise(a *alloc.Allocator, blocks [][][]byte) {
@@ -158,24 +174,18 @@ func freeAll(t *testing.T, a *alloc.Allocator, total, workers int, limit time.Du
 	t.Helper()
 	base := a.Stats().Resident
 	per := total / 1024 / workers
-	blocks := make([][][]byte, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			blocks[w] = make([][]byte, per)
-			for i := range blocks[w] {
-				b, err := a.Malloc(1024)
-				if err != nil {
-					panic(err)
-				}
-				b[0], b[512] = 1, 1 // touch both pages a block may span
-				blocks[w][i] = b
+	blocks := perWorker(workers, func(int) [][]byte {
+		bs := make([][]byte, per)
+		for i := range bs {
+			b, err := a.Malloc(1024)
+			if err != nil {
+				panic(err)
 			}
-		}()
-	}
-	wg.Wait()
+			b[0], b[512] = 1, 1 // touch both pages a block may span
+			bs[i] = b
+		}
+		return bs
+	})
 	grown := a.Stats().Resident
 	require.Greater(t, grown, base+uint64(total)*9/10, "the heap is resident")
 	// A block above the heap, live until the end: the break cannot move
