@@ -130,19 +130,21 @@ func (h *Heap) heldIn(r *run, c, s uintptr) *run {
 	return r
 }
 
-// holds reports whether chunk c of s bytes, in r, whose block is being
-// freed, goes on its fast bin (pushFast): the bin and the bins' bound
+// holds returns the fast bin chunk c of s bytes, in r, whose block is
+// being freed, goes on (pushFast), or -1: the bin and the bins' bound
 // have room, and its free would not trim the top.
-func (h *Heap) holds(r *run, c, s uintptr) bool {
+func (h *Heap) holds(r *run, c, s uintptr) int {
 	i := fastIndex(s)
-	return i >= 0 && h.fastN[i] < fastCount && h.fastBytes+s <= h.fastCap && !h.trims(r, c, s)
+	if i < 0 || h.fastN[i] >= fastCount || h.fastBytes+s > h.fastCap || h.trims(r, c, s) {
+		return -1
+	}
+	return i
 }
 
 // pushFast puts chunk c of s bytes, in r, whose block was just freed, on
-// its fast bin (holds said it has room). The block's bit is cleared and
-// the held mark set.
-func (h *Heap) pushFast(r *run, c, s uintptr) {
-	i := fastIndex(s)
+// fast bin i (holds said it has room). The block's bit is cleared and the
+// held mark set.
+func (h *Heap) pushFast(r *run, c, s uintptr, i int) {
 	*h.fd(c) = uint64(h.fast[i])
 	h.fast[i] = c
 	h.fastN[i]++

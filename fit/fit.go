@@ -750,8 +750,8 @@ func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 		return 0, err
 	}
 	s := sizeOf(hd)
-	hold := h.holds(r, c, s)
-	if !hold {
+	bin := h.holds(r, c, s)
+	if bin < 0 {
 		if err := h.checkNext(r, c+s); err != nil {
 			return 0, err // merged, the chunk after would be trusted
 		}
@@ -764,8 +764,8 @@ func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 	h.liveChunks--
 	h.liveBytes -= n
 	h.chunkBytes -= s
-	if hold {
-		h.pushFast(r, c, s)
+	if bin >= 0 {
+		h.pushFast(r, c, s, bin)
 		return n, nil
 	}
 	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
