@@ -2,6 +2,7 @@ package slab
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"unsafe"
@@ -189,6 +190,10 @@ func TestCacheFlushesWhenFull(t *testing.T) {
 
 func TestSamplingMarksAndReports(t *testing.T) {
 	alloctest.RequireChecks(t)
+	// One P: the goroutine moved to another P between Alloc and Refill
+	// would refill that P's bin with a new batch (seen on a loaded CI
+	// machine: a zero block, 34 cached for 30).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	var freed []uintptr
 	var mu sync.Mutex
 	h, r := newPool(t, Options{ProfileRate: 1, OnSampledFree: func(addr uintptr) { mu.Lock(); freed = append(freed, addr); mu.Unlock() }})
