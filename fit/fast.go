@@ -1,9 +1,5 @@
 package fit
 
-import (
-	"math/bits"
-)
-
 // The fast bins: glibc's fastbins (and, under one lock, what its tcache
 // does per thread), for chunks up to 4 KiB. A freed block whose
 // chunk is below fastLimit goes in the bin of chunks of exactly its
@@ -153,7 +149,6 @@ func (h *Heap) holds(r *run, c, s uintptr) int {
 func (h *Heap) pushFast(r *run, c, s uintptr, i int) {
 	h.fast[i][h.fastN[i]] = heldChunk{c, r}
 	h.fastN[i]++
-	h.fastMap[i/64] |= 1 << (i % 64)
 	h.fastBytes += s
 	h.freeBytes += s
 	r.flip(c, bitsLive|bitsHeld)
@@ -192,9 +187,6 @@ func (h *Heap) popFast(s uintptr) (uintptr, *run) {
 	k := h.fastN[i] - 1
 	e := h.fast[i][k]
 	h.fastN[i] = k
-	if k == 0 {
-		h.fastMap[i/64] &^= 1 << (i % 64)
-	}
 	h.fastBytes -= s
 	if hd := h.header(e.c); sizeOf(hd) != s || hd&flagInUse == 0 {
 		h.damaged(e.c, "a chunk of a fast bin")
@@ -228,22 +220,19 @@ func (h *Heap) settle() {
 // for real, merged with its free neighbours and binned (or its run given
 // back), as glibc's malloc_consolidate.
 func (h *Heap) consolidate() {
-	for w, m := range h.fastMap {
-		for ; m != 0; m &= m - 1 {
-			i := w*64 + bits.TrailingZeros64(m)
-			s := (uintptr(i) + fastFirst) * granule
-			for h.fastN[i] != 0 {
-				c, r := h.popFast(s)
-				if c == 0 {
-					continue // damaged: reported, lost
-				}
-				if h.checkNext(r, c+s) != nil {
-					h.freeBytes += s // lost: left held, out of its bin, still counted free
-					continue
-				}
-				h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-				r.flip(c, bitsHeld)
+	for i := 0; i < numFast && h.fastBytes != 0; i++ { // 192 counts: no map of the bins kept on every pair
+		s := (uintptr(i) + fastFirst) * granule
+		for h.fastN[i] != 0 {
+			c, r := h.popFast(s)
+			if c == 0 {
+				continue // damaged: reported, lost
 			}
+			if h.checkNext(r, c+s) != nil {
+				h.freeBytes += s // lost: left held, out of its bin, still counted free
+				continue
+			}
+			h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
+			r.flip(c, bitsHeld)
 		}
 	}
 	h.mergeHeld = false // asked for by the releases above: done
