@@ -82,104 +82,65 @@ func TestFastBeforeLiveFree(t *testing.T) {
 	walk(t, h)
 }
 
-// TestFastForgedLink: a write after free sets a held block's link to a
-// place that reads as a held chunk of its size: 16 bytes before a block in
-// use (whose own bit is the held mark such a chunk would have), with a
-// header written in the live block before it — by its owner, inside its
-// own block. The link is reported and not followed: no block is handed
-// out over the block in use.
-func TestFastForgedLink(t *testing.T) {
-	var got []uintptr
-	h := reportsTo(t, &got)
+// TestFastWriteAfterFree: a write after free over the whole of blocks
+// held in a fast bin — zeros, ones, or what reads as links and headers
+// naming a block in use (a forged chunk 16 bytes before it, whose own bit
+// is the held mark such a chunk would have) — changes nothing the heap
+// reads: the bin is an array in the heap, not a list through the blocks.
+// Nothing is reported, the held chunks come back as they were, no block is
+// handed out over a block in use, and the counts stay true.
+func TestFastWriteAfterFree(t *testing.T) {
 	const n = 3000
 	s := chunkSize(n)
-	bs := allocFilled(t, h, 4, n)  // w, z, x, guard
-	w, z, x := bs[0], bs[1], bs[2] // w's bytes are its owner's to write: not checked
-	ar := h.region.Lookup(x.p)
-	_, err := h.Free(ar, x.p)
-	require.NoError(t, err)
-	fake := z.p - 16 - 16 // a chunk 16 bytes before z's
-	// w's last words, in w: the fake chunk's header, and its link (z's
-	// chunk's first word, which is w's last)
-	*wordAt(h, w.p, s-24) = uint64(s) | flagInUse | flagPrevInUse
-	*wordAt(h, w.p, s-overhead-8) = 0
-	*wordAt(h, x.p, 0) = uint64(fake) // the write after free
-	for range 3 {
-		p, err := h.Alloc(n)
-		if err != nil {
-			continue
-		}
-		q := uintptr(p)
-		require.False(t, q < z.p+n && z.p < q+n, "a block at %#x handed out over the block in use at %#x", q, z.p)
+	for name, word := range map[string]func(z block) uint64{
+		"zeros":  func(block) uint64 { return 0 },
+		"ones":   func(block) uint64 { return ^uint64(0) },
+		"forged": func(z block) uint64 { return uint64(z.p - 16 - 16) },
+		"header": func(block) uint64 { return uint64(s) | flagInUse | flagPrevInUse },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []uintptr
+			h := reportsTo(t, &got)
+			bs := allocFilled(t, h, 8, n) // x0, z0, x1, z1, x2, z2, x3, guard
+			var held, live []block
+			for i, b := range bs[:7] {
+				if i%2 == 0 {
+					held = append(held, b)
+				} else {
+					live = append(live, b)
+				}
+			}
+			for _, x := range held {
+				_, err := h.Free(h.region.Lookup(x.p), x.p)
+				require.NoError(t, err)
+			}
+			walk(t, h)
+			for i, x := range held { // every word of each freed block
+				for off := uintptr(0); off+8 <= n; off += 8 {
+					*wordAt(h, x.p, off) = word(live[i%len(live)])
+				}
+			}
+			back := map[uintptr]bool{}
+			for range held {
+				p, err := h.Alloc(n)
+				require.NoError(t, err)
+				q := block{p: uintptr(p), n: n, tag: 0xee}
+				for _, z := range append(live, bs[7]) {
+					require.False(t, q.p < z.p+n && z.p < q.p+n, "%#x handed out over the block in use at %#x", q.p, z.p)
+				}
+				back[q.p] = true
+				fill(h, q)
+			}
+			for _, x := range held {
+				require.True(t, back[x.p], "held block %#x comes back", x.p)
+			}
+			for _, z := range append(live, bs[7]) {
+				require.True(t, intact(h, z))
+			}
+			require.Empty(t, got, "nothing the heap reads was damaged")
+			walk(t, h)
+		})
 	}
-	require.True(t, intact(h, z))
-	_, err = h.Free(h.region.Lookup(z.p), z.p)
-	require.NoError(t, err, "the block in use is still in use")
-	require.NotEmpty(t, got, "the forged link is reported")
-}
-
-// TestFastSkippedLink: a write after free sets a held block's link to
-// another held block of its bin further on, skipping one: the skipped
-// chunk is lost from the bin, and its count no longer matches. That is
-// reported, once; the counts stay true (fastN, fastBytes), and the bins
-// empty to zero when consolidated.
-func TestFastSkippedLink(t *testing.T) {
-	var got []uintptr
-	h := reportsTo(t, &got)
-	const n = 3000
-	bs := allocFilled(t, h, 7, n) // a, g, b, g, c, g, guard
-	a, b, c := bs[0], bs[2], bs[4]
-	ar := h.region.Lookup(a.p)
-	for _, x := range []block{c, b, a} { // the bin: a -> b -> c
-		_, err := h.Free(ar, x.p)
-		require.NoError(t, err)
-	}
-	walk(t, h)
-	*wordAt(h, a.p, 0) = uint64(c.p - 16) // a -> c: b skipped
-	for range 4 {
-		_, err := h.Alloc(n)
-		require.NoError(t, err)
-	}
-	require.NotEmpty(t, got, "the skipped chunk's loss is reported")
-	i := fastIndex(chunkSize(n))
-	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count")
-	h.Trim()
-	require.Zero(t, h.fastBytes, "the fast bins' bytes once consolidated")
-	require.Zero(t, h.fastN[i])
-}
-
-// TestFastLostLinked: a chunk lost from its bin (the link before it was
-// damaged) is named by a later write after free over the link of the bin's
-// only chunk: the bin's count (1) says the link should be the end. The
-// counts never wrap.
-func TestFastLostLinked(t *testing.T) {
-	var got []uintptr
-	h := reportsTo(t, &got)
-	const n = 3000
-	bs := allocFilled(t, h, 9, n)
-	a, b, c, d := bs[0], bs[2], bs[4], bs[6]
-	ar := h.region.Lookup(a.p)
-	for _, x := range []block{c, b, a} { // a -> b -> c
-		_, err := h.Free(ar, x.p)
-		require.NoError(t, err)
-	}
-	*wordAt(h, b.p, 0) = 0xdead0 // b's link damaged: c is lost
-	for range 2 {
-		_, err := h.Alloc(n) // a, then b (its link reported)
-		require.NoError(t, err)
-	}
-	require.Len(t, got, 1)
-	i := fastIndex(chunkSize(n))
-	require.Zero(t, h.fastN[i])
-	_, err := h.Free(ar, d.p)
-	require.NoError(t, err)
-	*wordAt(h, d.p, 0) = uint64(c.p - 16) // d -> c, lost
-	for range 3 {
-		_, err := h.Alloc(n)
-		require.NoError(t, err)
-	}
-	require.LessOrEqual(t, h.fastN[i], uint8(fastCount), "the bin's count does not wrap")
-	require.LessOrEqual(t, h.fastBytes, h.fastCap, "the fast bins' bytes do not wrap")
 }
 
 // TestFastHeldGoesBack: blocks freed into the fast bins only (no free

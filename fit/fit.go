@@ -174,11 +174,10 @@ type Heap struct {
 	summary uint64  // bit w: bitmap[w] != 0
 	big     uintptr // the sorted list of chunks of exactLimit bytes and more
 
-	// the fast bins (fast.go): heads, counts, which are not empty, and
-	// the bytes they hold (also counted in freeBytes), bounded by fastCap
-	fast      [numFast]uintptr
+	// the fast bins (fast.go): their chunks, counts, and the bytes they
+	// hold (also counted in freeBytes), bounded by fastCap
+	fast      [numFast][fastCount]heldChunk
 	fastN     [numFast]uint8
-	fastMap   [(numFast + 63) / 64]uint64
 	fastBytes uintptr
 	fastCap   uintptr
 	mergeHeld bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)

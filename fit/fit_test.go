@@ -63,16 +63,15 @@ func walk(t testing.TB, h *Heap) {
 	binned := map[uintptr]uintptr{}
 	fast := map[uintptr]uintptr{} // held in a fast bin: its size
 	var fastBytes uintptr
-	for i, c := range h.fast {
-		s, k := (uintptr(i)+fastFirst)*granule, uint8(0)
-		for ; c != 0; c = uintptr(*h.fd(c)) {
-			require.NotNil(t, h.heldOK(c, s), "fast bin %d: chunk %#x", i, c)
-			fast[c] = s
+	for i := range h.fast {
+		s, k := (uintptr(i)+fastFirst)*granule, h.fastN[i]
+		require.LessOrEqual(t, k, uint8(fastCount), "fast bin %d's count", i)
+		for _, e := range h.fast[i][:k] {
+			require.Equal(t, h.heldOK(e.c, s), e.r, "fast bin %d: chunk %#x, and its run", i, e.c)
+			require.NotContains(t, fast, e.c, "chunk %#x held twice", e.c)
+			fast[e.c] = s
 			fastBytes += s
-			k++
 		}
-		require.Equal(t, h.fastN[i], k, "fast bin %d's count", i)
-		require.Equal(t, k != 0, h.fastMap[i/64]&(1<<(i%64)) != 0, "fast bin %d's bit", i)
 	}
 	require.Equal(t, h.fastBytes, fastBytes, "the fast bins' bytes")
 	require.LessOrEqual(t, fastBytes, h.fastCap)
