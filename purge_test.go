@@ -225,7 +225,13 @@ func TestFreeAllReturnsWithoutTrim(t *testing.T) {
 		t.Logf("%d MiB, %d workers: back within 2 MiB %v after the last free", total>>20, workers, took)
 		assert.LessOrEqual(t, took, 100*time.Millisecond+raceSlack(), "%d workers", workers)
 		s := a.Stats()
-		assert.NotZero(t, s.PurgedBytes)
+		// Given back by the allocator's own calls, Trim never called: by
+		// the purge, or as the break moved down at a free (the top
+		// trimmed, which PurgedBytes does not count: one worker's heap
+		// went back 72 to 490 MB by the purge and the rest that way, in
+		// six runs; all of it that way once, under brkmap_nochecks)
+		t.Logf("%d workers: purged %d bytes, %d madvise calls", workers, s.PurgedBytes, s.Madvise)
+		assert.NotZero(t, s.Madvise+s.Munmap, "%d workers: released by the allocator itself", workers)
 		requireBreakdown(t, s, "after the purge")
 	}
 }
