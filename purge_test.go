@@ -379,9 +379,11 @@ func TestPurgeInFlightContent(t *testing.T) {
 			bigFrees(t, a, rounds, c.scratch)
 			stop.Store(true)
 			wg.Wait()
-			s := a.Stats()
-			assert.NotZero(t, s.PurgedBytes)
-			assert.Zero(t, s.LiveBytes)
+			assert.Zero(t, a.Stats().LiveBytes)
+			// under a delay, the last runs freed are released a delay
+			// after their free, which on a loaded machine (a race build)
+			// may come after the workers stopped
+			assert.Eventually(t, func() bool { return a.Stats().PurgedBytes != 0 }, 5*time.Second, time.Millisecond, "the purge released the runs")
 		})
 	}
 }
