@@ -202,6 +202,9 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 	r.flip(c, bitsLive|bitsHeld)
 	hd := h.header(c)
 	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	if h.fronted(r, c, s) {
+		h.markFront(r, c, s)
+	}
 	h.liveChunks++
 	h.liveBytes += n
 	h.chunkBytes += s
