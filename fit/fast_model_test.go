@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -25,6 +26,7 @@ var fastConfigs = []struct {
 	budget uint64
 }{
 	{"plain", Options{}, 0},
+	{"no-fronts", Options{NoFronts: true}, 0},
 	{"pass", Options{Purge: true, PurgeDelay: time.Hour}, 0},
 	{"at-once", Options{Purge: true}, 0},
 	{"trim", Options{TrimThreshold: 64 << 10, TopPad: 4 << 10, Purge: true, PurgeDelay: time.Hour}, 0},
@@ -63,12 +65,22 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 	}
 	var live []block
 	tag := byte(0)
+	fastAllocs, fastFrees := 0, 0
 	for i := 0; i+1 < len(ops); i += 2 {
 		op, arg := ops[i], ops[i+1]
 		switch {
 		case op < 100 || len(live) == 0:
 			n := size(op, arg)
-			p, err := h.Alloc(n)
+			var p unsafe.Pointer
+			if op&1 == 1 { // this P's front first, as the allocator does
+				if p, _ = h.AllocFast(n); p != nil {
+					fastAllocs++
+				}
+			}
+			var err error
+			if p == nil {
+				p, err = h.Alloc(n)
+			}
 			if err != nil {
 				require.ErrorIs(t, err, errs.ErrNoMemory, "Alloc(%d)", n)
 				break
@@ -83,13 +95,19 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 			b := live[k]
 			require.True(t, intact(h, b), "block %#x changed", b.p)
 			ar := h.region.Lookup(b.p)
-			n, err := h.Free(ar, b.p)
-			require.NoError(t, err)
-			require.Equal(t, b.n, n)
+			if arg&1 == 1 && h.FreeFast(ar, b.p) { // into this P's front first, as the allocator does
+				fastFrees++
+			} else {
+				n, err := h.Free(ar, b.p)
+				require.NoError(t, err)
+				require.Equal(t, b.n, n)
+			}
 			live[k] = live[len(live)-1]
 			live = live[:len(live)-1]
-			_, err = h.Free(ar, b.p) // held or merged: refused
+			require.False(t, h.FreeFast(ar, b.p), "a second free, without the lock")
+			_, err := h.Free(ar, b.p) // held or merged: refused
 			require.True(t, errors.Is(err, errs.ErrDoubleFree) || errors.Is(err, errs.ErrInvalidFree), "%v", err)
+			require.False(t, h.FreeFast(ar, b.p+16))
 			_, err = h.Free(ar, b.p+16)
 			require.Error(t, err)
 		case op < 230:
@@ -107,6 +125,7 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 		case op < 240:
 			h.Trim()
 			require.Zero(t, h.fastBytes, "Trim empties the fast bins")
+			require.Zero(t, h.Stats().Cached, "and the fronts")
 		case op < 248:
 			h.Idle()
 		default:
@@ -118,6 +137,17 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 			}
 		}
 		walk(t, h)
+		st := h.Stats()
+		require.Equal(t, uintptr(len(live)), st.LiveChunks)
+		var want uintptr
+		for _, b := range live {
+			want += b.n
+		}
+		require.Equal(t, want, st.LiveBytes, "the requested bytes of the blocks in use")
+	}
+	if h.frontOn && len(ops) >= 800 {
+		require.NotZero(t, fastFrees, "blocks freed into a front")
+		require.NotZero(t, fastAllocs, "blocks taken from a front")
 	}
 	for _, b := range live {
 		freeIntact(t, h, b)
@@ -127,6 +157,7 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 	walk(t, h)
 	st := h.Stats()
 	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.Cached)
 	require.Zero(t, h.fastBytes)
 	require.LessOrEqual(t, st.Released, st.FreeBytes)
 	require.LessOrEqual(t, st.Runs, uintptr(1))
