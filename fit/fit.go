@@ -595,6 +595,15 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 			h.consolidate()
 			c, r = h.find(s)
 		}
+		if c == 0 {
+			// the heap grows only if what every P's front holds does not
+			// merge into room either (a goroutine moves between Ps)
+			if _, bytes, _, _, _ := h.frontSums(); bytes != 0 {
+				h.drainFrontsLocked(nil)
+				h.consolidate()
+				c, r = h.find(s)
+			}
+		}
 	}
 	if c == 0 {
 		var err error

@@ -328,7 +328,9 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 	}
 	r := runOf(ar)
 	c := p - 2*overhead
-	if p&(granule-1) != 0 || c < r.start {
+	if p&(granule-1) != 0 || c < r.start || f.bytes > h.frontCap-fastLimit {
+		// (a front with no room for a chunk of any size fails before it
+		// reads the record or the header: two cache misses)
 		unpinFront(f)
 		return false
 	}
