@@ -215,6 +215,7 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 // release, where the chunk being freed may still be marked in use.
 func (h *Heap) settle() {
 	if h.mergeHeld {
+		h.drainOwn() // this P's front too: its frees settle within, with the bins still to empty below
 		h.consolidate()
 	}
 }

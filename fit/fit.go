@@ -877,7 +877,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.armPurge()
 		}
 	}
-	if s >= purgeMin && h.fastBytes != 0 {
+	if s >= purgeMin && (h.fastBytes != 0 || h.frontOn) {
 		h.mergeHeld = true // by the caller, once its own chunk is settled: settle
 	}
 }
