@@ -27,8 +27,11 @@
 // region (KindFit). A run whose chunks are all free goes back to the
 // region, except one, kept for the next request (the lowest such run).
 // In front of the bins, fast bins (fast.go) hold freed chunks unmerged, a
-// list per exact size, for the next request of that size: glibc's
-// fastbins, bounded, and emptied into the heap before it grows.
+// bin per exact size, for the next request of that size: glibc's
+// fastbins, bounded, and emptied into the heap before it grows. In front
+// of the lock, each P has a front (front.go): glibc's tcache, per P, the
+// same exact sizes, freed into and taken back without the lock, validated
+// against a record of the blocks in use kept with atomic instructions.
 //
 // What glibc trusts to the header alone, this heap checks against a
 // bitmap outside the heap, one bit per 16 bytes of a run, set for each
