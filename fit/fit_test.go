@@ -166,14 +166,14 @@ func walk(t testing.TB, h *Heap) {
 			if seg == nil {
 				continue
 			}
-			for w := range seg.start {
-				for m := seg.start[w]; m != 0; m &= m - 1 {
+			for w := range uintptr(flSegWords) {
+				for m := *seg.start(w); m != 0; m &= m - 1 {
 					g := uintptr(k)*flSegGranules + uintptr(w)*64 + uintptr(bits.TrailingZeros64(m))
 					c := r.start + g*granule
 					require.True(t, marks[c], "a start bit at %#x, no chunk in use there", c)
 					require.NotContains(t, fronted, c, "a start bit at %#x, held by a front", c)
 				}
-				for m := seg.end[w]; m != 0; m &= m - 1 {
+				for m := *seg.end(w); m != 0; m &= m - 1 {
 					g := uintptr(k)*flSegGranules + uintptr(w)*64 + uintptr(bits.TrailingZeros64(m))
 					end := r.start + (g+1)*granule
 					require.True(t, ends[end], "an end bit before %#x, no chunk in use ends there", end)
