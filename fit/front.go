@@ -24,14 +24,18 @@ import (
 // a front may take (chunks of fastIndex's sizes), read and written only
 // with atomic instructions, in segments that never move once made (flSeg):
 // a bit at the chunk's first 16 bytes (start) and one at its last (end),
-// set by the heap when it hands such a block out (markFront), and cleared
-// by whichever Free claims it first (an atomic AND that returns the old
-// bit: two frees of one block, on two Ps or one with the lock, cannot both
-// see it set). A Free without the lock takes the block only if its start
-// bit is set, its header says in use, and the first end bit from its start
-// is where the header's size says the chunk ends: a header overwritten by
-// a write past the end of the block before it names another end, and goes
-// to the heap's Free, which reports it. Anything else — a pointer into a
+// set by the heap when it hands such a block out (markFront). The start
+// bit is cleared by whichever Free claims the block first (an atomic AND
+// that returns the old bit: two frees of one block, on two Ps or one with
+// the lock, cannot both see it set), and set again when a front hands the
+// chunk out; the end bit stays while a front holds the chunk (no chunk can
+// start or end inside it meanwhile), and is cleared when the chunk is freed
+// into the heap. A Free without the lock takes the block only if its start
+// bit is set, its header says in use (and not sampled: MarkSampled), and
+// the first end bit from its start is where the header's size says the
+// chunk ends: a header overwritten by a write past the end of the block
+// before it names another end, and goes to the heap's Free, which reports
+// it. Anything else — a pointer into a
 // block, a block in a front already, a chunk past the segments (a run
 // grown past 32 MiB), a full bin — goes to the heap's Free, under the
 // lock, which says exactly what it is.
