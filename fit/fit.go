@@ -206,6 +206,7 @@ type Heap struct {
 	frontsClosed atomic.Bool
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
 	frontBuf     [numFast * frontCount]ownEntry // drainOwn's, under mu
+	ownDraining  bool                           // drainOwn is freeing frontBuf's chunks: a drain within them (settle) leaves the front
 
 	top      *run              // the last run made: the one grown in place
 	spare    *run              // an empty run kept for the next request, or nil

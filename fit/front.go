@@ -405,9 +405,15 @@ func (h *Heap) emptyFront(f *front) {
 // drainOwn empties this P's front into the heap, if it holds anything, and
 // reports whether it did: pinned, its chunks are moved out and its counts
 // folded in, then freed into the heap unpinned (freeing may take the
-// region's lock).
+// region's lock). A free of those may settle, and so call drainOwn again,
+// when the front may have filled again (another goroutine on this P, or
+// this one moved to another P): that inner call leaves the front alone,
+// since frontBuf still holds the chunks the outer one is freeing.
 func (h *Heap) drainOwn() bool {
 	h.mu.AssertHeld()
+	if h.ownDraining {
+		return false
+	}
 	f := h.frontOf(procPin())
 	if f == nil || f.bytes == 0 {
 		unpinFront(f)
@@ -425,9 +431,11 @@ func (h *Heap) drainOwn() bool {
 	f.bytes, f.req, f.adj = 0, 0, 0
 	f.ops++
 	unpinFront(f)
+	h.ownDraining = true
 	for _, o := range h.frontBuf[:k] {
 		h.unfront(o.e, o.s)
 	}
+	h.ownDraining = false
 	return true
 }
 

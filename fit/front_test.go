@@ -2,6 +2,7 @@ package fit
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -327,4 +328,56 @@ func TestFrontPurgePass(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return h.Stats().Cached == 0 }, 5*time.Second, time.Millisecond)
 	walk(t, h)
+}
+
+// TestFrontDrainOwnReentered: drainOwn frees the chunks it took from this
+// P's front unpinned, and one of those frees may merge 64 KiB and settle,
+// which drains this P's front again. Meanwhile the front may have filled
+// again (the lock holder preempted and another goroutine freeing on its P,
+// or the lock holder moved to another P): the inner drain must not
+// overwrite the outer's chunks still to free. OnFree, called within the
+// outer's first free, stands in for that goroutine: it frees two blocks
+// into this P's front.
+func TestFrontDrainOwnReentered(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one front, the drains' and the frees'
+	const n = 2000
+	var onFree func()
+	h, _ := newHeapWith(t, Options{OnFree: func(uintptr) {
+		if f := onFree; f != nil {
+			onFree = nil
+			f()
+		}
+	}})
+	makeFronts(h)
+	full := allocFilled(t, h, fastCount, n) // to fill the fast bin of A's size: A is merged, not held
+	bs := allocFilled(t, h, 1, n)           // A
+	big := allocFilled(t, h, 1, 70000)      // L: A's free merges with it past 64 KiB
+	bs = append(bs, allocFilled(t, h, 4, n)...)
+	a, b, x1, x2, guard := bs[0], bs[1], bs[2], bs[3], bs[4]
+	freeBlock(t, h, big[0]) // settles: the fast bins are emptied, none held yet
+	for _, f := range full {
+		freeBlock(t, h, f) // into the fast bin
+	}
+	require.Equal(t, uint8(fastCount), h.fastN[fastIndex(chunkSize(n))])
+	freeFast(t, h, a)
+	freeFast(t, h, b)
+	onFree = func() { // within A's free by the drain: the front fills again
+		freeFast(t, h, x1)
+		freeFast(t, h, x2)
+	}
+	p, err := h.Alloc(3 << 20) // no room: drains this P's front first
+	require.NoError(t, err)
+	require.Nil(t, onFree, "A freed by the drain")
+	walk(t, h)
+	require.True(t, intact(h, guard))
+	st := h.Stats()
+	require.Equal(t, uintptr(2), st.LiveChunks, "the guard and the large block")
+	require.Equal(t, uintptr(n+3<<20), st.LiveBytes)
+	freeBlock(t, h, block{p: uintptr(p)})
+	freeBlock(t, h, guard)
+	h.Trim()
+	walk(t, h)
+	st = h.Stats()
+	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.Cached)
 }
