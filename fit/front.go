@@ -368,15 +368,22 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 // fast bin or merged, as the heap's Free. Its record is clear already, and
 // its header still holds the block's slack (e.req). A header overwritten
 // while the front held it is reported, and the chunk lost: left in use in
-// the bitmap (nothing merges with it), counted free.
+// the bitmap (nothing merges with it), counted free. So is a chunk to be
+// merged whose next chunk is damaged (reported by checkNext): its block's
+// free succeeded, so it is not left in use, as the heap's Free leaves it.
 func (h *Heap) unfront(e frontEntry, s uintptr) {
 	h.mu.AssertHeld()
 	_, g1 := e.r.granules(e.c, s)
 	_, end, eb := e.r.flAt(g1)
 	atomic.AndUint64(end, ^eb) // the end bit a held chunk keeps
 	hd := h.header(e.c)
-	if sizeOf(hd) != s || hd&flagInUse == 0 || s-overhead-uintptr(hd>>slackShift) != e.req {
+	lost := sizeOf(hd) != s || hd&flagInUse == 0 || s-overhead-uintptr(hd>>slackShift) != e.req
+	if lost {
 		h.damaged(e.c, "a chunk held by a P's front")
+	} else {
+		lost = h.holds(e.r, e.c, s) < 0 && h.checkNext(e.r, e.c+s) != nil
+	}
+	if lost {
 		h.liveChunks--
 		h.liveBytes -= e.req
 		h.chunkBytes -= s

@@ -381,3 +381,41 @@ func TestFrontDrainOwnReentered(t *testing.T) {
 	require.Zero(t, st.LiveChunks)
 	require.Zero(t, st.Cached)
 }
+
+// TestFrontDrainDamagedNext: the chunk after a block a front holds is a
+// free chunk, damaged while the front held the block (a write after its
+// free, past its end). The drain cannot merge the block with it, and the
+// heap's fast bin of its size is full: the block is reported and lost, as
+// one whose own header was overwritten, never recorded in use again. Its
+// free succeeded, so it is not counted live, and a second free of it
+// fails.
+func TestFrontDrainDamagedNext(t *testing.T) {
+	const n = 2000
+	s := chunkSize(n)
+	var got []uintptr
+	h := reportsTo(t, &got)
+	makeFronts(h)
+	full := allocFilled(t, h, fastCount, n) // to fill the fast bin of B's size
+	b := allocFilled(t, h, 1, n)[0]
+	c := allocFilled(t, h, 1, 5000)[0] // not a fast size: merged when freed
+	guard := allocFilled(t, h, 1, n)[0]
+	freeBlock(t, h, c)
+	for _, f := range full {
+		freeBlock(t, h, f)
+	}
+	require.Equal(t, uint8(fastCount), h.fastN[fastIndex(s)])
+	freeFast(t, h, b)
+	*wordAt(h, b.p, s-overhead) += granule // C's header: another size
+	h.Trim()
+	require.NotEmpty(t, got, "reported")
+	st := h.Stats()
+	assert.Zero(t, st.Cached)
+	assert.Equal(t, uintptr(1), st.LiveChunks, "the guard")
+	assert.Equal(t, uintptr(n), st.LiveBytes)
+	ar := h.region.Lookup(b.p)
+	makeFronts(h) // Trim took them out
+	assert.False(t, h.FreeFast(ar, b.p), "B freed already")
+	_, err := h.Free(ar, b.p)
+	assert.Error(t, err, "B freed already")
+	assert.True(t, intact(h, guard))
+}
