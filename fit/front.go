@@ -273,8 +273,11 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 
 // AllocFast returns a block of n bytes (MinRequest <= n) from this P's
 // front, or nil: no front, or none of that size. No lock. sampled says the
-// block is the heap profile's sample (Options.ProfileRate): the caller
-// records it and marks it (MarkSampled) before handing it out.
+// block is the heap profile's sample (Options.ProfileRate), marked so
+// already (as MarkSampled does), within the pinned section: a caller
+// outside the allocator's gate must not touch the region once unpinned,
+// since Close may have unmapped it. The caller records it before handing
+// it out.
 func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 	s := chunkSize(n)
 	i := fastIndex(s)
@@ -296,7 +299,11 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 		unpinFront(f)
 		return nil, false
 	}
-	for !atomic.CompareAndSwapUint64(hp, hd, hd&(1<<slackShift-1)|uint64(s-overhead-n)<<slackShift) {
+	set := uint64(s-overhead-n) << slackShift
+	if sampled = f.sample-int64(n) < 0; sampled {
+		set |= flagSampled // freed through the heap's lock, whose OnFree drops its record
+	}
+	for !atomic.CompareAndSwapUint64(hp, hd, hd&(1<<slackShift-1)|set) {
 		hd = atomic.LoadUint64(hp)
 	}
 	seg, i0 := e.r.segAt((e.c - e.r.start) / granule) // made: the block was in use before
@@ -308,9 +315,8 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 	f.req -= e.req
 	f.adj += n - e.req
 	f.ops++
-	if f.sample -= int64(n); f.sample < 0 {
+	if f.sample -= int64(n); sampled {
 		f.sample = slab.NextSample(h.opts.ProfileRate)
-		sampled = true
 	}
 	unpinFront(f)
 	return h.region.Ptr(c + 2*overhead), sampled

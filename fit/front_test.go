@@ -419,3 +419,25 @@ func TestFrontDrainDamagedNext(t *testing.T) {
 	assert.Error(t, err, "B freed already")
 	assert.True(t, intact(h, guard))
 }
+
+// TestFrontSampleMarked: the block a front hands out as the heap profile's
+// sample is marked sampled before AllocFast returns, within its pinned
+// section: the caller's fast path runs outside the allocator's gate, so
+// once unpinned it may find the region unmapped by Close, and must not
+// write the header then. Its free goes through the lock, to OnFree.
+func TestFrontSampleMarked(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: the front freed into is the one allocated from
+	var freed []uintptr
+	h, _ := newHeapWith(t, Options{OnFree: func(p uintptr) { freed = append(freed, p) }})
+	makeFronts(h)
+	h.fronts[0].Load().sample = 0 // the next block it hands out is the sample
+	b := allocFilled(t, h, 2, 3000)[0]
+	freeFast(t, h, b)
+	p, sampled := h.AllocFast(3000)
+	require.Equal(t, b.p, uintptr(p))
+	require.True(t, sampled)
+	assert.False(t, h.FreeFast(h.region.Lookup(b.p), b.p), "a sample into a front")
+	freeBlock(t, h, b)
+	assert.Equal(t, []uintptr{b.p}, freed, "freed through the lock, to OnFree")
+	walk(t, h)
+}
