@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -440,4 +441,24 @@ func TestFrontSampleMarked(t *testing.T) {
 	freeBlock(t, h, b)
 	assert.Equal(t, []uintptr{b.p}, freed, "freed through the lock, to OnFree")
 	walk(t, h)
+}
+
+// TestFrontRecordMetaBytes: the segments of a run's record count in
+// MetaBytes while the run is the heap's, and no longer once it is given
+// back to the region.
+func TestFrontRecordMetaBytes(t *testing.T) {
+	h := frontHeap(t)
+	before := h.Stats().MetaBytes
+	bs := allocFilled(t, h, 2, 3000)
+	st := h.Stats()
+	require.Equal(t, uintptr(1), st.Runs)
+	assert.Greater(t, st.MetaBytes, before+unsafe.Sizeof(flSeg{}), "the bitmap and a segment")
+	for _, b := range bs {
+		freeBlock(t, h, b)
+	}
+	h.Trim()      // the empty run, the spare, goes back
+	makeFronts(h) // Trim took them out, with their share of MetaBytes
+	st = h.Stats()
+	require.Zero(t, st.Runs)
+	assert.Equal(t, before, st.MetaBytes)
 }
