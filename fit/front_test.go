@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -461,4 +462,88 @@ func TestFrontRecordMetaBytes(t *testing.T) {
 	st = h.Stats()
 	require.Zero(t, st.Runs)
 	assert.Equal(t, before, st.MetaBytes)
+}
+
+// TestFrontDrainsRacing: Trim, Idle and Stats run over and over, and
+// GOMAXPROCS changes, while workers allocate and free medium blocks
+// through the fronts and the lock: every drain takes fronts in use, and a
+// P may find no front or an orphan one. No block changes, and the counts
+// are exact once the workers are done.
+func TestFrontDrainsRacing(t *testing.T) {
+	h := frontHeap(t)
+	ops := 4000
+	if testing.Short() {
+		ops = 1000
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			var mine []block
+			free := func(b block) bool {
+				if !assert.True(t, intact(h, b), "block %#x changed", b.p) {
+					return false
+				}
+				ar := h.region.Lookup(b.p)
+				if h.FreeFast(ar, b.p) {
+					return true
+				}
+				_, err := h.Free(ar, b.p)
+				return assert.NoError(t, err)
+			}
+			for i := range ops {
+				if rng.IntN(2) == 0 || len(mine) == 0 {
+					n := uintptr(1025 + rng.IntN(3000))
+					p, _ := h.AllocFast(n)
+					if p == nil {
+						var err error
+						if p, err = h.Alloc(n); !assert.NoError(t, err) {
+							return
+						}
+					}
+					b := block{p: uintptr(p), n: n, tag: byte(w*7 + i)}
+					fill(h, b)
+					mine = append(mine, b)
+					continue
+				}
+				j := rng.IntN(len(mine))
+				b := mine[j]
+				mine[j] = mine[len(mine)-1]
+				mine = mine[:len(mine)-1]
+				if !free(b) {
+					return
+				}
+			}
+			for _, b := range mine {
+				if !free(b) {
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		procs := runtime.GOMAXPROCS(0)
+		defer runtime.GOMAXPROCS(procs)
+		for k := 0; !stop.Load(); k++ {
+			runtime.GOMAXPROCS(1 + k%(procs+2))
+			h.Trim()
+			h.Idle()
+			h.Stats()
+		}
+	}()
+	wg.Wait()
+	stop.Store(true)
+	<-done
+	walk(t, h)
+	st := h.Stats()
+	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.LiveBytes)
+	h.Trim()
+	require.Zero(t, h.Stats().Cached)
+	walk(t, h)
 }
