@@ -516,12 +516,11 @@ func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, e
 		if p, err = a.fit.Alloc(n); err != nil {
 			return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
 		}
-		sampled = a.prof.sampleLarge(n)
+		if sampled = a.prof.sampleLarge(n); sampled {
+			a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
+		}
 	} else if sampled {
-		a.prof.sampledLarge()
-	}
-	if sampled {
-		a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
+		a.prof.sampledLarge() // marked by AllocFast
 	}
 	return p, false, sampled, nil
 }
@@ -581,9 +580,8 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 			return a.allocGated(n, 16, true, false)
 		}
 		if p, sampled := a.fit.AllocFast(uintptr(n)); p != nil { // this P's front: no lock, no gate
-			if sampled {
+			if sampled { // marked by AllocFast: the region may be unmapped from here on
 				a.prof.sampledLarge()
-				a.fit.MarkSampled(uintptr(p))
 				a.prof.record(p, n)
 			}
 			return bytesAt(p, n), nil

@@ -209,6 +209,7 @@ type Heap struct {
 	frontsClosed atomic.Bool
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
 	frontBuf     [numFast * frontCount]ownEntry // drainOwn's, under mu
+	ownDraining  bool                           // drainOwn is freeing frontBuf's chunks: a drain within them (settle) leaves the front
 
 	top      *run              // the last run made: the one grown in place
 	spare    *run              // an empty run kept for the next request, or nil
@@ -219,7 +220,7 @@ type Heap struct {
 	liveBytes  uintptr // requested
 	chunkBytes uintptr // sum of the sizes of chunks in use
 	freeBytes  uintptr // sum of the sizes of free chunks
-	metaBytes  uintptr // the runs' bitmaps
+	metaBytes  uintptr // the runs' bitmaps and records (front.go)
 	ops        uint64  // allocations, frees and resizes so far
 	idleSeen   uint64  // ops at the last Idle
 	purgeSeen  uint64  // ops at the last purge's pass
@@ -1034,6 +1035,11 @@ func (h *Heap) giveBack(r *run) {
 	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
+	for k := range r.fl { // its record's segments (markFront)
+		if r.fl[k].Load() != nil {
+			h.metaBytes -= unsafe.Sizeof(flSeg{})
+		}
+	}
 	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
 	h.gaveBack += n
 }

@@ -256,8 +256,11 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 
 // AllocFast returns a block of n bytes (MinRequest <= n) from this P's
 // front, or nil: no front, or none of that size. No lock. sampled says the
-// block is the heap profile's sample (Options.ProfileRate): the caller
-// records it and marks it (MarkSampled) before handing it out.
+// block is the heap profile's sample (Options.ProfileRate), marked so
+// already (as MarkSampled does), within the pinned section: a caller
+// outside the allocator's gate must not touch the region once unpinned,
+// since Close may have unmapped it. The caller records it before handing
+// it out.
 func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 	s := chunkSize(n)
 	i := fastIndex(s)
@@ -279,7 +282,11 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 		unpinFront(f)
 		return nil, false
 	}
-	for !atomic.CompareAndSwapUint64(hp, hd, hd&(1<<slackShift-1)|uint64(s-overhead-n)<<slackShift) {
+	set := uint64(s-overhead-n) << slackShift
+	if sampled = f.sample-int64(n) < 0; sampled {
+		set |= flagSampled // freed through the heap's lock, whose OnFree drops its record
+	}
+	for !atomic.CompareAndSwapUint64(hp, hd, hd&(1<<slackShift-1)|set) {
 		hd = atomic.LoadUint64(hp)
 	}
 	seg, i0 := e.r.segAt((e.c - e.r.start) / granule) // made: the block was in use before
@@ -290,9 +297,8 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 	f.req -= e.req
 	f.adj += n - e.req
 	f.ops++
-	if f.sample -= int64(n); f.sample < 0 {
+	if f.sample -= int64(n); sampled {
 		f.sample = slab.NextSample(h.opts.ProfileRate)
-		sampled = true
 	}
 	unpinFront(f)
 	return h.region.Ptr(c + 2*overhead), sampled
@@ -350,15 +356,22 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 // fast bin or merged, as the heap's Free. Its record is clear already, and
 // its header still holds the block's slack (e.req). A header overwritten
 // while the front held it is reported, and the chunk lost: left in use in
-// the bitmap (nothing merges with it), counted free.
+// the bitmap (nothing merges with it), counted free. So is a chunk to be
+// merged whose next chunk is damaged (reported by checkNext): its block's
+// free succeeded, so it is not left in use, as the heap's Free leaves it.
 func (h *Heap) unfront(e frontEntry, s uintptr) {
 	h.mu.AssertHeld()
 	_, g1 := e.r.granules(e.c, s)
 	_, end, eb := e.r.flAt(g1)
 	atomic.AndUint64(end, ^eb) // the end bit a held chunk keeps
 	hd := h.header(e.c)
-	if sizeOf(hd) != s || hd&flagInUse == 0 || s-overhead-uintptr(hd>>slackShift) != e.req {
+	lost := sizeOf(hd) != s || hd&flagInUse == 0 || s-overhead-uintptr(hd>>slackShift) != e.req
+	if lost {
 		h.damaged(e.c, "a chunk held by a P's front")
+	} else {
+		lost = h.holds(e.r, e.c, s) < 0 && h.checkNext(e.r, e.c+s) != nil
+	}
+	if lost {
 		h.liveChunks--
 		h.liveBytes -= e.req
 		h.chunkBytes -= s
@@ -387,9 +400,15 @@ func (h *Heap) emptyFront(f *front) {
 // drainOwn empties this P's front into the heap, if it holds anything, and
 // reports whether it did: pinned, its chunks are moved out and its counts
 // folded in, then freed into the heap unpinned (freeing may take the
-// region's lock).
+// region's lock). A free of those may settle, and so call drainOwn again,
+// when the front may have filled again (another goroutine on this P, or
+// this one moved to another P): that inner call leaves the front alone,
+// since frontBuf still holds the chunks the outer one is freeing.
 func (h *Heap) drainOwn() bool {
 	h.mu.AssertHeld()
+	if h.ownDraining {
+		return false
+	}
 	f := h.frontOf(procPin())
 	if f == nil || f.bytes == 0 {
 		unpinFront(f)
@@ -407,9 +426,11 @@ func (h *Heap) drainOwn() bool {
 	f.bytes, f.req, f.adj = 0, 0, 0
 	f.ops++
 	unpinFront(f)
+	h.ownDraining = true
 	for _, o := range h.frontBuf[:k] {
 		h.unfront(o.e, o.s)
 	}
+	h.ownDraining = false
 	return true
 }
 

@@ -2,9 +2,12 @@ package fit
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -326,5 +329,221 @@ func TestFrontPurgePass(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool { return h.Stats().Cached == 0 }, 5*time.Second, time.Millisecond)
+	walk(t, h)
+}
+
+// TestFrontDrainOwnReentered: drainOwn frees the chunks it took from this
+// P's front unpinned, and one of those frees may merge 64 KiB and settle,
+// which drains this P's front again. Meanwhile the front may have filled
+// again (the lock holder preempted and another goroutine freeing on its P,
+// or the lock holder moved to another P): the inner drain must not
+// overwrite the outer's chunks still to free. OnFree, called within the
+// outer's first free, stands in for that goroutine: it frees two blocks
+// into this P's front.
+func TestFrontDrainOwnReentered(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one front, the drains' and the frees'
+	const n = 2000
+	var onFree func()
+	h, _ := newHeapWith(t, Options{OnFree: func(uintptr) {
+		if f := onFree; f != nil {
+			onFree = nil
+			f()
+		}
+	}})
+	makeFronts(h)
+	full := allocFilled(t, h, fastCount, n) // to fill the fast bin of A's size: A is merged, not held
+	bs := allocFilled(t, h, 1, n)           // A
+	big := allocFilled(t, h, 1, 70000)      // L: A's free merges with it past 64 KiB
+	bs = append(bs, allocFilled(t, h, 4, n)...)
+	a, b, x1, x2, guard := bs[0], bs[1], bs[2], bs[3], bs[4]
+	freeBlock(t, h, big[0]) // settles: the fast bins are emptied, none held yet
+	for _, f := range full {
+		freeBlock(t, h, f) // into the fast bin
+	}
+	require.Equal(t, uint8(fastCount), h.fastN[fastIndex(chunkSize(n))])
+	freeFast(t, h, a)
+	freeFast(t, h, b)
+	onFree = func() { // within A's free by the drain: the front fills again
+		freeFast(t, h, x1)
+		freeFast(t, h, x2)
+	}
+	p, err := h.Alloc(3 << 20) // no room: drains this P's front first
+	require.NoError(t, err)
+	require.Nil(t, onFree, "A freed by the drain")
+	walk(t, h)
+	require.True(t, intact(h, guard))
+	st := h.Stats()
+	require.Equal(t, uintptr(2), st.LiveChunks, "the guard and the large block")
+	require.Equal(t, uintptr(n+3<<20), st.LiveBytes)
+	freeBlock(t, h, block{p: uintptr(p)})
+	freeBlock(t, h, guard)
+	h.Trim()
+	walk(t, h)
+	st = h.Stats()
+	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.Cached)
+}
+
+// TestFrontDrainDamagedNext: the chunk after a block a front holds is a
+// free chunk, damaged while the front held the block (a write after its
+// free, past its end). The drain cannot merge the block with it, and the
+// heap's fast bin of its size is full: the block is reported and lost, as
+// one whose own header was overwritten, never recorded in use again. Its
+// free succeeded, so it is not counted live, and a second free of it
+// fails.
+func TestFrontDrainDamagedNext(t *testing.T) {
+	const n = 2000
+	s := chunkSize(n)
+	var got []uintptr
+	h := reportsTo(t, &got)
+	makeFronts(h)
+	full := allocFilled(t, h, fastCount, n) // to fill the fast bin of B's size
+	b := allocFilled(t, h, 1, n)[0]
+	c := allocFilled(t, h, 1, 5000)[0] // not a fast size: merged when freed
+	guard := allocFilled(t, h, 1, n)[0]
+	freeBlock(t, h, c)
+	for _, f := range full {
+		freeBlock(t, h, f)
+	}
+	require.Equal(t, uint8(fastCount), h.fastN[fastIndex(s)])
+	freeFast(t, h, b)
+	*wordAt(h, b.p, s-overhead) += granule // C's header: another size
+	h.Trim()
+	require.NotEmpty(t, got, "reported")
+	st := h.Stats()
+	assert.Zero(t, st.Cached)
+	assert.Equal(t, uintptr(1), st.LiveChunks, "the guard")
+	assert.Equal(t, uintptr(n), st.LiveBytes)
+	ar := h.region.Lookup(b.p)
+	makeFronts(h) // Trim took them out
+	assert.False(t, h.FreeFast(ar, b.p), "B freed already")
+	_, err := h.Free(ar, b.p)
+	assert.Error(t, err, "B freed already")
+	assert.True(t, intact(h, guard))
+}
+
+// TestFrontSampleMarked: the block a front hands out as the heap profile's
+// sample is marked sampled before AllocFast returns, within its pinned
+// section: the caller's fast path runs outside the allocator's gate, so
+// once unpinned it may find the region unmapped by Close, and must not
+// write the header then. Its free goes through the lock, to OnFree.
+func TestFrontSampleMarked(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: the front freed into is the one allocated from
+	var freed []uintptr
+	h, _ := newHeapWith(t, Options{OnFree: func(p uintptr) { freed = append(freed, p) }})
+	makeFronts(h)
+	h.fronts[0].Load().sample = 0 // the next block it hands out is the sample
+	b := allocFilled(t, h, 2, 3000)[0]
+	freeFast(t, h, b)
+	p, sampled := h.AllocFast(3000)
+	require.Equal(t, b.p, uintptr(p))
+	require.True(t, sampled)
+	assert.False(t, h.FreeFast(h.region.Lookup(b.p), b.p), "a sample into a front")
+	freeBlock(t, h, b)
+	assert.Equal(t, []uintptr{b.p}, freed, "freed through the lock, to OnFree")
+	walk(t, h)
+}
+
+// TestFrontRecordMetaBytes: the segments of a run's record count in
+// MetaBytes while the run is the heap's, and no longer once it is given
+// back to the region.
+func TestFrontRecordMetaBytes(t *testing.T) {
+	h := frontHeap(t)
+	before := h.Stats().MetaBytes
+	bs := allocFilled(t, h, 2, 3000)
+	st := h.Stats()
+	require.Equal(t, uintptr(1), st.Runs)
+	assert.Greater(t, st.MetaBytes, before+unsafe.Sizeof(flSeg{}), "the bitmap and a segment")
+	for _, b := range bs {
+		freeBlock(t, h, b)
+	}
+	h.Trim()      // the empty run, the spare, goes back
+	makeFronts(h) // Trim took them out, with their share of MetaBytes
+	st = h.Stats()
+	require.Zero(t, st.Runs)
+	assert.Equal(t, before, st.MetaBytes)
+}
+
+// TestFrontDrainsRacing: Trim, Idle and Stats run over and over, and
+// GOMAXPROCS changes, while workers allocate and free medium blocks
+// through the fronts and the lock: every drain takes fronts in use, and a
+// P may find no front or an orphan one. No block changes, and the counts
+// are exact once the workers are done.
+func TestFrontDrainsRacing(t *testing.T) {
+	h := frontHeap(t)
+	ops := 4000
+	if testing.Short() {
+		ops = 1000
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			var mine []block
+			free := func(b block) bool {
+				if !assert.True(t, intact(h, b), "block %#x changed", b.p) {
+					return false
+				}
+				ar := h.region.Lookup(b.p)
+				if h.FreeFast(ar, b.p) {
+					return true
+				}
+				_, err := h.Free(ar, b.p)
+				return assert.NoError(t, err)
+			}
+			for i := range ops {
+				if rng.IntN(2) == 0 || len(mine) == 0 {
+					n := uintptr(1025 + rng.IntN(3000))
+					p, _ := h.AllocFast(n)
+					if p == nil {
+						var err error
+						if p, err = h.Alloc(n); !assert.NoError(t, err) {
+							return
+						}
+					}
+					b := block{p: uintptr(p), n: n, tag: byte(w*7 + i)}
+					fill(h, b)
+					mine = append(mine, b)
+					continue
+				}
+				j := rng.IntN(len(mine))
+				b := mine[j]
+				mine[j] = mine[len(mine)-1]
+				mine = mine[:len(mine)-1]
+				if !free(b) {
+					return
+				}
+			}
+			for _, b := range mine {
+				if !free(b) {
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		procs := runtime.GOMAXPROCS(0)
+		defer runtime.GOMAXPROCS(procs)
+		for k := 0; !stop.Load(); k++ {
+			runtime.GOMAXPROCS(1 + k%(procs+2))
+			h.Trim()
+			h.Idle()
+			h.Stats()
+		}
+	}()
+	wg.Wait()
+	stop.Store(true)
+	<-done
+	walk(t, h)
+	st := h.Stats()
+	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.LiveBytes)
+	h.Trim()
+	require.Zero(t, h.Stats().Cached)
 	walk(t, h)
 }
