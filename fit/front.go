@@ -49,9 +49,13 @@ import (
 // What a front holds is bounded (frontCount a size, frontCap bytes); it
 // goes back to the heap, merged there as any free: the current P's front
 // before the heap grows (so holding never grows the heap: the heap's fast
-// bins' rule), every front on Trim and Close, fronts idle for a pass on
-// Idle, and every front on the purge's pass once the fronts saw no
-// operation for a whole pass. Those that empty a front another P may be
+// bins' rule) and when a free merges 64 KiB, every front on Trim and
+// Close, fronts idle for a pass on Idle, and every front on the purge's
+// pass once the fronts saw no operation for a whole pass (the pass runs
+// while the heap's own frees keep arming it; a front's frees do not arm
+// it, so what a front holds after the last free under the lock, a few
+// chunks, waits for Idle, Trim or the heap's next growth, as a P's slab
+// cache does). Those that empty a front another P may be
 // using take it out of its slot and wait for a stop-the-world (quiesce),
 // which cannot happen while a goroutine is pinned in a front — the slabs'
 // caches' protocol (package slab's doc).
@@ -216,9 +220,16 @@ func (h *Heap) makeFront() {
 	if have || h.frontsClosed.Load() {
 		return
 	}
-	f := &front{sample: slab.NextSample(h.opts.ProfileRate)}
-	if pid = procPin(); pid < len(h.fronts) {
-		h.fronts[pid].CompareAndSwap(nil, f) // or another goroutine's won
+	h.installFront(&front{sample: slab.NextSample(h.opts.ProfileRate)})
+}
+
+// installFront puts f in this P's slot if it is still empty (or another
+// goroutine's won), and takes it out again if Close has begun since:
+// Close may have drained the fronts after makeFront's test, and none may
+// stay (none was used meanwhile: this P is pinned in between).
+func (h *Heap) installFront(f *front) {
+	if pid := procPin(); pid < len(h.fronts) && h.fronts[pid].CompareAndSwap(nil, f) && h.frontsClosed.Load() {
+		h.fronts[pid].Store(nil)
 	}
 	procUnpin()
 }

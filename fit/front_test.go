@@ -547,3 +547,23 @@ func TestFrontDrainsRacing(t *testing.T) {
 	require.Zero(t, h.Stats().Cached)
 	walk(t, h)
 }
+
+// TestFrontNotMadeAfterClose: a front a call made when the heap was
+// open, and installs once Close has drained the fronts, is taken out
+// again: after Close no front exists, so no Free without the lock reads
+// the region.
+func TestFrontNotMadeAfterClose(t *testing.T) {
+	h, _ := newHeap(t)
+	h.installFront(&front{})
+	installed := false
+	for i := range h.fronts {
+		installed = installed || h.fronts[i].Load() != nil
+	}
+	require.True(t, installed, "installed while open")
+	h.Close()
+	h.installFront(&front{}) // made before Close, installed after it drained
+	h.makeFront()
+	for i := range h.fronts {
+		require.Nil(t, h.fronts[i].Load(), "a front after Close")
+	}
+}
