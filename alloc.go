@@ -334,6 +334,7 @@ func New(cfg Config) (*Allocator, error) {
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
 			OnFree:        a.prof.freeingLarge,
+			ProfileRate:   a.prof.rateOrZero(),
 			Moves:         &a.moves,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
@@ -511,10 +512,17 @@ const maxRegionAlign = 1 << 20
 
 // fitBlock serves a medium block of n bytes from the best-fit heap.
 func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, err = a.fit.Alloc(n); err != nil {
-		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+	if p, sampled = a.fit.AllocFast(n); p == nil { // this P's front, else the heap
+		if p, err = a.fit.Alloc(n); err != nil {
+			return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+		}
+		if sampled = a.prof.sampleLarge(n); sampled {
+			a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
+		}
+	} else if sampled {
+		a.prof.sampledLarge() // marked by AllocFast
 	}
-	return p, false, a.prof.sampleLarge(n), nil
+	return p, false, sampled, nil
 }
 
 // midBlock serves a mid-size block of n bytes (and room more, for Debug's
@@ -570,6 +578,13 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 				return bytesAt(p, n), nil
 			}
 			return a.allocGated(n, 16, true, false)
+		}
+		if p, sampled := a.fit.AllocFast(uintptr(n)); p != nil { // this P's front: no lock, no gate
+			if sampled { // marked by AllocFast: the region may be unmapped from here on
+				a.prof.sampledLarge()
+				a.prof.record(p, n)
+			}
+			return bytesAt(p, n), nil
 		}
 		return a.fitMalloc(n)
 	}
@@ -668,6 +683,11 @@ func (a *Allocator) Free(b []byte) error {
 	p := unsafe.Pointer(unsafe.SliceData(b))
 	run := a.pages.Lookup(uintptr(p))
 	if run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
+		return nil
+	}
+	// a medium block, into this P's front (no lock; a sampled one goes
+	// to the heap's Free, which drops its record)
+	if run != nil && run.Kind() == arena.KindFit && a.fit.FreeFast(run, uintptr(p)) {
 		return nil
 	}
 	if !a.enter() {

@@ -57,6 +57,8 @@ func (a *Allocator) Counters() stats.Snapshot {
 		s.LiveBlocks += uint64(fs.LiveChunks)
 		s.LiveBytes += uint64(fs.LiveBytes)
 		s.FitRoundingBytes = uint64(fs.ChunkBytes - fs.LiveBytes + fs.FenceBytes)
+		s.CachedBytes += uint64(fs.Cached) // the chunks the P's fronts hold
+		s.FitCachedBytes = uint64(fs.Cached)
 		s.FitFreeBytes = uint64(fs.FreeBytes - fs.Released)
 		s.FitReleasedBytes = uint64(fs.Released)
 		s.MetadataBytes += uint64(fs.MetaBytes)

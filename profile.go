@@ -97,6 +97,11 @@ func (s *profileSampler) sampleLarge(n uintptr) bool {
 	return true
 }
 
+// sampledLarge counts a block outside the slabs that another countdown
+// than sampleLarge's sampled (a best-fit heap's front's): recorded by
+// alloc before anyone can free it.
+func (s *profileSampler) sampledLarge() { s.nonSlab.Add(1) }
+
 // record notes a sampled block at p of n bytes, with the stack that asked
 // for it. The block is not yet handed out, so nothing can free it
 // meanwhile.

@@ -27,7 +27,8 @@ func requireBreakdown(t *testing.T, s stats.Snapshot, when string) {
 	require.Equal(t, s.ArenaBytes+s.MmapBytes+s.QuarantineBytes, s.Committed, when)
 	require.Equal(t, s.FreeBytes, s.DirtyBytes+s.ReleasedBytes, when)
 	require.Equal(t, s.InternalWaste(), s.ClassRoundingBytes, when)
-	require.Equal(t, s.SlabBytes, s.SlabFreeBytes+s.SlabTailBytes+s.CachedBytes+s.EmptySlabBytes+s.ClassRoundingBytes+slabLive(s), when)
+	require.Equal(t, s.SlabBytes, s.SlabFreeBytes+s.SlabTailBytes+s.CachedBytes-s.FitCachedBytes+s.EmptySlabBytes+s.ClassRoundingBytes+slabLive(s), when)
+	require.LessOrEqual(t, s.FitCachedBytes, s.FitBytes, when)
 	if s.SlabBytes > 0 {
 		require.NotZero(t, s.MetadataBytes, when)
 	}

@@ -247,7 +247,7 @@ func BenchmarkLarge(b *testing.B) {
 
 // BenchmarkParallel: the small pair on every P at once (b.RunParallel).
 func BenchmarkParallel(b *testing.B) {
-	for _, size := range []int{64, 1024} {
+	for _, size := range []int{64, 1024, 1500} {
 		for _, p := range peers {
 			b.Run(fmt.Sprintf("size=%d/peer=%s", size, p.name), func(b *testing.B) {
 				a := p.make(b)

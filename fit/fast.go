@@ -202,6 +202,9 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 	r.flip(c, bitsLive|bitsHeld)
 	hd := h.header(c)
 	h.setHeader(r, c, uint64(s)|flagInUse|hd&flagPrevInUse|uint64(s-overhead-n)<<slackShift)
+	if h.fronted(r, c, s) {
+		h.markFront(r, c, s)
+	}
 	h.liveChunks++
 	h.liveBytes += n
 	h.chunkBytes += s
@@ -212,6 +215,7 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 // release, where the chunk being freed may still be marked in use.
 func (h *Heap) settle() {
 	if h.mergeHeld {
+		h.drainOwn() // this P's front too: its frees settle within, with the bins still to empty below
 		h.consolidate()
 	}
 }

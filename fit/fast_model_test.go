@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -25,6 +26,7 @@ var fastConfigs = []struct {
 	budget uint64
 }{
 	{"plain", Options{}, 0},
+	{"no-fronts", Options{NoFronts: true}, 0},
 	{"pass", Options{Purge: true, PurgeDelay: time.Hour}, 0},
 	{"at-once", Options{Purge: true}, 0},
 	{"trim", Options{TrimThreshold: 64 << 10, TopPad: 4 << 10, Purge: true, PurgeDelay: time.Hour}, 0},
@@ -34,7 +36,7 @@ var fastConfigs = []struct {
 // runOps drives a heap of config cfg with the operation stream ops (two
 // bytes an operation), checking the contents of every live block it
 // touches and walk after every operation.
-func runOps(t *testing.T, cfg int, ops []byte) {
+func runOps(t *testing.T, cfg int, ops []byte) (fastAllocs, fastFrees int) {
 	c := fastConfigs[cfg%len(fastConfigs)]
 	r, err := arena.New(arena.Config{Reserve: 1 << 30, TopPad: 64 << 10, TrimThreshold: 128 << 10,
 		OS: &sys.OS{}, Budget: budget.New(c.budget)})
@@ -62,13 +64,26 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 		return uintptr(b) * 16
 	}
 	var live []block
+	var lastFreed uintptr
 	tag := byte(0)
 	for i := 0; i+1 < len(ops); i += 2 {
 		op, arg := ops[i], ops[i+1]
 		switch {
 		case op < 100 || len(live) == 0:
 			n := size(op, arg)
-			p, err := h.Alloc(n)
+			if op&3 == 3 && lastFreed != 0 {
+				n = lastFreed // the size just freed: a front's, or a fast bin's, case
+			}
+			var p unsafe.Pointer
+			if op&1 == 1 { // this P's front first, as the allocator does
+				if p, _ = h.AllocFast(n); p != nil {
+					fastAllocs++
+				}
+			}
+			var err error
+			if p == nil {
+				p, err = h.Alloc(n)
+			}
 			if err != nil {
 				require.ErrorIs(t, err, errs.ErrNoMemory, "Alloc(%d)", n)
 				break
@@ -83,13 +98,20 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 			b := live[k]
 			require.True(t, intact(h, b), "block %#x changed", b.p)
 			ar := h.region.Lookup(b.p)
-			n, err := h.Free(ar, b.p)
-			require.NoError(t, err)
-			require.Equal(t, b.n, n)
+			if arg&1 == 1 && h.FreeFast(ar, b.p) { // into this P's front first, as the allocator does
+				fastFrees++
+			} else {
+				n, err := h.Free(ar, b.p)
+				require.NoError(t, err)
+				require.Equal(t, b.n, n)
+			}
+			lastFreed = b.n
 			live[k] = live[len(live)-1]
 			live = live[:len(live)-1]
-			_, err = h.Free(ar, b.p) // held or merged: refused
+			require.False(t, h.FreeFast(ar, b.p), "a second free, without the lock")
+			_, err := h.Free(ar, b.p) // held or merged: refused
 			require.True(t, errors.Is(err, errs.ErrDoubleFree) || errors.Is(err, errs.ErrInvalidFree), "%v", err)
+			require.False(t, h.FreeFast(ar, b.p+16))
 			_, err = h.Free(ar, b.p+16)
 			require.Error(t, err)
 		case op < 230:
@@ -107,6 +129,7 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 		case op < 240:
 			h.Trim()
 			require.Zero(t, h.fastBytes, "Trim empties the fast bins")
+			require.Zero(t, h.Stats().Cached, "and the fronts")
 		case op < 248:
 			h.Idle()
 		default:
@@ -118,6 +141,13 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 			}
 		}
 		walk(t, h)
+		st := h.Stats()
+		require.Equal(t, uintptr(len(live)), st.LiveChunks)
+		var want uintptr
+		for _, b := range live {
+			want += b.n
+		}
+		require.Equal(t, want, st.LiveBytes, "the requested bytes of the blocks in use")
 	}
 	for _, b := range live {
 		freeIntact(t, h, b)
@@ -127,9 +157,11 @@ func runOps(t *testing.T, cfg int, ops []byte) {
 	walk(t, h)
 	st := h.Stats()
 	require.Zero(t, st.LiveChunks)
+	require.Zero(t, st.Cached)
 	require.Zero(t, h.fastBytes)
 	require.LessOrEqual(t, st.Released, st.FreeBytes)
 	require.LessOrEqual(t, st.Runs, uintptr(1))
+	return fastAllocs, fastFrees
 }
 
 // TestFastModel runs random operation streams on every config.
@@ -138,6 +170,7 @@ func TestFastModel(t *testing.T) {
 	if testing.Short() {
 		rounds = 1
 	}
+	allocs, frees := 0, 0
 	for seed := range uint64(rounds) {
 		rng := rand.New(rand.NewPCG(seed, 77))
 		ops := make([]byte, 2*400)
@@ -145,9 +178,14 @@ func TestFastModel(t *testing.T) {
 			ops[i] = byte(rng.Uint32())
 		}
 		for cfg := range fastConfigs {
-			runOps(t, cfg, ops)
+			a, f := runOps(t, cfg, ops)
+			allocs, frees = allocs+a, frees+f
 		}
 	}
+	// the streams went through the fronts (which P runs a call is the
+	// scheduler's: counted over every stream, not one)
+	require.NotZero(t, frees, "blocks freed into a front")
+	require.NotZero(t, allocs, "blocks taken from a front")
 }
 
 // FuzzFastOps: go test -fuzz FuzzFastOps ./fit
@@ -159,6 +197,6 @@ func FuzzFastOps(f *testing.F) {
 		if len(ops) > 4000 {
 			ops = ops[:4000]
 		}
-		runOps(t, int(cfg), ops)
+		_, _ = runOps(t, int(cfg), ops)
 	})
 }

@@ -27,8 +27,11 @@
 // region (KindFit). A run whose chunks are all free goes back to the
 // region, except one, kept for the next request (the lowest such run).
 // In front of the bins, fast bins (fast.go) hold freed chunks unmerged, a
-// list per exact size, for the next request of that size: glibc's
-// fastbins, bounded, and emptied into the heap before it grows.
+// bin per exact size, for the next request of that size: glibc's
+// fastbins, bounded, and emptied into the heap before it grows. In front
+// of the lock, each P has a front (front.go): glibc's tcache, per P, the
+// same exact sizes, freed into and taken back without the lock, validated
+// against a record of the blocks in use kept with atomic instructions.
 //
 // What glibc trusts to the header alone, this heap checks against a
 // bitmap outside the heap, one bit per 16 bytes of a run, set for each
@@ -42,7 +45,9 @@ package fit
 import (
 	"fmt"
 	"math/bits"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -65,6 +70,7 @@ const (
 	flagInUse     = 2
 	flagReleased  = 4 // a free chunk whose inside pages were given back (the purge, Trim, Idle)
 	flagAged      = 8 // a free chunk the purge has seen dirty once: released at its next pass
+	flagSampled   = 8 // a chunk in use whose block the heap profile sampled (MarkSampled): freed through the lock, never a front
 	sizeMask      = (uint64(1)<<slackShift - 1) &^ (granule - 1)
 	slackShift    = 36
 
@@ -109,6 +115,9 @@ type run struct {
 	// last free chunk. It rises as blocks and the heap's own words reach
 	// further (touch), and falls when the tail is trimmed or released.
 	clean uintptr
+	// fl is the record of the blocks in use a front may take (front.go),
+	// in segments made as blocks are handed out, never moved or freed
+	fl [flSegs]atomic.Pointer[flSeg]
 }
 
 func runOf(r *arena.Run) *run { return (*run)(unsafe.Pointer(r)) }
@@ -160,6 +169,16 @@ type Options struct {
 	// reader), so that it never sees the run in both or in neither. Nothing a
 	// caller of the heap calls takes it.
 	Moves sync.Locker
+	// ProfileRate is the heap profile's rate (the mean bytes between two
+	// sampled blocks; 0: none), for the blocks the fronts hand out: each
+	// front counts down on its own, as a P's slab cache does, so that no
+	// counter is shared between Ps (AllocFast says which block is the
+	// sample).
+	ProfileRate int64
+	// NoFronts leaves out the per-P fronts (front.go): every block goes
+	// through the heap's lock. (PurgeDelay 0 leaves them out too: freed
+	// memory is to be released at once.)
+	NoFronts bool
 }
 
 // Heap is the best-fit heap. All methods are safe for concurrent use.
@@ -182,6 +201,16 @@ type Heap struct {
 	fastCap   uintptr
 	mergeHeld bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)
 
+	// the fronts (front.go): one per P (GOMAXPROCS at New), made on the
+	// slow paths; closed once Close has drained them
+	frontOn      bool
+	frontCap     uintptr
+	fronts       []atomic.Pointer[front]
+	frontsClosed atomic.Bool
+	frontSeen    uint64                         // the fronts' operations at the last purge's pass
+	frontBuf     [numFast * frontCount]ownEntry // drainOwn's, under mu
+	ownDraining  bool                           // drainOwn is freeing frontBuf's chunks: a drain within them (settle) leaves the front
+
 	top      *run              // the last run made: the one grown in place
 	spare    *run              // an empty run kept for the next request, or nil
 	liveRuns map[*run]struct{} // every run the heap holds
@@ -191,7 +220,7 @@ type Heap struct {
 	liveBytes  uintptr // requested
 	chunkBytes uintptr // sum of the sizes of chunks in use
 	freeBytes  uintptr // sum of the sizes of free chunks
-	metaBytes  uintptr // the runs' bitmaps
+	metaBytes  uintptr // the runs' bitmaps and records (front.go)
 	ops        uint64  // allocations, frees and resizes so far
 	idleSeen   uint64  // ops at the last Idle
 	purgeSeen  uint64  // ops at the last purge's pass
@@ -210,6 +239,10 @@ func New(region *arena.Region, opts Options) *Heap {
 		trim: opts.TrimThreshold, fastCap: fastCap}
 	if opts.Purge && opts.PurgeDelay <= 0 {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
+	}
+	if h.fastCap != 0 && !opts.NoFronts {
+		h.frontOn, h.frontCap = true, frontCap
+		h.fronts = make([]atomic.Pointer[front], runtime.GOMAXPROCS(0))
 	}
 	return h
 }
@@ -549,6 +582,7 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 // can hold).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	s := chunkSize(n)
+	h.makeFront()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ops++
@@ -557,12 +591,23 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 		return h.region.Ptr(c + 2*overhead), nil
 	}
 	c, r := h.find(s)
-	if h.fastBytes != 0 && (c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0) {
-		// what the fast bins hold may merge into room: the heap grows,
-		// or a block reaches pages never touched or given back, only if
-		// not
-		h.consolidate()
-		c, r = h.find(s)
+	if c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0 {
+		// what this P's front and the fast bins hold may merge into
+		// room: the heap grows, or a block reaches pages never touched
+		// or given back, only if not
+		if h.drainOwn() || h.fastBytes != 0 {
+			h.consolidate()
+			c, r = h.find(s)
+		}
+		if c == 0 {
+			// the heap grows only if what every P's front holds does not
+			// merge into room either (a goroutine moves between Ps)
+			if _, bytes, _, _, _ := h.frontSums(); bytes != 0 {
+				h.drainFrontsLocked(nil)
+				h.consolidate()
+				c, r = h.find(s)
+			}
+		}
 	}
 	if c == 0 {
 		var err error
@@ -587,12 +632,15 @@ func (h *Heap) take(r *run, c, s, n uintptr) {
 		h.insert(c+s, rest)
 	} else {
 		s = cs
-		h.setHeader(r, c+s, h.headerIn(r, c+s)|flagPrevInUse)
+		h.orHeader(r, c+s, flagPrevInUse) // the next chunk may be a front's
 	}
 	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
 	r.touch(c+s+overhead, h.page) // the block's last bytes are the next chunk's first word
 	w, m := r.bit(c + 2*overhead)
 	r.live[w] |= m
+	if h.fronted(r, c, s) {
+		h.markFront(r, c, s)
+	}
 	h.liveChunks++
 	h.liveBytes += n
 	h.chunkBytes += s
@@ -701,6 +749,9 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
+	if s := sizeOf(hd); h.fronted(r, c, s) && !r.frontLive(c, s) {
+		return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p)
+	}
 	return r, c, hd, nil
 }
 
@@ -742,16 +793,30 @@ func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err er
 // Free frees the block at p, in run ar, and returns its requested size. A
 // pointer that is not the start of a block in use changes nothing.
 func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
+	h.makeFront()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, c, hd, err := h.check(ar, p)
 	if err != nil {
 		return 0, err
 	}
+	if s := sizeOf(hd); h.fronted(r, c, s) && !r.claim(c, s) {
+		return 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
+	}
+	return h.freeChecked(r, c, hd)
+}
+
+// freeChecked is Free of the block of chunk c, in r, whose header is hd,
+// once checked (and its front record, if any, claimed).
+func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
+	p := c + 2*overhead
 	s := sizeOf(hd)
 	bin := h.holds(r, c, s)
 	if bin < 0 {
 		if err := h.checkNext(r, c+s); err != nil {
+			if h.fronted(r, c, s) {
+				h.markFront(r, c, s) // left alone, in use: its record back
+			}
 			return 0, err // merged, the chunk after would be trusted
 		}
 	}
@@ -797,7 +862,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		h.remove(next, ns)
 		s += ns
 	} else {
-		h.setHeader(r, next, h.headerIn(r, next)&^flagPrevInUse)
+		h.andHeader(r, next, ^uint64(flagPrevInUse)) // it may be a front's
 	}
 	h.setFree(r, c, s)
 	if c == r.start && c+s == r.end-fenceSize {
@@ -816,7 +881,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.armPurge()
 		}
 	}
-	if s >= purgeMin && h.fastBytes != 0 {
+	if s >= purgeMin && (h.fastBytes != 0 || h.frontOn) {
 		h.mergeHeld = true // by the caller, once its own chunk is settled: settle
 	}
 }
@@ -870,6 +935,16 @@ func (h *Heap) purgePass() {
 		return
 	}
 	waiting := false
+	if chunks, _, _, _, ops := h.frontSums(); chunks != 0 {
+		// the fronts are emptied into the heap once they have seen no
+		// operation for a whole pass, as the fast bins
+		if ops == h.frontSeen {
+			h.drainFrontsLocked(nil)
+		} else {
+			waiting = true
+		}
+		h.frontSeen = ops
+	}
 	if h.fastBytes != 0 {
 		// the fast bins are emptied once they have seen no operation for
 		// a whole pass: a heap in use keeps them
@@ -903,6 +978,8 @@ func (h *Heap) purgePass() {
 func (h *Heap) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.frontsClosed.Store(true) // no front is made from here on
+	h.drainFrontsLocked(nil)
 	h.closed = true
 	if h.timer != nil {
 		h.timer.Stop()
@@ -958,6 +1035,11 @@ func (h *Heap) giveBack(r *run) {
 	delete(h.liveRuns, r)
 	r.gone = true
 	h.metaBytes -= uintptr(cap(r.live)) * 8
+	for k := range r.fl { // its record's segments (markFront)
+		if r.fl[k].Load() != nil {
+			h.metaBytes -= unsafe.Sizeof(flSeg{})
+		}
+	}
 	n, _ := h.region.FreeCounted(&r.Run) // only a closed region refuses, and then nothing matters
 	h.gaveBack += n
 }
@@ -972,8 +1054,18 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	h.ops++
 	s := sizeOf(hd)
+	if h.fronted(r, c, s) && !r.claim(c, s) {
+		return false, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
+	}
+	// claimed while it changes (a Free racing this call goes to the lock,
+	// and waits); recorded again for the size it ends with
+	defer func() {
+		if hd := h.header(c); h.fronted(r, c, sizeOf(hd)) {
+			h.markFront(r, c, sizeOf(hd))
+		}
+	}()
+	h.ops++
 	old := s - overhead - uintptr(hd>>slackShift)
 	want := chunkSize(n)
 	if want > s && h.fastBytes != 0 && c+s < r.end-fenceSize && held(r, c+s) {
@@ -992,14 +1084,14 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 			h.insert(c+want, rest)
 		} else {
 			want = s + ns
-			h.setHeader(r, c+want, h.headerIn(r, c+want)|flagPrevInUse)
+			h.orHeader(r, c+want, flagPrevInUse) // the next chunk may be a front's
 		}
 	} else if rest := s - want; rest >= minChunk {
 		h.release(r, c+want, rest, true)
 	} else {
 		want = s
 	}
-	h.setHeader(r, c, uint64(want)|flagInUse|hd&flagPrevInUse|uint64(want-overhead-n)<<slackShift)
+	h.setHeader(r, c, uint64(want)|flagInUse|hd&(flagPrevInUse|flagSampled)|uint64(want-overhead-n)<<slackShift)
 	r.touch(c+want+overhead, h.page)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
@@ -1016,6 +1108,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 func (h *Heap) Trim() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.drainFrontsLocked(nil)
 	return h.trimLocked()
 }
 
@@ -1029,6 +1122,17 @@ func (h *Heap) Trim() uintptr {
 func (h *Heap) Idle() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.drainFrontsLocked(func(f *front) bool { // the fronts idle since the last pass that hold chunks
+		procPin() // as every holder of a front's lock
+		defer procUnpin()
+		if !f.lock() {
+			return false
+		}
+		idle := f.ops == f.seen && f.bytes != 0
+		f.seen = f.ops
+		f.unlock()
+		return idle
+	})
 	if h.ops != h.idleSeen {
 		h.idleSeen = h.ops
 		return 0
@@ -1125,20 +1229,24 @@ type Stats struct {
 	Released   uintptr // of FreeBytes, the pages inside free chunks given back
 	FenceBytes uintptr // the ends of runs
 	MetaBytes  uintptr // the bitmaps of blocks in use and the bins, in the Go heap
+	Cached     uintptr // chunks the P's fronts hold (not in LiveChunks, LiveBytes or ChunkBytes)
 }
 
 // Stats returns the heap's bookkeeping.
 func (h *Heap) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	chunks, bytes, req, adj, _ := h.frontSums()
 	return Stats{
 		Runs:       uintptr(len(h.liveRuns)),
-		LiveChunks: h.liveChunks,
-		LiveBytes:  h.liveBytes,
-		ChunkBytes: h.chunkBytes,
+		LiveChunks: h.liveChunks - chunks,
+		LiveBytes:  h.liveBytes + adj - req,
+		ChunkBytes: h.chunkBytes - bytes,
+		Cached:     bytes,
 		FreeBytes:  h.freeBytes,
 		Released:   h.released,
 		FenceBytes: uintptr(len(h.liveRuns)) * fenceSize,
-		MetaBytes:  unsafe.Sizeof(*h) + h.metaBytes + uintptr(len(h.liveRuns))*unsafe.Sizeof(run{}),
+		MetaBytes: unsafe.Sizeof(*h) + h.metaBytes + uintptr(len(h.liveRuns))*unsafe.Sizeof(run{}) +
+			uintptr(h.frontCount())*unsafe.Sizeof(front{}),
 	}
 }

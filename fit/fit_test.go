@@ -2,6 +2,7 @@ package fit
 
 import (
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -75,6 +76,23 @@ func walk(t testing.TB, h *Heap) {
 	}
 	require.Equal(t, h.fastBytes, fastBytes, "the fast bins' bytes")
 	require.LessOrEqual(t, fastBytes, h.fastCap)
+	fronted := map[uintptr]uintptr{} // held by a front: its size
+	h.eachFront(func(f *front) {
+		var bytes, req uintptr
+		for i := range f.n {
+			s := (uintptr(i) + fastFirst) * granule
+			for _, e := range f.e[i][:f.n[i]] {
+				_, dup := fronted[e.c]
+				require.False(t, dup, "chunk %#x held twice by fronts", e.c)
+				fronted[e.c] = s
+				bytes += s
+				req += e.req
+			}
+		}
+		require.Equal(t, f.bytes, bytes, "a front's bytes")
+		require.Equal(t, f.req, req, "a front's requested bytes")
+		require.LessOrEqual(t, bytes, h.frontCap)
+	})
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
 		binned[c] = s
@@ -84,6 +102,8 @@ func walk(t testing.TB, h *Heap) {
 	})
 	require.Equal(t, h.released, released, "released bytes: the flagged chunks' insides")
 	var live, chunk, free uintptr
+	marks := map[uintptr]bool{} // chunks whose start and end bits the record may hold
+	ends := map[uintptr]bool{}  // and where they end
 	seen := map[*run]bool{}
 	for c := range binned {
 		seen[runOf(h.region.Lookup(c))] = true
@@ -112,6 +132,18 @@ func walk(t testing.TB, h *Heap) {
 				prevFree = false
 			case hd&flagInUse != 0:
 				require.NotZero(t, r.live[w]&m, "chunk %#x in use, not in the bitmap", c)
+				if fs, ok := fronted[c]; ok {
+					require.Equal(t, s, fs, "chunk %#x held by a front with another size", c)
+					require.False(t, r.frontLive(c, s), "chunk %#x held by a front, recorded in use", c)
+				} else if h.fronted(r, c, s) {
+					require.True(t, r.frontLive(c, s), "chunk %#x in use, not recorded for the fronts", c)
+				}
+				if h.fronted(r, c, s) {
+					g0, g1 := r.granules(c, s)
+					seg, i0 := r.segAt(g0)
+					require.True(t, g1/flSegGranules != g0/flSegGranules || seg.endsAt(i0, i0+g1-g0), "chunk %#x: its end bit", c)
+					marks[c], ends[c+s] = true, true
+				}
 				live++
 				chunk += s
 				prevFree = false
@@ -128,6 +160,26 @@ func walk(t testing.TB, h *Heap) {
 		}
 		require.Equal(t, r.end-fenceSize, c)
 		require.Equal(t, !prevFree, h.headerIn(r, c)&flagPrevInUse != 0, "fence")
+		// the record holds the bits of fronted chunks in use, and no other
+		for k := range r.fl {
+			seg := r.fl[k].Load()
+			if seg == nil {
+				continue
+			}
+			for w := range uintptr(flSegWords) {
+				for m := *seg.start(w); m != 0; m &= m - 1 {
+					g := uintptr(k)*flSegGranules + uintptr(w)*64 + uintptr(bits.TrailingZeros64(m))
+					c := r.start + g*granule
+					require.True(t, marks[c], "a start bit at %#x, no chunk in use there", c)
+					require.NotContains(t, fronted, c, "a start bit at %#x, held by a front", c)
+				}
+				for m := *seg.end(w); m != 0; m &= m - 1 {
+					g := uintptr(k)*flSegGranules + uintptr(w)*64 + uintptr(bits.TrailingZeros64(m))
+					end := r.start + (g+1)*granule
+					require.True(t, ends[end], "an end bit before %#x, no chunk in use ends there", end)
+				}
+			}
+		}
 	}
 	require.Equal(t, h.liveChunks, live)
 	require.Equal(t, h.chunkBytes, chunk)

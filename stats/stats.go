@@ -74,7 +74,8 @@ type Snapshot struct {
 	// resident only if touched and not released.
 	ClassRoundingBytes uint64 `json:"class_rounding_bytes"` // slab blocks handed out, beyond what was asked for
 	SlabFreeBytes      uint64 `json:"slab_free_bytes"`      // free blocks in slabs that hold live or cached ones
-	CachedBytes        uint64 `json:"cached_bytes"`         // free blocks parked in the per-P caches
+	CachedBytes        uint64 `json:"cached_bytes"`         // free blocks parked in the per-P caches: the slabs' and the best-fit heap's fronts
+	FitCachedBytes     uint64 `json:"fit_cached_bytes"`     // of CachedBytes, the chunks the best-fit heap's per-P fronts hold
 	EmptySlabBytes     uint64 `json:"empty_slab_bytes"`     // the slab each class keeps with every block free
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`      // the ends of slabs too short for one more block
 	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
