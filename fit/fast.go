@@ -1,7 +1,7 @@
 package fit
 
 // The fast bins: glibc's fastbins (and, under one lock, what its tcache
-// does per thread), for chunks up to 4 KiB. A freed block whose
+// does per thread), for blocks up to 2 KiB. A freed block whose
 // chunk is below fastLimit goes in the bin of chunks of exactly its
 // size, still in use as far as its neighbours know: nothing is
 // merged, split or binned, and the next request of that size takes it
@@ -43,12 +43,19 @@ package fit
 
 const (
 	fastFirst = (MinRequest + overhead + granule - 1) / granule // the smallest chunk's size / 16
-	// fastLimit is the first chunk size the fast bins do not hold. A
-	// larger chunk is a page or more, which held unmerged costs more than
-	// the cache lines its merge touches (random-bal, peak resident: 15.09
-	// MiB with every medium size held, 15.05 held up to 4 KiB, 15.04 with
-	// none; 8 KiB: 15.17).
-	fastLimit = 4<<10 + overhead + granule
+	// fastLimit is the first chunk size the fast bins (and the fronts) do
+	// not hold: blocks up to 2 KiB. A larger chunk is half a page or
+	// more, which held unmerged costs more than the cache lines its merge
+	// touches, and is likelier to be wanted merged: coalescing-bal frees
+	// 4095-byte blocks and asks for their sum, which held chunks made a
+	// consolidation a pair (glibc holds none of that size: its tcache
+	// stops at 1032 bytes). Measured with the fronts, up to 4 KiB against
+	// up to 2 KiB: coalescing-bal 5.39 -> 4.65 ms, random-bal 21.9 ->
+	// 20.4 (medians of 21), peak resident random-bal 15,777,792 ->
+	// 15,740,928 B, amptjp-bal 2,052,096 -> 2,043,904, the others
+	// within a page (before the fronts, random-bal: 15.09 MiB with every
+	// medium size held, 15.05 up to 4 KiB, 15.04 with none; 8 KiB: 15.17).
+	fastLimit = 2<<10 + overhead + granule
 	numFast   = fastLimit/granule - fastFirst
 	// fastCount is the most chunks of one size a fast bin holds: a
 	// program's steady sizes find theirs, and a size freed in a burst

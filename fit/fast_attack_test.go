@@ -36,13 +36,13 @@ func TestFastHeldInsideFree(t *testing.T) {
 	for _, forged := range []bool{true, false} {
 		var got []uintptr
 		h := reportsTo(t, &got)
-		bs := allocFilled(t, h, 3, 3000)
+		bs := allocFilled(t, h, 3, 1500)
 		a := bs[1]
 		if forged {
 			// the block's own data, while live: a word that reads as the
 			// header of a chunk in use, 16 bytes into its chunk, that ends
 			// where the block's chunk does
-			*wordAt(h, a.p, 8) = uint64(chunkSize(3000)-16) | flagInUse | flagPrevInUse
+			*wordAt(h, a.p, 8) = uint64(chunkSize(1500)-16) | flagInUse | flagPrevInUse
 		}
 		ar := h.region.Lookup(a.p)
 		_, err := h.Free(ar, a.p)
@@ -60,7 +60,7 @@ func TestFastHeldInsideFree(t *testing.T) {
 		}
 		require.Empty(t, got, "forged %v: a bad free damages nothing: nothing to report", forged)
 		// the held chunk comes back whole, and the others are intact
-		p, err := h.Alloc(3000)
+		p, err := h.Alloc(1500)
 		require.NoError(t, err)
 		require.Equal(t, a.p, uintptr(p))
 		require.True(t, intact(h, bs[0]))
@@ -74,7 +74,7 @@ func TestFastHeldInsideFree(t *testing.T) {
 // chunk 16 bytes before it would be held by is the block's own.
 func TestFastBeforeLiveFree(t *testing.T) {
 	h, _ := newHeap(t)
-	bs := allocFilled(t, h, 3, 3000)
+	bs := allocFilled(t, h, 3, 1500)
 	ar := h.region.Lookup(bs[1].p)
 	_, err := h.Free(ar, bs[1].p-16)
 	require.ErrorIs(t, err, errs.ErrInvalidFree)
@@ -90,7 +90,7 @@ func TestFastBeforeLiveFree(t *testing.T) {
 // Nothing is reported, the held chunks come back as they were, no block is
 // handed out over a block in use, and the counts stay true.
 func TestFastWriteAfterFree(t *testing.T) {
-	const n = 3000
+	const n = 1500
 	s := chunkSize(n)
 	for name, word := range map[string]func(z block) uint64{
 		"zeros":  func(block) uint64 { return 0 },
@@ -158,13 +158,17 @@ func TestFastHeldGoesBack(t *testing.T) {
 		lo := allocFilled(t, h, 1, 5000)
 		var bs []block // 8 of each of 8 sizes: what the bins hold, side by side
 		for i := range 64 {
-			bs = append(bs, allocFilled(t, h, 1, 4000-uintptr(i%8)*16)...)
+			bs = append(bs, allocFilled(t, h, 1, 2000-uintptr(i%8)*16)...)
 		}
 		hi := allocFilled(t, h, 1, 5000)
 		for _, b := range bs {
 			freeBlock(t, h, b)
 		}
-		require.Greater(t, h.fastBytes, uintptr(240<<10), "all held")
+		var held uintptr
+		for _, b := range bs {
+			held += chunkSize(b.n)
+		}
+		require.Equal(t, held, h.fastBytes, "all held")
 		walk(t, h)
 		gone := func() bool {
 			h.mu.Lock()
@@ -224,7 +228,7 @@ func spareAndHeld(t *testing.T, h *Heap, r *arena.Region, n uintptr) []block {
 // back its top with it: Trim counts those bytes too.
 func TestFastTrimCountsRetiredRun(t *testing.T) {
 	h, r := newHeap(t)
-	const n = 3000 // the fast bins hold it
+	const n = 1500 // the fast bins hold it
 	high := spareAndHeld(t, h, r, n)
 	for _, b := range high { // held: the run is empty only once they merge
 		freeBlock(t, h, b)
@@ -285,7 +289,7 @@ func TestFastMarks(t *testing.T) {
 // rewrites, and its previous-in-use flag, which the block's Free checks
 // against the chunk before, are not looked at here.)
 func TestFastDamagedHeldHeader(t *testing.T) {
-	const n = 3000
+	const n = 1500
 	s := chunkSize(n)
 	for name, damage := range map[string]func(uint64) uint64{
 		"size": func(hd uint64) uint64 { return hd + 4*granule },
@@ -340,7 +344,7 @@ func TestFastDamagedHeldHeader(t *testing.T) {
 func TestPurgePassHoldsMoves(t *testing.T) {
 	var moves sync.Mutex
 	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: time.Millisecond, Moves: &moves})
-	high := spareAndHeld(t, h, r, 3000)
+	high := spareAndHeld(t, h, r, 1500)
 	highRun := runOf(r.Lookup(high[0].p))
 	holds := func() bool {
 		h.mu.Lock()

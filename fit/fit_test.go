@@ -549,23 +549,23 @@ func BenchmarkReplace(b *testing.B) {
 func TestFastBins(t *testing.T) {
 	h, r := newHeap(t)
 	// in address order: live blocks, a free chunk, A held, B live, C held, D live
-	bs := allocFilled(t, h, 5, 3000)
+	bs := allocFilled(t, h, 5, 1500)
 	big, err := h.Alloc(40000) // not held when freed: above the fast bins' sizes
 	require.NoError(t, err)
-	a, b, c, d := allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 4000)[0], allocFilled(t, h, 1, 3000)[0], allocFilled(t, h, 1, 3000)[0]
+	a, b, c, d := allocFilled(t, h, 1, 1500)[0], allocFilled(t, h, 1, 2000)[0], allocFilled(t, h, 1, 1500)[0], allocFilled(t, h, 1, 1500)[0]
 	freeBlock(t, h, block{p: uintptr(big)})
 	freeBlock(t, h, a)
 	freeBlock(t, h, c)
 	walk(t, h)
-	require.Equal(t, uintptr(2*chunkSize(3000)), h.fastBytes, "A and C are held")
+	require.Equal(t, uintptr(2*chunkSize(1500)), h.fastBytes, "A and C are held")
 	_, err = h.Free(r.Lookup(a.p), a.p)
 	require.ErrorIs(t, err, errs.ErrDoubleFree)
 	walk(t, h)
 
-	ok, err := h.Resize(r.Lookup(b.p), b.p, 6000) // into C's chunk
+	ok, err := h.Resize(r.Lookup(b.p), b.p, 3000) // into C's chunk
 	require.NoError(t, err)
 	require.True(t, ok)
-	b.n = 6000
+	b.n = 3000
 	fill(h, b)
 	require.Zero(t, h.fastBytes, "consolidated")
 	require.Zero(t, h.header(b.p-16)&flagPrevInUse, "A merged with the free chunk before it")
@@ -574,7 +574,7 @@ func TestFastBins(t *testing.T) {
 
 	// a held chunk comes back to the next request of its size
 	freeBlock(t, h, d)
-	p, err := h.Alloc(3000)
+	p, err := h.Alloc(1500)
 	require.NoError(t, err)
 	require.Equal(t, d.p, uintptr(p))
 	walk(t, h)

@@ -42,14 +42,14 @@ func freeFast(t *testing.T, h *Heap, b block) {
 // with its new requested size; Trim empties the front into the heap.
 func TestFrontRoundTrip(t *testing.T) {
 	h := frontHeap(t)
-	bs := allocFilled(t, h, 3, 3000)
+	bs := allocFilled(t, h, 3, 1500)
 	freeFast(t, h, bs[1])
 	st := h.Stats()
-	assert.Equal(t, chunkSize(3000), st.Cached)
+	assert.Equal(t, chunkSize(1500), st.Cached)
 	assert.Equal(t, uintptr(2), st.LiveChunks)
-	assert.Equal(t, uintptr(6000), st.LiveBytes)
+	assert.Equal(t, uintptr(3000), st.LiveBytes)
 	walk(t, h)
-	p, sampled := h.AllocFast(2990) // the same chunk size
+	p, sampled := h.AllocFast(1490) // the same chunk size
 	if p == nil {
 		t.Skip("the goroutine moved to another P between the calls")
 	}
@@ -57,17 +57,17 @@ func TestFrontRoundTrip(t *testing.T) {
 	assert.Equal(t, bs[1].p, uintptr(p))
 	size, req, err := h.Usable(h.region.Lookup(bs[1].p), bs[1].p)
 	require.NoError(t, err)
-	assert.Equal(t, uintptr(2990), req)
-	assert.Equal(t, BlockSize(3000), size)
+	assert.Equal(t, uintptr(1490), req)
+	assert.Equal(t, BlockSize(1500), size)
 	st = h.Stats()
 	assert.Zero(t, st.Cached)
-	assert.Equal(t, uintptr(3000+2990+3000), st.LiveBytes)
+	assert.Equal(t, uintptr(1500+1490+1500), st.LiveBytes)
 	walk(t, h)
-	freeFast(t, h, block{p: uintptr(p), n: 2990})
+	freeFast(t, h, block{p: uintptr(p), n: 1490})
 	h.Trim()
 	st = h.Stats()
 	assert.Zero(t, st.Cached)
-	assert.Equal(t, uintptr(6000), st.LiveBytes)
+	assert.Equal(t, uintptr(3000), st.LiveBytes)
 	walk(t, h)
 }
 
@@ -76,7 +76,7 @@ func TestFrontRoundTrip(t *testing.T) {
 // changes nothing; nor can it be resized or sized.
 func TestFrontDoubleFree(t *testing.T) {
 	h := frontHeap(t)
-	bs := allocFilled(t, h, 3, 2500)
+	bs := allocFilled(t, h, 3, 1800)
 	b := bs[1]
 	ar := h.region.Lookup(b.p)
 	freeFast(t, h, b)
@@ -111,7 +111,7 @@ func TestFrontDoubleFree(t *testing.T) {
 // end of the run, a block in a fast bin.
 func TestFrontBadPointers(t *testing.T) {
 	h := frontHeap(t)
-	bs := allocFilled(t, h, 4, 3000)
+	bs := allocFilled(t, h, 4, 1500)
 	a := bs[1].p
 	ar := h.region.Lookup(a)
 	for _, bad := range []uintptr{a + 16, a + 32, a + 1024, a - 16, a + 8, a + 1, bs[2].p - 8} {
@@ -212,7 +212,7 @@ func TestFrontDamagedWhileHeld(t *testing.T) {
 func TestFrontConcurrent(t *testing.T) {
 	h := frontHeap(t)
 	const workers = 8
-	ops := 3000
+	ops := 1500
 	if testing.Short() {
 		ops = 500
 	}
@@ -238,7 +238,7 @@ func TestFrontConcurrent(t *testing.T) {
 			for i := range ops {
 				switch k := rng.IntN(10); {
 				case k < 5 || len(mine) == 0:
-					n := uintptr(1025 + rng.IntN(3000))
+					n := uintptr(1025 + rng.IntN(1500))
 					p, _ := h.AllocFast(n)
 					if p == nil {
 						var err error
@@ -433,9 +433,9 @@ func TestFrontSampleMarked(t *testing.T) {
 	h, _ := newHeapWith(t, Options{OnFree: func(p uintptr) { freed = append(freed, p) }})
 	makeFronts(h)
 	h.fronts[0].Load().sample = 0 // the next block it hands out is the sample
-	b := allocFilled(t, h, 2, 3000)[0]
+	b := allocFilled(t, h, 2, 1500)[0]
 	freeFast(t, h, b)
-	p, sampled := h.AllocFast(3000)
+	p, sampled := h.AllocFast(1500)
 	require.Equal(t, b.p, uintptr(p))
 	require.True(t, sampled)
 	assert.False(t, h.FreeFast(h.region.Lookup(b.p), b.p), "a sample into a front")
@@ -450,7 +450,7 @@ func TestFrontSampleMarked(t *testing.T) {
 func TestFrontRecordMetaBytes(t *testing.T) {
 	h := frontHeap(t)
 	before := h.Stats().MetaBytes
-	bs := allocFilled(t, h, 2, 3000)
+	bs := allocFilled(t, h, 2, 1500)
 	st := h.Stats()
 	require.Equal(t, uintptr(1), st.Runs)
 	assert.Greater(t, st.MetaBytes, before+unsafe.Sizeof(flSeg{}), "the bitmap and a segment")
@@ -496,7 +496,7 @@ func TestFrontDrainsRacing(t *testing.T) {
 			}
 			for i := range ops {
 				if rng.IntN(2) == 0 || len(mine) == 0 {
-					n := uintptr(1025 + rng.IntN(3000))
+					n := uintptr(1025 + rng.IntN(1500))
 					p, _ := h.AllocFast(n)
 					if p == nil {
 						var err error
