@@ -510,17 +510,26 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 // runs) costs at most this much committed memory.
 const maxRegionAlign = 1 << 20
 
-// fitBlock serves a medium block of n bytes from the best-fit heap.
+// fitBlock serves a medium block of n bytes from the best-fit heap: this
+// P's front, else the heap (heapBlock).
 func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, sampled = a.fit.AllocFast(n); p == nil { // this P's front, else the heap
-		if p, err = a.fit.Alloc(n); err != nil {
-			return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
-		}
-		if sampled = a.prof.sampleLarge(n); sampled {
-			a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
-		}
-	} else if sampled {
+	if p, sampled = a.fit.AllocFast(n); p == nil {
+		return a.heapBlock(n)
+	}
+	if sampled {
 		a.prof.sampledLarge() // marked by AllocFast
+	}
+	return p, false, sampled, nil
+}
+
+// heapBlock serves a medium block of n bytes under the heap's lock: for a
+// caller that found this P's front without one.
+func (a *Allocator) heapBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	if p, err = a.fit.Alloc(n); err != nil {
+		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+	}
+	if sampled = a.prof.sampleLarge(n); sampled {
+		a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
 	}
 	return p, false, sampled, nil
 }
@@ -592,12 +601,13 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 }
 
 // fitMalloc is Malloc of a medium block the best-fit heap serves
-// (fitted): place's path for it, without the routing.
+// (fitted), once this P's front had none: place's path for it, without
+// the routing, and without looking in the front again.
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
 	if !a.enter() {
 		return nil, ErrClosed
 	}
-	p, _, sampled, err := a.fitBlock(uintptr(n))
+	p, _, sampled, err := a.heapBlock(uintptr(n))
 	if sampled {
 		a.prof.record(p, n)
 	}
