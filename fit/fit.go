@@ -204,7 +204,6 @@ type Heap struct {
 	// the fronts (front.go): one per P (GOMAXPROCS at New), made on the
 	// slow paths; closed once Close has drained them
 	frontOn      bool
-	frontCap     uintptr
 	fronts       []atomic.Pointer[front]
 	frontsClosed atomic.Bool
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
@@ -241,7 +240,7 @@ func New(region *arena.Region, opts Options) *Heap {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
 	}
 	if h.fastCap != 0 && !opts.NoFronts {
-		h.frontOn, h.frontCap = true, frontCap
+		h.frontOn = true
 		h.fronts = make([]atomic.Pointer[front], runtime.GOMAXPROCS(0))
 	}
 	return h

@@ -91,7 +91,7 @@ func walk(t testing.TB, h *Heap) {
 		}
 		require.Equal(t, f.bytes, bytes, "a front's bytes")
 		require.Equal(t, f.req, req, "a front's requested bytes")
-		require.LessOrEqual(t, bytes, h.frontCap)
+		require.LessOrEqual(t, bytes, uintptr(frontCap))
 	})
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {

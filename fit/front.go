@@ -327,9 +327,10 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 	}
 	r := runOf(ar)
 	c := p - 2*overhead
-	if p&(granule-1) != 0 || c < r.start || f.bytes > h.frontCap-fastLimit {
+	if p&(granule-1) != 0 || c < r.start || f.bytes > frontCap-fastLimit {
 		// (a front with no room for a chunk of any size fails before it
-		// reads the record or the header: two cache misses)
+		// reads the record or the header: two cache misses; one that has
+		// room has it for any chunk it holds, all below fastLimit)
 		unpinFront(f)
 		return false
 	}
@@ -348,7 +349,7 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 	i := fastIndex(s)
 	i1 := i0 + s/granule - 1
 	if i < 0 || hd&(flagInUse|flagSampled) != flagInUse || uintptr(hd>>slackShift) > s-overhead || i1 >= flSegGranules ||
-		f.n[i] >= frontCount || f.bytes+s > h.frontCap || !seg.endsAt(i0, i1) ||
+		f.n[i] >= frontCount || !seg.endsAt(i0, i1) ||
 		atomic.AndUint64(w, ^b)&b == 0 { // claimed: another Free of it may have won
 		unpinFront(f)
 		return false
