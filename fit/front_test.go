@@ -31,6 +31,37 @@ func makeFronts(h *Heap) {
 	}
 }
 
+// frontAlloc allocates a block of n bytes as the allocator does (this P's
+// front, else the heap) and fills it with tag; false if it failed
+// (reported).
+func frontAlloc(t *testing.T, h *Heap, n uintptr, tag byte) (block, bool) {
+	p, _ := h.AllocFast(n)
+	if p == nil {
+		var err error
+		if p, err = h.Alloc(n); !assert.NoError(t, err) {
+			return block{}, false
+		}
+	}
+	b := block{p: uintptr(p), n: n, tag: tag}
+	fill(h, b)
+	return b, true
+}
+
+// frontFree checks that b is intact and frees it, into this P's front if
+// tryFront and the front takes it, else through the lock; false if either
+// failed (reported).
+func frontFree(t *testing.T, h *Heap, b block, tryFront bool) bool {
+	if !assert.True(t, intact(h, b), "block %#x changed", b.p) {
+		return false
+	}
+	ar := h.region.Lookup(b.p)
+	if tryFront && h.FreeFast(ar, b.p) {
+		return true
+	}
+	_, err := h.Free(ar, b.p)
+	return assert.NoError(t, err)
+}
+
 // freeFast frees b into this P's front, which must take it.
 func freeFast(t *testing.T, h *Heap, b block) {
 	t.Helper()
@@ -224,30 +255,14 @@ func TestFrontConcurrent(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 3))
 			var mine []block
-			free := func(b block) bool {
-				if !assert.True(t, intact(h, b), "block %#x changed", b.p) {
-					return false
-				}
-				ar := h.region.Lookup(b.p)
-				if rng.IntN(4) != 0 && h.FreeFast(ar, b.p) {
-					return true
-				}
-				_, err := h.Free(ar, b.p)
-				return assert.NoError(t, err)
-			}
+			free := func(b block) bool { return frontFree(t, h, b, rng.IntN(4) != 0) }
 			for i := range ops {
 				switch k := rng.IntN(10); {
 				case k < 5 || len(mine) == 0:
-					n := uintptr(1025 + rng.IntN(1500))
-					p, _ := h.AllocFast(n)
-					if p == nil {
-						var err error
-						if p, err = h.Alloc(n); !assert.NoError(t, err) {
-							return
-						}
+					b, ok := frontAlloc(t, h, uintptr(1025+rng.IntN(1500)), byte(w*31+i))
+					if !ok {
+						return
 					}
-					b := block{p: uintptr(p), n: n, tag: byte(w*31 + i)}
-					fill(h, b)
 					mine = append(mine, b)
 				case k < 7:
 					j := rng.IntN(len(mine))
@@ -483,29 +498,12 @@ func TestFrontDrainsRacing(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 9))
 			var mine []block
-			free := func(b block) bool {
-				if !assert.True(t, intact(h, b), "block %#x changed", b.p) {
-					return false
-				}
-				ar := h.region.Lookup(b.p)
-				if h.FreeFast(ar, b.p) {
-					return true
-				}
-				_, err := h.Free(ar, b.p)
-				return assert.NoError(t, err)
-			}
 			for i := range ops {
 				if rng.IntN(2) == 0 || len(mine) == 0 {
-					n := uintptr(1025 + rng.IntN(1500))
-					p, _ := h.AllocFast(n)
-					if p == nil {
-						var err error
-						if p, err = h.Alloc(n); !assert.NoError(t, err) {
-							return
-						}
+					b, ok := frontAlloc(t, h, uintptr(1025+rng.IntN(1500)), byte(w*7+i))
+					if !ok {
+						return
 					}
-					b := block{p: uintptr(p), n: n, tag: byte(w*7 + i)}
-					fill(h, b)
 					mine = append(mine, b)
 					continue
 				}
@@ -513,12 +511,12 @@ func TestFrontDrainsRacing(t *testing.T) {
 				b := mine[j]
 				mine[j] = mine[len(mine)-1]
 				mine = mine[:len(mine)-1]
-				if !free(b) {
+				if !frontFree(t, h, b, true) {
 					return
 				}
 			}
 			for _, b := range mine {
-				if !free(b) {
+				if !frontFree(t, h, b, true) {
 					return
 				}
 			}
