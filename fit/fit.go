@@ -54,6 +54,7 @@ import (
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/lock"
+	"github.com/brkmap/alloc/slab"
 )
 
 const (
@@ -70,7 +71,7 @@ const (
 	flagInUse     = 2
 	flagReleased  = 4 // a free chunk whose inside pages were given back (the purge, Trim, Idle)
 	flagAged      = 8 // a free chunk the purge has seen dirty once: released at its next pass
-	flagSampled   = 8 // a chunk in use whose block the heap profile sampled (MarkSampled): freed through the lock, never a front
+	flagSampled   = 8 // a chunk in use whose block the heap profile sampled (AllocFast, AllocSampled): freed through the lock, never a front
 	sizeMask      = (uint64(1)<<slackShift - 1) &^ (granule - 1)
 	slackShift    = 36
 
@@ -170,10 +171,10 @@ type Options struct {
 	// caller of the heap calls takes it.
 	Moves sync.Locker
 	// ProfileRate is the heap profile's rate (the mean bytes between two
-	// sampled blocks; 0: none), for the blocks the fronts hand out: each
-	// front counts down on its own, as a P's slab cache does, so that no
-	// counter is shared between Ps (AllocFast says which block is the
-	// sample).
+	// sampled blocks; 0: none): each front counts down on its own, as a
+	// P's slab cache does, so that no counter is shared between Ps, and
+	// the heap counts down under its lock (AllocFast and AllocSampled say
+	// which block is the sample).
 	ProfileRate int64
 	// NoFronts leaves out the per-P fronts (front.go): every block goes
 	// through the heap's lock. (PurgeDelay 0 leaves them out too: freed
@@ -227,6 +228,7 @@ type Heap struct {
 	purgeAt    bool    // the purge's timer is armed
 	timer      *time.Timer
 	closed     bool
+	sample     int64                  // bytes until the next block Alloc hands out is sampled (ProfileRate)
 	gaveBack   uintptr                // bytes the region gave back to the kernel as it took runs (giveBack), so far
 	trim       uintptr                // Options.TrimThreshold, as SetTrimThreshold leaves it
 	reported   map[[2]uint64]struct{} // damage reported already: chunk, header
@@ -235,7 +237,7 @@ type Heap struct {
 // New makes a heap over region.
 func New(region *arena.Region, opts Options) *Heap {
 	h := &Heap{region: region, page: region.PageSize(), opts: opts, liveRuns: map[*run]struct{}{},
-		trim: opts.TrimThreshold, fastCap: fastCap}
+		trim: opts.TrimThreshold, fastCap: fastCap, sample: slab.NextSample(opts.ProfileRate)}
 	if opts.Purge && opts.PurgeDelay <= 0 {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
 	}
@@ -580,15 +582,46 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 // Alloc returns a block of n bytes (MinRequest <= n; any size the region
 // can hold).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
+	p, _, err := h.AllocSampled(n)
+	return p, err
+}
+
+// AllocSampled is Alloc, and reports whether the block is the heap
+// profile's sample (Options.ProfileRate), marked so already (flagSampled:
+// its Free goes through the lock, where OnFree is called). The heap counts
+// down under its lock, as each front counts down on its own, so that no
+// counter outside the lock is shared by the calls. After Close it returns
+// ErrClosed: a caller may call it outside the allocator's gate, since the
+// heap's lock orders it with Close, which takes the lock before the
+// region goes.
+func (h *Heap) AllocSampled(n uintptr) (p unsafe.Pointer, sampled bool, err error) {
 	s := chunkSize(n)
-	h.makeFront()
+	if fastIndex(s) >= 0 {
+		h.makeFront() // a front holds no bigger chunk: no P needs one for it
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ops++
-	if c, r := h.popFast(s); c != 0 {
-		h.handOut(r, c, s, n)
-		return h.region.Ptr(c + 2*overhead), nil
+	if h.closed {
+		return nil, false, errs.ErrClosed
 	}
+	h.ops++
+	c, r := h.popFast(s)
+	if c != 0 {
+		h.handOut(r, c, s, n)
+	} else if c, r, err = h.carve(s, n); err != nil {
+		return nil, false, err
+	}
+	if h.sample -= int64(n); h.sample < 0 {
+		h.sample = slab.NextSample(h.opts.ProfileRate)
+		h.orHeader(r, c, flagSampled) // freed through the lock, whose OnFree drops its record
+		sampled = true
+	}
+	return h.region.Ptr(c + 2*overhead), sampled, nil
+}
+
+// carve takes a chunk of s bytes for a block of n from the bins or the
+// heap's growth, when the fast bins had none.
+func (h *Heap) carve(s, n uintptr) (uintptr, *run, error) {
 	c, r := h.find(s)
 	if c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0 {
 		// what this P's front and the fast bins hold may merge into
@@ -611,11 +644,11 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	if c == 0 {
 		var err error
 		if c, r, err = h.extend(s); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 	}
 	h.take(r, c, s, n)
-	return h.region.Ptr(c + 2*overhead), nil
+	return c, r, nil
 }
 
 // take hands out free chunk c of run r for a block of n bytes in a chunk
@@ -790,19 +823,35 @@ func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err er
 }
 
 // Free frees the block at p, in run ar, and returns its requested size. A
-// pointer that is not the start of a block in use changes nothing.
+// pointer that is not the start of a block in use changes nothing. After
+// Close it returns an error wrapping ErrClosed (the heap's lock orders it
+// with Close: AllocSampled).
 func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
-	h.makeFront()
+	n, fronted, err := h.free(ar, p)
+	if fronted {
+		h.makeFront() // for the next such free: a front holds no bigger chunk
+	}
+	return n, err
+}
+
+// free is Free under the lock; fronted says a front may take the chunk.
+func (h *Heap) free(ar *arena.Run, p uintptr) (uintptr, bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return 0, false, errs.ErrClosed
+	}
 	r, c, hd, err := h.check(ar, p)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if s := sizeOf(hd); h.fronted(r, c, s) && !r.claim(c, s) {
-		return 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
+	s := sizeOf(hd)
+	fronted := h.fronted(r, c, s)
+	if fronted && !r.claim(c, s) {
+		return 0, false, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
 	}
-	return h.freeChecked(r, c, hd)
+	n, err := h.freeChecked(r, c, hd)
+	return n, fronted, err
 }
 
 // freeChecked is Free of the block of chunk c, in r, whose header is hd,

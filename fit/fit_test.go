@@ -451,10 +451,16 @@ func TestPurgeAfterDelay(t *testing.T) {
 	fill(h, block{p: uintptr(p), n: 90000, tag: 3})
 	require.Less(t, h.Stats().Released, before, "the chunk it came from is no longer counted released")
 	walk(t, h)
+	q, err := h.Alloc(90000)
+	require.NoError(t, err)
+	_, err = h.Free(r.Lookup(uintptr(p)), uintptr(p)) // arms the purge
+	require.NoError(t, err)
 	h.Close()
 	before = h.Stats().Released
-	_, err = h.Free(r.Lookup(uintptr(p)), uintptr(p))
-	require.NoError(t, err)
+	_, err = h.Free(r.Lookup(uintptr(q)), uintptr(q))
+	require.ErrorIs(t, err, errs.ErrClosed, "the lock orders a call with Close: refused once closed")
+	_, err = h.Alloc(2000)
+	require.ErrorIs(t, err, errs.ErrClosed)
 	time.Sleep(20 * time.Millisecond)
 	require.LessOrEqual(t, h.Stats().Released, before, "no purge after Close")
 }
