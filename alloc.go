@@ -721,7 +721,7 @@ func (a *Allocator) Free(b []byte) error {
 // does not enter the gate.
 func (a *Allocator) fitFree(run *arena.Run, p unsafe.Pointer) error {
 	_, err := a.fit.Free(run, uintptr(p))
-	if errors.Is(err, ErrClosed) {
+	if err != nil && errors.Is(err, ErrClosed) {
 		err = ErrClosed
 	}
 	if a.reports.n.Load() != 0 {

@@ -93,8 +93,16 @@ func walk(t testing.TB, h *Heap) {
 		require.Equal(t, f.req, req, "a front's requested bytes")
 		require.LessOrEqual(t, bytes, uintptr(frontCap))
 	})
+	for i, e := range h.big {
+		require.GreaterOrEqual(t, e.s, uintptr(exactLimit), "sorted bin: chunk %#x", e.c)
+		if i > 0 {
+			p := h.big[i-1]
+			require.True(t, p.s < e.s || p.s == e.s && p.c < e.c, "sorted bin: %d-byte %#x before %d-byte %#x", p.s, p.c, e.s, e.c)
+		}
+	}
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
+		require.NotContains(t, binned, c, "chunk %#x binned twice", c)
 		binned[c] = s
 		if h.header(c)&flagReleased != 0 {
 			released += h.inside(c, s)
