@@ -320,27 +320,27 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 // front has room. Otherwise it changes nothing and returns false, and the
 // caller calls Free, which sorts out errors and full fronts.
 func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
-	f := h.frontOf(procPin()) // first: a front found means the region is still mapped (Close drains them)
-	if f == nil {
-		unpinFront(nil)
-		return false
-	}
+	// The record first: Go memory, read without the pin, it turns away
+	// every block no front may take (a chunk above fastLimit's sizes,
+	// above all) before the pin and the front.
 	r := runOf(ar)
 	c := p - 2*overhead
-	if p&(granule-1) != 0 || c < r.start || f.bytes > frontCap-fastLimit {
-		// (a front with no room for a chunk of any size fails before it
-		// reads the record or the header: two cache misses; one that has
-		// room has it for any chunk it holds, all below fastLimit)
-		unpinFront(f)
+	if p&(granule-1) != 0 || c < r.start {
 		return false
 	}
 	seg, i0 := r.segAt((c - r.start) / granule)
 	if seg == nil {
-		unpinFront(f)
 		return false
 	}
 	w, b := seg.start(i0/64), uint64(1)<<(i0%64)
 	if atomic.LoadUint64(w)&b == 0 {
+		return false
+	}
+	f := h.frontOf(procPin()) // before the header: a front found means the region is still mapped (Close drains them)
+	if f == nil || f.bytes > frontCap-fastLimit {
+		// (a front with no room for a chunk of any size fails before it
+		// reads the header, a cache miss; one that has room has it for
+		// any chunk it holds, all below fastLimit)
 		unpinFront(f)
 		return false
 	}
