@@ -1,7 +1,11 @@
 package alloc_test
 
 import (
+	"errors"
+	"math/rand/v2"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/brkmap/alloc"
@@ -62,5 +66,106 @@ func TestMediumMallocAfterCloseDeliversNothing(t *testing.T) {
 		r = callRecovered(func() { b, err = l.Malloc(n) })
 		require.Nil(t, r, "a Local's Malloc(%d) after Close panicked", n)
 		require.ErrorIs(t, err, alloc.ErrClosed, n)
+	}
+}
+
+// TestMediumPathRacesClose: goroutines on the medium path (the
+// Allocator's and Locals' Malloc, Free, Realloc, Calloc, UsableSize, with
+// Trim, Stats and the heap profile beside them) race Close, in every
+// configuration that keeps the best-fit heap or leaves it out (Debug),
+// every block sampled for the profile. Every error is ErrClosed to
+// errors.Is, nothing panics or hangs, and once Close is done the profile
+// counts every sampled block freed (Close frees them all).
+func TestMediumPathRacesClose(t *testing.T) {
+	configs := map[string]alloc.Config{
+		"default":    {},
+		"never":      {PurgeDelay: alloc.PurgeNever},
+		"immediate":  {PurgeDelay: alloc.PurgeImmediately},
+		"background": {PurgeInBackground: true, PurgeDelay: time.Millisecond},
+		"brk":        {Policy: alloc.PolicyBrk},
+		"huge":       {HugePages: alloc.HugePagesAll},
+		"debug":      {Debug: true},
+	}
+	rounds := 12
+	if testing.Short() || raceBuild {
+		rounds = 4
+	}
+	for name, cfg := range configs {
+		t.Run(name, func(t *testing.T) {
+			for round := range rounds {
+				cfg.ProfileRate = 1
+				cfg.OnCorruption = func(c *alloc.Corruption) { t.Errorf("a report: %v", c) }
+				a, err := alloc.New(cfg)
+				require.NoError(t, err)
+				var wg sync.WaitGroup
+				for g := range 4 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						mediumWorker(t, a, uint64(g), uint64(round))
+					}()
+				}
+				time.Sleep(time.Duration(round%5) * time.Millisecond)
+				noHang(t, "Close", func() { require.NoError(t, a.Close()) })
+				wg.Wait()
+				for _, r := range a.HeapProfile().Records {
+					require.Equal(t, r.AllocObjects, r.FreeObjects, "round %d: a sampled block still live after Close", round)
+					require.Equal(t, r.AllocBytes, r.FreeBytes, "round %d", round)
+				}
+			}
+		})
+	}
+}
+
+// mediumWorker runs medium operations on a until one is refused
+// (ErrClosed), reporting any other error.
+func mediumWorker(t *testing.T, a *alloc.Allocator, g, round uint64) {
+	rng := rand.New(rand.NewPCG(g, round))
+	l := a.NewLocal()
+	defer func() { _ = l.Close() }()
+	var mine [][]byte
+	size := func() int { return 1025 + rng.IntN(31<<10) }
+	for {
+		var b []byte
+		var err error
+		switch op := rng.IntN(10); {
+		case op < 2 || len(mine) == 0:
+			b, err = a.Malloc(size())
+		case op == 2:
+			b, err = l.Malloc(size())
+		case op == 3:
+			b, err = a.Calloc(size())
+		case op == 4:
+			k := rng.IntN(len(mine))
+			if nb, rerr := a.Realloc(mine[k], size()); rerr == nil {
+				mine[k] = nb
+			} else {
+				err = rerr
+			}
+		case op == 5:
+			k := rng.IntN(len(mine))
+			a.UsableSize(mine[k])
+			err = l.Free(mine[k])
+			mine = append(mine[:k], mine[k+1:]...)
+		case op == 6:
+			if rng.IntN(8) == 0 {
+				a.Trim()
+			}
+			_ = a.Counters()
+			_ = a.HeapProfile()
+		default:
+			k := rng.IntN(len(mine))
+			err = a.Free(mine[k])
+			mine = append(mine[:k], mine[k+1:]...)
+		}
+		if err != nil {
+			if !errors.Is(err, alloc.ErrClosed) {
+				t.Errorf("goroutine %d: %v", g, err)
+			}
+			return
+		}
+		if b != nil {
+			mine = append(mine, b) // not written: Close may have unmapped it
+		}
 	}
 }
