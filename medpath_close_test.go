@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,18 +19,21 @@ import (
 
 // frontHeldDamaged leaves a block of 1500 bytes in this P's front (freed
 // without the lock), its header overwritten by a write past the end of
-// the live block before it, and returns that block: the next drain of
-// the fronts (Trim, Close) reports the chunk.
-func frontHeldDamaged(t *testing.T, a *alloc.Allocator) []byte {
+// the live block before it: the next drain of this P's front (the heap's
+// growth on this P, Trim, Close) reports the chunk. It returns the live
+// blocks it leaves (the one before the damaged chunk among them).
+func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (live [][]byte) {
 	t.Helper()
 	for range 1000 {
 		x, err := a.Malloc(1500)
 		require.NoError(t, err)
 		y, err := a.Malloc(1500)
 		require.NoError(t, err)
+		live = append(live, x)
 		usable := a.UsableSize(x)
 		if addr(x)+uintptr(usable)+8 != addr(y) {
-			continue // not neighbours: both stay live
+			live = append(live, y) // not neighbours: both stay live
+			continue
 		}
 		before := a.Stats().FitCachedBytes
 		require.NoError(t, a.Free(y))
@@ -38,7 +42,7 @@ func frontHeldDamaged(t *testing.T, a *alloc.Allocator) []byte {
 		}
 		hdr := (*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(x)), usable)) // y's chunk's header
 		*hdr = 0
-		return x
+		return live
 	}
 	t.Fatal("no free went into a front in 1000 tries")
 	return nil
@@ -167,5 +171,65 @@ func mediumWorker(t *testing.T, a *alloc.Allocator, g, round uint64) {
 		if b != nil {
 			mine = append(mine, b) // not written: Close may have unmapped it
 		}
+	}
+}
+
+// TestMediumMallocReportPanics: a medium Malloc outside the gate that
+// finds damage (its P's front drained as the heap grows, a chunk there
+// overwritten) delivers the report once it holds no lock; a handler that
+// panics gets the panic through Malloc, and the block Malloc was handing
+// out is freed: nothing leaks, and the allocator stays usable. A handler
+// that closes the allocator there: the call completes, every later one
+// gets ErrClosed.
+func TestMediumMallocReportPanics(t *testing.T) {
+	for _, handler := range []string{"panic", "close"} {
+		t.Run(handler, func(t *testing.T) {
+			var a *alloc.Allocator
+			reports := 0
+			a = newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
+				reports++
+				if handler == "close" {
+					assert.NoError(t, a.Close())
+					return
+				}
+				panic(c)
+			}})
+			live := frontHeldDamaged(t, a)
+			noHang(t, "medium Mallocs until the damage is found", func() {
+				for i := 0; reports == 0; i++ {
+					require.Less(t, i, 100000, "the damage is found as the heap grows on this P")
+					var b []byte
+					var err error
+					r := callRecovered(func() { b, err = a.Malloc(3000) })
+					if r != nil {
+						require.IsType(t, &alloc.Corruption{}, r)
+						require.Nil(t, b)
+						break
+					}
+					if reports != 0 { // closed by the handler: the block is gone with the memory
+						require.NoError(t, err)
+						break
+					}
+					require.NoError(t, err)
+					live = append(live, b)
+				}
+			})
+			require.Equal(t, 1, reports)
+			if handler == "close" {
+				_, err := a.Malloc(3000)
+				require.ErrorIs(t, err, alloc.ErrClosed)
+				require.ErrorIs(t, a.Free(live[0]), alloc.ErrClosed)
+				return
+			}
+			for _, b := range live {
+				require.NoError(t, a.Free(b))
+			}
+			require.Zero(t, a.Stats().LiveBlocks, "the block the panicking Malloc was handing out was freed")
+			for range 100 {
+				b, err := a.Malloc(3000)
+				require.NoError(t, err)
+				require.NoError(t, a.Free(b))
+			}
+		})
 	}
 }
