@@ -1080,12 +1080,12 @@ func (a *Allocator) Close() error {
 	}
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
-	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.waitGate() // no call is inside the gate now, and none can enter (a medium call outside it is ordered by fit.Close)
 	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
 	if a.fit != nil {
-		a.fit.Close() // its purge's timer: nothing is released once the region goes
+		a.fit.Close() // under its lock: every later call refused, its purge's timer stopped, before the region goes
 	}
 	a.prof.closed()
 	err1 := a.large.Close()
