@@ -19,33 +19,34 @@ import (
 
 // frontHeldDamaged leaves a block of 1500 bytes in this P's front (freed
 // without the lock), its header overwritten by a write past the end of
-// the live block before it: the next drain of this P's front (the heap's
-// growth on this P, Trim, Close) reports the chunk. It returns the live
-// blocks it leaves (the one before the damaged chunk among them).
-func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (live [][]byte) {
+// the live block before it, x: the next drain of the front (the heap's
+// growth, Trim, Close) reports the chunk, and so does x's Free (its
+// chunk's end names no chunk). It returns x, and the other live blocks
+// it leaves.
+func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (x []byte, others [][]byte) {
 	t.Helper()
 	for range 1000 {
 		x, err := a.Malloc(1500)
 		require.NoError(t, err)
 		y, err := a.Malloc(1500)
 		require.NoError(t, err)
-		live = append(live, x)
 		usable := a.UsableSize(x)
 		if addr(x)+uintptr(usable)+8 != addr(y) {
-			live = append(live, y) // not neighbours: both stay live
+			others = append(others, x, y) // not neighbours: both stay live
 			continue
 		}
 		before := a.Stats().FitCachedBytes
 		require.NoError(t, a.Free(y))
 		if a.Stats().FitCachedBytes == before {
+			others = append(others, x)
 			continue // freed under the lock (another P than the one whose front the first Malloc made)
 		}
 		hdr := (*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(x)), usable)) // y's chunk's header
 		*hdr = 0
-		return live
+		return x, others
 	}
 	t.Fatal("no free went into a front in 1000 tries")
-	return nil
+	return nil, nil
 }
 
 // TestMediumMallocAfterCloseDeliversNothing: Close's drain of the fronts
@@ -194,7 +195,7 @@ func TestMediumMallocReportPanics(t *testing.T) {
 				}
 				panic(c)
 			}})
-			live := frontHeldDamaged(t, a)
+			x, live := frontHeldDamaged(t, a)
 			noHang(t, "medium Mallocs until the damage is found", func() {
 				for i := 0; reports == 0; i++ {
 					require.Less(t, i, 100000, "the damage is found as the heap grows on this P")
@@ -218,13 +219,14 @@ func TestMediumMallocReportPanics(t *testing.T) {
 			if handler == "close" {
 				_, err := a.Malloc(3000)
 				require.ErrorIs(t, err, alloc.ErrClosed)
-				require.ErrorIs(t, a.Free(live[0]), alloc.ErrClosed)
+				require.ErrorIs(t, a.Free(x), alloc.ErrClosed)
 				return
 			}
 			for _, b := range live {
 				require.NoError(t, a.Free(b))
 			}
-			require.Zero(t, a.Stats().LiveBlocks, "the block the panicking Malloc was handing out was freed")
+			// x stays: its Free would report its neighbour's damage again
+			require.Equal(t, uint64(1), a.Stats().LiveBlocks, "the block the panicking Malloc was handing out was freed")
 			for range 100 {
 				b, err := a.Malloc(3000)
 				require.NoError(t, err)
