@@ -609,13 +609,15 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // the gate: the heap's lock orders it with Close (the heap refuses once
 // closed, before the region goes), and it touches no other memory of the
 // allocator's; it delivers the reports the heap found, as leave would.
+// Refused (ErrClosed), it delivers nothing, as a call enter refuses: the
+// queue may hold what Close found, and the call found nothing.
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
 	p, _, sampled, err := a.heapBlock(uintptr(n))
 	if sampled {
 		a.prof.record(p, n)
 	}
 	b := blockAt(p, n, false, false, err)
-	if a.reports.n.Load() != 0 {
+	if err != ErrClosed && a.reports.n.Load() != 0 {
 		a.deliver(b)
 	}
 	return b, err
@@ -722,7 +724,7 @@ func (a *Allocator) Free(b []byte) error {
 func (a *Allocator) fitFree(run *arena.Run, p unsafe.Pointer) error {
 	_, err := a.fit.Free(run, uintptr(p))
 	if err != nil && errors.Is(err, ErrClosed) {
-		err = ErrClosed
+		return ErrClosed // refused: nothing to deliver (fitMalloc)
 	}
 	if a.reports.n.Load() != 0 {
 		a.deliver(nil)
@@ -1078,12 +1080,12 @@ func (a *Allocator) Close() error {
 	}
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
-	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.waitGate() // no call is inside the gate now, and none can enter (a medium call outside it is ordered by fit.Close)
 	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
 	if a.fit != nil {
-		a.fit.Close() // its purge's timer: nothing is released once the region goes
+		a.fit.Close() // under its lock: every later call refused, its purge's timer stopped, before the region goes
 	}
 	a.prof.closed()
 	err1 := a.large.Close()

@@ -19,7 +19,8 @@ import (
 // that goes to the best-fit heap's lock does not enter the gate either:
 // the lock orders it with Close, which closes the heap under it before
 // the region goes, and the heap refuses every call after that
-// (ErrClosed); such a call delivers the reports it found as leave does.
+// (ErrClosed); such a call delivers the reports it found as leave does,
+// and a refused one delivers nothing, as a call enter refuses.
 // That saves the gate's two atomic additions on a path that takes a lock
 // anyway (coalescing-bal's 4 and 8 KiB blocks: 900 -> 755 ns a cycle of
 // three pairs, with the two changes beside it: fit's AllocSampled). Every
