@@ -525,11 +525,14 @@ func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, e
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
 // caller that found this P's front without one.
 func (a *Allocator) heapBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, err = a.fit.Alloc(n); err != nil {
+	if p, sampled, err = a.fit.AllocSampled(n); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil, false, false, ErrClosed
+		}
 		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
 	}
-	if sampled = a.prof.sampleLarge(n); sampled {
-		a.fit.MarkSampled(uintptr(p)) // freed through the heap's lock, whose OnFree drops its record
+	if sampled {
+		a.prof.sampledLarge() // marked by the heap, under its lock
 	}
 	return p, false, sampled, nil
 }
@@ -602,17 +605,21 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 
 // fitMalloc is Malloc of a medium block the best-fit heap serves
 // (fitted), once this P's front had none: place's path for it, without
-// the routing, and without looking in the front again.
+// the routing, and without looking in the front again. It does not enter
+// the gate: the heap's lock orders it with Close (the heap refuses once
+// closed, before the region goes), and it touches no other memory of the
+// allocator's; it delivers the reports the heap found, as leave would.
+// Refused (ErrClosed), it delivers nothing, as a call enter refuses: the
+// queue may hold what Close found, and the call found nothing.
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
-	if !a.enter() {
-		return nil, ErrClosed
-	}
 	p, _, sampled, err := a.heapBlock(uintptr(n))
 	if sampled {
 		a.prof.record(p, n)
 	}
 	b := blockAt(p, n, false, false, err)
-	a.leave(b)
+	if err != ErrClosed && a.reports.n.Load() != 0 {
+		a.deliver(b)
+	}
 	return b, err
 }
 
@@ -700,16 +707,28 @@ func (a *Allocator) Free(b []byte) error {
 	if run != nil && run.Kind() == arena.KindFit && a.fit.FreeFast(run, uintptr(p)) {
 		return nil
 	}
+	if run != nil && run.Kind() == arena.KindFit {
+		return a.fitFree(run, p)
+	}
 	if !a.enter() {
 		return ErrClosed
 	}
-	var err error
-	if run != nil && run.Kind() == arena.KindFit {
-		_, err = a.fit.Free(run, uintptr(p)) // freeRegion's path for it, the run known
-	} else {
-		err = a.free(b)
-	}
+	err := a.free(b)
 	a.leave(nil)
+	return err
+}
+
+// fitFree is Free of a block of the best-fit heap that this P's front did
+// not take: freeRegion's path for it, the run known. Like fitMalloc, it
+// does not enter the gate.
+func (a *Allocator) fitFree(run *arena.Run, p unsafe.Pointer) error {
+	_, err := a.fit.Free(run, uintptr(p))
+	if err != nil && errors.Is(err, ErrClosed) {
+		return ErrClosed // refused: nothing to deliver (fitMalloc)
+	}
+	if a.reports.n.Load() != 0 {
+		a.deliver(nil)
+	}
 	return err
 }
 
@@ -1061,12 +1080,12 @@ func (a *Allocator) Close() error {
 	}
 	a.closed.Store(true)
 	a.gate.Add(gateClosed)
-	a.waitGate() // no call is past the fast paths now, and none can enter
+	a.waitGate() // no call is inside the gate now, and none can enter (a medium call outside it is ordered by fit.Close)
 	a.scratches.close()
 	a.idle.stop()
 	a.slabs.Close()
 	if a.fit != nil {
-		a.fit.Close() // its purge's timer: nothing is released once the region goes
+		a.fit.Close() // under its lock: every later call refused, its purge's timer stopped, before the region goes
 	}
 	a.prof.closed()
 	err1 := a.large.Close()

@@ -796,7 +796,7 @@ func TestFitOverflowSizeSpansChunks(t *testing.T) {
 }
 
 // TestFitDamagedBigFreeChunk: a write after free over the header or the
-// links of a free chunk of the sorted list (64 KiB and more) is reported
+// link words of a free chunk of the sorted bin (64 KiB and more) is reported
 // when an allocation, Trim or the purge reaches it; no live block changes
 // (Trim would release the pages of whatever a damaged size covers).
 func TestFitDamagedBigFreeChunk(t *testing.T) {
@@ -808,7 +808,7 @@ func TestFitDamagedBigFreeChunk(t *testing.T) {
 			for i := range 30 {
 				bs = append(bs, newMedium(t, a, 8000, byte(0x30+i)))
 			}
-			for _, m := range bs[5:15] { // one free chunk of 80 KB, in the sorted list
+			for _, m := range bs[5:15] { // one free chunk of 80 KB, in the sorted bin
 				require.NoError(t, a.Free(m.b))
 			}
 			a.Trim() // the fast bin of their size holds some: merged now
@@ -841,9 +841,8 @@ func TestFitDamagedBigFreeChunk(t *testing.T) {
 				require.True(t, m.intact(), "%s, delay %v: block %d changed", what, delay, i)
 				err := a.Free(m.b)
 				if what == "links" && err != nil {
-					// the links damaged, the chunks after it in the list
-					// are lost with it (not followed): a block next to one
-					// is left alone too
+					// the links damaged, the chunk is lost (still counted
+					// free): a block next to it is left alone
 					require.ErrorIs(t, err, alloc.ErrInvalidFree)
 					continue
 				}

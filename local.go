@@ -77,6 +77,13 @@ func (l *Local) Malloc(n int) ([]byte, error) {
 		if p := l.c.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}
+	} else if uint(n) < l.small {
+		// a medium block: the Allocator's own path (this P's front, else
+		// the best-fit heap's lock, outside the gate: gate.go)
+		if err := l.usable(); err != nil {
+			return nil, err
+		}
+		return l.a.Malloc(n)
 	}
 	return l.allocSlow(n, false)
 }
@@ -148,8 +155,16 @@ func (l *Local) Free(b []byte) error {
 	}
 	p := unsafe.Pointer(unsafe.SliceData(b))
 	if cap(b) != 0 {
-		if run := l.a.pages.Lookup(uintptr(p)); run != nil && run.Kind() == arena.KindSlab && l.c.FreeFast(run, p) {
+		run := l.a.pages.Lookup(uintptr(p))
+		if run != nil && run.Kind() == arena.KindSlab && l.c.FreeFast(run, p) {
 			return nil
+		}
+		if run != nil && run.Kind() == arena.KindFit && !l.a.debug {
+			// a medium block: the Allocator's own path, as Malloc's
+			if err := l.usable(); err != nil {
+				return err
+			}
+			return l.a.Free(b)
 		}
 	}
 	return l.freeSlow(b)

@@ -48,6 +48,7 @@ type profileSampler struct {
 	buckets map[bucketKey]*bucket // one per stack and size
 	order   []*bucket             // buckets in creation order, for a stable profile
 	live    map[uintptr]*bucket   // sampled blocks still live
+	done    bool                  // closed: the allocator's memory is gone
 }
 
 type bucketKey struct {
@@ -98,8 +99,8 @@ func (s *profileSampler) sampleLarge(n uintptr) bool {
 }
 
 // sampledLarge counts a block outside the slabs that another countdown
-// than sampleLarge's sampled (a best-fit heap's front's): recorded by
-// alloc before anyone can free it.
+// than sampleLarge's sampled (a best-fit heap's front's, or the heap's
+// own, under its lock): recorded by alloc before anyone can free it.
 func (s *profileSampler) sampledLarge() { s.nonSlab.Add(1) }
 
 // record notes a sampled block at p of n bytes, with the stack that asked
@@ -122,6 +123,12 @@ func (s *profileSampler) record(p unsafe.Pointer, n int) {
 	b.rec.AllocObjects++
 	b.rec.AllocBytes += int64(n)
 	s.live[uintptr(p)] = b
+	if s.done {
+		// a block handed out by a call outside the gate (a front's, the
+		// best-fit heap's) that Close overtook: gone with the memory, as
+		// closed counts every live one
+		s.drop(uintptr(p))
+	}
 }
 
 // freedSmall notes that the sampled small block at addr is freed: the slab
@@ -182,6 +189,7 @@ func (s *profileSampler) closed() {
 	for addr := range s.live {
 		s.drop(addr)
 	}
+	s.done = true
 	s.nonSlab.Store(0)
 }
 

@@ -216,6 +216,32 @@ func BenchmarkLiveSet(b *testing.B) {
 	}
 }
 
+// BenchmarkCoalesce: coalescing-bal's cycle (a malloc-lab trace), one
+// operation in six: two blocks of 4095 bytes, both freed (merged into
+// one chunk), then one of 8190 in their place, freed. Blocks too big for
+// a P's cache or front: every call takes the medium heap's lock.
+func BenchmarkCoalesce(b *testing.B) {
+	for _, p := range withLocal(peers) {
+		b.Run("peer="+p.name, func(b *testing.B) {
+			a := p.make(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				x, err := a.Malloc(4095)
+				must(b, err)
+				y, err := a.Malloc(4095)
+				must(b, err)
+				x[0], y[0] = 1, 1
+				must(b, a.Free(x))
+				must(b, a.Free(y))
+				z, err := a.Malloc(8190)
+				must(b, err)
+				z[0] = 1
+				must(b, a.Free(z))
+			}
+		})
+	}
+}
+
 // BenchmarkLarge: allocate, write one byte in every 4 KiB page, free.
 func BenchmarkLarge(b *testing.B) {
 	large := []peer{

@@ -93,8 +93,16 @@ func walk(t testing.TB, h *Heap) {
 		require.Equal(t, f.req, req, "a front's requested bytes")
 		require.LessOrEqual(t, bytes, uintptr(frontCap))
 	})
+	for i, e := range h.big {
+		require.GreaterOrEqual(t, e.s, uintptr(exactLimit), "sorted bin: chunk %#x", e.c)
+		if i > 0 {
+			p := h.big[i-1]
+			require.True(t, p.s < e.s || p.s == e.s && p.c < e.c, "sorted bin: %d-byte %#x before %d-byte %#x", p.s, p.c, e.s, e.c)
+		}
+	}
 	var released uintptr
 	h.eachFree(func(c, s uintptr) {
+		require.NotContains(t, binned, c, "chunk %#x binned twice", c)
 		binned[c] = s
 		if h.header(c)&flagReleased != 0 {
 			released += h.inside(c, s)
@@ -451,10 +459,16 @@ func TestPurgeAfterDelay(t *testing.T) {
 	fill(h, block{p: uintptr(p), n: 90000, tag: 3})
 	require.Less(t, h.Stats().Released, before, "the chunk it came from is no longer counted released")
 	walk(t, h)
+	q, err := h.Alloc(90000)
+	require.NoError(t, err)
+	_, err = h.Free(r.Lookup(uintptr(p)), uintptr(p)) // arms the purge
+	require.NoError(t, err)
 	h.Close()
 	before = h.Stats().Released
-	_, err = h.Free(r.Lookup(uintptr(p)), uintptr(p))
-	require.NoError(t, err)
+	_, err = h.Free(r.Lookup(uintptr(q)), uintptr(q))
+	require.ErrorIs(t, err, errs.ErrClosed, "the lock orders a call with Close: refused once closed")
+	_, err = h.Alloc(2000)
+	require.ErrorIs(t, err, errs.ErrClosed)
 	time.Sleep(20 * time.Millisecond)
 	require.LessOrEqual(t, h.Stats().Released, before, "no purge after Close")
 }

@@ -31,7 +31,7 @@ import (
 // chunk out; the end bit stays while a front holds the chunk (no chunk can
 // start or end inside it meanwhile), and is cleared when the chunk is freed
 // into the heap. A Free without the lock takes the block only if its start
-// bit is set, its header says in use (and not sampled: MarkSampled), and
+// bit is set, its header says in use (and not sampled: flagSampled), and
 // the first end bit from its start is where the header's size says the
 // chunk ends: a header overwritten by a write past the end of the block
 // before it names another end, and goes to the heap's Free, which reports
@@ -268,7 +268,7 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 // AllocFast returns a block of n bytes (MinRequest <= n) from this P's
 // front, or nil: no front, or none of that size. No lock. sampled says the
 // block is the heap profile's sample (Options.ProfileRate), marked so
-// already (as MarkSampled does), within the pinned section: a caller
+// already (flagSampled), within the pinned section: a caller
 // outside the allocator's gate must not touch the region once unpinned,
 // since Close may have unmapped it. The caller records it before handing
 // it out.
@@ -320,27 +320,27 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 // front has room. Otherwise it changes nothing and returns false, and the
 // caller calls Free, which sorts out errors and full fronts.
 func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
-	f := h.frontOf(procPin()) // first: a front found means the region is still mapped (Close drains them)
-	if f == nil {
-		unpinFront(nil)
-		return false
-	}
+	// The record first: Go memory, read without the pin, it turns away
+	// every block no front may take (a chunk above fastLimit's sizes,
+	// above all) before the pin and the front.
 	r := runOf(ar)
 	c := p - 2*overhead
-	if p&(granule-1) != 0 || c < r.start || f.bytes > frontCap-fastLimit {
-		// (a front with no room for a chunk of any size fails before it
-		// reads the record or the header: two cache misses; one that has
-		// room has it for any chunk it holds, all below fastLimit)
-		unpinFront(f)
+	if p&(granule-1) != 0 || c < r.start {
 		return false
 	}
 	seg, i0 := r.segAt((c - r.start) / granule)
 	if seg == nil {
-		unpinFront(f)
 		return false
 	}
 	w, b := seg.start(i0/64), uint64(1)<<(i0%64)
 	if atomic.LoadUint64(w)&b == 0 {
+		return false
+	}
+	f := h.frontOf(procPin()) // before the header: a front found means the region is still mapped (Close drains them)
+	if f == nil || f.bytes > frontCap-fastLimit {
+		// (a front with no room for a chunk of any size fails before it
+		// reads the header, a cache miss; one that has room has it for
+		// any chunk it holds, all below fastLimit)
 		unpinFront(f)
 		return false
 	}
@@ -512,11 +512,4 @@ func (h *Heap) frontCount() int {
 		}
 	}
 	return k
-}
-
-// MarkSampled notes that the heap profile sampled the block at p, just
-// handed out: its Free goes through the lock, where Options.OnFree is
-// called, never into a front.
-func (h *Heap) MarkSampled(p uintptr) {
-	atomic.OrUint64((*uint64)(h.region.Ptr(p-overhead)), flagSampled)
 }

@@ -30,6 +30,7 @@ func Measure(path string, p harness.Policy, threshold int) *harness.Result {
 		return res
 	}
 	res.Trace, res.Ops = t.name, len(t.ops)
+	peakAt := t.livePeak() // before the instance: its table is the Go runtime's, not the run's
 	in, err := res.Instance(p, threshold, nil)
 	if err != nil {
 		return res
@@ -55,7 +56,7 @@ func Measure(path string, p harness.Policy, threshold int) *harness.Result {
 		return res
 	}
 	s.Start()
-	peakLive, checkErr, allocErr := loop(t, in.Heap, blocks, s, corruptAt)
+	peakLive, checkErr, allocErr := loop(t, in.Heap, blocks, s, corruptAt, peakAt)
 	elapsed := s.Elapsed()
 	s.Mark("end")
 
@@ -83,10 +84,13 @@ func Measure(path string, p harness.Policy, threshold int) *harness.Result {
 // before it is freed or handed to realloc. It stops at the first failed
 // allocation; a failed check is remembered and the replay goes on. The
 // sampler is ticked every 64 operations and made to sample each time the
-// live bytes pass their previous peak by 1/32 (at least 16 KiB), so the
-// peak of resident memory is seen, and after every operation that moved
-// the live bytes by harness.BigEvent or more.
-func loop(t *Trace, h harness.Heap, blocks [][]byte, s *sampler.Sampler, corruptAt int) (peakLive uint64, checkErr, allocErr error) {
+// live bytes pass their previous peak by 1/32 (at least 16 KiB), and right
+// after operation peakAt, at which the live bytes peak (known from the
+// trace before the run: otherwise the peak can fall up to 1/32 short of a
+// sample, for each policy at another place), so the peak of resident
+// memory is seen; and after every operation that moved the live bytes by
+// harness.BigEvent or more.
+func loop(t *Trace, h harness.Heap, blocks [][]byte, s *sampler.Sampler, corruptAt, peakAt int) (peakLive uint64, checkErr, allocErr error) {
 	var live, nextMark uint64
 	for i, o := range t.ops {
 		b := blocks[o.id]
@@ -128,6 +132,10 @@ func loop(t *Trace, h harness.Heap, blocks [][]byte, s *sampler.Sampler, corrupt
 			nb := blocks[o.id]
 			nb[len(nb)/2] ^= 0xff
 			corruptAt = -1
+		}
+		if i == peakAt {
+			s.Mark("") // the peak of the live bytes, known from the trace: every policy is measured there
+			nextMark = live + max(live/32, 16<<10)
 		}
 		if live > peakLive {
 			peakLive = live

@@ -146,3 +146,26 @@ func headerIDs(h []uint64) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// livePeak returns the index of the operation after which the trace's live
+// bytes (the sizes asked for) are highest, the first such one; -1 for a
+// trace that never has a live byte.
+func (t *Trace) livePeak() int {
+	sizes := make([]int64, t.ids)
+	var live, peak int64
+	at := -1
+	for i, o := range t.ops {
+		switch o.kind {
+		case 'a', 'r':
+			live += o.size - sizes[o.id]
+			sizes[o.id] = o.size
+		case 'f':
+			live -= sizes[o.id]
+			sizes[o.id] = 0
+		}
+		if live > peak {
+			peak, at = live, i
+		}
+	}
+	return at
+}

@@ -44,3 +44,21 @@ func TestParseTrace(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "line 4")
 }
+
+// TestLivePeak: the operation after which the live bytes are highest,
+// allocations, reallocations and frees counted by the sizes asked for.
+func TestLivePeak(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{"a 0 10\na 1 20\nf 0\na 2 5\n", 1},
+		{"a 0 10\nr 0 40\nf 0\na 1 39\n", 1},
+		{"a 0 10\nf 0\na 1 10\n", 0}, // the first of equals
+		{"a 0 0\nf 0\n", -1},
+	} {
+		tr, err := parseTrace(strings.NewReader("3\n5\n\n" + tc.in))
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, tr.livePeak(), "%q", tc.in)
+	}
+}
