@@ -431,7 +431,7 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 	}
 	for i < len(h.big) {
 		e := h.big[i]
-		if r := h.freeOK(e.c, e.s); r != nil {
+		if r := h.bigOK(e); r != nil {
 			return e.c, r
 		}
 		h.damaged(e.c, "a free chunk of the sorted bin")
@@ -573,6 +573,24 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 		return h.exact[cs/granule] == c
 	}
 	return h.runNear(r, bk) != nil && uintptr(*h.fd(bk)) == c
+}
+
+// bigOK is freeOK for entry e of the sorted bin, and returns its run:
+// what a write into the chunk's memory can change is checked (its header,
+// its boundary tag, its link words), not what only the heap writes (the
+// bitmap, the bin itself), which says already that e is a free chunk:
+// freeIn's look-ups, a third of the instructions of a Malloc that carves
+// a run's end (coalescing-bal), are left out.
+func (h *Heap) bigOK(e bigChunk) *run {
+	r := h.runAt(e.c)
+	if r == nil || e.c+e.s > r.end-fenceSize {
+		return nil
+	}
+	if hd := h.header(e.c); sizeOf(hd) != e.s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse ||
+		*h.slot(r, e.c+e.s) != uint64(e.s) || *h.fd(e.c) != uint64(e.c) || *h.bk(e.c) != uint64(e.c) {
+		return nil
+	}
+	return r
 }
 
 // runNear is runAt, for a chunk often in run r: then without a look-up.
@@ -1309,7 +1327,7 @@ func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
 func (h *Heap) eachBig(fn func(c, s uintptr)) {
 	for i := 0; i < len(h.big); {
 		e := h.big[i]
-		if h.freeOK(e.c, e.s) == nil {
+		if h.bigOK(e) == nil {
 			h.damaged(e.c, "a free chunk of the sorted bin")
 			h.unbig(i)
 			continue
