@@ -1,9 +1,12 @@
 package fit
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/internal/errs"
 )
 
 // Attacks on the sorted bin (bigChunk): writes after free into a free
@@ -53,5 +56,121 @@ func TestBigForgedReleasedFlag(t *testing.T) {
 		for _, b := range live {
 			require.True(t, intact(h, b))
 		}
+	}
+}
+
+// TestBigWritesAfterFree runs random allocations, frees and resizes of
+// blocks up to a few hundred KiB (their chunks in the sorted bin once
+// free), and now and then writes over a word of a freed block's chunk
+// (its header, links or boundary tag, whatever the heap made of it since)
+// that no block in use holds. Whatever is damaged, no block handed out
+// overlaps a block in use, every block's contents stay intact, the counts
+// of blocks in use stay true, and the released bytes stay within the free
+// bytes.
+func TestBigWritesAfterFree(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		opts := Options{OnCorruption: func(addr, size uintptr, detail string) {}}
+		if seed%2 == 0 {
+			opts.Purge = true
+		}
+		h, _ := newHeapWith(t, opts)
+		rng := rand.New(rand.NewPCG(seed, 7))
+		type liveBlock struct {
+			block
+			usable uintptr
+		}
+		var live []liveBlock
+		var freed []uintptr // blocks freed: their p
+		overlaps := func(lo, hi uintptr, skip int) bool {
+			for k, b := range live {
+				if k != skip && lo < b.p+b.usable && b.p < hi {
+					return true
+				}
+			}
+			return false
+		}
+		size := func() uintptr {
+			if rng.IntN(3) == 0 {
+				return uintptr(1100 + rng.IntN(20000))
+			}
+			return uintptr(60<<10 + rng.IntN(300<<10))
+		}
+		for i := 0; i < 1500; i++ {
+			switch op := rng.IntN(12); {
+			case op < 5 || len(live) == 0:
+				n := size()
+				p, err := h.Alloc(n)
+				require.NoError(t, err)
+				b := block{p: uintptr(p), n: n, tag: byte(rng.Uint32())}
+				u, _, err := h.Usable(h.region.Lookup(b.p), b.p)
+				require.NoError(t, err)
+				require.False(t, overlaps(b.p, b.p+u, -1), "a block at %#x handed out over a block in use", b.p)
+				fill(h, b)
+				live = append(live, liveBlock{b, u})
+			case op < 8:
+				k := rng.IntN(len(live))
+				b := live[k]
+				require.True(t, intact(h, b.block), "block %#x changed", b.p)
+				if _, err := h.Free(h.region.Lookup(b.p), b.p); err != nil {
+					require.ErrorIs(t, err, errs.ErrInvalidFree, "left alone: the chunk after it is damaged")
+					continue
+				}
+				live[k] = live[len(live)-1]
+				live = live[:len(live)-1]
+				freed = append(freed, b.p)
+			case op < 10:
+				k := rng.IntN(len(live))
+				b := live[k]
+				n := size()
+				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+				if err != nil {
+					require.ErrorIs(t, err, errs.ErrInvalidFree)
+					continue
+				}
+				if ok {
+					require.True(t, intact(h, block{p: b.p, n: min(n, b.n), tag: b.tag}))
+					u, _, err := h.Usable(h.region.Lookup(b.p), b.p)
+					require.NoError(t, err)
+					require.False(t, overlaps(b.p, b.p+u, k), "block %#x grown over a block in use", b.p)
+					b.n, b.usable = n, u
+					fill(h, b.block)
+					live[k] = b
+				}
+			default:
+				if len(freed) == 0 {
+					continue
+				}
+				p := freed[rng.IntN(len(freed))]
+				at := p - 8 + uintptr(rng.IntN(3))*8 // header, fd, bk
+				if rng.IntN(4) == 0 {
+					at = p + uintptr(rng.IntN(4))*16 - 16 // or the words of a chunk a split may have made
+				}
+				if overlaps(at, at+8, -1) || h.region.Lookup(at) == nil {
+					continue
+				}
+				w := (*uint64)(h.region.Ptr(at))
+				switch rng.IntN(4) {
+				case 0:
+					*w = 0
+				case 1:
+					*w ^= 1 << rng.IntN(64)
+				case 2:
+					*w |= flagReleased
+				default:
+					*w = uint64(rng.IntN(1 << 20))
+				}
+			}
+			if i%100 == 0 {
+				st := h.Stats()
+				require.LessOrEqual(t, st.Released, st.FreeBytes)
+				require.Equal(t, uintptr(len(live)), st.LiveChunks, "blocks in use (Free, not FreeFast: no front holds any)")
+			}
+		}
+		for _, b := range live {
+			require.True(t, intact(h, b.block), "block %#x changed", b.p)
+		}
+		h.Trim()
+		st := h.Stats()
+		require.LessOrEqual(t, st.Released, st.FreeBytes)
 	}
 }
