@@ -174,3 +174,43 @@ func TestBigWritesAfterFree(t *testing.T) {
 		require.LessOrEqual(t, st.Released, st.FreeBytes)
 	}
 }
+
+// TestBigReleasedKept: the released mark of a chunk of the sorted bin,
+// kept in its entry, follows the chunk as Trim, the purge at once, a
+// Resize that grows into it, an allocation that splits it, and the top's
+// growth in place take it or make it again: nothing reads as damaged, and
+// the released bytes are those of the chunks marked so (walk).
+func TestBigReleasedKept(t *testing.T) {
+	for _, opts := range []Options{{}, {Purge: true}} {
+		var got []uintptr
+		opts.OnCorruption = func(addr, size uintptr, detail string) {
+			got = append(got, addr)
+			t.Logf("reported %#x: %s", addr, detail)
+		}
+		h, _ := newHeapWith(t, opts)
+		bs := allocFilled(t, h, 4, 200<<10) // a, b, c, d
+		freeBlock(t, h, bs[0])
+		freeBlock(t, h, bs[2])
+		h.Trim()
+		walk(t, h)
+		require.NotZero(t, h.Stats().Released)
+		ok, err := h.Resize(h.region.Lookup(bs[1].p), bs[1].p, 300<<10) // into c, released
+		require.NoError(t, err)
+		require.True(t, ok)
+		walk(t, h)
+		p, err := h.Alloc(100 << 10) // a split, released
+		require.NoError(t, err)
+		walk(t, h)
+		big, err := h.Alloc(4 << 20) // the top grown in place, or a run
+		require.NoError(t, err)
+		walk(t, h)
+		for _, q := range []uintptr{bs[1].p, bs[3].p, uintptr(p), uintptr(big)} {
+			_, err := h.Free(h.region.Lookup(q), q)
+			require.NoError(t, err)
+			walk(t, h)
+		}
+		h.Trim()
+		walk(t, h)
+		require.Empty(t, got, "purge %v: nothing is damaged", opts.Purge)
+	}
+}
