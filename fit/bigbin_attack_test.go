@@ -1,8 +1,10 @@
 package fit
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -213,4 +215,104 @@ func TestBigReleasedKept(t *testing.T) {
 		walk(t, h)
 		require.Empty(t, got, "purge %v: nothing is damaged", opts.Purge)
 	}
+}
+
+// TestBigConcurrent: workers allocate, free (through their P's front when
+// it takes the block) and resize blocks up to a few hundred KiB while the
+// purge's timer, Trim and Idle release the sorted bin's chunks and Stats
+// reads the counts: contents stay intact, the released bytes stay within
+// the free bytes, and the invariants hold at the end.
+func TestBigConcurrent(t *testing.T) {
+	h, _ := newHeapWith(t, Options{Purge: true, PurgeDelay: time.Millisecond})
+	const workers = 3
+	done := make(chan error, workers)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			h.Trim()
+			h.Idle()
+			if st := h.Stats(); st.Released > st.FreeBytes {
+				done <- fmt.Errorf("released %d of %d free bytes", st.Released, st.FreeBytes)
+				<-stop
+				done <- nil
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	for w := range workers {
+		go func(seed uint64) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			size := func() uintptr {
+				if rng.IntN(2) == 0 {
+					return uintptr(1100 + rng.IntN(3000))
+				}
+				return uintptr(60<<10 + rng.IntN(300<<10))
+			}
+			var mine []block
+			var err error
+			for i := 0; i < 1500 && err == nil; i++ {
+				switch op := rng.IntN(10); {
+				case op < 5 || len(mine) == 0:
+					n := size()
+					p, e := h.Alloc(n)
+					if e != nil {
+						err = e
+						break
+					}
+					b := block{p: uintptr(p), n: n, tag: byte(rng.Uint32())}
+					fill(h, b)
+					mine = append(mine, b)
+				case op < 8:
+					k := rng.IntN(len(mine))
+					b := mine[k]
+					mine[k] = mine[len(mine)-1]
+					mine = mine[:len(mine)-1]
+					if !intact(h, b) {
+						err = fmt.Errorf("block %#x changed", b.p)
+						break
+					}
+					if ar := h.region.Lookup(b.p); !h.FreeFast(ar, b.p) {
+						_, err = h.Free(ar, b.p)
+					}
+				default:
+					k := rng.IntN(len(mine))
+					b := mine[k]
+					n := size()
+					ok, e := h.Resize(h.region.Lookup(b.p), b.p, n)
+					if e != nil {
+						err = e
+					} else if ok {
+						b.n = n
+						fill(h, b)
+						mine[k] = b
+					}
+				}
+			}
+			for _, b := range mine {
+				if err == nil && !intact(h, b) {
+					err = fmt.Errorf("block %#x changed", b.p)
+				}
+				if err == nil {
+					_, err = h.Free(h.region.Lookup(b.p), b.p)
+				}
+			}
+			done <- err
+		}(uint64(w))
+	}
+	for range workers {
+		require.NoError(t, <-done)
+	}
+	close(stop)
+	require.NoError(t, <-done)
+	walk(t, h)
+	h.Trim()
+	walk(t, h)
+	require.Zero(t, h.Stats().LiveChunks)
 }
