@@ -586,7 +586,8 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 
 // bigOK is freeOK for entry e of the sorted bin, and returns its run:
 // what a write into the chunk's memory can change is checked (its header,
-// its boundary tag, its link words), not what only the heap writes (the
+// its released flag against e's among them, its boundary tag, its link
+// words), not what only the heap writes (the
 // bitmap, the bin itself), which says already that e is a free chunk:
 // freeIn's look-ups, a third of the instructions of a Malloc that carves
 // a run's end (coalescing-bal), are left out.
