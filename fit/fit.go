@@ -321,8 +321,14 @@ func (h *Heap) insert(c, s uintptr) {
 	h.big[i] = bigChunk{s: s, c: c}
 }
 
-// bigChunk is a chunk of the sorted bin: its size and place.
-type bigChunk struct{ s, c uintptr }
+// bigChunk is a chunk of the sorted bin: its size and place, and whether
+// its inside is released (releaseChunk), kept here as well as in its
+// header: the header's flag a write after free can set or clear, and the
+// released bytes counted (remove takes them off) follow this one.
+type bigChunk struct {
+	s, c     uintptr
+	released bool
+}
 
 // The sorted bin, of the free chunks of exactLimit bytes and more (a run's
 // free end among them), is a slice in the Go heap, sorted by size, then
@@ -358,7 +364,7 @@ func (h *Heap) bigAt(c, s uintptr) (int, bool) {
 			hi = m
 		}
 	}
-	return lo, h.big[lo] == bigChunk{s: s, c: c} // lo < len: the last is past c
+	return lo, h.big[lo].s == s && h.big[lo].c == c // lo < len: the last is past c
 }
 
 // unbig takes entry i out of the sorted bin. An emptied bin keeps its
@@ -374,14 +380,17 @@ func (h *Heap) unbig(i int) {
 // remove takes free chunk c of size s out of its bin.
 func (h *Heap) remove(c, s uintptr) {
 	h.freeBytes -= s
-	if h.header(c)&flagReleased != 0 {
-		h.released -= h.inside(c, s)
-	}
 	if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok { // the caller found it free: it is there
+			if h.big[i].released {
+				h.released -= h.inside(c, s)
+			}
 			h.unbig(i)
 		}
 		return
+	}
+	if h.header(c)&flagReleased != 0 {
+		h.released -= h.inside(c, s)
 	}
 	next, prev := uintptr(*h.fd(c)), uintptr(*h.bk(c))
 	if next != 0 {
@@ -562,8 +571,8 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 		return false
 	}
 	if cs >= exactLimit {
-		_, ok := h.bigAt(c, cs)
-		return ok && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
+		i, ok := h.bigAt(c, cs)
+		return ok && h.big[i].released == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
 	}
 	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
 	if fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
@@ -577,7 +586,8 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 
 // bigOK is freeOK for entry e of the sorted bin, and returns its run:
 // what a write into the chunk's memory can change is checked (its header,
-// its boundary tag, its link words), not what only the heap writes (the
+// its released flag against e's among them, its boundary tag, its link
+// words), not what only the heap writes (the
 // bitmap, the bin itself), which says already that e is a free chunk:
 // freeIn's look-ups, a third of the instructions of a Malloc that carves
 // a run's end (coalescing-bal), are left out.
@@ -586,7 +596,7 @@ func (h *Heap) bigOK(e bigChunk) *run {
 	if r == nil || e.c+e.s > r.end-fenceSize {
 		return nil
 	}
-	if hd := h.header(e.c); sizeOf(hd) != e.s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse ||
+	if hd := h.header(e.c); sizeOf(hd) != e.s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse || (hd&flagReleased != 0) != e.released ||
 		*h.slot(r, e.c+e.s) != uint64(e.s) || *h.fd(e.c) != uint64(e.c) || *h.bk(e.c) != uint64(e.c) {
 		return nil
 	}
@@ -1278,6 +1288,11 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	}
 	r := runOf(h.region.Lookup(c))
 	h.setHeader(r, c, h.header(c)|flagReleased)
+	if s >= exactLimit {
+		if i, ok := h.bigAt(c, s); ok {
+			h.big[i].released = true
+		}
+	}
 	h.released += n
 	if c+s == r.end-fenceSize {
 		r.clean = min(r.clean, lo)
