@@ -316,3 +316,36 @@ func TestBigConcurrent(t *testing.T) {
 	walk(t, h)
 	require.Zero(t, h.Stats().LiveChunks)
 }
+
+// TestExactForgedReleasedFlag: the same write after free, on a free chunk
+// of an exact bin (below exactLimit) whose inside Trim releases: the
+// released bytes follow the heap's own record (relExact), not the flag;
+// the damage is reported and the chunk not handed out.
+func TestExactForgedReleasedFlag(t *testing.T) {
+	const n = 40 << 10
+	for _, set := range []bool{true, false} {
+		var got []uintptr
+		h, a, live := bigFreeBetween(t, &got, n)
+		require.Less(t, chunkSize(n), uintptr(exactLimit))
+		hdw := wordAt(h, a.p, ^uintptr(7))
+		if set {
+			*hdw |= flagReleased
+		} else {
+			require.NotZero(t, h.Trim(), "the free chunk's inside is released")
+			require.NotZero(t, *hdw&flagReleased)
+			*hdw &^= flagReleased
+			h.Trim() // must not release it, and count it, again
+		}
+		st := h.Stats()
+		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
+		p, err := h.Alloc(n) // the best fit is the forged chunk, if it is still binned
+		require.NoError(t, err)
+		st = h.Stats()
+		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
+		require.Contains(t, got, a.p, "set %v: the forged header is reported", set)
+		require.NotEqual(t, a.p, uintptr(p), "set %v: the damaged chunk is not handed out", set)
+		for _, b := range live {
+			require.True(t, intact(h, b))
+		}
+	}
+}

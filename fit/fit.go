@@ -195,6 +195,12 @@ type Heap struct {
 	bitmap  [numExact / 64]uint64
 	summary uint64     // bit w: bitmap[w] != 0
 	big     []bigChunk // the chunks of exactLimit bytes and more, sorted (bigChunk)
+	// relExact holds the chunks of the exact bins whose inside is
+	// released (Trim), as the sorted bin's entries keep theirs: a write
+	// after free can set or clear the header's flag, and the released
+	// bytes counted follow this, not the flag. Empty but after a Trim,
+	// until those chunks are taken or merged.
+	relExact map[uintptr]bool
 
 	// the fast bins (fast.go): their chunks, counts, and the bytes they
 	// hold (also counted in freeBytes), bounded by fastCap
@@ -389,8 +395,9 @@ func (h *Heap) remove(c, s uintptr) {
 		}
 		return
 	}
-	if h.header(c)&flagReleased != 0 {
+	if h.relExact[c] { // (freeIn found the header's flag agree)
 		h.released -= h.inside(c, s)
+		delete(h.relExact, c)
 	}
 	next, prev := uintptr(*h.fd(c)), uintptr(*h.bk(c))
 	if next != 0 {
@@ -573,6 +580,9 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 	if cs >= exactLimit {
 		i, ok := h.bigAt(c, cs)
 		return ok && h.big[i].released == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
+	}
+	if (hd&flagReleased != 0) != h.relExact[c] {
+		return false // the released flag written after free, set or cleared
 	}
 	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
 	if fd != 0 && (h.runNear(r, fd) == nil || uintptr(*h.bk(fd)) != c) {
@@ -1292,6 +1302,11 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 		if i, ok := h.bigAt(c, s); ok {
 			h.big[i].released = true
 		}
+	} else {
+		if h.relExact == nil {
+			h.relExact = map[uintptr]bool{}
+		}
+		h.relExact[c] = true
 	}
 	h.released += n
 	if c+s == r.end-fenceSize {
