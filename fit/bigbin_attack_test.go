@@ -25,38 +25,45 @@ func bigFreeBetween(t *testing.T, got *[]uintptr, n uintptr) (h *Heap, a block, 
 	return h, bs[1], []block{bs[0], bs[2]}
 }
 
-// TestBigForgedReleasedFlag: a write after free that sets or clears the
-// released flag in the header of a free chunk of the sorted bin leaves its
+// TestForgedReleasedFlag: a write after free that sets or clears the
+// released flag in the header of a free chunk — of the sorted bin, or of an
+// exact bin whose inside Trim releases — leaves its
 // size, flags in use and links as the heap wrote them. The heap's count of
 // the pages released inside free chunks must not follow the forged flag:
 // taking the chunk out of its bin would subtract pages never released
 // (Released wraps below zero), or a released chunk would be released and
-// counted twice and never uncounted. The damage is reported, and the chunk
-// is not used again; the counts stay true.
-func TestBigForgedReleasedFlag(t *testing.T) {
-	const n = 200 << 10
-	for _, set := range []bool{true, false} {
-		var got []uintptr
-		h, a, live := bigFreeBetween(t, &got, n)
-		hdw := wordAt(h, a.p, ^uintptr(7)) // the header: 8 bytes before the block
-		if set {
-			*hdw |= flagReleased
-		} else {
-			require.NotZero(t, h.Trim(), "the free chunk's inside is released")
-			require.NotZero(t, *hdw&flagReleased)
-			*hdw &^= flagReleased
-			h.Trim() // must not release it, and count it, again
-		}
-		st := h.Stats()
-		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
-		p, err := h.Alloc(n) // the best fit is the forged chunk, if it is still binned
-		require.NoError(t, err)
-		st = h.Stats()
-		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
-		require.Contains(t, got, a.p, "set %v: the forged header is reported", set)
-		require.NotEqual(t, a.p, uintptr(p), "set %v: the damaged chunk is not handed out", set)
-		for _, b := range live {
-			require.True(t, intact(h, b))
+// counted twice and never uncounted: they follow the heap's own record (a
+// sorted bin's entry, relExact). The damage is reported, and the chunk is
+// not used again; the counts stay true.
+func TestForgedReleasedFlag(t *testing.T) {
+	for _, tc := range []struct {
+		bin string
+		n   uintptr
+	}{{"sorted", 200 << 10}, {"exact", 40 << 10}} {
+		for _, set := range []bool{true, false} {
+			var got []uintptr
+			h, a, live := bigFreeBetween(t, &got, tc.n)
+			require.Equal(t, tc.bin == "sorted", chunkSize(tc.n) >= exactLimit, tc.bin)
+			hdw := wordAt(h, a.p, ^uintptr(7)) // the header: 8 bytes before the block
+			if set {
+				*hdw |= flagReleased
+			} else {
+				require.NotZero(t, h.Trim(), "%s: the free chunk's inside is released", tc.bin)
+				require.NotZero(t, *hdw&flagReleased)
+				*hdw &^= flagReleased
+				h.Trim() // must not release it, and count it, again
+			}
+			st := h.Stats()
+			require.LessOrEqual(t, st.Released, st.FreeBytes, "%s, set %v: released bytes are free bytes", tc.bin, set)
+			p, err := h.Alloc(tc.n) // the best fit is the forged chunk, if it is still binned
+			require.NoError(t, err)
+			st = h.Stats()
+			require.LessOrEqual(t, st.Released, st.FreeBytes, "%s, set %v: released bytes are free bytes", tc.bin, set)
+			require.Contains(t, got, a.p, "%s, set %v: the forged header is reported", tc.bin, set)
+			require.NotEqual(t, a.p, uintptr(p), "%s, set %v: the damaged chunk is not handed out", tc.bin, set)
+			for _, b := range live {
+				require.True(t, intact(h, b))
+			}
 		}
 	}
 }
@@ -315,37 +322,4 @@ func TestBigConcurrent(t *testing.T) {
 	h.Trim()
 	walk(t, h)
 	require.Zero(t, h.Stats().LiveChunks)
-}
-
-// TestExactForgedReleasedFlag: the same write after free, on a free chunk
-// of an exact bin (below exactLimit) whose inside Trim releases: the
-// released bytes follow the heap's own record (relExact), not the flag;
-// the damage is reported and the chunk not handed out.
-func TestExactForgedReleasedFlag(t *testing.T) {
-	const n = 40 << 10
-	for _, set := range []bool{true, false} {
-		var got []uintptr
-		h, a, live := bigFreeBetween(t, &got, n)
-		require.Less(t, chunkSize(n), uintptr(exactLimit))
-		hdw := wordAt(h, a.p, ^uintptr(7))
-		if set {
-			*hdw |= flagReleased
-		} else {
-			require.NotZero(t, h.Trim(), "the free chunk's inside is released")
-			require.NotZero(t, *hdw&flagReleased)
-			*hdw &^= flagReleased
-			h.Trim() // must not release it, and count it, again
-		}
-		st := h.Stats()
-		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
-		p, err := h.Alloc(n) // the best fit is the forged chunk, if it is still binned
-		require.NoError(t, err)
-		st = h.Stats()
-		require.LessOrEqual(t, st.Released, st.FreeBytes, "set %v: released bytes are free bytes", set)
-		require.Contains(t, got, a.p, "set %v: the forged header is reported", set)
-		require.NotEqual(t, a.p, uintptr(p), "set %v: the damaged chunk is not handed out", set)
-		for _, b := range live {
-			require.True(t, intact(h, b))
-		}
-	}
 }
