@@ -526,8 +526,8 @@ func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, e
 // caller that found this P's front without one.
 func (a *Allocator) heapBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if p, sampled, err = a.fit.AllocSampled(n); err != nil {
-		if errors.Is(err, ErrClosed) {
-			return nil, false, false, ErrClosed
+		if err == ErrClosed { // the heap's own sentinel, unwrapped
+			return nil, false, false, err
 		}
 		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
 	}
@@ -702,12 +702,12 @@ func (a *Allocator) Free(b []byte) error {
 	if run != nil && run.Kind() == arena.KindSlab && a.slabs.FreeFast(run, p) {
 		return nil
 	}
-	// a medium block, into this P's front (no lock; a sampled one goes
-	// to the heap's Free, which drops its record)
-	if run != nil && run.Kind() == arena.KindFit && a.fit.FreeFast(run, uintptr(p)) {
-		return nil
-	}
 	if run != nil && run.Kind() == arena.KindFit {
+		// a medium block: into this P's front (no lock; a sampled one
+		// goes to the heap's Free, which drops its record), else the lock
+		if a.fit.FreeFast(run, uintptr(p)) {
+			return nil
+		}
 		return a.fitFree(run, p)
 	}
 	if !a.enter() {
@@ -723,8 +723,8 @@ func (a *Allocator) Free(b []byte) error {
 // does not enter the gate.
 func (a *Allocator) fitFree(run *arena.Run, p unsafe.Pointer) error {
 	_, err := a.fit.Free(run, uintptr(p))
-	if err != nil && errors.Is(err, ErrClosed) {
-		return ErrClosed // refused: nothing to deliver (fitMalloc)
+	if err == ErrClosed { // the heap's own sentinel, unwrapped
+		return err // refused: nothing to deliver (fitMalloc)
 	}
 	if a.reports.n.Load() != 0 {
 		a.deliver(nil)

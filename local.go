@@ -159,12 +159,16 @@ func (l *Local) Free(b []byte) error {
 		if run != nil && run.Kind() == arena.KindSlab && l.c.FreeFast(run, p) {
 			return nil
 		}
-		if run != nil && run.Kind() == arena.KindFit && !l.a.debug {
-			// a medium block: the Allocator's own path, as Malloc's
+		if run != nil && run.Kind() == arena.KindFit {
+			// a medium block: the Allocator's own path, as Malloc's (no
+			// run of the best-fit heap exists under Debug)
 			if err := l.usable(); err != nil {
 				return err
 			}
-			return l.a.Free(b)
+			if l.a.fit.FreeFast(run, uintptr(p)) {
+				return nil
+			}
+			return l.a.fitFree(run, p)
 		}
 	}
 	return l.freeSlow(b)

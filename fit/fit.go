@@ -666,7 +666,7 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 // its Free goes through the lock, where OnFree is called). The heap counts
 // down under its lock, as each front counts down on its own, so that no
 // counter outside the lock is shared by the calls. After Close it returns
-// ErrClosed: a caller may call it outside the allocator's gate, since the
+// ErrClosed itself, unwrapped: a caller may call it outside the allocator's gate, since the
 // heap's lock orders it with Close, which takes the lock before the
 // region goes.
 func (h *Heap) AllocSampled(n uintptr) (p unsafe.Pointer, sampled bool, err error) {
@@ -899,8 +899,8 @@ func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err er
 
 // Free frees the block at p, in run ar, and returns its requested size. A
 // pointer that is not the start of a block in use changes nothing. After
-// Close it returns an error wrapping ErrClosed (the heap's lock orders it
-// with Close: AllocSampled).
+// Close it returns ErrClosed itself (the heap's lock orders it with Close:
+// AllocSampled).
 func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
 	n, fronted, err := h.free(ar, p)
 	if fronted {
