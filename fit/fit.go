@@ -56,6 +56,7 @@ import (
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/lock"
+	"github.com/brkmap/alloc/internal/percpu"
 	"github.com/brkmap/alloc/slab"
 )
 
@@ -1250,14 +1251,14 @@ func (h *Heap) Idle() uintptr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.drainFrontsLocked(func(f *front) bool { // the fronts idle since the last pass that hold chunks
-		procPin() // as every holder of a front's lock
-		defer procUnpin()
-		if !f.lock() {
+		percpu.Pin() // as every holder of a front's lock
+		defer percpu.Unpin()
+		if !f.Acquire() {
 			return false
 		}
 		idle := f.ops == f.seen && f.bytes != 0
 		f.seen = f.ops
-		f.unlock()
+		f.Release()
 		return idle
 	})
 	if h.ops != h.idleSeen {

@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/percpu"
 	"github.com/brkmap/alloc/slab"
 )
 
@@ -56,9 +57,9 @@ import (
 // it, so what a front holds after the last free under the lock, a few
 // chunks, waits for Idle, Trim or the heap's next growth, as a P's slab
 // cache does). Those that empty a front another P may be
-// using take it out of its slot and wait for a stop-the-world (quiesce),
-// which cannot happen while a goroutine is pinned in a front — the slabs'
-// caches' protocol (package slab's doc).
+// using take it out of its slot and wait for a stop-the-world
+// (percpu.Quiesce), which cannot happen while a goroutine is pinned in a
+// front — the slabs' caches' protocol, one package for both (percpu).
 
 const (
 	frontCount = fastCount // chunks of one size a front holds
@@ -91,10 +92,10 @@ type frontEntry struct {
 }
 
 // front is one P's front. Only the goroutine pinned to the P touches it
-// (the race build adds a mutex: frontLock); drains take it out of its
-// slot first and wait (quiesceFronts).
+// (the race build adds a mutex: percpu.Lock); drains take it out of its
+// slot first and wait (percpu.Quiesce).
 type front struct {
-	frontLock
+	percpu.Lock
 	ops, seen uint64  // operations so far; ops at the last Idle
 	sample    int64   // bytes until the next block sampled for the heap profile
 	bytes     uintptr // the sizes of the chunks held
@@ -194,7 +195,7 @@ func (h *Heap) frontOf(pid int) *front {
 		return nil
 	}
 	f := h.fronts[pid].Load()
-	if f != nil && !f.lock() {
+	if f != nil && !f.Acquire() {
 		return nil
 	}
 	return f
@@ -203,9 +204,9 @@ func (h *Heap) frontOf(pid int) *front {
 // unpinFront ends a section begun by frontOf.
 func unpinFront(f *front) {
 	if f != nil {
-		f.unlock()
+		f.Release()
 	}
-	procUnpin()
+	percpu.Unpin()
 }
 
 // makeFront makes this P's front if it has none and the heap is open: on
@@ -214,9 +215,9 @@ func (h *Heap) makeFront() {
 	if !h.frontOn {
 		return
 	}
-	pid := procPin()
+	pid := percpu.Pin()
 	have := uint(pid) >= uint(len(h.fronts)) || h.fronts[pid].Load() != nil
-	procUnpin()
+	percpu.Unpin()
 	if have || h.frontsClosed.Load() {
 		return
 	}
@@ -228,10 +229,10 @@ func (h *Heap) makeFront() {
 // Close may have drained the fronts after makeFront's test, and none may
 // stay (none was used meanwhile: this P is pinned in between).
 func (h *Heap) installFront(f *front) {
-	if pid := procPin(); pid < len(h.fronts) && h.fronts[pid].CompareAndSwap(nil, f) && h.frontsClosed.Load() {
+	if pid := percpu.Pin(); pid < len(h.fronts) && h.fronts[pid].CompareAndSwap(nil, f) && h.frontsClosed.Load() {
 		h.fronts[pid].Store(nil)
 	}
-	procUnpin()
+	percpu.Unpin()
 }
 
 // segAt returns the segment that holds granule g of r and g's index in
@@ -278,7 +279,7 @@ func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
 	if i < 0 {
 		return nil, false
 	}
-	f := h.frontOf(procPin())
+	f := h.frontOf(percpu.Pin())
 	if f == nil || f.n[i] == 0 {
 		unpinFront(f)
 		return nil, false
@@ -336,7 +337,7 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 	if atomic.LoadUint64(w)&b == 0 {
 		return false
 	}
-	f := h.frontOf(procPin()) // before the header: a front found means the region is still mapped (Close drains them)
+	f := h.frontOf(percpu.Pin()) // before the header: a front found means the region is still mapped (Close drains them)
 	if f == nil || f.bytes > frontCap-fastLimit {
 		// (a front with no room for a chunk of any size fails before it
 		// reads the header, a cache miss; one that has room has it for
@@ -421,7 +422,7 @@ func (h *Heap) drainOwn() bool {
 	if h.ownDraining {
 		return false
 	}
-	f := h.frontOf(procPin())
+	f := h.frontOf(percpu.Pin())
 	if f == nil || f.bytes == 0 {
 		unpinFront(f)
 		return false
@@ -467,7 +468,7 @@ func (h *Heap) drainFrontsLocked(retire func(*front) bool) int {
 			old = append(old, f)
 		}
 	}
-	quiesceFronts(old)
+	percpu.Quiesce(len(old), func(i int) *percpu.Lock { return &old[i].Lock })
 	for _, f := range old {
 		h.emptyFront(f)
 	}
@@ -478,12 +479,12 @@ func (h *Heap) drainFrontsLocked(retire func(*front) bool) int {
 // P's holds it (fn must not block): for Stats and the idle tests.
 func (h *Heap) eachFront(fn func(*front)) {
 	for i := range h.fronts {
-		procPin()
-		if f := h.fronts[i].Load(); f != nil && f.lock() {
+		percpu.Pin()
+		if f := h.fronts[i].Load(); f != nil && f.Acquire() {
 			fn(f)
-			f.unlock()
+			f.Release()
 		}
-		procUnpin()
+		percpu.Unpin()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/percpu"
 )
 
 // The per-P cache in front of the classes (Go's mcache): the fast paths,
@@ -73,7 +74,7 @@ func (pc *pcache) grow(c int, most int32) {
 // cache, one.
 func (p *Pool) refillCount(c int) int {
 	cl := &p.classes[c]
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(percpu.Pin())
 	if pc == nil {
 		unpin(nil)
 		return 1
@@ -141,13 +142,13 @@ func (b *bin) flushHalf(buf *[maxBatch]entry) int {
 }
 
 // pcache is one P's cache: per-P, so no lock is needed in the normal build
-// (only the goroutine pinned to the P touches it; see procPin). Trim and
-// Close take caches out of their slots and wait until no goroutine uses
-// them before emptying them (drain). Race builds add a mutex (cacheLock;
-// see the build variants in doc.go) so the race detector can check the
-// same code.
+// (only the goroutine pinned to the P touches it: package percpu). Trim
+// and Close take caches out of their slots and wait until no goroutine
+// uses them before emptying them (drain). Race builds add a mutex
+// (percpu.Lock; see the build variants in doc.go) so the race detector can
+// check the same code.
 type pcache struct {
-	cacheLock
+	percpu.Lock
 	nextSample countdown // bytes until the next heap-profile sample
 	// slow counts the refills and flushes of this cache (pinned); seen is
 	// its value at the last FlushIdle (under drainMu): equal, the cache
@@ -171,19 +172,19 @@ func newPcache(p *Pool) *pcache {
 // New), none made yet, or drain retired it. The caller is pinned: every
 // pinned section reads
 //
-//	pc := p.cacheOf(procPin())
+//	pc := p.cacheOf(percpu.Pin())
 //	...
 //	unpin(pc)
 //
 // and nothing between the two may block, allocate or take a contended
-// lock. (procPin stays at the call site: a call in cacheOf would stop it
+// lock. (percpu.Pin stays at the call site: a call in cacheOf would stop it
 // from inlining.)
 func (p *Pool) cacheOf(pid int) *pcache {
 	if uint(pid) >= uint(len(p.caches)) {
 		return nil
 	}
 	pc := p.caches[pid].Load()
-	if pc != nil && !pc.lock() { // never true but in race builds: no test here
+	if pc != nil && !pc.Acquire() { // never true but in race builds: no test here
 		return nil
 	}
 	return pc
@@ -192,22 +193,22 @@ func (p *Pool) cacheOf(pid int) *pcache {
 // unpin ends a section begun by pin (pc is what pin returned).
 func unpin(pc *pcache) {
 	if pc != nil {
-		pc.unlock()
+		pc.Release()
 	}
-	procUnpin()
+	percpu.Unpin()
 }
 
-// pinOrMake is procPin and cacheOf, that first makes the P's cache if its slot is empty and
+// pinOrMake is percpu.Pin and cacheOf, that first makes the P's cache if its slot is empty and
 // the pool is open: the refill path's.
 func (p *Pool) pinOrMake() *pcache {
-	pid := procPin()
+	pid := percpu.Pin()
 	pc := p.cacheOf(pid)
 	if pc != nil || pid >= len(p.caches) || p.closed.Load() {
 		return pc
 	}
-	procUnpin() // making a cache allocates: never while pinned
+	percpu.Unpin() // making a cache allocates: never while pinned
 	fresh := newPcache(p)
-	if pid = procPin(); pid < len(p.caches) {
+	if pid = percpu.Pin(); pid < len(p.caches) {
 		p.caches[pid].CompareAndSwap(nil, fresh) // or another goroutine's won
 	}
 	return p.cacheOf(pid)
@@ -220,7 +221,7 @@ func (p *Pool) pinOrMake() *pcache {
 // atomic instruction, and no call but the pin's (see the cost table in
 // doc.go). The sample is left to Refill, so this path never records one.
 func (p *Pool) AllocFast(c uint8, n uintptr) unsafe.Pointer {
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(percpu.Pin())
 	if pc != nil {
 		b := &pc.bins[c]
 		if b.n > 0 && pc.nextSample.skip(n) {
@@ -241,7 +242,7 @@ func (p *Pool) AllocFast(c uint8, n uintptr) unsafe.Pointer {
 // caller calls Free, which sorts out errors, sampled blocks and full
 // caches.
 func (p *Pool) FreeFast(run *arena.Run, ptr unsafe.Pointer) bool {
-	pc := p.cacheOf(procPin()) // first: nothing computed before lives across the call
+	pc := p.cacheOf(percpu.Pin()) // first: nothing computed before lives across the call
 	if pc != nil {
 		s := slabOf(run)
 		idx, ok := s.index(uintptr(ptr))
@@ -315,7 +316,7 @@ func (p *Pool) Refill(c int, n uintptr) (ptr unsafe.Pointer, zero, sampled bool,
 // the heap-profile countdown counted (AllocFast leaves the sample to it),
 // or returns nil if the bin is empty.
 func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(percpu.Pin())
 	if pc != nil {
 		b := &pc.bins[c]
 		if b.n > 0 {
@@ -369,7 +370,7 @@ func (p *Pool) Free(run *arena.Run, addr uintptr) (uintptr, error) {
 		return 0, err
 	}
 	cl := &p.classes[c]
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(percpu.Pin())
 	if pc == nil {
 		unpin(nil)
 		cl.mu.Lock()
@@ -421,7 +422,7 @@ func (p *Pool) claim(run *arena.Run, addr uintptr) (entry, int, uintptr, error) 
 }
 
 // drain takes every P's cache out of its slot, waits until no goroutine
-// uses them (quiesce), and returns their blocks to the slabs and their
+// uses them (percpu.Quiesce), and returns their blocks to the slabs and their
 // counts to the classes.
 func (p *Pool) drain() {
 	p.drainMu.Lock()
@@ -442,7 +443,7 @@ func (p *Pool) drainLocked(retire func(*pcache) bool) int {
 			old = append(old, pc)
 		}
 	}
-	quiesce(old)
+	percpu.Quiesce(len(old), func(i int) *percpu.Lock { return &old[i].Lock })
 	for _, pc := range old {
 		for c := range pc.bins {
 			p.emptyBin(c, &pc.bins[c])
@@ -482,9 +483,9 @@ func (p *Pool) FlushIdle() int {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
 	return p.drainLocked(func(pc *pcache) bool {
-		procPin() // as every holder of a cache's lock (cache_race.go)
-		defer procUnpin()
-		if !pc.lock() {
+		percpu.Pin() // as every holder of a cache's lock (percpu.Lock)
+		defer percpu.Unpin()
+		if !pc.Acquire() {
 			return false
 		}
 		idle, holds := pc.slow == pc.seen, false
@@ -492,7 +493,7 @@ func (p *Pool) FlushIdle() int {
 		for c := range pc.bins {
 			holds = holds || pc.bins[c].n > 0
 		}
-		pc.unlock()
+		pc.Release()
 		return idle && holds
 	})
 }

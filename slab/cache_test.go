@@ -10,6 +10,7 @@ import (
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/percpu"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -18,14 +19,14 @@ import (
 func cached(h *Pool) [NumClasses]uint64 {
 	var out [NumClasses]uint64
 	for i := range h.caches {
-		procPin() // as every holder of a cache's lock
-		if pc := h.caches[i].Load(); pc != nil && pc.lock() {
+		percpu.Pin() // as every holder of a cache's lock
+		if pc := h.caches[i].Load(); pc != nil && pc.Acquire() {
 			for c := range pc.bins {
 				out[c] += uint64(pc.bins[c].n)
 			}
-			pc.unlock()
+			pc.Release()
 		}
-		procUnpin()
+		percpu.Unpin()
 	}
 	return out
 }
@@ -143,12 +144,12 @@ func TestBinGrowsWithDemand(t *testing.T) {
 	}
 	var caps []int32
 	for i := range h.caches {
-		procPin()
-		if pc := h.caches[i].Load(); pc != nil && pc.lock() {
+		percpu.Pin()
+		if pc := h.caches[i].Load(); pc != nil && pc.Acquire() {
 			caps = append(caps, pc.bins[c].cap)
-			pc.unlock()
+			pc.Release()
 		}
-		procUnpin()
+		percpu.Unpin()
 	}
 	require.NotEmpty(t, caps)
 	assert.Contains(t, caps, cl.binMax, "the busy bin grew to binCap")

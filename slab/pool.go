@@ -9,6 +9,7 @@ import (
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/errs"
+	"github.com/brkmap/alloc/internal/percpu"
 	"github.com/brkmap/alloc/stats"
 )
 
@@ -18,7 +19,7 @@ import (
 // carved from it.) All methods are safe for concurrent use.
 type Pool struct {
 	region *arena.Region
-	caches []atomic.Pointer[pcache] // one slot per P, indexed by procPin's id
+	caches []atomic.Pointer[pcache] // one slot per P, indexed by percpu.Pin's id
 	closed atomic.Bool
 	// drainMu serializes drain (Trim, Close); it is never taken on the
 	// allocation paths.
@@ -150,7 +151,7 @@ func (p *Pool) Resize(run *arena.Run, addr, n uintptr) (bool, uintptr, error) {
 		return false, old, fmt.Errorf("%w: %d-byte block at %#x (freed while being resized)", errs.ErrDoubleFree, size, addr)
 	}
 	delta := int64(n) - int64(old)
-	pc := p.cacheOf(procPin())
+	pc := p.cacheOf(percpu.Pin())
 	if pc != nil {
 		pc.bins[c].bytes += delta
 		unpin(pc)
@@ -242,16 +243,16 @@ func (p *Pool) Stats() [NumClasses]stats.Class {
 		cl.mu.Unlock()
 	}
 	for i := range p.caches {
-		procPin() // as every holder of a cache's lock (cache_race.go)
-		if pc := p.caches[i].Load(); pc != nil && pc.lock() {
+		percpu.Pin() // as every holder of a cache's lock (percpu.Lock)
+		if pc := p.caches[i].Load(); pc != nil && pc.Acquire() {
 			for c := range pc.bins {
 				sum[c].blocks += pc.bins[c].blocks
 				sum[c].bytes += pc.bins[c].bytes
 				out[c].CachedBlocks += uint64(pc.bins[c].n)
 			}
-			pc.unlock()
+			pc.Release()
 		}
-		procUnpin()
+		percpu.Unpin()
 	}
 	p.localsMu.Lock()
 	for l := range p.locals {
