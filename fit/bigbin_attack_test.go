@@ -290,16 +290,7 @@ func TestBigConcurrent(t *testing.T) {
 					}
 				default:
 					k := rng.IntN(len(mine))
-					b := mine[k]
-					n := size()
-					ok, e := h.Resize(h.region.Lookup(b.p), b.p, n)
-					if e != nil {
-						err = e
-					} else if ok {
-						b.n = n
-						fill(h, b)
-						mine[k] = b
-					}
+					mine[k], err = resizeFilled(h, mine[k], size())
 				}
 			}
 			for _, b := range mine {

@@ -201,6 +201,17 @@ func freeBlock(t testing.TB, h *Heap, b block) {
 	require.NoError(t, err)
 }
 
+// resizeFilled resizes block b to n bytes if the heap can in place, and
+// then fills it: the block as it ends.
+func resizeFilled(h *Heap, b block, n uintptr) (block, error) {
+	ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+	if err == nil && ok {
+		b.n = n
+		fill(h, b)
+	}
+	return b, err
+}
+
 // freeIntact checks that b's contents are intact, and frees it.
 func freeIntact(t testing.TB, h *Heap, b block) {
 	t.Helper()
@@ -368,16 +379,7 @@ func TestConcurrent(t *testing.T) {
 					_, err = h.Free(h.region.Lookup(b.p), b.p)
 				default:
 					k := rng.IntN(len(mine))
-					b := mine[k]
-					n := uintptr(rng.IntN(20000))
-					ok, e := h.Resize(h.region.Lookup(b.p), b.p, n)
-					if e != nil {
-						err = e
-					} else if ok {
-						b.n = n
-						fill(h, b)
-						mine[k] = b
-					}
+					mine[k], err = resizeFilled(h, mine[k], uintptr(rng.IntN(20000)))
 				}
 			}
 			for _, b := range mine {
