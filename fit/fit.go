@@ -212,8 +212,7 @@ type Heap struct {
 	mergeHeld bool // a free merged into a chunk of purgeMin bytes or more: consolidate (settle)
 
 	// the fronts (front.go): one per P (GOMAXPROCS at New), made on the
-	// slow paths; closed once Close has drained them
-	frontOn      bool
+	// slow paths; closed once Close has drained them; no slots: no fronts
 	fronts       []atomic.Pointer[front]
 	frontsClosed atomic.Bool
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
@@ -251,7 +250,6 @@ func New(region *arena.Region, opts Options) *Heap {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
 	}
 	if h.fastCap != 0 && !opts.NoFronts {
-		h.frontOn = true
 		h.fronts = make([]atomic.Pointer[front], runtime.GOMAXPROCS(0))
 	}
 	return h
@@ -1005,7 +1003,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.armPurge()
 		}
 	}
-	if s >= purgeMin && (h.fastBytes != 0 || h.frontOn) {
+	if s >= purgeMin && (h.fastBytes != 0 || h.fronts != nil) {
 		h.mergeHeld = true // by the caller, once its own chunk is settled: settle
 	}
 }

@@ -130,7 +130,7 @@ func (r *run) granules(c, s uintptr) (g0, g1 uintptr) {
 // its block is freed: the fronts are on, s is a fast bin's size, and the
 // segments reach its end.
 func (h *Heap) fronted(r *run, c, s uintptr) bool {
-	if !h.frontOn || fastIndex(s) < 0 {
+	if h.fronts == nil || fastIndex(s) < 0 {
 		return false
 	}
 	_, g1 := r.granules(c, s)
@@ -212,7 +212,7 @@ func unpinFront(f *front) {
 // makeFront makes this P's front if it has none and the heap is open: on
 // the slow paths, never pinned while allocating.
 func (h *Heap) makeFront() {
-	if !h.frontOn {
+	if h.fronts == nil {
 		return
 	}
 	pid := percpu.Pin()

@@ -18,7 +18,7 @@ import (
 // frontHeap is a heap whose fronts exist on every P.
 func frontHeap(t *testing.T) *Heap {
 	h, _ := newHeap(t)
-	require.True(t, h.frontOn)
+	require.NotNil(t, h.fronts)
 	makeFronts(h)
 	return h
 }
