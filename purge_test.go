@@ -248,7 +248,7 @@ func raceSlack() time.Duration {
 
 // PurgeNever keeps the pages until Trim, as glibc does.
 func TestPurgeNeverKeepsUntilTrim(t *testing.T) {
-	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever})
+	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, ColdBlocks: -1}) // keep at the top, in a slab
 	var bs [][]byte
 	for range 8 << 10 {
 		b, err := a.Malloc(1024)

@@ -31,7 +31,7 @@ func (a *Allocator) BlockSize(n int) int {
 	case r == toFit:
 		return int(fit.BlockSize(u))
 	case r == toSlab && uint(n) < a.smallLimit:
-		return int(slab.ClassSize(slab.SizeClass(u)))
+		return int(slab.ClassSize(slab.SizeClass(u))) // a cold class's block too (coldBlocks)
 	}
 	pages := max((u+a.page-1)/a.page, 1)
 	return int(pages * a.page)

@@ -11,7 +11,7 @@ import (
 
 // The fronts: a per-P cache of medium chunks in front of the heap's lock,
 // glibc's tcache (per thread there, per P here, as the slabs' caches). A
-// block of up to 2 KiB freed on a P goes, without the lock, into the bin
+// block of up to 2 KiB (a cold class's) freed on a P goes, without the lock, into the bin
 // of its chunk's exact size in that P's front; the next request of that
 // size on the P takes it back, without the lock either. The chunk stays
 // in use as far as the heap knows — its bit in the bitmap, its neighbours,
@@ -266,7 +266,7 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 	return true
 }
 
-// AllocFast returns a block of n bytes (MinRequest <= n) from this P's
+// AllocFast returns a block of n bytes from this P's
 // front, or nil: no front, or none of that size. No lock. sampled says the
 // block is the heap profile's sample (Options.ProfileRate), marked so
 // already (flagSampled), within the pinned section: a caller
@@ -274,7 +274,17 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 // since Close may have unmapped it. The caller records it before handing
 // it out.
 func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
-	s := chunkSize(n)
+	return h.allocFast(n, chunkSize(n))
+}
+
+// AllocFastMin is AllocFast of a block with room for least bytes at least
+// (its usable size), of which n are asked for.
+func (h *Heap) AllocFastMin(n, least uintptr) (p unsafe.Pointer, sampled bool) {
+	return h.allocFast(n, chunkSize(max(n, least)))
+}
+
+// allocFast is AllocFast of a block of n bytes in a chunk of s.
+func (h *Heap) allocFast(n, s uintptr) (p unsafe.Pointer, sampled bool) {
 	i := fastIndex(s)
 	if i < 0 {
 		return nil, false
