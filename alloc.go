@@ -428,20 +428,18 @@ const (
 )
 
 // fitFrom is the smallest request routed to the best-fit heap by its size
-// (route): above 2 KiB, where a class's rounding and its free blocks that
-// no other class can use cost more than the heap's header, and where a
-// P's cache of slab blocks would hold too many bytes to be worth its
-// speed. Below it, a size class's blocks come from the heap only while
-// the class is cold (coldBlocks), and from its slabs once it is hot: a
-// live set of 16 B–2 KiB blocks, 100,000 live, one free and one malloc an
-// operation, with 1–2 KiB requests in the heap (its P fronts before its
-// lock) cost 786 instructions and 11.0 D1 misses an operation, with the
-// classes hot and on their slabs 451 and 9.0 (cachegrind); the peaks of
-// the replayed traces, hot classes on slabs against in the heap (bytes):
-// random-bal 15,724,544 against 15,740,928, cc1 3,776,512 against
-// 3,821,568, diff 15,572,992 against 15,613,952, amptjp-bal 2,048,000
-// against 2,064,384, python 37,208,064 against 37,158,912.
-const fitFrom = 2048 + 1
+// (route): above 1 KiB, where a class's rounding and its free blocks that
+// no other class can use cost more than the heap's header. Below it, a
+// size class's blocks come from the heap only while the class is cold
+// (coldBlocks), and from its slabs once it is hot. Measured against 2 KiB
+// (classes up to 2 KiB on their slabs once hot): a live set of 16 B–2 KiB
+// blocks, 100,000 live, one free and one malloc an operation, costs 786
+// instructions an operation against 451 (cachegrind), but the service
+// workload's peak resident is 7.9 MiB against 8.6 (glibc 8.5): its
+// request buffers of 1–2 KiB, short-lived and of every size, share the
+// heap's free chunks, where eight classes each keep slabs and P caches;
+// the replayed traces' peaks are within a page or two either way.
+const fitFrom = 1024 + 1
 
 // coldBlocks (DefaultColdBlocks, Config.ColdBlocks): a small size class
 // takes its first slab only once it has asked for this many blocks; until
@@ -490,7 +488,7 @@ func (a *Allocator) route(n uintptr) route {
 
 // fitted says whether the best-fit heap serves a request of n bytes,
 // fitFrom <= n <= slab.MaxSize, whatever its class has served so far:
-// every size but a class's exact size (4096, 8192, 32768), which takes no
+// every size but a class's exact size (2048, 4096, 32768), which takes no
 // header and no rounding in a slab. A size a few bytes below a class's
 // (4095, 8190) is the heap's too: its slab block would waste only those
 // bytes, but it would sit in a slab of its own class, of no use to any

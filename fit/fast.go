@@ -1,8 +1,8 @@
 package fit
 
 // The fast bins: glibc's fastbins (and, under one lock, what its tcache
-// does per thread), for blocks up to 2 KiB (those of cold classes, which
-// the allocator sends here until they are in steady use). A freed block whose
+// does per thread), for blocks up to 2 KiB (and those of cold classes,
+// which the allocator sends here until they are in steady use). A freed block whose
 // chunk is below fastLimit goes in the bin of chunks of exactly its
 // size, still in use as far as its neighbours know: nothing is
 // merged, split or binned, and the next request of that size takes it

@@ -1,5 +1,5 @@
 // Package fit is the region's best-fit heap: the home of mid-size blocks
-// (above 2 KiB and up to slab.MaxSize), kept the way glibc keeps its heap,
+// (above 1 KiB and up to slab.MaxSize), kept the way glibc keeps its heap,
 // and of the first blocks of every smaller size class (package alloc's
 // cold classes).
 //
@@ -10,7 +10,7 @@
 // another until its whole slab is empty; and a class a program asks only
 // a few blocks of holds a slab of its own for them. Replaying real
 // programs' traces, those were most of the memory this allocator held
-// beyond glibc's. So above 2 KiB a request gets a chunk of exactly its size
+// beyond glibc's. So above 1 KiB a request gets a chunk of exactly its size
 // rounded to 16 bytes (below, a class in steady use keeps its slabs, whose
 // P caches are the fastest path there is), a class's first blocks get a
 // chunk of the class's size, and free chunks merge with their free
@@ -662,7 +662,7 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 }
 
 // Alloc returns a block of n bytes (any size the region can hold; the
-// allocator sends the heap its requests above 2 KiB but a class's exact
+// allocator sends the heap its requests above 1 KiB but a class's exact
 // sizes, and those of a small size class it has seen little of yet:
 // package alloc's fitFrom and coldBlocks).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {

@@ -11,7 +11,7 @@ import (
 
 // The fronts: a per-P cache of medium chunks in front of the heap's lock,
 // glibc's tcache (per thread there, per P here, as the slabs' caches). A
-// block of up to 2 KiB (a cold class's) freed on a P goes, without the lock, into the bin
+// block of up to 2 KiB (a cold class's too) freed on a P goes, without the lock, into the bin
 // of its chunk's exact size in that P's front; the next request of that
 // size on the P takes it back, without the lock either. The chunk stays
 // in use as far as the heap knows — its bit in the bitmap, its neighbours,
