@@ -787,7 +787,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 				last = 0
 			}
 		}
-		more := alignUp(max(s-last+fenceSize, growStep), h.page)
+		step, _ := h.growth()
+		more := alignUp(max(s-last+fenceSize, step), h.page)
 		if h.region.Resize(&t.Run, t.Pages()+more/h.page) {
 			end := t.end + more
 			h.growBits(t, end)
@@ -805,14 +806,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 		}
 	}
 	need := alignUp(s+fenceSize, h.page)
-	bytes := max(need, alignUp(runBytes, h.page))
-	if h.region.Limited() {
-		// under Config.Limit a run's pages count against the cap from
-		// the start, touched or not: a smaller one, grown in place as it
-		// fills, leaves the rest of the cap to the slabs (the allocator
-		// sends the heap its cold classes' first blocks, a few KiB)
-		bytes = max(need, alignUp(growStep, h.page))
-	}
+	_, first := h.growth()
+	bytes := max(need, first)
 	r := &run{Run: arena.NewRun(arena.KindFit)}
 	_, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
 	if err != nil && bytes > need {
@@ -836,6 +831,22 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	h.top = r
 	h.liveRuns[r] = struct{}{}
 	return c, r, nil
+}
+
+// growth returns the least a run grows by in place and the size of a new
+// run: growStep and runBytes, but under the region's cap (Config.Limit),
+// where a run's pages count against the cap from the start, touched or
+// not, a 64th of the cap (a page at least, growStep at most) for both: a
+// smaller run, grown in place as it fills, leaves the rest of the cap to
+// the slabs. (The allocator sends the heap its cold classes' first blocks,
+// a few KiB; with runs of growStep, 128 blocks of 64 bytes held 512 KiB
+// of a 1 MiB cap, and the class's slabs could fill only half of it.)
+func (h *Heap) growth() (step, first uintptr) {
+	if limit := uintptr(h.region.Limit()); limit != 0 {
+		step = alignUp(min(growStep, max(limit/64, h.page)), h.page)
+		return step, step
+	}
+	return alignUp(growStep, h.page), alignUp(runBytes, h.page)
 }
 
 // growBits makes r's bitmap cover a run that ends at end.
