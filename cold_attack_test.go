@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/brkmap/alloc"
 	"github.com/brkmap/alloc/internal/alloctest"
@@ -182,5 +183,35 @@ func TestColdAtLimitConcurrent(t *testing.T) {
 		s := a.Stats()
 		assert.Zero(t, s.LiveBlocks)
 		requireBreakdown(t, s, "all freed")
+	}
+}
+
+// TestColdInteriorFree: a pointer into a cold class's block (from the
+// best-fit heap, as every small class's first blocks are by default) is
+// not the start of a block: ErrInvalidFree, whatever the block holds — here
+// the word before each such pointer reads as the header of a free chunk
+// of 64 bytes, as a program's small integers may — and the block is intact
+// and frees, once (ErrDoubleFree). (The heap took the words of a block in
+// use for a free chunk's header and said ErrDoubleFree.) So for a medium
+// block.
+func TestColdInteriorFree(t *testing.T) {
+	a := newAlloc(t, alloc.Config{})
+	for _, n := range []int{40, 200, 3000} {
+		b, err := a.Malloc(n)
+		require.NoError(t, err)
+		words := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), n/8)
+		for i := range words {
+			words[i] = 64 // a chunk of 64 bytes, neither in use nor the one before it
+		}
+		for off := 16; off < n; off += 16 {
+			err := a.Free(b[off:])
+			require.ErrorIs(t, err, alloc.ErrInvalidFree, "%d bytes: a pointer %d bytes in", n, off)
+			require.NotErrorIs(t, err, alloc.ErrDoubleFree, "%d bytes: a pointer %d bytes in", n, off)
+		}
+		for i := range words {
+			require.EqualValues(t, 64, words[i], "%d bytes: word %d", n, i)
+		}
+		require.NoError(t, a.Free(b))
+		require.ErrorIs(t, a.Free(b), alloc.ErrDoubleFree, "%d bytes: freed twice", n)
 	}
 }

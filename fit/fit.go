@@ -877,7 +877,11 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		if held(r, c) {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
 		}
-		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize {
+		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize && !h.inBlock(r, c) {
+			// a free chunk's header, or the one a freed block left when
+			// it merged with a free chunk before it; not words inside a
+			// block in use that p points into, whatever they hold (a
+			// small block's integers read as a header)
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x", errDouble, p)
 		}
 		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block in use", errInvalid, p)
@@ -897,6 +901,29 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p)
 	}
 	return r, c, hd, nil
+}
+
+// inBlock reports whether c, a granule of r where no chunk in use or held
+// starts, lies inside a chunk in use or held: the last bit of the bitmap
+// before c is that chunk's own (in use) or the second of its mark (held),
+// and its size says whether it reaches past c.
+func (h *Heap) inBlock(r *run, c uintptr) bool {
+	g := (c - r.start) / granule
+	w := g / 64
+	m := r.live[w] & (uint64(1)<<(g%64) - 1)
+	for m == 0 {
+		if w == 0 {
+			return false // no chunk before c is in use or held
+		}
+		w--
+		m = r.live[w]
+	}
+	x := w*64 + uintptr(63-bits.LeadingZeros64(m))
+	if x >= 2 && r.window(r.start+(x-2)*granule) == bitsHeld {
+		x -= 2
+	}
+	xc := r.start + x*granule
+	return c < xc+sizeOf(h.header(xc))
 }
 
 // checkAll is check, and checks the chunk after the block too (checkNext):
