@@ -906,8 +906,9 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 // inBlock reports whether c, a granule of r where no chunk in use or held
 // starts, lies inside a chunk in use or held: the last bit of the bitmap
 // before c is that chunk's own (in use) or the second of its mark (held),
-// and its size says whether it reaches past c.
+// and its size says whether it reaches past c. The lock is held.
 func (h *Heap) inBlock(r *run, c uintptr) bool {
+	h.mu.AssertHeld()
 	g := (c - r.start) / granule
 	w := g / 64
 	m := r.live[w] & (uint64(1)<<(g%64) - 1)
