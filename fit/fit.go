@@ -91,7 +91,8 @@ const (
 
 	// runBytes is a new run, and growStep the least a run grows by in
 	// place (under the region's cap, less: growth): address space, of
-	// which only the pages a block reaches become resident. Fewer, larger runs leave fewer free ends a chunk
+	// which only the pages a block reaches become resident. Fewer,
+	// larger runs leave fewer free ends a chunk
 	// cannot span (random-bal: 15.15 MiB at 256 KiB, 15.04 at 1 MiB,
 	// 15.01 at 2 MiB). The service workload's heap holds 2 MiB at its
 	// peak either as two 1 MiB runs or as one 2 MiB run, the same
