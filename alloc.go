@@ -3,12 +3,15 @@
 //
 // A request goes one of three ways, chosen by its size and the Policy:
 //
-//  1. Small (up to 1 KiB): rounded up to one of the size classes (one
-//     table load) and popped from this P's cache for that class, with no lock
-//     and no atomic instruction; an empty cache is refilled with a batch
-//     from the class's slabs under the class lock — package slab. Slabs
-//     are page runs of the region.
-//  2. Medium (above 1 KiB, up to 32 KiB): a chunk of exactly its size
+//  1. Small (up to 2 KiB, and a class's exact size above): rounded up to
+//     one of the size classes (one table load) and popped from this P's
+//     cache for that class, with no lock and no atomic instruction; an
+//     empty cache is refilled with a batch from the class's slabs under
+//     the class lock — package slab. Slabs are page runs of the region. A
+//     class's first blocks (Config.ColdBlocks) come from the best-fit heap
+//     instead, a chunk of the class's size each, until the class is in
+//     steady use.
+//  2. Medium (above 2 KiB, up to 32 KiB): a chunk of exactly its size
 //     (rounded to 16 bytes) from the best-fit heap, whose free chunks merge
 //     with their free neighbours as glibc's do — package fit. Its runs are
 //     page runs of the region too.
@@ -229,7 +232,7 @@ type Allocator struct {
 	pages  arena.PageMap // the region's page map, kept here: one hop less on Free
 	region *arena.Region
 	slabs  *slab.Pool
-	fit    *fit.Heap // medium requests; nil under Debug and PolicyMmap
+	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
 	// cold counts the requests of each small class that the best-fit heap
 	// served, up to coldN (Config.ColdBlocks; 0: none)
 	cold  [slab.NumClasses]atomic.Uint32

@@ -53,6 +53,9 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 		"huge-lg":   {HugePages: alloc.HugePagesLarge, Policy: alloc.PolicyBrk},
 		"never":     {PurgeDelay: alloc.PurgeNever},
 		"immediate": {PurgeDelay: alloc.PurgeImmediately},
+		"cold-all":  {ColdBlocks: alloctest.AllCold},
+		"cold-none": {ColdBlocks: -1},
+		"cold-few":  {ColdBlocks: 3},
 	}
 	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {

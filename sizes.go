@@ -32,8 +32,11 @@ func (a *Allocator) BlockSize(n int) int {
 	switch {
 	case r == toFit:
 		return int(fit.BlockSize(u))
-	case r == toSlab && uint(n) < a.smallLimit:
-		return int(slab.ClassSize(slab.SizeClass(u))) // a cold class's block too (coldBlocks)
+	case r == toSlab:
+		// a slab's block, or a cold class's (coldBlocks); whatever the
+		// smallLimit (a threshold set below it and slid up since sends
+		// the request here all the same, past the P caches)
+		return int(slab.ClassSize(slab.SizeClass(u)))
 	}
 	pages := max((u+a.page-1)/a.page, 1)
 	return int(pages * a.page)

@@ -90,8 +90,9 @@ const (
 	exactLimit = numExact * granule
 
 	// runBytes is a new run, and growStep the least a run grows by in
-	// place: address space, of which only the pages a block reaches
-	// become resident. Fewer, larger runs leave fewer free ends a chunk
+	// place (under the region's cap, less: growth): address space, of
+	// which only the pages a block reaches become resident. Fewer,
+	// larger runs leave fewer free ends a chunk
 	// cannot span (random-bal: 15.15 MiB at 256 KiB, 15.04 at 1 MiB,
 	// 15.01 at 2 MiB). The service workload's heap holds 2 MiB at its
 	// peak either as two 1 MiB runs or as one 2 MiB run, the same
@@ -787,7 +788,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 				last = 0
 			}
 		}
-		more := alignUp(max(s-last+fenceSize, growStep), h.page)
+		step, _ := h.growth()
+		more := alignUp(max(s-last+fenceSize, step), h.page)
 		if h.region.Resize(&t.Run, t.Pages()+more/h.page) {
 			end := t.end + more
 			h.growBits(t, end)
@@ -805,14 +807,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 		}
 	}
 	need := alignUp(s+fenceSize, h.page)
-	bytes := max(need, alignUp(runBytes, h.page))
-	if h.region.Limited() {
-		// under Config.Limit a run's pages count against the cap from
-		// the start, touched or not: a smaller one, grown in place as it
-		// fills, leaves the rest of the cap to the slabs (the allocator
-		// sends the heap its cold classes' first blocks, a few KiB)
-		bytes = max(need, alignUp(growStep, h.page))
-	}
+	_, first := h.growth()
+	bytes := max(need, first)
 	r := &run{Run: arena.NewRun(arena.KindFit)}
 	_, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
 	if err != nil && bytes > need {
@@ -836,6 +832,22 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	h.top = r
 	h.liveRuns[r] = struct{}{}
 	return c, r, nil
+}
+
+// growth returns the least a run grows by in place and the size of a new
+// run: growStep and runBytes, but under the region's cap (Config.Limit),
+// where a run's pages count against the cap from the start, touched or
+// not, a 64th of the cap (a page at least, growStep at most) for both: a
+// smaller run, grown in place as it fills, leaves the rest of the cap to
+// the slabs. (The allocator sends the heap its cold classes' first blocks,
+// a few KiB; with runs of growStep, 128 blocks of 64 bytes held 512 KiB
+// of a 1 MiB cap, and the class's slabs could fill only half of it.)
+func (h *Heap) growth() (step, first uintptr) {
+	if limit := uintptr(h.region.Limit()); limit != 0 {
+		step = alignUp(min(growStep, max(limit/64, h.page)), h.page)
+		return step, step
+	}
+	return alignUp(growStep, h.page), alignUp(runBytes, h.page)
 }
 
 // growBits makes r's bitmap cover a run that ends at end.
@@ -866,7 +878,11 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		if held(r, c) {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
 		}
-		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize {
+		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize && !h.inBlock(r, c) {
+			// a free chunk's header, or the one a freed block left when
+			// it merged with a free chunk before it; not words inside a
+			// block in use that p points into, whatever they hold (a
+			// small block's integers read as a header)
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x", errDouble, p)
 		}
 		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block in use", errInvalid, p)
@@ -886,6 +902,30 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p)
 	}
 	return r, c, hd, nil
+}
+
+// inBlock reports whether c, a granule of r where no chunk in use or held
+// starts, lies inside a chunk in use or held: the last bit of the bitmap
+// before c is that chunk's own (in use) or the second of its mark (held),
+// and its size says whether it reaches past c. The lock is held.
+func (h *Heap) inBlock(r *run, c uintptr) bool {
+	h.mu.AssertHeld()
+	g := (c - r.start) / granule
+	w := g / 64
+	m := r.live[w] & (uint64(1)<<(g%64) - 1)
+	for m == 0 {
+		if w == 0 {
+			return false // no chunk before c is in use or held
+		}
+		w--
+		m = r.live[w]
+	}
+	x := w*64 + uintptr(63-bits.LeadingZeros64(m))
+	if x >= 2 && r.window(r.start+(x-2)*granule) == bitsHeld {
+		x -= 2
+	}
+	xc := r.start + x*granule
+	return c < xc+sizeOf(h.header(xc))
 }
 
 // checkAll is check, and checks the chunk after the block too (checkNext):
