@@ -3,7 +3,7 @@
 //
 // A request goes one of three ways, chosen by its size and the Policy:
 //
-//  1. Small (up to 2 KiB, and a class's exact size above): rounded up to
+//  1. Small (up to 1 KiB, and a class's exact size above): rounded up to
 //     one of the size classes (one table load) and popped from this P's
 //     cache for that class, with no lock and no atomic instruction; an
 //     empty cache is refilled with a batch from the class's slabs under
@@ -11,7 +11,7 @@
 //     class's first blocks (Config.ColdBlocks) come from the best-fit heap
 //     instead, a chunk of the class's size each, until the class is in
 //     steady use.
-//  2. Medium (above 2 KiB, up to 32 KiB): a chunk of exactly its size
+//  2. Medium (above 1 KiB, up to 32 KiB): a chunk of exactly its size
 //     (rounded to 16 bytes) from the best-fit heap, whose free chunks merge
 //     with their free neighbours as glibc's do — package fit. Its runs are
 //     page runs of the region too.
