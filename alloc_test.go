@@ -562,7 +562,7 @@ func TestConcurrentDoubleFreeIsCaughtOnce(t *testing.T) {
 }
 
 func TestStatsCounters(t *testing.T) {
-	a := newAlloc(t, alloc.Config{})
+	a := newAlloc(t, alloc.Config{ColdBlocks: -1}) // the small block in its class
 	s0 := a.Stats()
 	small, _ := a.Malloc(100)
 	mid, _ := a.Malloc(64 << 10)

@@ -16,6 +16,7 @@ func ConfigOf(v alloctest.Variant) Config {
 		TrimThreshold:    v.TrimThreshold,
 		TopPad:           v.TopPad,
 		Debug:            v.Debug,
+		ColdBlocks:       v.ColdBlocks,
 	}
 	if v.Policy != "" {
 		c.Policy = policyNamed(v.Policy)

@@ -374,7 +374,7 @@ func TestDebugQuarantineYieldsToLimit(t *testing.T) {
 // in other caches).
 func TestRefillAtLimitDrainsOtherCaches(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
-	a, err := New(Config{Limit: 2 << 20, TopPad: -1})
+	a, err := New(Config{Limit: 2 << 20, TopPad: -1, ColdBlocks: -1}) // every block from a slab: the P caches' test
 	require.NoError(t, err)
 	defer a.Close()
 	fillUp := func() [][]byte {

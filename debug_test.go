@@ -181,8 +181,8 @@ func TestFreeListIntegrity(t *testing.T) {
 			var rec recorder
 			// PurgeNever: the damaged blocks stay as they are until the
 			// Mallocs below meet them.
-			a := newAlloc(t, alloc.Config{OnCorruption: rec.record, PurgeDelay: alloc.PurgeNever})
-			kept, release := damageFreeList(t, a, damage|1) // a write after free over every link
+			a := newAlloc(t, alloc.Config{OnCorruption: rec.record, PurgeDelay: alloc.PurgeNever, ColdBlocks: -1}) // slabs' free lists
+			kept, release := damageFreeList(t, a, damage|1)                                                        // a write after free over every link
 			seen := map[uintptr]bool{}
 			for _, b := range kept {
 				seen[addr(b)] = true

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -62,11 +63,11 @@ func TestFitFastFreeAll(t *testing.T) {
 		name string
 		cfg  alloc.Config
 	}{
-		{"default", alloc.Config{}},
-		{"background", alloc.Config{PurgeInBackground: true}},
-		{"background-never", alloc.Config{PurgeInBackground: true, PurgeDelay: alloc.PurgeNever}},
-		{"never", alloc.Config{PurgeDelay: alloc.PurgeNever}},
-		{"immediately", alloc.Config{PurgeDelay: alloc.PurgeImmediately}},
+		{"default", alloc.Config{ColdBlocks: alloctest.AllCold}},
+		{"background", alloc.Config{ColdBlocks: alloctest.AllCold, PurgeInBackground: true}},
+		{"background-never", alloc.Config{ColdBlocks: alloctest.AllCold, PurgeInBackground: true, PurgeDelay: alloc.PurgeNever}},
+		{"never", alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: alloc.PurgeNever}},
+		{"immediately", alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: alloc.PurgeImmediately}},
 	} {
 		for _, workers := range []int{1, 8} {
 			t.Run(fmt.Sprintf("%s/%d", c.name, workers), func(t *testing.T) {
@@ -102,7 +103,7 @@ func TestFitFastFreeAll(t *testing.T) {
 // other to free; Trim, Stats and UsableSize run beside them. Contents are
 // checked before every free.
 func TestFitFastRace(t *testing.T) {
-	a := newAlloc(t, alloc.Config{PurgeDelay: time.Millisecond})
+	a := newAlloc(t, alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: time.Millisecond})
 	const workers = 16
 	rounds := 3000
 	if testing.Short() || raceBuild {

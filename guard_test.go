@@ -107,7 +107,7 @@ func TestCountersAreStatsWithoutMeasuring(t *testing.T) {
 
 // A Snapshot in JSON has snake_case names and lists only the classes in use.
 func TestSnapshotJSON(t *testing.T) {
-	a := newAlloc(t, alloc.Config{})
+	a := newAlloc(t, alloc.Config{ColdBlocks: -1}) // the block in its class
 	b, err := a.Malloc(100)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, a.Free(b)) }()

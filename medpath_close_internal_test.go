@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -17,7 +18,7 @@ import (
 // every call is refused, and the profile counts every sampled block
 // freed.
 func TestMediumCallsWhileClosing(t *testing.T) {
-	a, err := New(Config{PurgeInBackground: true, PurgeDelay: time.Millisecond, ProfileRate: 1})
+	a, err := New(Config{ColdBlocks: alloctest.AllCold, PurgeInBackground: true, PurgeDelay: time.Millisecond, ProfileRate: 1})
 	require.NoError(t, err)
 	var held [][]byte
 	for i := range 8 {

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -30,9 +31,12 @@ func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (x []byte, others [][]by
 		require.NoError(t, err)
 		y, err := a.Malloc(1500)
 		require.NoError(t, err)
-		usable := a.UsableSize(x)
-		if addr(x)+uintptr(usable)+8 != addr(y) {
-			others = append(others, x, y) // not neighbours: both stay live
+		usable := uintptr(a.UsableSize(x))
+		if d := addr(y) - addr(x); addr(y) < addr(x) || d < usable+8 || d > usable+24 {
+			// not neighbours: both stay live (a cold class's chunk has 8
+			// bytes more than its block's usable size: the class's size
+			// plus the header, rounded to 16)
+			others = append(others, x, y)
 			continue
 		}
 		before := a.Stats().FitCachedBytes
@@ -41,7 +45,7 @@ func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (x []byte, others [][]by
 			others = append(others, x)
 			continue // freed under the lock (another P than the one whose front the first Malloc made)
 		}
-		hdr := (*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(x)), usable)) // y's chunk's header
+		hdr := (*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(y)), -8)) // y's chunk's header
 		*hdr = 0
 		return x, others
 	}
@@ -57,7 +61,7 @@ func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (x []byte, others [][]by
 // fitMalloc delivered whatever the queue held, even when the heap had
 // refused it.)
 func TestMediumMallocAfterCloseDeliversNothing(t *testing.T) {
-	a, err := alloc.New(alloc.Config{PurgeDelay: alloc.PurgeNever})
+	a, err := alloc.New(alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: alloc.PurgeNever})
 	require.NoError(t, err)
 	frontHeldDamaged(t, a)
 	require.NoError(t, a.Close()) // reports the chunk, delivered to nobody
@@ -84,11 +88,12 @@ func TestMediumMallocAfterCloseDeliversNothing(t *testing.T) {
 func TestMediumPathRacesClose(t *testing.T) {
 	configs := map[string]alloc.Config{
 		"default":    {},
-		"never":      {PurgeDelay: alloc.PurgeNever},
-		"immediate":  {PurgeDelay: alloc.PurgeImmediately},
-		"background": {PurgeInBackground: true, PurgeDelay: time.Millisecond},
-		"brk":        {Policy: alloc.PolicyBrk},
-		"huge":       {HugePages: alloc.HugePagesAll},
+		"cold-all":   {ColdBlocks: alloctest.AllCold}, // 1500 bytes in the heap and its fronts for good
+		"never":      {PurgeDelay: alloc.PurgeNever, ColdBlocks: alloctest.AllCold},
+		"immediate":  {PurgeDelay: alloc.PurgeImmediately, ColdBlocks: alloctest.AllCold},
+		"background": {PurgeInBackground: true, PurgeDelay: time.Millisecond, ColdBlocks: alloctest.AllCold},
+		"brk":        {Policy: alloc.PolicyBrk, ColdBlocks: alloctest.AllCold},
+		"huge":       {HugePages: alloc.HugePagesAll, ColdBlocks: alloctest.AllCold},
 		"debug":      {Debug: true},
 	}
 	rounds := 12
@@ -187,7 +192,7 @@ func TestMediumMallocReportPanics(t *testing.T) {
 		t.Run(handler, func(t *testing.T) {
 			var a *alloc.Allocator
 			reports := 0
-			a = newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
+			a = newAlloc(t, alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: alloc.PurgeNever, OnCorruption: func(c *alloc.Corruption) {
 				reports++
 				if handler == "close" {
 					assert.NoError(t, a.Close())

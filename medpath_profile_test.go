@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -19,7 +20,7 @@ func TestHeapProfileMedium(t *testing.T) {
 	for _, size := range []int{1500, 3000, 20000} {
 		for _, local := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%d/local=%v", size, local), func(t *testing.T) {
-				a := newAlloc(t, alloc.Config{ProfileRate: 1})
+				a := newAlloc(t, alloc.Config{ColdBlocks: alloctest.AllCold, ProfileRate: 1})
 				l := a.NewLocal()
 				defer func() { require.NoError(t, l.Close()) }()
 				var bs [][]byte
@@ -60,7 +61,7 @@ func TestHeapProfileMedium(t *testing.T) {
 // hand out and take back chunks the heap sampled and chunks they sampled
 // themselves. Once every block is freed, no record is live.
 func TestHeapProfileMediumChurn(t *testing.T) {
-	a := newAlloc(t, alloc.Config{ProfileRate: 8 << 10})
+	a := newAlloc(t, alloc.Config{ColdBlocks: alloctest.AllCold, ProfileRate: 8 << 10})
 	sizes := []int{1025, 1500, 2000, 2030, 3000, 9000}
 	ch := make(chan []byte, 64)
 	done := make(chan struct{})

@@ -53,6 +53,9 @@ func TestStatsBreakdownSumsExactly(t *testing.T) {
 		"huge-lg":   {HugePages: alloc.HugePagesLarge, Policy: alloc.PolicyBrk},
 		"never":     {PurgeDelay: alloc.PurgeNever},
 		"immediate": {PurgeDelay: alloc.PurgeImmediately},
+		"cold-all":  {ColdBlocks: alloctest.AllCold},
+		"cold-none": {ColdBlocks: -1},
+		"cold-few":  {ColdBlocks: 3},
 	}
 	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {
@@ -248,7 +251,7 @@ func raceSlack() time.Duration {
 
 // PurgeNever keeps the pages until Trim, as glibc does.
 func TestPurgeNeverKeepsUntilTrim(t *testing.T) {
-	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever})
+	a := newAlloc(t, alloc.Config{PurgeDelay: alloc.PurgeNever, ColdBlocks: -1}) // keep at the top, in a slab
 	var bs [][]byte
 	for range 8 << 10 {
 		b, err := a.Malloc(1024)

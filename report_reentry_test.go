@@ -97,7 +97,7 @@ func TestCorruptionHandlerPanicsAllocatorStaysUsable(t *testing.T) {
 			}
 			var a *alloc.Allocator
 			reports := 0
-			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
+			a = newAlloc(t, alloc.Config{Debug: debug, ColdBlocks: -1, OnCorruption: func(c *alloc.Corruption) {
 				reports++
 				panic(c)
 			}})
@@ -148,7 +148,7 @@ func TestCorruptionHandlerCallsBack(t *testing.T) {
 			}
 			var a *alloc.Allocator
 			var inHandler []error
-			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(c *alloc.Corruption) {
+			a = newAlloc(t, alloc.Config{Debug: debug, ColdBlocks: -1, OnCorruption: func(c *alloc.Corruption) {
 				s := a.Stats()
 				_ = s
 				x, err := a.Malloc(64)
@@ -191,7 +191,7 @@ func TestCorruptionHandlerCloses(t *testing.T) {
 			var a *alloc.Allocator
 			var closeErrs []error
 			closes := 0
-			a = newAlloc(t, alloc.Config{Debug: debug, OnCorruption: func(*alloc.Corruption) {
+			a = newAlloc(t, alloc.Config{Debug: debug, ColdBlocks: -1, OnCorruption: func(*alloc.Corruption) {
 				closes++
 				closeErrs = append(closeErrs, a.Close())
 			}})

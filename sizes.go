@@ -11,7 +11,9 @@ import (
 // before making it. A small request gets its size class's block size, a
 // medium one its chunk less the header (a multiple of 16, plus 8; the
 // block UsableSize reports can be 16 bytes more, when the free chunk it
-// came from had just 16 bytes to spare, too few to split off), a
+// came from had just 16 bytes to spare, too few to split off, or up to 48
+// more, when a P's front held no chunk of the request's size but one a
+// little larger: fit's frontLook), a
 // mid-size one its whole pages of the region, a large one its whole pages
 // of a mapping. Under Debug it is n (the rest of a debug block is its
 // canary). A negative n returns 0.
@@ -30,7 +32,10 @@ func (a *Allocator) BlockSize(n int) int {
 	switch {
 	case r == toFit:
 		return int(fit.BlockSize(u))
-	case r == toSlab && uint(n) < a.smallLimit:
+	case r == toSlab:
+		// a slab's block, or a cold class's (coldBlocks); whatever the
+		// smallLimit (a threshold set below it and slid up since sends
+		// the request here all the same, past the P caches)
 		return int(slab.ClassSize(slab.SizeClass(u)))
 	}
 	pages := max((u+a.page-1)/a.page, 1)

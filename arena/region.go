@@ -188,6 +188,9 @@ func (r *Region) PageSize() uintptr { return r.page }
 // Limited reports whether the region's budget has a cap (Config.Limit).
 func (r *Region) Limited() bool { return r.budget.Limit() != 0 }
 
+// Limit returns the region's cap (Config.Limit), 0 if none.
+func (r *Region) Limit() uint64 { return r.budget.Limit() }
+
 // SetTrimThreshold changes the trim threshold (the dynamic threshold does).
 func (r *Region) SetTrimThreshold(n uintptr) { r.trimThreshold.Store(n) }
 

@@ -1,7 +1,8 @@
 package fit
 
 // The fast bins: glibc's fastbins (and, under one lock, what its tcache
-// does per thread), for blocks up to 2 KiB. A freed block whose
+// does per thread), for blocks up to 2 KiB (and those of cold classes,
+// which the allocator sends here until they are in steady use). A freed block whose
 // chunk is below fastLimit goes in the bin of chunks of exactly its
 // size, still in use as far as its neighbours know: nothing is
 // merged, split or binned, and the next request of that size takes it
@@ -42,7 +43,7 @@ package fit
 // 981 instructions with the lists, 850 with the arrays, by cachegrind; a live set of 16 B–2 KiB blocks 917 and 835 an operation.)
 
 const (
-	fastFirst = (MinRequest + overhead + granule - 1) / granule // the smallest chunk's size / 16
+	fastFirst = minAlloc / granule // the smallest chunk's size / 16
 	// fastLimit is the first chunk size the fast bins (and the fronts) do
 	// not hold: blocks up to 2 KiB. A larger chunk is half a page or
 	// more, which held unmerged costs more than the cache lines its merge

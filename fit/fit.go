@@ -1,15 +1,21 @@
 // Package fit is the region's best-fit heap: the home of mid-size blocks
-// (above 1 KiB and up to slab.MaxSize), kept the way glibc keeps its heap.
+// (above 1 KiB and up to slab.MaxSize), kept the way glibc keeps its heap,
+// and of the first blocks of every smaller size class (package alloc's
+// cold classes).
 //
 // Size classes round a request up to the next class and keep the free
 // blocks of one class apart from every other's: above 1 KiB, where the
 // classes are an eighth of an octave apart, that costs about 6% in
 // rounding, and a block freed in one class is no use to a request of
-// another until its whole slab is empty. Replaying real programs' traces,
-// those two were most of the memory this allocator held beyond glibc's. So
-// above 1 KiB a request gets a chunk of exactly its size rounded to 16
-// bytes, and free chunks merge with their free neighbours at once, so free
-// space is one pool for every size — glibc's chunks:
+// another until its whole slab is empty; and a class a program asks only
+// a few blocks of holds a slab of its own for them. Replaying real
+// programs' traces, those were most of the memory this allocator held
+// beyond glibc's. So above 1 KiB a request gets a chunk of exactly its size
+// rounded to 16 bytes (below, a class in steady use keeps its slabs, whose
+// P caches are the fastest path there is), a class's first blocks get a
+// chunk of the class's size, and free chunks merge with their free
+// neighbours at once, so free space is one pool for every size — glibc's
+// chunks:
 //
 //	chunk c:  [c, c+8)    the size of the chunk before, when that one is free
 //	          [c+8, c+16) the header: size | in use | previous in use | slack
@@ -61,9 +67,11 @@ import (
 )
 
 const (
-	// MinRequest is the smallest request the heap serves; smaller ones
-	// are the slabs'.
-	MinRequest = 1024 + 1
+	// minAlloc is the smallest chunk handed out: a held chunk's mark sets
+	// the bits of the two granules after its own (fast.go), and a clear
+	// bit must part it from the next chunk's, so a chunk a fast bin or a
+	// front may hold is 4 granules at least.
+	minAlloc = 64
 
 	granule   = 16
 	minChunk  = 32 // a header, two links and a boundary tag
@@ -82,8 +90,9 @@ const (
 	exactLimit = numExact * granule
 
 	// runBytes is a new run, and growStep the least a run grows by in
-	// place: address space, of which only the pages a block reaches
-	// become resident. Fewer, larger runs leave fewer free ends a chunk
+	// place (under the region's cap, less: growth): address space, of
+	// which only the pages a block reaches become resident. Fewer,
+	// larger runs leave fewer free ends a chunk
 	// cannot span (random-bal: 15.15 MiB at 256 KiB, 15.04 at 1 MiB,
 	// 15.01 at 2 MiB). The service workload's heap holds 2 MiB at its
 	// peak either as two 1 MiB runs or as one 2 MiB run, the same
@@ -262,7 +271,7 @@ var (
 )
 
 // chunkSize returns the chunk that holds a block of n bytes.
-func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-1), minChunk) }
+func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-1), minAlloc) }
 
 // BlockSize returns the usable size of the block a request of n bytes
 // gets: its chunk less the header.
@@ -653,8 +662,10 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 	return h.header(c)
 }
 
-// Alloc returns a block of n bytes (MinRequest <= n; any size the region
-// can hold).
+// Alloc returns a block of n bytes (any size the region can hold; the
+// allocator sends the heap its requests above 1 KiB but a class's exact
+// sizes, and those of a small size class it has seen little of yet:
+// package alloc's fitFrom and coldBlocks).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	p, _, err := h.AllocSampled(n)
 	return p, err
@@ -669,7 +680,17 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 // heap's lock orders it with Close, which takes the lock before the
 // region goes.
 func (h *Heap) AllocSampled(n uintptr) (p unsafe.Pointer, sampled bool, err error) {
-	s := chunkSize(n)
+	return h.allocSampled(n, chunkSize(n))
+}
+
+// AllocSampledMin is AllocSampled of a block with room for least bytes at
+// least (its usable size), of which n are asked for.
+func (h *Heap) AllocSampledMin(n, least uintptr) (p unsafe.Pointer, sampled bool, err error) {
+	return h.allocSampled(n, chunkSize(max(n, least)))
+}
+
+// allocSampled is AllocSampled of a block of n bytes in a chunk of s.
+func (h *Heap) allocSampled(n, s uintptr) (p unsafe.Pointer, sampled bool, err error) {
 	if fastIndex(s) >= 0 {
 		h.makeFront() // a front holds no bigger chunk: no P needs one for it
 	}
@@ -767,7 +788,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 				last = 0
 			}
 		}
-		more := alignUp(max(s-last+fenceSize, growStep), h.page)
+		step, _ := h.growth()
+		more := alignUp(max(s-last+fenceSize, step), h.page)
 		if h.region.Resize(&t.Run, t.Pages()+more/h.page) {
 			end := t.end + more
 			h.growBits(t, end)
@@ -785,7 +807,8 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 		}
 	}
 	need := alignUp(s+fenceSize, h.page)
-	bytes := max(need, alignUp(runBytes, h.page))
+	_, first := h.growth()
+	bytes := max(need, first)
 	r := &run{Run: arena.NewRun(arena.KindFit)}
 	_, _, err := h.region.AllocRun(&r.Run, bytes/h.page, 0, 0)
 	if err != nil && bytes > need {
@@ -809,6 +832,22 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	h.top = r
 	h.liveRuns[r] = struct{}{}
 	return c, r, nil
+}
+
+// growth returns the least a run grows by in place and the size of a new
+// run: growStep and runBytes, but under the region's cap (Config.Limit),
+// where a run's pages count against the cap from the start, touched or
+// not, a 64th of the cap (a page at least, growStep at most) for both: a
+// smaller run, grown in place as it fills, leaves the rest of the cap to
+// the slabs. (The allocator sends the heap its cold classes' first blocks,
+// a few KiB; with runs of growStep, 128 blocks of 64 bytes held 512 KiB
+// of a 1 MiB cap, and the class's slabs could fill only half of it.)
+func (h *Heap) growth() (step, first uintptr) {
+	if limit := uintptr(h.region.Limit()); limit != 0 {
+		step = alignUp(min(growStep, max(limit/64, h.page)), h.page)
+		return step, step
+	}
+	return alignUp(growStep, h.page), alignUp(runBytes, h.page)
 }
 
 // growBits makes r's bitmap cover a run that ends at end.
@@ -839,7 +878,11 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		if held(r, c) {
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a fast bin)", errDouble, p)
 		}
-		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize {
+		if hd := h.header(c); hd&flagInUse == 0 && sizeOf(hd) >= minChunk && c+sizeOf(hd) <= r.end-fenceSize && !h.inBlock(r, c) {
+			// a free chunk's header, or the one a freed block left when
+			// it merged with a free chunk before it; not words inside a
+			// block in use that p points into, whatever they hold (a
+			// small block's integers read as a header)
 			return nil, 0, 0, fmt.Errorf("%w: block at %#x", errDouble, p)
 		}
 		return nil, 0, 0, fmt.Errorf("%w: %#x is not the start of a block in use", errInvalid, p)
@@ -859,6 +902,30 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		return nil, 0, 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p)
 	}
 	return r, c, hd, nil
+}
+
+// inBlock reports whether c, a granule of r where no chunk in use or held
+// starts, lies inside a chunk in use or held: the last bit of the bitmap
+// before c is that chunk's own (in use) or the second of its mark (held),
+// and its size says whether it reaches past c. The lock is held.
+func (h *Heap) inBlock(r *run, c uintptr) bool {
+	h.mu.AssertHeld()
+	g := (c - r.start) / granule
+	w := g / 64
+	m := r.live[w] & (uint64(1)<<(g%64) - 1)
+	for m == 0 {
+		if w == 0 {
+			return false // no chunk before c is in use or held
+		}
+		w--
+		m = r.live[w]
+	}
+	x := w*64 + uintptr(63-bits.LeadingZeros64(m))
+	if x >= 2 && r.window(r.start+(x-2)*granule) == bitsHeld {
+		x -= 2
+	}
+	xc := r.start + x*granule
+	return c < xc+sizeOf(h.header(xc))
 }
 
 // checkAll is check, and checks the chunk after the block too (checkNext):
@@ -1174,6 +1241,13 @@ func (h *Heap) giveBack(r *run) {
 // can: it shrinks by splitting off the rest, and grows into the free chunk
 // after it. It reports whether it did; the block is unchanged if not.
 func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
+	return h.ResizeMin(ar, p, n, 0)
+}
+
+// ResizeMin is Resize to a block with room for least bytes at least (its
+// usable size), of which n are asked for: a cold class's block, which
+// keeps room for its class's size (AllocSampledMin).
+func (h *Heap) ResizeMin(ar *arena.Run, p, n, least uintptr) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, c, hd, err := h.checkAll(ar, p)
@@ -1193,7 +1267,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
 	}()
 	h.ops++
 	old := s - overhead - uintptr(hd>>slackShift)
-	want := chunkSize(n)
+	want := chunkSize(max(n, least))
 	if want > s && h.fastBytes != 0 && c+s < r.end-fenceSize && held(r, c+s) {
 		h.consolidate()  // the chunk after may merge into room to grow into
 		hd = h.header(c) // and the chunk before may be free now

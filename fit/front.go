@@ -11,7 +11,7 @@ import (
 
 // The fronts: a per-P cache of medium chunks in front of the heap's lock,
 // glibc's tcache (per thread there, per P here, as the slabs' caches). A
-// block of up to 2 KiB freed on a P goes, without the lock, into the bin
+// block of up to 2 KiB (a cold class's too) freed on a P goes, without the lock, into the bin
 // of its chunk's exact size in that P's front; the next request of that
 // size on the P takes it back, without the lock either. The chunk stays
 // in use as far as the heap knows — its bit in the bitmap, its neighbours,
@@ -63,6 +63,18 @@ import (
 
 const (
 	frontCount = fastCount // chunks of one size a front holds
+	// frontLook is how many granules larger than a request's own chunk
+	// one a front hands out may be, when it holds none of the request's
+	// size: 48 bytes at most left unused in a block of 1–2 KiB (3% at
+	// worst) instead of a trip to the lock, where a program asks for many
+	// sizes. A live set of 16 B–2 KiB blocks (100,000 live, a free and a
+	// malloc an operation): exact sizes only, a third of the medium
+	// requests found their front without one (counted); with frontLook 3,
+	// a tenth, and 743 -> 606 instructions and 10.3 -> 9.3 D1 misses an
+	// operation (cachegrind), the replayed traces' peaks unchanged (within
+	// a page or two; amptjp-bal's varies by 16 KiB from run to run either
+	// way). With 7, 3% fewer misses still.
+	frontLook = 3
 	// frontCap bounds the bytes one front holds: the fast bins' bound.
 	frontCap = fastCap
 
@@ -266,23 +278,47 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 	return true
 }
 
-// AllocFast returns a block of n bytes (MinRequest <= n) from this P's
-// front, or nil: no front, or none of that size. No lock. sampled says the
+// AllocFast returns a block of n bytes from this P's
+// front, or nil: no front, or none of that size or up to frontLook
+// granules larger. No lock. sampled says the
 // block is the heap profile's sample (Options.ProfileRate), marked so
 // already (flagSampled), within the pinned section: a caller
 // outside the allocator's gate must not touch the region once unpinned,
 // since Close may have unmapped it. The caller records it before handing
 // it out.
 func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
-	s := chunkSize(n)
+	return h.allocFast(n, chunkSize(n))
+}
+
+// AllocFastMin is AllocFast of a block with room for least bytes at least
+// (its usable size), of which n are asked for.
+func (h *Heap) AllocFastMin(n, least uintptr) (p unsafe.Pointer, sampled bool) {
+	return h.allocFast(n, chunkSize(max(n, least)))
+}
+
+// allocFast is AllocFast of a block of n bytes in a chunk of s.
+func (h *Heap) allocFast(n, s uintptr) (p unsafe.Pointer, sampled bool) {
 	i := fastIndex(s)
 	if i < 0 {
 		return nil, false
 	}
 	f := h.frontOf(percpu.Pin())
-	if f == nil || f.n[i] == 0 {
+	if f == nil {
 		unpinFront(f)
 		return nil, false
+	}
+	for j := i; f.n[i] == 0; {
+		// none of that size: one up to frontLook granules larger, if the
+		// front holds one, rather than the lock (its slack is the
+		// block's, as the heap's own when what is left is too small to
+		// split off)
+		if j++; j > i+frontLook || j >= numFast {
+			unpinFront(f)
+			return nil, false
+		}
+		if f.n[j] != 0 {
+			i, s = j, (uintptr(j)+fastFirst)*granule
+		}
 	}
 	k := f.n[i] - 1
 	e := &f.e[i][k%frontCount]

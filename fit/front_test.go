@@ -565,3 +565,45 @@ func TestFrontNotMadeAfterClose(t *testing.T) {
 		require.Nil(t, h.fronts[i].Load(), "a front after Close")
 	}
 }
+
+// TestFrontLook: with none of a request's own chunk size, a front hands
+// out a chunk up to frontLook granules larger (the smallest it holds), its
+// slack the block's; a chunk larger than that stays in the front and the
+// request goes to the lock. The counts stay exact throughout.
+func TestFrontLook(t *testing.T) {
+	for _, extra := range []uintptr{1, frontLook, frontLook + 1} {
+		h := frontHeap(t)
+		const n = 1500
+		big := n + extra*granule
+		bs := allocFilled(t, h, 3, big)
+		freeFast(t, h, bs[1])
+		p, _ := h.AllocFast(n)
+		if p == nil && h.Stats().Cached == 0 {
+			t.Skip("the goroutine moved to another P between the calls")
+		}
+		if extra > frontLook {
+			assert.Nil(t, p, "a chunk %d granules larger is not taken", extra)
+			assert.Equal(t, chunkSize(big), h.Stats().Cached)
+			walk(t, h)
+			continue
+		}
+		require.NotNil(t, p, "a chunk %d granules larger is taken", extra)
+		assert.Equal(t, bs[1].p, uintptr(p))
+		size, req, err := h.Usable(h.region.Lookup(bs[1].p), bs[1].p)
+		require.NoError(t, err)
+		assert.Equal(t, uintptr(n), req)
+		assert.Equal(t, BlockSize(big), size, "the chunk's whole block")
+		st := h.Stats()
+		assert.Zero(t, st.Cached)
+		assert.Equal(t, uintptr(2*big+n), st.LiveBytes)
+		walk(t, h)
+		b := block{p: uintptr(p), n: size, tag: 9}
+		fill(h, b) // the whole usable size is the caller's
+		require.True(t, intact(h, bs[0]) && intact(h, bs[2]), "neighbours untouched")
+		freeFast(t, h, b) // back into the bin of its chunk's own size
+		assert.Equal(t, chunkSize(big), h.Stats().Cached)
+		h.Trim()
+		assert.Equal(t, uintptr(2*big), h.Stats().LiveBytes)
+		walk(t, h)
+	}
+}

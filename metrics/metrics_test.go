@@ -149,7 +149,7 @@ cache_resident_bytes{allocator="values"} 123456
 // Against a real allocator: the series follow its blocks, and a scrape
 // makes no mincore call.
 func TestCollectorAllocator(t *testing.T) {
-	a, err := alloc.New(alloc.Config{})
+	a, err := alloc.New(alloc.Config{ColdBlocks: -1}) // the small blocks in their class
 	require.NoError(t, err)
 	defer a.Close()
 	var blocks [][]byte

@@ -334,11 +334,15 @@ func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
 
 // takeForRefill is take for a cache's refill (a P's or a Local's): out of
 // memory under a cap (Config.Limit), other caches may hold free blocks,
-// and classes their kept empty slabs, so it gives them back (Trim's work)
-// and tries once more before refusing.
+// classes their kept empty slabs, and the Pool's owner free memory of its
+// own (OnLimit), so it gives them back (Trim's work) and tries once more
+// before refusing.
 func (p *Pool) takeForRefill(cl *central, out []entry) (int, error) {
 	k, err := p.take(cl, out)
 	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
+		if p.opts.OnLimit != nil {
+			p.opts.OnLimit()
+		}
 		p.Trim()
 		k, err = p.take(cl, out)
 	}

@@ -38,7 +38,7 @@ type Snapshot struct {
 	// Inside the region.
 	SlabBytes    uint64 `json:"slab_bytes"`     // pages carved into slabs
 	MidBytes     uint64 `json:"mid_bytes"`      // pages given to mid-size blocks (one run each)
-	FitBytes     uint64 `json:"fit_bytes"`      // pages of the best-fit heap (medium blocks)
+	FitBytes     uint64 `json:"fit_bytes"`      // pages of the best-fit heap (medium blocks, and cold classes' blocks: Config.ColdBlocks)
 	FreeBytes    uint64 `json:"free_bytes"`     // free pages below the break
 	DirtyBytes   uint64 `json:"dirty_bytes"`    // free pages not yet released: resident if they were touched ("trapped")
 	TopFreeBytes uint64 `json:"top_free_bytes"` // the free run at the break: what moving the break down can release
@@ -80,7 +80,7 @@ type Snapshot struct {
 	SlabTailBytes      uint64 `json:"slab_tail_bytes"`      // the ends of slabs too short for one more block
 	ReleasedBytes      uint64 `json:"released_bytes"`       // free pages below the break already given back (not resident)
 	RunRoundingBytes   uint64 `json:"run_rounding_bytes"`   // mid-size runs and mappings: whole pages beyond the request
-	FitRoundingBytes   uint64 `json:"fit_rounding_bytes"`   // best-fit heap: chunk headers, 16-byte rounding, the ends of its runs
+	FitRoundingBytes   uint64 `json:"fit_rounding_bytes"`   // best-fit heap: chunk headers, 16-byte rounding (a cold class's block: to its class's size, 64 bytes at least), the ends of its runs
 	FitReleasedBytes   uint64 `json:"fit_released_bytes"`   // best-fit heap: the pages inside free chunks given back (not resident)
 	FitFreeBytes       uint64 `json:"fit_free_bytes"`       // best-fit heap: free chunks, less the pages inside them given back (FitReleasedBytes)
 	// ScratchBytes is the pages of the region held by request arenas

@@ -13,6 +13,7 @@ type Variant struct {
 	Debug            bool
 	HugePages        string // "" (off), "large" or "all": HugePages.String()
 	Purge            string // "" (the default delay), "never" or "immediately"
+	ColdBlocks       int    // Config.ColdBlocks
 }
 
 // Plain reports whether v is one of the plain variants: no Debug, no huge
@@ -23,7 +24,9 @@ func (v Variant) Plain() bool { return !v.Debug && v.HugePages == "" }
 // Variants is every configuration the model and the fuzzer run under: each
 // policy, the sliding threshold, a low threshold (so that mid-size blocks
 // are mapped and the break moves often), Debug, and huge pages (where the
-// kernel gives them; elsewhere those rows are the plain ones again).
+// kernel gives them; elsewhere those rows are the plain ones again), and
+// small classes all in the best-fit heap (cold-all: every class cold,
+// glibc's way) or all on their slabs from their first block (cold-none).
 var Variants = []Variant{
 	{Name: "default"}, // Config{}: glibc's sliding threshold, the default purge
 	{Name: "threshold", MmapThreshold: 128 << 10},
@@ -38,7 +41,13 @@ var Variants = []Variant{
 	{Name: "huge-all-brk", HugePages: "all", Policy: "brk"},
 	{Name: "purge-now", Purge: "immediately"},
 	{Name: "purge-never", Purge: "never"},
+	{Name: "cold-all", ColdBlocks: AllCold},
+	{Name: "cold-none", ColdBlocks: -1},
 }
+
+// AllCold is a Config.ColdBlocks that keeps every small class cold for
+// good: every small block from the best-fit heap.
+const AllCold = 1 << 30
 
 // VariantNamed returns the variant called name; it panics on a name not in
 // Variants (a test's typo).
