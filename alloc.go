@@ -117,9 +117,6 @@ const (
 	DefaultTopPad        = 128 << 10
 	DefaultReserve       = 64 << 30
 	MaxDynamicThreshold  = 32 << 20 // DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-	// DefaultColdBlocks is the zero Config's ColdBlocks: see coldBlocks
-	// in alloc.go for the measurements behind it.
-	DefaultColdBlocks = 128
 )
 
 // The purge's settings (Config.PurgeDelay).
@@ -234,7 +231,7 @@ type Allocator struct {
 	slabs  *slab.Pool
 	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
 	// cold counts the requests of each small class that the best-fit heap
-	// served, up to coldN (Config.ColdBlocks; 0: none)
+	// served, up to coldN (Config.ColdBlocks; 0: none, as without a heap)
 	cold  [slab.NumClasses]atomic.Uint32
 	coldN uint32
 	large *largealloc.Mappings
@@ -334,9 +331,6 @@ func New(cfg Config) (*Allocator, error) {
 		return nil, err
 	}
 	a.onCorruption = cfg.OnCorruption
-	if cold := orDefault(cfg.ColdBlocks, coldBlocks); cold > 0 {
-		a.coldN = uint32(min(cold, 1<<31))
-	}
 	a.prof = newProfileSampler(cfg.ProfileRate)
 	a.slabs = slab.New(a.region, slab.Options{
 		ProfileRate:   a.prof.rateOrZero(),
@@ -346,7 +340,7 @@ func New(cfg Config) (*Allocator, error) {
 		},
 		OnLimit: func() {
 			// the heap's free run and what its fronts hold, its cold
-			// classes' blocks freed above all (coldBlocks)
+			// classes' blocks freed above all (Config.ColdBlocks)
 			if a.fit != nil {
 				a.fit.Trim()
 			}
@@ -370,6 +364,9 @@ func New(cfg Config) (*Allocator, error) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
 		})
+		if cold := orDefault(cfg.ColdBlocks, DefaultColdBlocks); cold > 0 {
+			a.coldN = uint32(min(cold, 1<<31)) // no heap, no cold class: 0
+		}
 	}
 	switch {
 	case a.policy == PolicyMmap:
@@ -434,7 +431,7 @@ const (
 // (route): above 1 KiB, where a class's rounding and its free blocks that
 // no other class can use cost more than the heap's header. Below it, a
 // size class's blocks come from the heap only while the class is cold
-// (coldBlocks), and from its slabs once it is hot. Measured against 2 KiB
+// (DefaultColdBlocks), and from its slabs once it is hot. Measured against 2 KiB
 // (classes up to 2 KiB on their slabs once hot): a live set of 16 B–2 KiB
 // blocks, 100,000 live, one free and one malloc an operation, costs 786
 // instructions an operation against 451 (cachegrind), but the service
@@ -444,7 +441,7 @@ const (
 // the replayed traces' peaks are within a page or two either way.
 const fitFrom = 1024 + 1
 
-// coldBlocks (DefaultColdBlocks, Config.ColdBlocks): a small size class
+// DefaultColdBlocks is the zero Config's ColdBlocks: a small size class
 // takes its first slab only once it has asked for this many blocks; until
 // then the best-fit heap serves them
 // (packed among blocks of every size, 8 bytes of header each, 64 at
@@ -461,14 +458,16 @@ const fitFrom = 1024 + 1
 // 2,039,808, 2,035,712; binary2-bal 221,184, 225,280, 245,760, 253,952,
 // 385,024 (glibc's 368,640: binary2-bal's blocks of 16 and 112 bytes,
 // thousands of each, in the heap's chunks of 64 and 128 until the class
-// turns hot).
-const coldBlocks = DefaultColdBlocks
+// turns hot). Those runs had the heap's boundary (fitFrom) at 2 KiB; at
+// 1 KiB, 128 gives cc1 3,780,608, diff 15,572,992, amptjp-bal 2,048,000,
+// binary2-bal 245,760 (medians of five).
+const DefaultColdBlocks = 128
 
 // coldClass says whether a request of n bytes of small class c, aligned
-// to align, is one of its first coldBlocks, which the best-fit heap
-// serves (counting it).
+// to align, is one of its first Config.ColdBlocks (coldN: 0 without a
+// best-fit heap), which the heap serves (counting it).
 func (a *Allocator) coldClass(c int, n, align uintptr) bool {
-	if a.fit == nil || align > 16 || n >= fitFrom || a.cold[c].Load() >= a.coldN {
+	if align > 16 || n >= fitFrom || a.cold[c].Load() >= a.coldN {
 		return false
 	}
 	return a.cold[c].Add(1) <= a.coldN
@@ -959,7 +958,7 @@ func (a *Allocator) find(p uintptr) (block, error) {
 		case arena.KindFit:
 			size, req, err := a.fit.Usable(run, p)
 			if err == nil && req < fitFrom {
-				// a cold class's block (coldBlocks): the class's size, as
+				// a cold class's block (Config.ColdBlocks): the class's size, as
 				// BlockSize says, which its chunk has room for
 				size = slab.ClassSize(slab.SizeClass(req))
 			}
@@ -1052,7 +1051,7 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 	case blk.run != nil && blk.run.Kind() == arena.KindFit && (r == toFit || r == toSlab):
 		// glibc's way: shrink by splitting, grow into the free chunk after;
 		// to a small size, with room for its class's size, as a cold
-		// class's block (coldBlocks: BlockSize and UsableSize say so)
+		// class's block (Config.ColdBlocks: BlockSize and UsableSize say so)
 		least := uintptr(0)
 		if r == toSlab {
 			least = slab.ClassSize(slab.SizeClass(un))

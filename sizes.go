@@ -33,7 +33,7 @@ func (a *Allocator) BlockSize(n int) int {
 	case r == toFit:
 		return int(fit.BlockSize(u))
 	case r == toSlab:
-		// a slab's block, or a cold class's (coldBlocks); whatever the
+		// a slab's block, or a cold class's (Config.ColdBlocks); whatever the
 		// smallLimit (a threshold set below it and slid up since sends
 		// the request here all the same, past the P caches)
 		return int(slab.ClassSize(slab.SizeClass(u)))

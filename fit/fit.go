@@ -665,7 +665,7 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 // Alloc returns a block of n bytes (any size the region can hold; the
 // allocator sends the heap its requests above 1 KiB but a class's exact
 // sizes, and those of a small size class it has seen little of yet:
-// package alloc's fitFrom and coldBlocks).
+// package alloc's fitFrom and DefaultColdBlocks).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 	p, _, err := h.AllocSampled(n)
 	return p, err
