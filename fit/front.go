@@ -307,7 +307,8 @@ func (h *Heap) allocFast(n, s uintptr) (p unsafe.Pointer, sampled bool) {
 		unpinFront(f)
 		return nil, false
 	}
-	for j := i; f.n[i] == 0; {
+	j := i
+	for f.n[j] == 0 {
 		// none of that size: one up to frontLook granules larger, if the
 		// front holds one, rather than the lock (its slack is the
 		// block's, as the heap's own when what is left is too small to
@@ -316,10 +317,8 @@ func (h *Heap) allocFast(n, s uintptr) (p unsafe.Pointer, sampled bool) {
 			unpinFront(f)
 			return nil, false
 		}
-		if f.n[j] != 0 {
-			i, s = j, (uintptr(j)+fastFirst)*granule
-		}
 	}
+	i, s = j, (uintptr(j)+fastFirst)*granule // s itself when j == i
 	k := f.n[i] - 1
 	e := &f.e[i][k%frontCount]
 	hp := (*uint64)(h.region.Ptr(e.c + 8))
