@@ -694,19 +694,27 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // the routing, and without looking in the front again. It does not enter
 // the gate: the heap's lock orders it with Close (the heap refuses once
 // closed, before the region goes), and it touches no other memory of the
-// allocator's; it delivers the reports the heap found, as leave would.
-// Refused (ErrClosed), it delivers nothing, as a call enter refuses: the
-// queue may hold what Close found, and the call found nothing.
+// allocator's; it delivers the reports the heap found, as leave would
+// (leaveOutside).
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
 	p, _, sampled, err := a.heapBlock(uintptr(n), 0)
 	if sampled {
 		a.prof.record(p, n)
 	}
 	b := blockAt(p, n, false, false, err)
+	a.leaveOutside(b, err)
+	return b, err
+}
+
+// leaveOutside is leave for a call outside the gate that went to the
+// best-fit heap's lock (fitMalloc, fitFree), with the block it was handing
+// out: it delivers the reports queued, unless the heap refused the call
+// (err is the heap's own ErrClosed, unwrapped): such a call found nothing,
+// and the queue may hold what Close found.
+func (a *Allocator) leaveOutside(b []byte, err error) {
 	if err != ErrClosed && a.reports.n.Load() != 0 {
 		a.deliver(b)
 	}
-	return b, err
 }
 
 // allocGated is the slow path of every allocation, inside the gate
@@ -791,6 +799,8 @@ func (a *Allocator) Free(b []byte) error {
 	if run != nil && run.Kind() == arena.KindFit {
 		// a medium block: into this P's front (no lock; a sampled one
 		// goes to the heap's Free, which drops its record), else the lock
+		// (called here, not in fitFree: a call level more costs a 1500 B
+		// pair 12 instructions, cachegrind)
 		if a.fit.FreeFast(run, uintptr(p)) {
 			return nil
 		}
@@ -809,12 +819,7 @@ func (a *Allocator) Free(b []byte) error {
 // does not enter the gate.
 func (a *Allocator) fitFree(run *arena.Run, p unsafe.Pointer) error {
 	_, err := a.fit.Free(run, uintptr(p))
-	if err == ErrClosed { // the heap's own sentinel, unwrapped
-		return err // refused: nothing to deliver (fitMalloc)
-	}
-	if a.reports.n.Load() != 0 {
-		a.deliver(nil)
-	}
+	a.leaveOutside(nil, err)
 	return err
 }
 
