@@ -185,9 +185,6 @@ func (r *Region) Ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(r.base, ad
 // PageSize returns the region's page size.
 func (r *Region) PageSize() uintptr { return r.page }
 
-// Limited reports whether the region's budget has a cap (Config.Limit).
-func (r *Region) Limited() bool { return r.budget.Limit() != 0 }
-
 // Limit returns the region's cap (Config.Limit), 0 if none.
 func (r *Region) Limit() uint64 { return r.budget.Limit() }
 

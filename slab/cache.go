@@ -339,7 +339,7 @@ func (p *Pool) popSampled(c int, n uintptr) (unsafe.Pointer, bool) {
 // before refusing.
 func (p *Pool) takeForRefill(cl *central, out []entry) (int, error) {
 	k, err := p.take(cl, out)
-	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limited() {
+	if k == 0 && errors.Is(err, errs.ErrNoMemory) && p.region.Limit() != 0 {
 		if p.opts.OnLimit != nil {
 			p.opts.OnLimit()
 		}

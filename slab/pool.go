@@ -49,7 +49,7 @@ type Options struct {
 	// (those blocks are not handed out again). nil panics.
 	OnCorruption func(addr, size uintptr, detail string)
 	// OnLimit, if set, is called when a refill finds no memory under the
-	// region's cap (Region.Limited), before the Pool trims itself and
+	// region's cap (Region.Limit), before the Pool trims itself and
 	// tries once more: its owner gives back what its other users of the
 	// region hold free (the best-fit heap's empty run and fronts). No lock
 	// of the Pool is held, and the caller is not pinned.
