@@ -32,28 +32,6 @@ func TestBlockSizeThresholdSlid(t *testing.T) {
 	}
 }
 
-// TestColdBlocksLeaveTheCap: under Config.Limit, a cold class's first
-// blocks (a few KiB in the best-fit heap) keep little of the cap from the
-// slabs: blocks of 64 bytes fill at least 15/16 of a cap of 1, 2 or 4 MiB,
-// as they fill all of it with no cold classes. (The heap's first run was
-// 512 KiB, charged to the cap from the start: 64-byte blocks filled 51%
-// of 1 MiB, 75% of 2 MiB, 88% of 4 MiB.)
-func TestColdBlocksLeaveTheCap(t *testing.T) {
-	for _, limit := range []int{1 << 20, 2 << 20, 4 << 20} {
-		a := newAlloc(t, alloc.Config{Limit: limit, TopPad: -1})
-		n := 0
-		for {
-			if _, err := a.Malloc(64); err != nil {
-				require.ErrorIs(t, err, alloc.ErrOutOfMemory)
-				break
-			}
-			n++
-		}
-		require.GreaterOrEqual(t, n*64, limit/16*15, "a cap of %d: %d blocks of 64 bytes", limit, n)
-		require.NoError(t, a.Close())
-	}
-}
-
 // TestColdEverySize: a block of every small size from the best-fit heap
 // (every class cold) has room for its class's size, written whole without
 // touching another; resized to every band (a cold size, a class's exact
