@@ -559,14 +559,14 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 	}
 	if r == toFit {
 		if align <= 16 {
-			return a.fitBlock(n)
+			return a.fitBlock(n, 0)
 		}
 		r = toSlab // an aligned medium block: a class whose blocks are aligned
 	}
 	if r == toSlab {
 		if c := a.smallClass(n, align); c >= 0 {
 			if a.coldClass(c, n, align) {
-				p, zero, sampled, err := a.fitBlockMin(n, slab.ClassSize(c))
+				p, zero, sampled, err := a.fitBlock(n, slab.ClassSize(c))
 				if !errors.Is(err, ErrOutOfMemory) {
 					return p, zero, sampled, err
 				}
@@ -590,16 +590,12 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 // runs) costs at most this much committed memory.
 const maxRegionAlign = 1 << 20
 
-// fitBlock serves a medium block of n bytes from the best-fit heap: this
-// P's front, else the heap (heapBlock).
-func (a *Allocator) fitBlock(n uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	return a.fitBlockMin(n, 0)
-}
-
-// fitBlockMin is fitBlock of a block with room for least bytes at least
-// (a cold class's block: the class's size, which BlockSize reports).
-func (a *Allocator) fitBlockMin(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, sampled = a.fit.AllocFastMin(n, least); p == nil {
+// fitBlock serves a medium block of n bytes from the best-fit heap, with
+// room for least bytes at least (0: n; a cold class's block: the class's
+// size, which BlockSize reports): this P's front, else the heap
+// (heapBlock).
+func (a *Allocator) fitBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
+	if p, sampled = a.fit.AllocFast(n, least); p == nil {
 		return a.heapBlock(n, least)
 	}
 	if sampled {
@@ -611,7 +607,7 @@ func (a *Allocator) fitBlockMin(n, least uintptr) (p unsafe.Pointer, zero, sampl
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
 // caller that found this P's front without one.
 func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
-	if p, sampled, err = a.fit.AllocSampledMin(n, least); err != nil {
+	if p, sampled, err = a.fit.AllocSampled(n, least); err != nil {
 		if err == ErrClosed { // the heap's own sentinel, unwrapped
 			return nil, false, false, err
 		}
@@ -677,7 +673,7 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 			}
 			return a.allocGated(n, 16, true, false)
 		}
-		if p, sampled := a.fit.AllocFast(uintptr(n)); p != nil { // this P's front: no lock, no gate
+		if p, sampled := a.fit.AllocFast(uintptr(n), 0); p != nil { // this P's front: no lock, no gate
 			if sampled { // marked by AllocFast: the region may be unmapped from here on
 				a.prof.sampledLarge()
 				a.prof.record(p, n)
@@ -1061,7 +1057,7 @@ func (a *Allocator) realloc(b []byte, n int) ([]byte, error) {
 		if r == toSlab {
 			least = slab.ClassSize(slab.SizeClass(un))
 		}
-		ok, err := a.fit.ResizeMin(blk.run, p, un, least)
+		ok, err := a.fit.Resize(blk.run, p, un, least)
 		if err != nil {
 			return nil, err
 		}

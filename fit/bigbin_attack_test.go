@@ -131,7 +131,7 @@ func TestBigWritesAfterFree(t *testing.T) {
 				k := rng.IntN(len(live))
 				b := live[k]
 				n := size()
-				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n, 0)
 				if err != nil {
 					require.ErrorIs(t, err, errs.ErrInvalidFree)
 					continue
@@ -203,7 +203,7 @@ func TestBigReleasedKept(t *testing.T) {
 		h.Trim()
 		walk(t, h)
 		require.NotZero(t, h.Stats().Released)
-		ok, err := h.Resize(h.region.Lookup(bs[1].p), bs[1].p, 300<<10) // into c, released
+		ok, err := h.Resize(h.region.Lookup(bs[1].p), bs[1].p, 300<<10, 0) // into c, released
 		require.NoError(t, err)
 		require.True(t, ok)
 		walk(t, h)

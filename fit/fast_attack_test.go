@@ -53,7 +53,7 @@ func TestFastHeldInsideFree(t *testing.T) {
 			require.ErrorIs(t, err, errs.ErrInvalidFree, "forged %v: Free(%#x), 16 or 32 bytes into a held block", forged, bad)
 			_, _, err = h.Usable(ar, bad)
 			require.ErrorIs(t, err, errs.ErrInvalidFree)
-			ok, err := h.Resize(ar, bad, 100)
+			ok, err := h.Resize(ar, bad, 100, 0)
 			require.ErrorIs(t, err, errs.ErrInvalidFree)
 			require.False(t, ok)
 			walk(t, h)

@@ -76,7 +76,7 @@ func runOps(t *testing.T, cfg int, ops []byte) (fastAllocs, fastFrees int) {
 			}
 			var p unsafe.Pointer
 			if op&1 == 1 { // this P's front first, as the allocator does
-				if p, _ = h.AllocFast(n); p != nil {
+				if p, _ = h.AllocFast(n, 0); p != nil {
 					fastAllocs++
 				}
 			}
@@ -118,7 +118,7 @@ func runOps(t *testing.T, cfg int, ops []byte) (fastAllocs, fastFrees int) {
 			k := int(arg) % len(live)
 			b := live[k]
 			n := size(op, arg*7+byte(i))
-			ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+			ok, err := h.Resize(h.region.Lookup(b.p), b.p, n, 0)
 			require.NoError(t, err)
 			require.True(t, intact(h, block{p: b.p, n: min(n, b.n), tag: b.tag}), "a resize kept the block's first bytes")
 			if ok {

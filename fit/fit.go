@@ -667,11 +667,13 @@ func (h *Heap) headerOr(c uintptr) uint64 {
 // sizes, and those of a small size class it has seen little of yet:
 // package alloc's fitFrom and DefaultColdBlocks).
 func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
-	p, _, err := h.AllocSampled(n)
+	p, _, err := h.AllocSampled(n, 0)
 	return p, err
 }
 
-// AllocSampled is Alloc, and reports whether the block is the heap
+// AllocSampled is Alloc of a block with room for least bytes at least
+// (its usable size; 0: n — a cold class's block keeps room for its
+// class's size), and reports whether the block is the heap
 // profile's sample (Options.ProfileRate), marked so already (flagSampled:
 // its Free goes through the lock, where OnFree is called). The heap counts
 // down under its lock, as each front counts down on its own, so that no
@@ -679,18 +681,8 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 // ErrClosed itself, unwrapped: a caller may call it outside the allocator's gate, since the
 // heap's lock orders it with Close, which takes the lock before the
 // region goes.
-func (h *Heap) AllocSampled(n uintptr) (p unsafe.Pointer, sampled bool, err error) {
-	return h.allocSampled(n, chunkSize(n))
-}
-
-// AllocSampledMin is AllocSampled of a block with room for least bytes at
-// least (its usable size), of which n are asked for.
-func (h *Heap) AllocSampledMin(n, least uintptr) (p unsafe.Pointer, sampled bool, err error) {
-	return h.allocSampled(n, chunkSize(max(n, least)))
-}
-
-// allocSampled is AllocSampled of a block of n bytes in a chunk of s.
-func (h *Heap) allocSampled(n, s uintptr) (p unsafe.Pointer, sampled bool, err error) {
+func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, err error) {
+	s := chunkSize(max(n, least))
 	if fastIndex(s) >= 0 {
 		h.makeFront() // a front holds no bigger chunk: no P needs one for it
 	}
@@ -1238,16 +1230,11 @@ func (h *Heap) giveBack(r *run) {
 }
 
 // Resize resizes the block at p, in run ar, to n bytes in place if it
-// can: it shrinks by splitting off the rest, and grows into the free chunk
-// after it. It reports whether it did; the block is unchanged if not.
-func (h *Heap) Resize(ar *arena.Run, p, n uintptr) (bool, error) {
-	return h.ResizeMin(ar, p, n, 0)
-}
-
-// ResizeMin is Resize to a block with room for least bytes at least (its
-// usable size), of which n are asked for: a cold class's block, which
-// keeps room for its class's size (AllocSampledMin).
-func (h *Heap) ResizeMin(ar *arena.Run, p, n, least uintptr) (bool, error) {
+// can, with room for least bytes at least (its usable size; 0: n — a cold
+// class's block keeps room for its class's size: AllocSampled): it shrinks
+// by splitting off the rest, and grows into the free chunk after it. It
+// reports whether it did; the block is unchanged if not.
+func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, c, hd, err := h.checkAll(ar, p)

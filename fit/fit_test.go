@@ -204,7 +204,7 @@ func freeBlock(t testing.TB, h *Heap, b block) {
 // resizeFilled resizes block b to n bytes if the heap can in place, and
 // then fills it: the block as it ends.
 func resizeFilled(h *Heap, b block, n uintptr) (block, error) {
-	ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+	ok, err := h.Resize(h.region.Lookup(b.p), b.p, n, 0)
 	if err == nil && ok {
 		b.n = n
 		fill(h, b)
@@ -278,7 +278,7 @@ func TestModel(t *testing.T) {
 				k := rng.IntN(len(live))
 				b := live[k]
 				n := uintptr(rng.IntN(40000))
-				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n)
+				ok, err := h.Resize(h.region.Lookup(b.p), b.p, n, 0)
 				require.NoError(t, err)
 				if ok {
 					keep := min(n, b.n)
@@ -578,7 +578,7 @@ func TestFastBins(t *testing.T) {
 	require.ErrorIs(t, err, errs.ErrDoubleFree)
 	walk(t, h)
 
-	ok, err := h.Resize(r.Lookup(b.p), b.p, 3000) // into C's chunk
+	ok, err := h.Resize(r.Lookup(b.p), b.p, 3000, 0) // into C's chunk
 	require.NoError(t, err)
 	require.True(t, ok)
 	b.n = 3000

@@ -278,26 +278,18 @@ func (seg *flSeg) endsAt(i0, i1 uintptr) bool {
 	return true
 }
 
-// AllocFast returns a block of n bytes from this P's
-// front, or nil: no front, or none of that size or up to frontLook
-// granules larger. No lock. sampled says the
+// AllocFast returns a block of n bytes, with room for least bytes at
+// least (its usable size; 0: n — a cold class's block keeps room for its
+// class's size), from this P's front, or nil: no front, or none of that
+// chunk size or up to frontLook granules larger. No lock. sampled says the
 // block is the heap profile's sample (Options.ProfileRate), marked so
 // already (flagSampled), within the pinned section: a caller
 // outside the allocator's gate must not touch the region once unpinned,
 // since Close may have unmapped it. The caller records it before handing
-// it out.
-func (h *Heap) AllocFast(n uintptr) (p unsafe.Pointer, sampled bool) {
-	return h.allocFast(n, chunkSize(n))
-}
-
-// AllocFastMin is AllocFast of a block with room for least bytes at least
-// (its usable size), of which n are asked for.
-func (h *Heap) AllocFastMin(n, least uintptr) (p unsafe.Pointer, sampled bool) {
-	return h.allocFast(n, chunkSize(max(n, least)))
-}
-
-// allocFast is AllocFast of a block of n bytes in a chunk of s.
-func (h *Heap) allocFast(n, s uintptr) (p unsafe.Pointer, sampled bool) {
+// it out. (One function for both: a wrapper for the zero least was a call
+// level more on Malloc's medium path.)
+func (h *Heap) AllocFast(n, least uintptr) (p unsafe.Pointer, sampled bool) {
+	s := chunkSize(max(n, least))
 	i := fastIndex(s)
 	if i < 0 {
 		return nil, false

@@ -35,7 +35,7 @@ func makeFronts(h *Heap) {
 // front, else the heap) and fills it with tag; false if it failed
 // (reported).
 func frontAlloc(t *testing.T, h *Heap, n uintptr, tag byte) (block, bool) {
-	p, _ := h.AllocFast(n)
+	p, _ := h.AllocFast(n, 0)
 	if p == nil {
 		var err error
 		if p, err = h.Alloc(n); !assert.NoError(t, err) {
@@ -80,7 +80,7 @@ func TestFrontRoundTrip(t *testing.T) {
 	assert.Equal(t, uintptr(2), st.LiveChunks)
 	assert.Equal(t, uintptr(3000), st.LiveBytes)
 	walk(t, h)
-	p, sampled := h.AllocFast(1490) // the same chunk size
+	p, sampled := h.AllocFast(1490, 0) // the same chunk size
 	if p == nil {
 		t.Skip("the goroutine moved to another P between the calls")
 	}
@@ -127,7 +127,7 @@ func TestFrontDoubleFree(t *testing.T) {
 	wg.Wait()
 	_, _, err = h.Usable(ar, b.p)
 	assert.ErrorIs(t, err, errs.ErrDoubleFree)
-	_, err = h.Resize(ar, b.p, 100)
+	_, err = h.Resize(ar, b.p, 100, 0)
 	assert.ErrorIs(t, err, errs.ErrDoubleFree)
 	assert.True(t, intact(h, bs[0]))
 	assert.True(t, intact(h, bs[2]))
@@ -222,7 +222,7 @@ func TestFrontDamagedWhileHeld(t *testing.T) {
 	hdr := wordAt(h, bs[0].p, s-overhead)
 	*hdr += uint64(s) // a larger size
 	for range 4 {
-		q, _ := h.AllocFast(n)
+		q, _ := h.AllocFast(n, 0)
 		require.Nil(t, q, "a damaged chunk handed out by a front")
 	}
 	h.Trim()
@@ -327,7 +327,7 @@ func TestFrontIdleAndClose(t *testing.T) {
 	h.Close()
 	assert.Zero(t, h.Stats().Cached, "Close empties the fronts")
 	assert.False(t, h.FreeFast(h.region.Lookup(bs[4].p), bs[4].p), "no front after Close")
-	q, _ := h.AllocFast(1500)
+	q, _ := h.AllocFast(1500, 0)
 	assert.Nil(t, q)
 }
 
@@ -450,7 +450,7 @@ func TestFrontSampleMarked(t *testing.T) {
 	h.fronts[0].Load().sample = 0 // the next block it hands out is the sample
 	b := allocFilled(t, h, 2, 1500)[0]
 	freeFast(t, h, b)
-	p, sampled := h.AllocFast(1500)
+	p, sampled := h.AllocFast(1500, 0)
 	require.Equal(t, b.p, uintptr(p))
 	require.True(t, sampled)
 	assert.False(t, h.FreeFast(h.region.Lookup(b.p), b.p), "a sample into a front")
@@ -577,7 +577,7 @@ func TestFrontLook(t *testing.T) {
 		big := n + extra*granule
 		bs := allocFilled(t, h, 3, big)
 		freeFast(t, h, bs[1])
-		p, _ := h.AllocFast(n)
+		p, _ := h.AllocFast(n, 0)
 		if p == nil && h.Stats().Cached == 0 {
 			t.Skip("the goroutine moved to another P between the calls")
 		}

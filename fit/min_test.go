@@ -14,7 +14,7 @@ import (
 )
 
 // TestMinModel: blocks with room for more than they ask for (a cold
-// class's: AllocFastMin, AllocSampledMin, ResizeMin), among medium ones,
+// class's: AllocFast, AllocSampled, Resize with a least), among medium ones,
 // on every config of the operation streams: each has room for its least
 // (Usable) and reports its requested size, written whole it touches no
 // other, a resize keeps its first bytes, and walk finds the heap sound
@@ -52,9 +52,9 @@ func TestMinModel(t *testing.T) {
 				switch op := rng.IntN(10); {
 				case op < 5 || len(live) == 0:
 					n, least := size()
-					p, _ := h.AllocFastMin(n, least)
+					p, _ := h.AllocFast(n, least)
 					if p == nil {
-						if p, _, err = h.AllocSampledMin(n, least); err != nil {
+						if p, _, err = h.AllocSampled(n, least); err != nil {
 							require.ErrorIs(t, err, errs.ErrNoMemory)
 							break
 						}
@@ -82,7 +82,7 @@ func TestMinModel(t *testing.T) {
 					k := rng.IntN(len(live))
 					b := live[k]
 					n, least := size()
-					ok, err := h.ResizeMin(r.Lookup(b.p), b.p, n, least)
+					ok, err := h.Resize(r.Lookup(b.p), b.p, n, least)
 					require.NoError(t, err)
 					require.True(t, intact(h, block{b.p, min(b.n, max(n, least)), b.tag}), "a resize kept the block's first bytes")
 					if ok {

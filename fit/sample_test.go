@@ -19,7 +19,7 @@ func TestHeapSampleMarked(t *testing.T) {
 	makeFronts(h)
 	for range 2 { // the second round pops the chunks the first one's frees put in the fast bins
 		for _, n := range []uintptr{1500, 3000, 40000} {
-			p, sampled, err := h.AllocSampled(n)
+			p, sampled, err := h.AllocSampled(n, 0)
 			require.NoError(t, err)
 			require.True(t, sampled, "rate 1: every block")
 			h.mu.Lock()
@@ -37,13 +37,13 @@ func TestHeapSampleMarked(t *testing.T) {
 
 	off, _ := newHeapWith(t, Options{})
 	for range 100 {
-		_, sampled, err := off.AllocSampled(3000)
+		_, sampled, err := off.AllocSampled(3000, 0)
 		require.NoError(t, err)
 		require.False(t, sampled, "no rate: no sample")
 	}
 
 	h.Close()
-	_, _, err := h.AllocSampled(1500)
+	_, _, err := h.AllocSampled(1500, 0)
 	require.ErrorIs(t, err, errs.ErrClosed)
 	for i := range h.fronts {
 		require.Nil(t, h.fronts[i].Load(), "a front made by a call after Close")
