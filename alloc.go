@@ -234,6 +234,12 @@ type Allocator struct {
 	// served, up to coldN (Config.ColdBlocks; 0: none, as without a heap)
 	cold  [slab.NumClasses]atomic.Uint32
 	coldN uint32
+	// steps says which medium requests up to hotTo the slabs serve: a
+	// class's exact size, and every size of a hot class, whose blocks
+	// come from its slabs, no longer from the best-fit heap, once the heap
+	// held hotAt of its chunks in use at once (noteInUse)
+	steps steps
+	hotAt int
 	large *largealloc.Mappings
 	page  uintptr
 
@@ -296,6 +302,7 @@ func New(cfg Config) (*Allocator, error) {
 		page:    sys.PageSize,
 		dynamic: cfg.DynamicThreshold || cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
 	}
+	a.steps.init()
 	threshold := uintptr(orDefault(cfg.MmapThreshold, DefaultMmapThreshold))
 	a.threshold.Store(threshold)
 	a.mmapFrom.Store(threshold)
@@ -364,6 +371,7 @@ func New(cfg Config) (*Allocator, error) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
 		})
+		a.hotAt = hotChunks
 		if cold := orDefault(cfg.ColdBlocks, DefaultColdBlocks); cold > 0 {
 			a.coldN = uint32(min(cold, 1<<31)) // no heap, no cold class: 0
 		}
@@ -431,14 +439,15 @@ const (
 // (route): above 1 KiB, where a class's rounding and its free blocks that
 // no other class can use cost more than the heap's header. Below it, a
 // size class's blocks come from the heap only while the class is cold
-// (DefaultColdBlocks), and from its slabs once it is hot. Measured against 2 KiB
-// (classes up to 2 KiB on their slabs once hot): a live set of 16 B–2 KiB
-// blocks, 100,000 live, one free and one malloc an operation, costs 786
-// instructions an operation against 451 (cachegrind), but the service
-// workload's peak resident is 7.9 MiB against 8.6 (glibc 8.5): its
-// request buffers of 1–2 KiB, short-lived and of every size, share the
-// heap's free chunks, where eight classes each keep slabs and P caches;
-// the replayed traces' peaks are within a page or two either way.
+// (DefaultColdBlocks), and from its slabs once it is hot; from it up to
+// hotTo, from the heap until the class turns hot another way, by the
+// blocks it holds live (noteInUse). With the heap's boundary at 2 KiB
+// instead (classes up to 2 KiB on their slabs once 128 blocks were asked
+// for), the service workload's peak resident was 8.6 MiB against 7.9
+// (glibc 8.5): its request buffers of 1–2 KiB, short-lived and of every
+// size, share the heap's free chunks, where eight classes each keep slabs
+// and P caches; the replayed traces' peaks were within a page or two
+// either way.
 const fitFrom = 1024 + 1
 
 // DefaultColdBlocks is the zero Config's ColdBlocks: a small size class
@@ -489,27 +498,134 @@ func (a *Allocator) route(n uintptr) route {
 }
 
 // fitted says whether the best-fit heap serves a request of n bytes,
-// fitFrom <= n <= slab.MaxSize, whatever its class has served so far:
-// every size but a class's exact size (2048, 4096, 32768), which takes no
-// header and no rounding in a slab. A size a few bytes below a class's
-// (4095, 8190) is the heap's too: its slab block would waste only those
-// bytes, but it would sit in a slab of its own class, of no use to any
-// other size and unable to merge with its neighbours, where the heap's
-// chunks of a 4095-byte pair merge into the home of an 8190-byte one
-// (coalescing-bal: 16 KiB with the pair in slabs, 12 KiB in the heap, as
-// glibc).
+// fitFrom <= n <= slab.MaxSize, as things stand (steps.slab).
 func (a *Allocator) fitted(n uintptr) bool {
-	return a.fit != nil && (fitSize[(n+7)>>3] || n&7 != 0)
+	return a.fit != nil && !a.steps.slab(uint(n))
 }
 
 // slabCached says whether a request of n bytes is served from bins (a P's
 // cache, a Local's): below limit (the Allocator's smallLimit, which a
 // Local copies: 0 where there is no best-fit heap, under Debug and
-// PolicyMmap), and small, or a class's exact size (fitted). One table
-// load for a medium size, none for a small one: the fast paths' test.
-func slabCached(n, limit uint) bool {
-	return n < limit && (n < fitFrom || !fitSize[(n+7)>>3] && n&7 == 0)
+// PolicyMmap), and small, or a medium size the slabs serve (steps.slab).
+// A compare for a small size, one table load for a medium one: the fast
+// paths' test.
+func slabCached(n, limit uint, st *steps) bool {
+	return n < limit && (n < uint(st.below.Load()) || st.slab(n))
 }
+
+// steps says, for each 8-byte step of a medium request's size up to
+// hotTo (the step (c-8, c] at index c/8, as fitSize), which requests of
+// the step the slabs serve: every one (slabAll: the step's class is
+// hot), those of n&7 == 0 (1: the step ends at a class's exact size,
+// which takes no header and no rounding in a slab: fitSize), or none (0:
+// the best-fit heap's). One atomic load, compared with n&7; a power of
+// two of them, so that the index masked with hotMask needs no bounds
+// check. Each Allocator has its own: a class turns hot for the Allocator
+// whose heap held it (noteInUse). below is where the first size the
+// slabs may not serve is: fitFrom, or past the last of the classes above
+// it that are all hot, so that a program whose medium classes are hot
+// pays one compare for them, as for a small size, not a load.
+type steps struct {
+	below atomic.Uintptr
+	t     [hotMask + 1]atomic.Uint32
+	mu    sync.Mutex // noteInUse's
+}
+
+const (
+	slabAll = 8 // more than any n&7
+	hotMask = 511
+)
+
+const _ = uint(hotMask+1-hotTo/8-1) + uint(2*(hotTo/8)-hotMask-1) // hotTo/8 < hotMask+1 <= 2*(hotTo/8): no larger than it needs
+
+// init sets the steps as a new Allocator has them: no class hot.
+func (st *steps) init() {
+	st.below.Store(fitFrom)
+	for i := range st.t {
+		switch {
+		case uint(i)*8 < fitFrom:
+			st.t[i].Store(slabAll) // never asked: small sizes are the slabs' (slabCached)
+		case uint(i) <= hotTo/8 && !fitSize[i]:
+			st.t[i].Store(1)
+		}
+	}
+}
+
+// slab says whether the slabs serve a request of n bytes, fitFrom <= n
+// <= slab.MaxSize: a size of a hot class (noteInUse), or a class's exact
+// size; every other size a few bytes below a class's (4095, 8190) is the
+// best-fit heap's too: its slab block would waste only those bytes, but
+// it would sit in a slab of its own class, of no use to any other size
+// and unable to merge with its neighbours, where the heap's chunks of a
+// 4095-byte pair merge into the home of an 8190-byte one (coalescing-bal:
+// 16 KiB with the pair in slabs, 12 KiB in the heap, as glibc).
+func (st *steps) slab(n uint) bool {
+	if n <= hotTo {
+		return st.t[(n+7)>>3&hotMask].Load() > uint32(n&7)
+	}
+	return !fitSize[(n+7)>>3] && n&7 == 0
+}
+
+// hotTo is the largest medium request whose size class can turn hot
+// (noteInUse), and hotChunks the chunks of a class the best-fit heap
+// holds in use at once that make it hot.
+//
+// Between 1 and 2 KiB the heap's chunk (8 bytes of header, rounded to 16)
+// wastes less than a class's block (classes an eighth of an octave apart:
+// about 6%), and a freed chunk serves any size; but a slab block is
+// handed out and taken back by a P's cache in about half the
+// instructions of a P's front (fit's front.go), which must prove without
+// the lock that what it is given is a block in use. So a class there is
+// the heap's while it has few blocks live (requests of every size that
+// come and go, a service's buffers: the heap keeps them compact), and
+// turns to its slabs, for good, once the heap held hotChunks of its
+// chunks in use at once (thousands of one class: a class the program
+// lives on, where a slab's rounding is the price of the fastest path).
+// Measured (cachegrind), a live set of 100,000 blocks of 16 B–2 KiB, one
+// free and one malloc an operation (BenchmarkLiveSet), instructions an
+// operation over its first million operations and its second: 595 and
+// 566 with these classes the heap's for good; 462 and 447 so (the first
+// million frees the blocks the heap served before the classes turned
+// hot); 450 and 443 with them on their slabs from the start; 438 and 437
+// before the heap served medium sizes. With hotChunks 512, 2048 and 4096:
+// 457, 473 and 504 over the first million. Peak resident, so and with
+// them on their slabs from the start (glibc's): the service workload 7.97
+// and 8.59 MiB (8.48), the spike 64.59 and 64.80 (64.33); the replayed
+// traces' within a page either way.
+const (
+	hotTo     = 2048
+	hotChunks = 1024
+)
+
+// noteInUse makes the class of a medium request of n bytes (fitFrom <=
+// n <= hotTo) hot if the best-fit heap, which just served it, holds
+// a.hotAt of the class's chunks in use: the chunks of its requests, those
+// of the sizes (prev, c] (the chunk of the class below's largest request
+// is counted for both).
+func (a *Allocator) noteInUse(n uintptr) {
+	k := slab.SizeClass(n)
+	c, prev := slab.ClassSize(k), slab.ClassSize(k-1)
+	st := &a.steps
+	if st.t[c/8].Load() == slabAll || a.fit.InUse(fit.BlockSize(prev+1)+fitHeader, fit.BlockSize(c)+fitHeader) < a.hotAt {
+		return // hot already (a call that raced the one that made it so), or not yet
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := prev/8 + 1; i <= c/8; i++ {
+		st.t[i].Store(slabAll)
+	}
+	b := st.below.Load()
+	for b <= hotTo && st.t[(b+7)>>3].Load() == slabAll {
+		b = (b+7)&^7 + 1 // the next step's first size
+	}
+	st.below.Store(b)
+}
+
+// fitHeader is the best-fit heap's header: a block of n bytes takes a
+// chunk of fit.BlockSize(n) + fitHeader bytes.
+const fitHeader = 8
+
+const _ = uint(fit.CountTo - hotTo) // the heap counts the chunks of every size that can turn hot
 
 // fitSize[(n+7)/8] is false for the 8-byte step (c-8, c] that ends at a
 // class's size c, fitFrom <= n <= slab.MaxSize, true for every other:
@@ -613,6 +729,9 @@ func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled
 		}
 		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
 	}
+	if least == 0 && n <= hotTo {
+		a.noteInUse(n)
+	}
 	if sampled {
 		a.prof.sampledLarge() // marked by the heap, under its lock
 	}
@@ -654,7 +773,7 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 // the block is the heap-profile sample). tried says it looked in the
 // cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
-	if !slabCached(uint(n), a.smallLimit) {
+	if !slabCached(uint(n), a.smallLimit, &a.steps) {
 		return nil, false
 	}
 	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
@@ -667,7 +786,7 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if slabCached(uint(n), ^uint(0)) {
+		if uint(n) < uint(a.steps.below.Load()) || a.steps.slab(uint(n)) {
 			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 				return bytesAt(p, n), nil
 			}

@@ -8,8 +8,10 @@ import (
 // BlockSize returns the usable size of the block that Malloc(n) would
 // return now: what UsableSize reports for it, so a caller can account for
 // the memory a request really takes (its size class, its whole pages)
-// before making it. A small request gets its size class's block size, a
-// medium one its chunk less the header (a multiple of 16, plus 8; the
+// before making it. A small request gets its size class's block size (so
+// does a medium one of up to 2 KiB whose class is hot: one the program
+// holds a thousand blocks of at once, served from its slabs from then
+// on), a medium one its chunk less the header (a multiple of 16, plus 8; the
 // block UsableSize reports can be 16 bytes more, when the free chunk it
 // came from had just 16 bytes to spare, too few to split off, or up to 48
 // more, when a P's front held no chunk of the request's size but one a

@@ -214,6 +214,7 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 		h.markFront(r, c, s)
 	}
 	h.liveChunks++
+	h.count(s, 1)
 	h.liveBytes += n
 	h.chunkBytes += s
 }

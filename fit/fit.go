@@ -234,6 +234,10 @@ type Heap struct {
 
 	// counters, under mu
 	liveChunks uintptr
+	// inUse counts the chunks in use of each size up to the chunk of a
+	// block of CountTo bytes (countIndex), those the fronts hold among
+	// them: written under mu, read by InUse without it
+	inUse      [numCounted]atomic.Int32
 	liveBytes  uintptr // requested
 	chunkBytes uintptr // sum of the sizes of chunks in use
 	freeBytes  uintptr // sum of the sizes of free chunks
@@ -761,8 +765,46 @@ func (h *Heap) take(r *run, c, s, n uintptr) {
 		h.markFront(r, c, s)
 	}
 	h.liveChunks++
+	h.count(s, 1)
 	h.liveBytes += n
 	h.chunkBytes += s
+}
+
+// CountTo is the largest block whose chunks the heap counts by size
+// (InUse).
+const CountTo = 2 << 10
+
+const numCounted = (CountTo+overhead+granule-1)/granule - minAlloc/granule + 1
+
+// countIndex returns the count in inUse of chunks of s bytes, or -1.
+func countIndex(s uintptr) int {
+	i := s/granule - minAlloc/granule
+	if i >= numCounted {
+		return -1
+	}
+	return int(i)
+}
+
+// count adds d to the chunks in use of s bytes (inUse), under mu.
+func (h *Heap) count(s uintptr, d int32) {
+	if i := countIndex(s); i >= 0 {
+		h.inUse[i].Store(h.inUse[i].Load() + d)
+	}
+}
+
+// InUse returns how many chunks of lo to hi bytes (chunk sizes: a block
+// of n bytes takes BlockSize(n)+8) are in use, those the P's fronts hold
+// among them; it counts only the chunks of blocks up to CountTo bytes:
+// the allocator's measure of how much a medium size class is in use.
+// Without the lock: the counts may be a call or two behind.
+func (h *Heap) InUse(lo, hi uintptr) int {
+	n := int32(0)
+	for s := alignUp(lo, granule); s <= hi; s += granule {
+		if i := countIndex(s); i >= 0 {
+			n += h.inUse[i].Load()
+		}
+	}
+	return int(n)
 }
 
 // extend makes room for a chunk of s bytes and returns a free chunk of at
@@ -1007,6 +1049,7 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 	}
 	n := s - overhead - uintptr(hd>>slackShift)
 	h.liveChunks--
+	h.count(s, -1)
 	h.liveBytes -= n
 	h.chunkBytes -= s
 	if bin >= 0 {
@@ -1280,6 +1323,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 	}
 	h.setHeader(r, c, uint64(want)|flagInUse|hd&(flagPrevInUse|flagSampled)|uint64(want-overhead-n)<<slackShift)
 	r.touch(c+want+overhead, h.page)
+	h.count(s, -1)
+	h.count(want, 1)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
 	h.settle()

@@ -110,6 +110,7 @@ func walk(t testing.TB, h *Heap) {
 	})
 	require.Equal(t, h.released, released, "released bytes: the flagged chunks' insides")
 	var live, chunk, free uintptr
+	var inUse [numCounted]int32 // the chunks in use of each size counted
 	marks := map[uintptr]bool{} // chunks whose start and end bits the record may hold
 	ends := map[uintptr]bool{}  // and where they end
 	seen := map[*run]bool{}
@@ -154,6 +155,9 @@ func walk(t testing.TB, h *Heap) {
 				}
 				live++
 				chunk += s
+				if i := countIndex(s); i >= 0 {
+					inUse[i]++
+				}
 				prevFree = false
 			default:
 				require.Zero(t, r.live[w]&m, "chunk %#x free, in the bitmap", c)
@@ -190,6 +194,9 @@ func walk(t testing.TB, h *Heap) {
 		}
 	}
 	require.Equal(t, h.liveChunks, live)
+	for i := range inUse {
+		require.Equal(t, inUse[i], h.inUse[i].Load(), "chunks in use of %d bytes", (uintptr(i)+minAlloc/granule)*granule)
+	}
 	require.Equal(t, h.chunkBytes, chunk)
 	require.Equal(t, h.freeBytes, free)
 }

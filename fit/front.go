@@ -413,6 +413,7 @@ func (h *Heap) unfront(e frontEntry, s uintptr) {
 	}
 	if lost {
 		h.liveChunks--
+		h.count(s, -1)
 		h.liveBytes -= e.req
 		h.chunkBytes -= s
 		h.freeBytes += s
