@@ -472,14 +472,34 @@ const fitFrom = 1024 + 1
 // binary2-bal 245,760 (medians of five).
 const DefaultColdBlocks = 128
 
-// coldClass says whether a request of n bytes of small class c, aligned
-// to align, is one of its first Config.ColdBlocks (coldN: 0 without a
-// best-fit heap), which the heap serves (counting it).
+// coldClass says whether a request of n bytes of class c, aligned to
+// align, that the slabs would serve is one of its class's first
+// Config.ColdBlocks (coldN: 0 without a best-fit heap), which the heap
+// serves (counting it): a small request, or a medium class's exact size
+// up to coldExactTo, but not a request of a hot medium class (noteInUse).
 func (a *Allocator) coldClass(c int, n, align uintptr) bool {
-	if align > 16 || n >= fitFrom || a.cold[c].Load() >= a.coldN {
+	if align > 16 || a.cold[c].Load() >= a.coldN || n > coldExactTo || a.hotSize(n) {
 		return false
 	}
 	return a.cold[c].Add(1) <= a.coldN
+}
+
+// coldExactTo is the largest medium class whose exact size (2048, 4096,
+// 8192) is cold as a small class is, its first ColdBlocks requests the
+// best-fit heap's, each in a chunk of that size, 8 bytes more: a class
+// asked for a few blocks held a slab of 4 to 32 KiB for them (at the
+// spike workload's peak, 16 classes of 1–14 KiB held a slab each for 1 to
+// 5 blocks: 300 KB of slabs, 60 KB of it resident; at cc1's, the classes
+// 1152, 1280, 2048 and 4096 held 48 KiB for 3 blocks). Up to 8 KiB, cc1's
+// peak resident went 3.78 -> 3.75 MB and diff's and the rest stayed within a page;
+// up to 16 KiB or 32 KiB, random-bal's went 15.70 -> 15.81 MB (its few
+// blocks of a class's exact size above 8 KiB, placed among its others,
+// left the heap a free chunk too few; glibc's 15.78).
+const coldExactTo = 8 << 10
+
+// hotSize says whether n is a size of a hot medium class (noteInUse).
+func (a *Allocator) hotSize(n uintptr) bool {
+	return n >= fitFrom && n <= hotTo && a.steps.t[(n+7)>>3&hotMask].Load() == slabAll
 }
 
 func (a *Allocator) route(n uintptr) route {
