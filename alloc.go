@@ -453,7 +453,7 @@ const fitFrom = 1024 + 1
 // DefaultColdBlocks is the zero Config's ColdBlocks: a small size class
 // takes its first slab only once it has asked for this many blocks; until
 // then the best-fit heap serves them
-// (packed among blocks of every size, 8 bytes of header each, 64 at
+// (packed among blocks of every size, 8 bytes of header each, 32 at
 // least, instead of in a slab of their own). A program touches many
 // classes it asks only a few blocks of — at cc1's peak, 13 classes had
 // 16 live blocks or fewer, each on a page of its own, 40 KB of holes —
