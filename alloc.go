@@ -468,9 +468,16 @@ const fitFrom = 1024 + 1
 // 385,024 (glibc's 368,640: binary2-bal's blocks of 16 and 112 bytes,
 // thousands of each, in the heap's chunks of 64 and 128 until the class
 // turns hot). Those runs had the heap's boundary (fitFrom) at 2 KiB; at
-// 1 KiB, 128 gives cc1 3,780,608, diff 15,572,992, amptjp-bal 2,048,000,
-// binary2-bal 245,760 (medians of five).
-const DefaultColdBlocks = 128
+// 1 KiB, 128 gave cc1 3,780,608, diff 15,572,992, amptjp-bal 2,048,000,
+// binary2-bal 245,760 (medians of five). With the heap's chunks 32 bytes
+// at least and a medium class's exact size cold too, 128, 256, 288 and
+// 384 give cc1 3,747,840, 3,743,744, 3,747,840, 3,760,128 (glibc's
+// 3,743,744); amptjp-bal 2,043,904, 2,035,712, 2,031,616, 2,031,616
+// (glibc's 2,031,616); binary2-bal 241,664, 245,760, and 290,816 at 512;
+// diff 15,568,896 each (glibc's), the built-in workloads alike (medians of
+// five); the live-set benchmark 465 and 471 instructions an operation over
+// its first million operations, 448 and 447 over the second (128, 256).
+const DefaultColdBlocks = 256
 
 // coldClass says whether a request of n bytes of class c, aligned to
 // align, that the slabs would serve is one of its class's first
