@@ -621,6 +621,18 @@ func (a *Allocator) noteInUse(n uintptr) {
 	st.below.Store(b)
 }
 
+// hotAtCap says whether a request of n bytes aligned to align, which a
+// medium class's slabs failed with err, goes to the best-fit heap: at the
+// cap (Config.Limit), a hot class's slabs may find no room and be unable
+// to take another slab where the heap, which served the class before it
+// turned hot, still has free chunks it fits (as a cold class at the cap
+// goes to its slabs: place). The block has room for its class's size,
+// which BlockSize says; UsableSize may say a little more, as for any
+// block of the heap.
+func (a *Allocator) hotAtCap(n, align uintptr, err error) bool {
+	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 && errors.Is(err, ErrOutOfMemory)
+}
+
 // fitHeader is the best-fit heap's header: a block of n bytes takes a
 // chunk of fit.BlockSize(n) + fitHeader bytes.
 const fitHeader = 8
@@ -689,9 +701,14 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 				// at the cap (Config.Limit): the class's slabs may have room
 			}
 			if cacheTried {
-				return a.slabs.Refill(c, n)
+				p, zero, sampled, err = a.slabs.Refill(c, n)
+			} else {
+				p, zero, sampled, err = a.slabs.Alloc(c, n)
 			}
-			return a.slabs.Alloc(c, n)
+			if a.hotAtCap(n, align, err) {
+				return a.fitBlock(n, slab.ClassSize(c))
+			}
+			return p, zero, sampled, err
 		}
 		r = toMid
 	}
