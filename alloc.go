@@ -628,9 +628,12 @@ func (a *Allocator) noteInUse(n uintptr) {
 // turned hot, still has free chunks it fits (as a cold class at the cap
 // goes to its slabs: place). The block has room for its class's size,
 // which BlockSize says; UsableSize may say a little more, as for any
-// block of the heap.
+// block of the heap. Only a hot class's, and only at the cap: a class's
+// exact size (2048) was its slabs' before any class turned hot, and a
+// kernel's refusal without a cap is the caller's to see.
 func (a *Allocator) hotAtCap(n, align uintptr, err error) bool {
-	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 && errors.Is(err, ErrOutOfMemory)
+	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 &&
+		a.steps.t[(n+7)>>3&hotMask].Load() == slabAll && a.region.Limit() != 0 && errors.Is(err, ErrOutOfMemory)
 }
 
 // fitHeader is the best-fit heap's header: a block of n bytes takes a
