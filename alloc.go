@@ -510,8 +510,12 @@ func (a *Allocator) fitted(n uintptr) bool {
 // A compare for a small size, one table load for a medium one: the fast
 // paths' test.
 func slabCached(n, limit uint, st *steps) bool {
-	return n < limit && (n < uint(st.below.Load()) || st.slab(n))
+	return n < limit && (n < fitFrom || st.serves(n))
 }
+
+// serves says whether the slabs serve a medium request of n bytes,
+// fitFrom <= n <= slab.MaxSize: below below, or as slab says.
+func (st *steps) serves(n uint) bool { return n < uint(st.below.Load()) || st.slab(n) }
 
 // steps says, for each 8-byte step of a medium request's size up to
 // hotTo (the step (c-8, c] at index c/8, as fitSize), which requests of
@@ -524,7 +528,8 @@ func slabCached(n, limit uint, st *steps) bool {
 // whose heap held it (noteInUse). below is where the first size the
 // slabs may not serve is: fitFrom, or past the last of the classes above
 // it that are all hot, so that a program whose medium classes are hot
-// pays one compare for them, as for a small size, not a load.
+// pays a compare with it for them, not the table's load (a small size
+// is tested against fitFrom first, a constant: serves).
 type steps struct {
 	below atomic.Uintptr
 	t     [hotMask + 1]atomic.Uint32
@@ -806,7 +811,17 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if uint(n) < uint(a.steps.below.Load()) || a.steps.slab(uint(n)) {
+		// a small size's test is one compare, and its branch is the
+		// medium slab one's, repeated: joined (n < fitFrom ||
+		// st.serves(n)), the compiler makes the test's bool, around the
+		// table's atomic load, and tests it again, five instructions more
+		if uint(n) < fitFrom {
+			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+				return bytesAt(p, n), nil
+			}
+			return a.allocGated(n, 16, true, false)
+		}
+		if a.steps.serves(uint(n)) {
 			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 				return bytesAt(p, n), nil
 			}
