@@ -420,6 +420,7 @@ func TestHotAtTheCap(t *testing.T) {
 			require.ErrorIs(t, err, ErrOutOfMemory)
 			break
 		}
+		require.GreaterOrEqual(t, a.UsableSize(b), a.BlockSize(n), "room for what BlockSize says: the class's size")
 		fillTagged(b, 3)
 		hot = append(hot, b)
 	}
