@@ -537,8 +537,12 @@ func (a *Allocator) fitted(n uintptr) bool {
 // A compare for a small size, one table load for a medium one: the fast
 // paths' test.
 func slabCached(n, limit uint, st *steps) bool {
-	return n < limit && (n < uint(st.below.Load()) || st.slab(n))
+	return n < limit && (n < fitFrom || st.serves(n))
 }
+
+// serves says whether the slabs serve a medium request of n bytes,
+// fitFrom <= n <= slab.MaxSize: below below, or as slab says.
+func (st *steps) serves(n uint) bool { return n < uint(st.below.Load()) || st.slab(n) }
 
 // steps says, for each 8-byte step of a medium request's size up to
 // hotTo (the step (c-8, c] at index c/8, as fitSize), which requests of
@@ -551,7 +555,8 @@ func slabCached(n, limit uint, st *steps) bool {
 // whose heap held it (noteInUse). below is where the first size the
 // slabs may not serve is: fitFrom, or past the last of the classes above
 // it that are all hot, so that a program whose medium classes are hot
-// pays one compare for them, as for a small size, not a load.
+// pays a compare with it for them, not the table's load (a small size
+// is tested against fitFrom first, a constant: serves).
 type steps struct {
 	below atomic.Uintptr
 	t     [hotMask + 1]atomic.Uint32
@@ -648,6 +653,21 @@ func (a *Allocator) noteInUse(n uintptr) {
 	st.below.Store(b)
 }
 
+// hotAtCap says whether a request of n bytes aligned to align, which a
+// medium class's slabs failed with err, goes to the best-fit heap: at the
+// cap (Config.Limit), a hot class's slabs may find no room and be unable
+// to take another slab where the heap, which served the class before it
+// turned hot, still has free chunks it fits (as a cold class at the cap
+// goes to its slabs: place). The block has room for its class's size,
+// which BlockSize says; UsableSize may say a little more, as for any
+// block of the heap. Only a hot class's, and only at the cap: a class's
+// exact size (2048) was its slabs' before any class turned hot, and a
+// kernel's refusal without a cap is the caller's to see.
+func (a *Allocator) hotAtCap(n, align uintptr, err error) bool {
+	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 &&
+		a.steps.t[(n+7)>>3&hotMask].Load() == slabAll && a.region.Limit() != 0 && errors.Is(err, ErrOutOfMemory)
+}
+
 // fitHeader is the best-fit heap's header: a block of n bytes takes a
 // chunk of fit.BlockSize(n) + fitHeader bytes.
 const fitHeader = 8
@@ -716,9 +736,14 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 				// at the cap (Config.Limit): the class's slabs may have room
 			}
 			if cacheTried {
-				return a.slabs.Refill(c, n)
+				p, zero, sampled, err = a.slabs.Refill(c, n)
+			} else {
+				p, zero, sampled, err = a.slabs.Alloc(c, n)
 			}
-			return a.slabs.Alloc(c, n)
+			if a.hotAtCap(n, align, err) {
+				return a.fitBlock(n, slab.ClassSize(c))
+			}
+			return p, zero, sampled, err
 		}
 		r = toMid
 	}
@@ -813,7 +838,17 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if uint(n) < uint(a.steps.below.Load()) || a.steps.slab(uint(n)) {
+		// a small size's test is one compare, and its branch is the
+		// medium slab one's, repeated: joined (n < fitFrom ||
+		// st.serves(n)), the compiler makes the test's bool, around the
+		// table's atomic load, and tests it again, five instructions more
+		if uint(n) < fitFrom {
+			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+				return bytesAt(p, n), nil
+			}
+			return a.allocGated(n, 16, true, false)
+		}
+		if a.steps.serves(uint(n)) {
 			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 				return bytesAt(p, n), nil
 			}

@@ -153,7 +153,7 @@ func TestHotClassRace(t *testing.T) {
 				}
 				fillTagged(b, byte(g))
 				live = append(live, b)
-				if len(live) > 40 || i%3 == 0 {
+				if len(live) > 200 || i%3 == 0 { // 200: enough of the larger classes for one goroutine alone to make them hot
 					k := (i * 7) % len(live)
 					if !taggedOK(live[k], byte(g)) {
 						errs <- fmt.Errorf("goroutine %d: a block changed while live", g)

@@ -114,8 +114,13 @@ func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 	if slabCached(uint(n), l.small, l.steps) {
 		// Refill pops the bin first (counting the sample, which AllocFast
 		// leaves to it): Malloc's AllocFast is not tried again.
+		c := int(slab.ClassOf(uintptr(n)))
 		var sampled bool
-		if p, zero, sampled, err = l.c.Refill(int(slab.ClassOf(uintptr(n))), uintptr(n)); sampled {
+		p, zero, sampled, err = l.c.Refill(c, uintptr(n))
+		if a.hotAtCap(uintptr(n), 16, err) {
+			p, zero, sampled, err = a.fitBlock(uintptr(n), slab.ClassSize(c))
+		}
+		if sampled {
 			a.prof.record(p, n)
 		}
 	} else {

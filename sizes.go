@@ -11,14 +11,16 @@ import (
 // before making it. A small request gets its size class's block size (so
 // does a medium one of up to 2 KiB whose class is hot: one the program
 // holds a thousand blocks of at once, served from its slabs from then
-// on; and a medium class's exact size, 2048 or 4096 (up to 8 KiB), once
-// the class has been asked for Config.ColdBlocks blocks — before, the
-// heap's chunk of that size: 8 bytes more; 16384 or 32768 at once), a
-// medium one its chunk less the header (a multiple of 16, plus 8; the
-// block UsableSize reports can be 16 bytes more, when the free chunk it
-// came from had just 16 bytes to spare, too few to split off, or up to 48
-// more, when a P's front held no chunk of the request's size but one a
-// little larger: fit's frontLook), a
+// on; at the cap, Config.Limit, where its slabs can take no more memory,
+// the heap's block that serves it has room for as much, and UsableSize
+// says a little more, as below; and a medium class's exact size, 2048 or
+// 4096 (up to 8 KiB), once the class has been asked for Config.ColdBlocks
+// blocks — before, the heap's chunk of that size: 8 bytes more; 16384 or
+// 32768 at once), a medium one its chunk less the header (a multiple of
+// 16, plus 8; the block UsableSize reports can be 16 bytes more, when the
+// free chunk it came from had just 16 bytes to spare, too few to split
+// off, or up to 48 more, when a P's front held no chunk of the request's
+// size but one a little larger: fit's frontLook), a
 // mid-size one its whole pages of the region, a large one its whole pages
 // of a mapping. Under Debug it is n (the rest of a debug block is its
 // canary). A negative n returns 0.

@@ -731,6 +731,7 @@ func (r *Region) Close() error {
 			r.pagemap[i].Store(nil)
 		}
 	}
+	r.chunks = 0 // gone with the entries: Counters' PageMapBytes
 	return r.os.Munmap(r.base, r.hi-r.lo)
 }
 

@@ -799,8 +799,9 @@ func (h *Heap) count(s uintptr, d int32) {
 
 // InUse returns how many chunks of lo to hi bytes (chunk sizes: a block
 // of n bytes takes BlockSize(n)+8) are in use, those the P's fronts hold
-// among them; it counts only the chunks of blocks up to CountTo bytes:
-// the allocator's measure of how much a medium size class is in use.
+// among them; it counts only the chunks up to a CountTo-byte block's
+// (which the blocks of up to 8 bytes more share): the allocator's measure
+// of how much a medium size class is in use.
 // Without the lock: the counts may be a call or two behind.
 func (h *Heap) InUse(lo, hi uintptr) int {
 	n := int32(0)
