@@ -104,8 +104,11 @@ func TestHotReallocAcrossTheFlip(t *testing.T) {
 				require.Equal(t, kind, kindOf(t, a, nb), "%s: in place", name)
 			case r == toFit:
 				require.Equal(t, arena.KindFit, kindOf(t, a, nb), "%s: moved", name)
-			case r == toSlab && to >= fitFrom:
+			case r == toSlab && a.hotSize(uintptr(to)):
 				require.Equal(t, arena.KindSlab, kindOf(t, a, nb), "%s: moved to the hot class's slabs", name)
+			case r == toSlab && to >= fitFrom && to <= coldExactTo:
+				// a class's exact size: its slabs' once past its cold blocks, the heap's before
+				require.Equal(t, a.cold[slab.SizeClass(uintptr(to))].Load() > a.coldN, kindOf(t, a, nb) == arena.KindSlab, "%s: moved", name)
 			}
 			if addrOf(nb) != old {
 				require.ErrorIs(t, a.Free(b), ErrDoubleFree, "%s: the old block", name)
@@ -178,8 +181,8 @@ func TestHotFlipUnderCalls(t *testing.T) {
 				n := lo + (i*31+g*7)%(hi-lo+1)
 				bs := a.BlockSize(n)
 				switch {
-				case n == hi: // the class's exact size: its slabs', hot or not
-					if bs != hi {
+				case n == hi: // the class's exact size: its slabs' once hot or past its cold blocks, the heap's chunk of it before
+					if bs != hi && (hot || bs != int(fit.BlockSize(uintptr(n)))) {
 						fail(fmt.Errorf("BlockSize(%d) = %d", n, bs))
 						return
 					}

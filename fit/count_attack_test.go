@@ -15,7 +15,7 @@ func countsNonNegative(t *testing.T, h *Heap) {
 	sum := 0
 	for i := range h.inUse {
 		k := h.inUse[i].Load()
-		require.GreaterOrEqual(t, k, int32(0), "chunks in use of %d bytes", (uintptr(i)+minAlloc/granule)*granule)
+		require.GreaterOrEqual(t, k, int32(0), "chunks in use of %d bytes", (uintptr(i)+minChunk/granule)*granule)
 		sum += int(k)
 	}
 	require.Equal(t, sum, h.InUse(0, chunkSize(CountTo)))
@@ -34,8 +34,8 @@ func TestInUseRange(t *testing.T) {
 		bs = append(bs, allocFilled(t, h, k, n)...)
 	}
 	walk(t, h)
-	require.Equal(t, 2, h.InUse(minAlloc, minAlloc), "Alloc(0): the smallest chunk")
-	require.Equal(t, 2, h.InUse(0, minAlloc))
+	require.Equal(t, 2, h.InUse(minChunk, minChunk), "Alloc(0): the smallest chunk")
+	require.Equal(t, 2, h.InUse(0, minChunk))
 	require.Equal(t, 3, h.InUse(chunkSize(100), chunkSize(100)))
 	require.Equal(t, 3, h.InUse(chunkSize(100)-granule+1, chunkSize(100)), "lo rounded up to the chunk's size")
 	require.Zero(t, h.InUse(chunkSize(100)+1, chunkSize(1500)-1), "between them")

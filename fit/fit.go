@@ -779,11 +779,11 @@ func (h *Heap) take(r *run, c, s, n uintptr) {
 // (InUse).
 const CountTo = 2 << 10
 
-const numCounted = (CountTo+overhead+granule-1)/granule - minAlloc/granule + 1
+const numCounted = (CountTo+overhead+granule-1)/granule - minChunk/granule + 1
 
 // countIndex returns the count in inUse of chunks of s bytes, or -1.
 func countIndex(s uintptr) int {
-	i := s/granule - minAlloc/granule
+	i := s/granule - minChunk/granule
 	if i >= numCounted {
 		return -1
 	}

@@ -195,7 +195,7 @@ func walk(t testing.TB, h *Heap) {
 	}
 	require.Equal(t, h.liveChunks, live)
 	for i := range inUse {
-		require.Equal(t, inUse[i], h.inUse[i].Load(), "chunks in use of %d bytes", (uintptr(i)+minAlloc/granule)*granule)
+		require.Equal(t, inUse[i], h.inUse[i].Load(), "chunks in use of %d bytes", (uintptr(i)+minChunk/granule)*granule)
 	}
 	require.Equal(t, h.chunkBytes, chunk)
 	require.Equal(t, h.freeBytes, free)
