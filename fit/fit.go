@@ -27,7 +27,10 @@
 // neighbours in constant time and merges with those that are free. Free
 // chunks below 64 KiB sit in an exact bin per 16 bytes found through a
 // two-level bitmap; larger ones in one bin sorted by size then address,
-// an array in the Go heap searched by halves (bigChunk).
+// an array in the Go heap searched by halves (bigChunk); the last free
+// chunk of the last run made, glibc's top chunk, in none (Heap.wild): a
+// block carved off it or merged into it touches no bin, and the search
+// weighs it against the bins' best fit.
 // Allocation takes the smallest free chunk that fits (best fit), splits
 // off the rest, and only when none fits grows the heap: the last run in
 // place when the break or a free run follows it, else a new run of the
@@ -205,6 +208,14 @@ type Heap struct {
 	bitmap  [numExact / 64]uint64
 	summary uint64     // bit w: bitmap[w] != 0
 	big     []bigChunk // the chunks of exactLimit bytes and more, sorted (bigChunk)
+	// wild is the top run's last free chunk (0: none), glibc's top chunk:
+	// kept out of the bins, so that carving a block off it, and merging a
+	// freed one into it, touch no bin (find weighs it against the bins'
+	// best fit, so the fit stays the best). Its links name itself, as a
+	// sorted bin's chunk's; wildS is its size and wildRel its released
+	// flag, as a bigChunk's.
+	wild, wildS uintptr
+	wildRel     bool
 	// relExact holds the chunks of the exact bins whose inside is
 	// released (Trim), as the sorted bin's entries keep theirs: a write
 	// after free can set or clear the header's flag, and the released
@@ -314,6 +325,18 @@ func (h *Heap) bk(c uintptr) *uint64 { return h.word(c + 24) }
 // insert puts free chunk c of size s in its bin.
 func (h *Heap) insert(c, s uintptr) {
 	h.freeBytes += s
+	if t := h.top; t != nil && c+s == t.end-fenceSize {
+		// the top run's last: out of the bins (a chunk of another run
+		// cannot end inside this one)
+		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
+		h.wild, h.wildS, h.wildRel = c, s, false
+		return
+	}
+	h.bin(c, s)
+}
+
+// bin puts free chunk c of size s in its bin (counted free already).
+func (h *Heap) bin(c, s uintptr) {
 	if s < exactLimit {
 		i := s / granule
 		head := h.exact[i]
@@ -398,6 +421,13 @@ func (h *Heap) unbig(i int) {
 // remove takes free chunk c of size s out of its bin.
 func (h *Heap) remove(c, s uintptr) {
 	h.freeBytes -= s
+	if c == h.wild {
+		if h.wildRel {
+			h.released -= h.inside(c, s)
+		}
+		h.wild = 0
+		return
+	}
 	if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok { // the caller found it free: it is there
 			if h.big[i].released {
@@ -434,6 +464,74 @@ func (h *Heap) remove(c, s uintptr) {
 // the rest of the bin (their links are not followed), and the search goes
 // on.
 func (h *Heap) find(s uintptr) (uintptr, *run) {
+	c, cs, r := h.binFit(s)
+	if w := h.wild; w != 0 && h.wildS >= s && (c == 0 || h.wildS < cs || h.wildS == cs && cs >= exactLimit && w < c) {
+		// the top run's last free chunk fits better (in the sorted bin's
+		// order; of two of one size below exactLimit, the exact bin's)
+		if t := h.wildOK(); t != nil {
+			return w, t
+		}
+		h.dropWild()
+	}
+	return c, r
+}
+
+// wildOK returns the top run if its last free chunk (wild) is sound, as
+// bigOK checks a chunk of the sorted bin: what a write into the chunk's
+// memory can change (its header, its boundary tag, its link words), else nil.
+func (h *Heap) wildOK() *run {
+	t, c, s := h.top, h.wild, h.wildS
+	if hd := h.header(c); sizeOf(hd) != s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse || (hd&flagReleased != 0) != h.wildRel ||
+		*h.slot(t, c+s) != uint64(s) || *h.fd(c) != uint64(c) || *h.bk(c) != uint64(c) {
+		return nil
+	}
+	return t
+}
+
+// dropWild reports the top run's last free chunk, found damaged, and
+// forgets it: lost, still counted free, as a damaged chunk of a bin.
+func (h *Heap) dropWild() {
+	h.damaged(h.wild, "the last free chunk of a run")
+	h.wild = 0
+}
+
+// eachWild calls fn for the top run's last free chunk (there is one), or
+// reports and forgets it if it is damaged.
+func (h *Heap) eachWild(fn func(c, s uintptr)) {
+	if h.wildOK() == nil {
+		h.dropWild()
+		return
+	}
+	fn(h.wild, h.wildS)
+}
+
+// unwild puts the top run's last free chunk, if any, in its bin, its
+// released mark with it: the top run is about to change (extend).
+func (h *Heap) unwild() {
+	c, s := h.wild, h.wildS
+	if c == 0 {
+		return
+	}
+	h.wild = 0
+	h.bin(c, s)
+	if !h.wildRel {
+		return
+	}
+	if s >= exactLimit {
+		if i, ok := h.bigAt(c, s); ok {
+			h.big[i].released = true
+		}
+	} else {
+		if h.relExact == nil {
+			h.relExact = map[uintptr]bool{}
+		}
+		h.relExact[c] = true
+	}
+}
+
+// binFit returns the smallest free chunk of at least s bytes in the bins,
+// its size and its run, or 0.
+func (h *Heap) binFit(s uintptr) (uintptr, uintptr, *run) {
 	for i := s / granule; i < numExact; {
 		w := i / 64
 		j := uintptr(numExact)
@@ -448,7 +546,7 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 		}
 		c := h.exact[j]
 		if r := h.freeOK(c, j*granule); r != nil {
-			return c, r
+			return c, j * granule, r
 		}
 		h.damaged(c, "a free chunk of an exact bin")
 		h.drop(0, c, j*granule)
@@ -460,12 +558,12 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 	for i < len(h.big) {
 		e := h.big[i]
 		if r := h.bigOK(e); r != nil {
-			return e.c, r
+			return e.c, e.s, r
 		}
 		h.damaged(e.c, "a free chunk of the sorted bin")
 		h.unbig(i) // lost, still counted free
 	}
-	return 0, nil
+	return 0, 0, nil
 }
 
 // emptyBin drops exact bin j (a damaged chunk in it): the chunks it held
@@ -588,6 +686,9 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 	if hd&(flagInUse|flagPrevInUse) != flagPrevInUse || cs < minChunk || s != 0 && cs != s || c+cs > r.end-fenceSize ||
 		*h.slot(r, c+cs) != uint64(cs) || !inUse(r, c+cs) {
 		return false
+	}
+	if c == h.wild {
+		return cs == h.wildS && h.wildRel == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
 	}
 	if cs >= exactLimit {
 		i, ok := h.bigAt(c, cs)
@@ -862,8 +963,9 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	c, cs := r.start, bytes-fenceSize
 	r.fence = [2]uint64{0, fenceSize | flagInUse}
 	h.setFree(r, c, cs)
-	h.insert(c, cs)
+	h.unwild() // the old top's last free chunk goes to its bin
 	h.top = r
+	h.insert(c, cs)
 	h.liveRuns[r] = struct{}{}
 	return c, r, nil
 }
@@ -1403,7 +1505,9 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	}
 	r := runOf(h.region.Lookup(c))
 	h.setHeader(r, c, h.header(c)|flagReleased)
-	if s >= exactLimit {
+	if c == h.wild {
+		h.wildRel = true
+	} else if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok {
 			h.big[i].released = true
 		}
@@ -1430,14 +1534,17 @@ func (h *Heap) inside(c, s uintptr) uintptr {
 	return hi - lo
 }
 
-// eachFree calls fn for every free chunk in a bin. A damaged chunk is
-// reported, and its bin cut before it.
+// eachFree calls fn for every free chunk in a bin, and the top run's last
+// (wild). A damaged chunk is reported, and its bin cut before it.
 func (h *Heap) eachFree(fn func(c, s uintptr)) {
 	for w, m := range h.bitmap {
 		for ; m != 0; m &= m - 1 {
 			i := uintptr(w*64 + bits.TrailingZeros64(m))
 			h.eachIn(h.exact[i], i*granule, fn)
 		}
+	}
+	if h.wild != 0 && h.wildS < exactLimit {
+		h.eachWild(fn)
 	}
 	h.eachBig(fn)
 }
@@ -1457,7 +1564,8 @@ func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
 	}
 }
 
-// eachBig calls fn for every chunk of the sorted bin; fn must not change
+// eachBig calls fn for every chunk of the sorted bin, and the top run's
+// last free chunk if it is of the sorted bin's sizes; fn must not change
 // the bin. A damaged chunk is reported and taken out, still counted free.
 func (h *Heap) eachBig(fn func(c, s uintptr)) {
 	for i := 0; i < len(h.big); {
@@ -1469,6 +1577,9 @@ func (h *Heap) eachBig(fn func(c, s uintptr)) {
 		}
 		fn(e.c, e.s)
 		i++
+	}
+	if h.wild != 0 && h.wildS >= exactLimit { // of the sorted bin's sizes
+		h.eachWild(fn)
 	}
 }
 
