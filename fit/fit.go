@@ -464,7 +464,11 @@ func (h *Heap) remove(c, s uintptr) {
 // the rest of the bin (their links are not followed), and the search goes
 // on.
 func (h *Heap) find(s uintptr) (uintptr, *run) {
-	c, cs, r := h.binFit(s)
+	var c, cs uintptr
+	var r *run
+	if h.summary != 0 || len(h.big) != 0 { // no bin holds a chunk: the top's is the only one
+		c, cs, r = h.binFit(s)
+	}
 	if w := h.wild; w != 0 && h.wildS >= s && (c == 0 || h.wildS < cs || h.wildS == cs && cs >= exactLimit && w < c) {
 		// the top run's last free chunk fits better (in the sorted bin's
 		// order; of two of one size below exactLimit, the exact bin's)
@@ -482,7 +486,7 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 func (h *Heap) wildOK() *run {
 	t, c, s := h.top, h.wild, h.wildS
 	if hd := h.header(c); sizeOf(hd) != s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse || (hd&flagReleased != 0) != h.wildRel ||
-		*h.slot(t, c+s) != uint64(s) || *h.fd(c) != uint64(c) || *h.bk(c) != uint64(c) {
+		t.fence[0] != uint64(s) || *h.fd(c) != uint64(c) || *h.bk(c) != uint64(c) { // its boundary tag: the run's (slot)
 		return nil
 	}
 	return t
