@@ -1230,7 +1230,14 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 
 // armPurge arms the purge's timer, if the purge is on and it is not armed.
 func (h *Heap) armPurge() {
-	if !h.purgeAt && h.opts.Purge && h.opts.PurgeDelay > 0 && !h.closed {
+	if !h.purgeAt { // (inlined: mostly armed, or off)
+		h.arm()
+	}
+}
+
+// arm is armPurge once the timer is known not armed.
+func (h *Heap) arm() {
+	if h.opts.Purge && h.opts.PurgeDelay > 0 && !h.closed {
 		h.purgeAt = true
 		if h.timer == nil {
 			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
@@ -1243,6 +1250,13 @@ func (h *Heap) armPurge() {
 // trimTop gives back the touched pages of run r's last free chunk c past
 // its first TopPad bytes, as glibc's free trims its heap's top chunk.
 func (h *Heap) trimTop(r *run, c uintptr) {
+	if c+minChunk+h.opts.TopPad < r.clean { // (inlined: mostly nothing to trim)
+		h.trimFrom(r, c)
+	}
+}
+
+// trimFrom is trimTop once a page may be past the pad.
+func (h *Heap) trimFrom(r *run, c uintptr) {
 	lo := alignUp(c+minChunk+h.opts.TopPad, h.page)
 	if lo >= r.clean || h.closed {
 		return
@@ -1332,10 +1346,15 @@ func (h *Heap) Close() {
 // or the spare, whichever is lower) or given back to the region. It
 // reports whether r was given back.
 func (h *Heap) retire(r *run) bool {
-	if h.spare == nil {
+	if h.spare == nil { // (inlined: a run that empties and fills again, each pair)
 		h.spare = r
 		return false
 	}
+	return h.retireBeside(r)
+}
+
+// retireBeside is retire when there is a spare already.
+func (h *Heap) retireBeside(r *run) bool {
 	if r.start < h.spare.start {
 		// keep the lower: give back the old spare, whose chunk is binned
 		old := h.takeSpare()
