@@ -420,11 +420,19 @@ func (h *Heap) unbig(i int) {
 
 // remove takes free chunk c of size s out of its bin.
 func (h *Heap) remove(c, s uintptr) {
+	if c == h.wild && !h.wildRel { // (inlined: the top's, merged into or carved off over and over)
+		h.freeBytes -= s
+		h.wild = 0
+		return
+	}
+	h.unbin(c, s)
+}
+
+// unbin is remove of a chunk of a bin, or of a released top's.
+func (h *Heap) unbin(c, s uintptr) {
 	h.freeBytes -= s
 	if c == h.wild {
-		if h.wildRel {
-			h.released -= h.inside(c, s)
-		}
+		h.released -= h.inside(c, s) // (released: remove takes the others)
 		h.wild = 0
 		return
 	}
@@ -682,6 +690,11 @@ func (h *Heap) freeOK(c, s uintptr) *run {
 // back at it. Each link's memory is read only once it is known to be
 // inside a run of the heap, so a damaged chunk is never followed anywhere.
 func (h *Heap) freeIn(r *run, c, s uintptr) bool {
+	if c == h.wild {
+		// the top's last free chunk: the heap's own record says the rest
+		// (the bitmap, the fence after it, its place)
+		return (s == 0 || s == h.wildS) && h.wildOK() != nil
+	}
 	if inUse(r, c) {
 		return false
 	}
@@ -690,9 +703,6 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 	if hd&(flagInUse|flagPrevInUse) != flagPrevInUse || cs < minChunk || s != 0 && cs != s || c+cs > r.end-fenceSize ||
 		*h.slot(r, c+cs) != uint64(cs) || !inUse(r, c+cs) {
 		return false
-	}
-	if c == h.wild {
-		return cs == h.wildS && h.wildRel == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
 	}
 	if cs >= exactLimit {
 		i, ok := h.bigAt(c, cs)
@@ -860,16 +870,28 @@ func (h *Heap) carve(s, n uintptr) (uintptr, *run, error) {
 // of s: out of its bin, the rest split off as a free chunk of its own.
 func (h *Heap) take(r *run, c, s, n uintptr) {
 	cs := sizeOf(h.header(c))
-	h.remove(c, cs)
 	if r == h.spare {
 		h.spare = nil
 	}
-	if rest := cs - s; rest >= minChunk {
-		h.setFree(r, c+s, rest) // the chunk after keeps "previous free"
-		h.insert(c+s, rest)
+	if rest := cs - s; c == h.wild && rest >= minChunk && !h.wildRel {
+		// off the top's last free chunk, in place: the rest is the top's
+		// (remove's, setFree's and insert's work, without the calls)
+		nc := c + s
+		r.touch(nc+minChunk, h.page)
+		*h.word(nc + 8) = uint64(rest) | flagPrevInUse
+		r.fence[0] = uint64(rest) // its boundary tag: the run's (slot)
+		*h.fd(nc), *h.bk(nc) = uint64(nc), uint64(nc)
+		h.wild, h.wildS = nc, rest
+		h.freeBytes -= s
 	} else {
-		s = cs
-		h.orHeader(r, c+s, flagPrevInUse) // the next chunk may be a front's
+		h.remove(c, cs)
+		if rest >= minChunk {
+			h.setFree(r, c+s, rest) // the chunk after keeps "previous free"
+			h.insert(c+s, rest)
+		} else {
+			s = cs
+			h.orHeader(r, c+s, flagPrevInUse) // the next chunk may be a front's
+		}
 	}
 	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
 	r.touch(c+s+overhead, h.page) // the block's last bytes are the next chunk's first word
