@@ -1228,13 +1228,27 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 	} else {
 		h.andHeader(r, next, ^uint64(flagPrevInUse)) // it may be a front's
 	}
-	h.setFree(r, c, s)
-	if c == r.start && c+s == r.end-fenceSize {
-		if h.retire(r) {
+	if r == h.top && c+s == r.end-fenceSize {
+		// the top's last free chunk: setFree's and insert's work in
+		// place, without the calls
+		r.touch(c+minChunk, h.page)
+		*h.word(c + 8) = uint64(s) | flagPrevInUse
+		r.fence[0] = uint64(s) // its boundary tag: the run's (slot)
+		if c == r.start && h.retire(r) {
 			return
 		}
+		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
+		h.freeBytes += s
+		h.wild, h.wildS, h.wildRel = c, s, false
+	} else {
+		h.setFree(r, c, s)
+		if c == r.start && c+s == r.end-fenceSize {
+			if h.retire(r) {
+				return
+			}
+		}
+		h.insert(c, s)
 	}
-	h.insert(c, s)
 	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
 		h.trimTop(r, c)
 	}
