@@ -345,3 +345,28 @@ func TestWildDamaged(t *testing.T) {
 		}
 	}
 }
+
+// TestWildPrevForged: a Free trusts a header's size without the bitmap
+// only for the block carved last off the top's last free chunk, whose
+// size ends there (wildPrev). A header of the block before it overwritten
+// to end there too — over the block carved last — is refused and
+// reported, both blocks left intact; the block carved last frees.
+func TestWildPrevForged(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	bs := allocFilled(t, h, 2, 3000)
+	a, b := bs[0], bs[1]
+	require.Equal(t, b.p-2*overhead, h.wildPrev, "the block carved last")
+	hdw := wordAt(h, a.p, ^uintptr(7))
+	was := *hdw
+	*hdw = was&^uint64(sizeMask) | uint64(h.wild-(a.p-2*overhead)) // a's size, ending at the top's chunk
+	_, err := h.Free(h.region.Lookup(a.p), a.p)
+	require.ErrorIs(t, err, errs.ErrInvalidFree)
+	require.Contains(t, got, a.p, "the forged header is reported")
+	require.True(t, intact(h, a))
+	require.True(t, intact(h, b))
+	*hdw = was
+	freeBlock(t, h, b)
+	freeBlock(t, h, a)
+	walk(t, h)
+}

@@ -216,6 +216,13 @@ type Heap struct {
 	// flag, as a bigChunk's.
 	wild, wildS uintptr
 	wildRel     bool
+	// wildPrev is the chunk before wild (in use or held: free chunks are
+	// never neighbours) when the heap knows it — wild was carved off last
+	// — else 0: a Free of that block then knows its header's size is its
+	// own without looking through the bitmap for a chunk in use inside it
+	// (check's liveWithin). The chunk before wild changes only when wild
+	// does, each of whose writes sets this too.
+	wildPrev uintptr
 	// relExact holds the chunks of the exact bins whose inside is
 	// released (Trim), as the sorted bin's entries keep theirs: a write
 	// after free can set or clear the header's flag, and the released
@@ -329,7 +336,7 @@ func (h *Heap) insert(c, s uintptr) {
 		// the top run's last: out of the bins (a chunk of another run
 		// cannot end inside this one)
 		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
-		h.wild, h.wildS, h.wildRel = c, s, false
+		h.wild, h.wildS, h.wildRel, h.wildPrev = c, s, false, 0
 		return
 	}
 	h.bin(c, s)
@@ -881,7 +888,7 @@ func (h *Heap) take(r *run, c, s, n uintptr) {
 		*h.word(nc + 8) = uint64(rest) | flagPrevInUse
 		r.fence[0] = uint64(rest) // its boundary tag: the run's (slot)
 		*h.fd(nc), *h.bk(nc) = uint64(nc), uint64(nc)
-		h.wild, h.wildS = nc, rest
+		h.wild, h.wildS, h.wildPrev = nc, rest, c
 		h.freeBytes -= s
 	} else {
 		h.remove(c, cs)
@@ -1063,7 +1070,10 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
-	if next := c + sizeOf(hd); h.liveWithin(r, c+granule, next) || h.headerIn(r, next)&flagPrevInUse == 0 {
+	// (no look through the bitmap when c is known to be the chunk before
+	// the top's last free chunk, and its size ends there: wildPrev)
+	if next := c + sizeOf(hd); (next != h.wild || c != h.wildPrev) && h.liveWithin(r, c+granule, next) ||
+		h.headerIn(r, next)&flagPrevInUse == 0 {
 		// the size ends past a block in use, or on a chunk that says the
 		// one before it is free: not this block's own size
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
@@ -1239,7 +1249,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		}
 		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
 		h.freeBytes += s
-		h.wild, h.wildS, h.wildRel = c, s, false
+		h.wild, h.wildS, h.wildRel, h.wildPrev = c, s, false, 0
 	} else {
 		h.setFree(r, c, s)
 		if c == r.start && c+s == r.end-fenceSize {
