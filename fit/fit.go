@@ -844,7 +844,19 @@ func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, e
 // carve takes a chunk of s bytes for a block of n from the bins or the
 // heap's growth, when the fast bins had none.
 func (h *Heap) carve(s, n uintptr) (uintptr, *run, error) {
-	c, r := h.find(s)
+	var c uintptr
+	var r *run
+	if w := h.wild; w != 0 && h.wildS >= s && h.summary == 0 && len(h.big) == 0 {
+		// no bin holds a chunk: the top's is the best fit (find's
+		// answer, without the call)
+		if r = h.wildOK(); r != nil {
+			c = w
+		} else {
+			h.dropWild()
+		}
+	} else {
+		c, r = h.find(s)
+	}
 	if c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0 {
 		// what this P's front and the fast bins hold may merge into
 		// room: the heap grows, or a block reaches pages never touched
@@ -1124,11 +1136,15 @@ func (h *Heap) checkAll(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error)
 // the block before it was: that is reported, and the block is to be left
 // alone.
 func (h *Heap) checkNext(r *run, next uintptr) error {
-	if !inUse(r, next) && !h.freeIn(r, next, 0) {
-		h.damaged(next, "the chunk after a block")
-		return fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, next-2*overhead)
+	if next == h.wild { // (freeIn's answer for it, without the calls)
+		if h.wildOK() != nil {
+			return nil
+		}
+	} else if inUse(r, next) || h.freeIn(r, next, 0) {
+		return nil
 	}
-	return nil
+	h.damaged(next, "the chunk after a block")
+	return fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, next-2*overhead)
 }
 
 // Usable returns the usable and requested bytes of the block at p, in run
