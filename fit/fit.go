@@ -1276,7 +1276,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 		h.insert(c, s)
 	}
 	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
-		h.trimTop(r, c)
+		h.mayTrimTop(r, c)
 	}
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
@@ -1309,16 +1309,17 @@ func (h *Heap) arm() {
 	}
 }
 
-// trimTop gives back the touched pages of run r's last free chunk c past
-// its first TopPad bytes, as glibc's free trims its heap's top chunk.
-func (h *Heap) trimTop(r *run, c uintptr) {
-	if c+minChunk+h.opts.TopPad < r.clean { // (inlined: mostly nothing to trim)
-		h.trimFrom(r, c)
+// mayTrimTop is trimTop when a page past the pad may be touched: the
+// test inlined (mostly nothing to trim), the rest a call.
+func (h *Heap) mayTrimTop(r *run, c uintptr) {
+	if c+minChunk+h.opts.TopPad < r.clean {
+		h.trimTop(r, c)
 	}
 }
 
-// trimFrom is trimTop once a page may be past the pad.
-func (h *Heap) trimFrom(r *run, c uintptr) {
+// trimTop gives back the touched pages of run r's last free chunk c past
+// its first TopPad bytes, as glibc's free trims its heap's top chunk.
+func (h *Heap) trimTop(r *run, c uintptr) {
 	lo := alignUp(c+minChunk+h.opts.TopPad, h.page)
 	if lo >= r.clean || h.closed {
 		return
