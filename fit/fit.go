@@ -1165,34 +1165,28 @@ func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err er
 // Close it returns ErrClosed itself (the heap's lock orders it with Close:
 // AllocSampled).
 func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
-	n, fronted, err := h.free(ar, p)
-	if fronted {
-		h.makeFront() // for the next such free: a front holds no bigger chunk
-	}
-	return n, err
-}
-
-// free is Free under the lock; fronted says a front may take the chunk.
-func (h *Heap) free(ar *arena.Run, p uintptr) (uintptr, bool, error) {
 	h.mu.Lock() // unlocked at each return, not deferred: AllocSampled
 	if h.closed {
 		h.mu.Unlock()
-		return 0, false, errs.ErrClosed
+		return 0, errs.ErrClosed
 	}
 	r, c, hd, err := h.check(ar, p)
 	if err != nil {
 		h.mu.Unlock()
-		return 0, false, err
+		return 0, err
 	}
 	s := sizeOf(hd)
-	fronted := h.fronted(r, c, s)
+	fronted := h.fronted(r, c, s) // a front may take the chunk
 	if fronted && !r.claim(c, s) {
 		h.mu.Unlock()
-		return 0, false, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
+		return 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
 	}
 	n, err := h.freeChecked(r, c, hd)
 	h.mu.Unlock()
-	return n, fronted, err
+	if fronted {
+		h.makeFront() // for the next such free: a front holds no bigger chunk
+	}
+	return n, err
 }
 
 // freeChecked is Free of the block of chunk c, in r, whose header is hd,
