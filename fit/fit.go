@@ -828,6 +828,12 @@ func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, e
 	}
 	if c != 0 {
 		h.handOut(r, c, s, n)
+	} else if w := h.wild; w != 0 && h.wildS >= s && h.summary == 0 && len(h.big) == 0 && !h.wildRel && w+s+overhead <= h.top.clean && h.wildOK() != nil {
+		// carve's first case, without the call: no bin holds a chunk, and
+		// the top's last free chunk fits without reaching a page not
+		// touched (or given back)
+		c, r = w, h.top
+		h.take(r, c, s, n)
 	} else if c, r, err = h.carve(s, n); err != nil {
 		h.mu.Unlock()
 		return nil, false, err
