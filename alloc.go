@@ -919,7 +919,9 @@ func (a *Allocator) Free(b []byte) error {
 		if a.fit.FreeFast(run, uintptr(p)) {
 			return nil
 		}
-		return a.fitFree(run, p)
+		_, err := a.fit.Free(run, uintptr(p)) // fitFree's body: a call level less
+		a.leaveOutside(nil, err)
+		return err
 	}
 	if !a.enter() {
 		return ErrClosed
