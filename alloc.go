@@ -359,12 +359,16 @@ func New(cfg Config) (*Allocator, error) {
 		if trim < 0 {
 			fitTrim = 0 // never
 		}
+		var onFree func(uintptr) // none with the profile off: no record to drop, a call less each Free
+		if a.prof != nil {
+			onFree = a.prof.freeingLarge
+		}
 		a.fit = fit.New(a.region, fit.Options{
 			Purge:         delay >= 0,
 			PurgeDelay:    purgeDelay(delay),
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
-			OnFree:        a.prof.freeingLarge,
+			OnFree:        onFree,
 			ProfileRate:   a.prof.rateOrZero(),
 			Moves:         &a.moves,
 			OnCorruption: func(addr, size uintptr, detail string) {
