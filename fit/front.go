@@ -241,6 +241,7 @@ func (h *Heap) makeFront() {
 // Close may have drained the fronts after makeFront's test, and none may
 // stay (none was used meanwhile: this P is pinned in between).
 func (h *Heap) installFront(f *front) {
+	h.frontMade.Store(true) // before any front can be used
 	if pid := percpu.Pin(); pid < len(h.fronts) && h.fronts[pid].CompareAndSwap(nil, f) && h.frontsClosed.Load() {
 		h.fronts[pid].Store(nil)
 	}
