@@ -242,7 +242,7 @@ type Heap struct {
 	// slow paths; closed once Close has drained them; no slots: no fronts
 	fronts       []atomic.Pointer[front]
 	frontsClosed atomic.Bool
-	frontMade    atomic.Bool // a front was made once: a free that merges 64 KiB has one to drain (release)
+	frontMade    atomic.Bool                    // a front was made once: a free that merges 64 KiB has one to drain (release)
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
 	frontBuf     [numFast * frontCount]ownEntry // drainOwn's, under mu
 	ownDraining  bool                           // drainOwn is freeing frontBuf's chunks: a drain within them (settle) leaves the front
