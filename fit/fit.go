@@ -202,7 +202,11 @@ type Heap struct {
 	mu     lock.Mutex
 	region *arena.Region
 	page   uintptr
-	opts   Options
+	// base and lo are the region's mapping and its address (Ptr's), fixed
+	// for its life: word reads them from the heap, not through region
+	base unsafe.Pointer
+	lo   uintptr
+	opts Options
 
 	exact   [numExact]uintptr // heads of the exact bins (chunk addresses; 0: empty)
 	bitmap  [numExact / 64]uint64
@@ -278,6 +282,8 @@ type Heap struct {
 func New(region *arena.Region, opts Options) *Heap {
 	h := &Heap{region: region, page: region.PageSize(), opts: opts, liveRuns: map[*run]struct{}{},
 		trim: opts.TrimThreshold, fastCap: fastCap, sample: slab.NextSample(opts.ProfileRate)}
+	h.lo = region.Base()
+	h.base = region.Ptr(h.lo)
 	if opts.Purge && opts.PurgeDelay <= 0 {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
 	}
@@ -300,7 +306,7 @@ func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-
 // gets: its chunk less the header.
 func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
 
-func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(h.region.Ptr(addr)) }
+func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, addr-h.lo)) } // region.Ptr(addr)
 
 // header returns the header of chunk c, which is not a fence.
 func (h *Heap) header(c uintptr) uint64 { return *h.word(c + 8) }
