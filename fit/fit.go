@@ -306,7 +306,10 @@ func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-
 // gets: its chunk less the header.
 func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
 
-func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, addr-h.lo)) } // region.Ptr(addr)
+// ptr is region.Ptr(addr), from the heap's copy of the region's mapping.
+func (h *Heap) ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(h.base, addr-h.lo) }
+
+func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, addr-h.lo)) } // ptr's
 
 // header returns the header of chunk c, which is not a fence.
 func (h *Heap) header(c uintptr) uint64 { return *h.word(c + 8) }
@@ -851,7 +854,7 @@ func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, e
 		sampled = true
 	}
 	h.mu.Unlock()
-	return h.region.Ptr(c + 2*overhead), sampled, nil
+	return h.ptr(c + 2*overhead), sampled, nil
 }
 
 // carve takes a chunk of s bytes for a block of n from the bins or the

@@ -314,7 +314,7 @@ func (h *Heap) AllocFast(n, least uintptr) (p unsafe.Pointer, sampled bool) {
 	i, s = j, (uintptr(j)+fastFirst)*granule // s itself when j == i
 	k := f.n[i] - 1
 	e := &f.e[i][k%frontCount]
-	hp := (*uint64)(h.region.Ptr(e.c + 8))
+	hp := (*uint64)(h.ptr(e.c + 8))
 	hd := atomic.LoadUint64(hp)
 	if sizeOf(hd) != s || hd&flagInUse == 0 {
 		// overwritten while held (a write past the end of the block
@@ -341,7 +341,7 @@ func (h *Heap) AllocFast(n, least uintptr) (p unsafe.Pointer, sampled bool) {
 		f.sample = slab.NextSample(h.opts.ProfileRate)
 	}
 	unpinFront(f)
-	return h.region.Ptr(c + 2*overhead), sampled
+	return h.ptr(c + 2*overhead), sampled
 }
 
 // FreeFast frees the block at p, in run ar, into this P's front if it can
@@ -373,7 +373,7 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 		unpinFront(f)
 		return false
 	}
-	hd := atomic.LoadUint64((*uint64)(h.region.Ptr(c + 8)))
+	hd := atomic.LoadUint64((*uint64)(h.ptr(c + 8)))
 	s := sizeOf(hd)
 	i := fastIndex(s)
 	i1 := i0 + s/granule - 1
