@@ -510,8 +510,12 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 // memory can change (its header, its boundary tag, its link words), else nil.
 func (h *Heap) wildOK() *run {
 	t, c, s := h.top, h.wild, h.wildS
-	if hd := h.header(c); sizeOf(hd) != s || hd&(flagInUse|flagPrevInUse) != flagPrevInUse || (hd&flagReleased != 0) != h.wildRel ||
-		t.fence[0] != uint64(s) || *h.fd(c) != uint64(c) || *h.bk(c) != uint64(c) { // its boundary tag: the run's (slot)
+	want := uint64(s) | flagPrevInUse // its size, free, the chunk before in use, and its released flag
+	if h.wildRel {
+		want |= flagReleased
+	}
+	if (h.header(c)^want)&(sizeMask|flagInUse|flagPrevInUse|flagReleased) != 0 || t.fence[0] != uint64(s) || // its boundary tag: the run's (slot)
+		(*h.fd(c)^uint64(c))|(*h.bk(c)^uint64(c)) != 0 {
 		return nil
 	}
 	return t
