@@ -462,7 +462,7 @@ func (h *Heap) unbin(c, s uintptr) {
 		}
 		return
 	}
-	if h.relExact[c] { // (freeIn found the header's flag agree)
+	if h.relExact != nil && h.relExact[c] { // (freeIn found the header's flag agree; nil but after a Trim: no map look-up)
 		h.released -= h.inside(c, s)
 		delete(h.relExact, c)
 	}
@@ -729,7 +729,7 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 		i, ok := h.bigAt(c, cs)
 		return ok && h.big[i].released == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
 	}
-	if (hd&flagReleased != 0) != h.relExact[c] {
+	if (hd&flagReleased != 0) != (h.relExact != nil && h.relExact[c]) {
 		return false // the released flag written after free, set or cleared
 	}
 	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
