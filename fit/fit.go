@@ -1261,7 +1261,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.damaged(c, "a chunk whose header says the chunk before it is free, and whose boundary tag names no free chunk,")
 		}
 	}
-	if !inUse(r, next) {
+	if next == h.wild || !inUse(r, next) { // (the top's: free, without the bitmap)
 		ns := sizeOf(h.header(next))
 		h.remove(next, ns)
 		s += ns
