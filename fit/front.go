@@ -142,7 +142,7 @@ func (r *run) granules(c, s uintptr) (g0, g1 uintptr) {
 // its block is freed: the fronts are on, s is a fast bin's size, and the
 // segments reach its end.
 func (h *Heap) fronted(r *run, c, s uintptr) bool {
-	if h.fronts == nil || fastIndex(s) < 0 {
+	if h.fronts == nil || s-minAlloc >= numFast*granule { // fastIndex(s) < 0, for a multiple of 16: one test
 		return false
 	}
 	_, g1 := r.granules(c, s)
