@@ -725,7 +725,8 @@ func (a *Allocator) fitBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled 
 }
 
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
-// caller that found this P's front without one.
+// caller that found this P's front without one. (fitMalloc writes it out
+// for least 0: the two are kept in step.)
 func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if p, sampled, err = a.fit.AllocSampled(n, least); err != nil {
 		if err == ErrClosed { // the heap's own sentinel, unwrapped
@@ -816,13 +817,26 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // allocator's; it delivers the reports the heap found, as leave would
 // (leaveOutside).
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
-	p, _, sampled, err := a.heapBlock(uintptr(n), 0)
+	// heapBlock's work, written out: a call level less (cachegrind: a
+	// 3000-byte pair 1012 -> 988 instructions)
+	p, sampled, err := a.fit.AllocSampled(uintptr(n), 0)
+	if err != nil {
+		if err != ErrClosed { // the heap's own sentinel, unwrapped
+			err = fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+		}
+		a.leaveOutside(nil, err)
+		return nil, err
+	}
+	if uintptr(n) <= hotTo {
+		a.noteInUse(uintptr(n))
+	}
 	if sampled {
+		a.prof.sampledLarge() // marked by the heap, under its lock
 		a.prof.record(p, n)
 	}
-	b := blockAt(p, n, false, false, err)
-	a.leaveOutside(b, err)
-	return b, err
+	b := bytesAt(p, n)
+	a.leaveOutside(b, nil)
+	return b, nil
 }
 
 // leaveOutside is leave for a call outside the gate that went to the
