@@ -359,12 +359,16 @@ func New(cfg Config) (*Allocator, error) {
 		if trim < 0 {
 			fitTrim = 0 // never
 		}
+		var onFree func(uintptr) // none with the profile off: no record to drop, a call less each Free
+		if a.prof != nil {
+			onFree = a.prof.freeingLarge
+		}
 		a.fit = fit.New(a.region, fit.Options{
 			Purge:         delay >= 0,
 			PurgeDelay:    purgeDelay(delay),
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
-			OnFree:        a.prof.freeingLarge,
+			OnFree:        onFree,
 			ProfileRate:   a.prof.rateOrZero(),
 			Moves:         &a.moves,
 			OnCorruption: func(addr, size uintptr, detail string) {
@@ -773,7 +777,8 @@ func (a *Allocator) fitBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled 
 }
 
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
-// caller that found this P's front without one.
+// caller that found this P's front without one. (fitMalloc writes it out
+// for least 0: the two are kept in step.)
 func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if p, sampled, err = a.fit.AllocSampled(n, least); err != nil {
 		if err == ErrClosed { // the heap's own sentinel, unwrapped
@@ -874,13 +879,26 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // allocator's; it delivers the reports the heap found, as leave would
 // (leaveOutside).
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
-	p, _, sampled, err := a.heapBlock(uintptr(n), 0)
+	// heapBlock's work, written out: a call level less (cachegrind: a
+	// 3000-byte pair 1012 -> 988 instructions)
+	p, sampled, err := a.fit.AllocSampled(uintptr(n), 0)
+	if err != nil {
+		if err != ErrClosed { // the heap's own sentinel, unwrapped
+			err = fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+		}
+		a.leaveOutside(nil, err)
+		return nil, err
+	}
+	if uintptr(n) <= hotTo {
+		a.noteInUse(uintptr(n))
+	}
 	if sampled {
+		a.prof.sampledLarge() // marked by the heap, under its lock
 		a.prof.record(p, n)
 	}
-	b := blockAt(p, n, false, false, err)
-	a.leaveOutside(b, err)
-	return b, err
+	b := bytesAt(p, n)
+	a.leaveOutside(b, nil)
+	return b, nil
 }
 
 // leaveOutside is leave for a call outside the gate that went to the
@@ -889,7 +907,7 @@ func (a *Allocator) fitMalloc(n int) ([]byte, error) {
 // (err is the heap's own ErrClosed, unwrapped): such a call found nothing,
 // and the queue may hold what Close found.
 func (a *Allocator) leaveOutside(b []byte, err error) {
-	if err != ErrClosed && a.reports.n.Load() != 0 {
+	if a.reports.n.Load() != 0 && err != ErrClosed { // the load first: the comparison of interfaces costs more
 		a.deliver(b)
 	}
 }
@@ -981,7 +999,9 @@ func (a *Allocator) Free(b []byte) error {
 		if a.fit.FreeFast(run, uintptr(p)) {
 			return nil
 		}
-		return a.fitFree(run, p)
+		_, err := a.fit.Free(run, uintptr(p)) // fitFree's body: a call level less
+		a.leaveOutside(nil, err)
+		return err
 	}
 	if !a.enter() {
 		return ErrClosed

@@ -199,6 +199,18 @@ func walk(t testing.TB, h *Heap) {
 	}
 	require.Equal(t, h.chunkBytes, chunk)
 	require.Equal(t, h.freeBytes, free)
+	// the top's last free chunk, out of the bins, ends at the top's fence,
+	// and the chunk the heap knows is before it ends where it starts
+	if h.wild != 0 {
+		require.NotNil(t, h.top)
+		require.Equal(t, h.top.end-fenceSize, h.wild+h.wildS, "the top's last free chunk")
+		require.Equal(t, h.wildS, binned[h.wild], "the top's last free chunk, with its size")
+		if h.wildPrev != 0 {
+			require.Equal(t, h.wild, h.wildPrev+sizeOf(h.header(h.wildPrev)), "the chunk before the top's last free chunk")
+		}
+	} else if top := h.top; top != nil {
+		require.NotZero(t, top.fence[1]&flagPrevInUse, "the top's last chunk is free, not the top's free chunk")
+	}
 }
 
 // freeBlock frees block b, which must succeed.
