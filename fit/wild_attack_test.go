@@ -55,3 +55,29 @@ func TestWildBadFrees(t *testing.T) {
 func errorIsBadFree(err error) bool {
 	return errors.Is(err, errs.ErrInvalidFree) || errors.Is(err, errs.ErrDoubleFree)
 }
+
+// TestWildGrown: a block the top run's last free chunk cannot hold grows
+// the run in place: the block is carved off that chunk, grown (the same
+// address), the rest the top's chunk again, which then serves the next
+// block; freed, everything merges back into one top chunk, the heap sound.
+func TestWildGrown(t *testing.T) {
+	h, _ := newHeap(t)
+	bs := allocFilled(t, h, 1, 3000)
+	old, oldS := h.wild, h.wildS
+	require.NotZero(t, old)
+	big := allocFilled(t, h, 1, oldS+4096) // more than the top's chunk holds
+	walk(t, h)
+	require.Equal(t, old+2*overhead, big[0].p, "carved off the top's chunk, grown in place")
+	require.Equal(t, big[0].p-2*overhead, h.wildPrev, "the block carved last")
+	w := h.wild
+	p, err := h.Alloc(1000)
+	require.NoError(t, err)
+	require.Equal(t, w+2*overhead, uintptr(p), "the top's chunk serves the next block")
+	c := block{p: uintptr(p), n: 1000, tag: 9}
+	fill(h, c)
+	walk(t, h)
+	freeIntact(t, h, big[0])
+	freeIntact(t, h, c)
+	freeIntact(t, h, bs[0])
+	walk(t, h)
+}
