@@ -232,6 +232,12 @@ type Heap struct {
 	// (check's liveWithin). The chunk before wild changes only when wild
 	// does, each of whose writes sets this too.
 	wildPrev uintptr
+	// deferred says the lock's holder unlocks it in a defer (lockDeferred):
+	// a panic in a hook (OnFree, OnCorruption) under the lock of one that
+	// unlocks at each return instead (Free, AllocSampled) unlocks it on its
+	// way up (hookDone), so that a caller that recovers does not find the
+	// heap locked for ever.
+	deferred bool
 	// relExact holds the chunks of the exact bins whose inside is
 	// released (Trim), as the sorted bin's entries keep theirs: a write
 	// after free can set or clear the header's flag, and the released
@@ -796,7 +802,44 @@ func (h *Heap) report(c uintptr, hd uint64, detail string) {
 		h.reported = map[[2]uint64]struct{}{}
 	}
 	h.reported[k] = struct{}{}
+	done := false
+	defer h.hookDone(&done)
 	h.opts.OnCorruption(c+2*overhead, sizeOf(hd), detail)
+	done = true
+}
+
+// onFree calls OnFree, the caller's hook, under the heap's lock (a
+// defer, for a panic in it: hookDone).
+func (h *Heap) onFree(p uintptr) {
+	done := false
+	defer h.hookDone(&done)
+	h.opts.OnFree(p)
+	done = true
+}
+
+// hookDone is deferred around a call of a hook under the heap's lock: if
+// the hook did not return (done false: it panicked, or a runtime error
+// did) and the lock's holder unlocks it at each return rather than in a
+// defer (Free, AllocSampled: deferred false), the panic would leave the
+// heap locked, every later call hanging; it unlocks it. (The defer is on
+// the hooks' path only, not on every call of Free and AllocSampled.)
+func (h *Heap) hookDone(done *bool) {
+	if !*done && !h.deferred {
+		h.mu.Unlock()
+	}
+}
+
+// lockDeferred locks the heap for a caller that unlocks it in a defer
+// (unlockDeferred), where a panic under the lock unlocks it.
+func (h *Heap) lockDeferred() {
+	h.mu.Lock()
+	h.deferred = true
+}
+
+// unlockDeferred is lockDeferred's unlock.
+func (h *Heap) unlockDeferred() {
+	h.deferred = false
+	h.mu.Unlock()
 }
 
 // headerOr returns the header of chunk c if c is in a run of the heap, else 0.
@@ -1176,8 +1219,8 @@ func (h *Heap) checkNext(r *run, next uintptr) error {
 // Usable returns the usable and requested bytes of the block at p, in run
 // ar, after checking it is a block in use.
 func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	_, _, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return 0, 0, err
@@ -1231,7 +1274,7 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 	}
 	h.ops++
 	if h.opts.OnFree != nil {
-		h.opts.OnFree(p)
+		h.onFree(p)
 	}
 	n := s - overhead - uintptr(hd>>slackShift)
 	h.liveChunks--
@@ -1367,8 +1410,8 @@ func (h *Heap) purgePass() {
 		m.Lock()
 		defer m.Unlock()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.purgeAt = false
 	if h.closed {
 		return
@@ -1415,8 +1458,8 @@ func (h *Heap) purgePass() {
 // closed and does nothing, so nothing is released once the region may be
 // unmapped.
 func (h *Heap) Close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.frontsClosed.Store(true) // no front is made from here on
 	h.drainFrontsLocked(nil)
 	h.closed = true
@@ -1498,8 +1541,8 @@ func (h *Heap) giveBack(r *run) {
 // by splitting off the rest, and grows into the free chunk after it. It
 // reports whether it did; the block is unchanged if not.
 func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	r, c, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return false, err
@@ -1558,8 +1601,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 // the fast bins emptied (the top it trimmed then;
 // a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.drainFrontsLocked(nil)
 	return h.trimLocked()
 }
@@ -1572,8 +1615,8 @@ func (h *Heap) Trim() uintptr {
 // runs back to the region, and like Trim it leaves Options.Moves to its
 // caller.
 func (h *Heap) Idle() uintptr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.drainFrontsLocked(func(f *front) bool { // the fronts idle since the last pass that hold chunks
 		percpu.Pin() // as every holder of a front's lock
 		defer percpu.Unpin()
@@ -1716,8 +1759,8 @@ type Stats struct {
 
 // Stats returns the heap's bookkeeping.
 func (h *Heap) Stats() Stats {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	chunks, bytes, req, adj, _ := h.frontSums()
 	return Stats{
 		Runs:       uintptr(len(h.liveRuns)),
