@@ -234,6 +234,12 @@ type Allocator struct {
 	// served, up to coldN (Config.ColdBlocks; 0: none, as without a heap)
 	cold  [slab.NumClasses]atomic.Uint32
 	coldN uint32
+	// steps says which medium requests up to hotTo the slabs serve: a
+	// class's exact size, and every size of a hot class, whose blocks
+	// come from its slabs, no longer from the best-fit heap, once the heap
+	// held hotAt of its chunks in use at once (noteInUse)
+	steps steps
+	hotAt int
 	large *largealloc.Mappings
 	page  uintptr
 
@@ -296,6 +302,7 @@ func New(cfg Config) (*Allocator, error) {
 		page:    sys.PageSize,
 		dynamic: cfg.DynamicThreshold || cfg.MmapThreshold == 0 && cfg.TrimThreshold == 0 && cfg.TopPad == 0,
 	}
+	a.steps.init()
 	threshold := uintptr(orDefault(cfg.MmapThreshold, DefaultMmapThreshold))
 	a.threshold.Store(threshold)
 	a.mmapFrom.Store(threshold)
@@ -352,18 +359,23 @@ func New(cfg Config) (*Allocator, error) {
 		if trim < 0 {
 			fitTrim = 0 // never
 		}
+		var onFree func(uintptr) // none with the profile off: no record to drop, a call less each Free
+		if a.prof != nil {
+			onFree = a.prof.freeingLarge
+		}
 		a.fit = fit.New(a.region, fit.Options{
 			Purge:         delay >= 0,
 			PurgeDelay:    purgeDelay(delay),
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
-			OnFree:        a.prof.freeingLarge,
+			OnFree:        onFree,
 			ProfileRate:   a.prof.rateOrZero(),
 			Moves:         &a.moves,
 			OnCorruption: func(addr, size uintptr, detail string) {
 				a.report(&Corruption{Kind: FreeList, Addr: addr, Size: int(size), Requested: -1, Offset: 0, Detail: detail})
 			},
 		})
+		a.hotAt = hotChunks
 		if cold := orDefault(cfg.ColdBlocks, DefaultColdBlocks); cold > 0 {
 			a.coldN = uint32(min(cold, 1<<31)) // no heap, no cold class: 0
 		}
@@ -431,20 +443,21 @@ const (
 // (route): above 1 KiB, where a class's rounding and its free blocks that
 // no other class can use cost more than the heap's header. Below it, a
 // size class's blocks come from the heap only while the class is cold
-// (DefaultColdBlocks), and from its slabs once it is hot. Measured against 2 KiB
-// (classes up to 2 KiB on their slabs once hot): a live set of 16 B–2 KiB
-// blocks, 100,000 live, one free and one malloc an operation, costs 786
-// instructions an operation against 451 (cachegrind), but the service
-// workload's peak resident is 7.9 MiB against 8.6 (glibc 8.5): its
-// request buffers of 1–2 KiB, short-lived and of every size, share the
-// heap's free chunks, where eight classes each keep slabs and P caches;
-// the replayed traces' peaks are within a page or two either way.
+// (DefaultColdBlocks), and from its slabs once it is hot; from it up to
+// hotTo, from the heap until the class turns hot another way, by the
+// blocks it holds live (noteInUse). With the heap's boundary at 2 KiB
+// instead (classes up to 2 KiB on their slabs once 128 blocks were asked
+// for), the service workload's peak resident was 8.6 MiB against 7.9
+// (glibc 8.5): its request buffers of 1–2 KiB, short-lived and of every
+// size, share the heap's free chunks, where eight classes each keep slabs
+// and P caches; the replayed traces' peaks were within a page or two
+// either way.
 const fitFrom = 1024 + 1
 
 // DefaultColdBlocks is the zero Config's ColdBlocks: a small size class
 // takes its first slab only once it has asked for this many blocks; until
 // then the best-fit heap serves them
-// (packed among blocks of every size, 8 bytes of header each, 64 at
+// (packed among blocks of every size, 8 bytes of header each, 32 at
 // least, instead of in a slab of their own). A program touches many
 // classes it asks only a few blocks of — at cc1's peak, 13 classes had
 // 16 live blocks or fewer, each on a page of its own, 40 KB of holes —
@@ -459,18 +472,45 @@ const fitFrom = 1024 + 1
 // 385,024 (glibc's 368,640: binary2-bal's blocks of 16 and 112 bytes,
 // thousands of each, in the heap's chunks of 64 and 128 until the class
 // turns hot). Those runs had the heap's boundary (fitFrom) at 2 KiB; at
-// 1 KiB, 128 gives cc1 3,780,608, diff 15,572,992, amptjp-bal 2,048,000,
-// binary2-bal 245,760 (medians of five).
-const DefaultColdBlocks = 128
+// 1 KiB, 128 gave cc1 3,780,608, diff 15,572,992, amptjp-bal 2,048,000,
+// binary2-bal 245,760 (medians of five). With the heap's chunks 32 bytes
+// at least and a medium class's exact size cold too, 128, 256, 288 and
+// 384 give cc1 3,747,840, 3,743,744, 3,747,840, 3,760,128 (glibc's
+// 3,743,744); amptjp-bal 2,043,904, 2,035,712, 2,031,616, 2,031,616
+// (glibc's 2,031,616); binary2-bal 241,664, 245,760, and 290,816 at 512;
+// diff 15,568,896 each (glibc's), the built-in workloads alike (medians of
+// five); the live-set benchmark 465 and 471 instructions an operation over
+// its first million operations, 448 and 447 over the second (128, 256).
+const DefaultColdBlocks = 256
 
-// coldClass says whether a request of n bytes of small class c, aligned
-// to align, is one of its first Config.ColdBlocks (coldN: 0 without a
-// best-fit heap), which the heap serves (counting it).
+// coldClass says whether a request of n bytes of class c, aligned to
+// align, that the slabs would serve is one of its class's first
+// Config.ColdBlocks (coldN: 0 without a best-fit heap), which the heap
+// serves (counting it): a small request, or a medium class's exact size
+// up to coldExactTo, but not a request of a hot medium class (noteInUse).
 func (a *Allocator) coldClass(c int, n, align uintptr) bool {
-	if align > 16 || n >= fitFrom || a.cold[c].Load() >= a.coldN {
+	if align > 16 || a.cold[c].Load() >= a.coldN || n > coldExactTo || a.hotSize(n) {
 		return false
 	}
 	return a.cold[c].Add(1) <= a.coldN
+}
+
+// coldExactTo is the largest medium class whose exact size (2048, 4096,
+// 8192) is cold as a small class is, its first ColdBlocks requests the
+// best-fit heap's, each in a chunk of that size, 8 bytes more: a class
+// asked for a few blocks held a slab of 4 to 32 KiB for them (at the
+// spike workload's peak, 16 classes of 1–14 KiB held a slab each for 1 to
+// 5 blocks: 300 KB of slabs, 60 KB of it resident; at cc1's, the classes
+// 1152, 1280, 2048 and 4096 held 48 KiB for 3 blocks). Up to 8 KiB, cc1's
+// peak resident went 3.78 -> 3.75 MB and diff's and the rest stayed within a page;
+// up to 16 KiB or 32 KiB, random-bal's went 15.70 -> 15.81 MB (its few
+// blocks of a class's exact size above 8 KiB, placed among its others,
+// left the heap a free chunk too few; glibc's 15.78).
+const coldExactTo = 8 << 10
+
+// hotSize says whether n is a size of a hot medium class (noteInUse).
+func (a *Allocator) hotSize(n uintptr) bool {
+	return n >= fitFrom && n <= hotTo && a.steps.t[(n+7)>>3&hotMask].Load() == slabAll
 }
 
 func (a *Allocator) route(n uintptr) route {
@@ -489,27 +529,154 @@ func (a *Allocator) route(n uintptr) route {
 }
 
 // fitted says whether the best-fit heap serves a request of n bytes,
-// fitFrom <= n <= slab.MaxSize, whatever its class has served so far:
-// every size but a class's exact size (2048, 4096, 32768), which takes no
-// header and no rounding in a slab. A size a few bytes below a class's
-// (4095, 8190) is the heap's too: its slab block would waste only those
-// bytes, but it would sit in a slab of its own class, of no use to any
-// other size and unable to merge with its neighbours, where the heap's
-// chunks of a 4095-byte pair merge into the home of an 8190-byte one
-// (coalescing-bal: 16 KiB with the pair in slabs, 12 KiB in the heap, as
-// glibc).
+// fitFrom <= n <= slab.MaxSize, as things stand (steps.slab).
 func (a *Allocator) fitted(n uintptr) bool {
-	return a.fit != nil && (fitSize[(n+7)>>3] || n&7 != 0)
+	return a.fit != nil && !a.steps.slab(uint(n))
 }
 
 // slabCached says whether a request of n bytes is served from bins (a P's
 // cache, a Local's): below limit (the Allocator's smallLimit, which a
 // Local copies: 0 where there is no best-fit heap, under Debug and
-// PolicyMmap), and small, or a class's exact size (fitted). One table
-// load for a medium size, none for a small one: the fast paths' test.
-func slabCached(n, limit uint) bool {
-	return n < limit && (n < fitFrom || !fitSize[(n+7)>>3] && n&7 == 0)
+// PolicyMmap), and small, or a medium size the slabs serve (steps.slab).
+// A compare for a small size, one table load for a medium one: the fast
+// paths' test.
+func slabCached(n, limit uint, st *steps) bool {
+	return n < limit && (n < fitFrom || st.serves(n))
 }
+
+// serves says whether the slabs serve a medium request of n bytes,
+// fitFrom <= n <= slab.MaxSize: below below, or as slab says.
+func (st *steps) serves(n uint) bool { return n < uint(st.below.Load()) || st.slab(n) }
+
+// steps says, for each 8-byte step of a medium request's size up to
+// hotTo (the step (c-8, c] at index c/8, as fitSize), which requests of
+// the step the slabs serve: every one (slabAll: the step's class is
+// hot), those of n&7 == 0 (1: the step ends at a class's exact size,
+// which takes no header and no rounding in a slab: fitSize), or none (0:
+// the best-fit heap's). One atomic load, compared with n&7; a power of
+// two of them, so that the index masked with hotMask needs no bounds
+// check. Each Allocator has its own: a class turns hot for the Allocator
+// whose heap held it (noteInUse). below is where the first size the
+// slabs may not serve is: fitFrom, or past the last of the classes above
+// it that are all hot, so that a program whose medium classes are hot
+// pays a compare with it for them, not the table's load (a small size
+// is tested against fitFrom first, a constant: serves).
+type steps struct {
+	below atomic.Uintptr
+	t     [hotMask + 1]atomic.Uint32
+	mu    sync.Mutex // noteInUse's
+}
+
+const (
+	slabAll = 8 // more than any n&7
+	hotMask = 511
+)
+
+const _ = uint(hotMask+1-hotTo/8-1) + uint(2*(hotTo/8)-hotMask-1) // hotTo/8 < hotMask+1 <= 2*(hotTo/8): no larger than it needs
+
+// init sets the steps as a new Allocator has them: no class hot.
+func (st *steps) init() {
+	st.below.Store(fitFrom)
+	for i := range st.t {
+		switch {
+		case uint(i)*8 < fitFrom:
+			st.t[i].Store(slabAll) // never asked: small sizes are the slabs' (slabCached)
+		case uint(i) <= hotTo/8 && !fitSize[i]:
+			st.t[i].Store(1)
+		}
+	}
+}
+
+// slab says whether the slabs serve a request of n bytes, fitFrom <= n
+// <= slab.MaxSize: a size of a hot class (noteInUse), or a class's exact
+// size; every other size a few bytes below a class's (4095, 8190) is the
+// best-fit heap's too: its slab block would waste only those bytes, but
+// it would sit in a slab of its own class, of no use to any other size
+// and unable to merge with its neighbours, where the heap's chunks of a
+// 4095-byte pair merge into the home of an 8190-byte one (coalescing-bal:
+// 16 KiB with the pair in slabs, 12 KiB in the heap, as glibc).
+func (st *steps) slab(n uint) bool {
+	if n <= hotTo {
+		return st.t[(n+7)>>3&hotMask].Load() > uint32(n&7)
+	}
+	return !fitSize[(n+7)>>3] && n&7 == 0
+}
+
+// hotTo is the largest medium request whose size class can turn hot
+// (noteInUse), and hotChunks the chunks of a class the best-fit heap
+// holds in use at once that make it hot.
+//
+// Between 1 and 2 KiB the heap's chunk (8 bytes of header, rounded to 16)
+// wastes less than a class's block (classes an eighth of an octave apart:
+// about 6%), and a freed chunk serves any size; but a slab block is
+// handed out and taken back by a P's cache in about half the
+// instructions of a P's front (fit's front.go), which must prove without
+// the lock that what it is given is a block in use. So a class there is
+// the heap's while it has few blocks live (requests of every size that
+// come and go, a service's buffers: the heap keeps them compact), and
+// turns to its slabs, for good, once the heap held hotChunks of its
+// chunks in use at once (thousands of one class: a class the program
+// lives on, where a slab's rounding is the price of the fastest path).
+// Measured (cachegrind), a live set of 100,000 blocks of 16 B–2 KiB, one
+// free and one malloc an operation (BenchmarkLiveSet), instructions an
+// operation over its first million operations and its second: 595 and
+// 566 with these classes the heap's for good; 462 and 447 so (the first
+// million frees the blocks the heap served before the classes turned
+// hot); 450 and 443 with them on their slabs from the start; 438 and 437
+// before the heap served medium sizes. With hotChunks 512, 2048 and 4096:
+// 457, 473 and 504 over the first million. Peak resident, so and with
+// them on their slabs from the start (glibc's): the service workload 7.97
+// and 8.59 MiB (8.48), the spike 64.59 and 64.80 (64.33); the replayed
+// traces' within a page either way.
+const (
+	hotTo     = 2048
+	hotChunks = 1024
+)
+
+// noteInUse makes the class of a medium request of n bytes (fitFrom <=
+// n <= hotTo) hot if the best-fit heap, which just served it, holds
+// a.hotAt of the class's chunks in use: the chunks of its requests, those
+// of the sizes (prev, c] (the chunk of the class below's largest request
+// is counted for both).
+func (a *Allocator) noteInUse(n uintptr) {
+	k := slab.SizeClass(n)
+	c, prev := slab.ClassSize(k), slab.ClassSize(k-1)
+	st := &a.steps
+	if st.t[c/8].Load() == slabAll || a.fit.InUse(fit.BlockSize(prev+1)+fitHeader, fit.BlockSize(c)+fitHeader) < a.hotAt {
+		return // hot already (a call that raced the one that made it so), or not yet
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := prev/8 + 1; i <= c/8; i++ {
+		st.t[i].Store(slabAll)
+	}
+	b := st.below.Load()
+	for b <= hotTo && st.t[(b+7)>>3].Load() == slabAll {
+		b = (b+7)&^7 + 1 // the next step's first size
+	}
+	st.below.Store(b)
+}
+
+// hotAtCap says whether a request of n bytes aligned to align, which a
+// medium class's slabs failed with err, goes to the best-fit heap: at the
+// cap (Config.Limit), a hot class's slabs may find no room and be unable
+// to take another slab where the heap, which served the class before it
+// turned hot, still has free chunks it fits (as a cold class at the cap
+// goes to its slabs: place). The block has room for its class's size,
+// which BlockSize says; UsableSize may say a little more, as for any
+// block of the heap. Only a hot class's, and only at the cap: a class's
+// exact size (2048) was its slabs' before any class turned hot, and a
+// kernel's refusal without a cap is the caller's to see.
+func (a *Allocator) hotAtCap(n, align uintptr, err error) bool {
+	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 &&
+		a.steps.t[(n+7)>>3&hotMask].Load() == slabAll && a.region.Limit() != 0 && errors.Is(err, ErrOutOfMemory)
+}
+
+// fitHeader is the best-fit heap's header: a block of n bytes takes a
+// chunk of fit.BlockSize(n) + fitHeader bytes.
+const fitHeader = 8
+
+const _ = uint(fit.CountTo - hotTo) // the heap counts the chunks of every size that can turn hot
 
 // fitSize[(n+7)/8] is false for the 8-byte step (c-8, c] that ends at a
 // class's size c, fitFrom <= n <= slab.MaxSize, true for every other:
@@ -573,9 +740,14 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 				// at the cap (Config.Limit): the class's slabs may have room
 			}
 			if cacheTried {
-				return a.slabs.Refill(c, n)
+				p, zero, sampled, err = a.slabs.Refill(c, n)
+			} else {
+				p, zero, sampled, err = a.slabs.Alloc(c, n)
 			}
-			return a.slabs.Alloc(c, n)
+			if a.hotAtCap(n, align, err) {
+				return a.fitBlock(n, slab.ClassSize(c))
+			}
+			return p, zero, sampled, err
 		}
 		r = toMid
 	}
@@ -605,13 +777,17 @@ func (a *Allocator) fitBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled 
 }
 
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
-// caller that found this P's front without one.
+// caller that found this P's front without one. (fitMalloc writes it out
+// for least 0: the two are kept in step.)
 func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if p, sampled, err = a.fit.AllocSampled(n, least); err != nil {
 		if err == ErrClosed { // the heap's own sentinel, unwrapped
 			return nil, false, false, err
 		}
 		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+	}
+	if least == 0 && n <= hotTo {
+		a.noteInUse(n)
 	}
 	if sampled {
 		a.prof.sampledLarge() // marked by the heap, under its lock
@@ -654,7 +830,7 @@ func (a *Allocator) smallClass(n, align uintptr) int {
 // the block is the heap-profile sample). tried says it looked in the
 // cache, so the slow path calls Refill, which pops the sample or refills.
 func (a *Allocator) smallFast(n int) (p unsafe.Pointer, tried bool) {
-	if !slabCached(uint(n), a.smallLimit) {
+	if !slabCached(uint(n), a.smallLimit, &a.steps) {
 		return nil, false
 	}
 	return a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)), true
@@ -667,7 +843,17 @@ func bytesAt(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n
 // like any other.
 func (a *Allocator) Malloc(n int) ([]byte, error) {
 	if uint(n) < a.smallLimit {
-		if slabCached(uint(n), ^uint(0)) {
+		// a small size's test is one compare, and its branch is the
+		// medium slab one's, repeated: joined (n < fitFrom ||
+		// st.serves(n)), the compiler makes the test's bool, around the
+		// table's atomic load, and tests it again, five instructions more
+		if uint(n) < fitFrom {
+			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
+				return bytesAt(p, n), nil
+			}
+			return a.allocGated(n, 16, true, false)
+		}
+		if a.steps.serves(uint(n)) {
 			if p := a.slabs.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 				return bytesAt(p, n), nil
 			}
@@ -693,13 +879,26 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // allocator's; it delivers the reports the heap found, as leave would
 // (leaveOutside).
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
-	p, _, sampled, err := a.heapBlock(uintptr(n), 0)
+	// heapBlock's work, written out: a call level less (cachegrind: a
+	// 3000-byte pair 1012 -> 988 instructions)
+	p, sampled, err := a.fit.AllocSampled(uintptr(n), 0)
+	if err != nil {
+		if err != ErrClosed { // the heap's own sentinel, unwrapped
+			err = fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+		}
+		a.leaveOutside(nil, err)
+		return nil, err
+	}
+	if uintptr(n) <= hotTo {
+		a.noteInUse(uintptr(n))
+	}
 	if sampled {
+		a.prof.sampledLarge() // marked by the heap, under its lock
 		a.prof.record(p, n)
 	}
-	b := blockAt(p, n, false, false, err)
-	a.leaveOutside(b, err)
-	return b, err
+	b := bytesAt(p, n)
+	a.leaveOutside(b, nil)
+	return b, nil
 }
 
 // leaveOutside is leave for a call outside the gate that went to the
@@ -708,7 +907,7 @@ func (a *Allocator) fitMalloc(n int) ([]byte, error) {
 // (err is the heap's own ErrClosed, unwrapped): such a call found nothing,
 // and the queue may hold what Close found.
 func (a *Allocator) leaveOutside(b []byte, err error) {
-	if err != ErrClosed && a.reports.n.Load() != 0 {
+	if a.reports.n.Load() != 0 && err != ErrClosed { // the load first: the comparison of interfaces costs more
 		a.deliver(b)
 	}
 }
@@ -800,7 +999,9 @@ func (a *Allocator) Free(b []byte) error {
 		if a.fit.FreeFast(run, uintptr(p)) {
 			return nil
 		}
-		return a.fitFree(run, p)
+		_, err := a.fit.Free(run, uintptr(p)) // fitFree's body: a call level less
+		a.leaveOutside(nil, err)
+		return err
 	}
 	if !a.enter() {
 		return ErrClosed

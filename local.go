@@ -37,6 +37,7 @@ type Local struct {
 	c       *slab.Local // nil for a zero Allocator's
 	a       *Allocator
 	small   uint            // the Allocator's smallLimit: requests below it go to the bins
+	steps   *steps          // the Allocator's: which medium requests go to the bins too
 	cleanup runtime.Cleanup // closes c if the Local is dropped unclosed
 }
 
@@ -47,7 +48,7 @@ func (a *Allocator) NewLocal() *Local {
 	l := &Local{a: a}
 	if a.slabs != nil {
 		l.c = a.slabs.NewLocal()
-		l.small = a.smallLimit
+		l.small, l.steps = a.smallLimit, &a.steps
 		l.cleanup = runtime.AddCleanup(l, closeLocal, localOf{a, l.c})
 	}
 	return l
@@ -73,7 +74,7 @@ func closeLocal(l localOf) {
 
 // Malloc is Allocator.Malloc from the Local's bins.
 func (l *Local) Malloc(n int) ([]byte, error) {
-	if slabCached(uint(n), l.small) {
+	if slabCached(uint(n), l.small, l.steps) {
 		if p := l.c.AllocFast(slab.ClassOf(uintptr(n)), uintptr(n)); p != nil {
 			return bytesAt(p, n), nil
 		}
@@ -110,11 +111,16 @@ func (l *Local) allocSlow(n int, zeroed bool) ([]byte, error) {
 		zero bool
 		err  error
 	)
-	if slabCached(uint(n), l.small) {
+	if slabCached(uint(n), l.small, l.steps) {
 		// Refill pops the bin first (counting the sample, which AllocFast
 		// leaves to it): Malloc's AllocFast is not tried again.
+		c := int(slab.ClassOf(uintptr(n)))
 		var sampled bool
-		if p, zero, sampled, err = l.c.Refill(int(slab.ClassOf(uintptr(n))), uintptr(n)); sampled {
+		p, zero, sampled, err = l.c.Refill(c, uintptr(n))
+		if a.hotAtCap(uintptr(n), 16, err) {
+			p, zero, sampled, err = a.fitBlock(uintptr(n), slab.ClassSize(c))
+		}
+		if sampled {
 			a.prof.record(p, n)
 		}
 	} else {

@@ -8,12 +8,19 @@ import (
 // BlockSize returns the usable size of the block that Malloc(n) would
 // return now: what UsableSize reports for it, so a caller can account for
 // the memory a request really takes (its size class, its whole pages)
-// before making it. A small request gets its size class's block size, a
-// medium one its chunk less the header (a multiple of 16, plus 8; the
-// block UsableSize reports can be 16 bytes more, when the free chunk it
-// came from had just 16 bytes to spare, too few to split off, or up to 48
-// more, when a P's front held no chunk of the request's size but one a
-// little larger: fit's frontLook), a
+// before making it. A small request gets its size class's block size (so
+// does a medium one of up to 2 KiB whose class is hot: one the program
+// holds a thousand blocks of at once, served from its slabs from then
+// on; at the cap, Config.Limit, where its slabs can take no more memory,
+// the heap's block that serves it has room for as much, and UsableSize
+// says a little more, as below; and a medium class's exact size, 2048 or
+// 4096 (up to 8 KiB), once the class has been asked for Config.ColdBlocks
+// blocks — before, the heap's chunk of that size: 8 bytes more; 16384 or
+// 32768 at once), a medium one its chunk less the header (a multiple of
+// 16, plus 8; the block UsableSize reports can be 16 bytes more, when the
+// free chunk it came from had just 16 bytes to spare, too few to split
+// off, or up to 48 more, when a P's front held no chunk of the request's
+// size but one a little larger: fit's frontLook), a
 // mid-size one its whole pages of the region, a large one its whole pages
 // of a mapping. Under Debug it is n (the rest of a debug block is its
 // canary). A negative n returns 0.
@@ -36,7 +43,13 @@ func (a *Allocator) BlockSize(n int) int {
 		// a slab's block, or a cold class's (Config.ColdBlocks); whatever the
 		// smallLimit (a threshold set below it and slid up since sends
 		// the request here all the same, past the P caches)
-		return int(slab.ClassSize(slab.SizeClass(u)))
+		c := slab.SizeClass(u)
+		if u >= fitFrom && u <= coldExactTo && a.cold[c].Load() < a.coldN && !a.hotSize(u) {
+			// a medium class's exact size while the class is cold: the
+			// heap's chunk of exactly that size, 8 bytes more
+			return int(fit.BlockSize(u))
+		}
+		return int(slab.ClassSize(c))
 	}
 	pages := max((u+a.page-1)/a.page, 1)
 	return int(pages * a.page)

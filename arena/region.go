@@ -105,6 +105,7 @@ type Region struct {
 	trimThreshold atomic.Uintptr
 
 	pagemap []atomic.Pointer[chunk]
+	chunks  uintptr // the page map's chunks made, under mu
 
 	purge purger // the delayed release of dirty free runs (purge.go)
 
@@ -134,7 +135,7 @@ type Region struct {
 
 const (
 	numBuckets  = 128 // buckets[i] holds free runs of i+1 pages; the last, 128 and more
-	chunkShift  = 16  // pages per page-map chunk: 2^16 (256 MiB of 4 KiB pages)
+	chunkShift  = 12  // pages per page-map chunk: 2^12 (16 MiB of 4 KiB pages)
 	chunkLength = 1 << chunkShift
 )
 
@@ -230,6 +231,7 @@ func (r *Region) setLocked(run *Run, from, to uintptr) {
 		if c == nil {
 			c = new(chunk)
 			r.pagemap[ci].Store(c)
+			r.chunks++
 		}
 		end := min(to, (ci+1)<<chunkShift)
 		for ; pg < end; pg++ {
@@ -725,8 +727,11 @@ func (r *Region) Close() error {
 	r.budget.Give(r.brk - r.lo)
 	r.brk = r.lo
 	for i := range r.pagemap {
-		r.pagemap[i].Store(nil)
+		if r.pagemap[i].Load() != nil {
+			r.pagemap[i].Store(nil)
+		}
 	}
+	r.chunks = 0 // gone with the entries: Counters' PageMapBytes
 	return r.os.Munmap(r.base, r.hi-r.lo)
 }
 
@@ -838,12 +843,7 @@ func (r *Region) Counters() Counters {
 		PurgingBytes: r.purgingPages << r.shift,
 		BudgetUsed:   r.budget.Used(),
 	}
-	for i := range r.pagemap {
-		if r.pagemap[i].Load() != nil {
-			c.PageMapBytes += unsafe.Sizeof(chunk{})
-		}
-	}
-	c.PageMapBytes += uintptr(len(r.pagemap)) * unsafe.Sizeof(r.pagemap[0])
+	c.PageMapBytes = r.chunks*unsafe.Sizeof(chunk{}) + uintptr(len(r.pagemap))*unsafe.Sizeof(r.pagemap[0])
 	if !r.closed {
 		if top := r.topFreeLocked(); top != nil {
 			c.TopFreeBytes = top.pages << r.shift

@@ -314,3 +314,59 @@ func TestBigConcurrent(t *testing.T) {
 	walk(t, h)
 	require.Zero(t, h.Stats().LiveChunks)
 }
+
+// TestWildDamaged: a write after free into the top run's last free chunk,
+// which sits in no bin (wild) — its header or a link word — is reported
+// when the heap next looks at it, and the chunk is never handed out again;
+// the block before it is not merged with it (its Free fails), and stays
+// intact. Both when the chunk is of the sorted bin's sizes and when it is
+// of an exact bin's.
+func TestWildDamaged(t *testing.T) {
+	for _, small := range []bool{false, true} {
+		for _, off := range []uintptr{^uintptr(7), 0, 8} { // the header, the forward link, the back link
+			var got []uintptr
+			h := reportsTo(t, &got)
+			if small {
+				allocFilled(t, h, 1, runBytes-60<<10) // leaves less than exactLimit at the run's end
+			}
+			bs := allocFilled(t, h, 2, 3000)
+			freeBlock(t, h, bs[1]) // merged into the run's last free chunk
+			walk(t, h)
+			require.Equal(t, bs[1].p-2*overhead, h.wild, "small %v: the freed block is the top's last free chunk", small)
+			require.Equal(t, small, h.wildS < exactLimit, "small %v", small)
+			*wordAt(h, bs[1].p, off) ^= 0x10
+			p, err := h.Alloc(3000)
+			require.NoError(t, err)
+			require.NotEqual(t, bs[1].p, uintptr(p), "small %v, offset %d: the damaged chunk is not handed out", small, int(off))
+			require.Contains(t, got, bs[1].p, "small %v, offset %d: the damage is reported", small, int(off))
+			_, err = h.Free(h.region.Lookup(bs[0].p), bs[0].p)
+			require.ErrorIs(t, err, errs.ErrInvalidFree, "small %v, offset %d: not merged with the damaged chunk", small, int(off))
+			require.True(t, intact(h, bs[0]))
+		}
+	}
+}
+
+// TestWildPrevForged: a Free trusts a header's size without the bitmap
+// only for the block carved last off the top's last free chunk, whose
+// size ends there (wildPrev). A header of the block before it overwritten
+// to end there too — over the block carved last — is refused and
+// reported, both blocks left intact; the block carved last frees.
+func TestWildPrevForged(t *testing.T) {
+	var got []uintptr
+	h := reportsTo(t, &got)
+	bs := allocFilled(t, h, 2, 3000)
+	a, b := bs[0], bs[1]
+	require.Equal(t, b.p-2*overhead, h.wildPrev, "the block carved last")
+	hdw := wordAt(h, a.p, ^uintptr(7))
+	was := *hdw
+	*hdw = was&^uint64(sizeMask) | uint64(h.wild-(a.p-2*overhead)) // a's size, ending at the top's chunk
+	_, err := h.Free(h.region.Lookup(a.p), a.p)
+	require.ErrorIs(t, err, errs.ErrInvalidFree)
+	require.Contains(t, got, a.p, "the forged header is reported")
+	require.True(t, intact(h, a))
+	require.True(t, intact(h, b))
+	*hdw = was
+	freeBlock(t, h, b)
+	freeBlock(t, h, a)
+	walk(t, h)
+}

@@ -144,6 +144,14 @@ func (h *Heap) heldOK(c, s uintptr) *run {
 // being freed, goes on (pushFast), or -1: the bin and the bins' bound
 // have room, and its free would not trim the top.
 func (h *Heap) holds(r *run, c, s uintptr) int {
+	if s >= fastLimit { // (inlined: a chunk above 2 KiB goes to the bins at once)
+		return -1
+	}
+	return h.holdsIn(r, c, s)
+}
+
+// holdsIn is holds for a chunk below fastLimit.
+func (h *Heap) holdsIn(r *run, c, s uintptr) int {
 	i := fastIndex(s)
 	if i < 0 || h.fastN[i] >= fastCount || h.fastBytes+s > h.fastCap || h.trims(r, c, s) {
 		return -1
@@ -214,6 +222,7 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 		h.markFront(r, c, s)
 	}
 	h.liveChunks++
+	h.count(s, 1)
 	h.liveBytes += n
 	h.chunkBytes += s
 }
@@ -222,10 +231,18 @@ func (h *Heap) handOut(r *run, c, s, n uintptr) {
 // called once the freeing chunk's own state is settled, never within
 // release, where the chunk being freed may still be marked in use.
 func (h *Heap) settle() {
-	if h.mergeHeld {
-		h.drainOwn() // this P's front too: its frees settle within, with the bins still to empty below
+	if h.mergeHeld { // (inlined)
+		h.settleHeld()
+	}
+}
+
+// settleHeld is settle once a free asked for it.
+func (h *Heap) settleHeld() {
+	h.drainOwn() // this P's front too: its frees settle within, with the bins still to empty below
+	if h.fastBytes != 0 {
 		h.consolidate()
 	}
+	h.mergeHeld = false // (consolidate's own, when there was nothing to empty)
 }
 
 // consolidate empties every fast bin into the heap: each chunk is freed

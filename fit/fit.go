@@ -27,7 +27,10 @@
 // neighbours in constant time and merges with those that are free. Free
 // chunks below 64 KiB sit in an exact bin per 16 bytes found through a
 // two-level bitmap; larger ones in one bin sorted by size then address,
-// an array in the Go heap searched by halves (bigChunk).
+// an array in the Go heap searched by halves (bigChunk); the last free
+// chunk of the last run made, glibc's top chunk, in none (Heap.wild): a
+// block carved off it or merged into it touches no bin, and the search
+// weighs it against the bins' best fit.
 // Allocation takes the smallest free chunk that fits (best fit), splits
 // off the rest, and only when none fits grows the heap: the last run in
 // place when the break or a free run follows it, else a new run of the
@@ -67,10 +70,15 @@ import (
 )
 
 const (
-	// minAlloc is the smallest chunk handed out: a held chunk's mark sets
-	// the bits of the two granules after its own (fast.go), and a clear
-	// bit must part it from the next chunk's, so a chunk a fast bin or a
-	// front may hold is 4 granules at least.
+	// minAlloc is the smallest chunk a fast bin or a front holds: a held
+	// chunk's mark sets the bits of the two granules after its own
+	// (fast.go), and a clear bit must part it from the next chunk's, so a
+	// chunk that may be held is 4 granules at least. A smaller block gets
+	// a chunk of 32 or 48 bytes (minChunk, glibc's smallest), which is
+	// never held: freed, it merges at once. (With every chunk 64 bytes at
+	// least, a cold class's blocks of 16 bytes took 64 each: amptjp-bal's
+	// peak resident 2,048,000 B against 2,043,904 now, diff's 15,572,992
+	// against 15,568,896, binary2-bal's 245,760 against 241,664.)
 	minAlloc = 64
 
 	granule   = 16
@@ -199,12 +207,37 @@ type Heap struct {
 	mu     lock.Mutex
 	region *arena.Region
 	page   uintptr
-	opts   Options
+	// base and lo are the region's mapping and its address (Ptr's), fixed
+	// for its life: word reads them from the heap, not through region
+	base unsafe.Pointer
+	lo   uintptr
+	opts Options
 
 	exact   [numExact]uintptr // heads of the exact bins (chunk addresses; 0: empty)
 	bitmap  [numExact / 64]uint64
 	summary uint64     // bit w: bitmap[w] != 0
 	big     []bigChunk // the chunks of exactLimit bytes and more, sorted (bigChunk)
+	// wild is the top run's last free chunk (0: none), glibc's top chunk:
+	// kept out of the bins, so that carving a block off it, and merging a
+	// freed one into it, touch no bin (find weighs it against the bins'
+	// best fit, so the fit stays the best). Its links name itself, as a
+	// sorted bin's chunk's; wildS is its size and wildRel its released
+	// flag, as a bigChunk's.
+	wild, wildS uintptr
+	wildRel     bool
+	// wildPrev is the chunk before wild (in use or held: free chunks are
+	// never neighbours) when the heap knows it — wild was carved off last
+	// — else 0: a Free of that block then knows its header's size is its
+	// own without looking through the bitmap for a chunk in use inside it
+	// (check's liveWithin). The chunk before wild changes only when wild
+	// does, each of whose writes sets this too.
+	wildPrev uintptr
+	// deferred says the lock's holder unlocks it in a defer (lockDeferred):
+	// a panic in a hook (OnFree, OnCorruption) under the lock of one that
+	// unlocks at each return instead (Free, AllocSampled) unlocks it on its
+	// way up (hookDone), so that a caller that recovers does not find the
+	// heap locked for ever.
+	deferred bool
 	// relExact holds the chunks of the exact bins whose inside is
 	// released (Trim), as the sorted bin's entries keep theirs: a write
 	// after free can set or clear the header's flag, and the released
@@ -224,6 +257,7 @@ type Heap struct {
 	// slow paths; closed once Close has drained them; no slots: no fronts
 	fronts       []atomic.Pointer[front]
 	frontsClosed atomic.Bool
+	frontMade    atomic.Bool                    // a front was made once: a free that merges 64 KiB has one to drain (release)
 	frontSeen    uint64                         // the fronts' operations at the last purge's pass
 	frontBuf     [numFast * frontCount]ownEntry // drainOwn's, under mu
 	ownDraining  bool                           // drainOwn is freeing frontBuf's chunks: a drain within them (settle) leaves the front
@@ -234,6 +268,10 @@ type Heap struct {
 
 	// counters, under mu
 	liveChunks uintptr
+	// inUse counts the chunks in use of each size up to the chunk of a
+	// block of CountTo bytes (countIndex), those the fronts hold among
+	// them: written under mu, read by InUse without it
+	inUse      [numCounted]atomic.Int32
 	liveBytes  uintptr // requested
 	chunkBytes uintptr // sum of the sizes of chunks in use
 	freeBytes  uintptr // sum of the sizes of free chunks
@@ -255,6 +293,8 @@ type Heap struct {
 func New(region *arena.Region, opts Options) *Heap {
 	h := &Heap{region: region, page: region.PageSize(), opts: opts, liveRuns: map[*run]struct{}{},
 		trim: opts.TrimThreshold, fastCap: fastCap, sample: slab.NextSample(opts.ProfileRate)}
+	h.lo = region.Base()
+	h.base = region.Ptr(h.lo)
 	if opts.Purge && opts.PurgeDelay <= 0 {
 		h.fastCap = 0 // freed memory is to be released at once: nothing is held back unmerged
 	}
@@ -271,13 +311,16 @@ var (
 )
 
 // chunkSize returns the chunk that holds a block of n bytes.
-func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-1), minAlloc) }
+func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-1), minChunk) }
 
 // BlockSize returns the usable size of the block a request of n bytes
 // gets: its chunk less the header.
 func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
 
-func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(h.region.Ptr(addr)) }
+// ptr is region.Ptr(addr), from the heap's copy of the region's mapping.
+func (h *Heap) ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(h.base, addr-h.lo) }
+
+func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, addr-h.lo)) } // ptr's
 
 // header returns the header of chunk c, which is not a fence.
 func (h *Heap) header(c uintptr) uint64 { return *h.word(c + 8) }
@@ -310,6 +353,18 @@ func (h *Heap) bk(c uintptr) *uint64 { return h.word(c + 24) }
 // insert puts free chunk c of size s in its bin.
 func (h *Heap) insert(c, s uintptr) {
 	h.freeBytes += s
+	if t := h.top; t != nil && c+s == t.end-fenceSize {
+		// the top run's last: out of the bins (a chunk of another run
+		// cannot end inside this one)
+		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
+		h.wild, h.wildS, h.wildRel, h.wildPrev = c, s, false, 0
+		return
+	}
+	h.bin(c, s)
+}
+
+// bin puts free chunk c of size s in its bin (counted free already).
+func (h *Heap) bin(c, s uintptr) {
 	if s < exactLimit {
 		i := s / granule
 		head := h.exact[i]
@@ -393,7 +448,22 @@ func (h *Heap) unbig(i int) {
 
 // remove takes free chunk c of size s out of its bin.
 func (h *Heap) remove(c, s uintptr) {
+	if c == h.wild && !h.wildRel { // (inlined: the top's, merged into or carved off over and over)
+		h.freeBytes -= s
+		h.wild = 0
+		return
+	}
+	h.unbin(c, s)
+}
+
+// unbin is remove of a chunk of a bin, or of a released top's.
+func (h *Heap) unbin(c, s uintptr) {
 	h.freeBytes -= s
+	if c == h.wild {
+		h.released -= h.inside(c, s) // (released: remove takes the others)
+		h.wild = 0
+		return
+	}
 	if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok { // the caller found it free: it is there
 			if h.big[i].released {
@@ -403,7 +473,7 @@ func (h *Heap) remove(c, s uintptr) {
 		}
 		return
 	}
-	if h.relExact[c] { // (freeIn found the header's flag agree)
+	if h.relExact != nil && h.relExact[c] { // (freeIn found the header's flag agree; nil but after a Trim: no map look-up)
 		h.released -= h.inside(c, s)
 		delete(h.relExact, c)
 	}
@@ -430,6 +500,82 @@ func (h *Heap) remove(c, s uintptr) {
 // the rest of the bin (their links are not followed), and the search goes
 // on.
 func (h *Heap) find(s uintptr) (uintptr, *run) {
+	var c, cs uintptr
+	var r *run
+	if h.summary != 0 || len(h.big) != 0 { // no bin holds a chunk: the top's is the only one
+		c, cs, r = h.binFit(s)
+	}
+	if w := h.wild; w != 0 && h.wildS >= s && (c == 0 || h.wildS < cs || h.wildS == cs && cs >= exactLimit && w < c) {
+		// the top run's last free chunk fits better (in the sorted bin's
+		// order; of two of one size below exactLimit, the exact bin's)
+		if t := h.wildOK(); t != nil {
+			return w, t
+		}
+		h.dropWild()
+	}
+	return c, r
+}
+
+// wildOK returns the top run if its last free chunk (wild) is sound, as
+// bigOK checks a chunk of the sorted bin: what a write into the chunk's
+// memory can change (its header, its boundary tag, its link words), else nil.
+func (h *Heap) wildOK() *run {
+	t, c, s := h.top, h.wild, h.wildS
+	want := uint64(s) | flagPrevInUse // its size, free, the chunk before in use, and its released flag
+	if h.wildRel {
+		want |= flagReleased
+	}
+	if (h.header(c)^want)&(sizeMask|flagInUse|flagPrevInUse|flagReleased) != 0 || t.fence[0] != uint64(s) || // its boundary tag: the run's (slot)
+		(*h.fd(c)^uint64(c))|(*h.bk(c)^uint64(c)) != 0 {
+		return nil
+	}
+	return t
+}
+
+// dropWild reports the top run's last free chunk, found damaged, and
+// forgets it: lost, still counted free, as a damaged chunk of a bin.
+func (h *Heap) dropWild() {
+	h.damaged(h.wild, "the last free chunk of a run")
+	h.wild = 0
+}
+
+// eachWild calls fn for the top run's last free chunk (there is one), or
+// reports and forgets it if it is damaged.
+func (h *Heap) eachWild(fn func(c, s uintptr)) {
+	if h.wildOK() == nil {
+		h.dropWild()
+		return
+	}
+	fn(h.wild, h.wildS)
+}
+
+// unwild puts the top run's last free chunk, if any, in its bin, its
+// released mark with it: the top run is about to change (extend).
+func (h *Heap) unwild() {
+	c, s := h.wild, h.wildS
+	if c == 0 {
+		return
+	}
+	h.wild = 0
+	h.bin(c, s)
+	if !h.wildRel {
+		return
+	}
+	if s >= exactLimit {
+		if i, ok := h.bigAt(c, s); ok {
+			h.big[i].released = true
+		}
+	} else {
+		if h.relExact == nil {
+			h.relExact = map[uintptr]bool{}
+		}
+		h.relExact[c] = true
+	}
+}
+
+// binFit returns the smallest free chunk of at least s bytes in the bins,
+// its size and its run, or 0.
+func (h *Heap) binFit(s uintptr) (uintptr, uintptr, *run) {
 	for i := s / granule; i < numExact; {
 		w := i / 64
 		j := uintptr(numExact)
@@ -444,7 +590,7 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 		}
 		c := h.exact[j]
 		if r := h.freeOK(c, j*granule); r != nil {
-			return c, r
+			return c, j * granule, r
 		}
 		h.damaged(c, "a free chunk of an exact bin")
 		h.drop(0, c, j*granule)
@@ -456,12 +602,12 @@ func (h *Heap) find(s uintptr) (uintptr, *run) {
 	for i < len(h.big) {
 		e := h.big[i]
 		if r := h.bigOK(e); r != nil {
-			return e.c, r
+			return e.c, e.s, r
 		}
 		h.damaged(e.c, "a free chunk of the sorted bin")
 		h.unbig(i) // lost, still counted free
 	}
-	return 0, nil
+	return 0, 0, nil
 }
 
 // emptyBin drops exact bin j (a damaged chunk in it): the chunks it held
@@ -576,6 +722,11 @@ func (h *Heap) freeOK(c, s uintptr) *run {
 // back at it. Each link's memory is read only once it is known to be
 // inside a run of the heap, so a damaged chunk is never followed anywhere.
 func (h *Heap) freeIn(r *run, c, s uintptr) bool {
+	if c == h.wild {
+		// the top's last free chunk: the heap's own record says the rest
+		// (the bitmap, the fence after it, its place)
+		return (s == 0 || s == h.wildS) && h.wildOK() != nil
+	}
 	if inUse(r, c) {
 		return false
 	}
@@ -589,7 +740,7 @@ func (h *Heap) freeIn(r *run, c, s uintptr) bool {
 		i, ok := h.bigAt(c, cs)
 		return ok && h.big[i].released == (hd&flagReleased != 0) && *h.fd(c) == uint64(c) && *h.bk(c) == uint64(c)
 	}
-	if (hd&flagReleased != 0) != h.relExact[c] {
+	if (hd&flagReleased != 0) != (h.relExact != nil && h.relExact[c]) {
 		return false // the released flag written after free, set or cleared
 	}
 	fd, bk := uintptr(*h.fd(c)), uintptr(*h.bk(c))
@@ -651,7 +802,44 @@ func (h *Heap) report(c uintptr, hd uint64, detail string) {
 		h.reported = map[[2]uint64]struct{}{}
 	}
 	h.reported[k] = struct{}{}
+	done := false
+	defer h.hookDone(&done)
 	h.opts.OnCorruption(c+2*overhead, sizeOf(hd), detail)
+	done = true
+}
+
+// onFree calls OnFree, the caller's hook, under the heap's lock (a
+// defer, for a panic in it: hookDone).
+func (h *Heap) onFree(p uintptr) {
+	done := false
+	defer h.hookDone(&done)
+	h.opts.OnFree(p)
+	done = true
+}
+
+// hookDone is deferred around a call of a hook under the heap's lock: if
+// the hook did not return (done false: it panicked, or a runtime error
+// did) and the lock's holder unlocks it at each return rather than in a
+// defer (Free, AllocSampled: deferred false), the panic would leave the
+// heap locked, every later call hanging; it unlocks it. (The defer is on
+// the hooks' path only, not on every call of Free and AllocSampled.)
+func (h *Heap) hookDone(done *bool) {
+	if !*done && !h.deferred {
+		h.mu.Unlock()
+	}
+}
+
+// lockDeferred locks the heap for a caller that unlocks it in a defer
+// (unlockDeferred), where a panic under the lock unlocks it.
+func (h *Heap) lockDeferred() {
+	h.mu.Lock()
+	h.deferred = true
+}
+
+// unlockDeferred is lockDeferred's unlock.
+func (h *Heap) unlockDeferred() {
+	h.deferred = false
+	h.mu.Unlock()
 }
 
 // headerOr returns the header of chunk c if c is in a run of the heap, else 0.
@@ -683,19 +871,33 @@ func (h *Heap) Alloc(n uintptr) (unsafe.Pointer, error) {
 // region goes.
 func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, err error) {
 	s := chunkSize(max(n, least))
-	if fastIndex(s) >= 0 {
+	i := fastIndex(s)
+	if i >= 0 {
 		h.makeFront() // a front holds no bigger chunk: no P needs one for it
 	}
+	// unlocked at each return rather than deferred (nothing under the
+	// lock panics but a bug; a defer was 13 instructions a call, cachegrind)
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return nil, false, errs.ErrClosed
 	}
 	h.ops++
-	c, r := h.popFast(s)
+	var c uintptr
+	var r *run
+	if i >= 0 && h.fastN[i] != 0 {
+		c, r = h.popFast(s)
+	}
 	if c != 0 {
 		h.handOut(r, c, s, n)
+	} else if w := h.wild; w != 0 && h.wildS >= s && h.summary == 0 && len(h.big) == 0 && !h.wildRel && w+s+overhead <= h.top.clean && h.wildOK() != nil {
+		// carve's first case, without the call: no bin holds a chunk, and
+		// the top's last free chunk fits without reaching a page not
+		// touched (or given back)
+		c, r = w, h.top
+		h.take(r, c, s, n)
 	} else if c, r, err = h.carve(s, n); err != nil {
+		h.mu.Unlock()
 		return nil, false, err
 	}
 	if h.sample -= int64(n); h.sample < 0 {
@@ -703,13 +905,26 @@ func (h *Heap) AllocSampled(n, least uintptr) (p unsafe.Pointer, sampled bool, e
 		h.orHeader(r, c, flagSampled) // freed through the lock, whose OnFree drops its record
 		sampled = true
 	}
-	return h.region.Ptr(c + 2*overhead), sampled, nil
+	h.mu.Unlock()
+	return h.ptr(c + 2*overhead), sampled, nil
 }
 
 // carve takes a chunk of s bytes for a block of n from the bins or the
 // heap's growth, when the fast bins had none.
 func (h *Heap) carve(s, n uintptr) (uintptr, *run, error) {
-	c, r := h.find(s)
+	var c uintptr
+	var r *run
+	if w := h.wild; w != 0 && h.wildS >= s && h.summary == 0 && len(h.big) == 0 {
+		// no bin holds a chunk: the top's is the best fit (find's
+		// answer, without the call)
+		if r = h.wildOK(); r != nil {
+			c = w
+		} else {
+			h.dropWild()
+		}
+	} else {
+		c, r = h.find(s)
+	}
 	if c == 0 || c+s+overhead > r.clean || h.header(c)&flagReleased != 0 {
 		// what this P's front and the fast bins hold may merge into
 		// room: the heap grows, or a block reaches pages never touched
@@ -742,16 +957,28 @@ func (h *Heap) carve(s, n uintptr) (uintptr, *run, error) {
 // of s: out of its bin, the rest split off as a free chunk of its own.
 func (h *Heap) take(r *run, c, s, n uintptr) {
 	cs := sizeOf(h.header(c))
-	h.remove(c, cs)
 	if r == h.spare {
 		h.spare = nil
 	}
-	if rest := cs - s; rest >= minChunk {
-		h.setFree(r, c+s, rest) // the chunk after keeps "previous free"
-		h.insert(c+s, rest)
+	if rest := cs - s; c == h.wild && rest >= minChunk && !h.wildRel {
+		// off the top's last free chunk, in place: the rest is the top's
+		// (remove's, setFree's and insert's work, without the calls)
+		nc := c + s
+		r.touch(nc+minChunk, h.page)
+		*h.word(nc + 8) = uint64(rest) | flagPrevInUse
+		r.fence[0] = uint64(rest) // its boundary tag: the run's (slot)
+		*h.fd(nc), *h.bk(nc) = uint64(nc), uint64(nc)
+		h.wild, h.wildS, h.wildPrev = nc, rest, c
+		h.freeBytes -= s
 	} else {
-		s = cs
-		h.orHeader(r, c+s, flagPrevInUse) // the next chunk may be a front's
+		h.remove(c, cs)
+		if rest >= minChunk {
+			h.setFree(r, c+s, rest) // the chunk after keeps "previous free"
+			h.insert(c+s, rest)
+		} else {
+			s = cs
+			h.orHeader(r, c+s, flagPrevInUse) // the next chunk may be a front's
+		}
 	}
 	h.setHeader(r, c, uint64(s)|flagInUse|flagPrevInUse|uint64(s-overhead-n)<<slackShift)
 	r.touch(c+s+overhead, h.page) // the block's last bytes are the next chunk's first word
@@ -761,8 +988,47 @@ func (h *Heap) take(r *run, c, s, n uintptr) {
 		h.markFront(r, c, s)
 	}
 	h.liveChunks++
+	h.count(s, 1)
 	h.liveBytes += n
 	h.chunkBytes += s
+}
+
+// CountTo is the largest block whose chunks the heap counts by size
+// (InUse).
+const CountTo = 2 << 10
+
+const numCounted = (CountTo+overhead+granule-1)/granule - minChunk/granule + 1
+
+// countIndex returns the count in inUse of chunks of s bytes, or -1.
+func countIndex(s uintptr) int {
+	i := s/granule - minChunk/granule
+	if i >= numCounted {
+		return -1
+	}
+	return int(i)
+}
+
+// count adds d to the chunks in use of s bytes (inUse), under mu.
+func (h *Heap) count(s uintptr, d int32) {
+	if i := countIndex(s); i >= 0 {
+		h.inUse[i].Store(h.inUse[i].Load() + d)
+	}
+}
+
+// InUse returns how many chunks of lo to hi bytes (chunk sizes: a block
+// of n bytes takes BlockSize(n)+8) are in use, those the P's fronts hold
+// among them; it counts only the chunks up to a CountTo-byte block's
+// (which the blocks of up to 8 bytes more share): the allocator's measure
+// of how much a medium size class is in use.
+// Without the lock: the counts may be a call or two behind.
+func (h *Heap) InUse(lo, hi uintptr) int {
+	n := int32(0)
+	for s := alignUp(lo, granule); s <= hi; s += granule {
+		if i := countIndex(s); i >= 0 {
+			n += h.inUse[i].Load()
+		}
+	}
+	return int(n)
 }
 
 // extend makes room for a chunk of s bytes and returns a free chunk of at
@@ -820,8 +1086,9 @@ func (h *Heap) extend(s uintptr) (uintptr, *run, error) {
 	c, cs := r.start, bytes-fenceSize
 	r.fence = [2]uint64{0, fenceSize | flagInUse}
 	h.setFree(r, c, cs)
-	h.insert(c, cs)
+	h.unwild() // the old top's last free chunk goes to its bin
 	h.top = r
+	h.insert(c, cs)
 	h.liveRuns[r] = struct{}{}
 	return c, r, nil
 }
@@ -884,7 +1151,10 @@ func (h *Heap) check(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error) {
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): a write past the end of the block before it", p, hd))
 		return nil, 0, 0, fmt.Errorf("%w: the header of the block at %#x is damaged", errInvalid, p)
 	}
-	if next := c + sizeOf(hd); h.liveWithin(r, c+granule, next) || h.headerIn(r, next)&flagPrevInUse == 0 {
+	// (no look through the bitmap when c is known to be the chunk before
+	// the top's last free chunk, and its size ends there: wildPrev)
+	if next := c + sizeOf(hd); (next != h.wild || c != h.wildPrev) && h.liveWithin(r, c+granule, next) ||
+		h.headerIn(r, next)&flagPrevInUse == 0 {
 		// the size ends past a block in use, or on a chunk that says the
 		// one before it is free: not this block's own size
 		h.report(c, hd, fmt.Sprintf("the header of the block at %#x was overwritten (%#x): its size does not end where its chunk does", p, hd))
@@ -935,18 +1205,22 @@ func (h *Heap) checkAll(ar *arena.Run, p uintptr) (*run, uintptr, uint64, error)
 // the block before it was: that is reported, and the block is to be left
 // alone.
 func (h *Heap) checkNext(r *run, next uintptr) error {
-	if !inUse(r, next) && !h.freeIn(r, next, 0) {
-		h.damaged(next, "the chunk after a block")
-		return fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, next-2*overhead)
+	if next == h.wild { // (freeIn's answer for it, without the calls)
+		if h.wildOK() != nil {
+			return nil
+		}
+	} else if inUse(r, next) || h.freeIn(r, next, 0) {
+		return nil
 	}
-	return nil
+	h.damaged(next, "the chunk after a block")
+	return fmt.Errorf("%w: the chunk after the block at %#x is damaged", errInvalid, next-2*overhead)
 }
 
 // Usable returns the usable and requested bytes of the block at p, in run
 // ar, after checking it is a block in use.
 func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	_, _, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return 0, 0, err
@@ -960,31 +1234,28 @@ func (h *Heap) Usable(ar *arena.Run, p uintptr) (size, requested uintptr, err er
 // Close it returns ErrClosed itself (the heap's lock orders it with Close:
 // AllocSampled).
 func (h *Heap) Free(ar *arena.Run, p uintptr) (uintptr, error) {
-	n, fronted, err := h.free(ar, p)
+	h.mu.Lock() // unlocked at each return, not deferred: AllocSampled
+	if h.closed {
+		h.mu.Unlock()
+		return 0, errs.ErrClosed
+	}
+	r, c, hd, err := h.check(ar, p)
+	if err != nil {
+		h.mu.Unlock()
+		return 0, err
+	}
+	s := sizeOf(hd)
+	fronted := h.fronted(r, c, s) // a front may take the chunk
+	if fronted && !r.claim(c, s) {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
+	}
+	n, err := h.freeChecked(r, c, hd)
+	h.mu.Unlock()
 	if fronted {
 		h.makeFront() // for the next such free: a front holds no bigger chunk
 	}
 	return n, err
-}
-
-// free is Free under the lock; fronted says a front may take the chunk.
-func (h *Heap) free(ar *arena.Run, p uintptr) (uintptr, bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return 0, false, errs.ErrClosed
-	}
-	r, c, hd, err := h.check(ar, p)
-	if err != nil {
-		return 0, false, err
-	}
-	s := sizeOf(hd)
-	fronted := h.fronted(r, c, s)
-	if fronted && !r.claim(c, s) {
-		return 0, false, fmt.Errorf("%w: block at %#x (in a P's front)", errDouble, p) // a front took it since check
-	}
-	n, err := h.freeChecked(r, c, hd)
-	return n, fronted, err
 }
 
 // freeChecked is Free of the block of chunk c, in r, whose header is hd,
@@ -1003,10 +1274,11 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 	}
 	h.ops++
 	if h.opts.OnFree != nil {
-		h.opts.OnFree(p)
+		h.onFree(p)
 	}
 	n := s - overhead - uintptr(hd>>slackShift)
 	h.liveChunks--
+	h.count(s, -1)
 	h.liveBytes -= n
 	h.chunkBytes -= s
 	if bin >= 0 {
@@ -1038,22 +1310,36 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.damaged(c, "a chunk whose header says the chunk before it is free, and whose boundary tag names no free chunk,")
 		}
 	}
-	if !inUse(r, next) {
+	if next == h.wild || !inUse(r, next) { // (the top's: free, without the bitmap)
 		ns := sizeOf(h.header(next))
 		h.remove(next, ns)
 		s += ns
 	} else {
 		h.andHeader(r, next, ^uint64(flagPrevInUse)) // it may be a front's
 	}
-	h.setFree(r, c, s)
-	if c == r.start && c+s == r.end-fenceSize {
-		if h.retire(r) {
+	if r == h.top && c+s == r.end-fenceSize {
+		// the top's last free chunk: setFree's and insert's work in
+		// place, without the calls
+		r.touch(c+minChunk, h.page)
+		*h.word(c + 8) = uint64(s) | flagPrevInUse
+		r.fence[0] = uint64(s) // its boundary tag: the run's (slot)
+		if c == r.start && h.retire(r) {
 			return
 		}
+		*h.fd(c), *h.bk(c) = uint64(c), uint64(c)
+		h.freeBytes += s
+		h.wild, h.wildS, h.wildRel, h.wildPrev = c, s, false, 0
+	} else {
+		h.setFree(r, c, s)
+		if c == r.start && c+s == r.end-fenceSize {
+			if h.retire(r) {
+				return
+			}
+		}
+		h.insert(c, s)
 	}
-	h.insert(c, s)
 	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
-		h.trimTop(r, c)
+		h.mayTrimTop(r, c)
 	}
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
@@ -1062,20 +1348,35 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 			h.armPurge()
 		}
 	}
-	if s >= purgeMin && (h.fastBytes != 0 || h.fronts != nil) {
+	if s >= purgeMin && (h.fastBytes != 0 || h.frontMade.Load()) { // (frontMade: fronts on, and one made)
 		h.mergeHeld = true // by the caller, once its own chunk is settled: settle
 	}
 }
 
 // armPurge arms the purge's timer, if the purge is on and it is not armed.
 func (h *Heap) armPurge() {
-	if !h.purgeAt && h.opts.Purge && h.opts.PurgeDelay > 0 && !h.closed {
+	if !h.purgeAt { // (inlined: mostly armed, or off)
+		h.arm()
+	}
+}
+
+// arm is armPurge once the timer is known not armed.
+func (h *Heap) arm() {
+	if h.opts.Purge && h.opts.PurgeDelay > 0 && !h.closed {
 		h.purgeAt = true
 		if h.timer == nil {
 			h.timer = time.AfterFunc(h.opts.PurgeDelay, h.purgePass)
 		} else {
 			h.timer.Reset(h.opts.PurgeDelay)
 		}
+	}
+}
+
+// mayTrimTop is trimTop when a page past the pad may be touched: the
+// test inlined (mostly nothing to trim), the rest a call.
+func (h *Heap) mayTrimTop(r *run, c uintptr) {
+	if c+minChunk+h.opts.TopPad < r.clean {
+		h.trimTop(r, c)
 	}
 }
 
@@ -1109,8 +1410,8 @@ func (h *Heap) purgePass() {
 		m.Lock()
 		defer m.Unlock()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.purgeAt = false
 	if h.closed {
 		return
@@ -1157,8 +1458,8 @@ func (h *Heap) purgePass() {
 // closed and does nothing, so nothing is released once the region may be
 // unmapped.
 func (h *Heap) Close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.frontsClosed.Store(true) // no front is made from here on
 	h.drainFrontsLocked(nil)
 	h.closed = true
@@ -1171,10 +1472,15 @@ func (h *Heap) Close() {
 // or the spare, whichever is lower) or given back to the region. It
 // reports whether r was given back.
 func (h *Heap) retire(r *run) bool {
-	if h.spare == nil {
+	if h.spare == nil { // (inlined: a run that empties and fills again, each pair)
 		h.spare = r
 		return false
 	}
+	return h.retireBeside(r)
+}
+
+// retireBeside is retire when there is a spare already.
+func (h *Heap) retireBeside(r *run) bool {
 	if r.start < h.spare.start {
 		// keep the lower: give back the old spare, whose chunk is binned
 		old := h.takeSpare()
@@ -1235,8 +1541,8 @@ func (h *Heap) giveBack(r *run) {
 // by splitting off the rest, and grows into the free chunk after it. It
 // reports whether it did; the block is unchanged if not.
 func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	r, c, hd, err := h.checkAll(ar, p)
 	if err != nil {
 		return false, err
@@ -1280,6 +1586,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 	}
 	h.setHeader(r, c, uint64(want)|flagInUse|hd&(flagPrevInUse|flagSampled)|uint64(want-overhead-n)<<slackShift)
 	r.touch(c+want+overhead, h.page)
+	h.count(s, -1)
+	h.count(want, 1)
 	h.chunkBytes += want - s
 	h.liveBytes += n - old
 	h.settle()
@@ -1293,8 +1601,8 @@ func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 // the fast bins emptied (the top it trimmed then;
 // a run the region releases later, in its own Trim, the region counts).
 func (h *Heap) Trim() uintptr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.drainFrontsLocked(nil)
 	return h.trimLocked()
 }
@@ -1307,8 +1615,8 @@ func (h *Heap) Trim() uintptr {
 // runs back to the region, and like Trim it leaves Options.Moves to its
 // caller.
 func (h *Heap) Idle() uintptr {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	h.drainFrontsLocked(func(f *front) bool { // the fronts idle since the last pass that hold chunks
 		percpu.Pin() // as every holder of a front's lock
 		defer percpu.Unpin()
@@ -1358,7 +1666,9 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	}
 	r := runOf(h.region.Lookup(c))
 	h.setHeader(r, c, h.header(c)|flagReleased)
-	if s >= exactLimit {
+	if c == h.wild {
+		h.wildRel = true
+	} else if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok {
 			h.big[i].released = true
 		}
@@ -1385,14 +1695,17 @@ func (h *Heap) inside(c, s uintptr) uintptr {
 	return hi - lo
 }
 
-// eachFree calls fn for every free chunk in a bin. A damaged chunk is
-// reported, and its bin cut before it.
+// eachFree calls fn for every free chunk in a bin, and the top run's last
+// (wild). A damaged chunk is reported, and its bin cut before it.
 func (h *Heap) eachFree(fn func(c, s uintptr)) {
 	for w, m := range h.bitmap {
 		for ; m != 0; m &= m - 1 {
 			i := uintptr(w*64 + bits.TrailingZeros64(m))
 			h.eachIn(h.exact[i], i*granule, fn)
 		}
+	}
+	if h.wild != 0 && h.wildS < exactLimit {
+		h.eachWild(fn)
 	}
 	h.eachBig(fn)
 }
@@ -1412,7 +1725,8 @@ func (h *Heap) eachIn(c, s uintptr, fn func(c, s uintptr)) {
 	}
 }
 
-// eachBig calls fn for every chunk of the sorted bin; fn must not change
+// eachBig calls fn for every chunk of the sorted bin, and the top run's
+// last free chunk if it is of the sorted bin's sizes; fn must not change
 // the bin. A damaged chunk is reported and taken out, still counted free.
 func (h *Heap) eachBig(fn func(c, s uintptr)) {
 	for i := 0; i < len(h.big); {
@@ -1424,6 +1738,9 @@ func (h *Heap) eachBig(fn func(c, s uintptr)) {
 		}
 		fn(e.c, e.s)
 		i++
+	}
+	if h.wild != 0 && h.wildS >= exactLimit { // of the sorted bin's sizes
+		h.eachWild(fn)
 	}
 }
 
@@ -1442,8 +1759,8 @@ type Stats struct {
 
 // Stats returns the heap's bookkeeping.
 func (h *Heap) Stats() Stats {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lockDeferred()
+	defer h.unlockDeferred()
 	chunks, bytes, req, adj, _ := h.frontSums()
 	return Stats{
 		Runs:       uintptr(len(h.liveRuns)),

@@ -110,6 +110,7 @@ func walk(t testing.TB, h *Heap) {
 	})
 	require.Equal(t, h.released, released, "released bytes: the flagged chunks' insides")
 	var live, chunk, free uintptr
+	var inUse [numCounted]int32 // the chunks in use of each size counted
 	marks := map[uintptr]bool{} // chunks whose start and end bits the record may hold
 	ends := map[uintptr]bool{}  // and where they end
 	seen := map[*run]bool{}
@@ -154,6 +155,9 @@ func walk(t testing.TB, h *Heap) {
 				}
 				live++
 				chunk += s
+				if i := countIndex(s); i >= 0 {
+					inUse[i]++
+				}
 				prevFree = false
 			default:
 				require.Zero(t, r.live[w]&m, "chunk %#x free, in the bitmap", c)
@@ -190,8 +194,23 @@ func walk(t testing.TB, h *Heap) {
 		}
 	}
 	require.Equal(t, h.liveChunks, live)
+	for i := range inUse {
+		require.Equal(t, inUse[i], h.inUse[i].Load(), "chunks in use of %d bytes", (uintptr(i)+minChunk/granule)*granule)
+	}
 	require.Equal(t, h.chunkBytes, chunk)
 	require.Equal(t, h.freeBytes, free)
+	// the top's last free chunk, out of the bins, ends at the top's fence,
+	// and the chunk the heap knows is before it ends where it starts
+	if h.wild != 0 {
+		require.NotNil(t, h.top)
+		require.Equal(t, h.top.end-fenceSize, h.wild+h.wildS, "the top's last free chunk")
+		require.Equal(t, h.wildS, binned[h.wild], "the top's last free chunk, with its size")
+		if h.wildPrev != 0 {
+			require.Equal(t, h.wild, h.wildPrev+sizeOf(h.header(h.wildPrev)), "the chunk before the top's last free chunk")
+		}
+	} else if top := h.top; top != nil {
+		require.NotZero(t, top.fence[1]&flagPrevInUse, "the top's last chunk is free, not the top's free chunk")
+	}
 }
 
 // freeBlock frees block b, which must succeed.

@@ -142,7 +142,7 @@ func (r *run) granules(c, s uintptr) (g0, g1 uintptr) {
 // its block is freed: the fronts are on, s is a fast bin's size, and the
 // segments reach its end.
 func (h *Heap) fronted(r *run, c, s uintptr) bool {
-	if h.fronts == nil || fastIndex(s) < 0 {
+	if h.fronts == nil || s-minAlloc >= numFast*granule { // fastIndex(s) < 0, for a multiple of 16: one test
 		return false
 	}
 	_, g1 := r.granules(c, s)
@@ -241,6 +241,7 @@ func (h *Heap) makeFront() {
 // Close may have drained the fronts after makeFront's test, and none may
 // stay (none was used meanwhile: this P is pinned in between).
 func (h *Heap) installFront(f *front) {
+	h.frontMade.Store(true) // before any front can be used
 	if pid := percpu.Pin(); pid < len(h.fronts) && h.fronts[pid].CompareAndSwap(nil, f) && h.frontsClosed.Load() {
 		h.fronts[pid].Store(nil)
 	}
@@ -313,7 +314,7 @@ func (h *Heap) AllocFast(n, least uintptr) (p unsafe.Pointer, sampled bool) {
 	i, s = j, (uintptr(j)+fastFirst)*granule // s itself when j == i
 	k := f.n[i] - 1
 	e := &f.e[i][k%frontCount]
-	hp := (*uint64)(h.region.Ptr(e.c + 8))
+	hp := (*uint64)(h.ptr(e.c + 8))
 	hd := atomic.LoadUint64(hp)
 	if sizeOf(hd) != s || hd&flagInUse == 0 {
 		// overwritten while held (a write past the end of the block
@@ -340,7 +341,7 @@ func (h *Heap) AllocFast(n, least uintptr) (p unsafe.Pointer, sampled bool) {
 		f.sample = slab.NextSample(h.opts.ProfileRate)
 	}
 	unpinFront(f)
-	return h.region.Ptr(c + 2*overhead), sampled
+	return h.ptr(c + 2*overhead), sampled
 }
 
 // FreeFast frees the block at p, in run ar, into this P's front if it can
@@ -372,7 +373,7 @@ func (h *Heap) FreeFast(ar *arena.Run, p uintptr) bool {
 		unpinFront(f)
 		return false
 	}
-	hd := atomic.LoadUint64((*uint64)(h.region.Ptr(c + 8)))
+	hd := atomic.LoadUint64((*uint64)(h.ptr(c + 8)))
 	s := sizeOf(hd)
 	i := fastIndex(s)
 	i1 := i0 + s/granule - 1
@@ -413,6 +414,7 @@ func (h *Heap) unfront(e frontEntry, s uintptr) {
 	}
 	if lost {
 		h.liveChunks--
+		h.count(s, -1)
 		h.liveBytes -= e.req
 		h.chunkBytes -= s
 		h.freeBytes += s

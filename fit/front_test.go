@@ -607,3 +607,14 @@ func TestFrontLook(t *testing.T) {
 		walk(t, h)
 	}
 }
+
+// TestFrontedSizes: fronted's test of a chunk size is fastIndex's, for
+// every multiple of 16 a header can hold up to past the fast bins.
+func TestFrontedSizes(t *testing.T) {
+	h, _ := newHeap(t)
+	require.NotNil(t, h.fronts)
+	r := &run{}
+	for s := uintptr(0); s <= 2*fastLimit; s += granule {
+		require.Equal(t, fastIndex(s) >= 0, h.fronted(r, 0, s), "chunk of %d bytes", s)
+	}
+}

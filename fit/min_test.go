@@ -112,3 +112,68 @@ func TestMinModel(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallChunks: blocks of up to 24 and 40 bytes take chunks of 32 and
+// 48 bytes (glibc's smallest), which no fast bin or front holds, packed
+// between chunks of 64 bytes and more that those do hold: every block
+// written whole touches no other, a free merges them as any, an interior
+// pointer or a second free of one is refused and changes nothing, and walk
+// finds the heap sound after every step, on every config.
+func TestSmallChunks(t *testing.T) {
+	for _, c := range fastConfigs {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := arena.New(arena.Config{Reserve: 1 << 30, TopPad: 64 << 10, TrimThreshold: 128 << 10,
+				OS: &sys.OS{}, Budget: budget.New(c.budget)})
+			require.NoError(t, err)
+			h := New(r, c.opts)
+			for _, n := range []uintptr{0, 1, 16, 24} {
+				require.Equal(t, uintptr(32), chunkSize(n), "%d bytes", n)
+			}
+			for _, n := range []uintptr{25, 40} {
+				require.Equal(t, uintptr(48), chunkSize(n), "%d bytes", n)
+			}
+			require.Equal(t, uintptr(64), chunkSize(41))
+			require.Negative(t, fastIndex(32))
+			require.Negative(t, fastIndex(48))
+			var live []block
+			alloc := func(n uintptr) {
+				p, _ := h.AllocFast(n, 0)
+				if p == nil {
+					p, _, err = h.AllocSampled(n, 0)
+					require.NoError(t, err)
+				}
+				b := block{p: uintptr(p), n: n, tag: byte(len(live))}
+				fill(h, b)
+				live = append(live, b)
+			}
+			sizes := []uintptr{8, 40, 100, 24, 16, 56, 30, 2000, 20}
+			for i := range 400 {
+				alloc(sizes[i%len(sizes)])
+			}
+			walk(t, h)
+			small := live[0] // 8 bytes, a 32-byte chunk
+			freeIntact(t, h, small)
+			_, err = h.Free(r.Lookup(small.p), small.p)
+			require.True(t, errors.Is(err, errs.ErrDoubleFree) || errors.Is(err, errs.ErrInvalidFree), "%v", err)
+			inner := live[3] // 24 bytes
+			_, err = h.Free(r.Lookup(inner.p+16), inner.p+16)
+			require.Error(t, err, "an interior pointer of a 32-byte chunk")
+			walk(t, h)
+			rng := rand.New(rand.NewPCG(7, 8))
+			rest := live[1:]
+			rng.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+			for i := 0; i < len(rest); i++ {
+				freeIntact(t, h, rest[i])
+				if i%37 == 0 {
+					walk(t, h)
+				}
+				if i%3 == 0 {
+					alloc(sizes[i%len(sizes)])
+					rest = append(rest, live[len(live)-1])
+				}
+			}
+			walk(t, h)
+			require.Zero(t, h.Stats().LiveChunks)
+		})
+	}
+}
