@@ -12,6 +12,7 @@ import (
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/fit"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/brkmap/alloc/slab"
 )
 
@@ -73,6 +74,7 @@ func freeTagged(t *testing.T, a *Allocator, held [][]byte) {
 // and an interior pointer ErrInvalidFree; nothing stays live, and the
 // heap's count of its chunks in use goes back to what it was.
 func TestHotReallocAcrossTheFlip(t *testing.T) {
+	alloctest.RequireChecks(t) // it frees interior pointers and blocks twice
 	a, err := New(Config{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, a.Close()) }()
