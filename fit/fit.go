@@ -317,6 +317,10 @@ func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-
 // gets: its chunk less the header.
 func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
 
+// ChunkSize returns the chunk a block of n bytes takes, its header with
+// it: the sizes InUse counts.
+func ChunkSize(n uintptr) uintptr { return chunkSize(n) }
+
 // ptr is region.Ptr(addr), from the heap's copy of the region's mapping.
 func (h *Heap) ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(h.base, addr-h.lo) }
 
@@ -1021,7 +1025,7 @@ func (h *Heap) count(s uintptr, d int32) {
 }
 
 // InUse returns how many chunks of lo to hi bytes (chunk sizes: a block
-// of n bytes takes BlockSize(n)+8) are in use, those the P's fronts hold
+// of n bytes takes ChunkSize(n)) are in use, those the P's fronts hold
 // among them; it counts only the chunks up to a CountTo-byte block's
 // (which the blocks of up to 8 bytes more share): the allocator's measure
 // of how much a medium size class is in use.
