@@ -489,10 +489,16 @@ const DefaultColdBlocks = 256
 // serves (counting it): a small request, or a medium class's exact size
 // up to coldExactTo, but not a request of a hot medium class (noteInUse).
 func (a *Allocator) coldClass(c int, n, align uintptr) bool {
-	if align > 16 || a.cold[c].Load() >= a.coldN || n > coldExactTo || a.hotSize(n) {
+	if align > 16 || !a.coldNow(c, n) {
 		return false
 	}
 	return a.cold[c].Add(1) <= a.coldN
+}
+
+// coldNow says whether class c is cold for a request of n bytes, without
+// counting it (coldClass counts; BlockSize asks).
+func (a *Allocator) coldNow(c int, n uintptr) bool {
+	return a.cold[c].Load() < a.coldN && n <= coldExactTo && !a.hotSize(n)
 }
 
 // coldExactTo is the largest medium class whose exact size (2048, 4096,
@@ -642,7 +648,7 @@ func (a *Allocator) noteInUse(n uintptr) {
 	k := slab.SizeClass(n)
 	c, prev := slab.ClassSize(k), slab.ClassSize(k-1)
 	st := &a.steps
-	if st.t[c/8].Load() == slabAll || a.fit.InUse(fit.BlockSize(prev+1)+fitHeader, fit.BlockSize(c)+fitHeader) < a.hotAt {
+	if a.hotSize(c) || a.fit.InUse(fit.ChunkSize(prev+1), fit.ChunkSize(c)) < a.hotAt {
 		return // hot already (a call that raced the one that made it so), or not yet
 	}
 	st.mu.Lock()
@@ -668,13 +674,8 @@ func (a *Allocator) noteInUse(n uintptr) {
 // exact size (2048) was its slabs' before any class turned hot, and a
 // kernel's refusal without a cap is the caller's to see.
 func (a *Allocator) hotAtCap(n, align uintptr, err error) bool {
-	return err != nil && a.fit != nil && fitFrom <= n && n <= hotTo && align <= 16 &&
-		a.steps.t[(n+7)>>3&hotMask].Load() == slabAll && a.region.Limit() != 0 && errors.Is(err, ErrOutOfMemory)
+	return err != nil && a.fit != nil && align <= 16 && a.hotSize(n) && a.region.Limit() != 0 && errors.Is(err, ErrOutOfMemory)
 }
-
-// fitHeader is the best-fit heap's header: a block of n bytes takes a
-// chunk of fit.BlockSize(n) + fitHeader bytes.
-const fitHeader = 8
 
 const _ = uint(fit.CountTo - hotTo) // the heap counts the chunks of every size that can turn hot
 

@@ -29,7 +29,7 @@ func IsHot(a *Allocator, n int) bool {
 
 // heapInUse is the best-fit heap's count of its chunks in use of every
 // size it counts.
-func heapInUse(a *Allocator) int { return a.fit.InUse(0, fit.CountTo+2*fitHeader) }
+func heapInUse(a *Allocator) int { return a.fit.InUse(0, fit.ChunkSize(fit.CountTo)) }
 
 // kindOf is the kind of run b's block is in.
 func kindOf(t *testing.T, a *Allocator, b []byte) arena.Kind {

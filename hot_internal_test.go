@@ -115,7 +115,7 @@ func TestHotClassesAll(t *testing.T) {
 			b, err := a.Malloc(c - 1)
 			require.NoError(t, err)
 			held = append(held, b)
-			require.Less(t, len(held), 2000, "class %d: %d", c, a.fit.InUse(fit.BlockSize(slab.ClassSize(k-1)+1)+fitHeader, fit.BlockSize(uintptr(c))+fitHeader))
+			require.Less(t, len(held), 2000, "class %d: %d", c, a.fit.InUse(fit.ChunkSize(slab.ClassSize(k-1)+1), fit.ChunkSize(uintptr(c))))
 		}
 	}
 	require.Equal(t, uintptr(hotTo+1), a.steps.below.Load())

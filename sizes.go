@@ -44,7 +44,7 @@ func (a *Allocator) BlockSize(n int) int {
 		// smallLimit (a threshold set below it and slid up since sends
 		// the request here all the same, past the P caches)
 		c := slab.SizeClass(u)
-		if u >= fitFrom && u <= coldExactTo && a.cold[c].Load() < a.coldN && !a.hotSize(u) {
+		if u >= fitFrom && a.coldNow(c, u) {
 			// a medium class's exact size while the class is cold: the
 			// heap's chunk of exactly that size, 8 bytes more
 			return int(fit.BlockSize(u))

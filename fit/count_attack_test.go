@@ -127,33 +127,3 @@ func TestInUseModel(t *testing.T) {
 		assert.Zero(t, h.InUse(0, 1<<20), "seed %d: every block freed", seed)
 	}
 }
-
-// TestInUseDamagedFront: a chunk a front held whose header was overwritten
-// is lost as the front is drained (reported, left in use in the bitmap,
-// counted free): its count goes with it, once, and the counts of the
-// chunks left agree with the heap's live chunks through their frees.
-func TestInUseDamagedFront(t *testing.T) {
-	const n = 2000
-	s := chunkSize(n)
-	var got []uintptr
-	h := reportsTo(t, &got)
-	makeFronts(h)
-	bs := allocFilled(t, h, 4, n)
-	require.Equal(t, 4, h.InUse(s, s))
-	freeFast(t, h, bs[1])
-	require.Equal(t, 4, h.InUse(s, s), "held by a front: counted in use")
-	*wordAt(h, bs[0].p, s-overhead) += uint64(s) // the held chunk's header: a larger size
-	h.Trim()
-	require.Len(t, got, 1, "the damage reported")
-	require.Equal(t, 3, h.InUse(s, s), "the lost chunk counted once, as the heap's live chunks")
-	require.Equal(t, int(h.liveChunks), h.InUse(0, 1<<20))
-	h.Trim()
-	require.Equal(t, 3, h.InUse(s, s), "drained once")
-	for _, b := range []block{bs[0], bs[2], bs[3]} {
-		freeIntact(t, h, b)
-	}
-	h.Trim()
-	require.Zero(t, h.InUse(s, s), "the live blocks freed, the lost chunk not counted again")
-	require.Equal(t, int(h.liveChunks), h.InUse(0, 1<<20))
-	countsNonNegative(t, h)
-}

@@ -317,10 +317,14 @@ func chunkSize(n uintptr) uintptr { return max((n+overhead+granule-1)&^(granule-
 // gets: its chunk less the header.
 func BlockSize(n uintptr) uintptr { return chunkSize(n) - overhead }
 
+// ChunkSize returns the chunk a block of n bytes takes, its header with
+// it: the sizes InUse counts.
+func ChunkSize(n uintptr) uintptr { return chunkSize(n) }
+
 // ptr is region.Ptr(addr), from the heap's copy of the region's mapping.
 func (h *Heap) ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(h.base, addr-h.lo) }
 
-func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, addr-h.lo)) } // ptr's
+func (h *Heap) word(addr uintptr) *uint64 { return (*uint64)(h.ptr(addr)) }
 
 // header returns the header of chunk c, which is not a fence.
 func (h *Heap) header(c uintptr) uint64 { return *h.word(c + 8) }
@@ -558,19 +562,24 @@ func (h *Heap) unwild() {
 	}
 	h.wild = 0
 	h.bin(c, s)
-	if !h.wildRel {
-		return
+	if h.wildRel {
+		h.markReleased(c, s)
 	}
+}
+
+// markReleased records binned free chunk c of s bytes as released inside,
+// in its bin: the sorted bin's entry, or relExact for an exact bin's.
+func (h *Heap) markReleased(c, s uintptr) {
 	if s >= exactLimit {
 		if i, ok := h.bigAt(c, s); ok {
 			h.big[i].released = true
 		}
-	} else {
-		if h.relExact == nil {
-			h.relExact = map[uintptr]bool{}
-		}
-		h.relExact[c] = true
+		return
 	}
+	if h.relExact == nil {
+		h.relExact = map[uintptr]bool{}
+	}
+	h.relExact[c] = true
 }
 
 // binFit returns the smallest free chunk of at least s bytes in the bins,
@@ -1016,7 +1025,7 @@ func (h *Heap) count(s uintptr, d int32) {
 }
 
 // InUse returns how many chunks of lo to hi bytes (chunk sizes: a block
-// of n bytes takes BlockSize(n)+8) are in use, those the P's fronts hold
+// of n bytes takes ChunkSize(n)) are in use, those the P's fronts hold
 // among them; it counts only the chunks up to a CountTo-byte block's
 // (which the blocks of up to 8 bytes more share): the allocator's measure
 // of how much a medium size class is in use.
@@ -1668,15 +1677,8 @@ func (h *Heap) releaseChunk(c, s uintptr) uintptr {
 	h.setHeader(r, c, h.header(c)|flagReleased)
 	if c == h.wild {
 		h.wildRel = true
-	} else if s >= exactLimit {
-		if i, ok := h.bigAt(c, s); ok {
-			h.big[i].released = true
-		}
 	} else {
-		if h.relExact == nil {
-			h.relExact = map[uintptr]bool{}
-		}
-		h.relExact[c] = true
+		h.markReleased(c, s)
 	}
 	h.released += n
 	if c+s == r.end-fenceSize {

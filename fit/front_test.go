@@ -210,7 +210,10 @@ func TestFrontForgedHeader(t *testing.T) {
 
 // TestFrontDamagedWhileHeld: a write past the end of a block overwrites
 // the header of the chunk after it while a front holds that chunk. The
-// front never hands it out; the drain reports it, once, and loses it.
+// front never hands it out; the drain reports it, once, and loses it
+// (left in use in the bitmap, counted free): its count in use (InUse)
+// goes with it, once, and the counts of the chunks left agree with the
+// heap's live chunks through their frees.
 func TestFrontDamagedWhileHeld(t *testing.T) {
 	const n = 2000
 	s := chunkSize(n)
@@ -218,7 +221,9 @@ func TestFrontDamagedWhileHeld(t *testing.T) {
 	h := reportsTo(t, &got)
 	makeFronts(h)
 	bs := allocFilled(t, h, 4, n)
+	require.Equal(t, 4, h.InUse(s, s))
 	freeFast(t, h, bs[1])
+	require.Equal(t, 4, h.InUse(s, s), "held by a front: counted in use")
 	hdr := wordAt(h, bs[0].p, s-overhead)
 	*hdr += uint64(s) // a larger size
 	for range 4 {
@@ -227,13 +232,23 @@ func TestFrontDamagedWhileHeld(t *testing.T) {
 	}
 	h.Trim()
 	require.Len(t, got, 1, "reported once, by the drain")
+	require.Equal(t, 3, h.InUse(s, s), "the lost chunk counted once, as the heap's live chunks")
+	require.Equal(t, int(h.liveChunks), h.InUse(0, 1<<20))
 	h.Trim()
 	require.Len(t, got, 1)
+	require.Equal(t, 3, h.InUse(s, s), "drained once")
 	for _, x := range []block{bs[0], bs[2], bs[3]} {
 		require.True(t, intact(h, x))
 	}
 	assert.Zero(t, h.Stats().Cached)
 	assert.Equal(t, uintptr(3), h.Stats().LiveChunks)
+	for _, x := range []block{bs[0], bs[2], bs[3]} {
+		freeIntact(t, h, x)
+	}
+	h.Trim()
+	require.Zero(t, h.InUse(s, s), "the live blocks freed, the lost chunk not counted again")
+	require.Equal(t, int(h.liveChunks), h.InUse(0, 1<<20))
+	countsNonNegative(t, h)
 }
 
 // TestFrontConcurrent: goroutines on every P allocate medium blocks and
