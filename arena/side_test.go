@@ -1,0 +1,127 @@
+package arena_test
+
+import (
+	"errors"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/sys"
+)
+
+func newSided(t *testing.T, os *sys.OS, reserve uintptr) *arena.Region {
+	t.Helper()
+	r, err := arena.New(arena.Config{Reserve: reserve, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: 7})
+	require.NoError(t, err)
+	return r
+}
+
+// TestSideWindows: a side is reserved with the region in its one mapping
+// (no other call), made writable only as windows reach into it (one
+// mprotect for each MiB of side, 128 MiB of the region), and a window is
+// the words of its addresses: two windows over the same addresses share
+// them, windows of different addresses do not, and a window's capacity is
+// its length, so that an append copies it rather than writing over the
+// next one.
+func TestSideWindows(t *testing.T) {
+	os := &sys.OS{}
+	r := newSided(t, os, 1<<30)
+	defer r.Close()
+	s := r.Side()
+	require.NotNil(t, s)
+	assert.Equal(t, uint64(1), os.Calls(sys.OpMmap), "one mapping: the region and its side")
+	assert.Zero(t, os.Calls(sys.OpMprotect), "nothing writable before a window asks")
+	assert.Zero(t, s.Committed())
+
+	base := r.Base()
+	a, err := s.Words(base, 4) // the first 4 KiB of the region: 4 words
+	require.NoError(t, err)
+	require.Len(t, a, 4)
+	assert.Equal(t, 4, cap(a), "capacity is the length")
+	assert.Equal(t, uint64(1), os.Calls(sys.OpMprotect))
+	assert.Equal(t, uintptr(1<<20), s.Committed(), "a step of a MiB")
+	for _, w := range a {
+		assert.Zero(t, w, "a side starts clear")
+	}
+
+	b, err := s.Words(base+4096, 4) // the next page's words
+	require.NoError(t, err)
+	assert.Equal(t, uintptr(unsafe.Pointer(&a[0]))+32, uintptr(unsafe.Pointer(&b[0])), "a byte for each 128 bytes of the region")
+	a2, err := s.Words(base, 8) // the first window grown: the same words, and the next
+	require.NoError(t, err)
+	a2[1] = 0xff
+	b[0] = 7
+	assert.Equal(t, uint64(0xff), a[1], "the same words")
+	assert.Equal(t, uint64(7), a2[4], "a window reaches the next one's words")
+	grown := append(a, 1)
+	grown[1] = 0
+	assert.Equal(t, uint64(0xff), a[1], "an append copies out of the side")
+	assert.Equal(t, uint64(1), os.Calls(sys.OpMprotect), "within the committed step: no call")
+
+	far, err := s.Words(base+200<<20, 1) // 200 MiB into the region: 1.56 MiB into the side
+	require.NoError(t, err)
+	far[0] = 1
+	assert.Equal(t, uint64(2), os.Calls(sys.OpMprotect))
+	assert.Equal(t, uintptr(2<<20), s.Committed())
+}
+
+// TestSideBounds: a window must start on a word of the side and end in
+// it (the reservation's last word, and one to spare, fit).
+func TestSideBounds(t *testing.T) {
+	r := newSided(t, &sys.OS{}, 1<<30)
+	defer r.Close()
+	s := r.Side()
+	base := r.Base()
+	for _, tc := range []struct {
+		name string
+		from uintptr
+		n    int
+	}{
+		{"not on a word", base + 512, 1},
+		{"below the region", base - 4096, 1},
+		{"past the region", base + 1<<30, 1},
+		{"negative", base, -1},
+		{"past the side", base + 1<<30 - 1024, 1 + (2<<20)/8 + 1}, // (the side is rounded up to 2 MiB)
+	} {
+		_, err := s.Words(tc.from, tc.n)
+		assert.Error(t, err, tc.name)
+	}
+	last, err := s.Words(base+1<<30-1024, 2) // the reservation's last word, and the one to spare
+	require.NoError(t, err)
+	last[1] = 1
+	none, err := arena.New(arena.Config{Reserve: 1 << 20, OS: &sys.OS{}, Budget: budget.New(0)})
+	require.NoError(t, err)
+	defer none.Close()
+	assert.Nil(t, none.Side(), "no SideShift, no side")
+}
+
+// TestSideCommitRefused: a refused mprotect is an error for the window
+// that needed it, and commits nothing; the next window tries again. A
+// closed region's side refuses too, with no call.
+func TestSideCommitRefused(t *testing.T) {
+	refuse := true
+	os := &sys.OS{Fail: func(op sys.Op, _ uint64) error {
+		if op == sys.OpMprotect && refuse {
+			return errors.New("injected")
+		}
+		return nil
+	}}
+	r := newSided(t, os, 1<<30)
+	s := r.Side()
+	_, err := s.Words(r.Base(), 4)
+	require.Error(t, err)
+	assert.Zero(t, s.Committed())
+	refuse = false
+	w, err := s.Words(r.Base(), 4)
+	require.NoError(t, err)
+	w[0] = 1
+	require.NoError(t, r.Close())
+	calls := os.Calls(sys.OpMprotect)
+	_, err = s.Words(r.Base(), 4) // (Close let go of the committed bytes)
+	require.Error(t, err)
+	assert.Equal(t, calls, os.Calls(sys.OpMprotect))
+}
