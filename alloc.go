@@ -333,6 +333,7 @@ func New(cfg Config) (*Allocator, error) {
 		HugePageSize:  a.huge.regionSize(),
 		Purge:         delay >= 0,
 		PurgeDelay:    purgeDelay(delay),
+		SideShift:     sideShift(a.policy, cfg.Debug),
 	})
 	if err != nil {
 		return nil, err
@@ -354,7 +355,7 @@ func New(cfg Config) (*Allocator, error) {
 		},
 	})
 	a.pages = a.region.PageMap()
-	if a.policy != PolicyMmap && !cfg.Debug {
+	if usesFit(a.policy, cfg.Debug) {
 		fitTrim := trimBytes
 		if trim < 0 {
 			fitTrim = 0 // never
@@ -1391,4 +1392,17 @@ func (a *Allocator) Close() error {
 	err1 := a.large.Close()
 	err2 := a.region.Close()
 	return errors.Join(err1, err2)
+}
+
+// usesFit reports whether an allocator of this policy has the best-fit
+// heap (package fit).
+func usesFit(p Policy, debug bool) bool { return p != PolicyMmap && !debug }
+
+// sideShift is the region's side for the heap's bitmaps, if it has the
+// heap (arena.Side).
+func sideShift(p Policy, debug bool) uint {
+	if usesFit(p, debug) {
+		return fit.SideShift
+	}
+	return 0
 }

@@ -492,6 +492,7 @@ const (
 	pathReserve    = "arena.New<alloc.New"
 	pathGrow       = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
 	pathGrowResize = "arena.(*Region).growLocked<arena.(*Region).Resize"
+	pathSide       = "arena.(*Side).commit<arena.(*Side).Words"
 	// The region gives pages back without its lock, in one place for
 	// every caller (arena's purge.go: a job taken out under the lock):
 	// the top trim of a Free, Trim's and the purge's share these two
@@ -553,6 +554,18 @@ var injectCases = []injectCase{
 		name: "mprotect growing the break for a new run of the best-fit heap (it asks again for only the pages the block needs)",
 		op:   sys.OpMprotect, path: pathGrow, configs: regionConfigs, times: 1, want: wantOK,
 		act: func(h *harness, _ any) error {
+			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
+		},
+	},
+	{
+		name: "mprotect of the region's side for the best-fit heap's bitmaps (the run's bitmap is a Go slice instead)",
+		op:   sys.OpMprotect, path: pathSide, configs: regionConfigs, times: 1, want: wantOK,
+		act: func(h *harness, _ any) error {
+			// a run of the region's above the heap's, past the 128 MiB the
+			// side's first commit covers: the heap's next run is above it
+			mid, _, err := h.a.region.Alloc(130<<20/sys.PageSize, 0, arena.KindMid, 130<<20)
+			require.NoError(h.t, err)
+			defer func() { require.NoError(h.t, h.a.region.Free(mid)) }()
 			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
 		},
 	},

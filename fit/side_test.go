@@ -1,0 +1,154 @@
+package fit
+
+import (
+	"errors"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/brkmap/alloc/arena"
+	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/sys"
+)
+
+// TestSideRunGivenBack: a run's bitmap is the window of the region's side
+// at its place, and the run leaves it clear when it goes back to the
+// region, for the next run there.
+func TestSideRunGivenBack(t *testing.T) {
+	h, r := newHeap(t)
+	high := spareAndHeld(t, h, r, 1500)
+	hr := runOf(r.Lookup(high[0].p))
+	require.True(t, hr.sided)
+	w, err := r.Side().Words(hr.start, 1)
+	require.NoError(t, err)
+	require.Equal(t, unsafe.Pointer(&w[0]), unsafe.Pointer(&hr.live[0]), "the side's words at the run's place")
+	var set int
+	for _, x := range hr.live {
+		if x != 0 {
+			set++
+		}
+	}
+	require.NotZero(t, set, "the blocks in use are in the side")
+
+	for _, b := range high {
+		freeBlock(t, h, b)
+	}
+	h.mu.Lock()
+	h.consolidate() // the held chunks merge: the run empties and goes back (the spare is lower)
+	h.mu.Unlock()
+	require.True(t, hr.gone)
+	for i, x := range hr.live[:len(hr.live)-1] {
+		require.Zero(t, x, "word %d of a run given back", i)
+	}
+
+	// a run there again, blocks in use in it, all sound
+	more := allocFilled(t, h, 40, 1500)
+	walk(t, h)
+	for _, b := range more {
+		require.True(t, intact(h, b))
+		freeBlock(t, h, b)
+	}
+	walk(t, h)
+}
+
+// TestSideDropBitsClears: a run given back with bits still set (blocks
+// lost to damage are left in use) leaves its window clear, all but the
+// word to spare, which is the next run's: the whole pages inside given
+// back to the kernel (read as zero), the words around them cleared; and
+// all cleared by hand when the madvise is refused.
+func TestSideDropBitsClears(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		os := &sys.OS{}
+		if refuse {
+			os.Fail = func(op sys.Op, _ uint64) error {
+				if op == sys.OpMadvise {
+					return errors.New("injected")
+				}
+				return nil
+			}
+		}
+		r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
+		require.NoError(t, err)
+		h := New(r, Options{})
+		small, err := r.Side().Words(r.Base()+64<<20, 5) // (no run there)
+		require.NoError(t, err)
+		for i := range small {
+			small[i] = 1 << i
+		}
+		big, err := r.Side().Words(r.Base()+128<<20+3<<10, 1500) // over 2 pages of the side, not on a page
+		require.NoError(t, err)
+		for _, i := range []int{0, 1, 100, 600, 1100, 1498, 1499} {
+			big[i] = 0xff
+		}
+		madvise := os.Calls(sys.OpMadvise)
+		h.mu.Lock()
+		for _, w := range [][]uint64{small, big} {
+			x := &run{start: r.Base(), live: w, sided: true}
+			h.metaBytes += uintptr(cap(w)) * 8
+			h.dropBits(x)
+		}
+		h.mu.Unlock()
+		require.Equal(t, []uint64{0, 0, 0, 0, 1 << 4}, small)
+		for i, x := range big[:1499] {
+			require.Zero(t, x, "word %d", i)
+		}
+		require.Equal(t, uint64(0xff), big[1499], "the word to spare")
+		require.Equal(t, madvise+1, os.Calls(sys.OpMadvise), "one madvise, for the big window's whole pages")
+		h.Close()
+		require.NoError(t, r.Close())
+	}
+}
+
+// TestSideRefused: when the side's commit is refused, the run's bitmap
+// is a Go slice, and the heap works as well; the next run tries the side
+// again.
+func TestSideRefused(t *testing.T) {
+	var refuse bool
+	os := &sys.OS{Fail: func(op sys.Op, _ uint64) error {
+		if op == sys.OpMprotect && refuse {
+			return errors.New("injected")
+		}
+		return nil
+	}}
+	r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
+	require.NoError(t, err)
+	defer r.Close()
+	h := New(r, Options{})
+	defer h.Close()
+
+	// the region's break grows first (its own mprotect), then the side's
+	// commit is asked for: refused
+	n := os.Calls(sys.OpMprotect)
+	os.Fail = func(op sys.Op, k uint64) error {
+		if op == sys.OpMprotect && k == n+2 {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	first := allocFilled(t, h, 100, 3000)
+	fr := runOf(r.Lookup(first[0].p))
+	require.False(t, fr.sided, "the commit was refused: a Go slice")
+	require.Zero(t, r.Side().Committed())
+
+	mid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // above the first run: the next cannot be it grown
+	require.NoError(t, err)
+	defer r.Free(mid)
+	var second []block
+	for len(second) == 0 {
+		b := allocFilled(t, h, 1, 3000)[0]
+		if runOf(r.Lookup(b.p)) == fr {
+			first = append(first, b)
+		} else {
+			second = append(second, b)
+		}
+	}
+	sr := runOf(r.Lookup(second[0].p))
+	require.True(t, sr.sided, "the next run: the side")
+	walk(t, h)
+	for _, b := range append(first, second...) {
+		require.True(t, intact(h, b))
+		freeBlock(t, h, b)
+	}
+	walk(t, h)
+}
