@@ -19,7 +19,8 @@ import (
 // and a page of the table is touched, and resident, only once a block
 // lives in the 512 KiB of the region it covers. (In a Go slice grown by
 // append, the bitmap of a 16 MiB heap was allocated five times over as it
-// grew, a quarter of the Go heap's page faults of a replay of random-bal.)
+// grew: a replay of random-bal faulted 223 pages of the Go heap, 105 so,
+// and 4,210 in all, 4,150 so.)
 //
 // The side is reserved with the region, in the same mapping, after its end
 // (Config.SideShift), PROT_NONE as the region and never advised to huge

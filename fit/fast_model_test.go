@@ -35,8 +35,8 @@ var fastConfigs = []struct {
 
 // runOps drives a heap of config cfg with the operation stream ops (two
 // bytes an operation): fastConfigs[cfg%len], its bitmaps in the region's
-// side if cfg/len is even, in Go slices if odd, checking the contents of every live block it
-// touches and walk after every operation.
+// side if cfg/len is even, in Go slices if odd; checking the contents of
+// every live block it touches and walk after every operation.
 func runOps(t *testing.T, cfg int, ops []byte) (fastAllocs, fastFrees int) {
 	c := fastConfigs[cfg%len(fastConfigs)]
 	side := uint(SideShift) // the bitmaps in the region's side, or (every other config) Go slices
