@@ -1364,7 +1364,9 @@ func (a *Allocator) Stats() stats.Snapshot {
 // nothing). Calls in flight finish first: Close refuses new ones, waits
 // for those inside the gate (gate.go), then retires the per-P caches
 // (waiting for every pinned fast path) and unmaps. Closing twice is not an
-// error; a second Close returns once the first is done. The Allocator of
+// error; a second Close returns once the first is done. Damage Close
+// finds as it drains the caches goes to OnCorruption before it returns
+// (it panics with it if there is no handler). The Allocator of
 // Default refuses (ErrDefaultClose), and a zero Allocator has nothing to
 // close (ErrNotInitialized).
 func (a *Allocator) Close() error {
@@ -1374,6 +1376,19 @@ func (a *Allocator) Close() error {
 	if a.region == nil {
 		return ErrNotInitialized
 	}
+	err := a.close()
+	if a.reports.n.Load() != 0 {
+		// what Close found (a chunk damaged while a P's front held it,
+		// met as the fronts drain), delivered now that it holds no lock,
+		// as any call's: the handler may call back in (ErrClosed), and
+		// Close again (nil)
+		a.deliver(nil)
+	}
+	return err
+}
+
+// close is Close's work, under closeMu.
+func (a *Allocator) close() error {
 	a.closeMu.Lock()
 	defer a.closeMu.Unlock()
 	if a.closed.Load() {

@@ -505,12 +505,12 @@ const (
 	pathPurgeRuns    = pathRunAdvise
 	pathPurgeTop     = pathTopCut
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
-	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
+	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).close"
 	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
 	pathUnmap        = "largealloc.(*Mappings).Free<alloc.(*Allocator).freeMapped"
 	pathRemap        = "largealloc.(*Mappings).Resize<alloc.(*Allocator).realloc"
 	pathMappingsRes  = "largealloc.(*Mappings).Resident<alloc.(*Allocator).Stats"
-	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).Close"
+	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).close"
 )
 
 // injectCases: one row per injection point — a system call on one path,
