@@ -152,3 +152,40 @@ func TestSideRefused(t *testing.T) {
 	}
 	walk(t, h)
 }
+
+// TestSideFreeLeavesWindowReleased: the Free that empties a run which
+// goes back to the region (the spare is lower) writes nothing into the
+// run's window after dropBits gave its pages back: the page of the side
+// that held the freed block's bit stays given back (not resident), as
+// the run's other pages are, not faulted in again by a write of a bit
+// already clear.
+func TestSideFreeLeavesWindowReleased(t *testing.T) {
+	h, r := newHeap(t)
+	const n = 3000 // above the fast bins' sizes: the last free gives the run back at once
+	high := spareAndHeld(t, h, r, n)
+	hr := runOf(r.Lookup(high[0].p))
+	require.True(t, hr.sided)
+	for hr.end-hr.start < 1<<20 || high[len(high)-1].p < hr.start+900<<10 {
+		b := allocFilled(t, h, 1, n)[0]
+		require.Equal(t, hr, runOf(r.Lookup(b.p)), "the top run's blocks")
+		high = append(high, b)
+	}
+	last := high[len(high)-1]
+	for _, b := range high[:len(high)-1] {
+		freeBlock(t, h, b)
+	}
+	require.False(t, hr.gone)
+	w, _ := hr.bit(last.p)
+	at := uintptr(unsafe.Pointer(&hr.live[w]))
+	page := at &^ (sys.PageSize - 1)
+	require.Greater(t, page, uintptr(unsafe.Pointer(&hr.live[0])), "the bit's page lies wholly inside the window")
+	require.Less(t, page+sys.PageSize, uintptr(unsafe.Pointer(&hr.live[len(hr.live)-1])))
+
+	freeBlock(t, h, last)
+	require.True(t, hr.gone, "the run went back to the region")
+	var vec []byte
+	v, err := (&sys.OS{}).ResidentPages(unsafe.Add(unsafe.Pointer(&hr.live[w]), -int(at-page)), sys.PageSize, &vec)
+	require.NoError(t, err)
+	require.Zero(t, v[0]&1, "the side's page holding the freed block's bit, given back by dropBits, is resident again")
+	walk(t, h)
+}
