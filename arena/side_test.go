@@ -10,6 +10,7 @@ import (
 
 	"github.com/brkmap/alloc/arena"
 	"github.com/brkmap/alloc/internal/budget"
+	"github.com/brkmap/alloc/internal/errs"
 	"github.com/brkmap/alloc/internal/sys"
 )
 
@@ -124,4 +125,29 @@ func TestSideCommitRefused(t *testing.T) {
 	_, err = s.Words(r.Base(), 4) // (Close let go of the committed bytes)
 	require.Error(t, err)
 	assert.Equal(t, calls, os.Calls(sys.OpMprotect))
+}
+
+// TestSideReserveOverflow: a reservation whose side would take the
+// mapping's size past the end of the address space (the sum wraps round
+// to a size the kernel grants) is refused, as the reservation alone is,
+// not mapped short with the region's end and its side's start wrapped.
+func TestSideReserveOverflow(t *testing.T) {
+	const page = 4096
+	for _, want := range []uintptr{1 << 30, 64 << 20} { // what reserve + side wraps to
+		// reserve + reserve/128 + a page, rounded to 2 MiB, is 2^64 + want
+		var reserve uintptr
+		for d := ((1<<57-want)/129*128)&^(2<<20-1) - 64<<20; ; d += 2 << 20 { // d: 2^64 - reserve
+			reserve = -d
+			side := (reserve>>7 + page + 2<<20 - 1) &^ (2<<20 - 1)
+			if sum := reserve + side; sum < reserve && sum <= want {
+				require.Greater(t, sum, want/2)
+				break
+			}
+		}
+		os := &sys.OS{}
+		r, err := arena.New(arena.Config{Reserve: reserve, OS: os, Budget: budget.New(0), SideShift: 7})
+		require.ErrorIs(t, err, errs.ErrNoMemory, "a reservation of %#x bytes and its side", reserve)
+		assert.Nil(t, r)
+		assert.Zero(t, os.Calls(sys.OpMmap), "nothing mapped")
+	}
 }
