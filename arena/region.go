@@ -157,6 +157,9 @@ func New(c Config) (*Region, error) {
 		return nil, fmt.Errorf("arena: reserve must be positive")
 	}
 	side := sideBytes(reserve, c.SideShift, page)
+	if reserve+side < reserve {
+		return nil, fmt.Errorf("arena: reserve %d bytes and a side of %d: past the address space: %w", reserve, side, errs.ErrNoMemory)
+	}
 	p, err := reserveRange(c.OS, reserve, side, c.HugePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve+side, errs.ErrNoMemory, err)
