@@ -189,3 +189,77 @@ func TestSideFreeLeavesWindowReleased(t *testing.T) {
 	require.Zero(t, v[0]&1, "the side's page holding the freed block's bit, given back by dropBits, is resident again")
 	walk(t, h)
 }
+
+// TestSideRefusedGrowingInPlace: a run whose bitmap is a window of the
+// side and grows in place where the side's commit is refused goes on
+// with a Go slice: its blocks intact, its old window left clear (walk),
+// and the heap's MetaBytes back where it started once every run went
+// back, with and without the refusal (no count lost or left behind as
+// the bitmap moves between the side and the Go heap).
+func TestSideRefusedGrowingInPlace(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		var refusing bool
+		os := &sys.OS{Fail: func(op sys.Op, _ uint64) error {
+			if op == sys.OpMprotect && refusing {
+				return errors.New("injected")
+			}
+			return nil
+		}}
+		r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
+		require.NoError(t, err)
+		// the heap's run ends a page short of 128 MiB into the region:
+		// its window ends inside the side's first MiB, and grown, past it
+		below, _, err := r.Alloc((126<<20)/sys.PageSize-1, 0, arena.KindMid, 4096)
+		require.NoError(t, err)
+		h := New(r, Options{})
+		base := h.Stats().MetaBytes
+		live := allocFilled(t, h, 1, 3000)
+		fr := runOf(r.Lookup(live[0].p))
+		require.True(t, fr.sided)
+		require.Equal(t, r.Base()+126<<20-sys.PageSize, fr.start)
+		require.Equal(t, uintptr(1<<20), r.Side().Committed())
+		// room above it, mapped already: the run grows into it with no
+		// mprotect of the region's, the side's commit the only one
+		above, _, err := r.Alloc(512, 0, arena.KindMid, 4096)
+		require.NoError(t, err)
+		lid, _, err := r.Alloc(1, 0, arena.KindMid, 4096) // (the break stays above the room)
+		require.NoError(t, err)
+		require.NoError(t, r.Free(above))
+		end := fr.end
+		refusing = refuse
+		for fr.end == end {
+			b := allocFilled(t, h, 1, 3000)[0]
+			require.Equal(t, fr, runOf(r.Lookup(b.p)), "grown in place")
+			live = append(live, b)
+		}
+		refusing = false
+		require.Equal(t, !refuse, fr.sided, "a window of the side unless its commit was refused")
+		if refuse {
+			require.Equal(t, uintptr(1<<20), r.Side().Committed())
+		} else {
+			require.Greater(t, r.Side().Committed(), uintptr(1<<20))
+		}
+		require.Equal(t, base+uintptr(cap(fr.live))*8+unsafe.Sizeof(run{})+uintptr(cap(h.big))*unsafe.Sizeof(bigChunk{}), h.Stats().MetaBytes)
+		walk(t, h)
+		for _, b := range live {
+			freeIntact(t, h, b)
+		}
+		walk(t, h)
+		h.Trim() // the run, the spare, goes back
+		require.True(t, fr.gone)
+		require.Equal(t, base, h.Stats().MetaBytes, "every run went back")
+		// a run there again: the side's (its commit granted now)
+		again := allocFilled(t, h, 1, 3000)
+		ar := runOf(r.Lookup(again[0].p))
+		require.True(t, ar.sided)
+		walk(t, h)
+		freeIntact(t, h, again[0])
+		h.Trim()
+		require.Equal(t, base, h.Stats().MetaBytes, "every run went back")
+		walk(t, h)
+		h.Close()
+		require.NoError(t, r.Free(below))
+		require.NoError(t, r.Free(lid))
+		require.NoError(t, r.Close())
+	}
+}
