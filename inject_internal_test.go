@@ -522,6 +522,8 @@ const (
 	pathGrow       = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
 	pathGrowResize = "arena.(*Region).growLocked<arena.(*Region).Resize"
 	pathSide       = "arena.(*Side).commit<arena.(*Side).Words"
+	// A run of the best-fit heap going back gives back its bitmap's pages.
+	pathSideRelease = "arena.(*Side).Release<fit.(*Heap).dropBits"
 	// The region gives pages back without its lock, in one place for
 	// every caller (arena's purge.go: a job taken out under the lock):
 	// the top trim of a Free, Trim's and the purge's share these two
@@ -596,6 +598,13 @@ var injectCases = []injectCase{
 			require.NoError(h.t, err)
 			defer func() { require.NoError(h.t, h.a.region.Free(mid)) }()
 			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
+		},
+	},
+	{
+		name: "madvise of the region's side giving back a run's bitmap as the run goes back (its words cleared by hand instead)",
+		op:   sys.OpMadvise, path: pathSideRelease, configs: regionConfigs, times: 1, want: wantOK,
+		act: func(h *harness, _ any) error {
+			return h.untilFired(h.heapRunBack)
 		},
 	},
 	{
