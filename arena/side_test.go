@@ -151,3 +151,54 @@ func TestSideReserveOverflow(t *testing.T) {
 		assert.Zero(t, os.Calls(sys.OpMmap), "nothing mapped")
 	}
 }
+
+// TestSideReleaseForeign: Release gives back only pages of its own side:
+// words of the Go heap, of another region's side, or of its own side
+// once the region is closed (its mapping gone, the addresses anyone's)
+// are refused, and left as they are, not advised away.
+func TestSideReleaseForeign(t *testing.T) {
+	fill := func(w []uint64) {
+		for i := range w {
+			w[i] = ^uint64(0)
+		}
+	}
+	intact := func(w []uint64, what string) {
+		for i, x := range w {
+			require.Equal(t, ^uint64(0), x, "%s: word %d", what, i)
+		}
+	}
+	os := &sys.OS{}
+	r := newSided(t, os, 1<<30)
+	s := r.Side()
+	madvise := os.Calls(sys.OpMadvise)
+
+	heap := make([]uint64, 4*4096/8) // whole pages of the Go heap
+	fill(heap)
+	lo, hi, err := s.Release(heap)
+	assert.Error(t, err, "words of the Go heap")
+	assert.Equal(t, lo, hi, "none released")
+	intact(heap, "the Go heap's")
+
+	other := newSided(t, &sys.OS{}, 1<<30)
+	defer other.Close()
+	ow, err := other.Side().Words(other.Base()+64<<20, 4*4096/8)
+	require.NoError(t, err)
+	fill(ow)
+	lo, hi, err = s.Release(ow)
+	assert.Error(t, err, "words of another region's side")
+	assert.Equal(t, lo, hi, "none released")
+	intact(ow, "the other side's")
+	assert.Equal(t, madvise, os.Calls(sys.OpMadvise), "no madvise for a window not of this side")
+
+	own, err := s.Words(r.Base()+64<<20, 4*4096/8)
+	require.NoError(t, err)
+	fill(own)
+	lo, hi, err = s.Release(own)
+	require.NoError(t, err)
+	assert.Less(t, lo, hi, "its own side's whole pages")
+	require.NoError(t, r.Close())
+	calls := os.Calls(sys.OpMadvise)
+	_, _, err = s.Release(own)
+	assert.Error(t, err, "a closed region's side")
+	assert.Equal(t, calls, os.Calls(sys.OpMadvise), "no madvise once the mapping is gone")
+}
