@@ -96,12 +96,18 @@ func (s *Side) commit(end uintptr) error {
 // Release gives back to the kernel the whole pages of the side inside
 // window w (from Words), which then read as zero, and returns the words
 // of w it released, a run of them from index lo to hi (none: lo == hi);
-// the words of w outside them are the caller's to clear.
+// the words of w outside them are the caller's to clear. Words not of
+// the side's committed bytes are refused, untouched.
 func (s *Side) Release(w []uint64) (lo, hi int, err error) {
 	if len(w) == 0 {
 		return 0, 0, nil
 	}
 	off := uintptr(unsafe.Pointer(&w[0])) - uintptr(s.base) // the window's place in the side
+	if end, c := off+uintptr(len(w))*8, s.committed.Load(); off >= c || end > c || end < off {
+		// not words of this side (of the Go heap, another side, or this
+		// one's once closed: the addresses may be anyone's now)
+		return 0, 0, fmt.Errorf("arena: %d words at %p: not of the side", len(w), &w[0])
+	}
 	b, e := alignUp(off, s.r.page), (off+uintptr(len(w))*8)&^(s.r.page-1)
 	if e <= b {
 		return 0, 0, nil
