@@ -2,9 +2,14 @@ package fit
 
 import (
 	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/brkmap/alloc/arena"
@@ -262,4 +267,114 @@ func TestSideRefusedGrowingInPlace(t *testing.T) {
 		require.NoError(t, r.Free(lid))
 		require.NoError(t, r.Close())
 	}
+}
+
+// TestSideRunsComeAndGoConcurrently: runs made and given back over and
+// over at the same addresses, concurrently: in each round, workers
+// allocate batches (pages of the region's taken between them, so that
+// the heap's top run stops growing in place and new runs are made) and
+// free them whole, through the fronts, the fast bins and the lock, with
+// Trim and Idle, while the purge's timer runs; at each round's end every
+// run goes back, and the next round's are made in their places. walk
+// checks, as it goes, that no bit of the side is set outside the runs'
+// windows (a write into a run given back would be a bit of the next run
+// there), and every block stays intact.
+func TestSideRunsComeAndGoConcurrently(t *testing.T) {
+	h, r := newHeapWith(t, Options{Purge: true, PurgeDelay: time.Millisecond})
+	base := h.Stats().MetaBytes
+	const workers = 4
+	rounds, batch := 6, uintptr(3<<20)
+	if testing.Short() || raceEnabled {
+		rounds, batch = 3, 3<<19 // (each walk under the race detector takes milliseconds)
+	}
+	// each call of a worker's holds gate as a reader, walk as the writer:
+	// walk's record of the fronts holds only with no front call in flight
+	var gate sync.RWMutex
+	var stop atomic.Bool
+	call := func(fn func() bool) bool {
+		gate.RLock()
+		defer gate.RUnlock()
+		return !stop.Load() && fn()
+	}
+	check := func() {
+		gate.Lock()
+		defer gate.Unlock()
+		defer func() { stop.Store(stop.Load() || t.Failed()) }() // (walk's FailNow: the workers stop)
+		walk(t, h)                                               // (the side clear outside the runs: sideClear)
+	}
+	starts := map[uintptr]int{} // the places of the runs blocks came from, and how many runs there
+	walks := 0
+	for round := range rounds {
+		var mu sync.Mutex
+		runs := map[*run]bool{}
+		var work sync.WaitGroup
+		for w := range workers {
+			work.Add(1)
+			go func() {
+				defer work.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), uint64(round)))
+				var mine []block
+				var pins []*arena.Run
+				for sum, pinned := uintptr(0), uintptr(0); sum < batch; {
+					if sum >= pinned+256<<10 { // a page of the region's, often right above the heap's top run
+						pinned = sum
+						m, _, err := r.Alloc(1, 0, arena.KindMid, 4096)
+						if !assert.NoError(t, err) {
+							return
+						}
+						pins = append(pins, m)
+					}
+					var b block
+					if !call(func() (ok bool) { b, ok = frontAlloc(t, h, uintptr(1100+rng.IntN(2000)), byte(w*64+round)); return ok }) {
+						return
+					}
+					mine = append(mine, b)
+					sum += b.n
+					mu.Lock()
+					runs[runOf(r.Lookup(b.p))] = true
+					mu.Unlock()
+				}
+				for _, m := range pins {
+					assert.NoError(t, r.Free(m))
+				}
+				rng.Shuffle(len(mine), func(a, b int) { mine[a], mine[b] = mine[b], mine[a] })
+				for i, b := range mine {
+					if !call(func() bool { return frontFree(t, h, b, rng.IntN(2) == 0) }) {
+						return
+					}
+					if i%500 == 0 {
+						call(func() bool { h.Idle(); return true })
+					}
+				}
+				call(func() bool { h.Trim(); return true })
+			}()
+		}
+		finished := make(chan struct{})
+		go func() { work.Wait(); close(finished) }()
+		for running := true; running; walks++ {
+			select {
+			case <-finished:
+				running = false
+			case <-time.After(5 * time.Millisecond):
+			}
+			check()
+		}
+		require.False(t, t.Failed())
+		for x := range runs {
+			starts[x.start]++
+		}
+		h.Trim()
+		require.Zero(t, h.Stats().Runs, "every run went back")
+		walk(t, h)
+	}
+	again := 0 // runs made where one had gone back: its window reused
+	for _, n := range starts {
+		again += n - 1
+	}
+	t.Logf("%d walks, %d places of runs, %d runs made where one had gone back", walks, len(starts), again)
+	require.Greater(t, len(starts), 1, "runs stopped growing in place")
+	require.NotZero(t, again, "no run was made where one had gone back")
+	st := h.Stats()
+	require.Zero(t, st.LiveChunks)
+	require.Equal(t, base, st.MetaBytes, "every run's bitmap gone with it")
 }
