@@ -2,6 +2,7 @@ package arena_test
 
 import (
 	"errors"
+	"runtime/debug"
 	"testing"
 	"unsafe"
 
@@ -201,4 +202,33 @@ func TestSideReleaseForeign(t *testing.T) {
 	_, _, err = s.Release(own)
 	assert.Error(t, err, "a closed region's side")
 	assert.Equal(t, calls, os.Calls(sys.OpMadvise), "no madvise once the mapping is gone")
+}
+
+// TestSideGuarded: the side is not the region's next byte: a write past
+// the region's end (a block at its very end, overrun) faults on a page
+// of no access between them, rather than landing in the side's first
+// words, the bitmap of the region's first 512 KiB.
+func TestSideGuarded(t *testing.T) {
+	r := newSided(t, &sys.OS{}, 1<<20)
+	defer r.Close()
+	first, err := r.Side().Words(r.Base(), 4) // committed: the side's first MiB
+	require.NoError(t, err)
+	run, _, err := r.Alloc((1<<20)/sys.PageSize, 0, arena.KindMid, 1<<20) // the whole region: its last block ends at its end
+	require.NoError(t, err)
+	end := run.Start() + 1<<20
+	_, hi := r.Reservation()
+	require.Equal(t, hi, end)
+	last := unsafe.Slice((*byte)(r.Ptr(end-8)), 8)
+	overrun := func() (fault any) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() { fault = recover() }()
+		b := unsafe.Slice(&last[0], 16) // 8 bytes past the block's end
+		for i := range b {
+			b[i] = 0xff
+		}
+		return nil
+	}()
+	assert.NotNil(t, overrun, "a write past the region's end faults")
+	assert.Zero(t, first[0], "and leaves the side alone")
+	require.NoError(t, r.Free(run))
 }
