@@ -177,7 +177,7 @@ func New(c Config) (*Region, error) {
 	}
 	r.mapped = reserve + side
 	if side != 0 {
-		r.side = &Side{r: r, base: unsafe.Add(p, reserve), n: side, shift: c.SideShift}
+		r.side = &Side{r: r, base: unsafe.Add(p, reserve+page), n: side - page, shift: c.SideShift} // (a guard page first: sideBytes)
 	}
 	r.brk = r.lo
 	r.done.L = &r.mu

@@ -22,12 +22,12 @@ import (
 // grew: a replay of random-bal faulted 223 pages of the Go heap, 105 so,
 // and 4,210 in all, 4,150 so.)
 //
-// The side is reserved with the region, in the same mapping, after its end
-// (Config.SideShift), PROT_NONE as the region and never advised to huge
-// pages; it is made writable from its start in steps of sideStep as its
-// windows reach further (an mprotect for each 128 MiB of the region a
-// bitmap covers), and unmapped with the region by Close: a window is read
-// under the same rules as the region's memory.
+// The side is reserved with the region, in the same mapping, a guard page
+// after its end (Config.SideShift), PROT_NONE as the region and never
+// advised to huge pages; it is made writable from its start in steps of
+// sideStep as its windows reach further (an mprotect for each 128 MiB of
+// the region a bitmap covers), and unmapped with the region by Close: a
+// window is read under the same rules as the region's memory.
 type Side struct {
 	r         *Region
 	base      unsafe.Pointer
@@ -39,17 +39,19 @@ type Side struct {
 // sideStep is the least a side is made writable by at a time.
 const sideStep = 1 << 20
 
-// sideBytes is the size of the side of a reservation of reserve bytes:
-// a page more than it needs, for a window that takes the word after its
-// last (a bitmap read two words at a time), rounded up to 2 MiB, so that
-// the mapping stays a multiple of 2 MiB when the reservation is one (the
+// sideBytes is the size of the side of a reservation of reserve bytes,
+// and of the guard page before it (never made writable: a write past the
+// region's end faults there, rather than landing in the bitmaps): a page
+// more than it needs, for a window that takes the word after its last (a
+// bitmap read two words at a time), rounded up to 2 MiB, so that the
+// mapping stays a multiple of 2 MiB when the reservation is one (the
 // kernel places such an anonymous mapping on a 2 MiB boundary, where
 // transparent huge pages can back the region from its first page).
 func sideBytes(reserve uintptr, shift uint, page uintptr) uintptr {
 	if shift == 0 {
 		return 0
 	}
-	return alignUp(reserve>>shift+page, max(page, 2<<20))
+	return alignUp(page+reserve>>shift+page, max(page, 2<<20))
 }
 
 // Side returns the region's side (Config.SideShift), or nil.
