@@ -88,9 +88,12 @@ func TestSideBounds(t *testing.T) {
 		{"past the region", base + 1<<30, 1},
 		{"negative", base, -1},
 		{"past the side", base + 1<<30 - 1024, 1 + (2<<20)/8 + 1}, // (the side is rounded up to 2 MiB)
+		{"bytes past 2^64", base, 1 << 61},                        // (n*8 wraps to 0)
+		{"bytes wrapping to a word", base, 1<<61 + 1},
 	} {
-		_, err := s.Words(tc.from, tc.n)
+		w, err := s.Words(tc.from, tc.n)
 		assert.Error(t, err, tc.name)
+		assert.Nil(t, w, tc.name)
 	}
 	last, err := s.Words(base+1<<30-1024, 2) // the reservation's last word, and the one to spare
 	require.NoError(t, err)
