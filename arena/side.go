@@ -64,7 +64,7 @@ func (r *Region) Side() *Side { return r.side }
 func (s *Side) Words(from uintptr, n int) ([]uint64, error) {
 	off := (from - s.r.lo) >> s.shift
 	end := off + uintptr(n)*8
-	if !s.r.Contains(from) || (from-s.r.lo)&(8<<s.shift-1) != 0 || n < 0 || end > s.n {
+	if !s.r.Contains(from) || (from-s.r.lo)&(8<<s.shift-1) != 0 || n < 0 || uintptr(n) > s.n/8 || end > s.n {
 		return nil, fmt.Errorf("arena: %d words of a side at %#x: out of its bounds", n, from)
 	}
 	if end > s.committed.Load() {
