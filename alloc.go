@@ -158,7 +158,9 @@ type Config struct {
 	// moves down. 0 means 128 KiB; negative means none.
 	TopPad int
 	// Reserve: bytes of address space reserved for the region (not
-	// memory: nothing is committed until used). 0 means 64 GiB.
+	// memory: nothing is committed until used). 0 means 64 GiB. Unless
+	// Debug or PolicyMmap, a 128th more is reserved with it, for the
+	// best-fit heap's bitmaps (arena.Side).
 	Reserve int
 	// Limit caps the bytes committed: the region up to its break plus
 	// every live mapping. Past it allocation fails with ErrOutOfMemory.

@@ -157,6 +157,9 @@ func New(c Config) (*Region, error) {
 		return nil, fmt.Errorf("arena: reserve must be positive")
 	}
 	side := sideBytes(reserve, c.SideShift, page)
+	if reserve+side < reserve {
+		return nil, fmt.Errorf("arena: reserve %d bytes and a side of %d: past the address space: %w", reserve, side, errs.ErrNoMemory)
+	}
 	p, err := reserveRange(c.OS, reserve, side, c.HugePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve+side, errs.ErrNoMemory, err)
@@ -174,7 +177,7 @@ func New(c Config) (*Region, error) {
 	}
 	r.mapped = reserve + side
 	if side != 0 {
-		r.side = &Side{r: r, base: unsafe.Add(p, reserve), n: side, shift: c.SideShift}
+		r.side = &Side{r: r, base: unsafe.Add(p, reserve+page), n: side - page, shift: c.SideShift} // (a guard page first: sideBytes)
 	}
 	r.brk = r.lo
 	r.done.L = &r.mu

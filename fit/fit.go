@@ -1340,8 +1340,10 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 		return n, nil
 	}
 	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
-	w, m := r.bit(p)
-	r.live[w] &^= m
+	if !r.gone {
+		w, m := r.bit(p)
+		r.live[w] &^= m
+	} // (else the run went back, its bitmap cleared and its side's pages given back: a write would fault one in again)
 	h.settle()
 	return n, nil
 }
