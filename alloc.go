@@ -528,11 +528,11 @@ func (a *Allocator) mayBeCold(c int, n uintptr) bool {
 // of it live, one page above glibc's peak (medians of five, Config{}:
 // 2,035,712 bytes, 2,031,616 so, glibc's 2,031,616). Measured: half a
 // first slab and twice ColdBlocks left every replayed trace at or below
-// glibc's peak and the service workload at 7.86 MiB (7.90 before); 64
-// blocks and four times ColdBlocks kept cc1 and amptjp-bal there but
-// took the service workload to 10.90 MiB (glibc's 8.48: blocks of
+// glibc's peak and the service workload at 7.97 MiB (7.90 before,
+// glibc's 8.48); a fixed 64 blocks and four times ColdBlocks kept cc1 and
+// amptjp-bal there but took the service workload to 10.90 MiB (blocks of
 // classes kept cold longer broke the heap's free space up); 16 blocks
-// left amptjp-bal at 2,052,096.
+// and sixteen times left amptjp-bal at 2,052,096.
 func (a *Allocator) turnsHot(c int, k uint32) bool {
 	return uint64(k) > 2*uint64(a.coldN) || a.coldLive(c) >= a.slabs.FirstBlocks(c)/2
 }
