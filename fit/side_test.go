@@ -73,8 +73,7 @@ func TestSideDropBitsClears(t *testing.T) {
 				return nil
 			}
 		}
-		r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
-		require.NoError(t, err)
+		r := sidedRegion(t, os)
 		h := New(r, Options{})
 		small, err := r.Side().Words(r.Base()+64<<20, 5) // (no run there)
 		require.NoError(t, err)
@@ -109,15 +108,8 @@ func TestSideDropBitsClears(t *testing.T) {
 // is a Go slice, and the heap works as well; the next run tries the side
 // again.
 func TestSideRefused(t *testing.T) {
-	var refuse bool
-	os := &sys.OS{Fail: func(op sys.Op, _ uint64) error {
-		if op == sys.OpMprotect && refuse {
-			return errors.New("injected")
-		}
-		return nil
-	}}
-	r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
-	require.NoError(t, err)
+	os := &sys.OS{}
+	r := sidedRegion(t, os)
 	defer r.Close()
 	h := New(r, Options{})
 	defer h.Close()
@@ -210,8 +202,7 @@ func TestSideRefusedGrowingInPlace(t *testing.T) {
 			}
 			return nil
 		}}
-		r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
-		require.NoError(t, err)
+		r := sidedRegion(t, os)
 		// the heap's run ends a page short of 128 MiB into the region:
 		// its window ends inside the side's first MiB, and grown, past it
 		below, _, err := r.Alloc((126<<20)/sys.PageSize-1, 0, arena.KindMid, 4096)
@@ -377,4 +368,13 @@ func TestSideRunsComeAndGoConcurrently(t *testing.T) {
 	st := h.Stats()
 	require.Zero(t, st.LiveChunks)
 	require.Equal(t, base, st.MetaBytes, "every run's bitmap gone with it")
+}
+
+// sidedRegion makes a region of 1 GiB with a side for the heap's bitmaps,
+// its system calls through os (a Fail hook injects refusals).
+func sidedRegion(t *testing.T, os *sys.OS) *arena.Region {
+	t.Helper()
+	r, err := arena.New(arena.Config{Reserve: 1 << 30, TrimThreshold: 128 << 10, OS: os, Budget: budget.New(0), SideShift: SideShift})
+	require.NoError(t, err)
+	return r
 }
