@@ -51,6 +51,7 @@ package alloc
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +159,9 @@ type Config struct {
 	// moves down. 0 means 128 KiB; negative means none.
 	TopPad int
 	// Reserve: bytes of address space reserved for the region (not
-	// memory: nothing is committed until used). 0 means 64 GiB.
+	// memory: nothing is committed until used). 0 means 64 GiB. Unless
+	// Debug or PolicyMmap, a 128th more is reserved with it, for the
+	// best-fit heap's bitmaps (arena.Side).
 	Reserve int
 	// Limit caps the bytes committed: the region up to its break plus
 	// every live mapping. Past it allocation fails with ErrOutOfMemory.
@@ -208,9 +211,11 @@ type Config struct {
 	// ColdBlocks: a small size class's first ColdBlocks blocks come from
 	// the best-fit heap, packed among blocks of every size (a chunk of the
 	// class's size and an 8-byte header each), before the class takes its
-	// first slab and its blocks go through the P caches: a class a program
-	// asks only a few blocks of holds no slab of its own, and one in steady
-	// use soon leaves the heap. Stats counts a cold class's blocks with the
+	// first slab and its blocks go through the P caches — once the heap
+	// holds half a first slab's blocks of it in use, or, whatever it
+	// holds, from its 2×ColdBlocks-th request on: a class a program asks
+	// only a few blocks of, or whose blocks die young, holds no slab of
+	// its own, and one in steady use soon leaves the heap. Stats counts a cold class's blocks with the
 	// heap's (FitBytes), not in Classes. 0 means DefaultColdBlocks;
 	// negative means none (every class on its slabs from its first block,
 	// as under Debug and PolicyMmap, and in a Local's bins).
@@ -231,8 +236,11 @@ type Allocator struct {
 	slabs  *slab.Pool
 	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
 	// cold counts the requests of each small class that the best-fit heap
-	// served, up to coldN (Config.ColdBlocks; 0: none, as without a heap)
+	// served while the class was cold, coldN (Config.ColdBlocks; 0: none,
+	// as without a heap) at least; hot says the class turned hot, for good
+	// (coldClass)
 	cold  [slab.NumClasses]atomic.Uint32
+	hot   [slab.NumClasses]atomic.Bool
 	coldN uint32
 	// steps says which medium requests up to hotTo the slabs serve: a
 	// class's exact size, and every size of a hot class, whose blocks
@@ -333,6 +341,7 @@ func New(cfg Config) (*Allocator, error) {
 		HugePageSize:  a.huge.regionSize(),
 		Purge:         delay >= 0,
 		PurgeDelay:    purgeDelay(delay),
+		SideShift:     sideShift(a.policy, cfg.Debug),
 	})
 	if err != nil {
 		return nil, err
@@ -354,7 +363,7 @@ func New(cfg Config) (*Allocator, error) {
 		},
 	})
 	a.pages = a.region.PageMap()
-	if a.policy != PolicyMmap && !cfg.Debug {
+	if usesFit(a.policy, cfg.Debug) {
 		fitTrim := trimBytes
 		if trim < 0 {
 			fitTrim = 0 // never
@@ -455,8 +464,8 @@ const (
 const fitFrom = 1024 + 1
 
 // DefaultColdBlocks is the zero Config's ColdBlocks: a small size class
-// takes its first slab only once it has asked for this many blocks; until
-// then the best-fit heap serves them
+// takes its first slab only once it has asked for this many blocks (and
+// holds enough of them: turnsHot); until then the best-fit heap serves them
 // (packed among blocks of every size, 8 bytes of header each, 32 at
 // least, instead of in a slab of their own). A program touches many
 // classes it asks only a few blocks of — at cc1's peak, 13 classes had
@@ -484,21 +493,75 @@ const fitFrom = 1024 + 1
 const DefaultColdBlocks = 256
 
 // coldClass says whether a request of n bytes of class c, aligned to
-// align, that the slabs would serve is one of its class's first
-// Config.ColdBlocks (coldN: 0 without a best-fit heap), which the heap
-// serves (counting it): a small request, or a medium class's exact size
-// up to coldExactTo, but not a request of a hot medium class (noteInUse).
+// align, that the slabs would serve goes to the best-fit heap (counting
+// it), its class being cold: a small request, or a medium class's exact
+// size up to coldExactTo, but not a request of a hot medium class
+// (noteInUse). A class's first Config.ColdBlocks requests (coldN: 0
+// without a best-fit heap) are cold; past them, the class turns hot, for
+// good, once it holds enough blocks in use to fill half of a first slab
+// (a slab would be worth its page), or at twice ColdBlocks whatever it
+// holds (turnsHot).
 func (a *Allocator) coldClass(c int, n, align uintptr) bool {
-	if align > 16 || !a.coldNow(c, n) {
+	if align > 16 || !a.mayBeCold(c, n) {
 		return false
 	}
-	return a.cold[c].Add(1) <= a.coldN
+	if k := a.cold[c].Add(1); k > a.coldN && a.turnsHot(c, k) {
+		a.hot[c].Store(true)
+		return false
+	}
+	return true
 }
 
-// coldNow says whether class c is cold for a request of n bytes, without
-// counting it (coldClass counts; BlockSize asks).
+// mayBeCold says whether a request of n bytes of class c may be cold:
+// there are cold classes, c has not turned hot, and n is not a size of a
+// hot medium class or above coldExactTo.
+func (a *Allocator) mayBeCold(c int, n uintptr) bool {
+	return a.coldN != 0 && !a.hot[c].Load() && n <= coldExactTo && !a.hotSize(n)
+}
+
+// turnsHot says whether class c, past its first ColdBlocks requests,
+// turns hot at its k-th: at twice ColdBlocks, or once the heap holds
+// half a first slab's blocks of it in use. A class whose blocks die
+// young stays in the heap, where their chunks serve any size once freed:
+// on amptjp-bal, class 80 turned hot at its 257th request, near the end
+// of its use, and its slab held a page at the trace's peak with no block
+// of it live, one page above glibc's peak (medians of five, Config{}:
+// 2,035,712 bytes, 2,031,616 so, glibc's 2,031,616). Measured: half a
+// first slab and twice ColdBlocks left every replayed trace at or below
+// glibc's peak and the service workload at 7.97 MiB (7.90 before,
+// glibc's 8.48); a fixed 64 blocks and four times ColdBlocks kept cc1 and
+// amptjp-bal there but took the service workload to 10.90 MiB (blocks of
+// classes kept cold longer broke the heap's free space up); 16 blocks
+// and sixteen times left amptjp-bal at 2,052,096.
+func (a *Allocator) turnsHot(c int, k uint32) bool {
+	return uint64(k) > 2*uint64(a.coldN) || a.coldLive(c) >= a.slabs.FirstBlocks(c)/2
+}
+
+// coldLive returns how many blocks of cold class c the heap holds in use
+// (its chunks: room for the class's size), as far as the heap counts them
+// (fit.CountTo); a class whose chunks it does not count (the exact sizes
+// 2048 to coldExactTo) reads as many.
+func (a *Allocator) coldLive(c int) int {
+	hi := fit.ChunkSize(slab.ClassSize(c))
+	if hi > fit.CountTo {
+		return math.MaxInt
+	}
+	lo := uintptr(0)
+	if c > 0 {
+		lo = fit.ChunkSize(slab.ClassSize(c-1) + 1)
+	}
+	return a.fit.InUse(lo, hi)
+}
+
+// coldNow says whether a request of n bytes of class c would go to the
+// heap now, without counting it (coldClass counts and decides; BlockSize
+// asks).
 func (a *Allocator) coldNow(c int, n uintptr) bool {
-	return a.cold[c].Load() < a.coldN && n <= coldExactTo && !a.hotSize(n)
+	if !a.mayBeCold(c, n) {
+		return false
+	}
+	k := a.cold[c].Load() + 1
+	return k <= a.coldN || !a.turnsHot(c, k)
 }
 
 // coldExactTo is the largest medium class whose exact size (2048, 4096,
@@ -1363,7 +1426,9 @@ func (a *Allocator) Stats() stats.Snapshot {
 // nothing). Calls in flight finish first: Close refuses new ones, waits
 // for those inside the gate (gate.go), then retires the per-P caches
 // (waiting for every pinned fast path) and unmaps. Closing twice is not an
-// error; a second Close returns once the first is done. The Allocator of
+// error; a second Close returns once the first is done. Damage Close
+// finds as it drains the caches goes to OnCorruption before it returns
+// (it panics with it if there is no handler). The Allocator of
 // Default refuses (ErrDefaultClose), and a zero Allocator has nothing to
 // close (ErrNotInitialized).
 func (a *Allocator) Close() error {
@@ -1373,6 +1438,19 @@ func (a *Allocator) Close() error {
 	if a.region == nil {
 		return ErrNotInitialized
 	}
+	err := a.close()
+	if a.reports.n.Load() != 0 {
+		// what Close found (a chunk damaged while a P's front held it,
+		// met as the fronts drain), delivered now that it holds no lock,
+		// as any call's: the handler may call back in (ErrClosed), and
+		// Close again (nil)
+		a.deliver(nil)
+	}
+	return err
+}
+
+// close is Close's work, under closeMu.
+func (a *Allocator) close() error {
 	a.closeMu.Lock()
 	defer a.closeMu.Unlock()
 	if a.closed.Load() {
@@ -1391,4 +1469,17 @@ func (a *Allocator) Close() error {
 	err1 := a.large.Close()
 	err2 := a.region.Close()
 	return errors.Join(err1, err2)
+}
+
+// usesFit reports whether an allocator of this policy has the best-fit
+// heap (package fit).
+func usesFit(p Policy, debug bool) bool { return p != PolicyMmap && !debug }
+
+// sideShift is the region's side for the heap's bitmaps, if it has the
+// heap (arena.Side).
+func sideShift(p Policy, debug bool) uint {
+	if usesFit(p, debug) {
+		return fit.SideShift
+	}
+	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/brkmap/alloc/internal/alloctest"
+	"github.com/brkmap/alloc/slab"
 )
 
 // ConfigOf turns one of the shared test variants into a Config. It is in a
@@ -52,4 +53,10 @@ func hugePagesNamed(name string) HugePages {
 		}
 	}
 	panic(fmt.Sprintf("alloctest: no huge page setting %q", name))
+}
+
+// FirstSlabBlocks returns how many blocks of size bytes a first slab of
+// their class holds (for package alloc_test: coldClass's rule).
+func FirstSlabBlocks(a *Allocator, size int) int {
+	return a.slabs.FirstBlocks(slab.SizeClass(uintptr(size)))
 }

@@ -25,7 +25,9 @@ func classOf(t *testing.T, a *alloc.Allocator, size int) int {
 }
 
 // TestColdClasses: a small class's first ColdBlocks blocks come from the
-// best-fit heap, the rest from its slabs; every block has room for its
+// best-fit heap, the rest from its slabs once the heap holds half a first
+// slab's blocks of it (all are held here), from twice ColdBlocks on at the
+// latest; every block has room for its
 // class's size (UsableSize, BlockSize), no two overlap, and Stats counts
 // each where it is, its breakdown exact.
 func TestColdClasses(t *testing.T) {
@@ -43,6 +45,12 @@ func TestColdClasses(t *testing.T) {
 			a := newAlloc(t, alloc.Config{ColdBlocks: tc.cold})
 			for _, size := range []int{1, 24, 100, 700, 1024} { // five classes
 				c := classOf(t, a, size)
+				heap := tc.heap
+				if tc.cold > 0 {
+					// all held: past ColdBlocks, hot once half a first slab's
+					// blocks are held, at twice ColdBlocks at the latest
+					heap = max(tc.cold, min(2*tc.cold, alloc.FirstSlabBlocks(a, size)/2))
+				}
 				var bs [][]byte
 				for i := range 400 {
 					b, err := a.Malloc(size)
@@ -52,14 +60,14 @@ func TestColdClasses(t *testing.T) {
 					alloctest.Fill(b, uint32(i))
 					bs = append(bs, b)
 					inClass := a.Stats().Classes[c].LiveBlocks
-					require.EqualValues(t, max(0, i+1-tc.heap), inClass, "%d bytes, block %d: in its class's slabs", size, i)
+					require.EqualValues(t, max(0, i+1-heap), inClass, "%d bytes, block %d: in its class's slabs", size, i)
 				}
 				for i, b := range bs {
 					require.Equal(t, -1, alloctest.Intact(b, uint32(i)), "%d bytes, block %d overwritten: blocks overlap", size, i)
 				}
 				s := a.Stats()
 				requireBreakdown(t, s, "cold and hot blocks live")
-				if tc.heap > 0 {
+				if heap > 0 {
 					assert.NotZero(t, s.FitBytes, "the cold blocks' heap")
 				}
 				for _, b := range bs {
@@ -71,6 +79,29 @@ func TestColdClasses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestColdClassDiesYoung: a class whose blocks die young — one held at a
+// time, each freed before the next is asked for — holds too few in the
+// heap for a slab to be worth its page: it stays cold up to twice
+// ColdBlocks, then turns hot, for good; a class asked for as many blocks,
+// all held, turns hot at ColdBlocks (TestColdClasses).
+func TestColdClassDiesYoung(t *testing.T) {
+	const cold = 50
+	a := newAlloc(t, alloc.Config{ColdBlocks: cold})
+	c := classOf(t, a, 100)
+	require.Less(t, 1, alloc.FirstSlabBlocks(a, 100)/2, "one block is less than half a slab")
+	for i := range 4 * cold {
+		b, err := a.Malloc(100)
+		require.NoError(t, err)
+		want := uint64(0) // in the heap
+		if i >= 2*cold {
+			want = 1 // in the class's slab
+		}
+		require.Equal(t, want, a.Stats().Classes[c].LiveBlocks, "request %d", i+1)
+		require.NoError(t, a.Free(b))
+	}
+	requireBreakdown(t, a.Stats(), "all freed")
 }
 
 // TestColdClassesRace: goroutines asking for one cold class at once get

@@ -33,7 +33,8 @@ import (
 // Corruption reports are found inside the gate, often under a lock (a
 // class's, the region's). They are queued and delivered by leave, when
 // the call that found them holds no lock and is no longer counted in the
-// gate, so a handler may call anything — Stats, Malloc, Free, even Close —
+// gate (and what Close finds as it drains the caches, by Close once it
+// holds no lock), so a handler may call anything — Stats, Malloc, Free, even Close —
 // and a handler that panics leaves the allocator usable. If a handler
 // panics while the call delivering it was handing out a block, that block
 // is freed first: the caller never gets it, and nothing leaks.

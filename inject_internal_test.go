@@ -356,6 +356,35 @@ func (h *harness) topRuns() [][]byte {
 	return bs
 }
 
+// heapRunBack makes the best-fit heap take a run of its own above a run
+// of the region's (the heap's top cannot grow in place past it), frees
+// its blocks and trims: the run, emptied, goes back to the region, and
+// the pages of its bitmap's window in the region's side go back to the
+// kernel (fit's dropBits).
+func (h *harness) heapRunBack() error {
+	h.t.Helper()
+	mid, _, err := h.a.region.Alloc(1024, 0, arena.KindMid, 4<<20)
+	require.NoError(h.t, err)
+	defer func() { require.NoError(h.t, h.a.region.Free(mid)) }()
+	var bs [][]byte
+	for {
+		require.Less(h.t, len(bs), 4096, "no run of the heap's above the region's")
+		b, err := h.malloc(3000)
+		if err != nil {
+			return err
+		}
+		bs = append(bs, b)
+		if run := h.a.region.Lookup(addrOf(b)); run.Kind() == arena.KindFit && run.Start() > mid.Start() {
+			break
+		}
+	}
+	if err := h.freeAll(bs); err != nil {
+		return err
+	}
+	h.a.Trim()
+	return nil
+}
+
 // check holds the allocator against the model (every block intact, none
 // overlapping, the counters), and the mappings against the registry.
 func (h *harness) check(what string) {
@@ -492,6 +521,9 @@ const (
 	pathReserve    = "arena.New<alloc.New"
 	pathGrow       = "arena.(*Region).growLocked<arena.(*Region).AllocRun"
 	pathGrowResize = "arena.(*Region).growLocked<arena.(*Region).Resize"
+	pathSide       = "arena.(*Side).commit<arena.(*Side).Words"
+	// A run of the best-fit heap going back gives back its bitmap's pages.
+	pathSideRelease = "arena.(*Side).Release<fit.(*Heap).dropBits"
 	// The region gives pages back without its lock, in one place for
 	// every caller (arena's purge.go: a job taken out under the lock):
 	// the top trim of a Free, Trim's and the purge's share these two
@@ -504,12 +536,12 @@ const (
 	pathPurgeRuns    = pathRunAdvise
 	pathPurgeTop     = pathTopCut
 	pathRegionRes    = "arena.(*Region).Resident<alloc.(*Allocator).Stats"
-	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).Close"
+	pathRegionClose  = "arena.(*Region).Close<alloc.(*Allocator).close"
 	pathMap          = "largealloc.(*Mappings).Alloc<alloc.(*Allocator).mappedBlock"
 	pathUnmap        = "largealloc.(*Mappings).Free<alloc.(*Allocator).freeMapped"
 	pathRemap        = "largealloc.(*Mappings).Resize<alloc.(*Allocator).realloc"
 	pathMappingsRes  = "largealloc.(*Mappings).Resident<alloc.(*Allocator).Stats"
-	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).Close"
+	pathMappingClose = "largealloc.(*Mappings).Close<alloc.(*Allocator).close"
 )
 
 // injectCases: one row per injection point — a system call on one path,
@@ -554,6 +586,25 @@ var injectCases = []injectCase{
 		op:   sys.OpMprotect, path: pathGrow, configs: regionConfigs, times: 1, want: wantOK,
 		act: func(h *harness, _ any) error {
 			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
+		},
+	},
+	{
+		name: "mprotect of the region's side for the best-fit heap's bitmaps (the run's bitmap is a Go slice instead)",
+		op:   sys.OpMprotect, path: pathSide, configs: regionConfigs, times: 1, want: wantOK,
+		act: func(h *harness, _ any) error {
+			// a run of the region's above the heap's, past the 128 MiB the
+			// side's first commit covers: the heap's next run is above it
+			mid, _, err := h.a.region.Alloc(130<<20/sys.PageSize, 0, arena.KindMid, 130<<20)
+			require.NoError(h.t, err)
+			defer func() { require.NoError(h.t, h.a.region.Free(mid)) }()
+			return h.untilFired(func() error { _, err := h.calloc(3000); return err })
+		},
+	},
+	{
+		name: "madvise of the region's side giving back a run's bitmap as the run goes back (its words cleared by hand instead)",
+		op:   sys.OpMadvise, path: pathSideRelease, configs: regionConfigs, times: 1, want: wantOK,
+		act: func(h *harness, _ any) error {
+			return h.untilFired(h.heapRunBack)
 		},
 	},
 	{
@@ -991,6 +1042,7 @@ func TestInjectionTableCoversEveryCall(t *testing.T) {
 				require.NoError(t, h.free(bs[i]))
 			}
 			if c.name != "mmap" {
+				require.NoError(t, h.heapRunBack())
 				h.a.region.SetTrimThreshold(^uintptr(0))
 				for _, b := range h.topRuns() {
 					require.NoError(t, h.free(b))

@@ -54,17 +54,21 @@ func frontHeldDamaged(t *testing.T, a *alloc.Allocator) (x []byte, others [][]by
 }
 
 // TestMediumMallocAfterCloseDeliversNothing: Close's drain of the fronts
-// finds the chunk a front held damaged and queues its report; a Malloc
-// of a medium size after Close is refused (ErrClosed), as every call
-// after Close, and delivers nothing: with no OnCorruption it must not
-// panic with a report it did not find. (A medium Malloc enters no gate:
-// fitMalloc delivered whatever the queue held, even when the heap had
-// refused it.)
+// finds the chunk a front held damaged, and delivers its report itself:
+// with no OnCorruption, Close panics with it, its work done (a second
+// Close returns nil). A Malloc of a medium size after Close is refused
+// (ErrClosed), as every call after Close, and delivers nothing: it must
+// not panic with a report it did not find. (A medium Malloc enters no
+// gate: fitMalloc delivered whatever the queue held, even when the heap
+// had refused it.)
 func TestMediumMallocAfterCloseDeliversNothing(t *testing.T) {
 	a, err := alloc.New(alloc.Config{ColdBlocks: alloctest.AllCold, PurgeDelay: alloc.PurgeNever})
 	require.NoError(t, err)
 	frontHeldDamaged(t, a)
-	require.NoError(t, a.Close()) // reports the chunk, delivered to nobody
+	r := callRecovered(func() { err = a.Close() })
+	require.IsType(t, &alloc.Corruption{}, r, "Close panics with the report it found (no OnCorruption)")
+	require.Equal(t, alloc.FreeList, r.(*alloc.Corruption).Kind)
+	require.NoError(t, a.Close(), "Close's work was done")
 	for _, n := range []int{1500, 3000, 20000} {
 		var b []byte
 		r := callRecovered(func() { b, err = a.Malloc(n) })

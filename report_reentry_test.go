@@ -297,3 +297,47 @@ func TestDebugOverflowCarriesItsOwnStacks(t *testing.T) {
 	assert.Empty(t, reports[0].FreeStack, "the free stack of the block that lived there before is not this block's")
 	assert.ErrorIs(t, a.Free(y), alloc.ErrDoubleFree)
 }
+
+// TestCorruptionFoundByClose: damage Close itself finds — a block's header
+// overwritten while a P's front holds the freed block, met when Close
+// drains the fronts — is delivered to OnCorruption by Close, once it
+// holds no lock: a handler that calls back in gets ErrClosed, one that
+// calls Close again gets nil, and no report waits in a queue no call will
+// empty.
+func TestCorruptionFoundByClose(t *testing.T) {
+	alloctest.RequireChecks(t)
+	var a *alloc.Allocator
+	var reports []*alloc.Corruption
+	var again []error
+	a = newAlloc(t, alloc.Config{OnCorruption: func(c *alloc.Corruption) {
+		reports = append(reports, c)
+		_, err := a.Malloc(100)
+		again = append(again, err, a.Close())
+	}})
+	// cold blocks of 100 bytes: the heap's chunks, of a size a front holds;
+	// the first free makes this P's front, the next go to it (a goroutine
+	// moved to another P frees through the lock: some of the eight do)
+	var bs [][]byte
+	for range 16 {
+		b, err := a.Malloc(100)
+		require.NoError(t, err)
+		bs = append(bs, b)
+	}
+	for _, b := range bs[:8] {
+		require.NoError(t, a.Free(b))
+	}
+	for _, b := range bs[1:8] { // the header, 8 bytes before the block: a write past the end of the block before
+		*(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), -8)) = 0x4141414141414141
+	}
+	noHang(t, "Close delivering its reports", func() {
+		require.NoError(t, a.Close())
+	})
+	require.NotEmpty(t, reports, "the damage Close found reached the handler")
+	for _, c := range reports {
+		assert.Equal(t, alloc.FreeList, c.Kind)
+	}
+	for i := 0; i < len(again); i += 2 {
+		assert.ErrorIs(t, again[i], alloc.ErrClosed, "a call from the handler")
+		assert.NoError(t, again[i+1], "Close again from the handler")
+	}
+}

@@ -328,7 +328,15 @@ func (s *Scratch) AlignedAlloc(align, n int) ([]byte, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
-	p, err := s.bump(uintptr(n), uintptr(align))
+	var p unsafe.Pointer
+	var err error
+	if uintptr(align) > s.page {
+		// a run of its own (bigRun): the chunks' offsets are aligned from
+		// the region's base, which is only page-aligned
+		p, err = s.slow(uintptr(n), uintptr(align))
+	} else {
+		p, err = s.bump(uintptr(n), uintptr(align))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -113,6 +113,28 @@ func TestScratchModel(t *testing.T) {
 	}
 }
 
+// TestScratchAlignedOddReserve: AlignedAlloc's alignment beyond a page
+// holds wherever the kernel put the region (a reservation of an odd
+// number of pages is placed on a page only): such a request takes a run
+// of its own, aligned in the address space, not an offset of a chunk
+// aligned from the region's start.
+func TestScratchAlignedOddReserve(t *testing.T) {
+	for _, cfg := range []alloc.Config{{Reserve: 1<<30 + 4096}, {Reserve: 1<<30 + 4096, Debug: true}} {
+		a := newAlloc(t, cfg)
+		s := a.NewScratch()
+		for i := range 40 {
+			_, err := s.Alloc(24 + i) // the chunk's offset moves on
+			require.NoError(t, err)
+			for _, align := range []int{8192, 1 << 16} {
+				b, err := s.AlignedAlloc(align, 8+i)
+				require.NoError(t, err)
+				require.Zero(t, uintptr(unsafe.Pointer(&b[0]))%uintptr(align), "AlignedAlloc(%d, %d)", align, 8+i)
+			}
+		}
+		require.NoError(t, s.Free())
+	}
+}
+
 // TestScratchRefusesPerObjectFree: an object of a Scratch is no block of
 // the Allocator's: Free, Realloc and UsableSize refuse it, changing nothing.
 func TestScratchRefusesPerObjectFree(t *testing.T) {

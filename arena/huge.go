@@ -28,18 +28,19 @@ import (
 // khugepaged/max_ptes_none says how many empty small pages it fills to do
 // so.)
 
-// reserveRange maps the reservation: huge-page aligned and advised when
+// reserveRange maps the reservation, and side bytes after it (a side:
+// side.go): huge-page aligned, and the reservation alone advised, when
 // huge is non-zero.
-func reserveRange(os *sys.OS, reserve, huge uintptr) (unsafe.Pointer, error) {
+func reserveRange(os *sys.OS, reserve, side, huge uintptr) (unsafe.Pointer, error) {
 	if huge == 0 {
-		return os.Mmap(reserve, unix.PROT_NONE, sys.MapNoReserve)
+		return os.Mmap(reserve+side, unix.PROT_NONE, sys.MapNoReserve)
 	}
-	p, err := os.MmapAligned(reserve, huge, unix.PROT_NONE, sys.MapNoReserve)
+	p, err := os.MmapAligned(reserve+side, huge, unix.PROT_NONE, sys.MapNoReserve)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MadviseHuge(p, reserve); err != nil {
-		_ = os.Munmap(p, reserve)
+		_ = os.Munmap(p, reserve+side)
 		return nil, err
 	}
 	return p, nil

@@ -79,6 +79,9 @@ type Config struct {
 	OS            *sys.OS
 	Budget        *budget.Budget
 	HugePageSize  uintptr // non-zero: huge pages for the region (see huge.go)
+	// SideShift, if not 0, reserves a side after the region: a byte for
+	// each 1<<SideShift bytes of it (side.go), from 3 to 16.
+	SideShift uint
 	// Purge turns on the release of dirty free runs PurgeDelay after
 	// they were freed (see purge.go); PurgeDelay 0 releases them at once.
 	Purge      bool
@@ -108,6 +111,9 @@ type Region struct {
 	chunks  uintptr // the page map's chunks made, under mu
 
 	purge purger // the delayed release of dirty free runs (purge.go)
+
+	side   *Side   // the table after the reservation (side.go), or nil
+	mapped uintptr // bytes of the mapping: the reservation and the side
 
 	mu      lock.Mutex
 	brk     uintptr // address of the break: [lo, brk) is usable
@@ -150,9 +156,13 @@ func New(c Config) (*Region, error) {
 	if reserve == 0 {
 		return nil, fmt.Errorf("arena: reserve must be positive")
 	}
-	p, err := reserveRange(c.OS, reserve, c.HugePageSize)
+	side := sideBytes(reserve, c.SideShift, page)
+	if reserve+side < reserve {
+		return nil, fmt.Errorf("arena: reserve %d bytes and a side of %d: past the address space: %w", reserve, side, errs.ErrNoMemory)
+	}
+	p, err := reserveRange(c.OS, reserve, side, c.HugePageSize)
 	if err != nil {
-		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve, errs.ErrNoMemory, err)
+		return nil, fmt.Errorf("arena: reserve %d bytes: %w: %w", reserve+side, errs.ErrNoMemory, err)
 	}
 	r := &Region{
 		os:     c.OS,
@@ -164,6 +174,10 @@ func New(c Config) (*Region, error) {
 		shift:  uint(bits.TrailingZeros64(uint64(page))),
 		topPad: alignUp(c.TopPad, page),
 		huge:   c.HugePageSize,
+	}
+	r.mapped = reserve + side
+	if side != 0 {
+		r.side = &Side{r: r, base: unsafe.Add(p, reserve+page), n: side - page, shift: c.SideShift} // (a guard page first: sideBytes)
 	}
 	r.brk = r.lo
 	r.done.L = &r.mu
@@ -732,7 +746,10 @@ func (r *Region) Close() error {
 		}
 	}
 	r.chunks = 0 // gone with the entries: Counters' PageMapBytes
-	return r.os.Munmap(r.base, r.hi-r.lo)
+	if r.side != nil {
+		r.side.committed.Store(0)
+	}
+	return r.os.Munmap(r.base, r.mapped)
 }
 
 // Resize grows a live KindMid or KindFit run in place to n pages, taking the free

@@ -261,7 +261,9 @@ func (h *Heap) consolidate() {
 				continue
 			}
 			h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-			r.flip(c, bitsHeld)
+			if !r.gone {
+				r.flip(c, bitsHeld)
+			} // (else the run went back, its bitmap cleared: a window of the side is the next run's there)
 		}
 	}
 	h.mergeHeld = false // asked for by the releases above: done

@@ -34,12 +34,17 @@ var fastConfigs = []struct {
 }
 
 // runOps drives a heap of config cfg with the operation stream ops (two
-// bytes an operation), checking the contents of every live block it
-// touches and walk after every operation.
+// bytes an operation): fastConfigs[cfg%len], its bitmaps in the region's
+// side if cfg/len is even, in Go slices if odd; checking the contents of
+// every live block it touches and walk after every operation.
 func runOps(t *testing.T, cfg int, ops []byte) (fastAllocs, fastFrees int) {
 	c := fastConfigs[cfg%len(fastConfigs)]
+	side := uint(SideShift) // the bitmaps in the region's side, or (every other config) Go slices
+	if cfg/len(fastConfigs)%2 == 1 {
+		side = 0
+	}
 	r, err := arena.New(arena.Config{Reserve: 1 << 30, TopPad: 64 << 10, TrimThreshold: 128 << 10,
-		OS: &sys.OS{}, Budget: budget.New(c.budget)})
+		OS: &sys.OS{}, Budget: budget.New(c.budget), SideShift: side})
 	require.NoError(t, err)
 	h := New(r, c.opts)
 	defer func() {
@@ -177,7 +182,7 @@ func TestFastModel(t *testing.T) {
 		for i := range ops {
 			ops[i] = byte(rng.Uint32())
 		}
-		for cfg := range fastConfigs {
+		for cfg := range 2 * len(fastConfigs) { // each config with the side and without (runOps)
 			a, f := runOps(t, cfg, ops)
 			allocs, frees = allocs+a, frees+f
 		}

@@ -124,6 +124,7 @@ type run struct {
 	arena.Run
 	start, end uintptr  // the chunks tile [start, end-fenceSize); the fence is the rest
 	live       []uint64 // bit g: the block at start+16+16g is in use
+	sided      bool     // live is a window of the heap's side (growBits)
 	gone       bool     // given back to the region (the page map may still point here)
 	// fence is the last 16 bytes of the run as the heap sees them: the
 	// boundary tag of a free last chunk, and the fence's header (in use,
@@ -1118,13 +1119,57 @@ func (h *Heap) growth() (step, first uintptr) {
 	return alignUp(growStep, h.page), alignUp(runBytes, h.page)
 }
 
-// growBits makes r's bitmap cover a run that ends at end.
+// growBits makes r's bitmap cover a run that ends at end: a window of
+// the region's side (arena.Side: SideShift), grown in place; or, if the
+// region has none or its commit is refused, a Go slice.
 func (h *Heap) growBits(r *run, end uintptr) {
 	words := int((end-r.start)/granule+63)/64 + 1 // and one to spare: window reads past the last
-	if words > len(r.live) {
-		h.metaBytes -= uintptr(cap(r.live)) * 8
-		r.live = append(r.live, make([]uint64, words-len(r.live))...)
-		h.metaBytes += uintptr(cap(r.live)) * 8
+	if words <= len(r.live) {
+		return
+	}
+	h.metaBytes -= uintptr(cap(r.live)) * 8
+	defer func() { h.metaBytes += uintptr(cap(r.live)) * 8 }()
+	if side := h.region.Side(); side != nil && (r.live == nil || r.sided) {
+		if w, err := side.Words(r.start, words); err == nil {
+			r.live, r.sided = w, true
+			return
+		}
+	}
+	was := r.live
+	r.live = append(r.live, make([]uint64, words-len(r.live))...) // (a window's capacity is its length: a copy)
+	if r.sided {
+		clear(was[:len(was)-1]) // left clear for the next run there (the word to spare is the next run's already)
+		r.sided = false
+	}
+}
+
+// SideShift is the region's arena.Config.SideShift the heap's bitmaps
+// take: a bit for each granule, a byte for 128 bytes of the region.
+const SideShift = 7
+
+const _ = uint(1<<SideShift - 8*granule) // (and no other)
+
+// dropBits lets go of r's bitmap, as r goes back to the region: a window
+// of the side is left all clear, for the next run there, and its whole
+// pages are given back to the kernel (a run of 2 MiB has four: 16 KiB),
+// as the Go heap's would be once collected. Its words are all clear
+// already, but for the bits of blocks lost to damage (left in use); a
+// refused madvise leaves the pages resident, cleared here.
+func (h *Heap) dropBits(r *run) {
+	h.metaBytes -= uintptr(cap(r.live)) * 8
+	if !r.sided {
+		return
+	}
+	// (the word to spare is the next run's); the whole pages given back
+	// read as zero
+	w := r.live[:len(r.live)-1]
+	lo, hi, _ := h.region.Side().Release(w)
+	for _, part := range [2][]uint64{w[:lo], w[hi:]} {
+		for i, x := range part {
+			if x != 0 { // (not written, not made resident, if clear)
+				part[i] = 0
+			}
+		}
 	}
 }
 
@@ -1295,8 +1340,10 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 		return n, nil
 	}
 	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
-	w, m := r.bit(p)
-	r.live[w] &^= m
+	if !r.gone {
+		w, m := r.bit(p)
+		r.live[w] &^= m
+	} // (else the run went back, its bitmap cleared and its side's pages given back: a write would fault one in again)
 	h.settle()
 	return n, nil
 }
@@ -1530,7 +1577,7 @@ func (h *Heap) giveBack(r *run) {
 	}
 	delete(h.liveRuns, r)
 	r.gone = true
-	h.metaBytes -= uintptr(cap(r.live)) * 8
+	h.dropBits(r)
 	if len(h.liveRuns) == 0 { // no chunk is left for the sorted bin: its array goes
 		h.metaBytes -= uintptr(cap(h.big)) * unsafe.Sizeof(bigChunk{})
 		h.big = nil
@@ -1755,7 +1802,7 @@ type Stats struct {
 	FreeBytes  uintptr // free chunks, their pages given back included
 	Released   uintptr // of FreeBytes, the pages inside free chunks given back
 	FenceBytes uintptr // the ends of runs
-	MetaBytes  uintptr // the bitmaps of blocks in use and the bins, in the Go heap
+	MetaBytes  uintptr // the bitmaps of blocks in use (in the region's side, or the Go heap) and the bins (in the Go heap)
 	Cached     uintptr // chunks the P's fronts hold (not in LiveChunks, LiveBytes or ChunkBytes)
 }
 

@@ -20,7 +20,7 @@ func newHeap(t testing.TB) (*Heap, *arena.Region) { return newHeapWith(t, Option
 
 func newHeapWith(t testing.TB, opts Options) (*Heap, *arena.Region) {
 	r, err := arena.New(arena.Config{Reserve: 4 << 30, TopPad: 128 << 10, TrimThreshold: 128 << 10,
-		OS: &sys.OS{}, Budget: budget.New(0)})
+		OS: &sys.OS{}, Budget: budget.New(0), SideShift: SideShift})
 	require.NoError(t, err)
 	h := New(r, opts)
 	t.Cleanup(func() {
@@ -37,6 +37,39 @@ type block struct {
 }
 
 func bytesOf(h *Heap, p, n uintptr) []byte { return unsafe.Slice((*byte)(h.region.Ptr(p)), n) }
+
+// sideClear checks that no bit of the region's side is set outside the
+// heap's runs' windows: a run given back left its window clear, and
+// nothing wrote into it since (under the lock, from walk).
+func sideClear(t testing.TB, h *Heap) {
+	t.Helper()
+	side := h.region.Side()
+	if side == nil {
+		return
+	}
+	c := h.region.Counters()
+	words := min(int((c.Break-c.Base)/(8<<SideShift))+1, int(side.Committed()/8))
+	if words == 0 {
+		return
+	}
+	all, err := side.Words(c.Base, words)
+	require.NoError(t, err)
+	owned := make([]bool, words)
+	for r := range h.liveRuns {
+		if !r.sided {
+			continue
+		}
+		from := int((r.start - c.Base) / (8 << SideShift))
+		for i := range len(r.live) - 1 { // (the word to spare is the next run's)
+			if from+i < words {
+				owned[from+i] = true
+			}
+		}
+	}
+	for i, w := range all {
+		require.True(t, owned[i] || w == 0, "side word %d (the region's %#x) is %#x, outside every run", i, c.Base+uintptr(i)*(8<<SideShift), w)
+	}
+}
 
 func fill(h *Heap, b block) {
 	s := bytesOf(h, b.p, b.n)
@@ -123,6 +156,7 @@ func walk(t testing.TB, h *Heap) {
 	for r := range h.liveRuns {
 		seen[r] = true
 	}
+	sideClear(t, h)
 	for r := range seen {
 		require.False(t, r.gone)
 		c, prevFree := r.start, false

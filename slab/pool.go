@@ -76,6 +76,13 @@ func New(r *arena.Region, opts Options) *Pool {
 	return p
 }
 
+// FirstBlocks returns how many blocks a first slab of class c holds
+// (minSlabPages).
+func (p *Pool) FirstBlocks(c int) int {
+	cl := &p.classes[c]
+	return int(cl.minPages * p.region.PageSize() / cl.size)
+}
+
 // minSlabPages is the size of a class's first slabs: the fewest pages
 // that hold a block of size bytes with at most 1/slabTailDiv of them left
 // over (at most max).

@@ -89,9 +89,11 @@ type Snapshot struct {
 	// their runs. Their objects are not in LiveBlocks or LiveBytes.
 	ScratchBytes uint64 `json:"scratch_bytes"`
 	ScratchRuns  uint64 `json:"scratch_runs"`
-	// MetadataBytes is the allocator's own bookkeeping in the Go heap (the
-	// page map, the slabs' block states, the mapping registry): not
-	// committed memory of the allocator, shown beside it.
+	// MetadataBytes is the allocator's own bookkeeping, in the Go heap (the
+	// page map, the slabs' block states, the mapping registry) and in a
+	// mapping beside the region (the heap's bitmaps of blocks in use: the
+	// windows its runs use): not committed memory of the allocator, shown
+	// beside it.
 	MetadataBytes uint64 `json:"metadata_bytes"`
 	// PurgedBytes is the free memory the purge has released so far.
 	PurgedBytes uint64 `json:"purged_bytes"`

@@ -59,7 +59,7 @@ type Result struct {
 }
 
 // Breakdown is stats.Snapshot's breakdown of the committed bytes, with
-// resident memory (measured) and the metadata (Go heap) beside: the
+// resident memory (measured) and the metadata beside: the
 // shares down to QuarantineBytes sum to CommittedBytes.
 type Breakdown struct {
 	CommittedBytes     uint64 `json:"committed_bytes"`

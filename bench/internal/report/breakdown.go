@@ -52,7 +52,7 @@ var parts = []part{
 		func(b *harness.Breakdown) uint64 { return b.ReleasedBytes }},
 	{"fit heap, released", "the pages inside the best-fit heap's free chunks already given back (the purge, Trim): not resident", color.RGBA{0xee, 0xee, 0xee, 0xff},
 		func(b *harness.Breakdown) uint64 { return b.FitReleasedBytes }},
-	{"metadata (Go heap)", "the allocator's own bookkeeping (page map, slab headers, mapping registry), in the Go heap: not in the resident figure", color.RGBA{0x7f, 0x7f, 0x7f, 0xff},
+	{"metadata", "the allocator's own bookkeeping (page map, slab headers, mapping registry in the Go heap; the best-fit heap's bitmaps beside the region): not in the resident figure", color.RGBA{0x7f, 0x7f, 0x7f, 0xff},
 		func(b *harness.Breakdown) uint64 { return b.MetadataBytes }},
 }
 
