@@ -730,7 +730,7 @@ func (a *Allocator) noteInUse(n uintptr) {
 // medium class's slabs failed with err, goes to the best-fit heap: at the
 // cap (Config.Limit), a hot class's slabs may find no room and be unable
 // to take another slab where the heap, which served the class before it
-// turned hot, still has free chunks it fits (as a cold class at the cap
+// turned hot, still has free chunks it fits (as a cold small class at the cap
 // goes to its slabs: place). The block has room for its class's size,
 // which BlockSize says; UsableSize may say a little more, as for any
 // block of the heap. Only a hot class's, and only at the cap: a class's
@@ -798,10 +798,13 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 		if c := a.smallClass(n, align); c >= 0 {
 			if a.coldClass(c, n, align) {
 				p, zero, sampled, err := a.fitBlock(n, slab.ClassSize(c))
-				if !errors.Is(err, ErrOutOfMemory) {
+				if n >= fitFrom || !errors.Is(err, ErrOutOfMemory) {
+					// a class's exact medium size: its slab block would have
+					// 8 bytes less than the heap's chunk, what BlockSize says
 					return p, zero, sampled, err
 				}
 				// at the cap (Config.Limit): the class's slabs may have room
+				// (its block as large as the heap's: the class's size)
 			}
 			if cacheTried {
 				p, zero, sampled, err = a.slabs.Refill(c, n)
