@@ -386,7 +386,9 @@ func New(cfg Config) (*Allocator, error) {
 		})
 		a.hotAt = hotChunks
 		if cold := orDefault(cfg.ColdBlocks, DefaultColdBlocks); cold > 0 {
-			a.coldN = uint32(min(cold, 1<<31)) // no heap, no cold class: 0
+			// no heap, no cold class: 0; at most 1<<31 - 1, so that the
+			// count of the request past twice it (turnsHot) fits a.cold's
+			a.coldN = uint32(min(cold, 1<<31-1))
 		}
 	}
 	switch {
