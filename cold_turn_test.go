@@ -2,9 +2,11 @@ package alloc_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/brkmap/alloc"
+	"github.com/brkmap/alloc/internal/alloctest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -12,7 +14,8 @@ import (
 // (8 KiB), asked for its exact size and for a size just above the class
 // below's, a few ColdBlocks, its blocks held, freed at once or every
 // other held: BlockSize, asked before each request, is what UsableSize
-// says of the block Malloc then returns, before, at and past the turn.
+// says of the block Malloc (or Calloc, or AlignedAlloc to 16) then
+// returns, before, at and past the turn.
 func TestBlockSizeAcrossTheTurn(t *testing.T) {
 	const cold = 3
 	for _, keep := range []int{1, 0, 2} { // hold all, free at once, hold every other
@@ -27,9 +30,22 @@ func TestBlockSizeAcrossTheTurn(t *testing.T) {
 				var held [][]byte
 				for i := range 4*cold + 40 {
 					want := a.BlockSize(n)
-					b, err := a.Malloc(n)
+					var b []byte
+					var err error
+					switch i % 3 { // Calloc and AlignedAlloc to 16 route as Malloc does
+					case 0:
+						b, err = a.Malloc(n)
+					case 1:
+						b, err = a.Calloc(n)
+						if err == nil {
+							require.Equal(t, -1, slices.IndexFunc(b, func(x byte) bool { return x != 0 }), "%d bytes, request %d: Calloc's block is zero", n, i+1)
+						}
+					case 2:
+						b, err = a.AlignedAlloc(16, n)
+					}
 					require.NoError(t, err)
 					require.Equal(t, want, a.UsableSize(b), "keep %d, %d bytes, request %d", keep, n, i+1)
+					alloctest.Fill(past(b, want-len(b)), uint32(i)) // its whole block, dirty for Calloc's next
 					if keep == 1 || keep == 2 && i%2 == 0 {
 						held = append(held, b)
 					} else {
