@@ -213,7 +213,7 @@ type Config struct {
 	// class's size and an 8-byte header each), before the class takes its
 	// first slab and its blocks go through the P caches — once the heap
 	// holds half a first slab's blocks of it in use, or, whatever it
-	// holds, from its 2×ColdBlocks-th request on: a class a program asks
+	// holds, past its 2×ColdBlocks-th request: a class a program asks
 	// only a few blocks of, or whose blocks die young, holds no slab of
 	// its own, and one in steady use soon leaves the heap. Stats counts a cold class's blocks with the
 	// heap's (FitBytes), not in Classes. 0 means DefaultColdBlocks;
