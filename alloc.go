@@ -213,7 +213,7 @@ type Config struct {
 	// class's size and an 8-byte header each), before the class takes its
 	// first slab and its blocks go through the P caches — once the heap
 	// holds half a first slab's blocks of it in use, or, whatever it
-	// holds, from its 2×ColdBlocks-th request on: a class a program asks
+	// holds, past its 2×ColdBlocks-th request: a class a program asks
 	// only a few blocks of, or whose blocks die young, holds no slab of
 	// its own, and one in steady use soon leaves the heap. Stats counts a cold class's blocks with the
 	// heap's (FitBytes), not in Classes. 0 means DefaultColdBlocks;
@@ -386,7 +386,9 @@ func New(cfg Config) (*Allocator, error) {
 		})
 		a.hotAt = hotChunks
 		if cold := orDefault(cfg.ColdBlocks, DefaultColdBlocks); cold > 0 {
-			a.coldN = uint32(min(cold, 1<<31)) // no heap, no cold class: 0
+			// no heap, no cold class: 0; at most 1<<31 - 1, so that the
+			// count of the request past twice it (turnsHot) fits a.cold's
+			a.coldN = uint32(min(cold, 1<<31-1))
 		}
 	}
 	switch {
@@ -730,7 +732,7 @@ func (a *Allocator) noteInUse(n uintptr) {
 // medium class's slabs failed with err, goes to the best-fit heap: at the
 // cap (Config.Limit), a hot class's slabs may find no room and be unable
 // to take another slab where the heap, which served the class before it
-// turned hot, still has free chunks it fits (as a cold class at the cap
+// turned hot, still has free chunks it fits (as a cold small class at the cap
 // goes to its slabs: place). The block has room for its class's size,
 // which BlockSize says; UsableSize may say a little more, as for any
 // block of the heap. Only a hot class's, and only at the cap: a class's
@@ -798,10 +800,13 @@ func (a *Allocator) place(size int, align uintptr, cacheTried bool) (p unsafe.Po
 		if c := a.smallClass(n, align); c >= 0 {
 			if a.coldClass(c, n, align) {
 				p, zero, sampled, err := a.fitBlock(n, slab.ClassSize(c))
-				if !errors.Is(err, ErrOutOfMemory) {
+				if n >= fitFrom || !errors.Is(err, ErrOutOfMemory) {
+					// a class's exact medium size: its slab block would have
+					// 8 bytes less than the heap's chunk, what BlockSize says
 					return p, zero, sampled, err
 				}
 				// at the cap (Config.Limit): the class's slabs may have room
+				// (its block as large as the heap's: the class's size)
 			}
 			if cacheTried {
 				p, zero, sampled, err = a.slabs.Refill(c, n)
