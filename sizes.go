@@ -14,8 +14,10 @@ import (
 // on; at the cap, Config.Limit, where its slabs can take no more memory,
 // the heap's block that serves it has room for as much, and UsableSize
 // says a little more, as below; and a medium class's exact size, 2048 or
-// 4096 (up to 8 KiB), once the class has been asked for Config.ColdBlocks
-// blocks — before, the heap's chunk of that size: 8 bytes more; 16384 or
+// 4096 (up to 8 KiB), once the class has turned hot: asked for
+// Config.ColdBlocks blocks, and holding enough of them in the heap or
+// asked for twice as many (coldClass) — before, the heap's chunk of that
+// size: 8 bytes more; 16384 or
 // 32768 at once), a medium one its chunk less the header (a multiple of
 // 16, plus 8; the block UsableSize reports can be 16 bytes more, when the
 // free chunk it came from had just 16 bytes to spare, too few to split
