@@ -1127,20 +1127,22 @@ func (h *Heap) growBits(r *run, end uintptr) {
 	if words <= len(r.live) {
 		return
 	}
-	h.metaBytes -= uintptr(cap(r.live)) * 8
-	defer func() { h.metaBytes += uintptr(cap(r.live)) * 8 }()
-	if side := h.region.Side(); side != nil && (r.live == nil || r.sided) {
-		if w, err := side.Words(r.start, words); err == nil {
-			r.live, r.sided = w, true
-			return
+	was := r.live
+	h.metaBytes -= uintptr(cap(was)) * 8
+	var w []uint64
+	if side := h.region.Side(); side != nil && (was == nil || r.sided) {
+		w, _ = side.Words(r.start, words) // nil if its commit is refused
+	}
+	if w != nil {
+		r.live, r.sided = w, true
+	} else {
+		r.live = append(was, make([]uint64, words-len(was))...) // (a window's capacity is its length: a copy)
+		if r.sided {
+			clear(was[:len(was)-1]) // left clear for the next run there (the word to spare is the next run's already)
+			r.sided = false
 		}
 	}
-	was := r.live
-	r.live = append(r.live, make([]uint64, words-len(r.live))...) // (a window's capacity is its length: a copy)
-	if r.sided {
-		clear(was[:len(was)-1]) // left clear for the next run there (the word to spare is the next run's already)
-		r.sided = false
-	}
+	h.metaBytes += uintptr(cap(r.live)) * 8
 }
 
 // SideShift is the region's arena.Config.SideShift the heap's bitmaps
