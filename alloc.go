@@ -215,8 +215,9 @@ type Config struct {
 	// holds half a first slab's blocks of it in use, or, whatever it
 	// holds, past its 2×ColdBlocks-th request: a class a program asks
 	// only a few blocks of, or whose blocks die young, holds no slab of
-	// its own, and one in steady use soon leaves the heap. Stats counts a cold class's blocks with the
-	// heap's (FitBytes), not in Classes. 0 means DefaultColdBlocks;
+	// its own, and one in steady use soon leaves the heap. Stats counts a
+	// cold class's blocks with the heap's (FitBytes), not in Classes.
+	// 0 means DefaultColdBlocks;
 	// negative means none (every class on its slabs from its first block,
 	// as under Debug and PolicyMmap, and in a Local's bins).
 	ColdBlocks int
@@ -235,10 +236,10 @@ type Allocator struct {
 	region *arena.Region
 	slabs  *slab.Pool
 	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
-	// cold counts the requests of each small class that the best-fit heap
-	// served while the class was cold, coldN (Config.ColdBlocks; 0: none,
-	// as without a heap) at least; hot says the class turned hot, for good
-	// (coldClass)
+	// cold counts each class's requests while it is cold (coldClass): its
+	// first coldN (Config.ColdBlocks; 0: none, as without a heap) are the
+	// best-fit heap's, and up to twice as many more may be; hot says the
+	// class turned hot, for good
 	cold  [slab.NumClasses]atomic.Uint32
 	hot   [slab.NumClasses]atomic.Bool
 	coldN uint32
