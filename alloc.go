@@ -238,7 +238,7 @@ type Allocator struct {
 	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
 	// cold counts each class's requests while it is cold (coldClass): its
 	// first coldN (Config.ColdBlocks; 0: none, as without a heap) are the
-	// best-fit heap's, and up to twice as many more may be; hot says the
+	// best-fit heap's, and up to as many more may be (turnsHot); hot says the
 	// class turned hot, for good
 	cold  [slab.NumClasses]atomic.Uint32
 	hot   [slab.NumClasses]atomic.Bool
