@@ -215,8 +215,9 @@ type Config struct {
 	// holds half a first slab's blocks of it in use, or, whatever it
 	// holds, past its 2×ColdBlocks-th request: a class a program asks
 	// only a few blocks of, or whose blocks die young, holds no slab of
-	// its own, and one in steady use soon leaves the heap. Stats counts a cold class's blocks with the
-	// heap's (FitBytes), not in Classes. 0 means DefaultColdBlocks;
+	// its own, and one in steady use soon leaves the heap. Stats counts a
+	// cold class's blocks with the heap's (FitBytes), not in Classes.
+	// 0 means DefaultColdBlocks;
 	// negative means none (every class on its slabs from its first block,
 	// as under Debug and PolicyMmap, and in a Local's bins).
 	ColdBlocks int
@@ -235,10 +236,10 @@ type Allocator struct {
 	region *arena.Region
 	slabs  *slab.Pool
 	fit    *fit.Heap // medium requests and cold classes' blocks; nil under Debug and PolicyMmap
-	// cold counts the requests of each small class that the best-fit heap
-	// served while the class was cold, coldN (Config.ColdBlocks; 0: none,
-	// as without a heap) at least; hot says the class turned hot, for good
-	// (coldClass)
+	// cold counts each class's requests while it is cold (coldClass): its
+	// first coldN (Config.ColdBlocks; 0: none, as without a heap) are the
+	// best-fit heap's, and up to as many more may be (turnsHot); hot says the
+	// class turned hot, for good
 	cold  [slab.NumClasses]atomic.Uint32
 	hot   [slab.NumClasses]atomic.Bool
 	coldN uint32
@@ -847,13 +848,10 @@ func (a *Allocator) fitBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled 
 
 // heapBlock serves a medium block of n bytes under the heap's lock: for a
 // caller that found this P's front without one. (fitMalloc writes it out
-// for least 0: the two are kept in step.)
+// for least 0, a call level less: the two are kept in step.)
 func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled bool, err error) {
 	if p, sampled, err = a.fit.AllocSampled(n, least); err != nil {
-		if err == ErrClosed { // the heap's own sentinel, unwrapped
-			return nil, false, false, err
-		}
-		return nil, false, false, fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
+		return nil, false, false, heapErr(n, err)
 	}
 	if least == 0 && n <= hotTo {
 		a.noteInUse(n)
@@ -862,6 +860,15 @@ func (a *Allocator) heapBlock(n, least uintptr) (p unsafe.Pointer, zero, sampled
 		a.prof.sampledLarge() // marked by the heap, under its lock
 	}
 	return p, false, sampled, nil
+}
+
+// heapErr is the error of the heap's refusal of n bytes: its own ErrClosed
+// as it is, anything else wrapped.
+func heapErr(n uintptr, err error) error {
+	if err == ErrClosed {
+		return err
+	}
+	return fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
 }
 
 // midBlock serves a mid-size block of n bytes (and room more, for Debug's
@@ -948,13 +955,11 @@ func (a *Allocator) Malloc(n int) ([]byte, error) {
 // allocator's; it delivers the reports the heap found, as leave would
 // (leaveOutside).
 func (a *Allocator) fitMalloc(n int) ([]byte, error) {
-	// heapBlock's work, written out: a call level less (cachegrind: a
-	// 3000-byte pair 1012 -> 988 instructions)
+	// heapBlock's work, its call level less (cachegrind: a 3000-byte pair
+	// 1012 -> 988 instructions)
 	p, sampled, err := a.fit.AllocSampled(uintptr(n), 0)
 	if err != nil {
-		if err != ErrClosed { // the heap's own sentinel, unwrapped
-			err = fmt.Errorf("alloc: %d bytes from the best-fit heap: %w", n, err)
-		}
+		err = heapErr(uintptr(n), err)
 		a.leaveOutside(nil, err)
 		return nil, err
 	}

@@ -15,7 +15,10 @@ import (
 // below's, a few ColdBlocks, its blocks held, freed at once or every
 // other held: BlockSize, asked before each request, is what UsableSize
 // says of the block Malloc (or Calloc, or AlignedAlloc to 16) then
-// returns, before, at and past the turn.
+// returns, before, at and past the turn — exactly for a class's block, up
+// to 48 bytes less for the heap's chunk of a medium request (which P's
+// front a call finds is the scheduler's: under -race one handed out a
+// larger chunk).
 func TestBlockSizeAcrossTheTurn(t *testing.T) {
 	const cold = 3
 	for _, keep := range []int{1, 0, 2} { // hold all, free at once, hold every other
@@ -44,7 +47,15 @@ func TestBlockSizeAcrossTheTurn(t *testing.T) {
 						b, err = a.AlignedAlloc(16, n)
 					}
 					require.NoError(t, err)
-					require.Equal(t, want, a.UsableSize(b), "keep %d, %d bytes, request %d", keep, n, i+1)
+					if got := a.UsableSize(b); n > 1024 && want != size {
+						// the heap's chunk for a medium request: UsableSize
+						// may say 16 bytes more (a free chunk with too little
+						// to split off) or up to 48 (a P's front's a little
+						// larger chunk), as BlockSize's doc says
+						require.True(t, got >= want && got <= want+48, "keep %d, %d bytes, request %d: BlockSize %d, UsableSize %d", keep, n, i+1, want, got)
+					} else {
+						require.Equal(t, want, got, "keep %d, %d bytes, request %d", keep, n, i+1)
+					}
 					alloctest.Fill(past(b, want-len(b)), uint32(i)) // its whole block, dirty for Calloc's next
 					if keep == 1 || keep == 2 && i%2 == 0 {
 						held = append(held, b)

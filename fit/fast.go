@@ -109,6 +109,18 @@ func (r *run) flip(c uintptr, x uint64) {
 	r.live[w+1] ^= x >> (63 - b) >> 1
 }
 
+// unmark clears the bits x (of a window, set) at chunk c's place in r:
+// flip's clearing, whose second word is written only when x reaches it
+// (a mark's bits are at most the window's three).
+func (r *run) unmark(c uintptr, x uint64) {
+	g := (c - r.start) / granule
+	w, b := g/64, g%64
+	r.live[w] &^= x << b
+	if b > 61 {
+		r.live[w+1] &^= x >> (63 - b) >> 1
+	}
+}
+
 // held reports whether chunk c of run r is in a fast bin.
 func held(r *run, c uintptr) bool { return r.window(c) == bitsHeld }
 
@@ -260,10 +272,7 @@ func (h *Heap) consolidate() {
 				h.freeBytes += s // lost: left held, out of its bin, still counted free
 				continue
 			}
-			h.release(r, c, s, h.header(c)&flagPrevInUse != 0) // c still held: the chunk before is checked against it
-			if !r.gone {
-				r.flip(c, bitsHeld)
-			} // (else the run went back, its bitmap cleared: a window of the side is the next run's there)
+			h.release(r, c, s, h.header(c)&flagPrevInUse != 0, bitsHeld)
 		}
 	}
 	h.mergeHeld = false // asked for by the releases above: done

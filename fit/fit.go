@@ -1127,20 +1127,22 @@ func (h *Heap) growBits(r *run, end uintptr) {
 	if words <= len(r.live) {
 		return
 	}
-	h.metaBytes -= uintptr(cap(r.live)) * 8
-	defer func() { h.metaBytes += uintptr(cap(r.live)) * 8 }()
-	if side := h.region.Side(); side != nil && (r.live == nil || r.sided) {
-		if w, err := side.Words(r.start, words); err == nil {
-			r.live, r.sided = w, true
-			return
+	was := r.live
+	h.metaBytes -= uintptr(cap(was)) * 8
+	var w []uint64
+	if side := h.region.Side(); side != nil && (was == nil || r.sided) {
+		w, _ = side.Words(r.start, words) // nil if its commit is refused
+	}
+	if w != nil {
+		r.live, r.sided = w, true
+	} else {
+		r.live = append(was, make([]uint64, words-len(was))...) // (a window's capacity is its length: a copy)
+		if r.sided {
+			clear(was[:len(was)-1]) // left clear for the next run there (the word to spare is the next run's already)
+			r.sided = false
 		}
 	}
-	was := r.live
-	r.live = append(r.live, make([]uint64, words-len(r.live))...) // (a window's capacity is its length: a copy)
-	if r.sided {
-		clear(was[:len(was)-1]) // left clear for the next run there (the word to spare is the next run's already)
-		r.sided = false
-	}
+	h.metaBytes += uintptr(cap(r.live)) * 8
 }
 
 // SideShift is the region's arena.Config.SideShift the heap's bitmaps
@@ -1339,11 +1341,7 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 		h.pushFast(r, c, s, bin)
 		return n, nil
 	}
-	h.release(r, c, s, hd&flagPrevInUse != 0) // c still in use in the bitmap: the chunk before is checked against it
-	if !r.gone {
-		w, m := r.bit(p)
-		r.live[w] &^= m
-	} // (else the run went back, its bitmap cleared and its side's pages given back: a write would fault one in again)
+	h.release(r, c, s, hd&flagPrevInUse != 0, bitsLive)
 	h.settle()
 	return n, nil
 }
@@ -1353,9 +1351,13 @@ func (h *Heap) freeChecked(r *run, c uintptr, hd uint64) (uintptr, error) {
 // The chunk after it is free if the bitmap says so (check has found it
 // sound); the chunk before, found through the boundary tag, is checked
 // here: if it is not a sound free chunk, that is reported and c is not
-// merged with it.
-func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
-	next := c + s
+// merged with it. c's own bits in the bitmap (mark: bitsLive for a block
+// in use, bitsHeld for a fast bin's chunk, 0 for none) are what that
+// check sees of it; they are cleared once it is done, before the run
+// may go back to the region (its window of the side is then the next
+// run's there).
+func (h *Heap) release(r *run, c, s uintptr, prevInUse bool, mark uint64) {
+	next, c0 := c+s, c
 	if !prevInUse {
 		ps := uintptr(*h.word(c))
 		if ps <= c-r.start && ps%granule == 0 && h.freeIn(r, c-ps, ps) {
@@ -1373,6 +1375,7 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool) {
 	} else {
 		h.andHeader(r, next, ^uint64(flagPrevInUse)) // it may be a front's
 	}
+	r.unmark(c0, mark)
 	if r == h.top && c+s == r.end-fenceSize {
 		// the top's last free chunk: setFree's and insert's work in
 		// place, without the calls
@@ -1636,7 +1639,7 @@ func (h *Heap) Resize(ar *arena.Run, p, n, least uintptr) (bool, error) {
 			h.orHeader(r, c+want, flagPrevInUse) // the next chunk may be a front's
 		}
 	} else if rest := s - want; rest >= minChunk {
-		h.release(r, c+want, rest, true)
+		h.release(r, c+want, rest, true, 0)
 	} else {
 		want = s
 	}
