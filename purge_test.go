@@ -521,3 +521,58 @@ func TestStatsBreakdownDuringIdlePass(t *testing.T) {
 		})
 	}
 }
+
+// A free that leaves the best-fit heap's top past the trim threshold pays
+// no madvise while the purge waits: the purge's timer gives the top's
+// pages back, within two delays. With the purge off (glibc's way) or
+// immediate, the free trims the top itself, keeping TopPad.
+func TestFitTopTrimsLater(t *testing.T) {
+	build := func(a *alloc.Allocator) (keep []byte, bs [][]byte) {
+		keep, err := a.Malloc(3000) // keeps the heap's run: only its top is free
+		require.NoError(t, err)
+		for range 1000 {
+			b, err := a.Malloc(3000)
+			require.NoError(t, err)
+			alloctest.Fill(b, 1)
+			bs = append(bs, b)
+		}
+		return keep, bs
+	}
+	freeTop := func(a *alloc.Allocator, bs [][]byte) (before, after stats.Snapshot) {
+		before = a.Stats()
+		for i := len(bs) - 1; i >= 0; i-- {
+			require.NoError(t, a.Free(bs[i]))
+		}
+		return before, a.Stats()
+	}
+
+	t.Run("purge waits", func(t *testing.T) {
+		a := newAlloc(t, alloc.Config{PurgeDelay: time.Second})
+		keep, bs := build(a)
+		before, after := freeTop(a, bs)
+		assert.Equal(t, before.Madvise, after.Madvise, "no madvise in Free")
+		assert.Greater(t, after.Resident+(1<<20), before.Resident, "the top still resident")
+		require.Eventually(t, func() bool {
+			return a.Stats().Resident+(2<<20) < before.Resident
+		}, 5*time.Second, 10*time.Millisecond, "the purge gives the top back")
+		s := a.Stats()
+		assert.Greater(t, s.Madvise, before.Madvise)
+		assert.GreaterOrEqual(t, s.FitReleasedBytes, uint64(2<<20), "released inside the top chunk")
+		requireBreakdown(t, s, "after the purge")
+		require.NoError(t, a.Free(keep))
+	})
+	for _, c := range []struct {
+		name  string
+		delay time.Duration
+	}{{"purge never", alloc.PurgeNever}, {"purge immediately", alloc.PurgeImmediately}} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAlloc(t, alloc.Config{PurgeDelay: c.delay})
+			keep, bs := build(a)
+			before, after := freeTop(a, bs)
+			assert.Greater(t, after.Madvise, before.Madvise, "trimmed by Free")
+			assert.Less(t, after.Resident+(2<<20), before.Resident, "given back at once")
+			requireBreakdown(t, after, "after the trim")
+			require.NoError(t, a.Free(keep))
+		})
+	}
+}

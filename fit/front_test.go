@@ -374,7 +374,7 @@ func TestFrontDrainOwnReentered(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one front, the drains' and the frees'
 	const n = 2000
 	var onFree func()
-	h, _ := newHeapWith(t, Options{OnFree: func(uintptr) {
+	h, _ := newHeapWith(t, Options{everyFree: true, OnFree: func(uintptr) {
 		if f := onFree; f != nil {
 			onFree = nil
 			f()

@@ -46,7 +46,7 @@ func notLocked(t *testing.T, h *Heap, what string) {
 func TestHookPanicUnlocks(t *testing.T) {
 	t.Run("OnFree in Free", func(t *testing.T) {
 		armed := false
-		h, _ := newHeapWith(t, Options{OnFree: func(uintptr) {
+		h, _ := newHeapWith(t, Options{ProfileRate: 1, OnFree: func(uintptr) {
 			if armed {
 				panic("OnFree")
 			}
@@ -62,7 +62,7 @@ func TestHookPanicUnlocks(t *testing.T) {
 	})
 	t.Run("runtime error in OnFree", func(t *testing.T) {
 		var m map[uintptr]bool
-		h, _ := newHeapWith(t, Options{OnFree: func(p uintptr) { m[p] = true }}) // a write to a nil map
+		h, _ := newHeapWith(t, Options{ProfileRate: 1, OnFree: func(p uintptr) { m[p] = true }}) // a write to a nil map
 		bs := allocFilled(t, h, 1, 3000)
 		require.True(t, panics(func() { _, _ = h.Free(h.region.Lookup(bs[0].p), bs[0].p) }))
 		m = map[uintptr]bool{}

@@ -11,7 +11,8 @@ import (
 // TestHeapSampleMarked: AllocSampled counts down under the heap's lock.
 // At rate 1 every block is the sample, marked so before the lock is let
 // go — a chunk popped from a fast bin as one carved — so a front refuses
-// it and its Free goes through the lock, to OnFree; with no rate none is.
+// it and its Free goes through the lock, to OnFree; with no rate none is,
+// and no Free calls OnFree.
 // After Close both calls refuse with ErrClosed, and no front is made.
 func TestHeapSampleMarked(t *testing.T) {
 	var freed []uintptr
@@ -35,12 +36,16 @@ func TestHeapSampleMarked(t *testing.T) {
 	}
 	walk(t, h)
 
-	off, _ := newHeapWith(t, Options{})
+	calls := 0
+	off, offr := newHeapWith(t, Options{OnFree: func(uintptr) { calls++ }})
 	for range 100 {
-		_, sampled, err := off.AllocSampled(3000, 0)
+		p, sampled, err := off.AllocSampled(3000, 0)
 		require.NoError(t, err)
 		require.False(t, sampled, "no rate: no sample")
+		_, err = off.Free(offr.Lookup(uintptr(p)), uintptr(p))
+		require.NoError(t, err)
 	}
+	require.Zero(t, calls, "OnFree for a block not sampled")
 
 	h.Close()
 	_, _, err := h.AllocSampled(1500, 0)
