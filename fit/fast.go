@@ -191,7 +191,7 @@ func (h *Heap) pushFast(r *run, c, s uintptr, i int) {
 // clean top (a block taken from the top and given back, over and over)
 // is held.
 func (h *Heap) trims(r *run, c, s uintptr) bool {
-	if h.trim == 0 || alignUp(c+minChunk+h.opts.TopPad, h.page) >= r.clean {
+	if h.trim == 0 || h.opts.TrimLater || alignUp(c+minChunk+h.opts.TopPad, h.page) >= r.clean {
 		return false // no page past the pad touched: nothing to trim
 	}
 	next := c + s
