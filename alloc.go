@@ -260,9 +260,6 @@ type Allocator struct {
 	threshold atomic.Uintptr
 	trim      atomic.Int64
 	dynamic   bool
-	// fitLazyTrim: the best-fit heap's runs' tops are the purge's
-	// (fitTrimsLater), whatever the trim threshold.
-	fitLazyTrim bool
 
 	// smallLimit: requests below it go to the slabs' P caches (0 under
 	// PolicyMmap and Debug), but for the medium ones the best-fit heap
@@ -369,8 +366,8 @@ func New(cfg Config) (*Allocator, error) {
 	a.pages = a.region.PageMap()
 	if usesFit(a.policy, cfg.Debug) {
 		fitTrim := trimBytes
-		if trim < 0 || a.fitTrimsLater(delay) {
-			fitTrim = 0 // never, or the purge's timer trims the runs' tops
+		if trim < 0 {
+			fitTrim = 0 // never
 		}
 		var onFree func(uintptr) // none with the profile off: no record to drop, a call less each Free
 		if a.prof != nil {
@@ -381,6 +378,7 @@ func New(cfg Config) (*Allocator, error) {
 			PurgeDelay:    purgeDelay(delay),
 			TrimThreshold: fitTrim,
 			TopPad:        uintptr(topPad),
+			TrimLater:     fitTrimsLater(delay),
 			OnFree:        onFree,
 			ProfileRate:   a.prof.rateOrZero(),
 			Moves:         &a.moves,
@@ -1210,17 +1208,19 @@ func (a *Allocator) slide(size uintptr) {
 	a.mmapFrom.Store(size + 1)
 	a.trim.Store(int64(2 * size))
 	a.region.SetTrimThreshold(2 * size)
-	if a.fit != nil && !a.fitLazyTrim {
+	if a.fit != nil {
 		a.fit.SetTrimThreshold(2 * size)
 	}
 }
 
 // fitTrimsLater says whether the best-fit heap leaves its runs' tops to
-// the purge's timer (and notes it): so when the purge waits (a delay), a
-// free that leaves a run's last free chunk past the trim threshold
-// arms the timer instead of paying the madvise itself, and the chunk's
-// pages go back within two delays (fit.Heap's purgePass releases every
-// free chunk of 64 KiB or more, the top's included, TopPad and all). A
+// the purge's timer (fit.Options.TrimLater): so when the purge waits (a
+// delay), a free that leaves a run's last free chunk past the trim
+// threshold arms the timer instead of paying the madvise itself, and the
+// chunk's pages past TopPad go back within two delays (the purge's pass
+// trims a top it found past the threshold at two passes in a row, busy
+// at its low end or not; an unchanged free chunk of 64 KiB or more, the
+// top's included, it releases whole, TopPad and all). A
 // program that frees a heap and builds it again within the delay
 // faults nothing back in; glibc's tcache and fast bins, which hold the
 // chunks beside its top, have the same effect. Replaying random-bal, the
@@ -1228,9 +1228,8 @@ func (a *Allocator) slide(size uintptr) {
 // ended it; the replay went from 1.25 to 1.18 times glibc's time,
 // amptjp-bal's from 1.25 to 1.10 (medians of 21, alternated). The
 // region's own top, the break, still moves down as soon as it is free.
-func (a *Allocator) fitTrimsLater(delay time.Duration) bool {
-	a.fitLazyTrim = purgeDelay(delay) > 0
-	return a.fitLazyTrim
+func fitTrimsLater(delay time.Duration) bool {
+	return delay >= 0 && purgeDelay(delay) > 0
 }
 
 // block describes a live block found from its address.

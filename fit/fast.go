@@ -13,7 +13,8 @@ package fit
 //
 // What a fast bin holds is bounded (fastCount chunks per size, fastCap
 // bytes in all); a chunk whose free would trim its run's top is merged at
-// once (trims); a free that merges into a chunk of purgeMin bytes or more
+// once (trims; not with Options.TrimLater, where the purge's pass trims
+// the top); a free that merges into a chunk of purgeMin bytes or more
 // empties the fast bins into the heap (glibc's
 // FASTBIN_CONSOLIDATION_THRESHOLD: a heap giving back memory in bulk
 // merges what they hold too); and a fast bin never makes the heap grow or
@@ -189,9 +190,9 @@ func (h *Heap) pushFast(r *run, c, s uintptr, i int) {
 // touched. Such a chunk is merged at once, so the top is trimmed as free
 // gives it back, as it would be without fast bins; a chunk freed on a
 // clean top (a block taken from the top and given back, over and over)
-// is held.
+// is held, and so is any with TrimLater (the free trims nothing).
 func (h *Heap) trims(r *run, c, s uintptr) bool {
-	if h.trim == 0 || alignUp(c+minChunk+h.opts.TopPad, h.page) >= r.clean {
+	if h.trim == 0 || h.opts.TrimLater || alignUp(c+minChunk+h.opts.TopPad, h.page) >= r.clean {
 		return false // no page past the pad touched: nothing to trim
 	}
 	next := c + s

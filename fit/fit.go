@@ -132,6 +132,9 @@ type run struct {
 	// in the run, so that a run's last page is touched only by a block
 	// that reaches it: a run grows well ahead of its use.
 	fence [2]uint64
+	// topSeen: the purge's last pass found the run's last free chunk
+	// past the trim threshold (Options.TrimLater)
+	topSeen bool
 	// clean: every page from here to the end of the run is known not
 	// resident (never touched, or given back), and lies inside the run's
 	// last free chunk. It rises as blocks and the heap's own words reach
@@ -168,9 +171,14 @@ type Options struct {
 	// M_TOP_PAD for each run's last free chunk, its top: when a free
 	// leaves that chunk TrimThreshold bytes or more, the touched pages
 	// past its first TopPad bytes go back to the kernel at once. 0 means
-	// never (SetTrimThreshold changes it).
+	// never (SetTrimThreshold changes it). With TrimLater (and the purge
+	// waiting: Purge, PurgeDelay > 0) such a free arms the purge's timer
+	// instead, whose pass trims the top, TopPad kept, once it found it
+	// past the threshold at two passes in a row (busy at its low end or
+	// not: the release of an unchanged chunk would never see one that is).
 	TrimThreshold uintptr
 	TopPad        uintptr
+	TrimLater     bool
 	// OnFree, if set, is called with the address of each block freed
 	// that the heap profile sampled (ProfileRate), once it is known to be
 	// a block in use and before it can be handed out again (the heap
@@ -1403,7 +1411,11 @@ func (h *Heap) release(r *run, c, s uintptr, prevInUse bool, mark uint64) {
 		h.insert(c, s)
 	}
 	if c+s == r.end-fenceSize && h.trim != 0 && s >= h.trim {
-		h.mayTrimTop(r, c)
+		if h.opts.TrimLater {
+			h.armPurge() // its pass trims the top (trimTops)
+		} else {
+			h.mayTrimTop(r, c)
+		}
 	}
 	if h.opts.Purge && s >= purgeMin {
 		if h.opts.PurgeDelay <= 0 {
@@ -1512,10 +1524,45 @@ func (h *Heap) purgePass() {
 			waiting = true
 		}
 	})
+	if h.opts.TrimLater && h.trimTops() {
+		waiting = true
+	}
 	if waiting {
 		h.purgeAt = true
 		h.timer.Reset(h.opts.PurgeDelay)
 	}
+}
+
+// trimTops is the purge's pass over the runs' tops (Options.TrimLater):
+// a run's last free chunk of the trim threshold or more, with pages
+// touched past its pad, is trimmed as a free would have trimmed it if
+// the last pass found it so too (a heap freed and built again within the
+// delay faults nothing back in), else noted. It reports whether one
+// waits for the next pass.
+func (h *Heap) trimTops() bool {
+	if h.trim == 0 {
+		return false
+	}
+	waiting := false
+	for r := range h.liveRuns {
+		c, s := uintptr(0), uintptr(0)
+		if r.fence[1]&flagPrevInUse == 0 { // the last chunk is free: its size is the fence's boundary tag
+			s = uintptr(r.fence[0])
+			c = r.end - fenceSize - s
+		}
+		if s < h.trim || s > r.end-fenceSize-r.start || c+minChunk+h.opts.TopPad >= r.clean || !h.freeIn(r, c, s) {
+			r.topSeen = false
+			continue
+		}
+		if r.topSeen {
+			h.trimTop(r, c)
+			r.topSeen = false
+		} else {
+			r.topSeen = true
+			waiting = true
+		}
+	}
+	return waiting
 }
 
 // Close stops the purge's timer; a pass already running sees the heap
