@@ -1220,16 +1220,17 @@ func (a *Allocator) slide(size uintptr) {
 // chunk's pages past TopPad go back within two delays (the purge's pass
 // trims a top it found past the threshold at two passes in a row, busy
 // at its low end or not; an unchanged free chunk of 64 KiB or more, the
-// top's included, it releases whole, TopPad and all). A
-// program that frees a heap and builds it again within the delay
-// faults nothing back in; glibc's tcache and fast bins, which hold the
-// chunks beside its top, have the same effect. Replaying random-bal, the
-// madvise at free took 9% of the replay's samples and a 8.7 MB one
-// ended it; the replay went from 1.25 to 1.18 times glibc's time,
-// amptjp-bal's from 1.25 to 1.10 (medians of 21, alternated). The
-// region's own top, the break, still moves down as soon as it is free.
+// top's included, it releases whole, TopPad and all). A program that
+// frees a heap and builds it again within the delay faults nothing back
+// in; glibc's tcache and fast bins, which hold the chunks beside its
+// top, have the same effect. Replaying random-bal, the madvise at free
+// took 9% of the replay's samples and an 8.7 MB one ended it; the replay
+// went from 1.26 to 1.14 times glibc's time, amptjp-bal's from 1.25 to
+// 1.09 (medians of 15 and 21, alternated). The region's own top, the
+// break, still moves down as soon as it is free. (PurgeNever is
+// negative, PurgeImmediately a nanosecond: purgeDelay makes both 0.)
 func fitTrimsLater(delay time.Duration) bool {
-	return delay >= 0 && purgeDelay(delay) > 0
+	return purgeDelay(delay) > 0
 }
 
 // block describes a live block found from its address.
